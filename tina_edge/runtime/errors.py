@@ -1,0 +1,26 @@
+"""Error types of tina-edge. Every error a user can cause is one of these, with one clear sentence.
+
+The CLI turns a `TinaEdgeError` into its message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TinaEdgeError(Exception):
+    """Base class of every error tina-edge raises on bad input."""
+
+
+class PromptError(TinaEdgeError, ValueError):
+    """The class prompt cannot be used (empty, too many classes, duplicates, ...)."""
+
+
+class BundleError(TinaEdgeError):
+    """A bundle is missing, incomplete, tampered with or unsafe."""
+
+
+class ImageError(TinaEdgeError, ValueError):
+    """An image given to predict (or as an image prompt) cannot be read or converted."""
+
+
+class ModelFileError(TinaEdgeError):
+    """A personalized model file or output path cannot be read or written."""
