@@ -18,7 +18,6 @@ import os
 import pickle
 import struct
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -53,6 +52,7 @@ DEFAULT_HOLDOUT = ["automobile", "cat", "sneaker", "pullover"]
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_PIL_FORMATS = ("JPEG", "PNG")  # only try the decoders the suffixes promise
 _CACHE_VERSION = 1
 _EXTRACT_MARKER = ".tina-edge-extracted.json"
 
@@ -134,7 +134,7 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=_PIL_FORMATS) as im:
             if im.mode != "RGB":
                 # RGBA/LA/P with transparency: convert() drops alpha (no compositing); grey is
                 # replicated to 3 channels.
@@ -148,21 +148,16 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
 
 
 def _decode_all(paths: Sequence[Path], size: int, desc: str) -> np.ndarray:
-    """Decode images into one array with a thread pool (PIL releases the GIL while decoding)."""
+    """Decode images one by one into a preallocated array.
+
+    A plain loop on purpose: a 32x32 JPEG takes ~0.2 ms, mostly Python-side PIL overhead under
+    the GIL, and a thread pool measured slower than this loop (2.9-3.3 s vs 2.3-2.9 s for 10k).
+    """
     from tqdm.auto import tqdm
 
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-
-    def work(i: int) -> None:
-        out[i] = _decode_image(paths[i], size)
-
-    workers = min(8, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(paths), desc=desc, unit="img", disable=None, leave=False) as bar:
-        for start in range(0, len(paths), 1024):
-            chunk = range(start, min(start + 1024, len(paths)))
-            list(pool.map(work, chunk))  # re-raises the first decoding error
-            bar.update(len(chunk))
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=None, leave=False)):
+        out[i] = _decode_image(p, size)
     return out
 
 

@@ -84,10 +84,10 @@ class BasicBlock(nn.Module):
 class ResNetTrunk(nn.Module):
     """ResNet-(6n+2) for 32x32 images (He et al. CIFAR variant); n=3 is ResNet-20. Output: [N, widths[-1]]."""
 
-    def __init__(self, blocks_per_stage: int = 1, widths: tuple[int, int, int] = (16, 32, 64)):
+    def __init__(self, blocks_per_stage: int = 1, widths: tuple[int, int, int] = (16, 32, 64), stem_stride: int = 1):
         super().__init__()
         self.normalize = Normalize()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stem_stride, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
         layers, cin = [], widths[0]
         for i, w in enumerate(widths):
             for j in range(blocks_per_stage):
@@ -104,9 +104,9 @@ class ResNetTrunk(nn.Module):
 class ResNetClassifier(nn.Module):
     """Trunk + linear head; the generic model and every p-model of the ``resnet_head`` template."""
 
-    def __init__(self, num_classes: int, blocks_per_stage: int = 1, widths=(16, 32, 64)):
+    def __init__(self, num_classes: int, blocks_per_stage: int = 1, widths=(16, 32, 64), stem_stride: int = 1):
         super().__init__()
-        self.trunk = ResNetTrunk(blocks_per_stage, tuple(widths))
+        self.trunk = ResNetTrunk(blocks_per_stage, tuple(widths), stem_stride)
         self.fc = nn.Linear(self.trunk.out_dim, num_classes)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
@@ -128,13 +128,14 @@ class TemplateConfig:
     k_max: int = 10
     blocks_per_stage: int = 1  # resnet_head only
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    stem_stride: int = 1  # 2 makes the trunk ~4x cheaper on CPU (16x16 feature maps from the start)
 
 
 def build_model(cfg: TemplateConfig, num_classes: int) -> nn.Module:
     if cfg.name == "tiny_cnn":
         return TinyCNN(num_classes)
     if cfg.name == "resnet_head":
-        return ResNetClassifier(num_classes, cfg.blocks_per_stage, tuple(cfg.widths))
+        return ResNetClassifier(num_classes, cfg.blocks_per_stage, tuple(cfg.widths), cfg.stem_stride)
     raise ValueError(f"unknown template {cfg.name!r}; choose tiny_cnn or resnet_head")
 
 

@@ -1,0 +1,227 @@
+"""Server-side commands: `tina-edge train generic|zoo|diffusion|eval` and `tina-edge export`.
+
+This module imports nothing heavy at import time, so `tina-edge --help` and the runtime commands
+work without torch; each command imports the training code when it runs and says what to install
+if the [train] extra is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..runtime.errors import TinaEdgeError
+
+
+def _need_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise TinaEdgeError('this command needs the training extra: pip install "tina-edge[train]"') from None
+
+
+def _shared_data_default() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    for cand in (root.parent / "shared" / "data" / "cifar10", root / "data" / "cifar10"):
+        if (cand / "train").is_dir():
+            return str(cand)
+    return None
+
+
+def data_options(f):
+    opts = [
+        click.option("--cifar10", type=click.Path(file_okay=False), default=None,
+                     help="CIFAR-10 image folders (DIR/train/<class>/*.jpg, DIR/test/...); e.g. extracted "
+                          "from ../shared/data/cifar10-jpeg.tar.gz"),
+        click.option("--fashion-mnist", type=click.Path(file_okay=False), default=None,
+                     help="Fashion-MNIST idx files (apt-get install dataset-fashion-mnist puts them in "
+                          "/usr/share/datasets/fashion-mnist)"),
+        click.option("--image-folder", multiple=True, type=click.Path(file_okay=False),
+                     help="extra class-named image folder dataset (DIR/<split>/<class>/*.jpg); repeatable"),
+        click.option("--cifar-pickle", multiple=True, type=click.Path(file_okay=False),
+                     help="CIFAR-10/100 python-pickle folder; repeatable"),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+                     help="cache decoded arrays here (.npz) so later stages load in a second"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _load(split, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir):
+    from ..train.pipeline import load_universe
+
+    for p in [cifar10, fashion_mnist, *image_folder, *cifar_pickle]:
+        if p and not Path(p).is_dir():
+            raise TinaEdgeError(f"data folder {p} does not exist")
+    try:
+        return load_universe(cifar10=cifar10, fashion_mnist=fashion_mnist, image_folders=image_folder,
+                             cifar_pickles=cifar_pickle, split=split, cache_dir=cache_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise TinaEdgeError(str(e)) from None
+
+
+@click.group()
+def train() -> None:
+    """Train Tina on the server (needs the [train] extra). Run the stages in order:
+
+    \b
+      tina-edge train generic   --workdir runs/default --cifar10 DATA/cifar10 --fashion-mnist FMNIST
+      tina-edge train zoo       --workdir runs/default (same data options)
+      tina-edge train diffusion --workdir runs/default --text-encoder minilm
+      tina-edge train eval      --workdir runs/default (same data options)
+    """
+
+
+@train.command()
+@click.option("--workdir", required=True, type=click.Path(file_okay=False), help="where every stage writes")
+@data_options
+@click.option("--template", type=click.Choice(["resnet_head", "tiny_cnn"]), default="resnet_head", show_default=True)
+@click.option("--k-max", type=int, default=10, show_default=True, help="most classes a personalized model can have")
+@click.option("--blocks", type=int, default=1, show_default=True, help="ResNet blocks per stage (3 = ResNet-20)")
+@click.option("--widths", default="16,32,64", show_default=True, help="ResNet stage widths")
+@click.option("--stem-stride", type=int, default=2, show_default=True, help="2 = 4x cheaper trunk on CPU")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, template, k_max, blocks, widths,
+            stem_stride, epochs, batch_size, lr, seed):
+    """Train the generic model on every class of the universe."""
+    _need_torch()
+    from ..train.pipeline import stage_generic
+    from ..train.templates import TemplateConfig
+
+    if not 2 <= k_max <= 100:
+        raise TinaEdgeError(f"--k-max must be between 2 and 100, got {k_max}")
+    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    cfg = TemplateConfig(name=template, k_max=k_max, blocks_per_stage=blocks,
+                         widths=[int(w) for w in widths.split(",")], stem_stride=stem_stride)
+    info = stage_generic(workdir, tr, te, cfg, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    click.echo(json.dumps({k: v for k, v in info.items() if k != "per_class"}, indent=1))
+
+
+@train.command()
+@click.option("--workdir", required=True, type=click.Path(file_okay=False))
+@data_options
+@click.option("--holdout", default="automobile,cat,sneaker,pullover", show_default=True,
+              help="classes kept out of every p-model (OOD tests)")
+@click.option("--n-tasks", type=int, default=1000, show_default=True, help="number of p-models")
+@click.option("--n-id", type=int, default=45, show_default=True, help="held-out ID test combinations")
+@click.option("--n-ood", type=int, default=9, show_default=True, help="OOD test tasks per held-out class")
+@click.option("--shard", default="0/1", show_default=True, help="i/n: this process builds p-models with id %% n == i")
+@click.option("--group", type=int, default=100, show_default=True, help="p-models fine-tuned together in one pass")
+@click.option("--steps", type=int, default=100, show_default=True, help="fine-tuning steps per p-model")
+@click.option("--seed", type=int, default=0, show_default=True)
+def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, holdout, n_tasks, n_id, n_ood,
+        shard, group, steps, seed):
+    """Fine-tune the p-model zoo (resumable; shardable across processes)."""
+    _need_torch()
+    from ..train.pipeline import stage_zoo
+
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}") from None
+    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    try:
+        stats = stage_zoo(workdir, tr, te, holdout=[h.strip() for h in holdout.split(",") if h.strip()],
+                          n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, shard=(i, n), group=group,
+                          steps=steps, seed=seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise TinaEdgeError(str(e)) from None
+    click.echo(json.dumps(stats, indent=1))
+
+
+@train.command()
+@click.option("--workdir", required=True, type=click.Path(file_okay=False))
+@click.option("--text-encoder", default="minilm", show_default=True,
+              help="minilm | minilm:DIR | open_clip:ARCH | open_clip:ARCH:TAG_OR_CHECKPOINT")
+@click.option("--hidden", type=int, default=128, show_default=True)
+@click.option("--layers", type=int, default=4, show_default=True)
+@click.option("--heads", type=int, default=4, show_default=True)
+@click.option("--chunk-size", type=int, default=64, show_default=True)
+@click.option("--steps", type=int, default=20000, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--emb-noise", type=float, default=0.0, show_default=True, help="Gaussian noise on class embeddings")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
+@click.option("--ckpt-name", default="tina.safetensors", show_default=True)
+def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, steps, batch_size, lr, emb_noise, seed,
+              resume, ckpt_name):
+    """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
+    _need_torch()
+    from ..train.pipeline import stage_diffusion
+    from ..train.trainer import TrainConfig
+
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
+    try:
+        out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
+                              chunk_size=chunk_size, train_cfg=tcfg, resume=resume, ckpt_name=ckpt_name,
+                              emb_cache=str(Path(workdir) / "emb_cache"))
+    except (ValueError, FileNotFoundError) as e:
+        raise TinaEdgeError(str(e)) from None
+    click.echo(json.dumps(out, indent=1))
+
+
+
+@train.command("eval")
+@click.option("--workdir", required=True, type=click.Path(file_okay=False))
+@data_options
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="default: WORKDIR/tina.safetensors")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True)
+@click.option("--steps", type=int, default=1000, show_default=True, help="DDIM steps (DDPM always runs 1000)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="default: WORKDIR/eval")
+def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, ckpt, sampler, steps, seed, out):
+    """Evaluate generated models vs fine-tuned p-models vs classifier selection vs chance."""
+    _need_torch()
+    from ..train.pipeline import stage_eval
+
+    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    try:
+        res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out)
+    except (ValueError, FileNotFoundError) as e:
+        raise TinaEdgeError(str(e)) from None
+    click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
+    click.echo(json.dumps({k: res["summary"][k] for k in ("id", "ood")}, indent=1)[:2000])
+
+
+@click.command("export")
+@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Tina checkpoint (tina.safetensors)")
+@click.option("-o", "--output", required=True, type=click.Path(), help="bundle directory to create")
+@click.option("--text-encoder", default=None, help="override the checkpoint's encoder spec (e.g. a local weights path)")
+@click.option("--quantize", type=click.Choice(["int8", "fp16"]), default=None, help="text encoder weights")
+@click.option("--quantize-denoiser", type=click.Choice(["int8", "fp16"]), default=None)
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True,
+              help="the bundle's default sampler")
+@click.option("--steps", type=int, default=20, show_default=True, help="the bundle's default DDIM steps")
+@click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, force, as_json):
+    """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
+    _need_torch()
+    from ..export.bundle import export_bundle
+
+    log = (lambda m: click.echo(m, err=True))
+    s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
+                      overwrite=force, default_sampler=sampler, default_steps=steps, log=log)
+    if as_json:
+        click.echo(json.dumps(s, indent=1, default=str))
+        return
+    click.echo(f"bundle {s['bundle']} ({s['total_bytes'] / 1e6:.1f} MB, id {s['bundle_id']}) in {s['seconds']:.1f} s")
+    for name, size in s["files"].items():
+        click.echo(f"  {name:24s} {size / 1e6:8.2f} MB")
+    click.echo(f"parity: text encoder max|diff| {s['text_encoder']['max_abs_diff_fp32']:.2e}, "
+               f"denoiser {s['denoiser']['max_abs_diff']:.2e}, template {s['template']['max_abs_diff_logits']:.2e}, "
+               f"whole personalize {s['personalize_max_abs_diff']:.2e}")
+
+
+COMMANDS = [train, export_cmd]

@@ -1,0 +1,158 @@
+"""Denoiser and classifier-template graphs -> ONNX, each checked against PyTorch before it is kept.
+
+Graph contracts are those of `tina_edge.runtime.manifest`. Both use the legacy TorchScript
+exporter (one self-contained file, no `.onnx.data`), are exported with batch >= 2 and checked at
+batch 8, and go through `onnx.checker`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+from ..runtime.errors import TinaEdgeError
+from ..train.denoiser import TinaDenoiser
+from ..train.templates import ParamLayout, build_model
+
+FP32_TOLERANCE = 1e-4
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict, opset: int):
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=dyn,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def denoiser_inputs(model: TinaDenoiser, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cfg = model.cfg
+    mask = np.zeros((batch, cfg.k_max), np.float32)
+    for b in range(batch):
+        mask[b, : 2 + b % (cfg.k_max - 1)] = 1.0
+    emb = rng.standard_normal((batch, cfg.k_max, cfg.text_dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+    return {"x_t": rng.standard_normal((batch, cfg.param_count)).astype(np.float32),
+            "timestep": rng.integers(0, 1000, batch).astype(np.int64),
+            "class_emb": emb * mask[..., None], "class_mask": mask}
+
+
+def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -> dict:
+    """Write denoiser.onnx (one step) and return parity figures (max abs diff at batch 8)."""
+    path = Path(path)
+    ex = denoiser_inputs(model, 2)
+    _export(model, tuple(torch.from_numpy(ex[k]) for k in ("x_t", "timestep", "class_emb", "class_mask")), path,
+            ["x_t", "timestep", "class_emb", "class_mask"], ["x0"],
+            {"x_t": {0: "batch"}, "timestep": {0: "batch"}, "class_emb": {0: "batch"}, "class_mask": {0: "batch"},
+             "x0": {0: "batch"}}, opset)
+    feeds = denoiser_inputs(model, 8, seed=1)
+    with torch.no_grad():
+        ref = model(*(torch.from_numpy(feeds[k]) for k in ("x_t", "timestep", "class_emb", "class_mask"))).numpy()
+    got = _session(path).run(["x0"], feeds)[0]
+    diff = float(np.abs(got - ref).max())
+    if not diff <= FP32_TOLERANCE:
+        raise TinaEdgeError(f"ONNX denoiser differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
+    return {"max_abs_diff": diff, "batch": 8, "bytes": path.stat().st_size}
+
+
+class _TemplateGraph(nn.Module):
+    """image uint8 NHWC -> (logits, probabilities): the template at K_max rows."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image):
+        logits = self.net(image)
+        return logits, torch.softmax(logits, dim=-1)
+
+
+def _free_class_dims(model: onnx.ModelProto) -> None:
+    """Make output dims symbolic [N, k] and drop inferred shapes, so any k rows can be filled in."""
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        dims[0].ClearField("dim_value")
+        dims[0].dim_param = "N"
+        dims[1].ClearField("dim_value")
+        dims[1].dim_param = "k"
+
+
+def _rename_initializers(model: onnx.ModelProto, names: dict[str, str]) -> None:
+    """Give generated tensors their layout names (the export wrapper prefixed them with `net.`)."""
+    for init in model.graph.initializer:
+        if init.name in names:
+            init.name = names[init.name]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in names:
+                node.input[i] = names[name]
+
+
+def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor], path: str | Path, *,
+                    opset: int = 17) -> dict:
+    """Write template.onnx: frozen (non-generated) weights baked in, generated tensors as named
+    initializers at K_max rows; checked by filling random k-class tensors for every k."""
+    path = Path(path)
+    cfg = layout.cfg
+    net = build_model(cfg, cfg.k_max).eval()
+    sd = {k: v for k, v in generic_state.items()}
+    for s in layout.specs:  # generated tensors: placeholder values at K_max rows
+        sd[s.name] = torch.zeros(s.shape)
+    net.load_state_dict(sd)
+    for s in layout.specs:
+        # keep each generated tensor a distinct parameter so it stays a named initializer
+        dict(net.named_parameters())[s.name].data.normal_(0, 0.01)
+    ex = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    _export(_TemplateGraph(net), (ex,), path, ["image"], ["logits", "probabilities"],
+            {"image": {0: "N"}, "logits": {0: "N", 1: "k"}, "probabilities": {0: "N", 1: "k"}}, opset)
+    model = onnx.load(str(path))
+    _rename_initializers(model, {f"net.{s.name}": s.name for s in layout.specs})
+    inits = {i.name: i for i in model.graph.initializer}
+    for s in layout.specs:
+        if s.name not in inits or list(inits[s.name].dims) != s.shape:
+            raise TinaEdgeError(f"template export lost the generated tensor {s.name!r} as an initializer; "
+                                "the runtime could not fill it")
+    _free_class_dims(model)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    # parity for every k: fill random tensors into the graph and into torch
+    from ..runtime.template import fill_template
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    worst = 0.0
+    for k in range(2, cfg.k_max + 1):
+        tensors = {}
+        for s in layout.specs:
+            shape = list(s.shape)
+            if s.class_axis is not None:
+                shape[s.class_axis] = k
+            tensors[s.name] = torch.randn(shape, generator=gen) * 0.1
+        tnet = build_model(cfg, k).eval()
+        tsd = dict(sd)
+        tsd.update(tensors)
+        tnet.load_state_dict(tsd)
+        with torch.no_grad():
+            ref = tnet(images).numpy()
+        filled = fill_template(model, {n: t.numpy() for n, t in tensors.items()}, k)
+        sess = ort.InferenceSession(filled.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits, probs = sess.run(["logits", "probabilities"], {"image": images.numpy()})
+        if logits.shape != (8, k) or not np.allclose(probs.sum(1), 1.0, atol=1e-5):
+            raise TinaEdgeError(f"template graph gave shape {logits.shape} for k={k}")
+        worst = max(worst, float(np.abs(logits - ref).max()))
+    if not worst <= FP32_TOLERANCE * 10:
+        raise TinaEdgeError(f"ONNX template differs from PyTorch by {worst:.2e}")
+    return {"max_abs_diff_logits": worst, "k_checked": [2, cfg.k_max], "bytes": path.stat().st_size}

@@ -1,0 +1,97 @@
+"""Turning a user's class prompt into a clean list of class names.
+
+Rules (each failure is one PromptError sentence):
+- Input is one string "dog, cat" or a sequence of strings, each of which may itself hold
+  comma-separated names (["dog,cat", "horse"]).
+- Each name is NFC-normalised, control characters (Unicode category Cc, e.g. NUL, ESC, DEL) are
+  dropped, any run of whitespace (tabs, newlines included) becomes one space, and the ends are
+  stripped. Emoji, accents and any script are kept as written.
+- Names longer than MAX_NAME_CHARS characters are truncated (the text encoder only reads a few
+  dozen tokens anyway); truncation happens before the duplicate check.
+- Refused: an empty prompt, an empty name between commas (the position is named), a name given
+  twice after case-folding and whitespace normalisation, and text that is not valid UTF-8
+  (undecodable command-line bytes arrive as lone surrogates).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+from .errors import PromptError
+
+MAX_NAME_CHARS = 200
+
+
+def _has_surrogates(s: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in s)
+
+
+def clean_text(s: str) -> str:
+    """NFC, drop control characters, collapse whitespace, strip (shared with descriptions)."""
+    s = unicodedata.normalize("NFC", s)
+    s = "".join(" " if ch.isspace() else ch for ch in s if ch.isspace() or unicodedata.category(ch) != "Cc")
+    return " ".join(s.split())
+
+
+def class_key(name: str) -> str:
+    """The identity of a class name: cleaned and case-folded ("Dog " and "dog" are the same class)."""
+    return unicodedata.normalize("NFC", clean_text(name).casefold())
+
+
+def _pieces(prompt: str | Sequence[str]) -> list[str]:
+    if isinstance(prompt, (bytes, bytearray)):
+        try:
+            prompt = bytes(prompt).decode("utf-8")
+        except UnicodeDecodeError:
+            raise PromptError("the prompt is not valid UTF-8 text; pass class names as text") from None
+    if isinstance(prompt, str):
+        items = [prompt]
+    elif isinstance(prompt, Sequence):
+        items = list(prompt)
+    else:
+        raise PromptError(f"the prompt must be a string or a list of strings, got {type(prompt).__name__}")
+    out: list[str] = []
+    for it in items:
+        if not isinstance(it, str):
+            raise PromptError(f"every class name must be a string, got {type(it).__name__} ({it!r:.40})")
+        if _has_surrogates(it):
+            raise PromptError(
+                "the prompt contains bytes that are not valid UTF-8 (check the terminal's encoding); "
+                "pass class names as UTF-8 text"
+            )
+        out.extend(it.split(","))
+    return out
+
+
+def parse_classes(prompt: str | Sequence[str]) -> list[str]:
+    """Split and clean a class prompt; raise PromptError for empty, stray-comma or duplicate names."""
+    pieces = _pieces(prompt)
+    names = [clean_text(p) for p in pieces]
+    if not any(names):
+        raise PromptError('the prompt is empty; name at least 2 classes separated by commas, e.g. "dog, cat"')
+    for i, n in enumerate(names):
+        if not n:
+            raise PromptError(
+                f"class name {i + 1} of {len(names)} is empty (a stray comma?); "
+                'separate class names with single commas, e.g. "dog, cat"'
+            )
+    names = [n[:MAX_NAME_CHARS].rstrip() if len(n) > MAX_NAME_CHARS else n for n in names]
+    seen: dict[str, str] = {}
+    for n in names:
+        k = class_key(n)
+        if k in seen:
+            how = "" if seen[k] == n else f' (as "{seen[k]}" and "{n}"; case and spacing are ignored)'
+            raise PromptError(f'the class "{seen[k]}" is named twice{how}; name each class once')
+        seen[k] = n
+    return names
+
+
+def check_class_count(names: Sequence[str], k_max: int) -> None:
+    """A classifier needs 2..k_max classes; say the allowed range otherwise."""
+    k = len(names)
+    if k < 2:
+        got = f'only 1 class ("{names[0]}")' if k == 1 else "no classes"
+        raise PromptError(f"a classifier needs at least 2 classes but the prompt has {got}; this bundle allows 2 to {k_max}")
+    if k > k_max:
+        raise PromptError(f"the prompt has {k} classes but this bundle allows 2 to {k_max}; split the task or use a bigger bundle")

@@ -1,0 +1,63 @@
+"""From a flat sampled parameter vector to a filled classifier graph.
+
+`denormalise` undoes the per-tensor normalisation of the manifest layout and keeps the first k
+class slices; `fill_template` copies the template graph (loaded once per bundle) with those
+tensors in place of the K_max-shaped initializers. Graph value_info is dropped from the copy since
+intermediate shapes recorded at K_max would be stale; graph outputs get their class axis set to k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .manifest import TensorSpec
+
+_NP_OF = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.DOUBLE: np.float64}
+
+
+def denormalise(x: np.ndarray, layout: Sequence[TensorSpec], k: int) -> dict[str, np.ndarray]:
+    """w = x[offset:offset+numel].reshape(shape) * std + mean, first k entries on the class axis (float32)."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    out: dict[str, np.ndarray] = {}
+    for t in layout:
+        w = x[t.offset : t.offset + t.numel].reshape(t.shape) * np.float32(t.std) + np.float32(t.mean)
+        if t.class_axis is not None:
+            w = np.take(w, np.arange(k), axis=t.class_axis)
+        out[t.name] = np.ascontiguousarray(w, dtype=np.float32)
+    return out
+
+
+def fill_template(
+    template: onnx.ModelProto, params: Mapping[str, np.ndarray], k: int, metadata: Mapping[str, str] | None = None
+) -> onnx.ModelProto:
+    """A copy of `template` with `params` replacing the same-named initializers, outputs [N, k]."""
+    model = onnx.ModelProto()
+    model.CopyFrom(template)
+    g = model.graph
+    found = set()
+    for init in g.initializer:
+        if init.name in params:
+            arr = np.asarray(params[init.name]).astype(_NP_OF.get(init.data_type, np.float32), copy=False)
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), init.name))
+            found.add(init.name)
+    missing = set(params) - found
+    if missing:
+        raise KeyError(f"template has no initializer(s) {sorted(missing)}")
+    del g.value_info[:]
+    for out in g.output:
+        dims = out.type.tensor_type.shape.dim
+        if len(dims) == 2:
+            dims[1].Clear()
+            dims[1].dim_value = int(k)
+    if metadata is not None:
+        merged = {p.key: p.value for p in model.metadata_props}  # the template's own props stay
+        merged.update(metadata)
+        del model.metadata_props[:]
+        for key, value in merged.items():
+            p = model.metadata_props.add()
+            p.key, p.value = key, value
+    return model

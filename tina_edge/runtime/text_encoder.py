@@ -1,0 +1,58 @@
+"""Edge text encoder: tokenizer + one onnxruntime session, created once and reused.
+
+The ONNX graph does pooling and L2 norm itself, so `encode` returns what training saw.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .errors import BundleError
+from .tokenizer import Tokenizer
+
+
+def make_session(model_path: str | os.PathLike, threads: int | None = None):
+    """One CPU InferenceSession; `threads` caps intra-op threads (None = onnxruntime's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise BundleError(f"cannot load ONNX model {model_path}: {e}; re-export the bundle") from None
+
+
+class TextEncoderSession:
+    """texts -> float32 [n, D] embeddings (L2-normed), with the bundle's tokenizer."""
+
+    def __init__(self, model_path: str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
+                 batch_size: int = 64):
+        self.tokenizer = tokenizer
+        self.session = make_session(model_path, threads)
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"input_ids", "attention_mask"}:
+            raise BundleError(f"text encoder {model_path} has inputs {sorted(names)}, expected input_ids, attention_mask")
+        shape = self.session.get_inputs()[0].shape
+        if isinstance(shape[1], int) and shape[1] != tokenizer.max_tokens:
+            raise BundleError(f"text encoder takes {shape[1]} tokens but the tokenizer makes {tokenizer.max_tokens}")
+        d = self.session.get_outputs()[0].shape[-1]
+        self.dim = d if isinstance(d, int) else None
+        self.batch_size = int(batch_size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim or 0), np.float32)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenizer(texts[i : i + self.batch_size])
+            out.append(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0])
+        return np.concatenate(out).astype(np.float32, copy=False)

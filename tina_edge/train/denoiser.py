@@ -1,0 +1,140 @@
+"""The Tina denoiser: a non-causal transformer over [class tokens | timestep token | parameter chunks].
+
+Read top to bottom, nanoGPT style. One forward is one denoising step:
+    x_t [B, P] noisy normalised params, t [B] int64, class_emb [B, K_max, D], class_mask [B, K_max]
+    -> predicted x0 [B, P]
+Each parameter chunk (a slice that never crosses a layer boundary) has its own linear in/out
+projection; sequence positions are learned. Padded class slots (mask 0) are hidden from attention.
+Only plain ops (Linear, LayerNorm, matmul, softmax, gather) are used so the ONNX export is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class DenoiserConfig:
+    param_count: int
+    chunks: list[tuple[int, int]]  # (start, length) into the flat parameter vector
+    k_max: int = 10
+    text_dim: int = 384
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["chunks"] = [list(c) for c in self.chunks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiserConfig":
+        d = dict(d)
+        d["chunks"] = [tuple(c) for c in d["chunks"]]
+        return cls(**d)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.to(torch.float32)[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: DenoiserConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.scale = 1.0 / math.sqrt(cfg.hidden // cfg.heads)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        B, S, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=2)
+        q = q.view(B, S, self.heads, H // self.heads).transpose(1, 2)
+        k = k.view(B, S, self.heads, H // self.heads).transpose(1, 2)
+        v = v.view(B, S, self.heads, H // self.heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * self.scale + attn_bias
+        att = self.drop(F.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(B, S, H)
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DenoiserConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.hidden)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.hidden)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.mlp_ratio * cfg.hidden), nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x, attn_bias):
+        x = x + self.attn(self.ln1(x), attn_bias)
+        return x + self.mlp(self.ln2(x))
+
+
+class TinaDenoiser(nn.Module):
+    def __init__(self, cfg: DenoiserConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, c, H = len(cfg.chunks), max(l for _, l in cfg.chunks), cfg.hidden
+        self.n_chunks, self.chunk_max = n, c
+        # gather index: token j, slot i -> flat index (P = the appended zero column for padding)
+        gather = torch.full((n, c), cfg.param_count, dtype=torch.long)
+        scatter = torch.empty(cfg.param_count, dtype=torch.long)
+        for j, (s, l) in enumerate(cfg.chunks):
+            gather[j, :l] = torch.arange(s, s + l)
+            scatter[s : s + l] = j * c + torch.arange(l)
+        covered = torch.zeros(cfg.param_count, dtype=torch.bool)
+        for s, l in cfg.chunks:
+            covered[s : s + l] = True
+        if not bool(covered.all()):
+            raise ValueError("chunks must cover every parameter exactly once")
+        self.register_buffer("gather_idx", gather.reshape(-1), persistent=False)
+        self.register_buffer("scatter_idx", scatter, persistent=False)
+        self.class_proj = nn.Linear(cfg.text_dim, H)
+        self.time_mlp = nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
+        self.chunk_in_w = nn.Parameter(torch.randn(n, c, H) / math.sqrt(c))
+        self.chunk_in_b = nn.Parameter(torch.zeros(n, H))
+        self.pos = nn.Parameter(torch.randn(cfg.k_max + 1 + n, H) * 0.02)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.layers)])
+        self.ln_f = nn.LayerNorm(H)
+        self.chunk_out_w = nn.Parameter(torch.randn(n, H, c) * 0.02)
+        self.chunk_out_b = nn.Parameter(torch.zeros(n, c))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
+        B = x_t.shape[0]
+        cfg = self.cfg
+        # parameter chunks -> tokens (each chunk its own projection)
+        x_pad = torch.cat([x_t, torch.zeros_like(x_t[:, :1])], dim=1)
+        chunks = x_pad.index_select(1, self.gather_idx).view(B, self.n_chunks, self.chunk_max)
+        p_tok = torch.einsum("bnc,nch->bnh", chunks, self.chunk_in_w) + self.chunk_in_b
+        c_tok = self.class_proj(class_emb) * class_mask.unsqueeze(-1)
+        t_tok = self.time_mlp(timestep_embedding(t, cfg.hidden)).unsqueeze(1)
+        h = torch.cat([c_tok, t_tok, p_tok], dim=1) + self.pos
+        # key mask: padded class slots are invisible to every query
+        keep = torch.cat([class_mask, torch.ones(B, 1 + self.n_chunks, dtype=class_mask.dtype, device=class_mask.device)], 1)
+        attn_bias = ((1.0 - keep) * -1e9).view(B, 1, 1, -1)
+        for blk in self.blocks:
+            h = blk(h, attn_bias)
+        h = self.ln_f(h[:, cfg.k_max + 1 :])
+        out = torch.einsum("bnh,nhc->bnc", h, self.chunk_out_w) + self.chunk_out_b
+        return out.reshape(B, -1).index_select(1, self.scatter_idx)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,173 @@
+"""The server-side stages, each a function the CLI calls: generic -> zoo -> diffusion -> eval.
+
+Everything a stage makes lives in one work directory:
+    generic.safetensors   generic model (+ JSON metadata)      features_{train,test}.npy (head template)
+    tasks.json            zoo / ID-test / OOD-test tasks       zoo/  p-models + index.json
+    tina.safetensors      the Tina checkpoint (export reads this)  eval/  eval.json, report.md, plot
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import ImageDataset, load_cifar_pickle, load_idx, load_image_folder, union
+from .generic import accuracy, extract_features, load_generic, predict_logits, save_generic, train_generic
+from .tasks import TaskSplit, check_classes, make_task_split
+from .templates import ParamLayout, TemplateConfig
+from .zoo import TaskData, build_zoo, load_zoo
+
+
+def load_universe(*, cifar10: str | None = None, fashion_mnist: str | None = None, image_folders=(),
+                  cifar_pickles=(), split: str = "train", cache_dir: str | None = None) -> ImageDataset:
+    """Union of the given sources in a fixed order (CIFAR-10 folder, Fashion-MNIST, others)."""
+    if cifar10 and fashion_mnist and not image_folders and not cifar_pickles:
+        from .data import load_default_universe
+
+        return load_default_universe(cifar10, fashion_mnist, split, cache_dir=cache_dir)
+    parts = []
+    if cifar10:
+        parts.append(load_image_folder(cifar10, split, name="cifar10"))
+    if fashion_mnist:
+        parts.append(load_idx(fashion_mnist, split))
+    parts += [load_image_folder(p, split) for p in image_folders]
+    parts += [load_cifar_pickle(p, split) for p in cifar_pickles]
+    if not parts:
+        raise ValueError("no dataset given: pass --cifar10, --fashion-mnist, --image-folder or --cifar-pickle")
+    return parts[0] if len(parts) == 1 else union(parts)
+
+
+def _inputs(workdir: Path, cfg: TemplateConfig, model, ds: ImageDataset, split: str) -> torch.Tensor:
+    """What the generated part sees: cached trunk features (head template) or raw images (tiny CNN)."""
+    if cfg.name != "resnet_head":
+        return torch.from_numpy(ds.images)
+    path = workdir / f"features_{split}.npy"
+    if path.is_file():
+        f = np.load(path, allow_pickle=False)
+        if len(f) == len(ds):
+            return torch.from_numpy(f)
+    f = extract_features(model, ds.images).numpy()
+    np.save(path, f, allow_pickle=False)
+    return torch.from_numpy(f)
+
+
+def stage_generic(workdir: str | Path, train: ImageDataset, test: ImageDataset, cfg: TemplateConfig, *,
+                  epochs: int = 5, batch_size: int = 256, lr: float = 0.1, seed: int = 0, progress: bool = True) -> dict:
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    model = train_generic(train.images, train.labels, train.classes, cfg, epochs=epochs, batch_size=batch_size,
+                          lr=lr, seed=seed, progress=progress)
+    secs = time.time() - t0
+    acc = accuracy(predict_logits(model, test.images), test.labels)
+    per_class = {}
+    logits = predict_logits(model, test.images)
+    for j, c in enumerate(test.classes):
+        sel = test.labels == j
+        per_class[c] = accuracy(logits[torch.from_numpy(sel)], test.labels[sel])
+    info = {"test_accuracy": acc, "per_class": per_class, "seconds": secs, "epochs": epochs,
+            "train_images": len(train), "datasets": train.name}
+    save_generic(workdir / "generic.safetensors", model, cfg, train.classes, info)
+    for p in workdir.glob("features_*.npy"):
+        p.unlink()
+    return info
+
+
+def stage_zoo(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, holdout: list[str],
+              n_tasks: int = 1000, n_id: int = 45, n_ood_per_class: int = 9, k_max: int = 10,
+              shard: tuple[int, int] = (0, 1), group: int = 100, steps: int = 100, seed: int = 0,
+              progress: bool = True) -> dict:
+    workdir = Path(workdir)
+    model, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
+    if classes != train.classes:
+        raise ValueError("the dataset's classes differ from the generic model's; use the same data options")
+    check_classes(holdout, classes)
+    tasks_path = workdir / "tasks.json"
+    if tasks_path.is_file():
+        split = TaskSplit.load(tasks_path)
+    else:
+        split = make_task_split(classes, holdout, n_zoo=n_tasks, n_id=n_id, n_ood_per_class=n_ood_per_class,
+                                k_max=min(k_max, cfg.k_max), seed=seed)
+        split.save(tasks_path)
+    layout = ParamLayout(cfg)
+    tr = TaskData(_inputs(workdir, cfg, model, train, "train"), train.labels, classes)
+    te = TaskData(_inputs(workdir, cfg, model, test, "test"), test.labels, classes)
+    stats = build_zoo(workdir / "zoo", model.state_dict(), layout, tr, te, split.zoo, shard=shard, group=group,
+                      steps=steps, seed=seed, progress=progress)
+    return stats
+
+
+def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None = None) -> tuple[np.ndarray, dict]:
+    from .text_encoders import build_text_encoder
+
+    enc = build_text_encoder(encoder_spec)
+    try:
+        from .text_encoders import cached_encode
+
+        emb = cached_encode(enc, names, cache_dir) if cache_dir else enc.encode(names)
+    except ImportError:
+        emb = enc.encode(names)
+    return np.asarray(emb, dtype=np.float32), {"kind": enc.kind, "name": enc.name, "spec": encoder_spec, "dim": enc.dim}
+
+
+def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = 128, layers: int = 4,
+                    heads: int = 4, chunk_size: int = 64, train_cfg=None, resume: bool = False,
+                    ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None) -> dict:
+    from .denoiser import DenoiserConfig
+    from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
+
+    setup_distributed()
+    workdir = Path(workdir)
+    generic, cfg, classes, ginfo = load_generic(workdir / "generic.safetensors")
+    split = TaskSplit.load(workdir / "tasks.json")
+    layout = ParamLayout(cfg)
+    flats, valids, entries = load_zoo(workdir / "zoo", layout)
+    compute_normalisation(layout, flats, valids)
+    emb, enc_info = class_embeddings(text_encoder, classes, emb_cache)
+    name_to_idx = {c: i for i, c in enumerate(classes)}
+    data = TinaData(flats=normalise(layout, flats, valids), valids=valids,
+                    class_ids=[[name_to_idx[c] for c in e["classes"]] for e in entries],
+                    emb_table=torch.from_numpy(emb), vocabulary=classes)
+    dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
+                          text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads)
+    tcfg = train_cfg or TrainConfig()
+    extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
+                  "seen": split.seen, "generic_info": ginfo,
+                  "zoo": {"count": len(entries), "mean_accuracy": float(np.mean([e["accuracy"] for e in entries]))}}
+    extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()}
+    extra_tensors["vocab_emb"] = torch.from_numpy(emb)
+    trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
+    ckpt = workdir / ckpt_name
+    if resume and ckpt.is_file():
+        trainer.load(ckpt)
+    t0 = time.time()
+    losses = trainer.fit(ckpt, progress=progress)
+    secs = time.time() - t0
+    trainer.save(ckpt)
+    return {"steps": trainer.step, "seconds": secs, "final_loss": float(np.mean(losses[-100:])) if losses else None,
+            "denoiser_params": trainer.model.num_params(), "checkpoint": str(ckpt)}
+
+
+def stage_eval(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, ckpt: str | Path | None = None,
+               sampler: str = "ddpm", steps: int = 1000, seed: int = 0, out_dir: str | Path | None = None,
+               progress: bool = True) -> dict:
+    """Evaluate a checkpoint on the held-out ID/OOD tasks; writes eval/{eval.json,report.md,png}."""
+    from .evaluate import evaluate, write_report
+    from .trainer import read_checkpoint
+
+    workdir = Path(workdir)
+    ck = read_checkpoint(ckpt or workdir / "tina.safetensors")
+    generic, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
+    split = TaskSplit.load(workdir / "tasks.json")
+    tr = TaskData(_inputs(workdir, cfg, generic, train, "train"), train.labels, classes)
+    te = TaskData(_inputs(workdir, cfg, generic, test, "test"), test.labels, classes)
+    result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=sampler, steps=steps,
+                      seed=seed, progress=progress)
+    result["zoo"] = ck.meta.get("zoo", {})
+    result["generic"] = {k: v for k, v in ck.meta.get("generic_info", {}).items() if k != "per_class"}
+    write_report(result, out_dir or workdir / "eval")
+    return result

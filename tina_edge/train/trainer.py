@@ -1,0 +1,285 @@
+"""Training Tina: x0-prediction diffusion over the p-model zoo, conditioned on class-name embeddings.
+
+AdamW + warm-up/cosine, grad clipping, EMA (evaluation and export use the EMA weights), class-order
+permutation augmentation (classes shuffled, classifier rows permuted alike), K_max slot padding with
+a mask, deterministic seeds, resumable checkpoints (one safetensors file: weights, EMA, optimizer
+state, RNG state; JSON config in its metadata; no pickles), and data-parallel training under
+``torchrun`` (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from .denoiser import DenoiserConfig, TinaDenoiser
+from .diffusion import Schedule, diffusion_loss
+from .templates import ParamLayout, TemplateConfig
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 128
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    warmup: int = 500
+    grad_clip: float = 0.1
+    ema_decay: float = 0.9999
+    emb_noise: float = 0.0  # std of Gaussian noise added to class embeddings (then re-normalised)
+    seed: int = 0
+    log_every: int = 50
+
+
+@dataclass
+class TinaData:
+    """What the diffusion model is trained on: normalised flat p-models and their class embeddings."""
+
+    flats: torch.Tensor  # [M, P] normalised, padded rows 0
+    valids: torch.Tensor  # [M, P] bool
+    class_ids: list[list[int]]  # per p-model, indices into emb_table (prompt order)
+    emb_table: torch.Tensor  # [V, D] L2-normalised text embeddings of the vocabulary
+    vocabulary: list[str]
+
+
+def compute_normalisation(layout: ParamLayout, flats: torch.Tensor, valids: torch.Tensor) -> None:
+    """Set each TensorSpec's mean/std from the zoo (over real entries); stored in the bundle."""
+    for s in layout.specs:
+        seg = flats[:, s.offset : s.offset + s.numel][valids[:, s.offset : s.offset + s.numel]]
+        s.mean = float(seg.mean())
+        s.std = float(seg.std().clamp_min(1e-8))
+
+
+def normalise(layout: ParamLayout, flats: torch.Tensor, valids: torch.Tensor) -> torch.Tensor:
+    out = flats.clone()
+    for s in layout.specs:
+        sl = slice(s.offset, s.offset + s.numel)
+        out[:, sl] = (flats[:, sl] - s.mean) / s.std
+    return out * valids
+
+
+def denormalise(layout: ParamLayout, x: torch.Tensor) -> torch.Tensor:
+    out = x.clone()
+    for s in layout.specs:
+        sl = slice(s.offset, s.offset + s.numel)
+        out[..., sl] = x[..., sl] * s.std + s.mean
+    return out
+
+
+def make_batch(data: TinaData, layout: ParamLayout, idx: torch.Tensor, gen: torch.Generator, emb_noise: float = 0.0):
+    """Gather p-models idx with per-sample class-order permutation; returns x0, valid, class_emb, class_mask."""
+    B, K = len(idx), layout.k_max
+    x0, valid = data.flats[idx].clone(), data.valids[idx].clone()
+    perm = torch.arange(K).repeat(B, 1)
+    ids = torch.zeros(B, K, dtype=torch.long)
+    mask = torch.zeros(B, K)
+    for b, i in enumerate(idx.tolist()):
+        cls = data.class_ids[i]
+        k = len(cls)
+        p = torch.randperm(k, generator=gen)
+        perm[b, :k] = p
+        ids[b, :k] = torch.tensor(cls)[p]
+        mask[b, :k] = 1.0
+    for s in layout.specs:
+        if s.class_axis is None:
+            continue
+        sl = slice(s.offset, s.offset + s.numel)
+        per = s.numel // K
+        g = perm[:, :, None].expand(B, K, per)
+        x0[:, sl] = x0[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
+        valid[:, sl] = valid[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
+    emb = data.emb_table[ids]
+    if emb_noise > 0:
+        emb = emb + emb_noise * torch.randn(emb.shape, generator=gen)
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+    return x0, valid.float(), emb * mask.unsqueeze(-1), mask
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    prog = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
+
+
+class Trainer:
+    """Owns model, EMA, optimizer and RNG; `fit` runs to cfg.steps, checkpointing as it goes."""
+
+    def __init__(self, denoiser_cfg: DenoiserConfig, layout: ParamLayout, data: TinaData, cfg: TrainConfig,
+                 schedule: Schedule | None = None, extra_meta: dict | None = None,
+                 extra_tensors: dict[str, torch.Tensor] | None = None):
+        self.cfg, self.layout, self.data = cfg, layout, data
+        self.sched = schedule or Schedule()
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        torch.manual_seed(cfg.seed)
+        self.model = TinaDenoiser(denoiser_cfg)
+        self.ema = TinaDenoiser(denoiser_cfg)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        decay, no_decay = [], []
+        for n, p in self.model.named_parameters():
+            (decay if p.dim() >= 2 and not n.startswith("pos") else no_decay).append(p)
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999))
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.step = 0
+        self.extra_meta = extra_meta or {}
+        self.extra_tensors = extra_tensors or {}
+        self.losses: list[float] = []
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+
+    # -- one optimisation step ------------------------------------------------------------------
+    def train_step(self) -> float:
+        cfg = self.cfg
+        idx = torch.randint(0, len(self.data.flats), (cfg.batch_size,), generator=self.gen)
+        x0, valid, emb, mask = make_batch(self.data, self.layout, idx, self.gen, cfg.emb_noise)
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, cfg)
+        net = self.ddp if self.ddp is not None else self.model
+        loss = diffusion_loss(net, self.sched, x0, valid, emb, mask, generator=self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        d = min(cfg.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        with torch.no_grad():
+            for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+                pe.mul_(d).add_(pm.detach(), alpha=1.0 - d)
+        self.step += 1
+        return float(loss.detach())
+
+    def fit(self, ckpt_path: str | Path | None = None, save_every: int = 1000, progress: bool = True) -> list[float]:
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="tina", disable=not progress or self.rank != 0, unit="step")
+        while self.step < self.cfg.steps:
+            loss = self.train_step()
+            self.losses.append(loss)
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0:
+                bar.set_postfix(loss=f"{np.mean(self.losses[-self.cfg.log_every:]):.4f}", lr=f"{lr_at(self.step, self.cfg):.2e}")
+            if ckpt_path and (self.step % save_every == 0 or self.step == self.cfg.steps):
+                self.save(ckpt_path)
+        bar.close()
+        return self.losses
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Rank 0 writes one safetensors file atomically (temp + rename)."""
+        if self.rank != 0:
+            return
+        tensors = {f"model.{k}": v.contiguous() for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v.contiguous() for k, v in self.ema.state_dict().items()})
+        opt_sd = self.opt.state_dict()
+        for pid, st in opt_sd["state"].items():
+            for name, v in st.items():
+                tensors[f"optim.{pid}.{name}"] = torch.as_tensor(v).contiguous()
+        tensors["rng.gen"] = self.gen.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors.update({k: v.contiguous() for k, v in self.extra_tensors.items()})
+        meta = {
+            "format": "tina-edge-checkpoint/1",
+            "step": self.step,
+            "train": asdict(self.cfg),
+            "denoiser": self.model.cfg.to_dict(),
+            "schedule": self.sched.to_dict(),
+            "template": asdict(self.layout.cfg),
+            "layout": [asdict(s) for s in self.layout.specs],
+            "vocabulary": self.data.vocabulary,
+            "optim_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_sd["param_groups"]],
+            "losses_tail": self.losses[-200:],
+            **self.extra_meta,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"tina_edge": json.dumps(meta)})
+        os.replace(tmp, path)
+
+    def load(self, path: str | Path) -> None:
+        """Resume: weights, EMA, optimizer moments, step and RNG state."""
+        ck = read_checkpoint(path)
+        self.model.load_state_dict(ck.prefixed("model."))
+        self.ema.load_state_dict(ck.prefixed("ema."))
+        opt_sd = self.opt.state_dict()
+        state = {}
+        for key, v in ck.tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        opt_sd["state"] = state
+        for g, saved in zip(opt_sd["param_groups"], ck.meta["optim_groups"]):
+            g.update(saved)
+        self.opt.load_state_dict(opt_sd)
+        self.gen.set_state(ck.tensors["rng.gen"])
+        torch.set_rng_state(ck.tensors["rng.torch"])
+        self.step = int(ck.meta["step"])
+        self.losses = list(ck.meta.get("losses_tail", []))
+
+
+@dataclass
+class Checkpoint:
+    tensors: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def layout(self) -> ParamLayout:
+        from ..runtime.manifest import TensorSpec
+
+        lay = ParamLayout(TemplateConfig(**self.meta["template"]))
+        lay.specs = [TensorSpec(**s) for s in self.meta["layout"]]
+        return lay
+
+    def denoiser(self, ema: bool = True) -> TinaDenoiser:
+        m = TinaDenoiser(DenoiserConfig.from_dict(self.meta["denoiser"]))
+        m.load_state_dict(self.prefixed("ema." if ema else "model."))
+        return m.eval()
+
+    def schedule(self) -> Schedule:
+        return Schedule(**self.meta["schedule"])
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint: safetensors + JSON metadata only; anything else (e.g. a pickle) is refused."""
+    from safetensors.torch import load_file
+
+    from ..runtime.errors import TinaEdgeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise TinaEdgeError(f"checkpoint {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise TinaEdgeError(f"{path} looks like a pickle/torch.save file; tina-edge only loads safetensors "
+                            "checkpoints (pickles can execute code). Convert it with safetensors first.")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("tina_edge", "{}"))
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for malformed headers
+        raise TinaEdgeError(f"{path} is not a valid safetensors checkpoint: {e}") from None
+    if meta.get("format") != "tina-edge-checkpoint/1":
+        raise TinaEdgeError(f"{path} is a safetensors file but not a tina-edge checkpoint (no tina_edge metadata)")
+    return Checkpoint(tensors, meta)
+
+
+def setup_distributed() -> bool:
+    """Join a torchrun group (gloo on CPU) when launched under torchrun; no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        return True
+    return False
