@@ -140,3 +140,12 @@ def test_real_subprocess(bundle, tmp_path):
     r = subprocess.run(bad, capture_output=True, env=env, timeout=120)
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 2 and "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_json_output_with_undecodable_path_is_valid_json(bundle, tmp_path):
+    out = tmp_path / "m\udcff.onnx"  # a file name with a non-UTF-8 byte, as argv delivers it
+    r = run("personalize", "dog, cat", "-o", out, "--bundle", bundle, "--json")
+    assert r.exit_code == 0, r.output
+    r.stdout_bytes.decode("utf-8")  # strict UTF-8
+    assert json.loads(r.stdout)["output"] == str(out)
+    assert os.path.exists(os.fsencode(tmp_path) + b"/m\xff.onnx")

@@ -20,6 +20,16 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _echo_json(obj) -> None:
+    """JSON on stdout: readable UTF-8, or \\u escapes when a path holds undecodable bytes (surrogates)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True)
+    click.echo(text)
+
+
 def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | None] | None:
     """--describe "cat=a small domestic feline" -> one text (or None) per class, in prompt order."""
     if not describe:
@@ -73,12 +83,12 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     s = json.loads(clf.metadata["sampler"])
     ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
     if as_json:
-        click.echo(json.dumps({
+        _echo_json({
             "output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
             "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
             "bundle_id": p.manifest.bundle_id, "milliseconds": round(ms_total, 1),
             "generate_milliseconds": round(ms_gen, 1),
-        }, ensure_ascii=False))
+        })
         return
     click.echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}", err=True)
     if nov["seen"]:
@@ -107,11 +117,11 @@ def predict(model, images, top, as_json):
     pred = clf.predict(list(images))
     tops = clf.top(pred, top)
     if as_json:
-        click.echo(json.dumps([
+        _echo_json([
             {"image": n, "label": pred.labels[i], "probability": float(pred.probabilities[i, pred.indices[i]]),
              "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
             for i, n in enumerate(names)
-        ], ensure_ascii=False))
+        ])
         return
     for n, row in zip(names, tops):
         click.echo(f"{n}\t" + "\t".join(f"{lab} {pr:.3f}" for lab, pr in row))

@@ -37,6 +37,7 @@ TEXT_MODEL = "text_encoder.onnx"
 IMAGE_MODEL = "image_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 FP32_TOLERANCE = 1e-4
+QUANTIZE = (None, "int8", "fp16")
 
 # varied strings for the parity report: class names, unicode, punctuation, empty, overlong
 PARITY_TEXTS = [
@@ -170,6 +171,8 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
     embeddings are from fp32 (cosine) and both file sizes. Raises TinaEdgeError when the fp32 graph
     or the tokenizer does not reproduce PyTorch.
     """
+    if quantize not in QUANTIZE:
+        raise TinaEdgeError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L = encoder.max_tokens

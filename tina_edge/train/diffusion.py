@@ -79,8 +79,10 @@ def reference_sample_ddpm(model, sched: Schedule, class_emb: torch.Tensor, class
 
 
 def ddim_timesteps(n: int, T: int = 1000) -> np.ndarray:
-    """Explicit DDIM timestep list (descending, includes T-1 and 0)."""
-    return np.unique(np.round(np.linspace(0, T - 1, n)).astype(np.int64))[::-1].copy()
+    """Explicit DDIM timestep list (descending, includes T-1 and 0): the runtime's own list."""
+    from ..runtime.samplers import spaced_timesteps
+
+    return np.asarray(spaced_timesteps(T, n), dtype=np.int64)
 
 
 @torch.no_grad()

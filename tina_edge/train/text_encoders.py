@@ -230,7 +230,6 @@ class OpenCLIPEncoder(TextEncoder):
         self.arch = arch
         self._ckpt_sha = None
         if pretrained is None:
-            torch.manual_seed(seed)
             tag = f"random-seed{seed}"
         else:
             pretrained = str(pretrained)
@@ -238,7 +237,9 @@ class OpenCLIPEncoder(TextEncoder):
                 self._ckpt_sha = _sha256(pretrained)[:16]
             tag = pretrained
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
+            with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+                torch.manual_seed(seed)
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
         except RuntimeError as e:
             raise TinaEdgeError(f"cannot load open_clip {arch} weights {pretrained!r}: {e}") from None
         self.model = model.eval()
@@ -268,7 +269,10 @@ class OpenCLIPEncoder(TextEncoder):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         ids = self.tokenizer(_as_list(texts), context_length=self.max_tokens).numpy().astype(np.int64)
-        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)}
+        # real tokens are those up to the last end-of-text; not `ids != 0`, as 0 is the token "!"
+        eot = ids == self.tokenizer.eot_token_id
+        mask = np.flip(np.cumsum(np.flip(eot, 1), 1), 1) > 0
+        return {"input_ids": ids, "attention_mask": mask.astype(np.int64)}
 
     def torch_module(self) -> nn.Module:
         return self._text

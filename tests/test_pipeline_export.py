@@ -1,0 +1,186 @@
+"""The whole server chain at toy size: generic -> zoo -> diffusion -> eval -> export -> runtime.
+
+One tiny work directory and one bundle are built per module (about a minute on 2 cores); the
+tests then check the zoo's bookkeeping, the report, the bundle and runtime-vs-torch parity.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tina_edge.train.diffusion import reference_sample_ddpm
+from tina_edge.train.trainer import denormalise, read_checkpoint
+
+from train_fixtures import synthetic_universe, tiny_workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return tiny_workdir(tmp_path_factory.mktemp("tina"), diffusion_steps=150)
+
+
+@pytest.fixture(scope="module")
+def bundle(workdir):
+    from tina_edge.export.bundle import export_bundle
+
+    out = workdir.parent / "bundle"
+    summary = export_bundle(workdir / "tina.safetensors", out, log=lambda m: None)
+    return out, summary
+
+
+def test_zoo_index_resume_and_shards(workdir, tmp_path):
+    from tina_edge.train.generic import load_generic
+    from tina_edge.train.pipeline import _inputs
+    from tina_edge.train.tasks import TaskSplit
+    from tina_edge.train.templates import ParamLayout
+    from tina_edge.train.zoo import TaskData, build_zoo
+
+    index = json.loads((workdir / "zoo" / "index.json").read_text())
+    split = TaskSplit.load(workdir / "tasks.json")
+    assert len(index) == len(split.zoo) == 24
+    for e in index:
+        assert e["classes"] == split.zoo[e["id"]] and e["k"] == len(e["classes"])
+        assert "orange wave" not in e["classes"]  # the holdout never enters the zoo
+    ids = {frozenset(t) for t in split.id_test}
+    assert not any(frozenset(t) in ids for t in split.zoo)
+    assert np.mean([e["accuracy"] for e in index]) > 100.0 / 2.5  # well above chance for k in 2..4
+
+    train, test = synthetic_universe()
+    model, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
+    layout = ParamLayout(cfg)
+    tr = TaskData(_inputs(workdir, cfg, model, train, "train"), train.labels, classes)
+    te = TaskData(_inputs(workdir, cfg, model, test, "test"), test.labels, classes)
+    sd = model.state_dict()
+    again = build_zoo(workdir / "zoo", sd, layout, tr, te, split.zoo, group=8, steps=20, progress=False)
+    assert again["done"] == 0 and again["skipped"] == 24  # resumable: nothing redone
+    tasks = split.zoo[:6]
+    s0 = build_zoo(tmp_path / "z", sd, layout, tr, te, tasks, shard=(0, 2), group=8, steps=5, progress=False)
+    s1 = build_zoo(tmp_path / "z", sd, layout, tr, te, tasks, shard=(1, 2), group=8, steps=5, progress=False)
+    assert s0["done"] == 3 and s1["done"] == 3 and s0["per_minute"] > 0
+    assert [e["id"] for e in json.loads((tmp_path / "z" / "index.json").read_text())] == list(range(6))
+
+
+def test_eval_report(workdir):
+    from tina_edge.train.pipeline import stage_eval
+
+    train, test = synthetic_universe()
+    res = stage_eval(workdir, train, test, sampler="ddim", steps=10, progress=False)
+    s = res["summary"]
+    assert s["id"]["n"] == 4 and s["ood"]["n"] == 3
+    assert set(s["ood_per_class"]) == {"orange wave"}
+    assert s["id"]["fine-tuned"] > s["id"]["chance"] + 20
+    report = (workdir / "eval" / "report.md").read_text()
+    assert "| ID | 4 |" in report and "generated" in report
+    png = (workdir / "eval" / "accuracy_vs_k.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_bundle_files_and_parity(bundle):
+    from tina_edge.runtime.bundle import open_bundle
+
+    path, summary = bundle
+    assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx"}
+    assert summary["denoiser"]["max_abs_diff"] <= 1e-4
+    assert summary["template"]["max_abs_diff_logits"] <= 1e-3
+    assert summary["text_encoder"]["max_abs_diff_fp32"] <= 1e-4
+    assert summary["personalize_max_abs_diff"] <= 1e-3
+    assert not list(path.glob("*.onnx.data"))
+    m = open_bundle(path).manifest
+    assert m.k_max == 4 and m.training["holdout_classes"] == ["orange wave"]
+    assert "orange wave" not in m.vocabulary and "red square" in m.vocabulary
+
+
+def test_runtime_ddpm_1000_matches_torch_reference(bundle, workdir):
+    from tina_edge.runtime import Personalizer
+
+    path, _ = bundle
+    ck = read_checkpoint(workdir / "tina.safetensors")
+    p = Personalizer.from_bundle(path, threads=1)
+    names = ["blue dot", "red square", "yellow ring"]
+    clf = p.personalize(names, sampler="ddpm", seed=11)
+    layout = ck.layout()
+    emb = torch.zeros(1, 4, 384)
+    emb[0, :3] = torch.from_numpy(p.encode(names))
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    x = reference_sample_ddpm(ck.denoiser(), ck.schedule(), emb, mask, np.random.default_rng(11))
+    ref = layout.unflatten(denormalise(layout, x)[0], 3)
+    diff = max(float(np.abs(clf.params[n] - ref[n].numpy()).max()) for n in ref)
+    assert diff <= 1e-3, diff
+
+
+@pytest.mark.parametrize("steps", [10, 20, 50])
+def test_every_k_and_ddim_steps_give_working_models(bundle, steps):
+    from tina_edge.runtime import Personalizer
+
+    path, _ = bundle
+    p = Personalizer.from_bundle(path, threads=1)
+    _, test = synthetic_universe()
+    names = ["red square", "green stripe", "blue dot", "yellow ring"]
+    for k in range(2, 5):
+        clf = p.personalize(names[:k], steps=steps, seed=k)
+        sel = np.isin(test.labels, range(k))
+        pred = clf.predict(test.images[sel])
+        assert pred.probabilities.shape == (int(sel.sum()), k)
+        assert np.allclose(pred.probabilities.sum(1), 1.0, atol=1e-5)
+
+
+def test_runtime_model_accuracy_equals_torch_generated(bundle, workdir):
+    """Same parameters in the standalone ONNX and in the torch template: same accuracy."""
+    from tina_edge.runtime import Personalizer
+    from tina_edge.train.generic import load_generic
+    from tina_edge.train.templates import build_model
+
+    path, _ = bundle
+    p = Personalizer.from_bundle(path, threads=1)
+    _, test = synthetic_universe()
+    names = ["red square", "green stripe", "blue dot"]
+    clf = p.personalize(names, seed=5)
+    sel = np.isin(test.labels, range(3))
+    onnx_pred = clf.predict(test.images[sel]).indices
+    generic, cfg, _, _ = load_generic(workdir / "generic.safetensors")
+    net = build_model(cfg, 3).eval()
+    sd = generic.state_dict()
+    sd.update({n: torch.from_numpy(v) for n, v in clf.params.items()})
+    net.load_state_dict(sd)
+    with torch.no_grad():
+        torch_pred = net(torch.from_numpy(test.images[sel])).argmax(-1).numpy()
+    y = test.labels[sel]
+    acc_onnx, acc_torch = (onnx_pred == y).mean() * 100, (torch_pred == y).mean() * 100
+    assert abs(acc_onnx - acc_torch) <= 0.2
+
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'open_clip', 'transformers', 'torchvision'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from tina_edge.runtime import Personalizer
+clf = Personalizer.from_bundle(sys.argv[1]).personalize(['red square', 'blue dot'], seed=1)
+clf.save(sys.argv[2])
+print([m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip', 'transformers')])
+"""
+
+
+def test_exported_bundle_personalizes_with_torch_blocked(bundle, tmp_path):
+    path, _ = bundle
+    out = subprocess.run([sys.executable, "-c", BLOCKER, str(path), str(tmp_path / "m.onnx")], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["labels"]) == ["red square", "blue dot"]
+    logits, probs = sess.run(None, {"image": np.zeros((8, 32, 32, 3), np.uint8)})
+    assert probs.shape == (8, 2)
