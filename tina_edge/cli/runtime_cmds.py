@@ -49,6 +49,33 @@ def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | Non
     return out
 
 
+def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """--images "cat=a.jpg,b.jpg" (repeatable; repeats add images) -> {class name: [files]}.
+
+    Every class named in --images must also be in CLASSES: the class list alone fixes the labels
+    and their order, --images only says how a class is prompted. A directory counts all its images.
+    """
+    if not images:
+        return None
+    from ..runtime.prompt import class_key
+
+    keys = {class_key(n): n for n in names}
+    out: dict[str, list[str]] = {}
+    for item in images:
+        name, sep, files = item.partition("=")
+        paths = [f.strip() for f in files.split(",") if f.strip()]
+        if not sep or not name.strip() or not paths:
+            raise PromptError(f"--images takes NAME=IMAGE[,IMAGE...], e.g. --images cat=cat1.jpg,cat2.jpg; got {item!r}")
+        n = keys.get(class_key(name))
+        if n is None:
+            raise PromptError(
+                f"--images names {name.strip()!r}, which is not one of the classes ({', '.join(names)}); "
+                "name it in CLASSES too, where the label order is set"
+            )
+        out.setdefault(n, []).extend(paths)
+    return out
+
+
 @click.command("personalize")
 @click.argument("classes", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write model.onnx.")
@@ -58,16 +85,25 @@ def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | Non
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same model bytes.")
 @click.option("--candidates", type=int, default=1, show_default=True, help="Sample C models at once, keep the consensus one.")
 @click.option("--describe", multiple=True, metavar="NAME=TEXT", help="Encode TEXT instead of NAME for that class (repeatable).")
+@click.option("--images", multiple=True, metavar="NAME=IMG[,IMG...]",
+              help="Prompt class NAME (also listed in CLASSES) with example image files or directories instead of "
+                   "its name; their CLIP image embeddings are averaged (repeatable; needs a CLIP bundle).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, force, as_json, threads):
-    """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o."""
+def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
+    """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
+
+    Each class is prompted by its name, by --describe text, or by --images example pictures
+    (CLIP bundles only), in any mix; the labels follow CLASSES.
+    """
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import check_class_count, parse_classes
 
     t0 = time.perf_counter()
     names = parse_classes(list(classes))
+    descriptions = _descriptions(names, describe)
+    image_prompts = _image_prompts(names, images)
     if (output.exists() or output.is_symlink()) and not force:
         raise ModelFileError(f"{output} already exists; choose another path or pass --force to overwrite it")
     if not output.parent.is_dir():
@@ -75,22 +111,26 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     p = Personalizer.from_bundle(bundle, threads=threads)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
-    clf = p.personalize(names, descriptions=_descriptions(names, describe), steps=steps, sampler=sampler,
-                        seed=seed, candidates=candidates)
+    clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
+                        seed=seed, candidates=candidates, images=image_prompts)
     t2 = time.perf_counter()
     clf.save(output, overwrite=force)
     nov = p.novelty(names)
     s = json.loads(clf.metadata["sampler"])
+    by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
     ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
     if as_json:
         _echo_json({
             "output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
             "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
+            "image_prompts": by_images,
             "bundle_id": p.manifest.bundle_id, "milliseconds": round(ms_total, 1),
             "generate_milliseconds": round(ms_gen, 1),
         })
         return
     click.echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}", err=True)
+    if by_images:
+        click.echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()), err=True)
     if nov["seen"]:
         click.echo(f"  seen in training:  {', '.join(nov['seen'])}", err=True)
     if nov["new"]:

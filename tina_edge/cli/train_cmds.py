@@ -171,6 +171,19 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, steps, b
 
 
 
+def _parse_shots(text: str | None) -> tuple[int, ...]:
+    """"1,5,10" -> (1, 5, 10); None -> () (no image-prompt rows)."""
+    if text is None:
+        return ()
+    try:
+        shots = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        shots = ()
+    if not shots or shots[0] < 1:
+        raise TinaEdgeError(f"--image-prompts takes positive image counts separated by commas, e.g. 1,5,10; got {text!r}")
+    return shots
+
+
 @train.command("eval")
 @click.option("--workdir", required=True, type=click.Path(file_okay=False))
 @data_options
@@ -179,15 +192,21 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, steps, b
 @click.option("--steps", type=int, default=1000, show_default=True, help="DDIM steps (DDPM always runs 1000)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="default: WORKDIR/eval")
-def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, ckpt, sampler, steps, seed, out):
+@click.option("--image-prompts", default=None, metavar="N[,N...]",
+              help="also prompt each class with N example images from the train split instead of its name, "
+                   "e.g. 1,5,10 (CLIP checkpoints only)")
+def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, ckpt, sampler, steps, seed, out,
+             image_prompts):
     """Evaluate generated models vs fine-tuned p-models vs classifier selection vs chance."""
     _need_torch()
     from ..train.pipeline import stage_eval
 
+    shots = _parse_shots(image_prompts)
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     try:
-        res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out)
+        res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out,
+                         image_prompts=shots)
     except (ValueError, FileNotFoundError) as e:
         raise TinaEdgeError(str(e)) from None
     click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())

@@ -58,13 +58,29 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
     return worst
 
 
+def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 0) -> float:
+    """Max abs diff, runtime image path (Pillow resize/crop + ONNX) vs open_clip's own preprocess + torch.
+
+    Eight images of varied sizes and aspect ratios (batch 8), so the resize and crop are checked too.
+    """
+    from ..runtime.image_encoder import ImageEncoderSession
+
+    rng = np.random.default_rng(seed)
+    S = int(image_size)
+    sizes = [(S, S), (S + 18, S + 38), (S + 38, S + 18), (S // 2 + 1, S // 2 + 7), (2 * S + 3, S + 1),
+             (S + 1, 3 * S), (S, S + 2), (7, 5)]
+    imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    got = ImageEncoderSession(model_path, S, threads=1).encode(imgs)
+    return float(np.abs(got - encoder.encode_images(imgs)).max())
+
+
 def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
                   quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
                   evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 20,
                   log: Callable[[str], None] = print) -> dict:
     """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity)."""
-    from ..train.text_encoders import build_text_encoder
-    from .text_encoder import export_text_encoder
+    from ..train.text_encoders import OpenCLIPEncoder, build_text_encoder
+    from .text_encoder import export_image_encoder, export_text_encoder
 
     t0 = time.time()
     ck = read_checkpoint(ckpt_path)
@@ -83,6 +99,13 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
         tmp = Path(tmp)
         log("exporting text encoder ...")
         te_spec, summary["text_encoder"] = export_text_encoder(encoder, tmp, quantize=quantize)
+        if isinstance(encoder, OpenCLIPEncoder):  # CLIP: ship the image tower too, for image prompts
+            log("exporting CLIP image encoder ...")
+            te_spec, summary["image_encoder"] = export_image_encoder(encoder, tmp, spec=te_spec)
+            diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
+            summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
+            if not diff <= 1e-4:
+                raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
         log("exporting denoiser ...")
         den = ck.denoiser(ema=True)
         summary["denoiser"] = export_denoiser(den, tmp / DENOISER)

@@ -124,10 +124,16 @@ def _onnx_export(module: torch.nn.Module, args: tuple, path: Path, input_names: 
             torch.onnx.export(module, args, str(path), input_names=input_names, output_names=["embeddings"],
                               dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                               do_constant_folding=True, verbose=False)
+        with torch.no_grad():
+            feature_dims = list(module(*args).shape[1:])
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
+    # the tracer leaves D symbolic ("Divembeddings_dim_1"); state it so readers see [batch, D]
+    for d, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], feature_dims):
+        d.dim_value = int(size)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
 def quantize_model(src: Path, dst: Path, quantize: str, exclude: tuple[str, ...] = ()) -> None:

@@ -51,6 +51,8 @@ def _check_target(path: Path, overwrite: bool, kind: str) -> None:
             raise ModelFileError(f"{path} already exists; choose another path or allow overwriting (--force)")
         if kind == "file" and path.is_dir():
             raise ModelFileError(f"cannot write {path}: it is a directory")
+        if kind == "file" and not path.is_symlink() and not path.is_file():  # a rename would replace a device node
+            raise ModelFileError(f"cannot write {path}: it is not a regular file (a device, pipe or socket); choose a file path")
         if kind == "dir" and not path.is_dir():
             raise ModelFileError(f"cannot write the directory {path}: a file of that name exists")
 

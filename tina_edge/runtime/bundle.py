@@ -4,8 +4,9 @@
 Archives are extracted into a private temp directory, refusing absolute paths, '..' components,
 links and special files. Then, in order: the manifest is parsed and validated; every file it
 lists must be a regular file (no symlink anywhere on its path) that stays inside the bundle, with
-the listed size and sha256; the three ONNX graphs must parse (without external data) and expose
-the contract inputs/outputs; the template must hold every generated tensor with its K_max shape.
+the listed size and sha256; the three ONNX graphs (and the optional CLIP image encoder) must
+parse (without external data) and expose the contract inputs/outputs; the template must hold
+every generated tensor with its K_max shape.
 Each failure is a BundleError naming the file and the problem.
 """
 
@@ -38,6 +39,7 @@ CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "text_encoder": ({"input_ids": _I64, "attention_mask": _I64}, {"embeddings": _F}),
     "denoiser": ({"x_t": _F, "timestep": _I64, "class_emb": _F, "class_mask": _F}, {"x0": _F}),
     "template": ({"image": _U8}, {"logits": _F, "probabilities": _F}),
+    "image_encoder": ({"image": _U8}, {"embeddings": _F}),  # optional: CLIP's image tower
 }
 _PARAM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -248,12 +250,30 @@ def _expect_dim(name: str, what: str, dims: list[int | None], axis: int, want: i
         raise BundleError(f"bundle file {name}: {what} has size {dims[axis]} on axis {axis} but the manifest says {want}")
 
 
+def _check_image_encoder(root: Path, m: Manifest) -> None:
+    """image uint8 [N, S, S, 3] at the manifest's image_size -> embeddings float32 [N, D]."""
+    te = m.text_encoder
+    if not (isinstance(te.image_size, int) and te.image_size >= 1):
+        raise BundleError(f"manifest field text_encoder.image_size must be a positive integer when an image encoder is listed, got {te.image_size!r}")
+    model = _load_onnx(root, te.image_encoder, m.files)
+    ins, outs = _check_contract(model, te.image_encoder, "image_encoder")
+    img = _dims(ins["image"])
+    if len(img) != 4:
+        raise BundleError(f"bundle file {te.image_encoder}: input image must be [N, S, S, 3], it has {len(img)} axes")
+    _expect_dim(te.image_encoder, "input image", img, 1, te.image_size)
+    _expect_dim(te.image_encoder, "input image", img, 2, te.image_size)
+    _expect_dim(te.image_encoder, "input image", img, 3, 3)
+    _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
+
+
 def _check_graphs(root: Path, m: Manifest) -> onnx.ModelProto:
     te, den, tm = m.text_encoder, m.denoiser, m.template
     model = _load_onnx(root, te.model, m.files)
     _ins, outs = _check_contract(model, te.model, "text_encoder")
     _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
     del model
+    if te.image_encoder:
+        _check_image_encoder(root, m)
     model = _load_onnx(root, den.model, m.files)
     ins, outs = _check_contract(model, den.model, "denoiser")
     _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)

@@ -3,13 +3,19 @@
 One `Personalizer` holds one verified bundle and its sessions (text encoder, denoiser; created
 once, reused, thread-safe). `personalize` is re-entrant: every call has its own
 `numpy.random.Generator(seed)`, so the same request gives byte-identical models from any thread.
+
+Each class is prompted by its name, a description, or example images (bundles whose encoder has
+an image tower, i.e. CLIP): image embeddings are L2-normalised, averaged per class and
+re-normalised, and take that class's slot in the conditioning, in prompt order, beside the text
+embeddings of the other classes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +23,7 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
-from .errors import BundleError, PromptError
+from .errors import BundleError, ImageError, PromptError
 from .manifest import Manifest
 from .prompt import check_class_count, class_key, clean_text, parse_classes
 from .samplers import initial_noise, make_sampler
@@ -60,12 +66,15 @@ def consensus_index(x: np.ndarray) -> int:
 class Personalizer:
     """Generate classifiers from class prompts with one bundle."""
 
-    def __init__(self, bundle: LoadedBundle, text_encoder: Any, denoiser: Any, *, threads: int | None = None):
+    def __init__(self, bundle: LoadedBundle, text_encoder: Any, denoiser: Any, *, threads: int | None = None,
+                 image_encoder: Any = None):
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
         self.threads = threads
         self._text = text_encoder
         self._denoiser = denoiser
+        self._image = image_encoder  # created on first use: text-only callers never load the image tower
+        self._image_lock = threading.Lock()
         self._template = bundle.template_proto
         self._schedule = NoiseSchedule.from_spec(self.manifest.diffusion)
 
@@ -105,6 +114,95 @@ class Personalizer:
         if emb.shape != (len(texts), D):
             raise BundleError(f"the text encoder returned shape {emb.shape}, the manifest promises [{len(texts)}, {D}]")
         return emb
+
+    @property
+    def has_image_tower(self) -> bool:
+        """Whether the bundle can embed example images (its text encoder is CLIP)."""
+        return bool(self.manifest.text_encoder.image_encoder) or self._image is not None
+
+    def _image_encoder(self):
+        if not self.has_image_tower:
+            te = self.manifest.text_encoder
+            raise BundleError(
+                f"this bundle's text encoder ({te.name}) has no image tower; prompt with class names or "
+                "descriptions, or use a bundle exported from a CLIP (open_clip) checkpoint"
+            )
+        with self._image_lock:
+            if self._image is None:
+                from .image_encoder import ImageEncoderSession
+
+                te = self.manifest.text_encoder
+                if not te.image_size:
+                    raise BundleError("the manifest lists an image encoder without its image_size; re-export the bundle")
+                self._image = ImageEncoderSession(self.bundle.path(te.image_encoder), te.image_size, threads=self.threads)
+        return self._image
+
+    def encode_images(self, images: Any) -> np.ndarray:
+        """Image embeddings float32 [n, D] of the bundle's image tower (L2-normalised, one per image)."""
+        enc = self._image_encoder()
+        emb = np.asarray(enc.encode(images), dtype=np.float32)
+        D = self.manifest.text_encoder.embedding_dim
+        if emb.ndim != 2 or emb.shape[1] != D:
+            raise BundleError(f"the image encoder returned shape {emb.shape}, the manifest promises [n, {D}]")
+        return emb
+
+    def _image_prompts(self, names: list[str], images: Mapping[str, Any] | None,
+                       descriptions: Sequence[str | None] | None) -> dict[int, Any]:
+        """{class index: its images} from the user's {class name: images}; names matched like the prompt."""
+        if images is None:
+            return {}
+        if not isinstance(images, Mapping):
+            raise PromptError("images must map class names to example images, e.g. {'cat': ['cat1.jpg', 'cat2.jpg']}")
+        if not images:
+            return {}
+        self._image_encoder()  # refuse bundles without an image tower before reading any image
+        keys = {class_key(n): i for i, n in enumerate(names)}
+        out: dict[int, Any] = {}
+        for key, items in images.items():
+            if not isinstance(key, str):
+                raise PromptError(f"images must be keyed by class name, got {type(key).__name__} {key!r:.40}")
+            i = keys.get(class_key(key))
+            if i is None:
+                raise PromptError(
+                    f"images are given for {key.strip()!r}, which is not one of the classes ({', '.join(names)}); "
+                    "name every class in the prompt, in the order the labels should have"
+                )
+            if i in out:
+                raise PromptError(f"images for the class {names[i]!r} are given twice; give them under one name")
+            if descriptions is not None and not isinstance(descriptions, str) and len(descriptions) == len(names) \
+                    and descriptions[i] is not None:
+                raise PromptError(f"the class {names[i]!r} has both a description and images; give one of the two")
+            if items is None or (isinstance(items, (list, tuple)) and len(items) == 0):
+                raise PromptError(f"no images are given for the class {names[i]!r}; give at least one or leave it out")
+            out[i] = items
+        return out
+
+    def class_embeddings(self, classes: str | Sequence[str], *, descriptions: Sequence[str | None] | None = None,
+                         images: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The conditioning rows float32 [k, D], in prompt order (what `personalize` feeds the denoiser)."""
+        names = parse_classes(classes)
+        return self._conditioning(names, descriptions, images)[0]
+
+    def _conditioning(self, names: list[str], descriptions, images) -> tuple[np.ndarray, list, dict[str, int]]:
+        by_image = self._image_prompts(names, images, descriptions)
+        texts = self._texts(names, descriptions)
+        text_idx = [i for i in range(len(names)) if i not in by_image]
+        emb = np.zeros((len(names), self.manifest.text_encoder.embedding_dim), dtype=np.float32)
+        if text_idx:
+            emb[text_idx] = self.encode([texts[i] for i in text_idx])
+        counts: dict[str, int] = {}
+        if by_image:
+            from .image_encoder import mean_embedding
+
+            for i in sorted(by_image):
+                try:
+                    e = self.encode_images(by_image[i])
+                except ImageError as err:
+                    raise ImageError(f"class {names[i]!r}: {err}") from None
+                emb[i] = mean_embedding(e, f"the class {names[i]!r}")
+                counts[names[i]] = int(e.shape[0])
+                texts[i] = None
+        return emb, texts, counts
 
     def novelty(self, classes: str | Sequence[str]) -> dict[str, list[str]]:
         """Which names were in the training vocabulary ("seen") and which are not ("new")."""
@@ -148,12 +246,19 @@ class Personalizer:
         sampler: str | None = None,
         seed: int = 0,
         candidates: int = 1,
+        images: Mapping[str, Any] | None = None,
     ) -> PersonalizedClassifier:
-        """Generate a classifier for `classes` (labels in prompt order)."""
+        """Generate a classifier for `classes` (labels in prompt order).
+
+        Each class is prompted by its name, by `descriptions[i]` (text encoded instead of the
+        name), or by `images[name]`: example images (paths, directories, PIL images or uint8
+        arrays) whose averaged CLIP image embedding replaces the text embedding. Names, descriptions
+        and images mix freely, one source per class; images need a bundle with an image tower.
+        """
         m = self.manifest
         names = parse_classes(classes)
         check_class_count(names, m.k_max)
-        texts = self._texts(names, descriptions)
+        self._texts(names, descriptions)  # cheap checks first, before any image is read
         name = str(sampler or m.diffusion.default_sampler).strip().lower()
         T = self._schedule.num_train_timesteps
         if steps is None:
@@ -164,7 +269,7 @@ class Personalizer:
         C = _int_arg(candidates, "candidates", 1, MAX_CANDIDATES)
         k, K, P = len(names), m.k_max, m.denoiser.param_count
 
-        emb = self.encode(texts)
+        emb, texts, image_counts = self._conditioning(names, descriptions, images)
         class_emb = np.zeros((C, K, emb.shape[1]), dtype=np.float32)
         class_emb[:, :k] = emb
         mask = np.zeros((C, K), dtype=np.float32)
@@ -190,5 +295,7 @@ class Personalizer:
             "params": json.dumps([t.name for t in m.template.layout]),
             "producer": f"tina-edge {__version__}",
         }
+        if image_counts:  # which classes were prompted by example images, and by how many
+            metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
         model = fill_template(self._template, params, k, metadata)
         return PersonalizedClassifier(model, names, params, threads=self.threads)

@@ -7,6 +7,10 @@ was trained on), accuracy on the test images of the task's classes, labels in pr
   selection   -- the generic model's rows for those classes ("classifier selection")
   chance      -- 100 / k
 Writes eval.json, report.md and accuracy_vs_k.png.
+
+With a CLIP text encoder, `evaluate_image_prompts` adds the paper's image-prompt rows: the same
+tasks, each class prompted by n example images (n = 1, 5, 10) from the train split instead of its
+name (zero-shot with respect to the denoiser, which only saw text embeddings in training).
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
               "|---|---|---|---|---|"]
     for h, r in s["ood_per_class"].items():
         lines.append(f"| {h} | " + " | ".join(f"{r[m]:.1f}" for m in METHODS) + " |")
+    if "image_prompts" in result:
+        lines += image_prompt_report_lines(result["image_prompts"], s)
     lines += ["", "![accuracy vs k](accuracy_vs_k.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     try:
@@ -144,3 +150,117 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
     except ImportError:
         pass
     return out_dir / "report.md"
+
+
+# ------------------------------------------------------------------------------ image prompts
+
+IMAGE_SHOTS = (1, 5, 10)
+
+
+def image_prompt_encoder(ck: Checkpoint, spec: str | None = None):
+    """The checkpoint's CLIP encoder, whose image tower embeds the example images.
+
+    Refuses checkpoints trained on an encoder without an image tower (MiniLM), and weights that
+    do not reproduce the checkpoint's class-name embeddings (image and text must share one space).
+    """
+    from ..runtime.errors import TinaEdgeError
+    from .text_encoders import OpenCLIPEncoder, build_text_encoder
+
+    info = ck.meta.get("text_encoder", {})
+    spec = spec or str(info.get("spec", ""))
+    if info.get("kind") != "open_clip" or not spec.startswith("open_clip"):
+        raise TinaEdgeError(
+            f"image prompts need a CLIP text encoder with an image tower; this checkpoint was trained on "
+            f"{info.get('name') or info.get('kind') or 'an unknown encoder'} embeddings, which have none. "
+            "Train the diffusion stage with --text-encoder open_clip:ARCH[:weights] to evaluate image prompts"
+        )
+    enc = build_text_encoder(spec)
+    if not isinstance(enc, OpenCLIPEncoder):
+        raise TinaEdgeError(f"text encoder {spec!r} has no image tower")
+    names = list(ck.meta["classes"])
+    diff = float(np.abs(enc.encode(names) - ck.tensors["vocab_emb"].float().numpy()).max())
+    if not diff <= 1e-3:
+        raise TinaEdgeError(
+            f"the CLIP weights of {spec!r} embed the class names {diff:.2e} away from the checkpoint's embeddings; "
+            "use the weights the checkpoint was trained with"
+        )
+    return enc
+
+
+def image_class_embeddings(encoder, images: np.ndarray, labels: np.ndarray, class_ids: list[int],
+                           shots: tuple[int, ...] = IMAGE_SHOTS, seed: int = 0) -> dict[int, np.ndarray]:
+    """{n: [C, D]} rows of the classes in class_ids (others stay zero), C = max(class_ids) + 1.
+
+    Row = mean of n L2-normalised CLIP image embeddings of the class, re-normalised (as the
+    runtime does). The draws are nested (the 1 image is among the 5, the 5 among the 10) and
+    seeded, so every n sees the same pictures plus more.
+    """
+    from ..runtime.errors import TinaEdgeError
+
+    rng = np.random.default_rng(seed)
+    n_max, C = max(shots), max(class_ids) + 1
+    out = {n: np.zeros((C, encoder.dim), np.float32) for n in shots}
+    for c in sorted(set(class_ids)):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < n_max:
+            raise TinaEdgeError(f"class {c} has {len(idx)} training images, fewer than the {n_max} example images asked for")
+        e = encoder.encode_images(list(images[rng.choice(idx, n_max, replace=False)]))
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        for n in shots:
+            m = e[:n].mean(axis=0)
+            out[n][c] = m / max(float(np.linalg.norm(m)), 1e-12)
+    return out
+
+
+def evaluate_image_prompts(ck: Checkpoint, test: TaskData, train_images: np.ndarray, train_labels: np.ndarray,
+                           id_tasks: list[list[str]], ood_tasks: list[list[str]], *,
+                           shots: tuple[int, ...] = IMAGE_SHOTS, sampler: str = "ddpm", steps: int = 1000,
+                           seed: int = 0, encoder=None) -> dict:
+    """Accuracy of models generated from image prompts, per n, on the same tasks as the text rows.
+
+    `train_images`/`train_labels` are the raw train split (labels index ck.meta["classes"]): the
+    example images come from there, never from the test images the accuracy is measured on. The
+    sampler, steps and seed are those of the text rows, so only the conditioning differs.
+    """
+    shots = tuple(sorted({int(n) for n in shots}))
+    if not shots or shots[0] < 1:
+        raise ValueError(f"image-prompt shots must be positive integers, got {shots}")
+    enc = encoder or image_prompt_encoder(ck)
+    layout: ParamLayout = ck.layout()
+    c2i = {c: i for i, c in enumerate(ck.meta["classes"])}
+    tasks = [("id", t) for t in id_tasks] + [("ood", t) for t in ood_tasks]
+    tidx = [[c2i[c] for c in t] for _, t in tasks]
+    used = sorted({i for t in tidx for i in t})
+    t0 = time.time()
+    tables = image_class_embeddings(enc, train_images, np.asarray(train_labels), used, shots, seed=seed)
+    embed_secs = time.time() - t0
+    text = ck.tensors["vocab_emb"].float().numpy()
+    rows, summary = [], {}
+    for n in shots:
+        emb, mask = task_conditioning(torch.from_numpy(tables[n]), tidx, layout.k_max)
+        flat = generate(ck, emb, mask, sampler=sampler, steps=steps, seed=seed)
+        for b, ((kind, names), idx) in enumerate(zip(tasks, tidx)):
+            rows.append({"kind": kind, "classes": names, "k": len(idx), "shots": n,
+                         "generated": task_accuracy(layout, layout.unflatten(flat[b], len(idx)), test, idx),
+                         "chance": 100.0 / len(idx)})
+        cos = float(np.mean([tables[n][i] @ text[i] / np.linalg.norm(text[i]) for i in used]))
+        summary[str(n)] = {kind: float(np.mean([r["generated"] for r in rows if r["shots"] == n and r["kind"] == kind]))
+                           if any(r["shots"] == n and r["kind"] == kind for r in rows) else float("nan")
+                           for kind in ("id", "ood")} | {"cosine_to_text": cos}
+    return {"shots": list(shots), "encoder": enc.name, "random_weights": enc.pretrained is None,
+            "examples_from": "train split", "embed_seconds": embed_secs, "tasks": rows, "summary": summary}
+
+
+def image_prompt_report_lines(ip: dict, text_summary: dict) -> list[str]:
+    """The report.md table: text-prompt rows beside image-prompt rows, per n."""
+    lines = ["", "Image prompts: each class prompted by n example images from the train split (CLIP image "
+             "embeddings, L2-normalised, averaged, re-normalised) instead of its name; same tasks, sampler "
+             f"and seed as the text rows. Encoder {ip['encoder']}.", ""]
+    if ip.get("random_weights"):
+        lines += ["Note: these CLIP weights are random, so image and text embeddings share no meaning and the "
+                  "image rows should sit near chance; real figures need pretrained CLIP weights.", ""]
+    lines += ["| prompt | ID generated | OOD generated | cos(image, text) |", "|---|---|---|---|",
+              f"| text (class names) | {text_summary['id']['generated']:.1f} | {text_summary['ood']['generated']:.1f} | 1.000 |"]
+    for n, r in ip["summary"].items():
+        lines.append(f"| images, n={n} | {r['id']:.1f} | {r['ood']:.1f} | {r['cosine_to_text']:.3f} |")
+    return lines

@@ -154,19 +154,31 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
 
 def stage_eval(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, ckpt: str | Path | None = None,
                sampler: str = "ddpm", steps: int = 1000, seed: int = 0, out_dir: str | Path | None = None,
-               progress: bool = True) -> dict:
-    """Evaluate a checkpoint on the held-out ID/OOD tasks; writes eval/{eval.json,report.md,png}."""
-    from .evaluate import evaluate, write_report
+               progress: bool = True, image_prompts: tuple[int, ...] = ()) -> dict:
+    """Evaluate a checkpoint on the held-out ID/OOD tasks; writes eval/{eval.json,report.md,png}.
+
+    `image_prompts` (e.g. (1, 5, 10); CLIP checkpoints only) adds rows where each class is prompted
+    by that many example images from the train split instead of its name.
+    """
+    from .evaluate import evaluate, evaluate_image_prompts, image_prompt_encoder, write_report
     from .trainer import read_checkpoint
 
     workdir = Path(workdir)
     ck = read_checkpoint(ckpt or workdir / "tina.safetensors")
+    clip = image_prompt_encoder(ck) if image_prompts else None  # refuse non-CLIP before the long text eval
     generic, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
     split = TaskSplit.load(workdir / "tasks.json")
     tr = TaskData(_inputs(workdir, cfg, generic, train, "train"), train.labels, classes)
     te = TaskData(_inputs(workdir, cfg, generic, test, "test"), test.labels, classes)
     result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=sampler, steps=steps,
                       seed=seed, progress=progress)
+    if clip is not None:
+        c2i = {c: i for i, c in enumerate(classes)}
+        labels = np.array([c2i[train.classes[j]] for j in train.labels], dtype=np.int64)
+        result["image_prompts"] = evaluate_image_prompts(
+            ck, te, train.images, labels, split.id_test, split.ood_test, shots=tuple(image_prompts),
+            sampler=sampler, steps=steps, seed=seed, encoder=clip)
+        result["summary"]["image_prompts"] = result["image_prompts"]["summary"]
     result["zoo"] = ck.meta.get("zoo", {})
     result["generic"] = {k: v for k, v in ck.meta.get("generic_info", {}).items() if k != "per_class"}
     write_report(result, out_dir or workdir / "eval")
