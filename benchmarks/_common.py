@@ -47,8 +47,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_task_options(p: argparse.ArgumentParser, default_max: int | None = None) -> None:
     p.add_argument("--workdir", type=Path, required=True, help="Training work dir (tasks.json, eval/eval.json)")
     p.add_argument("--max-tasks", type=int, default=default_max,
-                   help="At most N tasks per kind (ID, OOD), evenly spaced through tasks.json (default: %(default)s = all)")
+                   help="At most N tasks per kind (ID, OOD), spread over k and held-out classes (default: %(default)s = all)")
     p.add_argument("--kinds", default="id,ood", help="Which task kinds: id, ood or id,ood (default: %(default)s)")
+    p.add_argument("--eval-json", type=Path, default=None,
+                   help="eval.json with the reference rows (default: WORKDIR/eval/eval.json)")
 
 
 def int_list(text: str) -> list[int]:
@@ -68,15 +70,29 @@ def load_test_data(args: argparse.Namespace):
                          cifar_pickles=tuple(args.cifar_pickle), split="test", cache_dir=args.cache)
 
 
-def pick_evenly(items: Sequence[Any], n: int | None) -> list[Any]:
-    """n items evenly spaced through the list (keeps the spread of k and of held-out classes)."""
-    items = list(items)
-    if n is None or n >= len(items):
-        return items
-    if n <= 0:
-        return []
-    idx = np.unique(np.round(np.linspace(0, len(items) - 1, n)).astype(int))
-    return [items[i] for i in idx]
+def pick_balanced(tasks: Sequence[Sequence[str]], n: int | None, holdout: Sequence[str] = ()) -> list[list[str]]:
+    """n tasks spread over k first, then over held-out classes, earliest first (deterministic).
+
+    Greedy: each pick is the task whose k, then whose held-out class, has been picked least so far.
+    With n = 9 and k = 2..10 every k appears once; OOD picks also rotate through the held-out classes.
+    """
+    tasks = [list(t) for t in tasks]
+    if n is None or n >= len(tasks):
+        return tasks
+    k_count: dict[int, int] = {}
+    h_count: dict[str | None, int] = {}
+    left, out = list(range(len(tasks))), []
+    for _ in range(max(n, 0)):
+        def key(i):
+            t = tasks[i]
+            return k_count.get(len(t), 0), h_count.get(holdout_of(t, holdout), 0), i
+        best = min(left, key=key)
+        left.remove(best)
+        t = tasks[best]
+        k_count[len(t)] = k_count.get(len(t), 0) + 1
+        h_count[holdout_of(t, holdout)] = h_count.get(holdout_of(t, holdout), 0) + 1
+        out.append(best)
+    return [tasks[i] for i in sorted(out)]
 
 
 def load_tasks(workdir: Path, max_tasks: int | None = None, kinds: str = "id,ood") -> tuple[list[tuple[str, list[str]]], dict]:
@@ -89,15 +105,15 @@ def load_tasks(workdir: Path, max_tasks: int | None = None, kinds: str = "id,ood
     out: list[tuple[str, list[str]]] = []
     for kind, key in (("id", "id_test"), ("ood", "ood_test")):
         if kind in want:
-            out += [(kind, list(t)) for t in pick_evenly(split.get(key, []), max_tasks)]
+            out += [(kind, t) for t in pick_balanced(split.get(key, []), max_tasks, split.get("holdout", []))]
     return out, split
 
 
-def eval_rows(workdir: Path) -> tuple[dict[tuple[str, tuple[str, ...]], dict], dict]:
-    """W/eval/eval.json per-task rows keyed by (kind, classes in prompt order), and the whole file."""
-    path = Path(workdir) / "eval" / "eval.json"
+def eval_rows(workdir: Path, path: Path | None = None) -> tuple[dict[tuple[str, tuple[str, ...]], dict], dict]:
+    """eval.json (default W/eval/eval.json) per-task rows keyed by (kind, classes in prompt order), and the file."""
+    path = Path(path) if path else Path(workdir) / "eval" / "eval.json"
     if not path.is_file():
-        print(f"note: {path} does not exist; the reference columns stay empty", file=sys.stderr)
+        print(f"note: {path} does not exist; the reference columns stay empty (pass --eval-json FILE)", file=sys.stderr)
         return {}, {}
     ev = json.loads(path.read_text())
     return {(r["kind"], tuple(r["classes"])): r for r in ev.get("tasks", [])}, ev

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     tina = Personalizer.from_bundle(args.bundle, threads=args.threads)
     m = tina.manifest
     tasks, split = C.load_tasks(args.workdir, args.max_tasks, args.kinds)
-    refs, ev = C.eval_rows(args.workdir)
+    refs, ev = C.eval_rows(args.workdir, args.eval_json)
     test = C.load_test_data(args)
     ti = C.TaskImages(test, args.max_per_class)
     pool = ti.used([t for _, t in tasks])
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "workdir": str(args.workdir),
               "sampler": args.sampler, "steps": steps, "seed": args.seed,
-              "eval_sampler": f"{ev.get('sampler', '?')}-{ev.get('steps', '?')}" if ev else None,
+              "eval_sampler": f"{str(ev.get('sampler', '?')).upper()}-{ev.get('steps', '?')}" if ev else None,
               "personalize_ms_median": float(np.median(gen_ms)) if gen_ms else None,
               "max_prob_diff_vs_full_model": heads.max_check_diff, "trunk_cached": not heads.full,
               "machine": C.machine_note(), "tasks": rows}

@@ -84,6 +84,9 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
 
     t0 = time.time()
     ck = read_checkpoint(ckpt_path)
+    if not isinstance(ck.meta.get("text_encoder"), dict) or "dim" not in ck.meta["text_encoder"]:
+        raise TinaEdgeError(f"checkpoint {ckpt_path} does not record its text encoder; it was not written by "
+                            "`tina-edge train diffusion`")
     layout = ck.layout()
     enc_spec = text_encoder or ck.meta["text_encoder"]["spec"]
     encoder = build_text_encoder(enc_spec)

@@ -372,6 +372,8 @@ def open_bundle(path: str | os.PathLike | None = None) -> LoadedBundle:
     tmp = None
     if src.is_dir():
         root = Path(os.path.realpath(src))
+    elif not src.is_file():  # a FIFO or device would block or stream forever
+        raise BundleError(f"bundle {src} is neither a directory nor a regular archive file")
     else:
         root, tmp = _open_archive(src)
     try:

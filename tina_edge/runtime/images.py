@@ -39,8 +39,10 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
                 if not files:
                     raise ImageError(f"directory {p} holds no image files")
                 out.extend((str(c), c) for c in files)
-            elif p.exists():
+            elif p.is_file():
                 out.append((str(p), p))
+            elif p.exists():  # a FIFO or device would block or stream forever in Image.open
+                raise ImageError(f"{p} is not a regular file; pass image files or directories")
             else:
                 raise ImageError(f"image {p} does not exist")
         elif isinstance(it, np.ndarray) or _is_pil(it):

@@ -232,6 +232,8 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
         d = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:  # a crafted '[[[[...' must not end in a traceback
+        raise BundleError(f"{path} is not a usable manifest: its JSON is nested too deeply") from None
     return manifest_from_dict(d)
 
 

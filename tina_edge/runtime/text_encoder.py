@@ -14,7 +14,13 @@ from .errors import BundleError
 from .tokenizer import Tokenizer
 
 
-def make_session(model_path: str | os.PathLike, threads: int | None = None):
+# onnxruntime 1.32 segfaults while creating a session for an fp16 CLIP text graph unless one of
+# these is off (found by bisection); NCHWc only re-lays out convolutions, which encoders barely use.
+SAFE_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
+
+
+def make_session(model_path: str | os.PathLike, threads: int | None = None,
+                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS):
     """One CPU InferenceSession; `threads` caps intra-op threads (None = onnxruntime's default)."""
     import onnxruntime as ort
 
@@ -23,7 +29,8 @@ def make_session(model_path: str | os.PathLike, threads: int | None = None):
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers))
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise BundleError(f"cannot load ONNX model {model_path}: {e}; re-export the bundle") from None
 

@@ -262,8 +262,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise TinaEdgeError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
+        head = f.read(9)
+    # safetensors = u64 header length + '{'; its first byte may be 0x80 ("PK" too), so only then sniff
+    if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
         raise TinaEdgeError(f"{path} looks like a pickle/torch.save file; tina-edge only loads safetensors "
                             "checkpoints (pickles can execute code). Convert it with safetensors first.")
     try:
@@ -272,8 +273,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise TinaEdgeError(f"{path} is not a valid safetensors checkpoint: {e}") from None
-    if meta.get("format") != "tina-edge-checkpoint/1":
+    if not isinstance(meta, dict) or meta.get("format") != "tina-edge-checkpoint/1":
         raise TinaEdgeError(f"{path} is a safetensors file but not a tina-edge checkpoint (no tina_edge metadata)")
+    bad = [k for k, t in (("denoiser", dict), ("schedule", dict), ("template", dict), ("layout", list))
+           if not isinstance(meta.get(k), t)]
+    if bad:  # fail here with one sentence, not with a KeyError deep inside export
+        raise TinaEdgeError(f"{path} is a damaged tina-edge checkpoint: its metadata lacks {', '.join(bad)}")
     return Checkpoint(tensors, meta)
 
 
