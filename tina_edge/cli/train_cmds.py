@@ -8,6 +8,7 @@ if the [train] extra is missing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -230,8 +231,13 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
     from ..export.bundle import export_bundle
 
     log = (lambda m: click.echo(m, err=True))
-    s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
-                      overwrite=force, default_sampler=sampler, default_steps=steps, log=log)
+    try:
+        s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
+                          overwrite=force, default_sampler=sampler, default_steps=steps, log=log)
+    except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
+        where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
+        raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "
+                            "and an existing one was left as it was") from None
     if as_json:
         click.echo(json.dumps(s, indent=1, default=str))
         return

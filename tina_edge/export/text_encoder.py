@@ -196,8 +196,12 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
         fp32 = Path(tmp) / TEXT_MODEL
         example = encoder.tokenize(["dog", "ankle boot"])  # batch 2: keeps the batch axis dynamic
         args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
+        # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
+        # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
+        seq = {1: "seq"} if encoder.kind == "minilm" else {}
         _onnx_export(module, args, fp32, ["input_ids", "attention_mask"],
-                     {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "embeddings": {0: "batch"}}, opset)
+                     {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
+                      "embeddings": {0: "batch"}}, opset)
         with torch.no_grad():
             ref = module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
         got = _ort_text(fp32, ids, mask)
@@ -223,7 +227,10 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
     # the runtime path end to end (tokenizer + session) must give what the graph gives
     sess = TextEncoderSession(out_dir / TEXT_MODEL, runtime_tok)
     report["bytes"] = (out_dir / TEXT_MODEL).stat().st_size
-    report["runtime_matches_graph"] = bool(np.array_equal(sess.encode(PARITY_TEXTS), _ort_text(out_dir / TEXT_MODEL, ids, mask)))
+    # (the runtime trims padding for dynamic-length graphs: equal up to float rounding)
+    runtime_diff = float(np.abs(sess.encode(PARITY_TEXTS) - _ort_text(out_dir / TEXT_MODEL, ids, mask)).max())
+    report["runtime_vs_graph_max_abs_diff"] = runtime_diff
+    report["runtime_matches_graph"] = bool(runtime_diff <= 1e-5 if not quantize else runtime_diff <= 1e-2)
     spec = TextEncoderSpec(kind=encoder.kind, name=encoder.name, model=TEXT_MODEL, tokenizer=TOKENIZER,
                            embedding_dim=int(encoder.dim), max_tokens=int(L), cleaning=cleaning, pad_id=pad_id)
     return spec, report

@@ -48,6 +48,8 @@ class TextEncoderSession:
         shape = self.session.get_inputs()[0].shape
         if isinstance(shape[1], int) and shape[1] != tokenizer.max_tokens:
             raise BundleError(f"text encoder takes {shape[1]} tokens but the tokenizer makes {tokenizer.max_tokens}")
+        # a symbolic sequence axis means the graph takes any length: trim padding per batch
+        self.dynamic_length = not isinstance(shape[1], int)
         d = self.session.get_outputs()[0].shape[-1]
         self.dim = d if isinstance(d, int) else None
         self.batch_size = int(batch_size)
@@ -61,5 +63,8 @@ class TextEncoderSession:
         out = []
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenizer(texts[i : i + self.batch_size])
+            if self.dynamic_length:
+                n = max(1, int(mask.sum(axis=1).max()))
+                ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
             out.append(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0])
         return np.concatenate(out).astype(np.float32, copy=False)
