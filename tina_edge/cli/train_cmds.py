@@ -147,6 +147,9 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 @click.option("--layers", type=int, default=4, show_default=True)
 @click.option("--heads", type=int, default=4, show_default=True)
 @click.option("--chunk-size", type=int, default=64, show_default=True)
+@click.option("--slot-conditioning/--paper-conditioning", default=True, show_default=True,
+              help="also feed class j's embedding to the parameter tokens of classifier row j (improvement "
+                   "over the paper); --paper-conditioning uses class tokens only, as the official code")
 @click.option("--steps", type=int, default=20000, show_default=True)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=4e-4, show_default=True)
@@ -154,7 +157,7 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
 @click.option("--ckpt-name", default="tina.safetensors", show_default=True)
-def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, steps, batch_size, lr, emb_noise, seed,
+def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
               resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
@@ -164,7 +167,7 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, steps, b
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
     try:
         out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
-                              chunk_size=chunk_size, train_cfg=tcfg, resume=resume, ckpt_name=ckpt_name,
+                              chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume, ckpt_name=ckpt_name,
                               emb_cache=str(Path(workdir) / "emb_cache"))
     except (ValueError, FileNotFoundError) as e:
         raise TinaEdgeError(str(e)) from None

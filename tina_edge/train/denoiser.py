@@ -29,6 +29,10 @@ class DenoiserConfig:
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
+    # Improvement over the paper: a parameter chunk that belongs to class slot j (a classifier row)
+    # also receives class j's embedding directly, instead of having to find it by attention.
+    # None/empty = the paper's conditioning (class tokens only).
+    chunk_slots: list[int] | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -108,6 +112,14 @@ class TinaDenoiser(nn.Module):
         self.register_buffer("gather_idx", gather.reshape(-1), persistent=False)
         self.register_buffer("scatter_idx", scatter, persistent=False)
         self.class_proj = nn.Linear(cfg.text_dim, H)
+        self.slot_conditioning = bool(cfg.chunk_slots)
+        if self.slot_conditioning:
+            if len(cfg.chunk_slots) != n:
+                raise ValueError("chunk_slots needs one entry (class slot or -1) per chunk")
+            # -1 (no class) points at an appended zero row
+            slots = torch.tensor([s if s >= 0 else cfg.k_max for s in cfg.chunk_slots], dtype=torch.long)
+            self.register_buffer("chunk_slot_idx", slots, persistent=False)
+            self.slot_proj = nn.Linear(cfg.text_dim, H)
         self.time_mlp = nn.Sequential(nn.Linear(H, H), nn.SiLU(), nn.Linear(H, H))
         self.chunk_in_w = nn.Parameter(torch.randn(n, c, H) / math.sqrt(c))
         self.chunk_in_b = nn.Parameter(torch.zeros(n, H))
@@ -124,6 +136,10 @@ class TinaDenoiser(nn.Module):
         x_pad = torch.cat([x_t, torch.zeros_like(x_t[:, :1])], dim=1)
         chunks = x_pad.index_select(1, self.gather_idx).view(B, self.n_chunks, self.chunk_max)
         p_tok = torch.einsum("bnc,nch->bnh", chunks, self.chunk_in_w) + self.chunk_in_b
+        if self.slot_conditioning:
+            s_tok = self.slot_proj(class_emb) * class_mask.unsqueeze(-1)
+            s_tok = torch.cat([s_tok, torch.zeros_like(s_tok[:, :1])], dim=1)
+            p_tok = p_tok + s_tok.index_select(1, self.chunk_slot_idx)
         c_tok = self.class_proj(class_emb) * class_mask.unsqueeze(-1)
         t_tok = self.time_mlp(timestep_embedding(t, cfg.hidden)).unsqueeze(1)
         h = torch.cat([c_tok, t_tok, p_tok], dim=1) + self.pos

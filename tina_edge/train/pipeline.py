@@ -115,7 +115,7 @@ def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None 
 
 
 def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = 128, layers: int = 4,
-                    heads: int = 4, chunk_size: int = 64, train_cfg=None, resume: bool = False,
+                    heads: int = 4, chunk_size: int = 64, slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None) -> dict:
     from .denoiser import DenoiserConfig
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
@@ -133,7 +133,8 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
                     class_ids=[[name_to_idx[c] for c in e["classes"]] for e in entries],
                     emb_table=torch.from_numpy(emb), vocabulary=classes)
     dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
-                          text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads)
+                          text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads,
+                          chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning else None)
     tcfg = train_cfg or TrainConfig()
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,

@@ -231,6 +231,15 @@ class ParamLayout:
                     out.append((start + c, min(chunk_size, piece - c)))
         return out
 
+    def chunk_slots(self, chunk_size: int) -> list[int]:
+        """Class slot of each chunk from `chunks(chunk_size)`, or -1 when it spans no single class."""
+        slot = param_class_slot(self)
+        out = []
+        for start, length in self.chunks(chunk_size):
+            s = slot[start : start + length]
+            out.append(int(s[0]) if bool((s == s[0]).all()) and int(s[0]) >= 0 else -1)
+        return out
+
     def input_spec(self) -> InputSpec:
         return InputSpec(height=32, width=32, channels=3, mean=list(CIFAR_MEAN), std=list(CIFAR_STD))
 
