@@ -116,6 +116,7 @@ def eval_rows(workdir: Path, path: Path | None = None) -> tuple[dict[tuple[str, 
         print(f"note: {path} does not exist; the reference columns stay empty (pass --eval-json FILE)", file=sys.stderr)
         return {}, {}
     ev = json.loads(path.read_text())
+    ev["_path"] = str(path)
     return {(r["kind"], tuple(r["classes"])): r for r in ev.get("tasks", [])}, ev
 
 

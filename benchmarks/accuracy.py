@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "workdir": str(args.workdir),
               "sampler": args.sampler, "steps": steps, "seed": args.seed,
+              "eval_json": ev.get("_path"),
               "eval_sampler": f"{str(ev.get('sampler', '?')).upper()}-{ev.get('steps', '?')}" if ev else None,
               "personalize_ms_median": float(np.median(gen_ms)) if gen_ms else None,
               "max_prob_diff_vs_full_model": heads.max_check_diff, "trunk_cached": not heads.full,
@@ -106,7 +107,7 @@ def print_report(res: dict, per_k: bool, holdout: list[str]) -> None:
     how = ("the frozen trunk run once, each generated head cut from its model.onnx; largest probability "
            f"difference vs `predict` on checked images {res['max_prob_diff_vs_full_model']:.1e}"
            if res["trunk_cached"] else "every image through the whole generated model (`predict`)")
-    print(f"\nAccuracy computed with {how}. Reference columns are the per-task rows of eval/eval.json "
+    print(f"\nAccuracy computed with {how}. Reference columns are the per-task rows of `{res['eval_json']}` "
           "(torch reference sampler, fine-tuned p-model, classifier selection).")
 
 

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "torch DDIM-20": heads.accuracy(t_ddim, idx, labels),
                      "fine-tuned": ref.get("fine-tuned"), "selection": ref.get("selection"), "chance": 100.0 / len(classes)})
     res = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "ckpt": str(args.ckpt), "layout_matches": same,
+           "eval_json": ev.get("_path"),
            "threads": args.threads, "k": k, "prompt": names, "machine": C.machine_note(), "torch": torch.__version__,
            "speed": speed, "ratio_torch_ddpm1000_over_runtime_ddim20":
                speed["torch DDPM-1000"]["median"] / speed["runtime DDIM-20"]["median"],

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
             refs_mean[kind]["chance"] = float(np.mean([100.0 / len(c) for kd, c in tasks if kd == kind]))
     res = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "workdir": str(args.workdir), "seeds": args.seeds,
            "tasks": tasks, "eval_sampler": f"{str(ev.get('sampler', '?')).upper()}-{ev.get('steps', '?')}" if ev else None,
-           "references": refs_mean, "curve": curve, "max_prob_diff_vs_full_model": heads.max_check_diff,
+           "references": refs_mean, "eval_json": ev.get("_path"), "curve": curve,
+           "max_prob_diff_vs_full_model": heads.max_check_diff,
            "machine": C.machine_note()}
     report(res)
     C.write_json(args.json_out, res)
@@ -106,7 +107,7 @@ def report(res: dict) -> None:
                     + [r["personalize_ms"]["median"]])
     print(C.md_table(["sampler", "denoiser calls"] + [f"{k.upper()} acc." for k in kinds] + ["personalize ms (median)"], rows))
     if res["references"]:
-        print(f"\nReferences on the same tasks (eval/eval.json):\n")
+        print(f"\nReferences on the same tasks (`{res['eval_json']}`):\n")
         print(C.md_table(["tasks", f"torch generated ({res['eval_sampler']})", "fine-tuned", "selection", "chance"],
                          [[k.upper()] + [res["references"][k][c] for c in ("generated", "fine-tuned", "selection", "chance")]
                           for k in kinds if k in res["references"]]))

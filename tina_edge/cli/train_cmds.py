@@ -226,17 +226,26 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
 @click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True,
               help="the bundle's default sampler")
 @click.option("--steps", type=int, default=20, show_default=True, help="the bundle's default DDIM steps")
+@click.option("--eval", "eval_json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="eval.json from `train eval` to record in the manifest (default: CKPT's folder/eval/eval.json)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, force, as_json):
+def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, force, as_json):
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
     _need_torch()
     from ..export.bundle import export_bundle
 
     log = (lambda m: click.echo(m, err=True))
+    evaluation = None
+    if eval_json:
+        try:
+            ev = json.loads(Path(eval_json).read_text())
+            evaluation = ev["summary"] | {"sampler": ev.get("sampler"), "steps": ev.get("steps")}
+        except (ValueError, KeyError, TypeError) as e:
+            raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
-                          overwrite=force, default_sampler=sampler, default_steps=steps, log=log)
+                          overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
         raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "

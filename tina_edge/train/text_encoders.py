@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.manifest import sha256_file
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MAX_TOKENS = 16  # class names are short; 16 tokens hold every name we have seen
@@ -234,7 +235,7 @@ class OpenCLIPEncoder(TextEncoder):
         else:
             pretrained = str(pretrained)
             if os.path.isfile(pretrained):
-                self._ckpt_sha = _sha256(pretrained)[:16]
+                self._ckpt_sha = sha256_file(pretrained)[:16]
             tag = pretrained
         try:
             with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
@@ -302,14 +303,6 @@ class OpenCLIPEncoder(TextEncoder):
         else:
             torch.save(self.model.state_dict(), path)
         return path
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------- cache
