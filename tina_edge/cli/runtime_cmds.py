@@ -178,7 +178,8 @@ def _flat(d, prefix=""):
 @click.command("info")
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
-def info(bundle, as_json):
+@click.option("--verbose", "-v", is_flag=True, help="Print every evaluation figure (per k too).")
+def info(bundle, as_json, verbose):
     """Verify a bundle (default: the embedded one) and summarise its manifest."""
     from ..runtime.bundle import open_bundle
 
@@ -204,20 +205,41 @@ def info(bundle, as_json):
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr = m.training
-    for key in ("datasets", "holdout"):
+    for key, label in (("datasets", "datasets"), ("holdout_classes", "holdout"), ("holdout", "holdout")):
         if key in tr:
             v = tr[key]
-            out.append(f"{key:<11} {', '.join(map(str, v)) if isinstance(v, list) else v}")
+            out.append(f"{label:<11} {', '.join(map(str, v)) if isinstance(v, list) else v}")
+    zoo = tr.get("zoo")
+    if isinstance(zoo, dict) and "count" in zoo:
+        acc = zoo.get("mean_accuracy")
+        out.append(f"zoo         {zoo['count']} fine-tuned p-models" + (f", mean accuracy {acc:.1f}%" if isinstance(acc, (int, float)) else ""))
     voc = m.vocabulary
     if voc:
         more = f" ... (+{len(voc) - 30})" if len(voc) > 30 else ""
         out.append(f"vocabulary  {len(voc)} classes: {', '.join(map(str, voc[:30]))}{more}")
-    if m.evaluation:
+    if m.evaluation and not verbose and _eval_table(m.evaluation):
+        out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
+        out += _eval_table(m.evaluation)
+    elif m.evaluation:
         out.append("evaluation")
         out += [f"              {k}: {v}" for k, v in _flat(m.evaluation)]
     else:
         out.append("evaluation  (none recorded)")
     click.echo("\n".join(out))
+
+
+def _eval_table(ev: dict) -> list[str]:
+    """ID / OOD / OOD-per-class rows of generated vs fine-tuned vs selection vs chance."""
+    methods = ("generated", "fine-tuned", "selection", "chance")
+    rows = [("ID tasks", ev.get("id")), ("OOD tasks", ev.get("ood"))]
+    rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
+    rows = [(n, r) for n, r in rows if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in methods)]
+    if not rows:
+        return []
+    lines = [f"              {'':<18}" + "".join(f"{k:>12}" for k in methods)]
+    for name, r in rows:
+        lines.append(f"              {name:<18}" + "".join(f"{r[k]:>12.1f}" for k in methods))
+    return lines
 
 
 COMMANDS = [personalize, predict, info]
