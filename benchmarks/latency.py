@@ -148,11 +148,21 @@ def bundle_files(tina) -> list[dict]:
     return rows
 
 
-def quantized(tina) -> bool:
+def weight_types(tina) -> dict[str, str]:
+    """'int8' for graphs with integer-quantized ops, else 'float32' (fp16 initializers: 'fp16')."""
     import onnx
 
-    m = onnx.load(str(tina.bundle.path(tina.manifest.denoiser.model)), load_external_data=False)
-    return any(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits") for n in m.graph.node)
+    out = {}
+    for label, name in (("text encoder", tina.manifest.text_encoder.model), ("denoiser", tina.manifest.denoiser.model)):
+        m = onnx.load(str(tina.bundle.path(name)), load_external_data=False)
+        ops = {n.op_type for n in m.graph.node}
+        if ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulNBits", "ConvInteger"}:
+            out[label] = "int8"
+        elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer):
+            out[label] = "fp16"
+        else:
+            out[label] = "float32"
+    return out
 
 
 def throughput(tina, names: list[str], threads: int | None, batches: list[int], seconds: float = 1.0) -> list[dict]:
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = [("ddim", 20, args.repeats)] + ([("ddpm", m.diffusion.num_train_timesteps, args.ddpm_repeats)]
                                                if args.ddpm_repeats else [])
     res: dict = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "machine": C.machine_note(),
-                 "denoiser_quantized": quantized(tina), "k_max": m.k_max, "param_count": m.denoiser.param_count,
+                 "weights": weight_types(tina), "k_max": m.k_max, "param_count": m.denoiser.param_count,
                  "prompts": {str(k): v for k, v in prompts.items()}}
     res["warm"] = [r for t in args.threads for r in warm(args.bundle, t, prompts, settings)]
     res["cold_cli"] = cold_cli(args.bundle, big, args.cold_repeats) if args.cold_repeats else None
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
 def report(res: dict) -> None:
     print("## Edge latency\n")
     print(f"Bundle `{res['bundle']}` ({res['bundle_id'][:12]}; K_max {res['k_max']}, {res['param_count']} generated "
-          f"parameters, denoiser {'int8-quantized' if res['denoiser_quantized'] else 'float32'}). {res['machine']}. "
+          f"parameters; " + ", ".join(f"{k} {v}" for k, v in res["weights"].items()) + f"). {res['machine']}. "
           "Timings on a shared machine are noisy; medians are the figure to quote.\n")
     print("### Warm `personalize` (ms; session already created)\n")
     print(C.md_table(["threads", "sampler", "k", "n", "median", "p90", "text enc.", "denoiser (calls)",

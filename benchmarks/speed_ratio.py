@@ -149,7 +149,7 @@ def report(res: dict) -> None:
                      [[kind.upper(), len(rs)] + [C.nanmean(r[c] for r in rs) for c in ACC_COLS]
                       for kind in ("id", "ood") for rs in [[r for r in rows if r["kind"] == kind]] if rs]))
     print("\nAll generated models go through the bundle's template (torch parameters denormalised and filled the way "
-          "the runtime fills its own); fine-tuned / selection from eval/eval.json. Torch DDIM-20 starts from the "
+          f"the runtime fills its own); fine-tuned / selection from `{res['eval_json']}`. Torch DDIM-20 starts from the "
           "runtime's seed per task (same noise: largest parameter difference runtime vs torch "
           f"{res['ddim20_runtime_vs_torch_max_param_diff']:.1e}); torch DDPM-1000 samples all tasks in one batch "
           f"(seed {res['seed']}, other noise). Largest probability difference of the "

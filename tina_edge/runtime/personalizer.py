@@ -37,6 +37,7 @@ def _session(path: os.PathLike, threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # see text_encoder.make_session
     if threads:
         so.intra_op_num_threads = int(threads)
     try:
