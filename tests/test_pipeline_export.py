@@ -76,6 +76,10 @@ def test_eval_report(workdir):
     s = res["summary"]
     assert s["id"]["n"] == 4 and s["ood"]["n"] == 3
     assert set(s["ood_per_class"]) == {"orange wave"}
+    rec = s["holdout_recall"]  # recall on the held-out class's own images, per method
+    assert set(rec) >= {"generated", "fine-tuned", "selection", "chance"}
+    assert all(0.0 <= rec[m] <= 100.0 for m in ("generated", "fine-tuned", "selection"))
+    assert rec["fine-tuned"] > rec["chance"]
     assert s["id"]["fine-tuned"] > s["id"]["chance"] + 20
     report = (workdir / "eval" / "report.md").read_text()
     assert "| ID | 4 |" in report and "generated" in report

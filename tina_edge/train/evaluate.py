@@ -25,7 +25,7 @@ import torch
 from .diffusion import reference_sample_ddim, reference_sample_ddpm
 from .templates import ParamLayout
 from .trainer import Checkpoint, denormalise
-from .zoo import TaskData, finetune_batch, task_accuracy
+from .zoo import TaskData, finetune_batch, task_accuracy, task_class_recall
 
 METHODS = ("generated", "fine-tuned", "selection", "chance")
 
@@ -82,6 +82,15 @@ def evaluate(ck: Checkpoint, test: TaskData, train: TaskData, id_tasks: list[lis
             "selection": task_accuracy(layout, sel_p, test, idx),
             "chance": 100.0 / k,
         })
+        h = rows[-1]["holdout_class"]
+        if h is not None:  # the held-out class's own images: the honest OOD signal
+            slot = names.index(h)
+            rows[-1]["holdout_recall"] = {
+                "generated": task_class_recall(layout, gen_p, test, idx, slot),
+                "fine-tuned": task_class_recall(layout, ft_p, test, idx, slot),
+                "selection": task_class_recall(layout, sel_p, test, idx, slot),
+                "chance": 100.0 / k,
+            }
     return {"sampler": sampler, "steps": steps if sampler != "ddpm" else 1000, "seed": seed,
             "sampling_seconds": gen_secs, "tasks": rows, "summary": summarize(rows, holdout)}
 
@@ -98,6 +107,12 @@ def summarize(rows: list[dict], holdout: list[str]) -> dict:
                               for k in sorted({r["k"] for r in rs})}
     out["ood_per_class"] = {h: {m: mean([r for r in rows if r["holdout_class"] == h], m) for m in METHODS}
                             for h in holdout}
+    rec = [r["holdout_recall"] for r in rows if "holdout_recall" in r]
+    if rec:  # recall on the held-out class's own images (OOD task accuracy also counts the seen classes)
+        out["holdout_recall"] = {m: mean(rec, m) for m in METHODS}
+        out["holdout_recall_per_class"] = {
+            h: {m: mean([r["holdout_recall"] for r in rows if r.get("holdout_class") == h and "holdout_recall" in r], m)
+                for m in METHODS} for h in holdout}
     return out
 
 
@@ -125,6 +140,12 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
         lines.append(f"| {h} | " + " | ".join(f"{r[m]:.1f}" for m in METHODS) + " |")
     if "image_prompts" in result:
         lines += image_prompt_report_lines(result["image_prompts"], s)
+    if "holdout_recall" in s:
+        lines += ["", "Recall on the held-out class's own test images (OOD tasks; the task accuracy above also "
+                  "counts the seen classes in each task):", "",
+                  "| class | generated | fine-tuned | selection | chance |", "|---|---|---|---|---|"]
+        for h, r in list(s["holdout_recall_per_class"].items()) + [("all held-out", s["holdout_recall"])]:
+            lines.append(f"| {h} | " + " | ".join(f"{r[m]:.1f}" for m in METHODS) + " |")
     lines += ["", "![accuracy vs k](accuracy_vs_k.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     try:

@@ -117,6 +117,16 @@ def task_accuracy(layout: ParamLayout, params: dict[str, torch.Tensor], data: Ta
     return 100.0 * correct / max(1, len(idx))
 
 
+@torch.no_grad()
+def task_class_recall(layout: ParamLayout, params: dict[str, torch.Tensor], data: TaskData, task: list[int],
+                      slot: int) -> float:
+    """Recall (%) of class slot `slot`: its test images predicted as that slot, among the task's k."""
+    idx, y = data.eval_set(task)
+    idx = idx[y == slot]
+    pred = _single_forward(layout.cfg)(params, data.inputs[idx]).argmax(-1)
+    return 100.0 * float((pred == slot).float().mean()) if len(idx) else float("nan")
+
+
 def pmodel_path(zoo_dir: Path, i: int) -> Path:
     return Path(zoo_dir) / "pmodels" / f"{i:05d}.safetensors"
 
