@@ -102,10 +102,15 @@ def report(res: dict) -> None:
           "Latency is the median `personalize` call on a shared, loaded machine (noisy).\n")
     rows = []
     for r in res["curve"]:
+        a = np.asarray(r["per_seed_task"], dtype=np.float64)  # [seeds, tasks]
+        spread = float(np.mean(a.max(axis=0) - a.min(axis=0)))
         rows.append([f"{r['sampler'].upper()}-{r['steps']}", r["denoiser_calls"]]
-                    + [C.fmt_pm(r[k]["mean"], r[k]["std"]) for k in kinds]
-                    + [r["personalize_ms"]["median"]])
-    print(C.md_table(["sampler", "denoiser calls"] + [f"{k.upper()} acc." for k in kinds] + ["personalize ms (median)"], rows))
+                    + [C.fmt_pm(r[k]["mean"], r[k]["std"], 2) for k in kinds]
+                    + [f"{spread:.2f}", r["personalize_ms"]["median"]])
+    print(C.md_table(["sampler", "denoiser calls"] + [f"{k.upper()} acc." for k in kinds]
+                     + ["seed spread per task (pts)", "personalize ms (median)"], rows))
+    print("\nSeed spread: max − min accuracy over the seeds for one task, averaged over tasks (how much the sample "
+          "drawn changes the model).")
     if res["references"]:
         print(f"\nReferences on the same tasks (`{res['eval_json']}`):\n")
         print(C.md_table(["tasks", f"torch generated ({res['eval_sampler']})", "fine-tuned", "selection", "chance"],
