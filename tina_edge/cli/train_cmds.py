@@ -225,7 +225,8 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
 @click.option("--quantize-denoiser", type=click.Choice(["int8", "fp16"]), default=None)
 @click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True,
               help="the bundle's default sampler")
-@click.option("--steps", type=int, default=20, show_default=True, help="the bundle's default DDIM steps")
+@click.option("--steps", type=int, default=5, show_default=True,
+              help="the bundle's default DDIM steps (BENCHMARKS.md: accuracy is flat from 1 to 1000 steps)")
 @click.option("--eval", "eval_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="eval.json from `train eval` to record in the manifest (default: CKPT's folder/eval/eval.json)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
@@ -235,7 +236,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
     _need_torch()
     from ..export.bundle import export_bundle
 
-    log = (lambda m: click.echo(m, err=True))
+    log = (lambda m: None)  # the progress bar (stderr) names each stage
     evaluation = None
     if eval_json:
         try:
@@ -245,7 +246,8 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
-                          overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log)
+                          overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log,
+                          progress=True)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
         raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "

@@ -76,8 +76,8 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
 
 def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
                   quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
-                  evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 20,
-                  log: Callable[[str], None] = print) -> dict:
+                  evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
+                  log: Callable[[str], None] = print, progress: bool = False) -> dict:
     """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity)."""
     from ..train.text_encoders import OpenCLIPEncoder, build_text_encoder
     from .text_encoder import export_image_encoder, export_text_encoder
@@ -98,59 +98,82 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
         evaluation = json.loads(ev.read_text())["summary"] if ev.is_file() else {}
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"checkpoint": str(ckpt_path), "quantize": quantize, "quantize_denoiser": quantize_denoiser}
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        tmp = Path(tmp)
-        log("exporting text encoder ...")
-        te_spec, summary["text_encoder"] = export_text_encoder(encoder, tmp, quantize=quantize)
-        if isinstance(encoder, OpenCLIPEncoder):  # CLIP: ship the image tower too, for image prompts
-            log("exporting CLIP image encoder ...")
-            te_spec, summary["image_encoder"] = export_image_encoder(encoder, tmp, spec=te_spec)
-            diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
-            summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
-            if not diff <= 1e-4:
-                raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
-        log("exporting denoiser ...")
-        den = ck.denoiser(ema=True)
-        summary["denoiser"] = export_denoiser(den, tmp / DENOISER)
-        if quantize_denoiser:
-            _quantize_denoiser(tmp / DENOISER, quantize_denoiser)
-        log("exporting classifier template ...")
-        summary["template"] = export_template(layout, ck.prefixed("generic."), tmp / TEMPLATE)
-        sched = ck.schedule()
-        manifest = Manifest(
-            text_encoder=te_spec,
-            diffusion=DiffusionSpec(num_train_timesteps=sched.num_train_timesteps, beta_start=sched.beta_start,
-                                    beta_end=sched.beta_end, default_sampler=default_sampler,
-                                    default_steps=default_steps),
-            denoiser=DenoiserSpec(model=DENOISER, k_max=layout.k_max, param_count=layout.size,
-                                  embedding_dim=te_spec.embedding_dim),
-            template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
-            training={
-                "datasets": ck.meta.get("generic_info", {}).get("datasets", ""),
-                "classes": ck.meta.get("classes", []),
-                "holdout_classes": ck.meta.get("holdout", []),
-                "vocabulary": ck.meta.get("seen", []),
-                "zoo": ck.meta.get("zoo", {}),
-                "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
-                "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
-                "diffusion_steps_trained": ck.meta.get("step"),
-                "text_encoder": ck.meta.get("text_encoder", {}),
-            },
-            evaluation=evaluation,
-            producer=f"tina-edge {__version__}",
-        )
-        write_manifest(tmp, manifest)
-        log("checking a whole personalize run against the torch reference ...")
-        seen = ck.meta.get("seen") or ck.meta["classes"]
-        prompts = [seen[:2], seen[: layout.k_max]]
-        summary["personalize_max_abs_diff"] = personalize_parity(tmp, ck, prompts)
-        tol = 1e-3 if not (quantize or quantize_denoiser) else float("inf")
-        if not summary["personalize_max_abs_diff"] <= tol:
-            raise TinaEdgeError(f"runtime personalize differs from the torch reference by "
-                                f"{summary['personalize_max_abs_diff']:.2e} (> {tol})")
-        summary["files"] = {n: f["bytes"] for n, f in manifest.files.items()}
-        summary["total_bytes"] = sum(summary["files"].values())
-        summary["bundle_id"] = manifest.bundle_id
+    from tqdm.auto import tqdm
+
+    n_stages = 5 if isinstance(encoder, OpenCLIPEncoder) else 4
+    bar = tqdm(total=n_stages, desc="export", unit="stage", disable=True)  # shown once the output is free
+    user_log = log
+
+    def log(msg: str) -> None:  # noqa: F811 - the bar shows the current stage; the caller's log gets the line
+        bar.set_description(msg.rstrip(" ."))
+        user_log(msg)
+
+    def done_stage() -> None:
+        bar.update(1)
+
+    try:
+        with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+            tmp = Path(tmp)
+            bar = tqdm(total=n_stages, desc="export", unit="stage", disable=not progress)
+            log("exporting text encoder ...")
+            te_spec, summary["text_encoder"] = export_text_encoder(encoder, tmp, quantize=quantize)
+            done_stage()
+            if isinstance(encoder, OpenCLIPEncoder):  # CLIP: ship the image tower too, for image prompts
+                log("exporting CLIP image encoder ...")
+                te_spec, summary["image_encoder"] = export_image_encoder(encoder, tmp, spec=te_spec)
+                diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
+                summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
+                if not diff <= 1e-4:
+                    raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
+                done_stage()
+            log("exporting denoiser ...")
+            den = ck.denoiser(ema=True)
+            summary["denoiser"] = export_denoiser(den, tmp / DENOISER)
+            if quantize_denoiser:
+                _quantize_denoiser(tmp / DENOISER, quantize_denoiser)
+            done_stage()
+            log("exporting classifier template ...")
+            summary["template"] = export_template(layout, ck.prefixed("generic."), tmp / TEMPLATE)
+            sched = ck.schedule()
+            manifest = Manifest(
+                text_encoder=te_spec,
+                diffusion=DiffusionSpec(num_train_timesteps=sched.num_train_timesteps, beta_start=sched.beta_start,
+                                        beta_end=sched.beta_end, default_sampler=default_sampler,
+                                        default_steps=default_steps),
+                denoiser=DenoiserSpec(model=DENOISER, k_max=layout.k_max, param_count=layout.size,
+                                      embedding_dim=te_spec.embedding_dim),
+                template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
+                training={
+                    "datasets": ck.meta.get("generic_info", {}).get("datasets", ""),
+                    "classes": ck.meta.get("classes", []),
+                    "holdout_classes": ck.meta.get("holdout", []),
+                    "vocabulary": ck.meta.get("seen", []),
+                    "zoo": ck.meta.get("zoo", {}),
+                    "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
+                    "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
+                    "diffusion_steps_trained": ck.meta.get("step"),
+                    "text_encoder": ck.meta.get("text_encoder", {}),
+                },
+                evaluation=evaluation,
+                producer=f"tina-edge {__version__}",
+            )
+            write_manifest(tmp, manifest)
+            done_stage()
+            log("checking a whole personalize run against the torch reference ...")
+            seen = ck.meta.get("seen") or ck.meta["classes"]
+            prompts = [seen[:2], seen[: layout.k_max]]
+            summary["personalize_max_abs_diff"] = personalize_parity(tmp, ck, prompts)
+            done_stage()
+            # the reference is fed the runtime's own embeddings, so only a quantized denoiser may differ
+            tol = 1e-3 if not quantize_denoiser else float("inf")
+            if not summary["personalize_max_abs_diff"] <= tol:
+                raise TinaEdgeError(f"runtime personalize differs from the torch reference by "
+                                    f"{summary['personalize_max_abs_diff']:.2e} (> {tol})")
+            summary["files"] = {n: f["bytes"] for n, f in manifest.files.items()}
+            summary["total_bytes"] = sum(summary["files"].values())
+            summary["bundle_id"] = manifest.bundle_id
+    finally:
+        bar.close()  # ends the progress line, so an error message starts on its own line
     summary["seconds"] = time.time() - t0
     summary["bundle"] = str(out_dir)
     return summary
