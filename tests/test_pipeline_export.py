@@ -188,3 +188,13 @@ def test_exported_bundle_personalizes_with_torch_blocked(bundle, tmp_path):
     assert json.loads(meta["labels"]) == ["red square", "blue dot"]
     logits, probs = sess.run(None, {"image": np.zeros((8, 32, 32, 3), np.uint8)})
     assert probs.shape == (8, 2)
+
+
+def test_template_export_is_reproducible(workdir, tmp_path):
+    """Re-exporting gives the same bytes (so a re-exported bundle keeps its id)."""
+    from tina_edge.export.graphs import export_template
+
+    ck = read_checkpoint(workdir / "tina.safetensors")
+    export_template(ck.layout(), ck.prefixed("generic."), tmp_path / "a.onnx")
+    export_template(ck.layout(), ck.prefixed("generic."), tmp_path / "b.onnx")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()

@@ -233,6 +233,7 @@ def _eval_table(ev: dict) -> list[str]:
     methods = ("generated", "fine-tuned", "selection", "chance")
     rows = [("ID tasks", ev.get("id")), ("OOD tasks", ev.get("ood"))]
     rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
+    rows.append(("held-out recall", ev.get("holdout_recall")))  # on the held-out classes' own images
     rows = [(n, r) for n, r in rows if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in methods)]
     if not rows:
         return []

@@ -112,9 +112,11 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
     for s in layout.specs:  # generated tensors: placeholder values at K_max rows
         sd[s.name] = torch.zeros(s.shape)
     net.load_state_dict(sd)
+    placeholder = torch.Generator().manual_seed(0)  # seeded: re-exports give the same bytes
     for s in layout.specs:
         # keep each generated tensor a distinct parameter so it stays a named initializer
-        dict(net.named_parameters())[s.name].data.normal_(0, 0.01)
+        p = dict(net.named_parameters())[s.name]
+        p.data.copy_(torch.randn(p.shape, generator=placeholder) * 0.01)
     ex = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
     _export(_TemplateGraph(net), (ex,), path, ["image"], ["logits", "probabilities"],
             {"image": {0: "N"}, "logits": {0: "N", 1: "k"}, "probabilities": {0: "N", 1: "k"}}, opset)
