@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bundle", default=None, help="Bundle directory or archive (default: the embedded one)")
     p.add_argument("--threads", type=C.int_list, default=[1, 2], help="onnxruntime intra-op threads to try (default: 1,2)")
     p.add_argument("--ks", type=C.int_list, default=[2, 5, 10], help="class counts (default: 2,5,10)")
-    p.add_argument("--repeats", type=int, default=30, help="timed DDIM-20 calls per setting (default: 30)")
+    p.add_argument("--repeats", type=int, default=30, help="timed DDIM calls per setting (default: 30)")
+    p.add_argument("--ddim-steps", default="20", help="DDIM step counts to time, e.g. 5,20 (default: 20)")
     p.add_argument("--ddpm-repeats", type=int, default=3, help="timed DDPM-1000 calls per setting (default: 3; 0 skips)")
     p.add_argument("--cold-repeats", type=int, default=5, help="cold CLI runs (default: 5; 0 skips)")
     p.add_argument("--batches", type=C.int_list, default=[1, 32, 256], help="predict batch sizes (default: 1,32,256)")
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     m = tina.manifest
     prompts = prompts_for(m, args.ks)
     big = prompts[max(prompts)]
-    settings = [("ddim", 20, args.repeats)] + ([("ddpm", m.diffusion.num_train_timesteps, args.ddpm_repeats)]
+    settings = [("ddim", n, args.repeats) for n in C.int_list(args.ddim_steps)] + ([("ddpm", m.diffusion.num_train_timesteps, args.ddpm_repeats)]
                                                if args.ddpm_repeats else [])
     res: dict = {"bundle": str(tina.bundle.source), "bundle_id": m.bundle_id, "machine": C.machine_note(),
                  "weights": weight_types(tina), "k_max": m.k_max, "param_count": m.denoiser.param_count,
