@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 from runtime_fixtures import make_tiny_bundle
 
@@ -31,21 +30,6 @@ def bundle(base_bundle, tmp_path) -> Path:
     d = tmp_path / "bundle"
     shutil.copytree(base_bundle, d)
     return d
-
-
-@pytest.fixture
-def sessions(monkeypatch):
-    """Count InferenceSession constructions (the real class still does the work)."""
-    count = {"n": 0}
-    real = ort.InferenceSession
-
-    class Counting(real):
-        def __init__(self, *a, **k):
-            count["n"] += 1
-            super().__init__(*a, **k)
-
-    monkeypatch.setattr(ort, "InferenceSession", Counting)
-    return count
 
 
 def _edit_manifest(d: Path, fn) -> None:

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -267,21 +266,6 @@ def test_deeply_nested_manifest_is_refused(bundle):
     with pytest.raises(BundleError, match="nested too deeply"):
         open_bundle(bundle)
     assert_clean_error(run("info", bundle), "nested too deeply")
-
-
-@pytest.fixture
-def sessions(monkeypatch):
-    """Count InferenceSession constructions; the real class still does the work."""
-    count = {"n": 0}
-    real = ort.InferenceSession
-
-    class Counting(real):
-        def __init__(self, *a, **k):
-            count["n"] += 1
-            super().__init__(*a, **k)
-
-    monkeypatch.setattr(ort, "InferenceSession", Counting)
-    return count
 
 
 def test_cli_checks_hashes_before_any_session(bundle, tmp_path, sessions):

@@ -8,7 +8,7 @@ compared bit for bit (the runtime is the edge implementation, this one is the re
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch

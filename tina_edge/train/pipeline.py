@@ -8,7 +8,6 @@ Everything a stage makes lives in one work directory:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
