@@ -55,3 +55,29 @@ def test_runtime_without_torch(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok ['dog', 'cat', 'frog'] ['info', 'personalize', 'predict']" in r.stdout
     assert (tmp_path / "m.onnx").is_file()
+
+
+LIGHT_IMPORT = r"""
+import sys
+HEAVY = {"torch", "open_clip", "transformers", "torchvision", "onnx", "onnxruntime", "PIL", "tokenizers"}
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, Block())
+import tina_edge.runtime as rt
+assert rt.parse_classes("dog, cat") == ["dog", "cat"]
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in HEAVY))
+"""
+
+
+def test_importing_the_runtime_needs_only_numpy():
+    """`import tina_edge.runtime` loads no ML stack (not even onnx/onnxruntime/Pillow/tokenizers):
+    they are imported where a bundle, graph or image is actually used, which also keeps it cheap."""
+    out = subprocess.run([sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok []"

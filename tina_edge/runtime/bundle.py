@@ -23,9 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -34,14 +32,19 @@ from .samplers import SAMPLERS
 MAX_ARCHIVE_BYTES = 8 << 30
 MAX_ARCHIVE_MEMBERS = 10_000
 
-_F, _I64, _U8 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.UINT8
+if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
+    import onnx
+
+# onnx.TensorProto element types and data location (stable values of the ONNX spec)
+_F, _U8, _I64, _F16, _F64 = 1, 2, 7, 10, 11
+_EXTERNAL = 1
 CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "text_encoder": ({"input_ids": _I64, "attention_mask": _I64}, {"embeddings": _F}),
     "denoiser": ({"x_t": _F, "timestep": _I64, "class_emb": _F, "class_mask": _F}, {"x0": _F}),
     "template": ({"image": _U8}, {"logits": _F, "probabilities": _F}),
     "image_encoder": ({"image": _U8}, {"embeddings": _F}),  # optional: CLIP's image tower
 }
-_PARAM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+_PARAM_TYPES = (_F, _F16, _F64)
 
 
 @dataclass
@@ -205,6 +208,8 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
 
 def _load_onnx(root: Path, name: str, files: dict[str, Any]) -> onnx.ModelProto:
     try:
+        import onnx
+
         model = onnx.load(str(root / name), load_external_data=False)
     except Exception as e:  # protobuf DecodeError, RuntimeWarning-as-error, ...: all mean "not an ONNX file"
         raise BundleError(f"bundle file {name} is not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
@@ -212,7 +217,7 @@ def _load_onnx(root: Path, name: str, files: dict[str, Any]) -> onnx.ModelProto:
         raise BundleError(f"bundle file {name} is not a readable ONNX model (empty or truncated graph)")
     parent = PurePosixPath(name).parent
     for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
+        if init.data_location == _EXTERNAL:
             loc = {e.key: e.value for e in init.external_data}.get("location", "")
             rel = str(parent / loc) if str(parent) != "." else loc
             p = PurePosixPath(loc)
@@ -238,6 +243,8 @@ def _check_contract(model: onnx.ModelProto, name: str, role: str) -> tuple[dict,
                 )
             got = have[n].type.tensor_type.elem_type
             if got != et:
+                import onnx
+
                 raise BundleError(
                     f"bundle file {name} ({role}) {kind} {n!r} is {onnx.TensorProto.DataType.Name(got)}, "
                     f"the contract needs {onnx.TensorProto.DataType.Name(et)}"
@@ -303,7 +310,7 @@ def _check_graphs(root: Path, m: Manifest) -> onnx.ModelProto:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} has shape {list(init.dims)}, template.layout says {spec.shape}")
         if init.data_type not in _PARAM_TYPES:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} is not a floating-point tensor")
-        if init.data_location == onnx.TensorProto.EXTERNAL:
+        if init.data_location == _EXTERNAL:
             raise BundleError(f"bundle file {tm.model}: generated tensor {spec.name!r} must be stored inside the template, not as external data")
     return tpl
 

@@ -14,15 +14,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from .atomic import atomic_write_bytes
 from .errors import ModelFileError
 from .images import load_images
+
+if TYPE_CHECKING:  # onnx is imported where a model is built or read
+    import onnx
 
 
 @dataclass
@@ -75,6 +76,8 @@ class PersonalizedClassifier:
 
     def to_model_proto(self) -> onnx.ModelProto:
         """A copy of the ONNX model (edit it freely)."""
+        import onnx
+
         m = onnx.ModelProto()
         m.CopyFrom(self._model)
         return m
@@ -116,6 +119,9 @@ class PersonalizedClassifier:
         p = Path(path)
         if not p.is_file():
             raise ModelFileError(f"model file {p} does not exist")
+        import onnx
+        from onnx import numpy_helper
+
         try:
             model = onnx.load(str(p))
         except Exception as e:

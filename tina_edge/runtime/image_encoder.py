@@ -21,7 +21,6 @@ import os
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .errors import BundleError, ImageError
 from .images import expand_items, load_one
@@ -39,6 +38,8 @@ def clip_resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    from PIL import Image
+
     im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
     if (new_h, new_w) != (h, w):
         im = im.resize((new_w, new_h), Image.BICUBIC)

@@ -11,19 +11,23 @@ are resized to (H, W) with Pillow's bilinear filter, without keeping the aspect 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from .errors import ImageError
 
+if TYPE_CHECKING:  # Pillow is imported when an image file or PIL image is actually handled
+    from PIL import Image
+
 
 def _is_pil(x: Any) -> bool:
-    return isinstance(x, Image.Image)
+    Image = sys.modules.get("PIL.Image")  # a PIL image can only exist once Pillow is imported
+    return Image is not None and isinstance(x, Image.Image)
 
 
 def expand_items(items: Any) -> list[tuple[str, Any]]:
@@ -53,6 +57,8 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
+    from PIL import Image, ImageOps
+
     im = ImageOps.exif_transpose(im) or im
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -64,12 +70,16 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _resize(im: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image
+
     if size is not None and (im.height, im.width) != tuple(size):
         im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
 
 
 def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image  # Pillow is imported on first use, keeping `import tina_edge.runtime` light
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -109,6 +119,10 @@ def load_one(src: Any, name: str, size: tuple[int, int] | None) -> list[np.ndarr
     imgs = _array_images(src, name)
     if size is None:
         return imgs
+    if all(x.shape[:2] == tuple(size) for x in imgs):
+        return imgs
+    from PIL import Image
+
     return [x if x.shape[:2] == tuple(size) else _resize(Image.fromarray(x, "RGB"), size) for x in imgs]
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from .manifest import TensorSpec
 
-_NP_OF = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.DOUBLE: np.float64}
+if TYPE_CHECKING:
+    import onnx
+
+_NP_OF = {1: np.float32, 10: np.float16, 11: np.float64}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE
 
 
 def denormalise(x: np.ndarray, layout: Sequence[TensorSpec], k: int) -> dict[str, np.ndarray]:
@@ -35,6 +38,9 @@ def fill_template(
     template: onnx.ModelProto, params: Mapping[str, np.ndarray], k: int, metadata: Mapping[str, str] | None = None
 ) -> onnx.ModelProto:
     """A copy of `template` with `params` replacing the same-named initializers, outputs [N, k]."""
+    import onnx
+    from onnx import numpy_helper
+
     model = onnx.ModelProto()
     model.CopyFrom(template)
     g = model.graph
