@@ -41,18 +41,16 @@ class _Sampler:
     def __init__(self, schedule: NoiseSchedule):
         self.schedule = schedule
         self.timesteps = np.arange(schedule.num_train_timesteps - 1, -1, -1, dtype=np.int64)
-        self._prev: dict[int, int] = {}
-        self._index_prev()
-
-    def _index_prev(self) -> None:
-        ts = [int(t) for t in self.timesteps]
-        self._prev = {t: (ts[i + 1] if i + 1 < len(ts) else -1) for i, t in enumerate(ts)}
+        self._prev: dict[int, int] | None = None  # built on first use: set_timesteps usually follows
 
     def set_timesteps(self, n: int) -> None:
         self.timesteps = spaced_timesteps(self.schedule.num_train_timesteps, n)
-        self._index_prev()
+        self._prev = None
 
     def prev_timestep(self, t: int) -> int:
+        if self._prev is None:  # t -> the next timestep in the (descending) list, -1 after the last
+            ts = self.timesteps.tolist()
+            self._prev = dict(zip(ts, ts[1:] + [-1]))
         try:
             return self._prev[int(t)]
         except KeyError:
