@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -335,3 +336,29 @@ def write_json(path: Path | None, obj: Any) -> None:
 def nanmean(xs: Iterable[float]) -> float:
     a = np.asarray([x for x in xs if x is not None], dtype=np.float64)
     return float(np.nanmean(a)) if a.size and not np.all(np.isnan(a)) else float("nan")
+
+
+@dataclass
+class HeldOutSetup:
+    """What every accuracy benchmark needs: the held-out tasks, eval.json's reference rows, the test
+    images those tasks use, and the head evaluator (frozen trunk run once over them)."""
+
+    tasks: list
+    split: Any
+    refs: Any
+    eval_json: Any
+    test: Any
+    images: "TaskImages"
+    pool: Any
+    heads: "HeadEvaluator"
+
+
+def held_out_setup(args, tina, *, full: bool = False) -> HeldOutSetup:
+    tasks, split = load_tasks(args.workdir, args.max_tasks, args.kinds)
+    refs, ev = eval_rows(args.workdir, args.eval_json)
+    test = load_test_data(args)
+    ti = TaskImages(test, args.max_per_class)
+    pool = ti.used([t for _, t in tasks])
+    heads = HeadEvaluator(tina.bundle.template_proto, [t.name for t in tina.manifest.template.layout],
+                          test.images[pool], threads=args.threads, full=full)
+    return HeldOutSetup(tasks, split, refs, ev, test, ti, pool, heads)

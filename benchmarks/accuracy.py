@@ -43,13 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     tina = Personalizer.from_bundle(args.bundle, threads=args.threads)
     m = tina.manifest
-    tasks, split = C.load_tasks(args.workdir, args.max_tasks, args.kinds)
-    refs, ev = C.eval_rows(args.workdir, args.eval_json)
-    test = C.load_test_data(args)
-    ti = C.TaskImages(test, args.max_per_class)
-    pool = ti.used([t for _, t in tasks])
-    heads = C.HeadEvaluator(tina.bundle.template_proto, [t.name for t in m.template.layout], test.images[pool],
-                            threads=args.threads, full=args.full_predict)
+    h = C.held_out_setup(args, tina, full=args.full_predict)
+    tasks, split, refs, ev, test, ti, pool, heads = h.tasks, h.split, h.refs, h.eval_json, h.test, h.images, h.pool, h.heads
     print(f"[{len(tasks)} tasks, {len(pool)} test images; trunk features in {heads.feature_seconds:.1f} s]", file=sys.stderr)
 
     rows, gen_ms = [], []

@@ -96,13 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name}: {s['median']:.1f} ms", file=sys.stderr)
 
     # ------------------------------------------------------------------ accuracy on held-out tasks
-    tasks, split = C.load_tasks(args.workdir, args.max_tasks, args.kinds)
-    refs, ev = C.eval_rows(args.workdir, args.eval_json)
-    test = C.load_test_data(args)
-    ti = C.TaskImages(test, args.max_per_class)
-    pool = ti.used([t for _, t in tasks])
-    heads = C.HeadEvaluator(tina.bundle.template_proto, [s.name for s in m.template.layout], test.images[pool],
-                            threads=args.threads)
+    h = C.held_out_setup(args, tina)
+    tasks, split, refs, ev, test, ti, pool, heads = h.tasks, h.split, h.refs, h.eval_json, h.test, h.images, h.pool, h.heads
     emb, mask = conditioning([t for _, t in tasks])
     x_ddpm = torch_sample("ddpm", emb, mask, args.seed)  # batched over tasks: 1000 steps once, not once per task
     rows, param_diff = [], 0.0

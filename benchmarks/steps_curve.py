@@ -40,13 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     tina = Personalizer.from_bundle(args.bundle, threads=args.threads)
     m = tina.manifest
-    tasks, split = C.load_tasks(args.workdir, args.max_tasks, args.kinds)
-    refs, ev = C.eval_rows(args.workdir, args.eval_json)
-    test = C.load_test_data(args)
-    ti = C.TaskImages(test, args.max_per_class)
-    pool = ti.used([t for _, t in tasks])
-    heads = C.HeadEvaluator(tina.bundle.template_proto, [t.name for t in m.template.layout], test.images[pool],
-                            threads=args.threads)
+    h = C.held_out_setup(args, tina)
+    tasks, split, refs, ev, test, ti, pool, heads = h.tasks, h.split, h.refs, h.eval_json, h.test, h.images, h.pool, h.heads
     task_imgs = [ti.task(classes, pool) for _, classes in tasks]
     T = m.diffusion.num_train_timesteps
     settings = [("ddim", n) for n in args.steps] + [("ddpm", n) for n in args.ddpm_steps]
