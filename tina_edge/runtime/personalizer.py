@@ -33,7 +33,7 @@ from .template import denormalise, fill_template
 MAX_CANDIDATES = 64
 
 
-def _session(path: os.PathLike, threads: int | None):
+def _session(data: bytes, name: str, threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -41,9 +41,9 @@ def _session(path: os.PathLike, threads: int | None):
     if threads:
         so.intra_op_num_threads = int(threads)
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     except Exception as e:  # ort raises its own Fail/InvalidGraph types
-        raise BundleError(f"onnxruntime cannot load bundle file {os.path.basename(path)}: {str(e)[:300]}") from None
+        raise BundleError(f"onnxruntime cannot load bundle file {name}: {str(e)[:300]}") from None
 
 
 def _int_arg(value: Any, what: str, lo: int, hi: int | None = None) -> int:
@@ -80,28 +80,36 @@ class Personalizer:
         self._schedule = NoiseSchedule.from_spec(self.manifest.diffusion)
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> "Personalizer":
-        """Verify the bundle (None: the embedded default) and create its sessions."""
+    def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None,
+                    expected_id: str | None = None) -> "Personalizer":
+        """Verify the bundle (None: the embedded default) and create its sessions.
+
+        `expected_id` pins the bundle an app shipped (see `tina-edge info`): a bundle with any other
+        content is refused, even one whose manifest was consistently re-hashed.
+        """
         from .text_encoder import TextEncoderSession
         from .tokenizer import Tokenizer
 
         if threads is not None:
             threads = _int_arg(threads, "threads", 1, 1024)
-        b = open_bundle(path)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise BundleError(f"the bundle must be a path to a directory or archive, got {type(path).__name__}")
+        b = open_bundle(path, expected_id=expected_id)
         te = b.manifest.text_encoder
         try:
-            tok = Tokenizer.from_file(b.path(te.tokenizer), max_tokens=te.max_tokens, cleaning=te.cleaning, pad_id=te.pad_id)
+            tok = Tokenizer.from_bytes(b.data(te.tokenizer), max_tokens=te.max_tokens, cleaning=te.cleaning,
+                                       pad_id=te.pad_id, what=te.tokenizer)
         except BundleError:
             raise
         except Exception as e:
             raise BundleError(f"bundle file {te.tokenizer} is not a usable tokenizer: {str(e)[:200]}") from None
         try:
-            enc = TextEncoderSession(b.path(te.model), tok, threads=threads)
+            enc = TextEncoderSession(b.data(te.model), tok, threads=threads, what=te.model)
         except BundleError:
             raise
         except Exception as e:
             raise BundleError(f"onnxruntime cannot load bundle file {te.model}: {str(e)[:300]}") from None
-        den = _session(b.path(b.manifest.denoiser.model), threads)
+        den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
         return cls(b, enc, den, threads=threads)
 
     # ------------------------------------------------------------------ helpers
@@ -135,7 +143,8 @@ class Personalizer:
                 te = self.manifest.text_encoder
                 if not te.image_size:
                     raise BundleError("the manifest lists an image encoder without its image_size; re-export the bundle")
-                self._image = ImageEncoderSession(self.bundle.path(te.image_encoder), te.image_size, threads=self.threads)
+                self._image = ImageEncoderSession(self.bundle.data(te.image_encoder), te.image_size, threads=self.threads,
+                                                  what=te.image_encoder)
         return self._image
 
     def encode_images(self, images: Any) -> np.ndarray:
