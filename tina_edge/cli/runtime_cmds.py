@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 
 from ..runtime.errors import ModelFileError, PromptError
 from ..runtime.samplers import SAMPLERS
+from .safe_text import json_text, safe
 
 
 def _fmt_bytes(n: int) -> str:
@@ -20,14 +22,54 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _echo_json(obj) -> None:
-    """JSON on stdout: readable UTF-8, or \\u escapes when a path holds undecodable bytes (surrogates)."""
-    text = json.dumps(obj, ensure_ascii=False)
+def _echo_json(obj, **kw) -> None:
+    """Strict JSON on stdout: readable UTF-8; control, format and undecodable characters \\u-escaped;
+    non-finite numbers as null."""
+    click.echo(json_text(obj, **kw))
+
+
+def _echo(*lines: str) -> None:
+    """Human-readable lines on stderr, each escaped (labels and paths come from strangers)."""
+    for line in lines:
+        click.echo(safe(line), err=True)
+
+
+def _output_path(output: str, force: bool) -> Path:
+    """-o must name a file: no trailing slash, not a directory; an existing file only with --force."""
+    if not output or output.endswith(("/", os.sep)) or Path(output).name in ("", ".", ".."):
+        raise ModelFileError(f"-o {output!r} names a directory; give a file path such as model.onnx")
+    p = Path(output)
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(obj, ensure_ascii=True)
-    click.echo(text)
+        exists = p.exists() or p.is_symlink()
+        if p.is_dir():
+            raise ModelFileError(f"cannot write {p}: it is a directory; give a file path such as {p / 'model.onnx'}")
+        parent_ok = p.parent.is_dir()
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot write {output!r}: {getattr(e, 'strerror', None) or e}") from None
+    if exists and not force:
+        raise ModelFileError(f"{p} already exists; choose another path or pass --force to overwrite it")
+    if not parent_ok:
+        raise ModelFileError(f"cannot write {p}: the directory {p.parent} does not exist")
+    return p
+
+
+def _refuse_bundle_files(output: Path, bundle) -> None:
+    """Even with --force, -o may not replace a file of the bundle in use (its manifest, a graph, the archive)."""
+    try:
+        st = os.lstat(output)
+    except OSError:
+        return  # nothing there yet: nothing of the bundle can be replaced
+    mine = (st.st_dev, st.st_ino)
+    names = [*bundle.manifest.files, "manifest.json"]
+    candidates = [(n, bundle.root / n) for n in names] + [(str(bundle.source), bundle.source)]
+    for name, path in candidates:
+        try:
+            other = os.lstat(path)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == mine:
+            raise ModelFileError(f"{output} is a file of the bundle in use ({name}); choose another output path "
+                                 "(--force never replaces a bundle's own files)")
 
 
 def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | None] | None:
@@ -78,8 +120,10 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 
 @click.command("personalize")
 @click.argument("classes", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write model.onnx.")
+@click.option("-o", "--output", required=True, type=str, help="Where to write model.onnx.")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle directory or archive (default: the embedded one).")
+@click.option("--expect-bundle-id", default=None, metavar="ID",
+              help="Refuse any bundle whose content id (see `tina-edge info`) is not ID: pin the bundle you shipped.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the bundle's; DDPM: all T).")
 @click.option("--sampler", type=click.Choice(SAMPLERS, case_sensitive=False), default=None, help="Sampler (default: the bundle's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same model bytes.")
@@ -91,7 +135,8 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
+def personalize(classes, output, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images, force,
+                as_json, threads):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -104,11 +149,9 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     names = parse_classes(list(classes))
     descriptions = _descriptions(names, describe)
     image_prompts = _image_prompts(names, images)
-    if (output.exists() or output.is_symlink()) and not force:
-        raise ModelFileError(f"{output} already exists; choose another path or pass --force to overwrite it")
-    if not output.parent.is_dir():
-        raise ModelFileError(f"cannot write {output}: the directory {output.parent} does not exist")
-    p = Personalizer.from_bundle(bundle, threads=threads)
+    output = _output_path(output, force)
+    p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
+    _refuse_bundle_files(output, p.bundle)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
@@ -128,17 +171,16 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
             "generate_milliseconds": round(ms_gen, 1),
         })
         return
-    click.echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}", err=True)
+    _echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}")
     if by_images:
-        click.echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()), err=True)
+        _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
     if nov["seen"]:
-        click.echo(f"  seen in training:  {', '.join(nov['seen'])}", err=True)
+        _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:
-        click.echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}", err=True)
-    click.echo(
+        _echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}")
+    _echo(
         f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
-        f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)",
-        err=True,
+        f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)"
     )
 
 
@@ -146,25 +188,34 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1, None), default=1, show_default=True, help="Show the K most probable labels.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Decode and classify this many images at a time (bounds memory for big folders).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def predict(model, images, top, as_json):
+def predict(model, images, top, batch_size, as_json):
     """Classify IMAGES (files or directories) with a personalized MODEL (.onnx)."""
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.images import image_names
 
     clf = PersonalizedClassifier.load(model)
-    names = image_names(list(images))
-    pred = clf.predict(list(images))
-    tops = clf.top(pred, top)
+    rows = _predict_rows(clf, list(images), top, batch_size)
     if as_json:
-        _echo_json([
-            {"image": n, "label": pred.labels[i], "probability": float(pred.probabilities[i, pred.indices[i]]),
-             "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
-            for i, n in enumerate(names)
-        ])
+        _echo_json(list(rows))  # printed only when every image succeeded: always one valid JSON document
         return
-    for n, row in zip(names, tops):
-        click.echo(f"{n}\t" + "\t".join(f"{lab} {pr:.3f}" for lab, pr in row))
+    for row in rows:
+        click.echo(_predict_line(row))
+
+
+def _predict_rows(clf, images: list, top: int, batch_size: int):
+    """One dict per image, batch by batch (only one batch of decoded images in memory)."""
+    for names, pred in clf.iter_predict(images, batch_size=batch_size):
+        tops = clf.top(pred, top)
+        for i, n in enumerate(names):
+            yield {"image": n, "label": pred.labels[i], "probability": float(pred.probabilities[i, pred.indices[i]]),
+                   "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
+
+
+def _predict_line(row: dict) -> str:
+    """IMAGE<TAB>LABEL PROB..., with the image name and labels escaped (one line per image, always)."""
+    return f"{safe(row['image'])}\t" + "\t".join(f"{safe(t['label'])} {t['probability']:.3f}" for t in row["top"])
 
 
 def _flat(d, prefix=""):
@@ -179,14 +230,16 @@ def _flat(d, prefix=""):
 @click.argument("bundle", required=False, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every evaluation figure (per k too).")
-def info(bundle, as_json, verbose):
+@click.option("--expect-bundle-id", default=None, metavar="ID", help="Fail unless the bundle's content id is ID.")
+def info(bundle, as_json, verbose, expect_bundle_id):
     """Verify a bundle (default: the embedded one) and summarise its manifest."""
     from ..runtime.bundle import open_bundle
 
-    b = open_bundle(bundle)
+    b = open_bundle(bundle, expected_id=expect_bundle_id)
     m = b.manifest
+    b.close()
     if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
+        _echo_json(m.to_dict(), indent=2)
         return
     te, dif, den, tm = m.text_encoder, m.diffusion, m.denoiser, m.template
     i = tm.input
@@ -225,7 +278,7 @@ def info(bundle, as_json, verbose):
         out += [f"              {k}: {v}" for k, v in _flat(m.evaluation)]
     else:
         out.append("evaluation  (none recorded)")
-    click.echo("\n".join(out))
+    click.echo("\n".join(safe(line) for line in out))  # manifest strings may hold escape sequences
 
 
 def _eval_table(ev: dict) -> list[str]:
