@@ -19,20 +19,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .errors import ModelFileError
+from .errors import ArgumentError, ModelFileError
 from .images import load_images
 
 if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
 
 
+UNKNOWN = "unknown"
+"""The label `predict(..., min_prob=P)` gives an image whose top probability is below P."""
+
+
 @dataclass
 class Prediction:
-    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order)."""
+    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order).
+
+    With `min_prob`, an image whose top probability is below it gets the label UNKNOWN and index -1.
+    """
 
     labels: list[str]
     indices: np.ndarray
     probabilities: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """The top probability of every image, [N] (what min_prob is compared with)."""
+        return self.probabilities.max(axis=1) if self.probabilities.size else np.zeros(0, np.float32)
 
 
 def _make_session(model_bytes: bytes, threads: int | None):
@@ -99,13 +111,32 @@ class PersonalizedClassifier:
                     self._session = _make_session(self.to_bytes(), self.threads)
         return self._session
 
-    def predict(self, images: Any) -> Prediction:
-        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images."""
+    def predict(self, images: Any, *, min_prob: float | None = None) -> Prediction:
+        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images.
+
+        min_prob: an image whose top probability is below it is answered UNKNOWN ("unknown",
+        index -1) instead of the nearest of the model's classes, which it may belong to none of.
+        """
+        min_prob = check_min_prob(min_prob)
         x = load_images(images, self.input_size)
         logits, probs = self._sess().run(["logits", "probabilities"], {"image": x})
         probs = np.asarray(probs, dtype=np.float32)
         idx = probs.argmax(axis=1).astype(np.int64)
-        return Prediction(labels=[self.labels[i] for i in idx], indices=idx, probabilities=probs)
+        if min_prob is not None:
+            idx = np.where(probs.max(axis=1) >= np.float32(min_prob), idx, -1)
+        return Prediction(labels=[self.labels[i] if i >= 0 else UNKNOWN for i in idx], indices=idx, probabilities=probs)
+
+    def __repr__(self) -> str:
+        """Labels, bundle id and sampler at a glance (e.g. in a notebook or a log line)."""
+        shown = ", ".join(map(repr, self.labels[:8])) + (f", ... +{self.k - 8}" if self.k > 8 else "")
+        try:
+            s = json.loads(self.metadata.get("sampler", "{}"))
+            sampler = f"{s['sampler']}-{s['steps']} seed {s['seed']}"
+        except (ValueError, TypeError, KeyError):
+            sampler = "?"
+        size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "any"
+        return (f"PersonalizedClassifier(k={self.k}, labels=[{shown}], bundle_id={self.metadata.get('bundle_id', '?')!r}, "
+                f"sampler={sampler!r}, input={size})")
 
     def top(self, prediction: Prediction, n: int = 1) -> list[list[tuple[str, float]]]:
         """The n most probable (label, probability) pairs of every image of a prediction."""
@@ -140,3 +171,16 @@ class PersonalizedClassifier:
             pass
         params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in names}
         return cls(model, labels, params, threads=threads)
+
+
+def check_min_prob(min_prob: float | None) -> float | None:
+    """None, or a probability in [0, 1] (anything else is an ArgumentError, NaN included)."""
+    if min_prob is None:
+        return None
+    try:
+        p = float(min_prob)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"min_prob must be a number from 0 to 1; got {min_prob!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise ArgumentError(f"min_prob must be from 0 to 1; got {min_prob!r}")
+    return p
