@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .errors import ImageError, ModelFileError
+from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
 from .onnx_checks import external_tensors, parse_model
 
@@ -32,13 +32,25 @@ if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
 
 
+UNKNOWN = "unknown"
+"""The label `predict(..., min_prob=P)` gives an image whose top probability is below P."""
+
+
 @dataclass
 class Prediction:
-    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order)."""
+    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order).
+
+    With `min_prob`, an image whose top probability is below it gets the label UNKNOWN and index -1.
+    """
 
     labels: list[str]
     indices: np.ndarray
     probabilities: np.ndarray
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """The top probability of every image, [N] (what min_prob is compared with)."""
+        return self.probabilities.max(axis=1) if self.probabilities.size else np.zeros(0, np.float32)
 
 
 def _make_session(model_bytes: bytes, threads: int | None):
@@ -118,17 +130,37 @@ class PersonalizedClassifier:
             raise ModelFileError("the model returned non-finite probabilities (NaN or infinity); it is broken")
         return probs
 
-    def _prediction(self, probs: np.ndarray) -> Prediction:
+    def _prediction(self, probs: np.ndarray, min_prob: float | None = None) -> Prediction:
         idx = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros((0,), np.int64)
-        return Prediction(labels=[self.labels[i] for i in idx], indices=idx, probabilities=probs)
+        if min_prob is not None and len(probs):
+            idx = np.where(probs.max(axis=1) >= np.float32(min_prob), idx, -1)
+        return Prediction(labels=[self.labels[i] if i >= 0 else UNKNOWN for i in idx], indices=idx, probabilities=probs)
 
-    def predict(self, images: Any, *, batch_size: int | None = None) -> Prediction:
-        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images."""
+    def __repr__(self) -> str:
+        """Labels, bundle id and sampler at a glance (e.g. in a notebook or a log line)."""
+        shown = ", ".join(map(repr, self.labels[:8])) + (f", ... +{self.k - 8}" if self.k > 8 else "")
+        try:
+            s = json.loads(self.metadata.get("sampler", "{}"))
+            sampler = f"{s['sampler']}-{s['steps']} seed {s['seed']}"
+        except (ValueError, TypeError, KeyError):
+            sampler = "?"
+        size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "any"
+        return (f"PersonalizedClassifier(k={self.k}, labels=[{shown}], bundle_id={self.metadata.get('bundle_id', '?')!r}, "
+                f"sampler={sampler!r}, input={size})")
+
+    def predict(self, images: Any, *, batch_size: int | None = None, min_prob: float | None = None) -> Prediction:
+        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images.
+
+        min_prob: an image whose top probability is below it is answered UNKNOWN ("unknown",
+        index -1) instead of the nearest of the model's classes, which it may belong to none of.
+        """
+        min_prob = check_min_prob(min_prob)
         parts = [p for _names, p in self.iter_predict(images, batch_size=batch_size)]
         probs = np.concatenate([p.probabilities for p in parts]) if parts else np.zeros((0, self.k), np.float32)
-        return self._prediction(probs)
+        return self._prediction(probs, min_prob)
 
-    def iter_predict(self, images: Any, *, batch_size: int | None = None) -> Iterator[tuple[list[str], Prediction]]:
+    def iter_predict(self, images: Any, *, batch_size: int | None = None,
+                     min_prob: float | None = None) -> Iterator[tuple[list[str], Prediction]]:
         """Yield (image names, Prediction) for batches of at most `batch_size` images (None: all at once).
 
         Only one batch is decoded at a time, so a folder of 20 000 photos runs in bounded memory.
@@ -136,6 +168,7 @@ class PersonalizedClassifier:
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                        or not 1 <= batch_size <= 1_000_000):
             raise ImageError(f"batch_size must be an integer from 1 to 1000000, got {batch_size!r:.40}")
+        min_prob = check_min_prob(min_prob)
         items = expand_items(images)
         if not items:
             raise ImageError("no images were given")
@@ -146,10 +179,10 @@ class PersonalizedClassifier:
             names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
             imgs.extend(got)
             while batch_size is not None and len(imgs) >= batch_size:
-                yield names[:batch_size], self._prediction(self._run(self._stack(imgs[:batch_size])))
+                yield names[:batch_size], self._prediction(self._run(self._stack(imgs[:batch_size])), min_prob)
                 names, imgs = names[batch_size:], imgs[batch_size:]
         if imgs:
-            yield names, self._prediction(self._run(self._stack(imgs)))
+            yield names, self._prediction(self._run(self._stack(imgs)), min_prob)
 
     @staticmethod
     def _stack(imgs: list[np.ndarray]) -> np.ndarray:
@@ -265,3 +298,16 @@ def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> 
 
 def _fmt_dims(dims: list[int | None]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def check_min_prob(min_prob: float | None) -> float | None:
+    """None, or a probability in [0, 1] (anything else is an ArgumentError, NaN included)."""
+    if min_prob is None:
+        return None
+    try:
+        p = float(min_prob)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"min_prob must be a number from 0 to 1; got {min_prob!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise ArgumentError(f"min_prob must be from 0 to 1; got {min_prob!r}")
+    return p
