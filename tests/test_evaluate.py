@@ -226,3 +226,14 @@ def test_real_photos_evaluate_equals_predict_and_plain_onnxruntime(tmp_path):
     assert total == j["n"]
     assert abs(j["accuracy"] - correct / total) <= 0.02, (j["accuracy"], correct / total)
     assert j["accuracy"] > 1.0 / len(CLASSES) + 0.15  # and the model is far above chance on real photos
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(model, folder, capsys):
+    clf = PersonalizedClassifier.load(model)
+    evaluate(clf, folder, progress=True, batch_size=4)
+    err = capsys.readouterr().err
+    assert "9/9" in err and "img" in err
+    evaluate(clf, folder)  # default: a bar only when stderr is a terminal (it is not under pytest)
+    assert capsys.readouterr().err == ""
+    r = run("evaluate", model, folder, "--json")
+    assert "9/9" not in r.stderr  # piped: no bar in logs

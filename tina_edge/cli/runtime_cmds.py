@@ -248,14 +248,14 @@ def predict(model, images, top, min_prob, as_json):
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.evaluation import expand_paths
+    from ..runtime.evaluation import expand_paths, predict_files
 
     clf = PersonalizedClassifier.load(model)
     files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
     if skipped:
         click.echo(f"note: {len(skipped)} file(s) without an image suffix were not used, e.g. {skipped[0]}", err=True)
     names = [str(f) for f in files]
-    pred = clf.predict(files, min_prob=min_prob)
+    pred = predict_files(clf, files, min_prob=min_prob)  # batches of 256 (bounded memory), bar on a terminal
     tops = clf.top(pred, top)
     conf = pred.confidence
     if as_json:
