@@ -169,7 +169,7 @@ def test_labels_without_folder_have_no_recall(model, tmp_path):
 # ----------------------------------------------------------------------------- real photos
 
 CLASSES = ["airplane", "dog", "ship", "horse"]  # CIFAR-10 folder names (this test says so)
-PER_CLASS = 60
+PER_CLASS = 100
 
 
 def _cifar_subset(dest: Path) -> Path:
