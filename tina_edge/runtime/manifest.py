@@ -11,6 +11,8 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
     template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
                          tensors are initializers the runtime replaces (names in `template.layout`)
     (optional) image_encoder.onnx, vocab_embeddings.npy
+    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
+                         tokenizer_config.json and the portable noise generator's name
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ class Manifest:
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
+    # optional portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json) and the
+    # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
+    portable: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k_max(self) -> int:
@@ -181,6 +186,7 @@ def manifest_from_dict(d: Any) -> Manifest:
             training=dict(d.get("training", {})), evaluation=dict(d.get("evaluation", {})),
             producer=str(d.get("producer", "")), schema_version=int(d["schema_version"]),
             bundle_id=str(d.get("bundle_id", "")),
+            portable=dict(d.get("portable") or {}),
         )
     except BundleError:
         raise
@@ -188,6 +194,18 @@ def manifest_from_dict(d: Any) -> Manifest:
         raise BundleError(f"manifest.json has a malformed field: {e}") from None
     _validate(m)
     return m
+
+
+def portable_files(m: Manifest) -> dict[str, str]:
+    """{manifest field: file name} of the optional portable files the manifest names."""
+    out = {}
+    for key in ("generate", "template_inputs"):
+        sec = m.portable.get(key)
+        if isinstance(sec, dict) and sec.get("model") is not None:
+            out[f"portable.{key}.model"] = sec["model"]
+    if m.portable.get("tokenizer_config") is not None:
+        out["portable.tokenizer_config"] = m.portable["tokenizer_config"]
+    return out
 
 
 def _validate(m: Manifest) -> None:
@@ -199,6 +217,10 @@ def _validate(m: Manifest) -> None:
         ("denoiser.model", m.denoiser.model),
         ("template.model", m.template.model),
     ) + ((("text_encoder.image_encoder", m.text_encoder.image_encoder),) if m.text_encoder.image_encoder else ()):
+        _check_relative(name, what)
+        if name not in m.files:
+            raise BundleError(f"manifest field {what} names {name!r}, which is not listed in files")
+    for what, name in portable_files(m).items():
         _check_relative(name, what)
         if name not in m.files:
             raise BundleError(f"manifest field {what} names {name!r}, which is not listed in files")
@@ -241,7 +263,7 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Manifes
     """Hash every file the manifest names, set `files` and `bundle_id`, write manifest.json atomically."""
     bundle_dir = Path(bundle_dir)
     names = {manifest.text_encoder.model, manifest.text_encoder.tokenizer, manifest.denoiser.model,
-             manifest.template.model} | set(manifest.files)
+             manifest.template.model} | set(manifest.files) | set(portable_files(manifest).values())
     if manifest.text_encoder.image_encoder:
         names.add(manifest.text_encoder.image_encoder)
     files = {}
