@@ -46,10 +46,13 @@ def _prefixed(graph, prefix: str, keep: set[str], rename: dict[str, str]):
         return v if v in keep else prefix + v
 
     nodes = []
-    for n in graph.node:
+    used: set[str] = set()
+    for j, n in enumerate(graph.node):
         c = onnx.NodeProto()
         c.CopyFrom(n)
-        c.name = prefix + (n.name or n.op_type)
+        base = n.name if n.name and n.name not in used else f"{n.name or n.op_type}_{j}"
+        used.add(base)
+        c.name = prefix + base
         c.input[:] = [name(v) for v in n.input]
         c.output[:] = [name(v) for v in n.output]
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
