@@ -105,10 +105,17 @@ export class TinaEdge {
     const tokenizer = new Tokenizer(tokJson, tokCfg);
     const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
     if (executionProviders) opts.executionProviders = executionProviders;
-    const make = async (name) => {
+    const perSession = {};
+    let fileMs = 0;
+    const make = async (name, level) => {
+      const f0 = performance.now();
       const bytes = await bundle.file(name);
+      const f1 = performance.now();
+      fileMs += f1 - f0;
       try {
-        return await ort.InferenceSession.create(bytes, opts);
+        const s = await ort.InferenceSession.create(bytes, level ? { ...opts, graphOptimizationLevel: level } : opts);
+        perSession[name] = performance.now() - f1;
+        return s;
       } catch (e) {
         throw new TinaEdgeError(`onnxruntime cannot load bundle file ${name}: ${String(e.message || e).slice(0, 300)}`);
       }
@@ -122,7 +129,7 @@ export class TinaEdge {
     const t1 = performance.now();
     return new TinaEdge({
       ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,
-      timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, bytesRead: bundle.bytesRead },
+      timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
   }
 
@@ -142,21 +149,35 @@ export class TinaEdge {
     return ids;
   }
 
-  /** L2-normalised text embeddings, Float32Array [n * D] (the same batches as Python: 64 texts). */
+  /**
+   * L2-normalised text embeddings, Float32Array [n * D]. A dynamic-int8 encoder depends on the
+   * batch, so texts go in Python's batches (64, padded to the longest); a float or weight-only
+   * encoder (manifest portable.text_encoder) does not, so texts of equal token length run
+   * together without padding (less work, same values).
+   */
   async encode(texts) {
     const te = this.manifest.text_encoder;
     const D = te.embedding_dim;
     const out = new Float32Array(texts.length * D);
     const dynamic = typeof this.sessions.text.inputMetadata?.[0]?.shape?.[1] !== "number";
-    for (let s = 0; s < texts.length; s += 64) {
-      const batch = this.tokenize(texts.slice(s, s + 64));
+    const ids = this.tokenize(texts);
+    const groups = [];
+    if (dynamic && this.manifest.portable?.text_encoder) {
+      const byLen = new Map();
+      ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
+      groups.push(...byLen.values());
+    } else {
+      for (let s = 0; s < texts.length; s += 64) groups.push(ids.slice(s, s + 64).map((_, j) => s + j));
+    }
+    for (const idx of groups) {
+      const batch = idx.map((i) => ids[i]);
       const width = dynamic ? Math.max(1, ...batch.map((r) => r.length)) : te.max_tokens;
       const padded = batch.map((r) => r.concat(new Array(width - r.length).fill(te.pad_id)));
       const mask = batch.map((r) => r.map(() => 1).concat(new Array(width - r.length).fill(0)));
       const res = await this.sessions.text.run({
         input_ids: int64Tensor(this.ort, padded, width), attention_mask: int64Tensor(this.ort, mask, width),
       });
-      out.set(res.embeddings.data, s * D);
+      idx.forEach((i, j) => out.set(res.embeddings.data.subarray(j * D, (j + 1) * D), i * D));
     }
     return out;
   }

@@ -19,8 +19,10 @@ from ..runtime.errors import BundleError
               "required_operators.config (for a minimal onnxruntime build on mobile).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps unrolled in generate.onnx "
               "(default: the bundle's default_steps).")
+@click.option("--keep-dynamic-int8", is_flag=True, help="Keep a dynamic-int8 text encoder as it is (by default it "
+              "becomes weight-only int8: same size, embeddings independent of the batch and equal on every platform).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-def convert(bundle, output, to_ort, steps, force):
+def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
     """Copy BUNDLE (default: the embedded one) to -o and add generate.onnx, template_inputs.onnx and
     tokenizer_config.json (what the JavaScript package and other ports need); --ort for mobile."""
     from ..export.generate import add_portable_files
@@ -34,7 +36,7 @@ def convert(bundle, output, to_ort, steps, force):
             for name in sorted(set(b.manifest.files) | {"manifest.json"}):
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(b.path(name), tmp / name)
-            m = add_portable_files(tmp, steps)
+            m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8)
             if to_ort:
                 from ..export.ort_format import convert_bundle_to_ort
 

@@ -187,13 +187,36 @@ def tokenizer_config(tokenizer_json: dict, manifest: Manifest) -> dict:
     return cfg
 
 
-def add_portable_files(bundle_dir: str | Path, steps: int | None = None) -> Manifest:
+def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
+    """Rewrite a dynamic-int8 text encoder as weight-only int8 (see weight_only.py); None if it is not one."""
+    import onnx
+
+    from .weight_only import dynamic_int8_to_weight_only
+
+    path = root / m.text_encoder.model
+    model = onnx.load(str(path))
+    if not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+        return None
+    n = dynamic_int8_to_weight_only(model)
+    if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+        raise BundleError(f"{m.text_encoder.model} has dynamic int8 MatMuls this rewrite does not recognise; "
+                          "pass keep_dynamic_int8 (the browser's embeddings will then differ from Python's by ~1e-3)")
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return f"weight-only int8 ({n} MatMuls rewritten from dynamic int8: batch-independent, portable)"
+
+
+def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
     """Write generate.onnx, template_inputs.onnx and tokenizer_config.json into a bundle directory
-    and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest."""
+    and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
+
+    A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
+    embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly."""
     import onnx
 
     root = Path(bundle_dir)
     m = read_manifest(root)
+    te_note = None if keep_dynamic_int8 else _weight_only_text_encoder(root, m)
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     onnx.save(gen, str(root / GENERATE))
@@ -208,6 +231,8 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None) -> Mani
         "template_inputs": {"model": TEMPLATE_INPUTS, "inputs": [t.name for t in m.template.layout]},
         "tokenizer_config": TOKENIZER_CONFIG,
     }
+    if te_note:
+        m.portable["text_encoder"] = {"quantization": te_note}
     m.files = {n: e for n, e in m.files.items()}
     for name in (GENERATE, TEMPLATE_INPUTS, TOKENIZER_CONFIG):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
