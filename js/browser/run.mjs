@@ -49,7 +49,11 @@ try {
   // warm personalize of k = K_max classes through the page's own button path
   await page.$eval("#classes", (el, value) => { el.value = value; }, c.prompt);
   const runs = [];
-  for (let i = 0; i < 6; i++) runs.push((await page.evaluate(() => window.tinaDemo.personalize())).ms);
+  const parts = [];
+  for (let i = 0; i < 6; i++) {
+    runs.push((await page.evaluate(() => window.tinaDemo.personalize())).ms);
+    parts.push(await page.evaluate(() => window.tinaDemo.clf.timings));
+  }
   const warm = runs.slice(1).sort((a, b) => a - b)[Math.floor((runs.length - 1) / 2)];
   // photos: files from TINA_EDGE_PHOTOS through the file picker, else synthetic canvases
   const dir = process.env.TINA_EDGE_PHOTOS;
@@ -75,6 +79,9 @@ try {
     return ms;
   });
   const predict = predictRuns.sort((a, b) => a - b)[5];
+  const stems = dir && fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort().slice(0, 6)
+    .map((f) => f.replace(/\.[^.]+$/, "")) : [];
+  if (stems.length >= 2) await page.$eval("#classes", (el, value) => { el.value = value; }, stems.join(", "));
   await page.evaluate(() => window.tinaDemo.personalize());
   const shot = process.env.SCREENSHOT ?? path.join(ROOT, "js/.cache/demo.png");
   await page.screenshot({ path: shot, fullPage: true });
@@ -82,7 +89,10 @@ try {
     chromium: await browser.version(), bundle_id: v.bundle_id,
     session_creation_ms: +load.createMs.toFixed(1), sessions_only_ms: +load.sessionsMs.toFixed(1),
     bundle_download_bytes: load.bundleBytes, warm_personalize_ms: +warm.toFixed(1), k: c.labels.length,
-    personalize_runs_ms: runs.map((x) => +x.toFixed(1)), predict_one_photo_ms: +predict.toFixed(2),
+    personalize_runs_ms: runs.map((x) => +x.toFixed(1)),
+    personalize_parts_ms: parts.map((p) => [+p.encodeMs.toFixed(1), +p.generateMs.toFixed(1)]),
+    per_session_ms: Object.fromEntries(Object.entries(await page.evaluate(() => window.tinaDemo.tina.timings.perSession)).map(([k, x]) => [k, +x.toFixed(0)])),
+    files_ms: +(await page.evaluate(() => window.tinaDemo.tina.timings.fileMs)).toFixed(0), predict_one_photo_ms: +predict.toFixed(2),
     params_max_abs_diff_vs_python: paramDiff, screenshot: shot, errors,
   };
   console.log(JSON.stringify(figures, null, 2));

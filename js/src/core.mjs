@@ -106,26 +106,30 @@ export class TinaEdge {
     const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
     if (executionProviders) opts.executionProviders = executionProviders;
     const perSession = {};
-    let fileMs = 0;
-    const make = async (name, level) => {
-      const f0 = performance.now();
-      const bytes = await bundle.file(name);
-      const f1 = performance.now();
-      fileMs += f1 - f0;
+    const f0 = performance.now();
+    // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
+    const names = [te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])];
+    const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
+    Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
+    const make = async (name) => {
+      const bytes = await files[name];
+      const s0 = performance.now();
       try {
-        const s = await ort.InferenceSession.create(bytes, level ? { ...opts, graphOptimizationLevel: level } : opts);
-        perSession[name] = performance.now() - f1;
+        const s = await ort.InferenceSession.create(bytes, opts);
+        perSession[name] = performance.now() - s0;
         return s;
       } catch (e) {
         throw new TinaEdgeError(`onnxruntime cannot load bundle file ${name}: ${String(e.message || e).slice(0, 300)}`);
       }
     };
     const tFiles = performance.now();
-    // one after another: onnxruntime-web's wasm backend runs one session creation at a time anyway
+    // smallest first: it pays onnxruntime's one-time start-up while the big files still download
+    const classifier = await make(m.portable.template_inputs.model);
     const text = await make(te.model);
     const generate = await make(m.portable.generate.model);
-    const classifier = await make(m.portable.template_inputs.model);
-    const templateBytes = loadTemplate ? await bundle.file(m.template.model) : null;
+    const templateBytes = loadTemplate ? await files[m.template.model] : null;
+    await Promise.all(Object.values(files));
+    const fileMs = performance.now() - f0;
     const t1 = performance.now();
     return new TinaEdge({
       ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,

@@ -61,6 +61,27 @@ def _prefixed(graph, prefix: str, keep: set[str], rename: dict[str, str]):
     return nodes
 
 
+def _hoist_constants(graph):
+    """A copy of the graph whose `Constant` nodes (value tensors) are initializers, so the unrolled
+    copies share them instead of repeating ~600 nodes per step (fewer nodes: faster session creation)."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.GraphProto()
+    g.CopyFrom(graph)
+    keep_nodes = []
+    for n in g.node:
+        attrs = {a.name: a for a in n.attribute}
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and set(attrs) == {"value"} and len(n.output) == 1:
+            t = numpy_helper.to_array(attrs["value"].t)
+            g.initializer.append(numpy_helper.from_array(t, n.output[0]))
+        else:
+            keep_nodes.append(n)
+    del g.node[:]
+    g.node.extend(keep_nodes)
+    return g
+
+
 def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
     """The unrolled DDIM generator (an onnx.ModelProto) for `manifest`, from the denoiser graph."""
     import onnx
@@ -69,7 +90,7 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
     steps = int(steps or manifest.diffusion.default_steps)
     sched = NoiseSchedule.from_spec(manifest.diffusion)
     ts = [int(t) for t in spaced_timesteps(sched.num_train_timesteps, steps)]
-    g = denoiser.graph
+    g = _hoist_constants(denoiser.graph)
     inits = {i.name for i in g.initializer}
     keep = inits | {"class_emb", "class_mask"}
     nodes, consts = [], []
