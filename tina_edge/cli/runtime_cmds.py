@@ -77,8 +77,11 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 
 
 @click.command("personalize")
-@click.argument("classes", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write model.onnx.")
+@click.argument("classes", nargs=-1, required=False)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Where to write model.onnx (with --batch: the directory for the models).")
+@click.option("--batch", "batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="FILE with one prompt per line: one model each, into the -o directory; prints a JSON summary.")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle directory or archive (default: the embedded one).")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the bundle's; DDPM: all T).")
 @click.option("--sampler", type=click.Choice(SAMPLERS, case_sensitive=False), default=None, help="Sampler (default: the bundle's).")
@@ -91,15 +94,26 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
+def personalize(classes, output, batch_file, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
-    (CLIP bundles only), in any mix; the labels follow CLASSES.
+    (CLIP bundles only), in any mix; the labels follow CLASSES. --batch FILE makes one model per
+    line of FILE with the same bundle sessions.
     """
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import check_class_count, parse_classes
 
+    if batch_file is not None:
+        if classes or describe or images:
+            raise PromptError("--batch takes its prompts from FILE; leave out CLASSES, --describe and --images")
+        _personalize_batch(batch_file, output, bundle=bundle, steps=steps, sampler=sampler, seed=seed,
+                           candidates=candidates, force=force, threads=threads)
+        return
+    if not classes:
+        raise PromptError('name the classes, e.g. tina-edge personalize "dog, cat, horse" -o model.onnx (or use --batch FILE)')
+    if output.is_dir():
+        raise ModelFileError(f"-o {output} is a directory; name the model file, e.g. -o {output / 'model.onnx'}")
     t0 = time.perf_counter()
     names = parse_classes(list(classes))
     descriptions = _descriptions(names, describe)
@@ -142,29 +156,118 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     )
 
 
+# ----------------------------------------------------------------- personalize --batch (issue 14)
+
+
+def _slug(names: list[str]) -> str:
+    """A file-name-safe, short form of a class list ("Sea lion, cat" -> "sea_lion-cat")."""
+    import re
+
+    from ..runtime.prompt import class_key
+
+    text = "-".join(re.sub(r"[^a-z0-9]+", "_", class_key(n)).strip("_") or "x" for n in names)
+    return text[:60].rstrip("-_") or "model"
+
+
+def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line number, prompt text, class names) of every prompt line; blank and '#' lines skipped.
+
+    All lines are checked before any model is made, so a bad line 40 costs nothing.
+    """
+    from ..runtime.prompt import parse_classes
+
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None
+    except OSError as e:
+        raise PromptError(f"cannot read {path}: {e.strerror}") from None
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            out.append((no, line.strip(), parse_classes(line)))
+        except PromptError as e:
+            raise PromptError(f"{path} line {no}: {e}") from None
+    if not out:
+        raise PromptError(f"{path} holds no prompt; write one per line, e.g. 'dog, cat, horse'")
+    return out
+
+
+def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sampler, seed, candidates, force, threads) -> None:
+    """One model per prompt line, all from one Personalizer (sessions made once), JSON summary on stdout."""
+    from ..runtime.personalizer import Personalizer
+    from ..runtime.prompt import check_class_count
+
+    t0 = time.perf_counter()
+    prompts = read_batch_prompts(batch_file)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelFileError(f"with --batch, -o names a directory for the models; {out_dir} is a file")
+    if not out_dir.parent.is_dir():
+        raise ModelFileError(f"cannot write into {out_dir}: the directory {out_dir.parent} does not exist")
+    p = Personalizer.from_bundle(bundle, threads=threads)
+    targets = []
+    for i, (no, _, names) in enumerate(prompts, 1):
+        try:
+            check_class_count(names, p.manifest.k_max)
+        except PromptError as e:
+            raise PromptError(f"{batch_file} line {no}: {e}") from None
+        targets.append(out_dir / f"{i:03d}-{_slug(names)}.onnx")
+    clash = [t for t in targets if t.exists() or t.is_symlink()]
+    if clash and not force:
+        raise ModelFileError(f"{clash[0]} already exists ({len(clash)} of the outputs do); pass --force to overwrite them")
+    out_dir.mkdir(exist_ok=True)
+    models = []
+    for (no, prompt, names), target in zip(prompts, targets):
+        t1 = time.perf_counter()
+        clf = p.personalize(names, steps=steps, sampler=sampler, seed=seed, candidates=candidates)
+        clf.save(target, overwrite=force)
+        nov = p.novelty(names)
+        models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
+                       "seen": nov["seen"], "new": nov["new"], "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
+        click.echo(f"wrote {target}: {', '.join(clf.labels)}", err=True)
+    s = json.loads(clf.metadata["sampler"])
+    _echo_json({
+        "count": len(models), "output_dir": str(out_dir), "bundle_id": p.manifest.bundle_id,
+        "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
+        "milliseconds": round((time.perf_counter() - t0) * 1000, 1), "models": models,
+    })
+
+
 @click.command("predict")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1, None), default=1, show_default=True, help="Show the K most probable labels.")
+@click.option("--min-prob", type=click.FloatRange(0, 1), default=None,
+              help="Answer 'unknown' when the top probability is below P (an image of none of the classes).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def predict(model, images, top, as_json):
-    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx)."""
+def predict(model, images, top, min_prob, as_json):
+    """Classify IMAGES (files or directories, walked recursively) with a personalized MODEL (.onnx).
+
+    One line per file: its path, then the answer (with --min-prob) and the --top labels.
+    """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.images import image_names
+    from ..runtime.evaluation import expand_paths
 
     clf = PersonalizedClassifier.load(model)
-    names = image_names(list(images))
-    pred = clf.predict(list(images))
+    files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
+    if skipped:
+        click.echo(f"note: {len(skipped)} file(s) without an image suffix were not used, e.g. {skipped[0]}", err=True)
+    names = [str(f) for f in files]
+    pred = clf.predict(files, min_prob=min_prob)
     tops = clf.top(pred, top)
+    conf = pred.confidence
     if as_json:
         _echo_json([
-            {"image": n, "label": pred.labels[i], "probability": float(pred.probabilities[i, pred.indices[i]]),
+            {"image": n, "label": pred.labels[i], "probability": float(conf[i]),
              "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
             for i, n in enumerate(names)
         ])
         return
-    for n, row in zip(names, tops):
-        click.echo(f"{n}\t" + "\t".join(f"{lab} {pr:.3f}" for lab, pr in row))
+    for i, (n, row) in enumerate(zip(names, tops)):
+        answer = f"{pred.labels[i]}\t" if min_prob is not None else ""
+        click.echo(f"{n}\t{answer}" + "\t".join(f"{lab} {pr:.3f}" for lab, pr in row))
 
 
 def _flat(d, prefix=""):
@@ -176,13 +279,18 @@ def _flat(d, prefix=""):
 
 
 @click.command("info")
-@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.argument("bundle_arg", metavar="[BUNDLE]", required=False, type=click.Path(path_type=Path))
+@click.option("--bundle", "bundle_opt", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory or archive (default: the embedded one); BUNDLE alone is the same.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every evaluation figure (per k too).")
-def info(bundle, as_json, verbose):
+def info(bundle_arg, bundle_opt, as_json, verbose):
     """Verify a bundle (default: the embedded one) and summarise its manifest."""
     from ..runtime.bundle import open_bundle
 
+    if bundle_arg is not None and bundle_opt is not None and bundle_arg != bundle_opt:
+        raise click.UsageError(f"two bundles given ({bundle_arg} and --bundle {bundle_opt}); pass one")
+    bundle = bundle_opt if bundle_opt is not None else bundle_arg
     b = open_bundle(bundle)
     m = b.manifest
     if as_json:
@@ -243,4 +351,6 @@ def _eval_table(ev: dict) -> list[str]:
     return lines
 
 
-COMMANDS = [personalize, predict, info]
+from .evaluate_cmd import evaluate  # noqa: E402  (its own module; registered with the edge commands)
+
+COMMANDS = [personalize, predict, info, evaluate]
