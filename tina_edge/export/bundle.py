@@ -159,6 +159,11 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
                 producer=f"tina-edge {__version__}",
             )
             write_manifest(tmp, manifest)
+            # portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json; a dynamic-int8
+            # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check below runs on them.
+            from .generate import add_portable_files
+
+            manifest = add_portable_files(tmp)
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             seen = ck.meta.get("seen") or ck.meta["classes"]
