@@ -91,7 +91,8 @@ def test_bundle_files_and_parity(bundle):
     from tina_edge.runtime.bundle import open_bundle
 
     path, summary = bundle
-    assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx"}
+    assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx",
+                                     "generate.onnx", "template_inputs.onnx", "tokenizer_config.json"}  # + portable
     assert summary["denoiser"]["max_abs_diff"] <= 1e-4
     assert summary["template"]["max_abs_diff_logits"] <= 1e-3
     assert summary["text_encoder"]["max_abs_diff_fp32"] <= 1e-4
