@@ -80,6 +80,11 @@ class LoadedBundle:
         except KeyError:
             raise BundleError(f"bundle file {name!r} is not listed in the manifest of {self.source}") from None
 
+    def release(self, *names: str) -> None:
+        """Drop the kept bytes of files whose sessions exist (memory); `data(name)` then refuses them."""
+        for name in names:
+            self.blobs.pop(name, None)
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
