@@ -2,7 +2,9 @@
 
     PYTHONPATH=. python benchmarks/company.py tina_edge/bundles/default
 """
-import itertools, json, sys
+import json
+import sys
+
 import numpy as np
 from tina_edge.runtime import Personalizer
 p = Personalizer.from_bundle(sys.argv[1], threads=1)
