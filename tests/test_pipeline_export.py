@@ -91,7 +91,8 @@ def test_bundle_files_and_parity(bundle):
     from tina_edge.runtime.bundle import open_bundle
 
     path, summary = bundle
-    assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx"}
+    assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx",
+                                     "generate.onnx", "template_inputs.onnx", "tokenizer_config.json"}  # + portable
     assert summary["denoiser"]["max_abs_diff"] <= 1e-4
     assert summary["template"]["max_abs_diff_logits"] <= 1e-3
     assert summary["text_encoder"]["max_abs_diff_fp32"] <= 1e-4
@@ -198,3 +199,29 @@ def test_template_export_is_reproducible(workdir, tmp_path):
     export_template(ck.layout(), ck.prefixed("generic."), tmp_path / "a.onnx")
     export_template(ck.layout(), ck.prefixed("generic."), tmp_path / "b.onnx")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_export_writes_the_portable_files(bundle):
+    """`tina-edge export` adds generate.onnx & co. (docs/PORTABLE.md); generate.onnx = the runtime's DDIM."""
+    import onnxruntime as ort
+
+    from tina_edge.runtime.noise import portable_normal
+    from tina_edge.runtime.personalizer import Personalizer
+    from tina_edge.runtime.template import denormalise as runtime_denormalise
+
+    out, summary = bundle
+    p = Personalizer.from_bundle(out, threads=1)
+    m = p.manifest
+    assert {"generate.onnx", "template_inputs.onnx", "tokenizer_config.json"} <= set(summary["files"])
+    names = (m.vocabulary or ["a", "b"])[:2]
+    clf = p.personalize(names, seed=4)
+    K, D, P = m.k_max, m.text_encoder.embedding_dim, m.denoiser.param_count
+    ce = np.zeros((1, K, D), np.float32)
+    ce[0, :2] = p.encode(names)
+    mask = np.zeros((1, K), np.float32)
+    mask[0, :2] = 1
+    x0 = ort.InferenceSession(str(out / "generate.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["x0"], {"class_emb": ce, "class_mask": mask, "noise": portable_normal(4, (1, P))})[0]
+    want = runtime_denormalise(x0[0], m.template.layout, 2)
+    for n, a in clf.params.items():
+        np.testing.assert_allclose(a, want[n], atol=1e-5, rtol=0)

@@ -81,6 +81,7 @@ def main() -> None:
       tina-edge personalize "dog, cat, horse" -o model.onnx
       tina-edge predict model.onnx photo.jpg
       tina-edge info [BUNDLE]
+      tina-edge convert [BUNDLE] -o OUT [--ort]   portable files for JS / mobile
     Server (needs the [train] extra):
       tina-edge train ...      generic model, p-model zoo, diffusion, eval
       tina-edge export --ckpt CKPT -o BUNDLE
@@ -88,9 +89,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import runtime_cmds
+    from . import portable_cmds, runtime_cmds
 
-    for cmd in runtime_cmds.COMMANDS:
+    for cmd in runtime_cmds.COMMANDS + portable_cmds.COMMANDS:
         main.add_command(cmd)
     try:
         from . import train_cmds

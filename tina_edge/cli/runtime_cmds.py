@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -293,7 +294,7 @@ def predict(model, images, top, min_prob, batch_size, as_json):
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.evaluation import expand_paths
+    from ..runtime.evaluation import expand_paths, predict_files
 
     clf = PersonalizedClassifier.load(model)
     files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
@@ -309,12 +310,21 @@ def predict(model, images, top, min_prob, batch_size, as_json):
 
 def _predict_rows(clf, images: list, top: int, batch_size: int, min_prob: float | None):
     """One dict per image, batch by batch (only one batch of decoded images in memory)."""
-    for names, pred in clf.iter_predict(images, batch_size=batch_size, min_prob=min_prob):
-        tops = clf.top(pred, top)
-        conf = pred.confidence
-        for i, n in enumerate(names):
-            yield {"image": n, "label": pred.labels[i], "probability": float(conf[i]),
-                   "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
+    from tqdm import tqdm
+
+    with tqdm(total=len(images), unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, leave=False) as bar:
+        for names, pred in clf.iter_predict(images, batch_size=batch_size, min_prob=min_prob):
+            bar.update(len(names))
+            yield from _rows(clf, names, pred, top)
+
+
+def _rows(clf, names: list[str], pred, top: int):
+    """The rows of one batch: answer, its probability and the top-K labels of every image."""
+    tops = clf.top(pred, top)
+    conf = pred.confidence
+    for i, n in enumerate(names):
+        yield {"image": n, "label": pred.labels[i], "probability": float(conf[i]),
+               "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
 
 
 def _predict_line(row: dict, with_answer: bool) -> str:

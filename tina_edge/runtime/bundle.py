@@ -443,22 +443,44 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
     _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
 
 
+def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
+    """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
+    onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
+    import onnxruntime as ort
+
+    try:
+        s = ort.InferenceSession(blobs[name], providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise BundleError(f"bundle file {name} is not a loadable ORT-format model: {str(e)[:200]}") from None
+    want_in, want_out = CONTRACTS[role]
+    have = {i.name for i in s.get_inputs()} | {o.name for o in s.get_outputs()}
+    missing = sorted((set(want_in) | set(want_out)) - have)
+    if missing:
+        raise BundleError(f"bundle file {name} ({role}) lacks {missing}")
+
+
 def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     te, den, tm = m.text_encoder, m.denoiser, m.template
-    model = _load_onnx(te.model, blobs, m.files)
-    _ins, outs = _check_contract(model, te.model, "text_encoder")
-    _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
-    del model
-    if te.image_encoder:
+    if te.model.endswith(".ort"):
+        _check_ort_graph(blobs, te.model, "text_encoder")
+    else:
+        model = _load_onnx(te.model, blobs, m.files)
+        _ins, outs = _check_contract(model, te.model, "text_encoder")
+        _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
+        del model
+    if te.image_encoder and not te.image_encoder.endswith(".ort"):
         _check_image_encoder(blobs, m)
-    model = _load_onnx(den.model, blobs, m.files)
-    ins, outs = _check_contract(model, den.model, "denoiser")
-    _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)
-    _expect_dim(den.model, "output x0", _dims(outs["x0"]), 1, den.param_count)
-    _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 1, den.k_max)
-    _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 2, den.embedding_dim)
-    _expect_dim(den.model, "input class_mask", _dims(ins["class_mask"]), 1, den.k_max)
-    del model
+    if den.model.endswith(".ort"):
+        _check_ort_graph(blobs, den.model, "denoiser")
+    else:
+        model = _load_onnx(den.model, blobs, m.files)
+        ins, outs = _check_contract(model, den.model, "denoiser")
+        _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)
+        _expect_dim(den.model, "output x0", _dims(outs["x0"]), 1, den.param_count)
+        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 1, den.k_max)
+        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 2, den.embedding_dim)
+        _expect_dim(den.model, "input class_mask", _dims(ins["class_mask"]), 1, den.k_max)
+        del model
     if den.embedding_dim != te.embedding_dim:
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"

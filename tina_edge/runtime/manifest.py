@@ -11,6 +11,8 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
     template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
                          tensors are initializers the runtime replaces (names in `template.layout`)
     (optional) image_encoder.onnx, vocab_embeddings.npy
+    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
+                         tokenizer_config.json and the portable noise generator's name
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
            ("denoiser.model", m.denoiser.model), ("template.model", m.template.model)]
     if te.image_encoder:
         out.append(("text_encoder.image_encoder", te.image_encoder))
+    port = m.portable if isinstance(m.portable, dict) else {}
+    for key in ("generate", "template_inputs"):  # optional portable files (docs/PORTABLE.md)
+        sec = port.get(key)
+        if isinstance(sec, dict) and sec.get("model") is not None:
+            out.append((f"portable.{key}.model", sec["model"]))
+    if port.get("tokenizer_config") is not None:
+        out.append(("portable.tokenizer_config", port["tokenizer_config"]))
     return out
 
 
@@ -178,6 +187,9 @@ class Manifest:
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
+    # optional portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json) and the
+    # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
+    portable: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k_max(self) -> int:
@@ -242,6 +254,7 @@ def manifest_from_dict(d: Any) -> Manifest:
             training=dict(d.get("training", {})), evaluation=dict(d.get("evaluation", {})),
             producer=str(d.get("producer", "")), schema_version=int(d["schema_version"]),
             bundle_id=str(d.get("bundle_id", "")),
+            portable=dict(d.get("portable") or {}),
         )
     except BundleError:
         raise

@@ -339,8 +339,8 @@ class Personalizer:
         mask = np.zeros((C, K), dtype=np.float32)
         mask[:, :k] = 1.0
 
-        rng = np.random.default_rng(seed)
-        x = initial_noise(rng, (C, P))
+        rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
+        x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
         for t in smp.timesteps:
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
