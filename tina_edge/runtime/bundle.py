@@ -485,6 +485,9 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"
         )
+    roles = {te.model, den.model, tm.model, te.image_encoder}
+    for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
+        _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])
