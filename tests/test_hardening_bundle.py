@@ -247,10 +247,13 @@ def _add_file(name: str):
 
 BOUNDS = [
     ("timesteps", _set("diffusion.num_train_timesteps", 10**9), "num_train_timesteps"),
+    ("timesteps past Tina's T", _set("diffusion.num_train_timesteps", 1001), "between 1 and 1000"),
     ("default steps", _set("diffusion.default_steps", 10**7), "default_steps"),
     ("max tokens", _set("text_encoder.max_tokens", 10**7), "max_tokens"),
     ("embedding dim", _set("text_encoder.embedding_dim", 10**7), "embedding_dim"),
     ("k_max", _set("denoiser.k_max", 10**7), "k_max"),
+    ("k_max x dim", lambda d: (d["denoiser"].update(k_max=1000, embedding_dim=4096), d["text_encoder"].update(embedding_dim=4096)),
+     "k_max x denoiser.embedding_dim"),
     ("param count", _set("denoiser.param_count", 10**12), "param_count"),
     ("height", _set("template.input.height", 10**6), "height"),
     ("width", _set("template.input.width", 10**6), "width"),

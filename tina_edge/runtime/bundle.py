@@ -80,6 +80,11 @@ class LoadedBundle:
         except KeyError:
             raise BundleError(f"bundle file {name!r} is not listed in the manifest of {self.source}") from None
 
+    def release(self, *names: str) -> None:
+        """Drop the kept bytes of files whose sessions exist (memory); `data(name)` then refuses them."""
+        for name in names:
+            self.blobs.pop(name, None)
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -480,6 +485,9 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"
         )
+    roles = {te.model, den.model, tm.model, te.image_encoder}
+    for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
+        _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])

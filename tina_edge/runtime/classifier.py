@@ -57,6 +57,7 @@ def _make_session(model_bytes: bytes, threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: a foreign model's warnings (raw ANSI colours) must not reach stderr
     if threads:
         so.intra_op_num_threads = int(threads)
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])

@@ -68,6 +68,7 @@ def _session(data: bytes, name: str, threads: int | None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: onnxruntime's warnings would add raw, coloured lines to stderr
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # see text_encoder.make_session
     if threads:
         so.intra_op_num_threads = int(threads)
@@ -141,6 +142,7 @@ class Personalizer:
         except Exception as e:
             raise BundleError(f"onnxruntime cannot load bundle file {te.model}: {str(e)[:300]}") from None
         den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
+        b.release(te.model, te.tokenizer, b.manifest.denoiser.model)  # sessions hold their own copy (~35 MB saved)
         return cls(b, enc, den, threads=threads)
 
     # ------------------------------------------------------------------ helpers
