@@ -169,7 +169,7 @@ def test_labels_without_folder_have_no_recall(model, tmp_path):
 # ----------------------------------------------------------------------------- real photos
 
 CLASSES = ["airplane", "dog", "ship", "horse"]  # CIFAR-10 folder names (this test says so)
-PER_CLASS = 60
+PER_CLASS = 100
 
 
 def _cifar_subset(dest: Path) -> Path:
@@ -226,3 +226,14 @@ def test_real_photos_evaluate_equals_predict_and_plain_onnxruntime(tmp_path):
     assert total == j["n"]
     assert abs(j["accuracy"] - correct / total) <= 0.02, (j["accuracy"], correct / total)
     assert j["accuracy"] > 1.0 / len(CLASSES) + 0.15  # and the model is far above chance on real photos
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(model, folder, capsys):
+    clf = PersonalizedClassifier.load(model)
+    evaluate(clf, folder, progress=True, batch_size=4)
+    err = capsys.readouterr().err
+    assert "/9 [" in err and "img/s" in err  # tqdm bar over the 9 images (cleared when done)
+    evaluate(clf, folder)  # default: a bar only when stderr is a terminal (it is not under pytest)
+    assert capsys.readouterr().err == ""
+    r = run("evaluate", model, folder, "--json")
+    assert "img/s" not in r.stderr  # piped: no bar in logs

@@ -15,7 +15,9 @@ from ..runtime.errors import TinaEdgeError
 
 
 def _note(msg: str) -> None:
-    click.echo(msg, err=True)
+    from .safe_text import safe
+
+    click.echo(safe(msg), err=True)  # folder and file names come from strangers (issue 9)
 
 
 def _report_left_out(data) -> None:
@@ -108,4 +110,6 @@ def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads):
     if as_json:
         _echo_json(ev.to_dict())
     else:
-        click.echo(ev.format_text())
+        from .safe_text import safe
+
+        click.echo("\n".join(safe(line) for line in ev.format_text().splitlines()))  # labels escaped (issue 9)

@@ -215,7 +215,7 @@ def _write_member(dest: Path, mem: _Member, src, archive: Path) -> None:
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
     mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # links, devices, FIFOs
         return "special"
     return "dir" if info.is_dir() else "file"
 

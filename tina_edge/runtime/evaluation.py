@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .classifier import UNKNOWN, Prediction, check_min_prob
-from .errors import ArgumentError, DatasetError, ImageError
+from .errors import DatasetError, ImageError
 from .prompt import class_key
 
 if TYPE_CHECKING:
@@ -156,14 +156,11 @@ def predict_files(
     min_prob: float | None = None,
     batch_size: int = 256,
     progress: bool | None = None,
-    on_batch: Callable[[int], None] | None = None,
 ) -> Prediction:
-    """`clf.predict` over files in batches of batch_size (bounded memory), with a tqdm bar on a terminal.
+    """`clf.iter_predict` over files in batches of batch_size (bounded memory), with a tqdm bar on a terminal.
 
-    The answers are `clf.predict`'s own, batch by batch, concatenated in file order.
+    The answers are the classifier's own, batch by batch, concatenated in file order.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a whole number of at least 1; got {batch_size!r}")
     if not files:
         raise ImageError("no images were given")
     if progress is None:
@@ -172,12 +169,9 @@ def predict_files(
 
     parts: list[Prediction] = []
     with tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
-        for s in range(0, len(files), batch_size):
-            chunk = list(files[s:s + batch_size])
-            parts.append(clf.predict(chunk, min_prob=min_prob))
-            bar.update(len(chunk))
-            if on_batch is not None:
-                on_batch(len(chunk))
+        for _names, part in clf.iter_predict(list(files), batch_size=batch_size, min_prob=min_prob):
+            parts.append(part)
+            bar.update(len(part.labels))
     return Prediction(
         labels=[lab for p in parts for lab in p.labels],
         indices=np.concatenate([p.indices for p in parts]),

@@ -94,30 +94,46 @@ def _pieces(prompt: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _blank(raw: str) -> bool:
+    """Nothing but spaces and control characters: a stray comma, not an invisible name."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in raw)
+
+
+def _shown(raw: str) -> str:
+    """A name as the user typed it, with invisible characters made visible (\\u200b, ...)."""
+    raw = " ".join(raw.split())
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in raw[:MAX_NAME_CHARS])
+
+
 def parse_classes(prompt: str | Sequence[str]) -> list[str]:
-    """Split and clean a class prompt; raise PromptError for empty, stray-comma or duplicate names."""
+    """Split and clean a class prompt; raise PromptError for empty, stray-comma, invisible or duplicate names."""
     pieces = _pieces(prompt)
     names = [clean_text(p) for p in pieces]
-    if not any(names):
+    if all(_blank(p) for p in pieces):
         raise PromptError('the prompt is empty; name at least 2 classes separated by commas, e.g. "dog, cat"')
     for i, n in enumerate(names):
-        if not n:
+        if _blank(pieces[i]):
             raise PromptError(
                 f"class name {i + 1} of {len(names)} is empty (a stray comma?); "
                 'separate class names with single commas, e.g. "dog, cat"'
             )
         check_text(n, f"class name {i + 1}")
-        if not is_visible(n):
-            raise PromptError(f"class name {i + 1} of {len(names)} has no visible characters "
-                              f"({', '.join(f'U+{ord(c):04X}' for c in n[:8])}); give every class a readable name")
+        if not n or not is_visible(n):
+            raise PromptError(f'class name {i + 1} of {len(names)} ("{_shown(pieces[i])}") has no visible characters; '
+                              "give every class a readable name")
     names = [n[:MAX_NAME_CHARS].rstrip() if len(n) > MAX_NAME_CHARS else n for n in names]
-    seen: dict[str, str] = {}
-    for n in names:
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
         k = class_key(n)
         if k in seen:
-            how = "" if seen[k] == n else f' (as "{seen[k]}" and "{n}"; case and spacing are ignored)'
-            raise PromptError(f'the class "{seen[k]}" is named twice{how}; name each class once')
-        seen[k] = n
+            j = seen[k]
+            if names[j] != n:
+                how = f' (as "{names[j]}" and "{n}"; case and spacing are ignored)'
+            else:
+                first, again = _shown(pieces[j]), _shown(pieces[i])
+                how = "" if first == again else f' (as "{first}" and "{again}"; invisible characters are ignored)'
+            raise PromptError(f'the class "{names[j]}" is named twice{how}; name each class once')
+        seen[k] = i
     return names
 
 
