@@ -206,9 +206,9 @@ class PersonalizedClassifier:
         [N, H, W, 3], outputs `logits` and `probabilities` [N, k] with k = len(labels), no tensor
         kept in external data, bounded `labels` metadata.
         """
-        if not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, bytes, os.PathLike)):
             raise ModelFileError(f"the model must be a file path, got {type(path).__name__}")
-        p = Path(path)
+        p = Path(os.fsdecode(path))
         data = _read_model_bytes(p)
         try:
             model = parse_model(data)
