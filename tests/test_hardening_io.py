@@ -531,3 +531,16 @@ def test_default_int8_embedding_does_not_depend_on_company(default_pz, name):
     for other in COMPANY:
         assert np.abs(default_pz.encode([name, other])[0] - alone).max() <= 1e-5
     assert np.abs(default_pz.encode([name, *COMPANY])[0] - alone).max() <= 1e-5
+
+
+def test_fifos_as_model_or_batch_file_are_refused_without_blocking(base_bundle, tmp_path):
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    img = tmp_path / "a.png"
+    img.write_bytes(_png())
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        PersonalizedClassifier.load(fifo)
+    one_error_line(run("predict", fifo, img), "not a regular file")
+    batch = tmp_path / "prompts.txt"
+    os.mkfifo(batch)
+    one_error_line(run("personalize", "--batch", batch, "-o", tmp_path / "out", "--bundle", base_bundle), "not a regular file")

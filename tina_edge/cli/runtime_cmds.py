@@ -15,6 +15,9 @@ from ..runtime.samplers import SAMPLERS
 from .safe_text import json_text, safe
 
 
+MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -218,6 +221,10 @@ def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
     from ..runtime.prompt import parse_classes
 
     try:
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PromptError(f"{path} is not a regular file; write one prompt per line in a text file")
+        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split the prompts into several files")
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None
