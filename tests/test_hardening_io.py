@@ -544,3 +544,21 @@ def test_fifos_as_model_or_batch_file_are_refused_without_blocking(base_bundle, 
     batch = tmp_path / "prompts.txt"
     os.mkfifo(batch)
     one_error_line(run("personalize", "--batch", batch, "-o", tmp_path / "out", "--bundle", base_bundle), "not a regular file")
+
+
+def test_embedding_cache_is_exact_and_bounded(base_bundle):
+    """Embeddings are pure functions of the text now, so the runtime caches them (bounded LRU)."""
+    pz = Personalizer.from_bundle(base_bundle)
+    enc = pz._text
+    enc.cache_size = 3
+    names = ["dog", "cat", "horse", "bird", "frog"]
+    first = pz.encode(names)
+    assert list(enc._cache) == ["horse", "bird", "frog"]  # only the 3 most recent are kept
+    enc.cache_size = 0
+    enc._cache.clear()
+    np.testing.assert_array_equal(pz.encode(names), first)  # uncached runs give the same bits
+    enc.cache_size = 3
+    again = pz.encode(["frog", "frog"])
+    np.testing.assert_array_equal(again, first[[4, 4]])
+    again[0, 0] = 123.0  # the returned array is the caller's: the cache is untouched
+    assert pz.encode(["frog"])[0, 0] == first[4, 0]
