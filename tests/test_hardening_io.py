@@ -562,3 +562,16 @@ def test_embedding_cache_is_exact_and_bounded(base_bundle):
     np.testing.assert_array_equal(again, first[[4, 4]])
     again[0, 0] = 123.0  # the returned array is the caller's: the cache is untouched
     assert pz.encode(["frog"])[0, 0] == first[4, 0]
+
+
+def test_head_output_is_checked_like_the_model_output(base_bundle, tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(base_bundle, d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    one_error_line(run("personalize", "dog, cat", "-o", tmp_path / "m.onnx", "--head", d / "template.onnx",
+                       "--bundle", d, "--force"), "is a file of the bundle in use")
+    (tmp_path / "h.json").write_text("old")
+    one_error_line(run("personalize", "dog, cat", "-o", tmp_path / "m.onnx", "--head", tmp_path / "h.json",
+                       "--bundle", d), "already exists")
+    assert not (tmp_path / "m.onnx").exists()  # refused before anything was written
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before

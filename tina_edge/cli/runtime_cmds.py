@@ -168,8 +168,11 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     descriptions = _descriptions(names, describe)
     image_prompts = _image_prompts(names, images)
     output = _output_path(output, force)
+    head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
-    _refuse_bundle_files(output, p.bundle)
+    for target in (output, head_file):
+        if target is not None:
+            _refuse_bundle_files(target, p.bundle)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
