@@ -237,3 +237,11 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(model, folder, capsys):
     assert capsys.readouterr().err == ""
     r = run("evaluate", model, folder, "--json")
     assert "img/s" not in r.stderr  # piped: no bar in logs
+
+
+def test_folder_names_and_labels_are_escaped_on_a_terminal(model, tmp_path):
+    _png(tmp_path / "dog" / "a.png", 0)
+    _png(tmp_path / "evil\x1b[2Jname" / "b.png", 1)  # an unmatched folder whose name holds an ESC sequence
+    r = run("evaluate", model, tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "evil\\x1b[2Jname" in r.stderr
