@@ -127,3 +127,16 @@ def test_default_bundle_generate_is_bit_identical_to_the_runtime(tmp_path):
     want = denormalise(x0[0], m.template.layout, len(names))
     for n in clf.params:
         np.testing.assert_allclose(clf.params[n], want[n], atol=1e-6, rtol=0)
+
+
+def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
+    plain = Personalizer.from_bundle(tiny, threads=1)
+    fast = Personalizer.from_bundle(tiny, threads=1, use_generate=True)
+    for names, kw in ((["dog", "cat"], {}), (["dog", "cat", "bird"], {"candidates": 3})):
+        a, b = plain.personalize(names, seed=6, **kw), fast.personalize(names, seed=6, **kw)
+        assert a.labels == b.labels
+        for n in a.params:
+            np.testing.assert_allclose(a.params[n], b.params[n], atol=1e-6, rtol=0)
+    assert fast._gen is not None
+    other = fast.personalize(["dog", "cat"], seed=6, steps=7)  # other steps: the numpy sampler
+    np.testing.assert_array_equal(other.params["head.bias"], plain.personalize(["dog", "cat"], seed=6, steps=7).params["head.bias"])

@@ -139,8 +139,10 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
+@click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
 def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
-                force, as_json, threads):
+                force, as_json, threads, head_file=None):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -171,6 +173,10 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
                         seed=seed, candidates=candidates, images=image_prompts)
     t2 = time.perf_counter()
     clf.save(output, overwrite=force)
+    if head_file is not None:
+        from ..runtime.portable import save_head
+
+        save_head(clf, head_file, overwrite=force)
     nov = p.novelty(names)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))

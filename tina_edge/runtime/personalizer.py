@@ -113,7 +113,7 @@ class Personalizer:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None,
-                    expected_id: str | None = None) -> "Personalizer":
+                    expected_id: str | None = None, use_generate: bool = False) -> "Personalizer":
         """Verify the bundle (None: the embedded default) and create its sessions.
 
         `expected_id` pins the bundle an app shipped (see `tina-edge info`): a bundle with any other
@@ -143,7 +143,22 @@ class Personalizer:
             raise BundleError(f"onnxruntime cannot load bundle file {te.model}: {str(e)[:300]}") from None
         den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
         b.release(te.model, te.tokenizer, b.manifest.denoiser.model)  # sessions hold their own copy (~35 MB saved)
-        return cls(b, enc, den, threads=threads)
+        p = cls(b, enc, den, threads=threads)
+        p.use_generate = bool(use_generate)
+        return p
+
+    use_generate = False  # DDIM at the bundle's generate.onnx steps runs that graph (docs/PORTABLE.md)
+
+    def _generate_session(self, smp):
+        """The bundle's generate.onnx session when it computes exactly this sampler's run, else None."""
+        gen = self.manifest.portable.get("generate") if isinstance(self.manifest.portable, dict) else None
+        if not (self.use_generate and isinstance(gen, dict) and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
+                and [int(t) for t in smp.timesteps] == gen.get("timesteps")):
+            return None
+        with self._image_lock:  # created once, on first use
+            if getattr(self, "_gen", None) is None:
+                self._gen = _session(self.bundle.data(gen["model"]), gen["model"], self.threads)
+        return self._gen
 
     # ------------------------------------------------------------------ helpers
 
@@ -341,7 +356,10 @@ class Personalizer:
 
         rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
-        for t in smp.timesteps:
+        gen = self._generate_session(smp)
+        if gen is not None:  # the same DDIM steps in one onnxruntime call
+            x = np.asarray(gen.run(["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x})[0], np.float32)
+        for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):
