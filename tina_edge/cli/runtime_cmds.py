@@ -310,7 +310,7 @@ def predict(model, images, top, min_prob, batch_size, as_json):
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.evaluation import expand_paths, predict_files
+    from ..runtime.evaluation import expand_paths
 
     clf = PersonalizedClassifier.load(model)
     files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
