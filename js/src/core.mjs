@@ -170,17 +170,18 @@ export class TinaEdge {
     const D = this.manifest.text_encoder.embedding_dim;
     const out = new Float32Array(texts.length * D);
     const missing = [...new Set(texts.filter((t) => !this._cache.has(t)))];
+    const got = new Map();
     if (missing.length) {
       const emb = await this._encodeUncached(missing);
-      missing.forEach((t, i) => this._cache.set(t, emb.slice(i * D, (i + 1) * D)));
-      while (this._cache.size > this.cacheSize) this._cache.delete(this._cache.keys().next().value);
+      missing.forEach((t, i) => got.set(t, emb.slice(i * D, (i + 1) * D)));
     }
     texts.forEach((t, i) => {
-      const e = this._cache.get(t);
+      const e = got.get(t) ?? this._cache.get(t);
       this._cache.delete(t); // most recently used goes last
       this._cache.set(t, e);
       out.set(e, i * D);
     });
+    while (this._cache.size > this.cacheSize) this._cache.delete(this._cache.keys().next().value);
     return out;
   }
 
