@@ -164,6 +164,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
             from .generate import add_portable_files
 
             manifest = add_portable_files(tmp)
+            summary["portable"] = manifest.portable  # e.g. the text encoder's weight-only rewrite
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             seen = ck.meta.get("seen") or ck.meta["classes"]
