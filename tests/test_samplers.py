@@ -37,6 +37,8 @@ def test_ddim_timesteps_golden():
     s.set_timesteps(10)
     assert s.timesteps.tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert s.timesteps.dtype == np.int64
+    s.set_timesteps(2)
+    assert s.timesteps.tolist() == [999, 0]
     s.set_timesteps(3)
     assert s.timesteps.tolist() == [999, 500, 0]  # 499.5 rounds half to even
     s.set_timesteps(1)
