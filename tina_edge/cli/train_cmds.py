@@ -24,14 +24,6 @@ def _need_torch():
                             '(from a checkout: pip install ".[train]")') from None
 
 
-def _shared_data_default() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    for cand in (root.parent / "shared" / "data" / "cifar10", root / "data" / "cifar10"):
-        if (cand / "train").is_dir():
-            return str(cand)
-    return None
-
-
 def data_options(f):
     opts = [
         click.option("--cifar10", type=click.Path(file_okay=False), default=None,

@@ -1,6 +1,6 @@
 """Denoiser and classifier-template graphs -> ONNX, each checked against PyTorch before it is kept.
 
-Graph contracts are those of `tina_edge.runtime.manifest`. Both use the legacy TorchScript
+Graph contracts are those `tina_edge.runtime.bundle.CONTRACTS` checks. Both use the legacy TorchScript
 exporter (one self-contained file, no `.onnx.data`), are exported with batch >= 2 and checked at
 batch 8, and go through `onnx.checker`.
 """

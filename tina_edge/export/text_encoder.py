@@ -15,7 +15,6 @@ varied strings at batch 8, and the runtime tokenizer must reproduce the training
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
@@ -265,7 +264,3 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     if spec is not None:
         spec.image_encoder, spec.image_size = IMAGE_MODEL, S
     return spec, report
-
-
-def save_report(report: dict[str, Any], path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
