@@ -377,6 +377,7 @@ def test_archive_without_manifest_is_refused(bundle, tmp_path, private_tmp):
     assert os.listdir(private_tmp) == []
 
 
+@pytest.mark.slow  # ~10 s of decompression in a subprocess
 def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_tmp, monkeypatch):
     """A member of 2 GiB of zeros (a few MB compressed) under a manifest that does not list it:
     its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""

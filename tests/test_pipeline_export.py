@@ -19,6 +19,7 @@ from tina_edge.train.trainer import denormalise, read_checkpoint
 from train_fixtures import synthetic_universe, tiny_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the module fixtures train a tiny Tina and export a bundle
 
 
 @pytest.fixture(scope="module")

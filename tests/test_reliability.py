@@ -496,6 +496,7 @@ def cached_encoder(monkeypatch, minilm):
     monkeypatch.setattr(te, "build_text_encoder", lambda spec: minilm)
 
 
+@pytest.mark.slow  # MiniLM export
 def test_export_disk_full_midway_keeps_old_bundle(base_bundle, ckpt, tmp_path, monkeypatch, cached_encoder):
     import tina_edge.export.bundle as xb
 
