@@ -155,9 +155,9 @@ export class TinaEdge {
 
   /**
    * L2-normalised text embeddings, Float32Array [n * D]. A dynamic-int8 encoder depends on the
-   * batch, so texts go in Python's batches (64, padded to the longest); a float or weight-only
-   * encoder (manifest portable.text_encoder) does not, so texts of equal token length run
-   * together without padding (less work, same values).
+   * batch, so each text runs alone, unpadded, as the Python runtime runs it; a weight-only (or
+   * float) encoder (manifest portable.text_encoder) does not, so texts of equal token length run
+   * together (less work, the same values to 1e-7).
    */
   async encode(texts) {
     const te = this.manifest.text_encoder;
@@ -171,7 +171,7 @@ export class TinaEdge {
       ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
       groups.push(...byLen.values());
     } else {
-      for (let s = 0; s < texts.length; s += 64) groups.push(ids.slice(s, s + 64).map((_, j) => s + j));
+      ids.forEach((_, i) => groups.push([i]));
     }
     for (const idx of groups) {
       const batch = idx.map((i) => ids[i]);

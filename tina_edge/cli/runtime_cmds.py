@@ -15,6 +15,9 @@ from ..runtime.samplers import SAMPLERS
 from .safe_text import json_text, safe
 
 
+MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -165,8 +168,11 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     descriptions = _descriptions(names, describe)
     image_prompts = _image_prompts(names, images)
     output = _output_path(output, force)
+    head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
-    _refuse_bundle_files(output, p.bundle)
+    for target in (output, head_file):
+        if target is not None:
+            _refuse_bundle_files(target, p.bundle)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
@@ -224,6 +230,10 @@ def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
     from ..runtime.prompt import parse_classes
 
     try:
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PromptError(f"{path} is not a regular file; write one prompt per line in a text file")
+        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split the prompts into several files")
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None

@@ -124,7 +124,7 @@ class Personalizer:
 
         if threads is not None:
             threads = _int_arg(threads, "threads", 1, 1024)
-        if path is not None and not isinstance(path, (str, os.PathLike)):
+        if path is not None and not isinstance(path, (str, bytes, os.PathLike)):
             raise BundleError(f"the bundle must be a path to a directory or archive, got {type(path).__name__}")
         b = open_bundle(path, expected_id=expected_id)
         te = b.manifest.text_encoder

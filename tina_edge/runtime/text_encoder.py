@@ -6,6 +6,8 @@ The ONNX graph does pooling and L2 norm itself, so `encode` returns what trainin
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -49,7 +51,7 @@ class TextEncoderSession:
     """texts -> float32 [n, D] embeddings (L2-normed), with the bundle's tokenizer."""
 
     def __init__(self, model: bytes | str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
-                 batch_size: int = 64, what: str = "text encoder"):
+                 batch_size: int = 64, what: str = "text encoder", cache_size: int = 1024):
         model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
         self.tokenizer = tokenizer
         self.session = make_session(model, threads, what=what)
@@ -64,6 +66,11 @@ class TextEncoderSession:
         d = self.session.get_outputs()[0].shape[-1]
         self.dim = d if isinstance(d, int) else None
         self.batch_size = int(batch_size)
+        # a name's embedding is a function of the name alone (see encode), so caching it is exact;
+        # apps re-use their class names across prompts. Bounded LRU: cache_size x D floats.
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """One text at a time (batch 1, no padding beyond the text's own tokens).
@@ -80,9 +87,25 @@ class TextEncoderSession:
             return np.zeros((0, self.dim or 0), np.float32)
         out = []
         for text in texts:
-            ids, mask = self.tokenizer([text])
-            if self.dynamic_length:
-                n = max(1, int(mask.sum()))
-                ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
-            out.append(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(out).astype(np.float32, copy=False)
+            with self._cache_lock:
+                emb = self._cache.get(text)
+                if emb is not None:
+                    self._cache.move_to_end(text)
+            if emb is None:
+                emb = self._encode_one(text)
+                if self.cache_size > 0:
+                    with self._cache_lock:
+                        self._cache[text] = emb
+                        while len(self._cache) > self.cache_size:
+                            self._cache.popitem(last=False)
+            out.append(emb)
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        ids, mask = self.tokenizer([text])
+        if self.dynamic_length:
+            n = max(1, int(mask.sum()))
+            ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
+        row = np.asarray(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)[0]
+        row.setflags(write=False)  # shared through the cache: nobody may edit it in place
+        return row
