@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..runtime.errors import TinaEdgeError
+from ..runtime.sessions import make_session
 from ..train.denoiser import TinaDenoiser
 from ..train.templates import ParamLayout, build_model
 
@@ -23,9 +24,7 @@ FP32_TOLERANCE = 1e-4
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return make_session(path, 1, (), level="all", error=None)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict, opset: int):
@@ -150,7 +149,7 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
         with torch.no_grad():
             ref = tnet(images).numpy()
         filled = fill_template(model, {n: t.numpy() for n, t in tensors.items()}, k)
-        sess = ort.InferenceSession(filled.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = make_session(filled.SerializeToString(), None, (), level="all", error=None)
         logits, probs = sess.run(["logits", "probabilities"], {"image": images.numpy()})
         if logits.shape != (8, k) or not np.allclose(probs.sum(1), 1.0, atol=1e-5):
             raise TinaEdgeError(f"template graph gave shape {logits.shape} for k={k}")

@@ -29,6 +29,7 @@ from .errors import BundleError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from .onnx_checks import external_tensors, inline_external, parse_model
 from .samplers import SAMPLERS
+from .sessions import make_session
 
 MAX_ARCHIVE_BYTES = 8 << 30  # unpacked, over all members; the manifest's declared sizes then bound it further
 MAX_ARCHIVE_MEMBERS = 10_000
@@ -446,12 +447,8 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
 def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
     """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
     onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
-    import onnxruntime as ort
-
-    try:
-        s = ort.InferenceSession(blobs[name], providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise BundleError(f"bundle file {name} is not a loadable ORT-format model: {str(e)[:200]}") from None
+    s = make_session(blobs[name], None, (), level="all", what=name,
+                     error="bundle file {what} is not a loadable ORT-format model: {detail}")
     want_in, want_out = CONTRACTS[role]
     have = {i.name for i in s.get_inputs()} | {o.name for o in s.get_outputs()}
     missing = sorted((set(want_in) | set(want_out)) - have)
