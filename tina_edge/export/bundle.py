@@ -25,8 +25,7 @@ from ..train.diffusion import reference_sample_ddim
 from ..train.trainer import denormalise, read_checkpoint
 from .graphs import export_denoiser, export_template
 
-DENOISER = "denoiser.onnx"
-TEMPLATE = "template.onnx"
+from ..runtime.contracts import DENOISER, TEMPLATE  # the bundle's file names, declared once
 
 
 def _quantize_denoiser(path: Path, quantize: str) -> None:

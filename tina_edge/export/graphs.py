@@ -1,6 +1,6 @@
 """Denoiser and classifier-template graphs -> ONNX, each checked against PyTorch before it is kept.
 
-Graph contracts are those `tina_edge.runtime.bundle.CONTRACTS` checks. Both use the legacy TorchScript
+Graph names and batch axes come from `tina_edge.runtime.contracts`, which the runtime checks too. Both use the legacy TorchScript
 exporter (one self-contained file, no `.onnx.data`), are exported with batch >= 2 and checked at
 batch 8, and go through `onnx.checker`.
 """
@@ -15,6 +15,7 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
+from ..runtime.contracts import batch_axes, input_names, output_names
 from ..runtime.errors import TinaEdgeError
 from ..runtime.sessions import make_session
 from ..train.denoiser import TinaDenoiser
@@ -52,14 +53,12 @@ def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -
     """Write denoiser.onnx (one step) and return parity figures (max abs diff at batch 8)."""
     path = Path(path)
     ex = denoiser_inputs(model, 2)
-    _export(model, tuple(torch.from_numpy(ex[k]) for k in ("x_t", "timestep", "class_emb", "class_mask")), path,
-            ["x_t", "timestep", "class_emb", "class_mask"], ["x0"],
-            {"x_t": {0: "batch"}, "timestep": {0: "batch"}, "class_emb": {0: "batch"}, "class_mask": {0: "batch"},
-             "x0": {0: "batch"}}, opset)
+    ins, outs = input_names("denoiser"), output_names("denoiser")
+    _export(model, tuple(torch.from_numpy(ex[k]) for k in ins), path, ins, outs, batch_axes("denoiser"), opset)
     feeds = denoiser_inputs(model, 8, seed=1)
     with torch.no_grad():
-        ref = model(*(torch.from_numpy(feeds[k]) for k in ("x_t", "timestep", "class_emb", "class_mask"))).numpy()
-    got = _session(path).run(["x0"], feeds)[0]
+        ref = model(*(torch.from_numpy(feeds[k]) for k in ins)).numpy()
+    got = _session(path).run(outs, feeds)[0]
     diff = float(np.abs(got - ref).max())
     if not diff <= FP32_TOLERANCE:
         raise TinaEdgeError(f"ONNX denoiser differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")

@@ -32,9 +32,8 @@ from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
 from tina_edge.train.text_encoders import MiniLMEncoder, OpenCLIPEncoder, TextEncoder
 
-TEXT_MODEL = "text_encoder.onnx"
-IMAGE_MODEL = "image_encoder.onnx"
-TOKENIZER = "tokenizer.json"
+from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
+
 FP32_TOLERANCE = 1e-4
 QUANTIZE = (None, "int8", "fp16")
 

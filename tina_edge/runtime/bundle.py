@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from .onnx_checks import external_tensors, inline_external, parse_model
@@ -39,14 +40,8 @@ MAX_HEADER_BYTES = 64 << 10  # one pax / GNU long-name header
 if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
     import onnx
 
-# onnx.TensorProto element types (stable values of the ONNX spec)
-_F, _U8, _I64, _F16, _F64 = 1, 2, 7, 10, 11
-CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    "text_encoder": ({"input_ids": _I64, "attention_mask": _I64}, {"embeddings": _F}),
-    "denoiser": ({"x_t": _F, "timestep": _I64, "class_emb": _F, "class_mask": _F}, {"x0": _F}),
-    "template": ({"image": _U8}, {"logits": _F, "probabilities": _F}),
-    "image_encoder": ({"image": _U8}, {"embeddings": _F}),  # optional: CLIP's image tower
-}
+# graph contracts: runtime/contracts.py (shared with the exporter)
+_F, _F16, _F64 = FLOAT, FLOAT16, DOUBLE
 _PARAM_TYPES = (_F, _F16, _F64)
 _ITEMSIZE = {_F: 4, _F16: 2, _F64: 8}
 
