@@ -30,5 +30,12 @@ class ArgumentError(TinaEdgeError, ValueError):
     """An API argument is outside its range (e.g. min_prob not in [0, 1])."""
 
 
+class SettingsError(ArgumentError, PromptError):
+    """A generation setting is out of range or unknown: sampler, steps, seed, candidates, threads.
+
+    Also a PromptError, only so that code written when these were PromptErrors still catches them.
+    """
+
+
 class ModelFileError(TinaEdgeError):
     """A personalized model file or output path cannot be read or written."""

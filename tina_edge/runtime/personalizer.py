@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
-from .errors import BundleError, ImageError, PromptError
+from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
 from .samplers import initial_noise, make_sampler
@@ -72,7 +72,7 @@ def _session(data: bytes, name: str, threads: int | None):
 def _int_arg(value: Any, what: str, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
         rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-        raise PromptError(f"{what} must be an integer {rng}, got {value!r}")
+        raise SettingsError(f"{what} must be an integer {rng}, got {value!r}")
     return int(value)
 
 
