@@ -118,9 +118,10 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 
     try:
         i, n = (int(x) for x in shard.split("/"))
-        assert 0 <= i < n
-    except (ValueError, AssertionError):
-        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}") from None
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     try:
