@@ -13,15 +13,14 @@ from pathlib import Path
 
 import click
 
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
 
 
 def _need_torch():
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TinaEdgeError('this command needs the training extra: pip install "tina-edge[train]" '
-                            '(from a checkout: pip install ".[train]")') from None
+        raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
 
 
 def data_options(f):

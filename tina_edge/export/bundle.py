@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from .. import __version__
 from ..runtime.atomic import atomic_output_dir

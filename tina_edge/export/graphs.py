@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 import torch.nn as nn
 
 from ..runtime.contracts import batch_axes, input_names, output_names

@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import TextEncoderSpec
