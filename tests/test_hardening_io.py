@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.cli.main import main
 from tina_edge.cli.safe_text import json_text, safe
@@ -32,11 +31,6 @@ from tina_edge.runtime.errors import BundleError, ImageError, ModelFileError, Pr
 from tina_edge.runtime.images import load_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("hio") / "bundle")
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,7 @@ def check_graph(path, dim):
     assert out_dims[0].dim_param and out_dims[1].dim_value == dim  # dynamic batch, fixed D
 
 
+@pytest.mark.slow  # MiniLM export
 def test_minilm_fp32_export(minilm, minilm_fp32):
     out, spec, report = minilm_fp32
     assert (spec.kind, spec.name, spec.embedding_dim, spec.max_tokens, spec.cleaning, spec.pad_id) == (
@@ -78,6 +79,7 @@ def test_minilm_fp32_export(minilm, minilm_fp32):
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow  # MiniLM export
 def test_minilm_int8(minilm, minilm_fp32, tmp_path):
     """int8 = quantize_model on the exported fp32 graph (what export_text_encoder(quantize=) does)."""
     fp32_dir, fp32_spec, fp32_report = minilm_fp32

@@ -22,6 +22,7 @@ from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
 from .onnx_checks import external_tensors, parse_model
+from .sessions import make_session
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
 MAX_LABELS_JSON = 1 << 20  # the `labels` metadata value, in characters
@@ -54,13 +55,9 @@ class Prediction:
 
 
 def _make_session(model_bytes: bytes, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3  # errors only: a foreign model's warnings (raw ANSI colours) must not reach stderr
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    # onnxruntime's default optimisation (ALL), as a plain onnxruntime user runs model.onnx; its own
+    # errors pass through to the caller, which names the model file
+    return make_session(model_bytes, threads, (), level="all", error=None)
 
 
 class PersonalizedClassifier:

@@ -10,7 +10,7 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
                          -> x0 [B, P]   (one denoising step, predicts the clean normalised params)
     template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
                          tensors are initializers the runtime replaces (names in `template.layout`)
-    (optional) image_encoder.onnx, vocab_embeddings.npy
+    (optional) image_encoder.onnx     CLIP image tower, for image prompts
     (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
                          tokenizer_config.json and the portable noise generator's name
 """

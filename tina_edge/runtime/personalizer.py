@@ -23,11 +23,12 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
-from .errors import BundleError, ImageError, PromptError
+from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
+from .sessions import make_session
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
@@ -65,23 +66,13 @@ def aligned_descriptions(names: list[str], descriptions: Descriptions) -> list[s
 
 
 def _session(data: bytes, name: str, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3  # errors only: onnxruntime's warnings would add raw, coloured lines to stderr
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # see text_encoder.make_session
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    try:
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ort raises its own Fail/InvalidGraph types
-        raise BundleError(f"onnxruntime cannot load bundle file {name}: {str(e)[:300]}") from None
+    return make_session(data, threads, (), what=name, error="onnxruntime cannot load bundle file {what}: {detail}")
 
 
 def _int_arg(value: Any, what: str, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
         rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-        raise PromptError(f"{what} must be an integer {rng}, got {value!r}")
+        raise SettingsError(f"{what} must be an integer {rng}, got {value!r}")
     return int(value)
 
 

@@ -16,35 +16,9 @@ from .errors import BundleError
 from .tokenizer import Tokenizer
 
 
-# onnxruntime 1.32 segfaults while creating a session for an fp16 CLIP text graph unless one of
-# these is off (found by bisection); NCHWc only re-lays out convolutions, which encoders barely use.
-SAFE_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
-
-
-def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
-                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS, *, what: str = "model"):
-    """One CPU InferenceSession from verified bytes (or a path, for tools); `threads` caps intra-op threads.
-
-    Bundles pass bytes: the session runs exactly what was hashed, never a file re-opened by path.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only: onnxruntime's warnings would add raw, coloured lines to stderr
-    # EXTENDED (not ALL): measured on the int8 MiniLM, session start 244 -> 130 ms and no slower
-    # runs; ALL adds CPU layout transforms (NCHWc) that these graphs do not benefit from.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    try:
-        src = bytes(model) if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
-        if not isinstance(model, (bytes, bytearray, memoryview)):
-            what = str(model)
-        return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=list(disabled_optimizers))
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise BundleError(f"cannot load ONNX model {what}: {str(e)[:300]}; re-export the bundle") from None
+# make_session lives in sessions.py (the one session factory); imported here, where tools and
+# image_encoder have always found it.
+from .sessions import SAFE_DISABLED_OPTIMIZERS, make_session  # noqa: E402,F401
 
 
 class TextEncoderSession:
