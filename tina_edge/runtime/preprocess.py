@@ -106,3 +106,37 @@ def prepare(img: Any, spec: PreprocessSpec) -> np.ndarray:
     if (nw, nh) != (S, S):
         im = im.crop((left, top, left + S, top + S))
     return np.asarray(im, dtype=np.uint8)
+
+
+def _open(path) -> Any:
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+            im.load()
+            return im
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path} is not a readable image ({str(e)[:120] or type(e).__name__})") from None
+
+
+def load_prepared(items: Any, spec: PreprocessSpec) -> np.ndarray:
+    """Files, directories, PIL images or uint8 arrays (one or a batch [N, H, W(, C)]) -> uint8 [N, S, S, 3]."""
+    from pathlib import Path
+
+    from .images import expand_items
+
+    out = []
+    for name, src in expand_items(items):
+        if isinstance(src, Path):
+            out.append(prepare(_open(src), spec))
+        elif isinstance(src, np.ndarray) and src.ndim == 4:
+            out.extend(prepare(x, spec) for x in src)
+        else:
+            out.append(prepare(src, spec))
+    if not out:
+        raise ImageError("no images were given")
+    return np.stack(out)

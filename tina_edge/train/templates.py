@@ -281,8 +281,11 @@ class ParamLayout:
         if self.cfg.name == "lite0_head":
             from .trunk import LITE0_MEAN, LITE0_STD
 
+            from ..runtime.preprocess import PreprocessSpec
+
             n = self.cfg.image_size
-            return InputSpec(height=n, width=n, channels=3, mean=list(LITE0_MEAN), std=list(LITE0_STD))
+            return InputSpec(height=n, width=n, channels=3, mean=list(LITE0_MEAN), std=list(LITE0_STD),
+                             preprocess=PreprocessSpec(size=n).to_dict())
         return InputSpec(height=32, width=32, channels=3, mean=list(CIFAR_MEAN), std=list(CIFAR_STD))
 
 
