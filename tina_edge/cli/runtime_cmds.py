@@ -91,7 +91,11 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
+@click.option("--head-only", is_flag=True,
+              help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
+                   "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
+def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads,
+                head_only):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -114,7 +118,9 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
                         seed=seed, candidates=candidates, images=image_prompts)
     t2 = time.perf_counter()
-    clf.save(output, overwrite=force)
+    clf.save(output, overwrite=force, head_only=head_only)
+    if head_only and not (output.parent / "trunk.onnx").exists():
+        clf.save_trunk(output.parent / "trunk.onnx")
     nov = p.novelty(names)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
@@ -147,12 +153,14 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1, None), default=1, show_default=True, help="Show the K most probable labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def predict(model, images, top, as_json):
-    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx)."""
+@click.option("--trunk", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Trunk for a head-only MODEL (default: trunk.onnx beside it).")
+def predict(model, images, top, as_json, trunk):
+    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx, standalone or head-only)."""
     from ..runtime.classifier import PersonalizedClassifier
     from ..runtime.images import image_names
 
-    clf = PersonalizedClassifier.load(model)
+    clf = PersonalizedClassifier.load(model, trunk=trunk)
     names = image_names(list(images))
     pred = clf.predict(list(images))
     tops = clf.top(pred, top)

@@ -174,13 +174,13 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
 @click.option("--holdout", default="automobile,cat,sneaker,pullover", show_default=True,
               help="classes kept out of every p-model (OOD tests)")
 @click.option("--n-tasks", type=int, default=1000, show_default=True, help="number of p-models")
-@click.option("--n-id", type=int, default=45, show_default=True, help="held-out ID test combinations")
-@click.option("--n-ood", type=int, default=9, show_default=True, help="OOD test tasks per held-out class")
+@click.option("--n-id", type=int, default=None, help="held-out ID test combinations [45; 95 for photo workdirs]")
+@click.option("--n-ood", type=int, default=None, help="OOD test tasks per held-out class [9; 2 for photo workdirs]")
 @click.option("--k-max", type=int, default=20, show_default=True,
               help="largest task in the zoo (photo workdirs; at most the generic model's K_max)")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: this process builds p-models with id % n == i")
 @click.option("--group", type=int, default=100, show_default=True, help="p-models fine-tuned together in one pass")
-@click.option("--steps", type=int, default=100, show_default=True, help="fine-tuning steps per p-model")
+@click.option("--steps", type=int, default=None, help="fine-tuning steps per p-model [100; 50 for photo workdirs]")
 @click.option("--seed", type=int, default=0, show_default=True)
 def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, holdout, n_tasks, n_id, n_ood,
         k_max, shard, group, steps, seed):
@@ -193,11 +193,12 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
         from ..train.trainer import setup_distributed
 
         setup_distributed()
-        stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, k_max=k_max,
+        stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id or 95, n_ood_per_class=n_ood or 2, k_max=k_max,
                                group=group, steps=steps, seed=seed)
         click.echo(json.dumps(stats, indent=1))
         return
 
+    steps, n_id, n_ood = steps or 100, n_id or 45, n_ood or 9
     try:
         i, n = (int(x) for x in shard.split("/"))
         assert 0 <= i < n
