@@ -240,14 +240,19 @@ def _eval_table(ev: dict) -> list[str]:
     """ID / OOD / OOD-per-class rows of generated vs fine-tuned vs selection vs chance."""
     methods = ("generated", "fine-tuned", "selection", "chance")
     rows = [("ID tasks", ev.get("id")), ("OOD tasks", ev.get("ood"))]
-    rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows.append(("held-out recall", ev.get("holdout_recall")))  # on the held-out classes' own images
+    per_class = ev.get("holdout_recall_per_class")
+    if isinstance(per_class, dict) and per_class:  # each held-out class's recall on its own photos
+        rows += [(f"  recall {c}"[:30], r) for c, r in sorted(per_class.items(), key=lambda cr: -cr[1].get("generated", 0))]
+    else:
+        rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows = [(n, r) for n, r in rows if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in methods)]
     if not rows:
         return []
-    lines = [f"              {'':<18}" + "".join(f"{k:>12}" for k in methods)]
+    wd = max(18, *(len(n) for n, _ in rows))
+    lines = [f"              {'':<{wd}}" + "".join(f"{k:>12}" for k in methods)]
     for name, r in rows:
-        lines.append(f"              {name:<18}" + "".join(f"{r[k]:>12.1f}" for k in methods))
+        lines.append(f"              {name:<{wd}}" + "".join(f"{r[k]:>12.1f}" for k in methods))
     return lines
 
 
