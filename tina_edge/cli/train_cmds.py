@@ -316,9 +316,12 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
               help="the bundle's default DDIM steps (BENCHMARKS.md: accuracy is flat from 1 to 1000 steps)")
 @click.option("--eval", "eval_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="eval.json from `train eval` to record in the manifest (default: CKPT's folder/eval/eval.json)")
+@click.option("--quantize-trunk", type=click.Choice(["int8"]), default=None,
+              help="int8 trunk (static, calibrated on 2 train photos per class of the checkpoint's work dir)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, force, as_json):
+def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, quantize_trunk, force,
+               as_json):
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
     _need_torch()
     from ..export.bundle import export_bundle
@@ -331,10 +334,17 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
             evaluation = ev["summary"] | {"sampler": ev.get("sampler"), "steps": ev.get("steps")}
         except (ValueError, KeyError, TypeError) as e:
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
+    calibration = None
+    if quantize_trunk:
+        from ..train.photo_pipeline import calibration_photos
+
+        if not (Path(ckpt).parent / "universe.json").is_file():
+            raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")
+        calibration = calibration_photos(Path(ckpt).parent)
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
                           overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log,
-                          progress=True)
+                          progress=True, quantize_trunk=quantize_trunk, calibration=calibration)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
         raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "

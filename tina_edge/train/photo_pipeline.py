@@ -195,6 +195,18 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
     return stats
 
 
+def calibration_photos(workdir: str | Path, per_class: int = 2, seed: int = 1) -> np.ndarray:
+    """uint8 [N, S, S, 3]: `per_class` train photos of every class, preprocessed (int8 trunk calibration)."""
+    from .datasets.photos import take_per_class
+    from ..runtime.preprocess import prepare
+
+    workdir = Path(workdir)
+    u = json.loads((workdir / "universe.json").read_text())
+    ps = take_per_class(build_universe(UniverseSpec(**u["universe"]), "train"), per_class, seed=seed)
+    pre = PreprocessSpec(**u["preprocess"])
+    return np.stack([prepare(ps.load(i), pre) for i in range(len(ps))])
+
+
 def stage_eval_head(workdir: str | Path, *, ckpt: str | Path | None = None, sampler: str = "ddim", steps: int = 5,
                     seed: int = 0, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Generated vs fine-tuned vs selection vs chance on the held-out tasks, test-split features."""
