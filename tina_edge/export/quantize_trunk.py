@@ -32,8 +32,13 @@ class _Photos:
 
 def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 16) -> dict:
     """Write an int8 (QDQ, per-channel) copy of template `src`; `calibration` is uint8 [N, H, W, 3]."""
+    import logging
+
+    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    ort.set_default_logger_severity(3)  # the calibration session lists every folded constant otherwise
+    logging.getLogger().setLevel(logging.ERROR)  # and the quantizer suggests a pre-processing pass we skip
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
     head = [n.name for n in model.graph.node if HEAD_WEIGHT in n.input]
