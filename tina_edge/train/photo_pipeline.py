@@ -155,7 +155,7 @@ def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30
     return info
 
 
-ZOO_RECIPE = {"steps": 50, "batch": 32, "lr": 1e-2, "fast_sampling": True}
+ZOO_RECIPE = {"steps": 50, "batch": 32, "lr": 1e-3, "fast_sampling": True}
 
 
 def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, n_ood_per_class: int = 2,
@@ -164,7 +164,7 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
     """Fine-tune the zoo on cached features; under torchrun rank r builds ids with id % world == r.
 
     Recipe (ZOO_RECIPE, recorded in zoo/recipe.json and reused for the evaluation's fine-tuned
-    reference): each head starts from the generic head's rows for its classes, Adam lr 1e-2,
+    reference): each head starts from the generic head's rows for its classes, Adam lr 1e-3,
     50 steps of 32 photos per task, all heads of a group in one batched matmul."""
     workdir = Path(workdir)
     rank, world = _rank_world()
