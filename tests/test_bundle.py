@@ -117,7 +117,7 @@ CASES = [
      ["template.onnx", "no initializer 'fc.weight'"]),
     ("param count", _wrong_param_count, ["denoiser.onnx", "x_t", "manifest says 30"]),
     ("template shape", _template_shape, ["template.onnx", "'head.weight' has shape [4, 7]", "says [4, 6]"]),
-    ("bad type", lambda d: _edit_manifest(d, lambda m: m["denoiser"].update(k_max="four")), ["malformed"]),
+    ("bad type", lambda d: _edit_manifest(d, lambda m: m["denoiser"].update(k_max="four")), ["denoiser.k_max", "must be int"]),
     ("dim mismatch", lambda d: _edit_manifest(d, lambda m: (m["text_encoder"].update(embedding_dim=9), m["denoiser"].update(embedding_dim=9))),
      ["text_encoder.onnx", "embeddings", "manifest says 9"]),
 ]

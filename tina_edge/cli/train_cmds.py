@@ -20,7 +20,8 @@ def _need_torch():
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TinaEdgeError('this command needs the training extra: pip install "tina-edge[train]"') from None
+        raise TinaEdgeError('this command needs the training extra: pip install "tina-edge[train]" '
+                            '(from a checkout: pip install ".[train]")') from None
 
 
 def _shared_data_default() -> str | None:

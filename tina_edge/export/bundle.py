@@ -19,6 +19,7 @@ import torch
 from .. import __version__
 from ..runtime.atomic import atomic_output_dir
 from ..runtime.errors import TinaEdgeError
+from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, Manifest, TemplateSpec, write_manifest
 from ..train.diffusion import reference_sample_ddim
 from ..train.trainer import denormalise, read_checkpoint
@@ -51,7 +52,7 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
         emb[0, :k] = torch.from_numpy(p.encode(names))
         mask = torch.zeros(1, layout.k_max)
         mask[0, :k] = 1
-        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, np.random.default_rng(seed), steps=steps)
+        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, PortableNoise(seed), steps=steps)
         ref = layout.unflatten(denormalise(layout, x)[0], k)
         for name, t in ref.items():
             worst = max(worst, float(np.abs(clf.params[name] - t.numpy()).max()))
@@ -175,6 +176,11 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
                 producer=f"tina-edge {__version__}",
             )
             write_manifest(tmp, manifest)
+            # portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json; a dynamic-int8
+            # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check below runs on them.
+            from .generate import add_portable_files
+
+            manifest = add_portable_files(tmp)
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             seen = ck.meta.get("seen") or ck.meta["classes"]

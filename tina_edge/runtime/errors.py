@@ -22,5 +22,13 @@ class ImageError(TinaEdgeError, ValueError):
     """An image given to predict (or as an image prompt) cannot be read or converted."""
 
 
+class DatasetError(TinaEdgeError, ValueError):
+    """A labelled image folder cannot be evaluated (no class folder matches the model's labels, ...)."""
+
+
+class ArgumentError(TinaEdgeError, ValueError):
+    """An API argument is outside its range (e.g. min_prob not in [0, 1])."""
+
+
 class ModelFileError(TinaEdgeError):
     """A personalized model file or output path cannot be read or written."""

@@ -2,9 +2,10 @@
 
 Both keep an explicit list of timesteps (diffusers derives the previous timestep by a formula that
 is wrong for some spacings). Coefficients are float64; the state stays float32 so the denoiser is
-always fed float32. Noise is drawn float64 from the caller's Generator and cast to float32, which
-makes a run reproducible from its seed: x_T first (see `initial_noise`), then one draw per step
-with t > 0 (DDPM, or DDIM with eta > 0).
+always fed float32. The starting noise x_T comes from the portable counter-based generator (`noise.py`, specified in
+docs/PORTABLE.md, twinned in JavaScript) so the same seed gives the same x_T on every platform;
+step noise (DDPM, or DDIM with eta > 0) is drawn float64 from the caller's numpy Generator and
+cast to float32. Either way a run is reproducible from its seed, byte for byte.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import PromptError
+from .noise import portable_normal
 from .schedule import NoiseSchedule
 
 SAMPLERS = ("ddim", "ddpm")
 
 
-def initial_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """x_T ~ N(0, I), drawn float64 then cast, so it equals the torch reference's draw."""
-    return rng.standard_normal(shape).astype(np.float32)
+def initial_noise(seed: int | np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """x_T ~ N(0, I) float32: from the portable generator for an integer seed (what personalize
+    uses, identical on every platform), or one float64 draw of a numpy Generator, cast (analysis)."""
+    if isinstance(seed, np.random.Generator):
+        return seed.standard_normal(shape).astype(np.float32)
+    return portable_normal(seed, shape)
 
 
 def spaced_timesteps(num_train_timesteps: int, n: int) -> np.ndarray:

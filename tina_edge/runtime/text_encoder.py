@@ -19,9 +19,12 @@ from .tokenizer import Tokenizer
 SAFE_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
 
-def make_session(model_path: str | os.PathLike, threads: int | None = None,
-                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS):
-    """One CPU InferenceSession; `threads` caps intra-op threads (None = onnxruntime's default)."""
+def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
+                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS, *, what: str = "model"):
+    """One CPU InferenceSession from verified bytes (or a path, for tools); `threads` caps intra-op threads.
+
+    Bundles pass bytes: the session runs exactly what was hashed, never a file re-opened by path.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -32,19 +35,23 @@ def make_session(model_path: str | os.PathLike, threads: int | None = None,
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"],
+        src = bytes(model) if isinstance(model, (bytes, bytearray, memoryview)) else str(model)
+        if not isinstance(model, (bytes, bytearray, memoryview)):
+            what = str(model)
+        return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(disabled_optimizers))
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise BundleError(f"cannot load ONNX model {model_path}: {e}; re-export the bundle") from None
+        raise BundleError(f"cannot load ONNX model {what}: {str(e)[:300]}; re-export the bundle") from None
 
 
 class TextEncoderSession:
     """texts -> float32 [n, D] embeddings (L2-normed), with the bundle's tokenizer."""
 
-    def __init__(self, model_path: str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
-                 batch_size: int = 64):
+    def __init__(self, model: bytes | str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
+                 batch_size: int = 64, what: str = "text encoder"):
+        model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
         self.tokenizer = tokenizer
-        self.session = make_session(model_path, threads)
+        self.session = make_session(model, threads, what=what)
         names = {i.name for i in self.session.get_inputs()}
         if names != {"input_ids", "attention_mask"}:
             raise BundleError(f"text encoder {model_path} has inputs {sorted(names)}, expected input_ids, attention_mask")
@@ -58,16 +65,23 @@ class TextEncoderSession:
         self.batch_size = int(batch_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One text at a time (batch 1, no padding beyond the text's own tokens).
+
+        Dynamic int8 quantization picks activation scales per run from the whole batch, so a name
+        encoded beside others (or padded to their length) got a different embedding (up to 2e-2).
+        Encoding each text alone makes its embedding a function of the text only: the same class
+        gets the same weights in any prompt, on any platform that runs the same graph.
+        """
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim or 0), np.float32)
         out = []
-        for i in range(0, len(texts), self.batch_size):
-            ids, mask = self.tokenizer(texts[i : i + self.batch_size])
+        for text in texts:
+            ids, mask = self.tokenizer([text])
             if self.dynamic_length:
-                n = max(1, int(mask.sum(axis=1).max()))
+                n = max(1, int(mask.sum()))
                 ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
             out.append(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0])
         return np.concatenate(out).astype(np.float32, copy=False)
