@@ -103,3 +103,24 @@ def test_bundle_personalizes_photos_of_any_size_and_head_only(workdir, tmp_path)
     (other / "head.onnx").write_bytes((tmp_path / "head.onnx").read_bytes())
     with pytest.raises(Exception, match="trunk"):
         PersonalizedClassifier.load(other / "head.onnx").predict(photos)
+
+
+def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, tmp_path):
+    import onnx
+
+    from tina_edge.export.bundle import export_bundle
+    from tina_edge.runtime import Personalizer
+    from tina_edge.train.photo_pipeline import calibration_photos
+
+    cal = calibration_photos(workdir)
+    assert cal.shape == (12, 32, 32, 3) and cal.dtype == np.uint8
+    out = tmp_path / "b8"
+    s = export_bundle(workdir / "tina.safetensors", out, log=lambda m: None, quantize_trunk="int8", calibration=cal)
+    assert s["template_int8"]["calibration_images"] == 12
+    t = onnx.load(str(out / "template.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in t.graph.node)
+    assert {i.name: i.data_type for i in t.graph.initializer}["fc.weight"] == onnx.TensorProto.FLOAT
+    p = Personalizer.from_bundle(out, threads=1)
+    assert p.manifest.training["trunk_quantization"].startswith("int8")
+    clf = p.personalize(["goldfish", "sandal"], seed=0)
+    assert clf.predict(cal[:4]).probabilities.shape == (4, 2)
