@@ -143,8 +143,8 @@ def build_phrasings(classes: list[str], holdout: list[str], *, wnids: dict[str, 
         out[c] = ClassPhrasings(c, wnid, syn, [], s.gloss if s else None)
     hold = set(holdout)
     banned = {key(c) for c in classes}
-    for h in hold:
-        banned |= {key(w) for w in out[h].synonyms}
+    hold_words = {key(h) for h in hold} | {key(w) for h in hold for w in out[h].synonyms}
+    banned |= hold_words
     seen_count: dict[str, int] = {}
     for c in classes:
         if c not in hold:
@@ -156,7 +156,7 @@ def build_phrasings(classes: list[str], holdout: list[str], *, wnids: dict[str, 
         if c in hold:
             continue
         p.synonyms = [w for w in p.synonyms if key(w) not in banned and seen_count[key(w)] == 1]
-        if p.gloss and any(re.search(rf"\b{re.escape(b)}\b", key(p.gloss)) for b in banned - {key(c)}):
+        if p.gloss and any(re.search(rf"\b{re.escape(b)}\b", key(p.gloss)) for b in hold_words):
             p.gloss = None  # a definition naming a held-out class (or a synonym of one) would leak it
         testable = [w for w in p.synonyms if p.wnid and wn.is_primary_sense(w, p.wnid)]
         for w in rng.sample(testable, min(heldout_per_class, len(testable))):
