@@ -156,3 +156,41 @@ def test_gloss_and_phrasing_tasks_have_twins():
     assert len(phr) == 4 and all(t.texts[t.probes[0]] == "s1 other" and tasks[t.twin].texts[t.probes[0]] == "s1"
                                  for t in phr)
     assert isinstance(phr[0], EvalTask)
+
+
+def test_run_comparison_on_a_work_directory(universe, tmp_path):
+    """The work-dir layout of the photo universe (classes.json, features, zoo files, generic head)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from tina_edge.train.compare_stage import run_comparison
+
+    u = universe
+    words = ["dog", "cat", "horse", "sheep", "truck", "ship", "airplane", "frog", "deer", "bird", "sandal",
+             "sneaker", "coat", "shirt"]  # real words, so the real text encoder has something to work with
+    wd = tmp_path / "wd"
+    (wd / "features").mkdir(parents=True)
+    (wd / "zoo" / "pmodels").mkdir(parents=True)
+    hold = set(words[-3:])
+    (wd / "classes.json").write_text(json.dumps([{"name": w, "synonyms": [], "id": f"toy:{w}", "holdout": w in hold}
+                                                 for w in words]))
+    for split, td in (("train", u["train"]), ("test", u["test"])):
+        np.save(wd / "features" / f"{split}_32.f16.npy", td.inputs.numpy().astype(np.float16))
+        labels = np.concatenate([np.full(len(ix), c) for c, ix in enumerate(td.by_class)])
+        np.save(wd / "features" / f"{split}_32.labels.npy", labels)
+    save_file({k: v.contiguous() for k, v in u["generic"].items()}, str(wd / "generic.safetensors"))
+    rng = np.random.default_rng(0)
+    seen_idx = [i for i, w in enumerate(words) if w not in hold]
+    for m in range(20):
+        t = list(rng.choice(seen_idx, 3, replace=False))
+        rows = u["zoo_rows"][t]
+        save_file({"fc.weight": rows[:, :-1].contiguous(), "fc.bias": rows[:, -1].contiguous()},
+                  str(wd / "zoo" / "pmodels" / f"{m:05d}.safetensors"),
+                  metadata={"tina_edge": json.dumps({"classes": [words[i] for i in t]})})
+    res = run_comparison(wd, tmp_path / "out", n_id=6, n_ood=12, n_phrasing=4, k_max=4, finetune=True,
+                         direct_cfg=DirectConfig(hidden=32, steps=30), emb_cache=tmp_path / "cache", progress=False)
+    s = res["summary"]
+    assert s["ood"]["n"] == 12 and set(s["ood"]["recall"]) >= {"fine-tuned", "selection", "ridge", "ridge-l2",
+                                                               "nearest-seen", "direct", "chance"}
+    assert res["setup"]["holdout"] == 3 and (tmp_path / "out" / "report.md").is_file()
