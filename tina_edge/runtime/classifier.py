@@ -101,7 +101,13 @@ class PersonalizedClassifier:
 
     def predict(self, images: Any) -> Prediction:
         """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images."""
-        x = load_images(images, self.input_size)
+        pre = self.metadata.get("preprocess")
+        if pre:  # photos: resize shorter side + centre crop, alpha on white (runtime/preprocess.py)
+            from .preprocess import PreprocessSpec, load_prepared
+
+            x = load_prepared(images, PreprocessSpec.from_dict(json.loads(pre)))
+        else:
+            x = load_images(images, self.input_size)
         logits, probs = self._sess().run(["logits", "probabilities"], {"image": x})
         probs = np.asarray(probs, dtype=np.float32)
         idx = probs.argmax(axis=1).astype(np.int64)

@@ -305,6 +305,8 @@ class Personalizer:
             "params": json.dumps([t.name for t in m.template.layout]),
             "producer": f"tina-edge {__version__}",
         }
+        if m.template.input.preprocess:  # how predict turns photos of any size into the input
+            metadata["preprocess"] = json.dumps(m.template.input.preprocess, sort_keys=True)
         if image_counts:  # which classes were prompted by example images, and by how many
             metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
         model = fill_template(self._template, params, k, metadata)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .templates import ParamLayout, TemplateConfig, build_model
+from .templates import HEAD_TEMPLATES, ParamLayout, TemplateConfig, build_model
 
 
 class TaskData:
@@ -56,7 +56,7 @@ class TaskData:
 
 def _single_forward(cfg: TemplateConfig):
     """f(params, x) for one model on a batch: the generated part of the template."""
-    if cfg.name == "resnet_head":
+    if cfg.name in HEAD_TEMPLATES:
         return lambda p, x: x @ p["fc.weight"].T + p["fc.bias"]
     if cfg.name == "tiny_cnn":
         net = build_model(cfg, cfg.k_max)
