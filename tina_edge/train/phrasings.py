@@ -171,3 +171,58 @@ def phrasings_to_json(ph: dict[str, ClassPhrasings]) -> dict:
 
 def phrasings_from_json(d: dict) -> dict[str, ClassPhrasings]:
     return {c: ClassPhrasings(**p) for c, p in d.items()}
+
+
+def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path | None = None, *,
+                        use_gloss: bool = True, templates: tuple[str, ...] = TEMPLATES, seed: int = 0,
+                        emb_cache: str | Path | None = None) -> Path:
+    """Encode every seen class's training phrasings into the bank `train diffusion --emb-bank` reads.
+
+    The .npz holds `bank` [C, V, D] (classes in classes.json order; held-out classes get their
+    name only, never used since no p-model contains them), `counts` [C], and `phrasings` (this
+    module's JSON, so evaluation knows which synonyms training never saw).
+    """
+    import json
+
+    import numpy as np
+
+    from .compare import phrasing_bank
+    from .text_encoders import build_text_encoder, cached_encode
+
+    workdir = Path(workdir)
+    table = json.loads((workdir / "classes.json").read_text())
+    names = [c["name"] for c in table]
+    holdout = [c["name"] for c in table if c.get("holdout")]
+    wnids = {c["name"]: c["id"] for c in table if str(c.get("id", "")).startswith("n")}
+    ph = build_phrasings(names, holdout, wnids=wnids, extra_synonyms={c["name"]: c.get("synonyms", []) for c in table},
+                         seed=seed)
+    enc = build_text_encoder(text_encoder)
+    cache = emb_cache or workdir / "emb_cache"
+    texts = [[c] if c in holdout else ph[c].training_texts(templates, use_gloss) for c in names]
+    bank, counts = phrasing_bank(texts, lambda t: cached_encode(enc, list(t), cache))
+    out = Path(out or workdir / f"phrasing_bank_{enc.kind}.npz")
+    np.savez(out, bank=bank.numpy().astype(np.float32), counts=counts.numpy(),
+             phrasings=np.array(json.dumps(phrasings_to_json(ph))))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m tina_edge.train.phrasings --workdir W --text-encoder minilm [-o bank.npz]"""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Write the phrasing bank (synonyms, gloss, templates per seen class) "
+                                            "for `tina-edge train diffusion --emb-bank`.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--text-encoder", default="minilm")
+    p.add_argument("-o", "--out", default=None)
+    p.add_argument("--no-gloss", action="store_true")
+    p.add_argument("--no-templates", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    out = write_phrasing_bank(a.workdir, a.text_encoder, a.out, use_gloss=not a.no_gloss,
+                              templates=() if a.no_templates else TEMPLATES, seed=a.seed)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
