@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.baselines import (DirectConfig, fit_ridge, nearest_known, pack_rows, unpack_rows,
+from tina_edge.train.baselines import (DirectConfig, direct_generator, fit_ridge, nearest_known, pack_rows, unpack_rows,
                                        zoo_class_rows)
 from tina_edge.train.compare import EvalTask, compare, fit_baselines, make_eval_tasks
 from tina_edge.train.evaluate import write_compare_report
@@ -123,9 +123,16 @@ def test_compare_scores_every_method_and_the_text_maps_generalise(universe, tmp_
     assert sum(t.kind == "ood" for t in tasks) == 60
     assert all(len(t.probes) in (1, 2) and all(t.classes[p] in u["holdout"] for p in t.probes)
                for t in tasks if t.kind == "ood")
+    # the direct network in the generator's place exercises the generated paths on identical code
+    gen = direct_generator(b.direct, u["layout"])
     res = compare(tasks, layout=u["layout"], classes=u["names"], test=u["test"], encode=encode, baselines=b,
-                  train=u["train"], generic_sd=u["generic"], finetune_steps=20, progress=False)
+                  generator=gen, train=u["train"], generic_sd=u["generic"], finetune_steps=20, progress=False)
     s = res["summary"]
+    assert s["ood"]["recall"]["generated"]["mean"] == pytest.approx(s["ood"]["recall"]["direct"]["mean"], abs=1e-6)
+    assert s["ood"]["diff_recall"]["direct"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    # generated-lookup: held-out names replaced by the nearest seen name: other rows, other recall
+    assert s["ood"]["recall"]["generated-lookup"]["mean"] != s["ood"]["recall"]["generated"]["mean"]
+    assert s["id"]["acc"]["generated-lookup"] == s["id"]["acc"]["generated"]  # all names known: same prompts
     assert "zoo-average" not in s["ood"]["acc"]  # undefined when a name is not in the vocabulary
     assert s["id"]["acc"]["zoo-average"]["mean"] > 80 and s["id"]["acc"]["fine-tuned"]["mean"] > 80
     rec = {m: s["ood"]["recall"][m]["mean"] for m in s["ood"]["recall"]}

@@ -234,3 +234,23 @@ def train_direct(bank: torch.Tensor, counts: torch.Tensor, train_inputs: torch.T
 @torch.no_grad()
 def direct_rows(model: TextToHead, emb: np.ndarray | torch.Tensor) -> torch.Tensor:
     return model(torch.as_tensor(np.asarray(emb), dtype=torch.float32))
+
+
+def direct_generator(model: TextToHead, layout: ParamLayout):
+    """(class_emb [B, K, D], class_mask [B, K]) -> flat parameters [B, P]: the direct network used
+    where Tina's sampler would be (padded slots zero), e.g. to compare on identical code paths."""
+    check_head_layout(layout)
+
+    @torch.no_grad()
+    def gen(emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, K = mask.shape
+        rows = model(emb.float()) * mask[..., None]  # [B, K, R]
+        flat = torch.zeros(B, layout.size)
+        at = 0
+        for s in layout.specs:
+            per = s.numel // s.shape[0]
+            flat[:, s.offset : s.offset + s.numel] = rows[:, :, at : at + per].reshape(B, -1)
+            at += per
+        return flat
+
+    return gen

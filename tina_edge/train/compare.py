@@ -25,7 +25,7 @@ from .stats import mean_se, paired_difference
 from .templates import ParamLayout
 from .zoo import TaskData, finetune_batch
 
-METHODS = ("generated", "fine-tuned", "selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct",
+METHODS = ("generated", "generated-lookup", "fine-tuned", "selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct",
            "chance")
 
 
@@ -96,6 +96,12 @@ class Baselines:
 
     def __post_init__(self):
         self._lookup = {key(t): int(c) for t, c in zip(self.vocab_texts, self.vocab_class)}
+
+    def lookup_embs(self, emb: np.ndarray) -> np.ndarray:
+        """Each embedding replaced by its nearest vocabulary text's (itself when it is in the vocabulary)."""
+        v = self.vocab_emb / np.maximum(np.linalg.norm(self.vocab_emb, axis=1, keepdims=True), 1e-12)
+        q = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return self.vocab_emb[np.argmax(q @ v.T, axis=1)].astype(np.float32)
 
     def known(self, text: str) -> int | None:
         return self._lookup.get(key(text))
@@ -171,14 +177,24 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
         part = list(range(s, min(s + batch, len(tasks))))
         embs = {i: np.stack([table[t] for t in tasks[i].texts]) for i in part}
         if generator is not None:
-            e = torch.zeros(len(part), K, next(iter(table.values())).shape[0])
-            m = torch.zeros(len(part), K)
-            for b, i in enumerate(part):
-                e[b, : len(tasks[i].texts)] = torch.from_numpy(embs[i])
-                m[b, : len(tasks[i].texts)] = 1
-            flat = generator(e, m)
-            for b, i in enumerate(part):
-                put(i, "generated", pack_rows(layout, layout.unflatten(flat[b], len(tasks[i].classes))))
+            # "generated-lookup": the same prompt with every unknown text replaced by its nearest
+            # training-vocabulary text (what a lookup table in front of Tina would do)
+            for meth, src in (("generated", embs), ("generated-lookup", {i: baselines.lookup_embs(embs[i]) for i in part})):
+                if meth == "generated-lookup" and all(np.array_equal(src[i], embs[i]) for i in part):
+                    for i in part:
+                        put(i, meth, results[i].get("_rows_generated"))
+                    continue
+                e = torch.zeros(len(part), K, next(iter(table.values())).shape[0])
+                m = torch.zeros(len(part), K)
+                for b, i in enumerate(part):
+                    e[b, : len(tasks[i].texts)] = torch.from_numpy(src[i])
+                    m[b, : len(tasks[i].texts)] = 1
+                flat = generator(e, m)
+                for b, i in enumerate(part):
+                    rows = pack_rows(layout, layout.unflatten(flat[b], len(tasks[i].classes)))
+                    put(i, meth, rows)
+                    if meth == "generated":
+                        results[i]["_rows_generated"] = rows
         if train is not None and generic_sd is not None:
             tidx = [[c2i[c] for c in tasks[i].classes] for i in part]
             ft = finetune_batch(generic_sd, layout, train, tidx, steps=finetune_steps, seed=seed + s)
@@ -194,6 +210,8 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
                 results[i]["recall"]["chance"] = 100.0 / k
         bar.update(len(part))
     bar.close()
+    for r in results:
+        r.pop("_rows_generated", None)
     return {"tasks": results, "summary": summarize(results, classes)}
 
 
