@@ -89,6 +89,17 @@ class WordNet:
             self._load()
         return self._syn.get(wnid)
 
+    def is_binomial(self, word: str) -> bool:
+        """A Latin species name ("Rana catesbeiana"): its first word names a genus in WordNet.
+        Kept for training, never a test phrasing (users do not type them)."""
+        parts = word.split()
+        if len(parts) != 2 or not parts[0][:1].isupper():
+            return False
+        if self._first is None:
+            self._load()
+        s = self._syn.get(self._first.get(key(parts[0]), ""))
+        return bool(s) and any(key(w) == f"genus {key(parts[0])}" for w in s.words)
+
     def is_primary_sense(self, word: str, wnid: str) -> bool:
         """Is this synset the word's most frequent noun sense (a fair synonym to test on)?"""
         if self._first is None:
@@ -158,7 +169,7 @@ def build_phrasings(classes: list[str], holdout: list[str], *, wnids: dict[str, 
         p.synonyms = [w for w in p.synonyms if key(w) not in banned and seen_count[key(w)] == 1]
         if p.gloss and any(re.search(rf"\b{re.escape(b)}\b", key(p.gloss)) for b in hold_words):
             p.gloss = None  # a definition naming a held-out class (or a synonym of one) would leak it
-        testable = [w for w in p.synonyms if p.wnid and wn.is_primary_sense(w, p.wnid)]
+        testable = [w for w in p.synonyms if p.wnid and wn.is_primary_sense(w, p.wnid) and not wn.is_binomial(w)]
         for w in rng.sample(testable, min(heldout_per_class, len(testable))):
             p.synonyms.remove(w)
             p.heldout_synonyms.append(w)
