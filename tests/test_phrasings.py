@@ -28,7 +28,7 @@ def test_wordnet_synonyms_glosses_and_sense_order():
     assert s.words == ["gym shoe", "sneaker", "tennis shoe"]
     assert s.gloss == "a canvas shoe with a pliable rubber sole"
     assert WN.is_primary_sense("car", "n02958343") and not WN.is_primary_sense("machine", "n02958343")
-    assert WN.is_binomial("Rana catesbeiana") and WN.is_binomial("Canis familiaris")
+    assert WN.is_binomial("Rana catesbeiana") and WN.is_binomial("Canis familiaris") and WN.is_binomial("Pan troglodytes")
     assert not WN.is_binomial("Egyptian cat") and not WN.is_binomial("gym shoe")
 
 

@@ -83,6 +83,7 @@ class WordNet:
                 if offsets:
                     first[key(parts[0])] = "n" + offsets[0]
         self._syn, self._first = syn, first
+        self._genera = {key(w)[6:] for s in syn.values() for w in s.words if key(w).startswith("genus ")}
 
     def synset(self, wnid: str) -> Synset | None:
         if self._syn is None:
@@ -97,8 +98,7 @@ class WordNet:
             return False
         if self._first is None:
             self._load()
-        s = self._syn.get(self._first.get(key(parts[0]), ""))
-        return bool(s) and any(key(w) == f"genus {key(parts[0])}" for w in s.words)
+        return key(parts[0]) in self._genera
 
     def is_primary_sense(self, word: str, wnid: str) -> bool:
         """Is this synset the word's most frequent noun sense (a fair synonym to test on)?"""
