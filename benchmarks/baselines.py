@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-finetune", action="store_true", help="skip the fine-tuned reference (saves minutes)")
-    p.add_argument("--direct-steps", type=int, default=3000)
-    p.add_argument("--direct-hidden", type=int, default=1024)
+    p.add_argument("--direct-steps", type=int, default=2000)
+    p.add_argument("--direct-hidden", type=int, default=512)
     p.add_argument("--phrasings", default="auto", help="auto | names | phrasings.json (the lookup/direct vocabulary)")
     a = p.parse_args(argv)
     res = run_comparison(a.workdir, a.out, ckpt=a.ckpt, text_encoder=a.text_encoder, n_id=a.n_id, n_ood=a.n_ood,

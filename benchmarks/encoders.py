@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--n-ood", type=int, default=600)
-    p.add_argument("--direct-steps", type=int, default=3000)
+    p.add_argument("--direct-steps", type=int, default=2000)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)

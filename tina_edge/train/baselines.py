@@ -154,9 +154,9 @@ def nearest_known(query: np.ndarray, vocab_emb: np.ndarray, vocab_class: np.ndar
 
 @dataclass
 class DirectConfig:
-    hidden: int = 1024
+    hidden: int = 512
     depth: int = 2
-    steps: int = 3000
+    steps: int = 2000
     tasks_per_step: int = 32
     images_per_task: int = 64
     k_min: int = 2
@@ -199,24 +199,29 @@ def train_direct(bank: torch.Tensor, counts: torch.Tensor, train_inputs: torch.T
     model = TextToHead(bank.shape[-1], Fdim + 1, cfg.hidden, cfg.depth)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pool = torch.tensor(classes_idx)
-    M, K, n = cfg.tasks_per_step, min(cfg.k_max, len(classes_idx)), cfg.images_per_task
+    C = len(pool)
+    # feature indices per pool class, padded, so a batch of labels draws its images in one gather
+    n_max = max(len(by_class[c]) for c in classes_idx)
+    pad = torch.zeros(C, n_max, dtype=torch.long)
+    n_c = torch.tensor([len(by_class[c]) for c in classes_idx])
+    for j, c in enumerate(classes_idx):
+        pad[j, : n_c[j]] = by_class[c]
+    M, K, n = cfg.tasks_per_step, min(cfg.k_max, C), cfg.images_per_task
     losses = []
     for step in tqdm(range(cfg.steps), desc="direct text->head", disable=not progress):
-        ks = torch.randint(cfg.k_min, K + 1, (M,), generator=gen)
-        cls = torch.stack([pool[torch.randperm(len(pool), generator=gen)[:K]] for _ in range(M)])  # [M, K]
-        mask = torch.arange(K)[None, :] < ks[:, None]
-        v = (torch.rand(M, K, generator=gen) * counts[cls].float()).long()
-        emb = bank[cls, v]
+        # one phrasing per class this step; rows for every pool class at once (cheaper than per slot)
+        v = (torch.rand(C, generator=gen) * counts[pool].float()).long()
+        emb = bank[pool, v]
         if cfg.emb_noise > 0:
             emb = emb + cfg.emb_noise * torch.randn(emb.shape, generator=gen)
+        rows_all = model(emb)  # [C, F+1]
+        ks = torch.randint(cfg.k_min, K + 1, (M,), generator=gen)
+        cls = torch.stack([torch.randperm(C, generator=gen)[:K] for _ in range(M)])  # [M, K] local ids
+        mask = torch.arange(K)[None, :] < ks[:, None]
         slots = (torch.rand(M, n, generator=gen) * ks[:, None].float()).long()  # [M, n]
-        lab_cls = cls.gather(1, slots)
-        idx = torch.empty(M, n, dtype=torch.long)
-        for c in lab_cls.unique().tolist():
-            sel = lab_cls == c
-            p = by_class[c]
-            idx[sel] = p[torch.randint(0, len(p), (int(sel.sum()),), generator=gen)]
-        rows = model(emb)  # [M, K, F+1]
+        lab = cls.gather(1, slots)
+        idx = pad[lab, (torch.rand(M, n, generator=gen) * n_c[lab].float()).long()]
+        rows = rows_all[cls]  # [M, K, F+1]
         x = train_inputs[idx].float()  # [M, n, F]
         logits = torch.einsum("mnf,mkf->mnk", x, rows[..., :-1]) + rows[..., -1][:, None, :]
         logits = logits.masked_fill(~mask[:, None, :], -1e9)
