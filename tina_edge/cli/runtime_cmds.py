@@ -91,7 +91,11 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads):
+@click.option("--head-only", is_flag=True,
+              help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
+                   "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
+def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads,
+                head_only):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -114,7 +118,9 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
                         seed=seed, candidates=candidates, images=image_prompts)
     t2 = time.perf_counter()
-    clf.save(output, overwrite=force)
+    clf.save(output, overwrite=force, head_only=head_only)
+    if head_only and not (output.parent / "trunk.onnx").exists():
+        clf.save_trunk(output.parent / "trunk.onnx")
     nov = p.novelty(names, descriptions=descriptions)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
@@ -153,12 +159,14 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1, None), default=1, show_default=True, help="Show the K most probable labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def predict(model, images, top, as_json):
-    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx)."""
+@click.option("--trunk", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Trunk for a head-only MODEL (default: trunk.onnx beside it).")
+def predict(model, images, top, as_json, trunk):
+    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx, standalone or head-only)."""
     from ..runtime.classifier import PersonalizedClassifier
     from ..runtime.images import image_names
 
-    clf = PersonalizedClassifier.load(model)
+    clf = PersonalizedClassifier.load(model, trunk=trunk)
     names = image_names(list(images))
     pred = clf.predict(list(images))
     tops = clf.top(pred, top)
@@ -238,14 +246,19 @@ def _eval_table(ev: dict) -> list[str]:
     """ID / OOD / OOD-per-class rows of generated vs fine-tuned vs selection vs chance."""
     methods = ("generated", "fine-tuned", "selection", "chance")
     rows = [("ID tasks", ev.get("id")), ("OOD tasks", ev.get("ood"))]
-    rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows.append(("held-out recall", ev.get("holdout_recall")))  # on the held-out classes' own images
+    per_class = ev.get("holdout_recall_per_class")
+    if isinstance(per_class, dict) and per_class:  # each held-out class's recall on its own photos
+        rows += [(f"  recall {c}"[:30], r) for c, r in sorted(per_class.items(), key=lambda cr: -cr[1].get("generated", 0))]
+    else:
+        rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows = [(n, r) for n, r in rows if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in methods)]
     if not rows:
         return []
-    lines = [f"              {'':<18}" + "".join(f"{k:>12}" for k in methods)]
+    wd = max(18, *(len(n) for n, _ in rows))
+    lines = [f"              {'':<{wd}}" + "".join(f"{k:>12}" for k in methods)]
     for name, r in rows:
-        lines.append(f"              {name:<18}" + "".join(f"{r[k]:>12.1f}" for k in methods))
+        lines.append(f"              {name:<{wd}}" + "".join(f"{r[k]:>12.1f}" for k in methods))
     return lines
 
 

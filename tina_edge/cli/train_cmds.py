@@ -174,13 +174,13 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
 @click.option("--holdout", default="automobile,cat,sneaker,pullover", show_default=True,
               help="classes kept out of every p-model (OOD tests)")
 @click.option("--n-tasks", type=int, default=1000, show_default=True, help="number of p-models")
-@click.option("--n-id", type=int, default=45, show_default=True, help="held-out ID test combinations")
-@click.option("--n-ood", type=int, default=9, show_default=True, help="OOD test tasks per held-out class")
+@click.option("--n-id", type=int, default=None, help="held-out ID test combinations [45; 95 for photo workdirs]")
+@click.option("--n-ood", type=int, default=None, help="OOD test tasks per held-out class [9; 2 for photo workdirs]")
 @click.option("--k-max", type=int, default=20, show_default=True,
               help="largest task in the zoo (photo workdirs; at most the generic model's K_max)")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: this process builds p-models with id % n == i")
 @click.option("--group", type=int, default=100, show_default=True, help="p-models fine-tuned together in one pass")
-@click.option("--steps", type=int, default=100, show_default=True, help="fine-tuning steps per p-model")
+@click.option("--steps", type=int, default=None, help="fine-tuning steps per p-model [100; 50 for photo workdirs]")
 @click.option("--seed", type=int, default=0, show_default=True)
 def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, holdout, n_tasks, n_id, n_ood,
         k_max, shard, group, steps, seed):
@@ -193,11 +193,12 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
         from ..train.trainer import setup_distributed
 
         setup_distributed()
-        stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, k_max=k_max,
+        stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id or 95, n_ood_per_class=n_ood or 2, k_max=k_max,
                                group=group, steps=steps, seed=seed)
         click.echo(json.dumps(stats, indent=1))
         return
 
+    steps, n_id, n_ood = steps or 100, n_id or 45, n_ood or 9
     try:
         i, n = (int(x) for x in shard.split("/"))
         assert 0 <= i < n
@@ -315,9 +316,12 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
               help="the bundle's default DDIM steps (BENCHMARKS.md: accuracy is flat from 1 to 1000 steps)")
 @click.option("--eval", "eval_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="eval.json from `train eval` to record in the manifest (default: CKPT's folder/eval/eval.json)")
+@click.option("--quantize-trunk", type=click.Choice(["int8"]), default=None,
+              help="int8 trunk (static, calibrated on 2 train photos per class of the checkpoint's work dir)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, force, as_json):
+def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, quantize_trunk, force,
+               as_json):
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
     _need_torch()
     from ..export.bundle import export_bundle
@@ -330,10 +334,17 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
             evaluation = ev["summary"] | {"sampler": ev.get("sampler"), "steps": ev.get("steps")}
         except (ValueError, KeyError, TypeError) as e:
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
+    calibration = None
+    if quantize_trunk:
+        from ..train.photo_pipeline import calibration_photos
+
+        if not (Path(ckpt).parent / "universe.json").is_file():
+            raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")
+        calibration = calibration_photos(Path(ckpt).parent)
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
                           overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log,
-                          progress=True)
+                          progress=True, quantize_trunk=quantize_trunk, calibration=calibration)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
         raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "

@@ -55,8 +55,12 @@ class PersonalizedClassifier:
         metadata: Mapping[str, str] | None = None,
         *,
         threads: int | None = None,
+        trunk: Any = None,
     ):
+        """`trunk`: for head-only use, the trunk graph (ModelProto, path, or a callable returning one)."""
         self._model = model
+        self._trunk = trunk
+        self._trunk_session = None
         self.labels = list(labels)
         self.params = dict(params or {})
         self.metadata = {p.key: p.value for p in model.metadata_props}
@@ -88,9 +92,52 @@ class PersonalizedClassifier:
             self._bytes = self._model.SerializeToString(deterministic=True)
         return self._bytes
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write model.onnx atomically; refuse an existing file unless overwrite."""
+    @property
+    def is_head(self) -> bool:
+        """True for a head-only model (input `features`), which needs the bundle's trunk to predict."""
+        return bool(self._model.graph.input) and self._model.graph.input[0].name == "features"
+
+    def trunk_model(self) -> onnx.ModelProto:
+        from .head import extract_trunk
+
+        t = self._trunk() if callable(self._trunk) else self._trunk
+        if t is None:
+            if not self.is_head:
+                return extract_trunk(self._model)
+            raise ModelFileError("this head-only model needs its trunk: pass trunk=PATH (the trunk.onnx written "
+                                 "beside it, or `tina-edge personalize --head-only` again)")
+        if isinstance(t, (str, os.PathLike)):
+            import onnx
+
+            if not Path(t).is_file():
+                raise ModelFileError(f"trunk file {t} does not exist")
+            t = onnx.load(str(t))
+        want = self.metadata.get("trunk_sha256")
+        if self.is_head and want:
+            from .head import trunk_sha256
+
+            if trunk_sha256(t) != want:
+                raise ModelFileError("the trunk given is not the one this head was generated for (trunk_sha256 "
+                                     "differs); use the trunk.onnx written with it, from the same bundle")
+        self._trunk = t
+        return t
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, head_only: bool = False) -> Path:
+        """Write model.onnx atomically; refuse an existing file unless overwrite.
+
+        head_only=True writes the k x (D+1) head (features -> logits) with the labels; every head of
+        one bundle shares the trunk (`save_trunk`)."""
+        if head_only and not self.is_head:
+            from .head import head_model, trunk_sha256
+
+            meta = dict(self.metadata) | {"trunk_sha256": trunk_sha256(self.trunk_model())}
+            data = head_model(self.params, meta).SerializeToString(deterministic=True)
+            return atomic_write_bytes(path, data, overwrite=overwrite)
         return atomic_write_bytes(path, self.to_bytes(), overwrite=overwrite)
+
+    def save_trunk(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the shared trunk (image uint8 NHWC -> features) that head-only models need."""
+        return atomic_write_bytes(path, self.trunk_model().SerializeToString(deterministic=True), overwrite=overwrite)
 
     def _sess(self):
         if self._session is None:
@@ -108,7 +155,13 @@ class PersonalizedClassifier:
             x = load_prepared(images, PreprocessSpec.from_dict(json.loads(pre)))
         else:
             x = load_images(images, self.input_size)
-        logits, probs = self._sess().run(["logits", "probabilities"], {"image": x})
+        if self.is_head:  # trunk once, then the k x (D+1) head
+            if self._trunk_session is None:
+                self._trunk_session = _make_session(self.trunk_model().SerializeToString(), self.threads)
+            feats = self._trunk_session.run(["features"], {"image": x})[0]
+            logits, probs = self._sess().run(["logits", "probabilities"], {"features": feats})
+        else:
+            logits, probs = self._sess().run(["logits", "probabilities"], {"image": x})
         probs = np.asarray(probs, dtype=np.float32)
         idx = probs.argmax(axis=1).astype(np.int64)
         return Prediction(labels=[self.labels[i] for i in idx], indices=idx, probabilities=probs)
@@ -120,8 +173,10 @@ class PersonalizedClassifier:
         return [[(self.labels[j], float(prediction.probabilities[i, j])) for j in row] for i, row in enumerate(order)]
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, threads: int | None = None) -> "PersonalizedClassifier":
-        """Read a saved model.onnx; labels come from its metadata."""
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None,
+             trunk: str | os.PathLike | None = None) -> "PersonalizedClassifier":
+        """Read a saved model.onnx (or a head-only model: its trunk is `trunk`, else trunk.onnx beside
+        it); labels come from its metadata."""
         p = Path(path)
         if not p.is_file():
             raise ModelFileError(f"model file {p} does not exist")
@@ -145,4 +200,6 @@ class PersonalizedClassifier:
         except (ValueError, TypeError):
             pass
         params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in names}
-        return cls(model, labels, params, threads=threads)
+        if trunk is None and meta.get("form") == "head" and (p.parent / "trunk.onnx").is_file():
+            trunk = p.parent / "trunk.onnx"
+        return cls(model, labels, params, threads=threads, trunk=trunk)

@@ -310,4 +310,12 @@ class Personalizer:
         if image_counts:  # which classes were prompted by example images, and by how many
             metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
         model = fill_template(self._template, params, k, metadata)
-        return PersonalizedClassifier(model, names, params, threads=self.threads)
+        return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
+
+    def trunk_model(self):
+        """The bundle's shared trunk (image -> features), cut from the template once (head templates only)."""
+        if getattr(self, "_trunk", None) is None:
+            from .head import extract_trunk
+
+            self._trunk = extract_trunk(self._template)
+        return self._trunk

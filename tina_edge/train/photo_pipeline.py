@@ -155,10 +155,17 @@ def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30
     return info
 
 
+ZOO_RECIPE = {"steps": 50, "batch": 32, "lr": 1e-3, "fast_sampling": True}
+
+
 def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, n_ood_per_class: int = 2,
-                   k_min: int = 2, k_max: int | None = None, group: int = 200, steps: int = 100, seed: int = 0,
-                   progress: bool = True) -> dict:
-    """Fine-tune the zoo on cached features; under torchrun rank r builds ids with id % world == r."""
+                   k_min: int = 2, k_max: int | None = None, group: int = 200, steps: int | None = None,
+                   seed: int = 0, progress: bool = True) -> dict:
+    """Fine-tune the zoo on cached features; under torchrun rank r builds ids with id % world == r.
+
+    Recipe (ZOO_RECIPE, recorded in zoo/recipe.json and reused for the evaluation's fine-tuned
+    reference): each head starts from the generic head's rows for its classes, Adam lr 1e-3,
+    50 steps of 32 photos per task, all heads of a group in one batched matmul."""
     workdir = Path(workdir)
     rank, world = _rank_world()
     generic, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
@@ -173,8 +180,12 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
     layout = ParamLayout(cfg)
     tr, te = cached_task_data(workdir, "train"), cached_task_data(workdir, "test")
     gsd = {k: v for k, v in generic.state_dict().items() if k.startswith("fc.")}
+    recipe = dict(ZOO_RECIPE) | ({"steps": steps} if steps else {})
+    if rank == 0:
+        (workdir / "zoo").mkdir(parents=True, exist_ok=True)
+        (workdir / "zoo" / "recipe.json").write_text(json.dumps(recipe))
     stats = build_zoo(workdir / "zoo", gsd, layout, tr, te, split.zoo, shard=(rank, world), group=group,
-                      steps=steps, seed=seed, eval_per_class=50, progress=progress and rank == 0)
+                      seed=seed, eval_per_class=50, progress=progress and rank == 0, **recipe)
     if world > 1:
         dist.barrier()
         if rank == 0:
@@ -182,6 +193,18 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
         dist.barrier()
     stats["world_size"] = world
     return stats
+
+
+def calibration_photos(workdir: str | Path, per_class: int = 2, seed: int = 1) -> np.ndarray:
+    """uint8 [N, S, S, 3]: `per_class` train photos of every class, preprocessed (int8 trunk calibration)."""
+    from .datasets.photos import take_per_class
+    from ..runtime.preprocess import prepare
+
+    workdir = Path(workdir)
+    u = json.loads((workdir / "universe.json").read_text())
+    ps = take_per_class(build_universe(UniverseSpec(**u["universe"]), "train"), per_class, seed=seed)
+    pre = PreprocessSpec(**u["preprocess"])
+    return np.stack([prepare(ps.load(i), pre) for i in range(len(ps))])
 
 
 def stage_eval_head(workdir: str | Path, *, ckpt: str | Path | None = None, sampler: str = "ddim", steps: int = 5,
@@ -194,8 +217,10 @@ def stage_eval_head(workdir: str | Path, *, ckpt: str | Path | None = None, samp
     ck = read_checkpoint(ckpt or workdir / "tina.safetensors")
     split = TaskSplit.load(workdir / "tasks.json")
     tr, te = cached_task_data(workdir, "train"), cached_task_data(workdir, "test")
+    recipe_path = workdir / "zoo" / "recipe.json"
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else dict(ZOO_RECIPE)
     result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=sampler, steps=steps,
-                      seed=seed, progress=progress)
+                      seed=seed, progress=progress, finetune=recipe)
     result["zoo"] = ck.meta.get("zoo", {})
     result["generic"] = {k: v for k, v in ck.meta.get("generic_info", {}).items() if k != "per_class"}
     write_report(result, out_dir or workdir / "eval")

@@ -155,6 +155,10 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,
                   "zoo": {"count": len(entries), "mean_accuracy": float(np.mean([e["accuracy"] for e in entries]))}}
+    if (workdir / "classes.json").is_file():  # photo universe: WordNet synonyms travel into the manifest
+        import json
+
+        extra_meta["synonyms"] = {c["name"]: c["synonyms"] for c in json.loads((workdir / "classes.json").read_text())}
     extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()}
     extra_tensors["vocab_emb"] = torch.from_numpy(emb)
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
