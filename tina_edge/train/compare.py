@@ -147,12 +147,13 @@ def score_rows(rows: torch.Tensor, test: TaskData, class_idx: list[int]) -> tupl
 
 def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], test: TaskData, encode: Callable,
             baselines: Baselines, generator: Callable | None = None, train: TaskData | None = None,
-            generic_sd: dict | None = None, finetune_steps: int = 100, batch: int = 128, seed: int = 0,
-            progress: bool = True) -> dict:
+            generic_sd: dict | None = None, finetune_steps: int = 100, finetune: dict | None = None,
+            batch: int = 128, seed: int = 0, progress: bool = True) -> dict:
     """Score every method on every task; returns {"tasks": [...], "summary": {...}}.
 
     `encode(texts) -> [n, D]` embeds prompt texts; `generator(emb [B, K, D], mask [B, K]) -> [B, P]`
-    samples Tina's denormalised flat parameters; fine-tuning needs `train` and `generic_sd`.
+    samples Tina's denormalised flat parameters; fine-tuning needs `train` and `generic_sd`, and
+    `finetune` (the zoo's recipe: steps, batch, lr, fast_sampling) overrides `finetune_steps`.
     """
     from tqdm.auto import tqdm
 
@@ -197,7 +198,8 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
                         results[i]["_rows_generated"] = rows
         if train is not None and generic_sd is not None:
             tidx = [[c2i[c] for c in tasks[i].classes] for i in part]
-            ft = finetune_batch(generic_sd, layout, train, tidx, steps=finetune_steps, seed=seed + s)
+            ft = finetune_batch(generic_sd, layout, train, tidx, seed=seed + s,
+                                **(finetune or {"steps": finetune_steps}))
             for b, i in enumerate(part):
                 k = len(tidx[b])
                 put(i, "fine-tuned", torch.cat([ft[sp.name][b, :k].reshape(k, -1) for sp in layout.specs], 1))

@@ -150,13 +150,15 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     gen = None
     if ck is not None:
         gen = lambda e, m: generate(ck, e, m, sampler=sampler, steps=steps, seed=seed)  # noqa: E731
+    recipe_path = workdir / "zoo" / "recipe.json"  # the fine-tuned reference uses the zoo's own recipe
+    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
     res = compare(tasks, layout=layout, classes=names, test=test, encode=encode, baselines=b, generator=gen,
-                  train=train if finetune else None, generic_sd=gsd, seed=seed, progress=progress)
+                  train=train if finetune else None, generic_sd=gsd, finetune=recipe, seed=seed, progress=progress)
     res["setup"] = {"workdir": str(workdir), "checkpoint": str(ckpt) if ckpt else None, "text_encoder": enc.name,
                     "classes": len(names), "seen": len(seen), "holdout": len(holdout), "k_max": K,
                     "sampler": sampler, "steps": steps, "seed": seed, "zoo_pmodels_per_seen_class": float(counts[counts > 0].mean()),
                     "lookup_vocabulary": len(b.vocab_texts), "ridge_lambda": b.ridge.lam, "ridge_l2_lambda": b.ridge_l2.lam,
-                    "train_phrasings": train_ph is not None, "seconds": time.time() - t0}
+                    "train_phrasings": train_ph is not None, "finetune_recipe": recipe, "seconds": time.time() - t0}
     res["notes"] = ["", f"Setup: {json.dumps(res['setup'])}"]
     write_compare_report(res, out_dir, title="Tina vs baselines on shared tasks")
     if eval_ph is not None:
