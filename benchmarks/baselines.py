@@ -37,11 +37,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-finetune", action="store_true", help="skip the fine-tuned reference (saves minutes)")
     p.add_argument("--direct-steps", type=int, default=2000)
     p.add_argument("--direct-hidden", type=int, default=512)
+    p.add_argument("--extra-ckpt", action="append", default=[], metavar="NAME=PATH",
+                   help="another checkpoint scored on the same tasks as method NAME (ablations); repeatable")
     p.add_argument("--phrasings", default="auto", help="auto | names | phrasings.json (the lookup/direct vocabulary)")
     a = p.parse_args(argv)
     res = run_comparison(a.workdir, a.out, ckpt=a.ckpt, text_encoder=a.text_encoder, n_id=a.n_id, n_ood=a.n_ood,
                          n_phrasing=a.n_phrasing, k_max=a.k_max, sampler=a.sampler, steps=a.steps, seed=a.seed,
                          finetune=not a.no_finetune, phrasings=a.phrasings,
+                         extra_ckpts=dict(x.split("=", 1) for x in a.extra_ckpt),
                          direct_cfg=DirectConfig(steps=a.direct_steps, hidden=a.direct_hidden, seed=a.seed,
                                                  k_max=a.k_max or 10))
     print((a.out / "report.md").read_text())

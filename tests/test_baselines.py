@@ -126,10 +126,13 @@ def test_compare_scores_every_method_and_the_text_maps_generalise(universe, tmp_
     # the direct network in the generator's place exercises the generated paths on identical code
     gen = direct_generator(b.direct, u["layout"])
     res = compare(tasks, layout=u["layout"], classes=u["names"], test=u["test"], encode=encode, baselines=b,
-                  generator=gen, train=u["train"], generic_sd=u["generic"], finetune_steps=20, progress=False)
+                  generator=gen, train=u["train"], generic_sd=u["generic"], finetune_steps=20, progress=False,
+                  extra_generators={"same-net": gen})  # an "ablation" that must tie with the main generator
     s = res["summary"]
     assert s["ood"]["recall"]["generated"]["mean"] == pytest.approx(s["ood"]["recall"]["direct"]["mean"], abs=1e-6)
     assert s["ood"]["diff_recall"]["direct"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert s["ood"]["methods"][:3] == ["generated", "generated-lookup", "same-net"]
+    assert s["ood"]["diff_recall"]["same-net"]["mean"] == pytest.approx(0.0, abs=1e-6)
     # generated-lookup: held-out names replaced by the nearest seen name: other rows, other recall
     assert s["ood"]["recall"]["generated-lookup"]["mean"] != s["ood"]["recall"]["generated"]["mean"]
     assert s["id"]["acc"]["generated-lookup"] == s["id"]["acc"]["generated"]  # all names known: same prompts

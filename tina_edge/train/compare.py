@@ -148,12 +148,14 @@ def score_rows(rows: torch.Tensor, test: TaskData, class_idx: list[int]) -> tupl
 def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], test: TaskData, encode: Callable,
             baselines: Baselines, generator: Callable | None = None, train: TaskData | None = None,
             generic_sd: dict | None = None, finetune_steps: int = 100, finetune: dict | None = None,
-            batch: int = 128, seed: int = 0, progress: bool = True) -> dict:
+            batch: int = 128, seed: int = 0, progress: bool = True,
+            extra_generators: dict[str, Callable] | None = None) -> dict:
     """Score every method on every task; returns {"tasks": [...], "summary": {...}}.
 
     `encode(texts) -> [n, D]` embeds prompt texts; `generator(emb [B, K, D], mask [B, K]) -> [B, P]`
     samples Tina's denormalised flat parameters; fine-tuning needs `train` and `generic_sd`, and
     `finetune` (the zoo's recipe: steps, batch, lr, fast_sampling) overrides `finetune_steps`.
+    `extra_generators` {method name: generator} score other checkpoints on the same tasks (ablations).
     """
     from tqdm.auto import tqdm
 
@@ -196,6 +198,15 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
                     put(i, meth, rows)
                     if meth == "generated":
                         results[i]["_rows_generated"] = rows
+        for meth, g in (extra_generators or {}).items():
+            e = torch.zeros(len(part), K, next(iter(table.values())).shape[0])
+            m = torch.zeros(len(part), K)
+            for b, i in enumerate(part):
+                e[b, : len(tasks[i].texts)] = torch.from_numpy(embs[i])
+                m[b, : len(tasks[i].texts)] = 1
+            flat = g(e, m)
+            for b, i in enumerate(part):
+                put(i, meth, pack_rows(layout, layout.unflatten(flat[b], len(tasks[i].classes))))
         if train is not None and generic_sd is not None:
             tidx = [[c2i[c] for c in tasks[i].classes] for i in part]
             ft = finetune_batch(generic_sd, layout, train, tidx, seed=seed + s,
@@ -223,7 +234,8 @@ def summarize(rows: list[dict], classes: list[str]) -> dict:
     out = {}
     for kind in dict.fromkeys(r["kind"] for r in rows):
         rs = [r for r in rows if r["kind"] == kind]
-        methods = [m for m in METHODS if any(m in r["acc"] for r in rs)]
+        extra = sorted({m for r in rs for m in r["acc"]} - set(METHODS))
+        methods = [m for m in METHODS[:2] + tuple(extra) + METHODS[2:] if any(m in r["acc"] for r in rs)]
         probe_class = [r["classes"][r["probes"][0]] if r["probes"] else None for r in rs]
         s = {"n": len(rs), "methods": methods, "acc": {}, "recall": {}, "diff_acc": {}, "diff_recall": {}}
         for m in methods:

@@ -101,7 +101,8 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
                    text_encoder: str | None = None, n_id: int = 200, n_ood: int = 600, n_phrasing: int = 300,
                    k_max: int | None = None, sampler: str = "ddim", steps: int = 5, seed: int = 0,
                    finetune: bool = True, direct_cfg: DirectConfig | None = None, phrasings: str = "auto",
-                   emb_cache: str | Path | None = None, progress: bool = True) -> dict:
+                   emb_cache: str | Path | None = None, progress: bool = True,
+                   extra_ckpts: dict[str, str | Path] | None = None) -> dict:
     """Fit the baselines on seen classes, score all methods on shared tasks, write report + JSON.
 
     `phrasings`: "auto" (the checkpoint's training phrasings if it has them, else names only for the
@@ -150,13 +151,20 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     gen = None
     if ck is not None:
         gen = lambda e, m: generate(ck, e, m, sampler=sampler, steps=steps, seed=seed)  # noqa: E731
+    extra = {}
+    for name, path in (extra_ckpts or {}).items():  # ablations: other checkpoints, same encoder and tasks
+        eck = read_checkpoint(path)
+        if eck.meta.get("text_encoder", {}).get("name") not in (None, enc.name):
+            raise TinaEdgeError(f"{path} was trained on {eck.meta['text_encoder']['name']} embeddings, not {enc.name}")
+        extra[name] = (lambda c: (lambda e, m: generate(c, e, m, sampler=sampler, steps=steps, seed=seed)))(eck)
     recipe_path = workdir / "zoo" / "recipe.json"  # the fine-tuned reference uses the zoo's own recipe
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
     res = compare(tasks, layout=layout, classes=names, test=test, encode=encode, baselines=b, generator=gen,
-                  train=train if finetune else None, generic_sd=gsd, finetune=recipe, seed=seed, progress=progress)
+                  train=train if finetune else None, generic_sd=gsd, finetune=recipe, seed=seed, progress=progress,
+                  extra_generators=extra)
     res["setup"] = {"workdir": str(workdir), "checkpoint": str(ckpt) if ckpt else None, "text_encoder": enc.name,
                     "classes": len(names), "seen": len(seen), "holdout": len(holdout), "k_max": K,
-                    "sampler": sampler, "steps": steps, "seed": seed, "zoo_pmodels_per_seen_class": float(counts[counts > 0].mean()),
+                    "extra_checkpoints": {k: str(v) for k, v in (extra_ckpts or {}).items()}, "sampler": sampler, "steps": steps, "seed": seed, "zoo_pmodels_per_seen_class": float(counts[counts > 0].mean()),
                     "lookup_vocabulary": len(b.vocab_texts), "ridge_lambda": b.ridge.lam, "ridge_l2_lambda": b.ridge_l2.lam,
                     "train_phrasings": train_ph is not None, "finetune_recipe": recipe, "seconds": time.time() - t0}
     res["notes"] = ["", f"Setup: {json.dumps(res['setup'])}"]
