@@ -263,6 +263,11 @@ def summarize(rows: list[dict], classes: list[str]) -> dict:
             per_k[str(k)] = {m: float(np.nanmean([r["acc"].get(m, np.nan) for r in rs if r["k"] == k])) for m in methods
                              if any(m in r["acc"] for r in rs if r["k"] == k)}
         s["per_k"] = per_k
+        if any(r["probes"] for r in rs):  # probe recall by prompt size (bands of k): chance moves with k
+            bands = [(2, 5), (6, 10), (11, 15), (16, 20), (21, 10**6)]
+            s["recall_per_k"] = {f"{lo}-{hi}" if hi < 10**6 else f"{lo}+": {
+                m: float(np.nanmean([r["recall"].get(m, np.nan) for r in rs if lo <= r["k"] <= hi])) for m in methods}
+                | {"n": sum(lo <= r["k"] <= hi for r in rs)} for lo, hi in bands if any(lo <= r["k"] <= hi for r in rs)}
         twins = [(r, rows[r["twin"]]) for r in rs if r.get("twin") is not None]
         if twins:
             s["vs_names"] = {}

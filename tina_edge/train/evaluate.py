@@ -322,6 +322,14 @@ def compare_report_lines(summary: dict) -> list[str]:
             lines += ["", "Described / named (same tasks, same images): " + "; ".join(
                 f"{m} {v['described']:.1f}/{v['named']:.1f} = {v['ratio']:.2f}" for m, v in s["vs_names"].items()
                 if m != "chance")]
+    for kind in ("ood", "gloss", "phrasing"):
+        if kind in summary and "recall_per_k" in summary[kind]:
+            s = summary[kind]
+            ms_ = [m for m in s["methods"]]
+            lines += ["", f"### Probe recall by prompt size k ({kind})", "", "| k | tasks | " + " | ".join(ms_) + " |",
+                      "|---" * (len(ms_) + 2) + "|"]
+            for band, d in s["recall_per_k"].items():
+                lines.append(f"| {band} | {d['n']} | " + " | ".join(f"{d[m]:.1f}" if m in d else "—" for m in ms_) + " |")
     if "ood" in summary and "recall_per_class" in summary["ood"]:
         s = summary["ood"]
         ms_ = [m for m in s["methods"] if m != "chance"]
