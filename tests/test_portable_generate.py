@@ -140,3 +140,19 @@ def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
     assert fast._gen is not None
     other = fast.personalize(["dog", "cat"], seed=6, steps=7)  # other steps: the numpy sampler
     np.testing.assert_array_equal(other.params["head.bias"], plain.personalize(["dog", "cat"], seed=6, steps=7).params["head.bias"])
+
+
+def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
+    from tina_edge.export.conformance import fixed_images, write_vectors
+
+    doc = write_vectors(tiny, tmp_path / "v.json", model_dir=tmp_path / "models")
+    assert json.loads((tmp_path / "v.json").read_text())["bundle_id"] == doc["bundle_id"]
+    p = Personalizer.from_bundle(tiny, threads=1)
+    assert len(doc["cases"]) >= 3 and all(len(c["labels"]) <= p.manifest.k_max for c in doc["cases"])
+    c = doc["cases"][0]
+    clf = p.personalize(c["prompt"], seed=int(c["seed"]))
+    for n, t in c["params"].items():
+        np.testing.assert_array_equal(np.asarray(t["data"], np.float32), clf.params[n].reshape(-1))
+    imgs = fixed_images(*doc["images"]["shape"][:3])
+    np.testing.assert_array_equal(np.asarray(c["probabilities"], np.float32), clf.predict(imgs).probabilities)
+    assert (tmp_path / "models" / c["model"]).is_file()

@@ -34,6 +34,8 @@ def test_ort_bundle_personalizes_identically(tmp_path):
             np.testing.assert_array_equal(x.params[n], y.params[n])
         np.testing.assert_array_equal(x.predict(imgs).probabilities, y.predict(imgs).probabilities)
     assert (tmp_path / "src" / "denoiser.onnx").is_file()  # the source is never modified
+    info = CliRunner().invoke(main, ["info", str(ort_dir)])
+    assert info.exit_code == 0 and "generate.ort (ddim" in info.output and "ORT format" in info.output
 
 
 def test_convert_refuses_an_existing_output(tmp_path):

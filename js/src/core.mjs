@@ -89,7 +89,14 @@ export class TinaEdge {
     this.sessions = sessions;
     this.templateBytes = templateBytes;
     this.timings = timings;
+    // a text's embedding depends on the text alone (see encode), so caching it is exact up to
+    // float rounding between batch shapes (1e-7); apps re-use class names. Bounded LRU, like Python's.
+    this.cacheSize = 1024;
+    this._cache = new Map();
   }
+
+  /** Forget cached text embeddings (e.g. to time the text encoder). */
+  clearCache() { this._cache.clear(); }
 
   /**
    * Open a bundle and create its sessions.
@@ -160,6 +167,25 @@ export class TinaEdge {
    * together (less work, the same values to 1e-7).
    */
   async encode(texts) {
+    const D = this.manifest.text_encoder.embedding_dim;
+    const out = new Float32Array(texts.length * D);
+    const missing = [...new Set(texts.filter((t) => !this._cache.has(t)))];
+    const got = new Map();
+    if (missing.length) {
+      const emb = await this._encodeUncached(missing);
+      missing.forEach((t, i) => got.set(t, emb.slice(i * D, (i + 1) * D)));
+    }
+    texts.forEach((t, i) => {
+      const e = got.get(t) ?? this._cache.get(t);
+      this._cache.delete(t); // most recently used goes last
+      this._cache.set(t, e);
+      out.set(e, i * D);
+    });
+    while (this._cache.size > this.cacheSize) this._cache.delete(this._cache.keys().next().value);
+    return out;
+  }
+
+  async _encodeUncached(texts) {
     const te = this.manifest.text_encoder;
     const D = te.embedding_dim;
     const out = new Float32Array(texts.length * D);

@@ -144,8 +144,11 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
 @click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
+@click.option("--head-only", is_flag=True,
+              help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
+                   "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
 def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
-                force, as_json, threads, head_file=None):
+                force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -178,7 +181,9 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
                         seed=seed, candidates=candidates, images=image_prompts)
     t2 = time.perf_counter()
-    clf.save(output, overwrite=force)
+    clf.save(output, overwrite=force, head_only=head_only)
+    if head_only and not (output.parent / "trunk.onnx").exists():
+        clf.save_trunk(output.parent / "trunk.onnx")
     if head_file is not None:
         from ..runtime.portable import save_head
 
@@ -304,15 +309,18 @@ def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sample
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True,
               help="Decode and classify this many images at a time (bounds memory for big folders).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def predict(model, images, top, min_prob, batch_size, as_json):
-    """Classify IMAGES (files or directories, walked recursively) with a personalized MODEL (.onnx).
+@click.option("--trunk", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Trunk for a head-only MODEL (default: trunk.onnx beside it).")
+def predict(model, images, top, min_prob, batch_size, as_json, trunk):
+    """Classify IMAGES (files or directories, walked recursively) with a personalized MODEL (.onnx,
+    standalone or head-only).
 
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
     from ..runtime.evaluation import expand_paths
 
-    clf = PersonalizedClassifier.load(model)
+    clf = PersonalizedClassifier.load(model, trunk=trunk)
     files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
     if skipped:
         _echo(f"note: {len(skipped)} file(s) without an image suffix were not used, e.g. {skipped[0]}")
@@ -391,6 +399,12 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         f"sampler     {dif.default_sampler}, {dif.default_steps} steps by default; T={dif.num_train_timesteps}, "
         f"{dif.beta_schedule} betas {dif.beta_start:g}..{dif.beta_end:g}, predicts x0"
     )
+    port = m.portable if isinstance(m.portable, dict) else {}
+    if port.get("generate"):  # docs/PORTABLE.md: what JS and mobile ports use
+        g, nz = port["generate"], port.get("noise", {})
+        out.append(f"portable    {g.get('model')} (ddim {g.get('steps')} steps), {port.get('template_inputs', {}).get('model')}, "
+                   f"{port.get('tokenizer_config')}; noise {nz.get('generator')} v{nz.get('version')}"
+                   + ("; ORT format" if port.get("ort") else ""))
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr = m.training
@@ -421,14 +435,19 @@ def _eval_table(ev: dict) -> list[str]:
     """ID / OOD / OOD-per-class rows of generated vs fine-tuned vs selection vs chance."""
     methods = ("generated", "fine-tuned", "selection", "chance")
     rows = [("ID tasks", ev.get("id")), ("OOD tasks", ev.get("ood"))]
-    rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows.append(("held-out recall", ev.get("holdout_recall")))  # on the held-out classes' own images
+    per_class = ev.get("holdout_recall_per_class")
+    if isinstance(per_class, dict) and per_class:  # each held-out class's recall on its own photos
+        rows += [(f"  recall {c}"[:30], r) for c, r in sorted(per_class.items(), key=lambda cr: -cr[1].get("generated", 0))]
+    else:
+        rows += [(f"OOD {c}", r) for c, r in (ev.get("ood_per_class") or {}).items()]
     rows = [(n, r) for n, r in rows if isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in methods)]
     if not rows:
         return []
-    lines = [f"              {'':<18}" + "".join(f"{k:>12}" for k in methods)]
+    wd = max(18, *(len(n) for n, _ in rows))
+    lines = [f"              {'':<{wd}}" + "".join(f"{k:>12}" for k in methods)]
     for name, r in rows:
-        lines.append(f"              {name:<18}" + "".join(f"{r[k]:>12.1f}" for k in methods))
+        lines.append(f"              {name:<{wd}}" + "".join(f"{r[k]:>12.1f}" for k in methods))
     return lines
 
 

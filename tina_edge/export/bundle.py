@@ -80,8 +80,16 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
 def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
                   quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
                   evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
-                  log: Callable[[str], None] = print, progress: bool = False) -> dict:
-    """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity)."""
+                  log: Callable[[str], None] = print, progress: bool = False, quantize_trunk: str | None = None,
+                  calibration: np.ndarray | None = None) -> dict:
+    """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity).
+
+    quantize_trunk="int8" quantizes the template's frozen trunk (static, calibrated on `calibration`,
+    uint8 photos [N, H, W, 3] at the template's input size); the generated head stays float."""
+    if quantize_trunk not in (None, "int8"):
+        raise TinaEdgeError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
+    if quantize_trunk and calibration is None:
+        raise TinaEdgeError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
     from ..train.text_encoders import OpenCLIPEncoder, build_text_encoder
     from .text_encoder import export_image_encoder, export_text_encoder
 
@@ -137,6 +145,13 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
             done_stage()
             log("exporting classifier template ...")
             summary["template"] = export_template(layout, ck.prefixed("generic."), tmp / TEMPLATE)
+            if quantize_trunk:
+                from .quantize_trunk import quantize_template_int8
+
+                log("quantizing the trunk to int8 ...")
+                q = tmp / ("int8_" + TEMPLATE)
+                summary["template_int8"] = quantize_template_int8(tmp / TEMPLATE, q, calibration)
+                q.replace(tmp / TEMPLATE)
             sched = ck.schedule()
             manifest = Manifest(
                 text_encoder=te_spec,
@@ -156,6 +171,8 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
                     "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
                     "diffusion_steps_trained": ck.meta.get("step"),
                     "text_encoder": ck.meta.get("text_encoder", {}),
+                    "trunk_quantization": "int8 static QDQ per-channel" if quantize_trunk else None,
+                    "synonyms": ck.meta.get("synonyms", {}),
                 },
                 evaluation=evaluation,
                 producer=f"tina-edge {__version__}",
@@ -166,6 +183,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
             from .generate import add_portable_files
 
             manifest = add_portable_files(tmp)
+            summary["portable"] = manifest.portable  # e.g. the text encoder's weight-only rewrite
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             seen = ck.meta.get("seen") or ck.meta["classes"]

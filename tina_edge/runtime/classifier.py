@@ -71,8 +71,12 @@ class PersonalizedClassifier:
         metadata: Mapping[str, str] | None = None,
         *,
         threads: int | None = None,
+        trunk: Any = None,
     ):
+        """`trunk`: for head-only use, the trunk graph (ModelProto, path, or a callable returning one)."""
         self._model = model
+        self._trunk = trunk
+        self._trunk_session = None
         self.labels = list(labels)
         self.params = dict(params or {})
         self.metadata = {p.key: p.value for p in model.metadata_props}
@@ -104,9 +108,52 @@ class PersonalizedClassifier:
             self._bytes = self._model.SerializeToString(deterministic=True)
         return self._bytes
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write model.onnx atomically; refuse an existing file unless overwrite."""
+    @property
+    def is_head(self) -> bool:
+        """True for a head-only model (input `features`), which needs the bundle's trunk to predict."""
+        return bool(self._model.graph.input) and self._model.graph.input[0].name == "features"
+
+    def trunk_model(self) -> onnx.ModelProto:
+        from .head import extract_trunk
+
+        t = self._trunk() if callable(self._trunk) else self._trunk
+        if t is None:
+            if not self.is_head:
+                return extract_trunk(self._model)
+            raise ModelFileError("this head-only model needs its trunk: pass trunk=PATH (the trunk.onnx written "
+                                 "beside it, or `tina-edge personalize --head-only` again)")
+        if isinstance(t, (str, os.PathLike)):
+            import onnx
+
+            if not Path(t).is_file():
+                raise ModelFileError(f"trunk file {t} does not exist")
+            t = onnx.load(str(t))
+        want = self.metadata.get("trunk_sha256")
+        if self.is_head and want:
+            from .head import trunk_sha256
+
+            if trunk_sha256(t) != want:
+                raise ModelFileError("the trunk given is not the one this head was generated for (trunk_sha256 "
+                                     "differs); use the trunk.onnx written with it, from the same bundle")
+        self._trunk = t
+        return t
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, head_only: bool = False) -> Path:
+        """Write model.onnx atomically; refuse an existing file unless overwrite.
+
+        head_only=True writes the k x (D+1) head (features -> logits) with the labels; every head of
+        one bundle shares the trunk (`save_trunk`)."""
+        if head_only and not self.is_head:
+            from .head import head_model, trunk_sha256
+
+            meta = dict(self.metadata) | {"trunk_sha256": trunk_sha256(self.trunk_model())}
+            data = head_model(self.params, meta).SerializeToString(deterministic=True)
+            return atomic_write_bytes(path, data, overwrite=overwrite)
         return atomic_write_bytes(path, self.to_bytes(), overwrite=overwrite)
+
+    def save_trunk(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the shared trunk (image uint8 NHWC -> features) that head-only models need."""
+        return atomic_write_bytes(path, self.trunk_model().SerializeToString(deterministic=True), overwrite=overwrite)
 
     def _sess(self):
         if self._session is None:
@@ -115,9 +162,22 @@ class PersonalizedClassifier:
                     self._session = _make_session(self.to_bytes(), self.threads)
         return self._session
 
+    def _trunk_sess(self):
+        if self._trunk_session is None:
+            with self._lock:
+                if self._trunk_session is None:
+                    self._trunk_session = _make_session(self.trunk_model().SerializeToString(), self.threads)
+        return self._trunk_session
+
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
-            probs = self._sess().run(["probabilities"], {"image": x})[0]
+            if self.is_head:  # head-only form: the shared trunk once, then the k x (D+1) head
+                feats = self._trunk_sess().run(["features"], {"image": x})[0]
+                probs = self._sess().run(["probabilities"], {"features": feats})[0]
+            else:
+                probs = self._sess().run(["probabilities"], {"image": x})[0]
+        except ModelFileError:
+            raise
         except Exception as e:  # onnxruntime's own error types: a model that does not run on its declared input
             raise ModelFileError(f"the model cannot classify a batch of shape {list(x.shape)}: {' '.join(str(e).split())[:200]}") from None
         probs = np.asarray(probs, dtype=np.float32)
@@ -172,8 +232,13 @@ class PersonalizedClassifier:
             raise ImageError("no images were given")
         names: list[str] = []
         imgs: list[np.ndarray] = []
+        pre = self.metadata.get("preprocess")
+        if pre:  # photos: shorter side + centre crop, alpha on white, as the bundle recorded (runtime/preprocess.py)
+            from .preprocess import PreprocessSpec, load_prepared
+
+            spec = PreprocessSpec.from_dict(json.loads(pre))
         for name, src in items:
-            got = load_one(src, name, self.input_size)
+            got = list(load_prepared([src], spec)) if pre else load_one(src, name, self.input_size)
             names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
             imgs.extend(got)
             while batch_size is not None and len(imgs) >= batch_size:
@@ -196,8 +261,10 @@ class PersonalizedClassifier:
         return [[(self.labels[j], float(prediction.probabilities[i, j])) for j in row] for i, row in enumerate(order)]
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, threads: int | None = None) -> "PersonalizedClassifier":
+    def load(cls, path: str | os.PathLike, *, threads: int | None = None,
+             trunk: str | os.PathLike | None = None) -> "PersonalizedClassifier":
         """Read a saved model.onnx (once; the session is built from the same bytes); labels come from its metadata.
+        A head-only model (input `features`) uses `trunk`, else the trunk.onnx beside it.
 
         Any ONNX file is checked against the classifier contract first: input `image` uint8
         [N, H, W, 3], outputs `logits` and `probabilities` [N, k] with k = len(labels), no tensor
@@ -226,7 +293,9 @@ class PersonalizedClassifier:
         except (ValueError, TypeError, RecursionError):
             pass
         params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in names}
-        clf = cls(model, labels, params, threads=threads)
+        if trunk is None and meta.get("form") == "head" and (p.parent / "trunk.onnx").is_file():
+            trunk = p.parent / "trunk.onnx"
+        clf = cls(model, labels, params, threads=threads, trunk=trunk)
         clf._bytes = data  # the session runs the very bytes that were checked
         return clf
 
@@ -276,13 +345,19 @@ def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> 
     """Input `image` uint8 rank 4 (NHWC, 3 channels), outputs `logits`/`probabilities` float [N, k]."""
     inits = {i.name for i in model.graph.initializer}
     ins = [i for i in model.graph.input if i.name not in inits]
-    if [i.name for i in ins] != ["image"]:
+    if [i.name for i in ins] == ["features"]:  # head-only form: float features [N, D] from the bundle's trunk
+        ft = ins[0].type.tensor_type
+        if not ins[0].type.HasField("tensor_type") or ft.elem_type != 1 or len(ft.shape.dim) != 2:
+            raise ModelFileError(f"{p}: a head-only classifier takes float32 'features' [N, D]")
+    elif [i.name for i in ins] != ["image"]:
         raise ModelFileError(f"{p} takes inputs {[i.name for i in ins][:8]}; a tina-edge classifier takes one input 'image'")
     tt = ins[0].type.tensor_type
-    if not ins[0].type.HasField("tensor_type") or tt.elem_type != 2:  # uint8
+    if ins[0].name == "features":
+        pass
+    elif not ins[0].type.HasField("tensor_type") or tt.elem_type != 2:  # uint8
         raise ModelFileError(f"{p}: input 'image' must be a uint8 tensor (RGB values 0..255), it is element type {tt.elem_type}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-    if not tt.HasField("shape") or len(dims) != 4 or dims[3] not in (None, 3):
+    if ins[0].name == "image" and (not tt.HasField("shape") or len(dims) != 4 or dims[3] not in (None, 3)):
         raise ModelFileError(f"{p}: input 'image' must be [N, H, W, 3] (NHWC RGB), it is {_fmt_dims(dims) if tt.HasField('shape') else 'of unknown rank'}")
     outs = {o.name: o for o in model.graph.output}
     for name in ("logits", "probabilities"):

@@ -161,6 +161,8 @@ class InputSpec:
     layout: str = "NHWC"
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # photos of any size -> [height, width]: a runtime.preprocess.PreprocessSpec as a dict (None: plain resize)
+    preprocess: dict | None = None
 
 
 @dataclass

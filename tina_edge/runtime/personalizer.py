@@ -368,7 +368,17 @@ class Personalizer:
             "params": json.dumps([t.name for t in m.template.layout]),
             "producer": f"tina-edge {__version__}",
         }
+        if m.template.input.preprocess:  # how predict turns photos of any size into the input
+            metadata["preprocess"] = json.dumps(m.template.input.preprocess, sort_keys=True)
         if image_counts:  # which classes were prompted by example images, and by how many
             metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
         model = fill_template(self._template, params, k, metadata)
-        return PersonalizedClassifier(model, names, params, threads=self.threads)
+        return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
+
+    def trunk_model(self):
+        """The bundle's shared trunk (image -> features), cut from the template once (head templates only)."""
+        if getattr(self, "_trunk", None) is None:
+            from .head import extract_trunk
+
+            self._trunk = extract_trunk(self._template)
+        return self._trunk

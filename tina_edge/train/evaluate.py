@@ -54,7 +54,9 @@ def generate(ck: Checkpoint, class_emb: torch.Tensor, class_mask: torch.Tensor, 
 
 def evaluate(ck: Checkpoint, test: TaskData, train: TaskData, id_tasks: list[list[str]], ood_tasks: list[list[str]],
              holdout: list[str], *, sampler: str = "ddpm", steps: int = 1000, seed: int = 0,
-             finetune_steps: int = 100, progress: bool = True) -> dict:
+             finetune_steps: int = 100, progress: bool = True, finetune: dict | None = None) -> dict:
+    """`finetune` (e.g. the zoo's recipe {"steps", "batch", "lr", "fast_sampling"}) overrides the
+    fine-tuned reference's recipe; by default it is the 32x32 zoo's (100 steps, batch 64)."""
     layout: ParamLayout = ck.layout()
     classes = ck.meta["classes"]
     c2i = {c: i for i, c in enumerate(classes)}
@@ -66,7 +68,7 @@ def evaluate(ck: Checkpoint, test: TaskData, train: TaskData, id_tasks: list[lis
     emb, mask = task_conditioning(emb_table, tidx, layout.k_max)
     flat = generate(ck, emb, mask, sampler=sampler, steps=steps, seed=seed)
     gen_secs = time.time() - t0
-    ft = finetune_batch(generic, layout, train, tidx, steps=finetune_steps, seed=seed + 7)
+    ft = finetune_batch(generic, layout, train, tidx, seed=seed + 7, **(finetune or {"steps": finetune_steps}))
     rows = []
     for b, ((kind, names), idx) in enumerate(zip(tasks, tidx)):
         k = len(idx)

@@ -115,7 +115,11 @@ def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None 
 
 def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = 128, layers: int = 4,
                     heads: int = 4, chunk_size: int = 64, slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
-                    ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None) -> dict:
+                    ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
+                    row_tokens: bool | None = None, emb_bank: str | None = None) -> dict:
+    """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
+    class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
+    generic model's class order) and `counts` [C]: each step draws one phrasing per class."""
     from .denoiser import DenoiserConfig
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
@@ -128,16 +132,33 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     compute_normalisation(layout, flats, valids)
     emb, enc_info = class_embeddings(text_encoder, classes, emb_cache)
     name_to_idx = {c: i for i, c in enumerate(classes)}
+    table, counts = torch.from_numpy(emb), None
+    if emb_bank:
+        with np.load(emb_bank, allow_pickle=False) as z:
+            table, counts = torch.from_numpy(z["bank"].astype(np.float32)), torch.from_numpy(z["counts"].astype(np.int64))
+        if table.dim() != 3 or table.shape[0] != len(classes) or table.shape[2] != emb.shape[1] or len(counts) != len(classes):
+            raise ValueError(f"{emb_bank}: bank must be [{len(classes)}, V, {emb.shape[1]}] with counts [{len(classes)}]")
+        enc_info = enc_info | {"bank": str(emb_bank), "phrasings_max": int(table.shape[1])}
     data = TinaData(flats=normalise(layout, flats, valids), valids=valids,
                     class_ids=[[name_to_idx[c] for c in e["classes"]] for e in entries],
-                    emb_table=torch.from_numpy(emb), vocabulary=classes)
+                    emb_table=table, vocabulary=classes, emb_counts=counts)
+    from .templates import HEAD_TEMPLATES
+
+    rows = (cfg.name == "lite0_head") if row_tokens is None else row_tokens
+    if rows and cfg.name not in HEAD_TEMPLATES:
+        raise ValueError("row tokens need a head template (resnet_head or lite0_head)")
     dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
                           text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads,
-                          chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning else None)
+                          chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
+                          row_segments=layout.row_segments() if rows else None)
     tcfg = train_cfg or TrainConfig()
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,
                   "zoo": {"count": len(entries), "mean_accuracy": float(np.mean([e["accuracy"] for e in entries]))}}
+    if (workdir / "classes.json").is_file():  # photo universe: WordNet synonyms travel into the manifest
+        import json
+
+        extra_meta["synonyms"] = {c["name"]: c["synonyms"] for c in json.loads((workdir / "classes.json").read_text())}
     extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()}
     extra_tensors["vocab_emb"] = torch.from_numpy(emb)
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)

@@ -1,8 +1,10 @@
 """Classifier templates: an architecture plus the layout of the parameters Tina generates.
 
-Two templates, as in the paper:
+Three templates:
   * ``tiny_cnn``    -- the whole ~5K-parameter CNN is generated (conv3->16 s2, conv16->32, GAP, fc32->k).
   * ``resnet_head`` -- a frozen ResNet trunk (trained once on the universe); only the head 64->k is generated.
+  * ``lite0_head``  -- the frozen ImageNet-pretrained EfficientNet-Lite0 trunk (train/trunk.py) at
+                       ``image_size`` px; only the linear head 1280->k is generated (k x 1281 numbers).
 
 Every template accepts any class count k in 2..K_max: generated tensors with a class axis are laid
 out at K_max rows; a k-class model uses the first k rows (the rest are padding and discarded).
@@ -12,6 +14,7 @@ ONNX graph carries it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -101,6 +104,24 @@ class ResNetTrunk(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+class Lite0Classifier(nn.Module):
+    """Frozen EfficientNet-Lite0 trunk + linear head (``lite0_head``); the trunk's weights come from the
+    generic model's state dict (which holds the pretrained trunk), so building it needs no download."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        from .trunk import Lite0Trunk
+
+        self.trunk = Lite0Trunk()
+        self.fc = nn.Linear(self.trunk.out_dim, num_classes)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.trunk(image)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(image))
+
+
 class ResNetClassifier(nn.Module):
     """Trunk + linear head; the generic model and every p-model of the ``resnet_head`` template."""
 
@@ -124,8 +145,9 @@ class ResNetClassifier(nn.Module):
 class TemplateConfig:
     """JSON-serialisable description of a template (saved in checkpoints, used to rebuild it)."""
 
-    name: str  # "tiny_cnn" | "resnet_head"
+    name: str  # "tiny_cnn" | "resnet_head" | "lite0_head"
     k_max: int = 10
+    image_size: int = 32  # input side in pixels (lite0_head: chosen by measurement, BENCHMARKS.md)
     blocks_per_stage: int = 1  # resnet_head only
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])
     stem_stride: int = 1  # 2 makes the trunk ~4x cheaper on CPU (16x16 feature maps from the start)
@@ -136,14 +158,19 @@ def build_model(cfg: TemplateConfig, num_classes: int) -> nn.Module:
         return TinyCNN(num_classes)
     if cfg.name == "resnet_head":
         return ResNetClassifier(num_classes, cfg.blocks_per_stage, tuple(cfg.widths), cfg.stem_stride)
-    raise ValueError(f"unknown template {cfg.name!r}; choose tiny_cnn or resnet_head")
+    if cfg.name == "lite0_head":
+        return Lite0Classifier(num_classes)
+    raise ValueError(f"unknown template {cfg.name!r}; choose tiny_cnn, resnet_head or lite0_head")
+
+
+HEAD_TEMPLATES = ("resnet_head", "lite0_head")  # frozen trunk + generated linear head: features are cached
 
 
 def generated_names(cfg: TemplateConfig) -> list[str]:
     """Names (state-dict order) of the tensors Tina generates for this template."""
     if cfg.name == "tiny_cnn":
         return ["conv1.weight", "conv2.weight", "fc.weight", "fc.bias"]
-    if cfg.name == "resnet_head":
+    if cfg.name in HEAD_TEMPLATES:
         return ["fc.weight", "fc.bias"]
     raise ValueError(f"unknown template {cfg.name!r}")
 
@@ -154,15 +181,14 @@ class ParamLayout:
     def __init__(self, cfg: TemplateConfig):
         self.cfg = cfg
         self.k_max = cfg.k_max
-        model = build_model(cfg, cfg.k_max)
-        sd = model.state_dict()
+        sd = _generated_shapes(cfg)
         self.specs: list[TensorSpec] = []
         off = 0
         for name in generated_names(cfg):
             shape = list(sd[name].shape)
             class_axis = 0 if name.startswith("fc.") else None
             self.specs.append(TensorSpec(name=name, shape=shape, offset=off, class_axis=class_axis))
-            off += sd[name].numel()
+            off += math.prod(sd[name].shape)
         self.size = off
 
     def check_k(self, k: int) -> None:
@@ -240,8 +266,36 @@ class ParamLayout:
             out.append(int(s[0]) if bool((s == s[0]).all()) and int(s[0]) >= 0 else -1)
         return out
 
+    def row_segments(self) -> list[list[int]]:
+        """[[offset, per_slot_numel], ...] of every class-axis tensor: slot j's row = the concatenation
+        of flat[offset + j*per : offset + (j+1)*per] over segments (a 1281-number row for lite0_head)."""
+        segs = []
+        for s in self.specs:
+            if s.class_axis is not None:
+                if s.class_axis != 0:
+                    raise ValueError(f"{s.name}: row tokens need the class axis first")
+                segs.append([s.offset, s.numel // s.shape[0]])
+        return segs
+
     def input_spec(self) -> InputSpec:
+        if self.cfg.name == "lite0_head":
+            from .trunk import LITE0_MEAN, LITE0_STD
+
+            from ..runtime.preprocess import PreprocessSpec
+
+            n = self.cfg.image_size
+            return InputSpec(height=n, width=n, channels=3, mean=list(LITE0_MEAN), std=list(LITE0_STD),
+                             preprocess=PreprocessSpec(size=n).to_dict())
         return InputSpec(height=32, width=32, channels=3, mean=list(CIFAR_MEAN), std=list(CIFAR_STD))
+
+
+def _generated_shapes(cfg: TemplateConfig) -> dict[str, torch.Tensor]:
+    """Shapes of the generated tensors at K_max rows (the lite0 head without building the trunk)."""
+    if cfg.name == "lite0_head":
+        from .trunk import LITE0_DIM
+
+        return {"fc.weight": torch.empty(cfg.k_max, LITE0_DIM), "fc.bias": torch.empty(cfg.k_max)}
+    return build_model(cfg, cfg.k_max).state_dict()
 
 
 def param_class_slot(layout: ParamLayout) -> torch.Tensor:

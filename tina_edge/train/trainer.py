@@ -48,8 +48,20 @@ class TinaData:
     flats: torch.Tensor  # [M, P] normalised, padded rows 0
     valids: torch.Tensor  # [M, P] bool
     class_ids: list[list[int]]  # per p-model, indices into emb_table (prompt order)
-    emb_table: torch.Tensor  # [V, D] L2-normalised text embeddings of the vocabulary
+    emb_table: torch.Tensor  # [C, D] L2-normalised text embeddings of the vocabulary, or a bank [C, V, D]
     vocabulary: list[str]
+    # With a bank [C, V, D]: class c has emb_counts[c] phrasings (rows 0..count-1 of its V); every
+    # training sample draws one of them per class, so phrasings plug in without touching the trainer.
+    emb_counts: torch.Tensor | None = None
+
+    def class_embeddings(self, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Embeddings [..., D] of class ids [...]: the table row, or one phrasing drawn from the bank."""
+        if self.emb_table.dim() == 2:
+            return self.emb_table[ids]
+        counts = self.emb_counts if self.emb_counts is not None else torch.full(
+            (self.emb_table.shape[0],), self.emb_table.shape[1], dtype=torch.long)
+        v = (torch.rand(ids.shape, generator=gen) * counts[ids]).long().clamp_max(self.emb_table.shape[1] - 1)
+        return self.emb_table[ids, v]
 
 
 def compute_normalisation(layout: ParamLayout, flats: torch.Tensor, valids: torch.Tensor) -> None:
@@ -98,7 +110,7 @@ def make_batch(data: TinaData, layout: ParamLayout, idx: torch.Tensor, gen: torc
         g = perm[:, :, None].expand(B, K, per)
         x0[:, sl] = x0[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
         valid[:, sl] = valid[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
-    emb = data.emb_table[ids]
+    emb = data.class_embeddings(ids, gen)
     if emb_noise > 0:
         emb = emb + emb_noise * torch.randn(emb.shape, generator=gen)
         emb = emb / emb.norm(dim=-1, keepdim=True)
@@ -124,7 +136,7 @@ class Trainer:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         torch.manual_seed(cfg.seed)
         self.model = TinaDenoiser(denoiser_cfg)
-        self.ema = TinaDenoiser(denoiser_cfg)
+        self.ema = TinaDenoiser(denoiser_cfg)  # a RowTokenDenoiser when denoiser_cfg.row_segments is set
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.requires_grad_(False)
         decay, no_decay = [], []

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from .templates import ParamLayout, TemplateConfig, build_model
+from .templates import HEAD_TEMPLATES, ParamLayout, TemplateConfig, build_model
 
 
 class TaskData:
@@ -31,6 +31,22 @@ class TaskData:
         self.inputs = inputs  # features [N, F] (resnet_head) or uint8 images [N, 32, 32, 3] (tiny_cnn)
         self.classes = classes
         self.by_class = [torch.from_numpy(np.flatnonzero(labels == c)) for c in range(len(classes))]
+        self._pool = torch.cat(self.by_class) if self.by_class else torch.zeros(0, dtype=torch.long)
+        counts = torch.tensor([len(p) for p in self.by_class], dtype=torch.long)
+        self._start, self._count = torch.cumsum(counts, 0) - counts, counts
+
+    def sample_fast(self, tasks: list[list[int]], k_max: int, n: int, gen: torch.Generator):
+        """`sample` without Python loops (same distribution, another random stream): thousands of
+        p-models per minute need it; the 32x32 universe keeps `sample` so its zoo stays reproducible."""
+        M = len(tasks)
+        k = torch.tensor([len(t) for t in tasks], dtype=torch.long)
+        cls = torch.zeros(M, k_max, dtype=torch.long)
+        for m, t in enumerate(tasks):
+            cls[m, : len(t)] = torch.tensor(t)
+        slots = (torch.rand(M, n, generator=gen) * k[:, None]).long().clamp_max(k[:, None] - 1)
+        c = cls.gather(1, slots)
+        off = (torch.rand(M, n, generator=gen) * self._count[c]).long().clamp_max(self._count[c] - 1)
+        return self._pool[self._start[c] + off], slots
 
     def sample(self, tasks: list[list[int]], k_max: int, n: int, gen: torch.Generator):
         """For each task: n (input index, slot) pairs, slots uniform over the task's classes."""
@@ -56,7 +72,7 @@ class TaskData:
 
 def _single_forward(cfg: TemplateConfig):
     """f(params, x) for one model on a batch: the generated part of the template."""
-    if cfg.name == "resnet_head":
+    if cfg.name in HEAD_TEMPLATES:
         return lambda p, x: x @ p["fc.weight"].T + p["fc.bias"]
     if cfg.name == "tiny_cnn":
         net = build_model(cfg, cfg.k_max)
@@ -80,8 +96,11 @@ def init_from_generic(generic_sd: dict, layout: ParamLayout, tasks: list[list[in
 
 
 def finetune_batch(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks: list[list[int]], *,
-                   steps: int = 100, batch: int = 64, lr: float = 1e-2, seed: int = 0) -> dict[str, torch.Tensor]:
+                   steps: int = 100, batch: int = 64, lr: float = 1e-2, seed: int = 0,
+                   fast_sampling: bool = False) -> dict[str, torch.Tensor]:
     """Fine-tune M p-models at once; returns stacked params [M, K_max, ...] (padded rows stay 0)."""
+    if fast_sampling and layout.cfg.name in HEAD_TEMPLATES:
+        return _finetune_heads(generic_sd, layout, data, tasks, steps=steps, batch=batch, lr=lr, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     params = {k: v.requires_grad_(True) for k, v in init_from_generic(generic_sd, layout, tasks).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
@@ -91,7 +110,7 @@ def finetune_batch(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks:
     for m, t in enumerate(tasks):
         slot_ok[m, : len(t)] = True
     for _ in range(steps):
-        idx, slots = data.sample(tasks, k_max, batch, gen)
+        idx, slots = (data.sample_fast if fast_sampling else data.sample)(tasks, k_max, batch, gen)
         x = data.inputs[idx]  # [M, B, ...]
         logits = f(params, x).masked_fill(~slot_ok[:, None, :], -1e9)
         loss = F.cross_entropy(logits.reshape(-1, k_max), slots.reshape(-1)) * len(tasks)
@@ -103,6 +122,34 @@ def finetune_batch(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks:
                 if s.class_axis is not None:
                     params[s.name].mul_(slot_ok.view(len(tasks), k_max, *[1] * (len(s.shape) - 1)))
     return {k: v.detach() for k, v in params.items()}
+
+
+def _finetune_heads(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks: list[list[int]], *,
+                    steps: int, batch: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
+    """`finetune_batch` for linear heads on cached features: one batched matmul per step (no vmap), the
+    feature rows gathered into one reused buffer (fresh 50+ MB tensors per step cost more than the math)."""
+    gen = torch.Generator().manual_seed(seed)
+    init = init_from_generic(generic_sd, layout, tasks)
+    W, b = init["fc.weight"].requires_grad_(True), init["fc.bias"].requires_grad_(True)
+    M, K = len(tasks), layout.k_max
+    opt = torch.optim.Adam([W, b], lr=lr)
+    slot_ok = torch.zeros(M, K, dtype=torch.bool)
+    for m, t in enumerate(tasks):
+        slot_ok[m, : len(t)] = True
+    buf = torch.empty(M * batch, data.inputs.shape[1], dtype=data.inputs.dtype)
+    for _ in range(steps):
+        idx, slots = data.sample_fast(tasks, K, batch, gen)
+        torch.index_select(data.inputs, 0, idx.reshape(-1), out=buf)
+        logits = torch.baddbmm(b[:, None, :], buf.view(M, batch, -1), W.transpose(1, 2))
+        logits = logits.masked_fill(~slot_ok[:, None, :], -1e9)
+        loss = F.cross_entropy(logits.reshape(-1, K), slots.reshape(-1)) * M
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            W.mul_(slot_ok[:, :, None])
+            b.mul_(slot_ok)
+    return {"fc.weight": W.detach(), "fc.bias": b.detach()}
 
 
 @torch.no_grad()
@@ -133,7 +180,8 @@ def pmodel_path(zoo_dir: Path, i: int) -> Path:
 
 def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train: TaskData, test: TaskData,
               tasks: list[list[str]], *, shard: tuple[int, int] = (0, 1), group: int = 50, steps: int = 100,
-              seed: int = 0, eval_per_class: int = 300, progress: bool = True) -> dict:
+              seed: int = 0, eval_per_class: int = 300, progress: bool = True, lr: float = 1e-2,
+              batch: int = 64, fast_sampling: bool = False) -> dict:
     """Fine-tune every task of this shard that has no file yet; returns {done, skipped, seconds, per_minute}."""
     zoo_dir = Path(zoo_dir)
     (zoo_dir / "pmodels").mkdir(parents=True, exist_ok=True)
@@ -146,7 +194,8 @@ def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train:
     for g in range(0, len(todo), group):
         ids = todo[g : g + group]
         tidx = [[name_to_idx[c] for c in tasks[i]] for i in ids]
-        stacked = finetune_batch(generic_sd, layout, train, tidx, steps=steps, seed=seed * 100003 + ids[0])
+        stacked = finetune_batch(generic_sd, layout, train, tidx, steps=steps, seed=seed * 100003 + ids[0], lr=lr,
+                                 batch=batch, fast_sampling=fast_sampling)
         for m, i in enumerate(ids):
             k = len(tidx[m])
             tensors = {s.name: (stacked[s.name][m, :k] if s.class_axis is not None else stacked[s.name][m]).contiguous()

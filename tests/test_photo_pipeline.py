@@ -1,0 +1,126 @@
+"""The photo chain at toy size: features -> generic head -> zoo -> row-token diffusion -> eval -> export
+-> runtime (photos of any size, head-only form). A synthetic Tiny-ImageNet layout and a random
+EfficientNet-Lite0 state_dict written by the test stand in for the real data and weights."""
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_tinyimagenet import _jpeg
+
+pytestmark = pytest.mark.slow
+
+CLASSES = [("n00000001", "goldfish"), ("n00000002", "sandal"), ("n00000003", "gorilla"), ("n00000004", "teapot"),
+           ("n00000005", "bus"), ("n00000006", "tiger")]
+
+
+def synthetic_tiny(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    (root).mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(w for w, _ in CLASSES) + "\n")
+    (root / "words.txt").write_text("".join(f"{w}\t{n}, {n} synonym\n" for w, n in CLASSES))
+    ann = []
+    for c, (w, _) in enumerate(CLASSES):
+        colour = rng.integers(0, 256, 3)
+        for i in range(10):
+            _jpeg(root / "train" / w / "images" / f"{w}_{i}.JPEG", np.clip(colour + rng.normal(0, 20, 3), 0, 255))
+        for i in range(4):
+            f = f"val_{c * 4 + i}.JPEG"
+            _jpeg(root / "val" / "images" / f, np.clip(colour + rng.normal(0, 20, 3), 0, 255))
+            ann.append(f"{f}\t{w}\t0\t0\t1\t1")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from tina_edge.train.datasets.universe import UniverseSpec
+    from tina_edge.train.photo_pipeline import stage_eval_head, stage_features, stage_generic_head, stage_zoo_head
+    from tina_edge.train.pipeline import stage_diffusion
+    from tina_edge.train.trainer import TrainConfig
+    from tina_edge.train.trunk import _timm_lite0
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("photo")
+    torch.manual_seed(0)
+    weights = tmp / "lite0.pth"
+    torch.save(OrderedDict(_timm_lite0().state_dict()), weights)
+    spec = UniverseSpec(tiny_imagenet=str(synthetic_tiny(tmp / "tiny")), train_per_class=None, test_per_class=None)
+    w = tmp / "work"
+    stage_features(w, spec, size=32, holdout_fraction=0.2, weights=str(weights), progress=False)
+    stage_generic_head(w, k_max=4, epochs=20, weights=str(weights))
+    stage_zoo_head(w, n_tasks=30, n_id=3, n_ood_per_class=2, k_max=4, group=16, progress=False)
+    stage_diffusion(w, text_encoder="minilm", hidden=32, layers=2, heads=2,
+                    train_cfg=TrainConfig(steps=40, batch_size=16, warmup=5), progress=False)
+    stage_eval_head(w, sampler="ddim", steps=5, progress=False)
+    return w
+
+
+def test_workdir_layout_and_holdout_kept_out(workdir):
+    table = json.loads((workdir / "classes.json").read_text())
+    held = [c["name"] for c in table if c["holdout"]]
+    assert len(table) == 6 and len(held) == 1 and table[0]["synonyms"] == ["goldfish synonym"]
+    index = json.loads((workdir / "zoo" / "index.json").read_text())
+    assert len(index) == 30 and all(held[0] not in e["classes"] for e in index)
+    assert (workdir / "README.txt").is_file() and (workdir / "features" / "train_32.json").is_file()
+    ev = json.loads((workdir / "eval" / "eval.json").read_text())
+    assert ev["summary"]["id"]["n"] == 3 and ev["summary"]["ood"]["n"] == 2
+    from tina_edge.train.trainer import read_checkpoint
+
+    ck = read_checkpoint(workdir / "tina.safetensors")
+    assert ck.meta["denoiser"]["row_segments"] == [[0, 1280], [4 * 1280, 1]]
+
+
+def test_bundle_personalizes_photos_of_any_size_and_head_only(workdir, tmp_path):
+    from tina_edge.export.bundle import export_bundle
+    from tina_edge.runtime import Personalizer
+    from tina_edge.runtime.classifier import PersonalizedClassifier
+
+    out = tmp_path / "bundle"
+    s = export_bundle(workdir / "tina.safetensors", out, log=lambda m: None)
+    assert s["personalize_max_abs_diff"] < 1e-3
+    p = Personalizer.from_bundle(out, threads=1)
+    assert p.manifest.template.input.preprocess["size"] == 32
+    clf = p.personalize(["goldfish", "sandal", "bus"], seed=0)
+    photos = [np.full((50, 90, 3), 200, np.uint8), np.zeros((20, 20, 4), np.uint8), np.full((28, 28), 9, np.uint8)]
+    full = clf.predict(photos)
+    assert full.probabilities.shape == (3, 3)
+    clf.save(tmp_path / "model.onnx")
+    clf.save(tmp_path / "head.onnx", head_only=True)
+    clf.save_trunk(tmp_path / "trunk.onnx")
+    assert (tmp_path / "head.onnx").stat().st_size < 20_000 < (tmp_path / "trunk.onnx").stat().st_size
+    for path in ("model.onnx", "head.onnx"):
+        again = PersonalizedClassifier.load(tmp_path / path)
+        assert again.labels == ["goldfish", "sandal", "bus"]
+        np.testing.assert_allclose(again.predict(photos).probabilities, full.probabilities, atol=1e-5)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "head.onnx").write_bytes((tmp_path / "head.onnx").read_bytes())
+    with pytest.raises(Exception, match="trunk"):
+        PersonalizedClassifier.load(other / "head.onnx").predict(photos)
+
+
+def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, tmp_path):
+    import onnx
+
+    from tina_edge.export.bundle import export_bundle
+    from tina_edge.runtime import Personalizer
+    from tina_edge.train.photo_pipeline import calibration_photos
+
+    cal = calibration_photos(workdir)
+    assert cal.shape == (12, 32, 32, 3) and cal.dtype == np.uint8
+    out = tmp_path / "b8"
+    s = export_bundle(workdir / "tina.safetensors", out, log=lambda m: None, quantize_trunk="int8", calibration=cal)
+    assert s["template_int8"]["calibration_images"] == 12
+    t = onnx.load(str(out / "template.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in t.graph.node)
+    assert {i.name: i.data_type for i in t.graph.initializer}["fc.weight"] == onnx.TensorProto.FLOAT
+    p = Personalizer.from_bundle(out, threads=1)
+    assert p.manifest.training["trunk_quantization"].startswith("int8")
+    clf = p.personalize(["goldfish", "sandal"], seed=0)
+    assert clf.predict(cal[:4]).probabilities.shape == (4, 2)
