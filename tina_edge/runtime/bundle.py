@@ -25,7 +25,6 @@ from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from .onnx_checks import external_tensors, inline_external, parse_model
-from .samplers import SAMPLERS
 from .sessions import make_session
 
 
@@ -286,17 +285,6 @@ def _stored_elements(init: onnx.TensorProto) -> int:
     return len(init.float_data) + len(init.double_data) + len(init.int32_data)
 
 
-def _check_semantics(m: Manifest) -> None:
-    """What the manifest module cannot check alone: schedule ranges and the sampler names."""
-    d = m.diffusion
-    if not (0.0 < d.beta_start <= d.beta_end < 1.0):
-        raise BundleError("manifest diffusion schedule is invalid: need 0 < beta_start <= beta_end < 1")
-    if d.default_sampler not in SAMPLERS or not (1 <= d.default_steps <= d.num_train_timesteps):
-        raise BundleError(
-            f"manifest diffusion defaults are invalid: sampler must be one of {SAMPLERS} and default_steps 1..{d.num_train_timesteps}"
-        )
-
-
 def _read_manifest_bytes(root: Path) -> bytes:
     p = root / MANIFEST_NAME
     if os.path.islink(p):
@@ -317,7 +305,6 @@ def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, 
     """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes."""
     try:
         m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
-        _check_semantics(m)
         blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
         tpl = _check_graphs(blobs, m)
     except BundleError:
