@@ -61,7 +61,7 @@ def check_graph(path, dim):
 def test_minilm_fp32_export(minilm, minilm_fp32):
     out, spec, report = minilm_fp32
     assert (spec.kind, spec.name, spec.embedding_dim, spec.max_tokens, spec.cleaning, spec.pad_id) == (
-        "minilm", "all-MiniLM-L6-v2", 384, 16, "none", 0)
+        "minilm", "all-MiniLM-L6-v2", 384, 48, "none", 0)
     check_graph(out / spec.model, 384)
     assert report["max_abs_diff_fp32"] <= 1e-4 and report["runtime_matches_graph"]
     sess = session_for(out, spec)

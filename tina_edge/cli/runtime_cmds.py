@@ -188,13 +188,14 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         from ..runtime.portable import save_head
 
         save_head(clf, head_file, overwrite=force)
-    nov = p.novelty(names)
+    nov = p.novelty(names, descriptions=descriptions)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
     ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
     if as_json:
         _echo_json({
             "output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
+            "nearest_known": nov["nearest"], "confusable": nov["confusable"],
             "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
             "image_prompts": by_images,
             "bundle_id": p.manifest.bundle_id, "milliseconds": round(ms_total, 1),
@@ -208,6 +209,10 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:
         _echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}")
+    for n, near in nov["nearest"].items():  # runtime/novelty.py: what the generator will lean on
+        _echo(f"  '{n}' is new; nearest known names: " + ", ".join(f"{m} ({c:.2f})" for m, c in near))
+    for a, b, c in nov["confusable"]:
+        _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
     _echo(
         f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
         f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)"

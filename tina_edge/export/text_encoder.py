@@ -33,7 +33,7 @@ from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import TextEncoderSpec
 from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
-from tina_edge.train.text_encoders import MiniLMEncoder, OpenCLIPEncoder, TextEncoder
+from tina_edge.train.text_encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
 
 from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
 
@@ -98,7 +98,7 @@ def write_tokenizer(encoder: TextEncoder, path: Path) -> tuple[str, int]:
     if isinstance(encoder, OpenCLIPEncoder):
         build_clip_tokenizer(encoder.max_tokens).save(str(path))
         return "clip", 0
-    if isinstance(encoder, MiniLMEncoder):
+    if isinstance(encoder, SentenceTransformerEncoder):
         from tokenizers import Tokenizer as HFTokenizer
 
         tok = HFTokenizer.from_file(str(encoder.tokenizer_json))
@@ -199,7 +199,7 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
         args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
         # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
         # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
-        seq = {1: "seq"} if encoder.kind == "minilm" else {}
+        seq = {1: "seq"} if getattr(encoder, "dynamic_length", False) else {}
         _onnx_export(module, args, fp32, ["input_ids", "attention_mask"],
                      {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
                       "embeddings": {0: "batch"}}, opset)

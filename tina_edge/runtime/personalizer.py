@@ -254,11 +254,20 @@ class Personalizer:
                 texts[i] = None
         return emb, texts, counts
 
-    def novelty(self, classes: str | Sequence[str]) -> dict[str, list[str]]:
-        """Which names were in the training vocabulary ("seen") and which are not ("new")."""
+    def novelty(self, classes: str | Sequence[str], *, descriptions: Sequence[str | None] | None = None) -> dict:
+        """Per name: in the training vocabulary ("seen") or not ("new", with its nearest known names);
+        pairs of prompt texts close enough to be confused. See runtime/novelty.py."""
+        from .novelty import novelty_report
+
         names = parse_classes(classes)
-        vocab = {class_key(v) for v in self.manifest.vocabulary if isinstance(v, str)}
-        return {"seen": [n for n in names if class_key(n) in vocab], "new": [n for n in names if class_key(n) not in vocab]}
+
+        def vocab_emb():  # encoded once per Personalizer, and only when some name is new
+            if self.__dict__.get("_vocab_emb") is None:
+                self._vocab_emb = self.encode(self.manifest.vocabulary)
+            return self._vocab_emb
+
+        return novelty_report(names, self.encode(self._texts(names, descriptions)), self.manifest.vocabulary,
+                              vocab_emb).to_dict()
 
     def _texts(self, names: list[str], descriptions: Descriptions) -> list[str]:
         descs = aligned_descriptions(names, descriptions)
