@@ -32,21 +32,13 @@ from tina_edge.runtime import bundle as rb
 from tina_edge.runtime.errors import BundleError
 from tina_edge.runtime.manifest import compute_bundle_id, read_manifest, write_manifest
 
+from cli_checks import one_error_line
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error_line(r, *words: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert "Traceback" not in r.output
-    return lines[0]
 
 
 def _rehash(d: Path) -> None:
