@@ -164,3 +164,12 @@ def test_torchrun_two_process_data_parallel(tmp_path):
     assert all(r["world"] == 2 and r["step"] == 4 for r in rows)
     assert abs(rows[0]["wsum"] - rows[1]["wsum"]) < 1e-4  # DDP keeps replicas identical
     assert read_checkpoint(ckpt).meta["step"] == 4
+
+
+def test_config_of_an_older_checkpoint_with_extra_still_loads():
+    """DenoiserConfig lost its unused `extra` field; a checkpoint that still records it loads the same model."""
+    layout, data, dcfg = tiny_setup()
+    d = dcfg.to_dict()
+    assert "extra" not in d
+    old = dict(d, extra={})
+    assert DenoiserConfig.from_dict(old) == DenoiserConfig.from_dict(d) == dcfg

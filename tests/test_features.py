@@ -85,6 +85,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_ranks_share_the_blocks(tmp_path):
     script = tmp_path / "feat.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), prefix=str(tmp_path / "ddp_16")))
