@@ -12,24 +12,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.runtime import Personalizer, open_bundle
 from tina_edge.runtime.bundle import default_bundle_path
 from tina_edge.runtime.errors import BundleError
 from tina_edge.runtime.manifest import read_manifest, write_manifest
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("base") / "bundle")
-
-
-@pytest.fixture
-def bundle(base_bundle, tmp_path) -> Path:
-    d = tmp_path / "bundle"
-    shutil.copytree(base_bundle, d)
-    return d
 
 
 def _edit_manifest(d: Path, fn) -> None:

@@ -48,7 +48,9 @@ def test_info_prints_training_facts():
 
 def test_novelty_and_every_k(tina):
     nov = tina.novelty(["dog", "cat", "sneaker", "zebra"])
-    assert nov == {"seen": ["dog"], "new": ["cat", "sneaker", "zebra"]}
+    assert (nov["seen"], nov["new"]) == (["dog"], ["cat", "sneaker", "zebra"])
+    assert nov["nearest"]["cat"][0][0] == "dog"  # what a held-out name leans on
+    assert ["cat", "dog"] in [sorted(p[:2]) for p in nov["confusable"]]
     names = ["airplane", "bird", "deer", "dog", "frog", "horse", "ship", "truck", "trouser", "bag"]
     for k in range(2, 11):
         clf = tina.personalize(names[:k], seed=k)
@@ -68,6 +70,7 @@ def _real_test_images(tmp_path_factory):
     return cifar, fashion
 
 
+@pytest.mark.slow  # ~1 min: unpacks CIFAR-10 test JPEGs and reads 20 000 real test images
 @pytest.mark.realdata
 @pytest.mark.skipif(not SHARED_CIFAR.is_file() or not FASHION.is_dir(),
                     reason="needs ../shared/data/cifar10-jpeg.tar.gz and apt's dataset-fashion-mnist")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
-from tina_edge.train.diffusion import Schedule, ddim_timesteps, diffusion_loss
+from tina_edge.train.diffusion import Schedule, diffusion_loss
 from tina_edge.train.templates import ParamLayout, TemplateConfig
 from tina_edge.train.trainer import (TinaData, TrainConfig, Trainer, compute_normalisation, make_batch, normalise,
                                      read_checkpoint)
@@ -130,13 +130,6 @@ def test_pickle_checkpoints_are_refused_without_running_code(tmp_path):
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
     with pytest.raises(TinaEdgeError, match="not a valid safetensors"):
         read_checkpoint(junk)
-
-
-def test_ddim_timesteps_golden():
-    assert ddim_timesteps(10).tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
-    assert ddim_timesteps(2).tolist() == [999, 0]
-    assert ddim_timesteps(1).tolist() == [999]
-    assert len(ddim_timesteps(1000)) == 1000
 
 
 TORCHRUN_SCRIPT = """

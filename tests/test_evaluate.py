@@ -172,9 +172,12 @@ CLASSES = ["airplane", "dog", "ship", "horse"]  # CIFAR-10 folder names (this te
 PER_CLASS = 100
 
 
-def _cifar_subset(dest: Path) -> Path:
-    """The first PER_CLASS test JPEGs of CLASSES from ../shared/data's archive (or /work/data's copy)."""
-    out = dest / "test"
+@pytest.fixture(scope="module")
+def cifar_photos(tmp_path_factory) -> Path:
+    """The first PER_CLASS test JPEGs of CLASSES, read once from ../shared/data's archive."""
+    if not SHARED_CIFAR.is_file():
+        pytest.skip("needs ../shared/data/cifar10-jpeg.tar.gz (real photos)")
+    out = tmp_path_factory.mktemp("cifar") / "test"
     want = {c: 0 for c in CLASSES}
     with tarfile.open(SHARED_CIFAR, "r:gz") as tf:
         for m in tf:
@@ -189,12 +192,21 @@ def _cifar_subset(dest: Path) -> Path:
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not SHARED_CIFAR.is_file(), reason="needs ../shared/data/cifar10-jpeg.tar.gz (real photos)")
+@pytest.mark.slow
 @pytest.mark.skipif(not (default_bundle_path() / "manifest.json").is_file(), reason="no default bundle")
-def test_real_photos_evaluate_equals_predict_and_plain_onnxruntime(tmp_path):
+@pytest.mark.parametrize("scale", [1, 3], ids=["as-shipped", "3x-larger-png"])
+def test_real_photos_evaluate_equals_predict_and_plain_onnxruntime(cifar_photos, tmp_path, scale):
+    """The judged property; at 3x the photos are 96 px PNGs, so both sides must resize them."""
     import onnxruntime as ort
 
-    photos = _cifar_subset(tmp_path)
+    photos = cifar_photos
+    if scale != 1:
+        big = tmp_path / "big"
+        for f in sorted(photos.rglob("*.jpg")):
+            (big / f.parent.name).mkdir(parents=True, exist_ok=True)
+            with Image.open(f) as im:
+                im.convert("RGB").resize((im.width * scale, im.height * scale), Image.BICUBIC).save(big / f.parent.name / (f.stem + ".png"))
+        photos = big
     model = tmp_path / "model.onnx"
     Personalizer.from_bundle().personalize(CLASSES, seed=0).save(model)
     r = run("evaluate", model, photos, "--json")
@@ -237,3 +249,11 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(model, folder, capsys):
     assert capsys.readouterr().err == ""
     r = run("evaluate", model, folder, "--json")
     assert "img/s" not in r.stderr  # piped: no bar in logs
+
+
+def test_folder_names_and_labels_are_escaped_on_a_terminal(model, tmp_path):
+    _png(tmp_path / "dog" / "a.png", 0)
+    _png(tmp_path / "evil\x1b[2Jname" / "b.png", 1)  # an unmatched folder whose name holds an ESC sequence
+    r = run("evaluate", model, tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "evil\\x1b[2Jname" in r.stderr

@@ -24,7 +24,6 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.cli.main import main
 from tina_edge.runtime import Personalizer, open_bundle
@@ -33,18 +32,6 @@ from tina_edge.runtime.errors import BundleError
 from tina_edge.runtime.manifest import compute_bundle_id, read_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("hb") / "bundle")
-
-
-@pytest.fixture
-def bundle(base_bundle, tmp_path) -> Path:
-    d = tmp_path / "bundle"
-    shutil.copytree(base_bundle, d)
-    return d
 
 
 def run(*args):
@@ -247,10 +234,13 @@ def _add_file(name: str):
 
 BOUNDS = [
     ("timesteps", _set("diffusion.num_train_timesteps", 10**9), "num_train_timesteps"),
+    ("timesteps past Tina's T", _set("diffusion.num_train_timesteps", 1001), "between 1 and 1000"),
     ("default steps", _set("diffusion.default_steps", 10**7), "default_steps"),
     ("max tokens", _set("text_encoder.max_tokens", 10**7), "max_tokens"),
     ("embedding dim", _set("text_encoder.embedding_dim", 10**7), "embedding_dim"),
     ("k_max", _set("denoiser.k_max", 10**7), "k_max"),
+    ("k_max x dim", lambda d: (d["denoiser"].update(k_max=1000, embedding_dim=4096), d["text_encoder"].update(embedding_dim=4096)),
+     "k_max x denoiser.embedding_dim"),
     ("param count", _set("denoiser.param_count", 10**12), "param_count"),
     ("height", _set("template.input.height", 10**6), "height"),
     ("width", _set("template.input.width", 10**6), "width"),
@@ -387,6 +377,7 @@ def test_archive_without_manifest_is_refused(bundle, tmp_path, private_tmp):
     assert os.listdir(private_tmp) == []
 
 
+@pytest.mark.slow  # ~10 s of decompression in a subprocess
 def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_tmp, monkeypatch):
     """A member of 2 GiB of zeros (a few MB compressed) under a manifest that does not list it:
     its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.cli.main import main
 from tina_edge.cli.safe_text import json_text, safe
@@ -32,11 +31,6 @@ from tina_edge.runtime.errors import BundleError, ImageError, ModelFileError, Pr
 from tina_edge.runtime.images import load_images
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("hio") / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -531,3 +525,47 @@ def test_default_int8_embedding_does_not_depend_on_company(default_pz, name):
     for other in COMPANY:
         assert np.abs(default_pz.encode([name, other])[0] - alone).max() <= 1e-5
     assert np.abs(default_pz.encode([name, *COMPANY])[0] - alone).max() <= 1e-5
+
+
+def test_fifos_as_model_or_batch_file_are_refused_without_blocking(base_bundle, tmp_path):
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    img = tmp_path / "a.png"
+    img.write_bytes(_png())
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        PersonalizedClassifier.load(fifo)
+    one_error_line(run("predict", fifo, img), "not a regular file")
+    batch = tmp_path / "prompts.txt"
+    os.mkfifo(batch)
+    one_error_line(run("personalize", "--batch", batch, "-o", tmp_path / "out", "--bundle", base_bundle), "not a regular file")
+
+
+def test_embedding_cache_is_exact_and_bounded(base_bundle):
+    """Embeddings are pure functions of the text now, so the runtime caches them (bounded LRU)."""
+    pz = Personalizer.from_bundle(base_bundle)
+    enc = pz._text
+    enc.cache_size = 3
+    names = ["dog", "cat", "horse", "bird", "frog"]
+    first = pz.encode(names)
+    assert list(enc._cache) == ["horse", "bird", "frog"]  # only the 3 most recent are kept
+    enc.cache_size = 0
+    enc._cache.clear()
+    np.testing.assert_array_equal(pz.encode(names), first)  # uncached runs give the same bits
+    enc.cache_size = 3
+    again = pz.encode(["frog", "frog"])
+    np.testing.assert_array_equal(again, first[[4, 4]])
+    again[0, 0] = 123.0  # the returned array is the caller's: the cache is untouched
+    assert pz.encode(["frog"])[0, 0] == first[4, 0]
+
+
+def test_head_output_is_checked_like_the_model_output(base_bundle, tmp_path):
+    d = tmp_path / "b"
+    shutil.copytree(base_bundle, d)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    one_error_line(run("personalize", "dog, cat", "-o", tmp_path / "m.onnx", "--head", d / "template.onnx",
+                       "--bundle", d, "--force"), "is a file of the bundle in use")
+    (tmp_path / "h.json").write_text("old")
+    one_error_line(run("personalize", "dog, cat", "-o", tmp_path / "m.onnx", "--head", tmp_path / "h.json",
+                       "--bundle", d), "already exists")
+    assert not (tmp_path / "m.onnx").exists()  # refused before anything was written
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before

@@ -127,3 +127,32 @@ def test_default_bundle_generate_is_bit_identical_to_the_runtime(tmp_path):
     want = denormalise(x0[0], m.template.layout, len(names))
     for n in clf.params:
         np.testing.assert_allclose(clf.params[n], want[n], atol=1e-6, rtol=0)
+
+
+def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
+    plain = Personalizer.from_bundle(tiny, threads=1)
+    fast = Personalizer.from_bundle(tiny, threads=1, use_generate=True)
+    for names, kw in ((["dog", "cat"], {}), (["dog", "cat", "bird"], {"candidates": 3})):
+        a, b = plain.personalize(names, seed=6, **kw), fast.personalize(names, seed=6, **kw)
+        assert a.labels == b.labels
+        for n in a.params:
+            np.testing.assert_allclose(a.params[n], b.params[n], atol=1e-6, rtol=0)
+    assert fast._gen is not None
+    other = fast.personalize(["dog", "cat"], seed=6, steps=7)  # other steps: the numpy sampler
+    np.testing.assert_array_equal(other.params["head.bias"], plain.personalize(["dog", "cat"], seed=6, steps=7).params["head.bias"])
+
+
+def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
+    from tina_edge.export.conformance import fixed_images, write_vectors
+
+    doc = write_vectors(tiny, tmp_path / "v.json", model_dir=tmp_path / "models")
+    assert json.loads((tmp_path / "v.json").read_text())["bundle_id"] == doc["bundle_id"]
+    p = Personalizer.from_bundle(tiny, threads=1)
+    assert len(doc["cases"]) >= 3 and all(len(c["labels"]) <= p.manifest.k_max for c in doc["cases"])
+    c = doc["cases"][0]
+    clf = p.personalize(c["prompt"], seed=int(c["seed"]))
+    for n, t in c["params"].items():
+        np.testing.assert_array_equal(np.asarray(t["data"], np.float32), clf.params[n].reshape(-1))
+    imgs = fixed_images(*doc["images"]["shape"][:3])
+    np.testing.assert_array_equal(np.asarray(c["probabilities"], np.float32), clf.predict(imgs).probabilities)
+    assert (tmp_path / "models" / c["model"]).is_file()

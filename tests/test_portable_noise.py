@@ -47,6 +47,9 @@ def test_initial_noise_uses_it_and_portable_noise_gives_one_draw():
     np.testing.assert_array_equal(pn.standard_normal((2, 3)).astype(np.float32), portable_normal(4, (2, 3)))
     with pytest.raises(RuntimeError):
         pn.standard_normal((2, 3))
+    chained = PortableNoise(4, then=np.random.default_rng(4))
+    chained.standard_normal((2, 3))
+    np.testing.assert_array_equal(chained.standard_normal((5,)), np.random.default_rng(4).standard_normal(5))
 
 
 def test_personalize_starts_from_the_portable_noise(tmp_path):

@@ -34,6 +34,8 @@ def test_ort_bundle_personalizes_identically(tmp_path):
             np.testing.assert_array_equal(x.params[n], y.params[n])
         np.testing.assert_array_equal(x.predict(imgs).probabilities, y.predict(imgs).probabilities)
     assert (tmp_path / "src" / "denoiser.onnx").is_file()  # the source is never modified
+    info = CliRunner().invoke(main, ["info", str(ort_dir)])
+    assert info.exit_code == 0 and "generate.ort (ddim" in info.output and "ORT format" in info.output
 
 
 def test_convert_refuses_an_existing_output(tmp_path):
@@ -41,3 +43,20 @@ def test_convert_refuses_an_existing_output(tmp_path):
     (tmp_path / "out").mkdir()
     r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and "exists" in r.output
+
+
+def test_cli_head_is_readable_and_refills_the_same_classifier(tmp_path):
+    from tina_edge.runtime.portable import classifier_from_head, read_head
+
+    src = make_tiny_bundle(tmp_path / "src")
+    r = CliRunner().invoke(main, ["personalize", "dog, cat", "-o", str(tmp_path / "m.onnx"), "--bundle", str(src),
+                                  "--head", str(tmp_path / "h.json"), "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    labels, params, head = read_head(tmp_path / "h.json")
+    assert labels == ["dog", "cat"] and head["sampler"]["seed"] == 3
+    from tina_edge.runtime.classifier import PersonalizedClassifier
+
+    saved = PersonalizedClassifier.load(tmp_path / "m.onnx")
+    again = classifier_from_head(tmp_path / "h.json", open_bundle(src))
+    imgs = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(again.predict(imgs).probabilities, saved.predict(imgs).probabilities)

@@ -29,7 +29,6 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.cli.main import main
 from tina_edge.runtime import PersonalizedClassifier, Personalizer, open_bundle
@@ -42,18 +41,6 @@ from tina_edge.runtime.prompt import MAX_NAME_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("rel") / "bundle")
-
-
-@pytest.fixture
-def bundle(base_bundle, tmp_path) -> Path:
-    d = tmp_path / "bundle"
-    shutil.copytree(base_bundle, d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -509,6 +496,7 @@ def cached_encoder(monkeypatch, minilm):
     monkeypatch.setattr(te, "build_text_encoder", lambda spec: minilm)
 
 
+@pytest.mark.slow  # MiniLM export
 def test_export_disk_full_midway_keeps_old_bundle(base_bundle, ckpt, tmp_path, monkeypatch, cached_encoder):
     import tina_edge.export.bundle as xb
 

@@ -139,7 +139,11 @@ def test_encode_and_novelty(pz):
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(e[0], e[2])
     assert not np.allclose(e[0], e[1])
-    assert pz.novelty("DOG, zebra, Frog") == {"seen": ["DOG", "Frog"], "new": ["zebra"]}
+    nov = pz.novelty("DOG, zebra, Frog")
+    assert (nov["seen"], nov["new"]) == (["DOG", "Frog"], ["zebra"])
+    near = nov["nearest"]["zebra"]  # nearest training-vocabulary names, most similar first
+    assert list(near) and [c for _, c in near] == sorted((c for _, c in near), reverse=True)
+    assert {m for m, _ in near} <= set(pz.manifest.vocabulary)
 
 
 @pytest.mark.parametrize("kwargs,msg", [

@@ -35,8 +35,8 @@ def test_minilm_shapes_and_norms(minilm):
     assert minilm.encode([]).shape == (0, 384)
     assert minilm.encode([""]).shape == (1, 384)
     tok = minilm.tokenize(["dog", "a " * 100])
-    assert tok["input_ids"].shape == (2, 16) and tok["input_ids"].dtype == np.int64
-    assert tok["attention_mask"].sum(1).tolist() == [3, 16]  # [CLS] dog [SEP]; long text truncated
+    assert tok["input_ids"].shape == (2, 48) and tok["input_ids"].dtype == np.int64
+    assert tok["attention_mask"].sum(1).tolist() == [3, 48]  # [CLS] dog [SEP]; long text truncated
 
 
 def test_minilm_semantics(minilm):
@@ -134,5 +134,5 @@ def test_build_text_encoder(minilm):
         build_text_encoder("open_clip:ViT-Nope")
     with pytest.raises(TinaEdgeError, match="not a known tag or valid file path"):
         build_text_encoder(f"open_clip:{TINY_CLIP_ARCH}:/no/such/ckpt.pt")
-    with pytest.raises(TinaEdgeError, match="not a MiniLM model directory"):
+    with pytest.raises(TinaEdgeError, match="not a sentence-transformers model folder"):
         build_text_encoder("minilm:/no/such/dir")

@@ -89,7 +89,14 @@ export class TinaEdge {
     this.sessions = sessions;
     this.templateBytes = templateBytes;
     this.timings = timings;
+    // a text's embedding depends on the text alone (see encode), so caching it is exact up to
+    // float rounding between batch shapes (1e-7); apps re-use class names. Bounded LRU, like Python's.
+    this.cacheSize = 1024;
+    this._cache = new Map();
   }
+
+  /** Forget cached text embeddings (e.g. to time the text encoder). */
+  clearCache() { this._cache.clear(); }
 
   /**
    * Open a bundle and create its sessions.
@@ -155,11 +162,30 @@ export class TinaEdge {
 
   /**
    * L2-normalised text embeddings, Float32Array [n * D]. A dynamic-int8 encoder depends on the
-   * batch, so texts go in Python's batches (64, padded to the longest); a float or weight-only
-   * encoder (manifest portable.text_encoder) does not, so texts of equal token length run
-   * together without padding (less work, same values).
+   * batch, so each text runs alone, unpadded, as the Python runtime runs it; a weight-only (or
+   * float) encoder (manifest portable.text_encoder) does not, so texts of equal token length run
+   * together (less work, the same values to 1e-7).
    */
   async encode(texts) {
+    const D = this.manifest.text_encoder.embedding_dim;
+    const out = new Float32Array(texts.length * D);
+    const missing = [...new Set(texts.filter((t) => !this._cache.has(t)))];
+    const got = new Map();
+    if (missing.length) {
+      const emb = await this._encodeUncached(missing);
+      missing.forEach((t, i) => got.set(t, emb.slice(i * D, (i + 1) * D)));
+    }
+    texts.forEach((t, i) => {
+      const e = got.get(t) ?? this._cache.get(t);
+      this._cache.delete(t); // most recently used goes last
+      this._cache.set(t, e);
+      out.set(e, i * D);
+    });
+    while (this._cache.size > this.cacheSize) this._cache.delete(this._cache.keys().next().value);
+    return out;
+  }
+
+  async _encodeUncached(texts) {
     const te = this.manifest.text_encoder;
     const D = te.embedding_dim;
     const out = new Float32Array(texts.length * D);
@@ -171,7 +197,7 @@ export class TinaEdge {
       ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
       groups.push(...byLen.values());
     } else {
-      for (let s = 0; s < texts.length; s += 64) groups.push(ids.slice(s, s + 64).map((_, j) => s + j));
+      ids.forEach((_, i) => groups.push([i]));
     }
     for (const idx of groups) {
       const batch = idx.map((i) => ids[i]);

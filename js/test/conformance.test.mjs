@@ -77,3 +77,20 @@ test("prompts are checked like Python's", async () => {
   await assert.rejects(tina.personalize("dog, , cat"), /empty/);
   await assert.rejects(tina.personalize("Dog, dog"), /named twice/);
 });
+
+test("text embeddings are cached by text: same values, bounded, clearable", async () => {
+  const c = v.cases[0];
+  tina.clearCache();
+  const a = await tina.encode(c.texts);
+  assert.equal(tina._cache.size, new Set(c.texts).size);
+  const b = await tina.encode(c.texts);
+  assert.deepEqual(Array.from(b), Array.from(a));
+  const size = tina.cacheSize;
+  tina.cacheSize = 2;
+  await tina.encode(["alpha", "beta", "gamma"]);
+  assert.equal(tina._cache.size, 2);
+  assert.ok(!tina._cache.has("alpha") && tina._cache.has("gamma")); // least recently used goes first
+  tina.cacheSize = size;
+  tina.clearCache();
+  assert.equal(tina._cache.size, 0);
+});

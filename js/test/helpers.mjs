@@ -7,10 +7,7 @@ import { splitmix64Word } from "../src/noise.mjs";
 export const JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let _env = null;
 export function env() {
-  if (!_env) {
-    const f = path.join(JS, ".cache/env.json");
-    _env = fs.existsSync(f) ? JSON.parse(fs.readFileSync(f, "utf8")) : prepare();
-  }
+  if (!_env) _env = prepare(); // cheap when js/.cache is fresh; follows TINA_EDGE_BUNDLE
   return _env;
 }
 export const vectors = () => JSON.parse(fs.readFileSync(env().vectors, "utf8"));

@@ -15,6 +15,9 @@ from ..runtime.samplers import SAMPLERS
 from .safe_text import json_text, safe
 
 
+MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -139,11 +142,13 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
+@click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
 @click.option("--head-only", is_flag=True,
               help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
                    "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
 def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
-                force, as_json, threads, head_only):
+                force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -166,8 +171,11 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     descriptions = _descriptions(names, describe)
     image_prompts = _image_prompts(names, images)
     output = _output_path(output, force)
+    head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
-    _refuse_bundle_files(output, p.bundle)
+    for target in (output, head_file):
+        if target is not None:
+            _refuse_bundle_files(target, p.bundle)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
@@ -176,13 +184,18 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     clf.save(output, overwrite=force, head_only=head_only)
     if head_only and not (output.parent / "trunk.onnx").exists():
         clf.save_trunk(output.parent / "trunk.onnx")
-    nov = p.novelty(names)
+    if head_file is not None:
+        from ..runtime.portable import save_head
+
+        save_head(clf, head_file, overwrite=force)
+    nov = p.novelty(names, descriptions=descriptions)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
     ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
     if as_json:
         _echo_json({
             "output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
+            "nearest_known": nov["nearest"], "confusable": nov["confusable"],
             "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
             "image_prompts": by_images,
             "bundle_id": p.manifest.bundle_id, "milliseconds": round(ms_total, 1),
@@ -196,6 +209,10 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:
         _echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}")
+    for n, near in nov["nearest"].items():  # runtime/novelty.py: what the generator will lean on
+        _echo(f"  '{n}' is new; nearest known names: " + ", ".join(f"{m} ({c:.2f})" for m, c in near))
+    for a, b, c in nov["confusable"]:
+        _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
     _echo(
         f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
         f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)"
@@ -223,6 +240,10 @@ def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
     from ..runtime.prompt import parse_classes
 
     try:
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PromptError(f"{path} is not a regular file; write one prompt per line in a text file")
+        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split the prompts into several files")
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None
@@ -302,7 +323,7 @@ def predict(model, images, top, min_prob, batch_size, as_json, trunk):
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.evaluation import expand_paths, predict_files
+    from ..runtime.evaluation import expand_paths
 
     clf = PersonalizedClassifier.load(model, trunk=trunk)
     files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
@@ -383,6 +404,12 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         f"sampler     {dif.default_sampler}, {dif.default_steps} steps by default; T={dif.num_train_timesteps}, "
         f"{dif.beta_schedule} betas {dif.beta_start:g}..{dif.beta_end:g}, predicts x0"
     )
+    port = m.portable if isinstance(m.portable, dict) else {}
+    if port.get("generate"):  # docs/PORTABLE.md: what JS and mobile ports use
+        g, nz = port["generate"], port.get("noise", {})
+        out.append(f"portable    {g.get('model')} (ddim {g.get('steps')} steps), {port.get('template_inputs', {}).get('model')}, "
+                   f"{port.get('tokenizer_config')}; noise {nz.get('generator')} v{nz.get('version')}"
+                   + ("; ORT format" if port.get("ort") else ""))
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr = m.training

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from .. import __version__
 from ..runtime.atomic import atomic_output_dir
@@ -25,8 +28,7 @@ from ..train.diffusion import reference_sample_ddim
 from ..train.trainer import denormalise, read_checkpoint
 from .graphs import export_denoiser, export_template
 
-DENOISER = "denoiser.onnx"
-TEMPLATE = "template.onnx"
+from ..runtime.contracts import DENOISER, TEMPLATE  # the bundle's file names, declared once
 
 
 def _quantize_denoiser(path: Path, quantize: str) -> None:
@@ -181,6 +183,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
             from .generate import add_portable_files
 
             manifest = add_portable_files(tmp)
+            summary["portable"] = manifest.portable  # e.g. the text encoder's weight-only rewrite
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             seen = ck.meta.get("seen") or ck.meta["classes"]

@@ -36,12 +36,18 @@ def _cases(manifest) -> list[dict[str, Any]]:
     vocab = [v for v in manifest.vocabulary if isinstance(v, str)]
     K = manifest.k_max
     names = vocab if len(vocab) >= K else vocab + [f"class number {i}" for i in range(K - len(vocab))]
-    return [
+    from ..runtime.prompt import parse_classes
+
+    cases = [
         {"prompt": ", ".join(names[:3]), "seed": 3, "descriptions": None},
         {"prompt": ", ".join(names[:K]), "seed": 0, "descriptions": None},
         {"prompt": "red panda, fire truck", "seed": 2**63 - 1, "descriptions": None},
         {"prompt": ", ".join(names[:2]), "seed": 11, "descriptions": [None, "a photo of something small and furry"]},
+        # accents, case, NFC, punctuation, a name longer than max_tokens (truncation keeps the end token)
+        {"prompt": "Crème brûlée, E\u0301CLAIR, t-shirt/top, " + " ".join(["very"] * 30) + " long name", "seed": 5,
+         "descriptions": None},
     ]
+    return [c for c in cases if len(parse_classes(c["prompt"])) <= K]
 
 
 def _floats(a: np.ndarray) -> list:

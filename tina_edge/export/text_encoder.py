@@ -15,7 +15,6 @@ varied strings at batch 8, and the runtime tokenizer must reproduce the training
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
@@ -25,17 +24,19 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import TextEncoderSpec
 from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
-from tina_edge.train.text_encoders import MiniLMEncoder, OpenCLIPEncoder, TextEncoder
+from tina_edge.train.text_encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
 
-TEXT_MODEL = "text_encoder.onnx"
-IMAGE_MODEL = "image_encoder.onnx"
-TOKENIZER = "tokenizer.json"
+from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
+
 FP32_TOLERANCE = 1e-4
 QUANTIZE = (None, "int8", "fp16")
 
@@ -97,7 +98,7 @@ def write_tokenizer(encoder: TextEncoder, path: Path) -> tuple[str, int]:
     if isinstance(encoder, OpenCLIPEncoder):
         build_clip_tokenizer(encoder.max_tokens).save(str(path))
         return "clip", 0
-    if isinstance(encoder, MiniLMEncoder):
+    if isinstance(encoder, SentenceTransformerEncoder):
         from tokenizers import Tokenizer as HFTokenizer
 
         tok = HFTokenizer.from_file(str(encoder.tokenizer_json))
@@ -198,7 +199,7 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
         args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
         # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
         # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
-        seq = {1: "seq"} if encoder.kind == "minilm" else {}
+        seq = {1: "seq"} if getattr(encoder, "dynamic_length", False) else {}
         _onnx_export(module, args, fp32, ["input_ids", "attention_mask"],
                      {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
                       "embeddings": {0: "batch"}}, opset)
@@ -265,7 +266,3 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     if spec is not None:
         spec.image_encoder, spec.image_size = IMAGE_MODEL, S
     return spec, report
-
-
-def save_report(report: dict[str, Any], path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

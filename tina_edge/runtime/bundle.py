@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from .onnx_checks import external_tensors, inline_external, parse_model
 from .samplers import SAMPLERS
+from .sessions import make_session
 
 MAX_ARCHIVE_BYTES = 8 << 30  # unpacked, over all members; the manifest's declared sizes then bound it further
 MAX_ARCHIVE_MEMBERS = 10_000
@@ -38,14 +40,8 @@ MAX_HEADER_BYTES = 64 << 10  # one pax / GNU long-name header
 if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
     import onnx
 
-# onnx.TensorProto element types (stable values of the ONNX spec)
-_F, _U8, _I64, _F16, _F64 = 1, 2, 7, 10, 11
-CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    "text_encoder": ({"input_ids": _I64, "attention_mask": _I64}, {"embeddings": _F}),
-    "denoiser": ({"x_t": _F, "timestep": _I64, "class_emb": _F, "class_mask": _F}, {"x0": _F}),
-    "template": ({"image": _U8}, {"logits": _F, "probabilities": _F}),
-    "image_encoder": ({"image": _U8}, {"embeddings": _F}),  # optional: CLIP's image tower
-}
+# graph contracts: runtime/contracts.py (shared with the exporter)
+_F, _F16, _F64 = FLOAT, FLOAT16, DOUBLE
 _PARAM_TYPES = (_F, _F16, _F64)
 _ITEMSIZE = {_F: 4, _F16: 2, _F64: 8}
 
@@ -79,6 +75,11 @@ class LoadedBundle:
             return self.blobs[name]
         except KeyError:
             raise BundleError(f"bundle file {name!r} is not listed in the manifest of {self.source}") from None
+
+    def release(self, *names: str) -> None:
+        """Drop the kept bytes of files whose sessions exist (memory); `data(name)` then refuses them."""
+        for name in names:
+            self.blobs.pop(name, None)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -441,12 +442,8 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
 def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
     """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
     onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
-    import onnxruntime as ort
-
-    try:
-        s = ort.InferenceSession(blobs[name], providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise BundleError(f"bundle file {name} is not a loadable ORT-format model: {str(e)[:200]}") from None
+    s = make_session(blobs[name], None, (), level="all", what=name,
+                     error="bundle file {what} is not a loadable ORT-format model: {detail}")
     want_in, want_out = CONTRACTS[role]
     have = {i.name for i in s.get_inputs()} | {o.name for o in s.get_outputs()}
     missing = sorted((set(want_in) | set(want_out)) - have)
@@ -480,6 +477,9 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"
         )
+    roles = {te.model, den.model, tm.model, te.image_encoder}
+    for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
+        _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])

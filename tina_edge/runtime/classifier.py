@@ -22,6 +22,7 @@ from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
 from .onnx_checks import external_tensors, parse_model
+from .sessions import make_session
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
 MAX_LABELS_JSON = 1 << 20  # the `labels` metadata value, in characters
@@ -54,12 +55,9 @@ class Prediction:
 
 
 def _make_session(model_bytes: bytes, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    # onnxruntime's default optimisation (ALL), as a plain onnxruntime user runs model.onnx; its own
+    # errors pass through to the caller, which names the model file
+    return make_session(model_bytes, threads, (), level="all", error=None)
 
 
 class PersonalizedClassifier:
@@ -272,9 +270,9 @@ class PersonalizedClassifier:
         [N, H, W, 3], outputs `logits` and `probabilities` [N, k] with k = len(labels), no tensor
         kept in external data, bounded `labels` metadata.
         """
-        if not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, bytes, os.PathLike)):
             raise ModelFileError(f"the model must be a file path, got {type(path).__name__}")
-        p = Path(path)
+        p = Path(os.fsdecode(path))
         data = _read_model_bytes(p)
         try:
             model = parse_model(data)
@@ -303,20 +301,24 @@ class PersonalizedClassifier:
 
 
 def _read_model_bytes(p: Path) -> bytes:
-    try:
-        with open(p, "rb") as f:
-            st = os.fstat(f.fileno())
-            import stat as _stat
+    """The model file's bytes, read once; a FIFO or device is refused before any blocking open."""
+    import stat as _stat
 
-            if not _stat.S_ISREG(st.st_mode):
+    try:
+        st = os.stat(p)
+        if _stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(f"model file {p} is a directory; pass a .onnx file")
+        if not _stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"model file {p} is not a regular file (a device, pipe or socket); pass a .onnx file")
+        if st.st_size > MAX_MODEL_BYTES:
+            raise ModelFileError(f"model file {p} is {st.st_size} bytes; a model may have at most 2 GiB")
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not _stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for a FIFO since the stat
                 raise ModelFileError(f"model file {p} is not a regular file")
-            if st.st_size > MAX_MODEL_BYTES:
-                raise ModelFileError(f"model file {p} is {st.st_size} bytes; a model may have at most 2 GiB")
             return f.read(MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
         raise ModelFileError(f"model file {p} does not exist") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"model file {p} is a directory; pass a .onnx file") from None
     except (OSError, ValueError) as e:
         raise ModelFileError(f"cannot read model file {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
 

@@ -126,8 +126,9 @@ def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
 
     try:
         with open(p, "rb") as f, warnings.catch_warnings():
-            # our own pixel limit below replaces Pillow's warning (which fires before JPEG draft scaling)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # our own pixel limit below replaces Pillow's bomb warning (which fires before JPEG draft
+            # scaling); decoder warnings (corrupt EXIF, ...) are not actionable and would add stderr lines
+            warnings.simplefilter("ignore")
             with Image.open(f, formats=ALLOWED_FORMATS) as im:
                 if im.format == "JPEG":  # decode a big photo at 1/2, 1/4 or 1/8 scale, no smaller than needed
                     _draft(im, size)

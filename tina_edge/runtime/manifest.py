@@ -10,7 +10,7 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
                          -> x0 [B, P]   (one denoising step, predicts the clean normalised params)
     template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
                          tensors are initializers the runtime replaces (names in `template.layout`)
-    (optional) image_encoder.onnx, vocab_embeddings.npy
+    (optional) image_encoder.onnx     CLIP image tower, for image prompts
     (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
                          tokenizer_config.json and the portable noise generator's name
 """
@@ -33,7 +33,7 @@ MANIFEST_NAME = "manifest.json"
 # Upper bounds of every number a manifest holds: a hostile manifest must not make the runtime
 # allocate more than its declared files justify, or loop for minutes (docs/RELIABILITY.md, item 3).
 LIMITS: dict[str, tuple[float, float]] = {
-    "diffusion.num_train_timesteps": (1, 4000),
+    "diffusion.num_train_timesteps": (1, 1000),  # DDPM samples all T steps: Tina's T is 1000
     "diffusion.default_steps": (1, 1000),
     "text_encoder.embedding_dim": (1, 4096),
     "text_encoder.max_tokens": (2, 512),
@@ -53,6 +53,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "name.chars": (1, 255),
     "string.chars": (0, 200),
     "vocabulary.count": (0, 100_000),
+    "conditioning.floats": (1, 1 << 20),  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
 }
 MAX_MANIFEST_BYTES = 16 << 20  # a 100 000-name vocabulary fits in a few MiB
 MIN_STD = 1e-12  # a normalisation std below this (after the float32 cast) is treated as vanishing
@@ -325,6 +326,7 @@ def _check_bounds(m: Manifest) -> None:
         _bounded(what, v)
     if te.image_size is not None:
         _bounded("text_encoder.image_size", te.image_size)
+    _bounded("denoiser.k_max x denoiser.embedding_dim", den.k_max * den.embedding_dim, "conditioning.floats")
     for what, v in (("text_encoder.kind", te.kind), ("text_encoder.name", te.name), ("text_encoder.cleaning", te.cleaning),
                     ("template.name", tm.name), ("producer", m.producer)):
         _bounded(f"{what} (length)", len(v), "string.chars")

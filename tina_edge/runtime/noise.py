@@ -73,18 +73,23 @@ def portable_normal(seed: int, shape: tuple[int, ...] | int) -> np.ndarray:
 
 
 class PortableNoise:
-    """Duck-types `numpy.random.Generator.standard_normal` for code that takes an rng (one draw).
+    """Duck-types `numpy.random.Generator.standard_normal` for code that takes an rng.
 
     Lets reference samplers that draw x_T with `rng.standard_normal(shape)` start from the
-    portable noise; a second draw would repeat the first values, so it is refused.
+    portable noise, exactly like `Personalizer.personalize(seed=s)`: the first draw is the portable
+    x_T, later draws (DDPM step noise) come from `then`, a fresh `numpy.random.default_rng(s)` in
+    the runtime. Without `then` a second draw is refused (it would repeat the first values).
     """
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, then: np.random.Generator | None = None):
         self.seed = _check_seed(seed)
+        self.then = then
         self._used = False
 
     def standard_normal(self, shape) -> np.ndarray:
         if self._used:
-            raise RuntimeError("PortableNoise gives one draw (the starting noise); use a numpy Generator for more")
+            if self.then is None:
+                raise RuntimeError("PortableNoise gives one draw (the starting noise); pass then= for step noise")
+            return self.then.standard_normal(shape)
         self._used = True
         return standard_normal64(self.seed, int(np.prod(shape))).reshape(shape)

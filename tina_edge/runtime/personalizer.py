@@ -23,11 +23,12 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
-from .errors import BundleError, ImageError, PromptError
+from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
+from .sessions import make_session
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
@@ -65,22 +66,13 @@ def aligned_descriptions(names: list[str], descriptions: Descriptions) -> list[s
 
 
 def _session(data: bytes, name: str, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # see text_encoder.make_session
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    try:
-        return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ort raises its own Fail/InvalidGraph types
-        raise BundleError(f"onnxruntime cannot load bundle file {name}: {str(e)[:300]}") from None
+    return make_session(data, threads, (), what=name, error="onnxruntime cannot load bundle file {what}: {detail}")
 
 
 def _int_arg(value: Any, what: str, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
         rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-        raise PromptError(f"{what} must be an integer {rng}, got {value!r}")
+        raise SettingsError(f"{what} must be an integer {rng}, got {value!r}")
     return int(value)
 
 
@@ -112,7 +104,7 @@ class Personalizer:
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None,
-                    expected_id: str | None = None) -> "Personalizer":
+                    expected_id: str | None = None, use_generate: bool = False) -> "Personalizer":
         """Verify the bundle (None: the embedded default) and create its sessions.
 
         `expected_id` pins the bundle an app shipped (see `tina-edge info`): a bundle with any other
@@ -123,7 +115,7 @@ class Personalizer:
 
         if threads is not None:
             threads = _int_arg(threads, "threads", 1, 1024)
-        if path is not None and not isinstance(path, (str, os.PathLike)):
+        if path is not None and not isinstance(path, (str, bytes, os.PathLike)):
             raise BundleError(f"the bundle must be a path to a directory or archive, got {type(path).__name__}")
         b = open_bundle(path, expected_id=expected_id)
         te = b.manifest.text_encoder
@@ -141,7 +133,23 @@ class Personalizer:
         except Exception as e:
             raise BundleError(f"onnxruntime cannot load bundle file {te.model}: {str(e)[:300]}") from None
         den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
-        return cls(b, enc, den, threads=threads)
+        b.release(te.model, te.tokenizer, b.manifest.denoiser.model)  # sessions hold their own copy (~35 MB saved)
+        p = cls(b, enc, den, threads=threads)
+        p.use_generate = bool(use_generate)
+        return p
+
+    use_generate = False  # DDIM at the bundle's generate.onnx steps runs that graph (docs/PORTABLE.md)
+
+    def _generate_session(self, smp):
+        """The bundle's generate.onnx session when it computes exactly this sampler's run, else None."""
+        gen = self.manifest.portable.get("generate") if isinstance(self.manifest.portable, dict) else None
+        if not (self.use_generate and isinstance(gen, dict) and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
+                and [int(t) for t in smp.timesteps] == gen.get("timesteps")):
+            return None
+        with self._image_lock:  # created once, on first use
+            if getattr(self, "_gen", None) is None:
+                self._gen = _session(self.bundle.data(gen["model"]), gen["model"], self.threads)
+        return self._gen
 
     # ------------------------------------------------------------------ helpers
 
@@ -246,11 +254,20 @@ class Personalizer:
                 texts[i] = None
         return emb, texts, counts
 
-    def novelty(self, classes: str | Sequence[str]) -> dict[str, list[str]]:
-        """Which names were in the training vocabulary ("seen") and which are not ("new")."""
+    def novelty(self, classes: str | Sequence[str], *, descriptions: Sequence[str | None] | None = None) -> dict:
+        """Per name: in the training vocabulary ("seen") or not ("new", with its nearest known names);
+        pairs of prompt texts close enough to be confused. See runtime/novelty.py."""
+        from .novelty import novelty_report
+
         names = parse_classes(classes)
-        vocab = {class_key(v) for v in self.manifest.vocabulary if isinstance(v, str)}
-        return {"seen": [n for n in names if class_key(n) in vocab], "new": [n for n in names if class_key(n) not in vocab]}
+
+        def vocab_emb():  # encoded once per Personalizer, and only when some name is new
+            if self.__dict__.get("_vocab_emb") is None:
+                self._vocab_emb = self.encode(self.manifest.vocabulary)
+            return self._vocab_emb
+
+        return novelty_report(names, self.encode(self._texts(names, descriptions)), self.manifest.vocabulary,
+                              vocab_emb).to_dict()
 
     def _texts(self, names: list[str], descriptions: Descriptions) -> list[str]:
         descs = aligned_descriptions(names, descriptions)
@@ -339,7 +356,10 @@ class Personalizer:
 
         rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
-        for t in smp.timesteps:
+        gen = self._generate_session(smp)
+        if gen is not None:  # the same DDIM steps in one onnxruntime call
+            x = np.asarray(gen.run(["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x})[0], np.float32)
+        for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):

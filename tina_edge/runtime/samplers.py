@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import PromptError
+from .errors import SettingsError
 from .noise import portable_normal
 from .schedule import NoiseSchedule
 
@@ -34,7 +34,7 @@ def spaced_timesteps(num_train_timesteps: int, n: int) -> np.ndarray:
     """
     T = int(num_train_timesteps)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (1 <= int(n) <= T):
-        raise PromptError(f"the number of sampling steps must be an integer from 1 to {T}, got {n!r}")
+        raise SettingsError(f"the number of sampling steps must be an integer from 1 to {T}, got {n!r}")
     if int(n) == 1:
         return np.array([T - 1], dtype=np.int64)
     return np.unique(np.round(np.linspace(0, T - 1, int(n))).astype(np.int64))[::-1].copy()
@@ -145,9 +145,9 @@ def make_sampler(name: str, schedule: NoiseSchedule, steps: int | None = None) -
     elif key == "ddim":
         s = DDIMSampler(schedule)
     else:
-        raise PromptError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        raise SettingsError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     if steps is not None:
         s.set_timesteps(steps)
     elif key == "ddim":
-        raise PromptError("the DDIM sampler needs a number of steps")
+        raise SettingsError("the DDIM sampler needs a number of steps")
     return s

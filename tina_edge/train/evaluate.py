@@ -287,3 +287,88 @@ def image_prompt_report_lines(ip: dict, text_summary: dict) -> list[str]:
     for n, r in ip["summary"].items():
         lines.append(f"| images, n={n} | {r['id']:.1f} | {r['ood']:.1f} | {r['cosine_to_text']:.3f} |")
     return lines
+
+
+# ------------------------------------------------------------------------------ baselines report
+
+KIND_TITLES = {"id": "ID tasks (seen classes, unseen combinations)",
+               "ood": "OOD tasks (1-2 held-out classes; recall = the held-out classes' own images)",
+               "gloss": "Held-out classes described by their WordNet definition (gloss)",
+               "phrasing": "Seen classes named by a synonym kept out of training (recall = that class)",
+               "phrasing-names": "The same tasks as 'phrasing' under the class names"}
+
+
+def compare_report_lines(summary: dict) -> list[str]:
+    """Markdown tables: per kind, accuracy and probe recall per method with SE, and the paired
+    difference Tina − method (± paired SE [cluster SE by probe class])."""
+    from .stats import format_diff
+
+    def ms(d):
+        return f"{d['mean']:.1f} ± {d['se']:.1f}" if d and np.isfinite(d.get("se", np.nan)) else (
+            f"{d['mean']:.1f}" if d else "—")
+
+    lines = []
+    for kind, s in summary.items():
+        has_rec = bool(s["recall"])
+        lines += ["", f"### {KIND_TITLES.get(kind, kind)} — {s['n']} tasks", ""]
+        head = "| method | accuracy | Tina − method (acc) |" + (" probe recall | Tina − method (recall) |" if has_rec else "")
+        lines += [head, "|---" * (head.count("|") - 1) + "|"]
+        for m in s["methods"]:
+            row = f"| {m} | {ms(s['acc'].get(m))} | {format_diff(s['diff_acc'].get(m, {}))} |"
+            if has_rec:
+                row += f" {ms(s['recall'].get(m))} | {format_diff(s['diff_recall'].get(m, {}))} |"
+            lines.append(row)
+        if "vs_names" in s:
+            lines += ["", "Described / named (same tasks, same images): " + "; ".join(
+                f"{m} {v['described']:.1f}/{v['named']:.1f} = {v['ratio']:.2f}" for m, v in s["vs_names"].items()
+                if m != "chance")]
+    for kind in ("ood", "gloss", "phrasing"):
+        if kind in summary and "recall_per_k" in summary[kind]:
+            s = summary[kind]
+            ms_ = [m for m in s["methods"]]
+            lines += ["", f"### Probe recall by prompt size k ({kind})", "", "| k | tasks | " + " | ".join(ms_) + " |",
+                      "|---" * (len(ms_) + 2) + "|"]
+            for band, d in s["recall_per_k"].items():
+                lines.append(f"| {band} | {d['n']} | " + " | ".join(f"{d[m]:.1f}" if m in d else "—" for m in ms_) + " |")
+    if "ood" in summary and "recall_per_class" in summary["ood"]:
+        s = summary["ood"]
+        ms_ = [m for m in s["methods"] if m != "chance"]
+        lines += ["", "### Held-out recall per class (OOD tasks)", "", "| class | " + " | ".join(ms_) + " |",
+                  "|---" * (len(ms_) + 1) + "|"]
+        for c, d in s["recall_per_class"].items():
+            lines.append(f"| {c} | " + " | ".join(f"{d[m]:.0f}" if m in d else "—" for m in ms_) + " |")
+    return lines
+
+
+def write_compare_report(result: dict, out_dir: str | Path, title: str = "Tina vs baselines") -> Path:
+    """compare.json + report.md + baselines.png (held-out recall and ID accuracy per method, ± SE)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.json").write_text(json.dumps(result, indent=1))
+    s = result["summary"]
+    lines = [f"# {title}", "", "Differences are paired per task (same tasks, same images): mean ± paired SE "
+             "[SE over held-out classes]; positive = Tina better.", *result.get("notes", [])]
+    lines += compare_report_lines(s) + ["", "![baselines](baselines.png)", ""]
+    (out_dir / "report.md").write_text("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [(k, "recall" if s[k]["recall"] else "acc") for k in ("ood", "id", "gloss", "phrasing") if k in s]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+        for ax, (kind, metric) in zip(axes[0], panels):
+            d = s[kind][metric]
+            ms_ = [m for m in s[kind]["methods"] if m in d]
+            ax.bar(range(len(ms_)), [d[m]["mean"] for m in ms_], yerr=[np.nan_to_num(d[m]["se"]) for m in ms_],
+                   color=["C3" if m == "generated" else "C0" for m in ms_])
+            ax.set_xticks(range(len(ms_)), ms_, rotation=60, ha="right")
+            ax.set_title(f"{kind}: {'probe recall' if metric == 'recall' else 'accuracy'} (%)")
+            ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "baselines.png", dpi=110)
+        plt.close(fig)
+    except ImportError:
+        pass
+    return out_dir / "report.md"

