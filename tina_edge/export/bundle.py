@@ -39,6 +39,13 @@ def _quantize_denoiser(path: Path, quantize: str) -> None:
     tmp.replace(path)
 
 
+def datasets_label(datasets) -> str:
+    """The manifest's dataset line (a photo universe: its source names, never local paths)."""
+    from ..train.datasets.universe import universe_label
+
+    return universe_label(datasets) if isinstance(datasets, dict) else str(datasets)
+
+
 def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: int = 20) -> float:
     """Max abs diff between runtime-generated and torch-reference parameters (same seed, DDIM)."""
     from ..runtime.personalizer import Personalizer
@@ -162,7 +169,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
                                       embedding_dim=te_spec.embedding_dim),
                 template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
                 training={
-                    "datasets": ck.meta.get("generic_info", {}).get("datasets", ""),
+                    "datasets": datasets_label(ck.meta.get("generic_info", {}).get("datasets", "")),
                     "classes": ck.meta.get("classes", []),
                     "holdout_classes": ck.meta.get("holdout", []),
                     "vocabulary": ck.meta.get("seen", []),
