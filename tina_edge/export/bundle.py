@@ -39,6 +39,13 @@ def _quantize_denoiser(path: Path, quantize: str) -> None:
     tmp.replace(path)
 
 
+def datasets_label(datasets) -> str:
+    """The manifest's dataset line (a photo universe: its source names, never local paths)."""
+    from ..train.datasets.universe import universe_label
+
+    return universe_label(datasets) if isinstance(datasets, dict) else str(datasets)
+
+
 def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: int = 20) -> float:
     """Max abs diff between runtime-generated and torch-reference parameters (same seed, DDIM)."""
     from ..runtime.personalizer import Personalizer
@@ -80,7 +87,7 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
 def training_info(ck, quantize_trunk: str | None = None) -> dict:
     """The manifest's `training` section, built from a checkpoint in one place."""
     return {
-        "datasets": ck.meta.get("generic_info", {}).get("datasets", ""),
+        "datasets": datasets_label(ck.meta.get("generic_info", {}).get("datasets", "")),
         "classes": ck.meta.get("classes", []),
         "holdout_classes": ck.meta.get("holdout", []),
         "vocabulary": ck.meta.get("seen", []),
