@@ -488,6 +488,8 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     _expect_dim(tm.model, "input image", img, 1, tm.input.height)
     _expect_dim(tm.model, "input image", img, 2, tm.input.width)
     _expect_dim(tm.model, "input image", img, 3, 3)
+    if tm.form == "inputs":  # one template for every runtime: check its weight inputs, then make the filled form
+        tpl = _template_from_inputs(tpl, m)
     inits = {i.name: i for i in tpl.graph.initializer}
     for spec in tm.layout:
         init = inits.get(spec.name)
@@ -501,6 +503,30 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} stores {_stored_elements(init)} values "
                               f"but its shape {spec.shape} needs {spec.numel}")
     return tpl
+
+
+def _template_from_inputs(tpl: onnx.ModelProto, m: Manifest) -> onnx.ModelProto:
+    """template.form "inputs": every layout tensor is a float graph input of its K_max shape (the class
+    axis may be symbolic); return the initializer form the runtime fills (runtime/template.py)."""
+    from .template import inputs_to_initializers
+
+    tm = m.template
+    inits = {i.name for i in tpl.graph.initializer}
+    ins = {i.name: i for i in tpl.graph.input if i.name not in inits}
+    for spec in tm.layout:
+        vi = ins.get(spec.name)
+        if vi is None:
+            raise BundleError(f"bundle file {tm.model} has no graph input {spec.name!r} named in template.layout "
+                              "(its manifest says template.form is 'inputs')")
+        if vi.type.tensor_type.elem_type not in _PARAM_TYPES:
+            raise BundleError(f"bundle file {tm.model}: input {spec.name!r} is not a floating-point tensor")
+        dims = _dims(vi)
+        if len(dims) != len(spec.shape):
+            raise BundleError(f"bundle file {tm.model}: input {spec.name!r} has {len(dims)} axes, template.layout says {spec.shape}")
+        for axis, want in enumerate(spec.shape):
+            if axis != spec.class_axis or dims[axis] is not None:
+                _expect_dim(tm.model, f"input {spec.name!r}", dims, axis, want)
+    return inputs_to_initializers(tpl, tm.layout)
 
 
 def _stored_elements(init: onnx.TensorProto) -> int:
@@ -542,6 +568,11 @@ def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, 
     try:
         m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
         _check_semantics(m)
+        if m.bundle_id != ident:
+            raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
+                              f"{ident!r}; the bundle was modified after export (re-export it)")
+        # every listed file's bytes are verified (size, sha256) BEFORE any graph is parsed or any
+        # onnxruntime session exists (an .ort graph is checked through a session: issue 9's contract)
         blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
         tpl = _check_graphs(blobs, m)
     except BundleError:
@@ -549,9 +580,6 @@ def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, 
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
         # validation assumes well-typed fields; a wrongly typed one must still end as a BundleError
         raise BundleError(f"manifest.json has a malformed field ({type(e).__name__}: {str(e)[:160]})") from None
-    if m.bundle_id != ident:
-        raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
-                          f"{ident!r}; the bundle was modified after export (re-export it)")
     return m, tpl, blobs
 
 
