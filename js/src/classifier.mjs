@@ -54,13 +54,31 @@ function f32FromBytes(bytes) {
   return out;
 }
 
-/** Fill a template model's generated initializers (template.onnx bytes) -> standalone model bytes. */
+/**
+ * template.onnx bytes -> standalone model bytes with `params` as initializers. Either template form
+ * (manifest template.form): "initializers" (older bundles: the generated initializers are replaced) or
+ * "inputs" (the generated tensors are graph inputs: each becomes an initializer appended in the
+ * order of `params`, the layout order, as the Python runtime does; the other inputs stay).
+ */
 export function fillTemplate(templateBytes, params, k, metadata) {
   const Model = modelType();
   const model = Model.decode(templateBytes);
   const g = model.graph;
   const found = new Set();
+  const inits = new Set(g.initializer.map((i) => i.name));
+  const asInputs = g.input.filter((i) => params[i.name] && !inits.has(i.name));
+  if (asInputs.length) {
+    const types = Object.fromEntries(asInputs.map((i) => [i.name, i.type?.tensor_type?.elem_type]));
+    g.input = g.input.filter((i) => !(i.name in types));
+    for (const name of Object.keys(params)) {
+      if (!(name in types)) continue;
+      if (types[name] !== 1) throw new TinaEdgeError(`template input ${name} is not float32; this package fills float32 only`);
+      g.initializer.push({ name, data_type: 1, dims: params[name].shape.slice(), raw_data: f32Bytes(params[name].data) });
+      found.add(name);
+    }
+  }
   for (const init of g.initializer) {
+    if (found.has(init.name)) continue;
     const p = params[init.name];
     if (!p) continue;
     if (init.data_type !== 1) throw new TinaEdgeError(`template tensor ${init.name} is not float32; this package fills float32 only`);
