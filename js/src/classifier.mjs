@@ -6,6 +6,7 @@
 import protobuf from "protobufjs";
 import ONNX_PROTO from "./onnx-proto.mjs";
 import { TinaEdgeError } from "./errors.mjs";
+import { prepareImage } from "./preprocess.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
 export const HEAD_VERSION = 1;
@@ -115,13 +116,26 @@ export class PersonalizedClassifier {
   get k() { return this.labels.length; }
 
   /**
-   * Classify images: each {data: Uint8Array RGB or RGBA, width, height} at the bundle's input
-   * size (the browser entry point resizes canvases, bitmaps and <img> elements first).
+   * Classify images: each {data: Uint8Array, width, height}. A bundle whose manifest has
+   * template.input.preprocess (photo bundles) takes photos of any size with grey, grey+alpha, RGB or
+   * RGBA bytes and prepares them exactly as Python does (shorter side, centre crop, alpha on white:
+   * preprocess.mjs); other bundles take RGB or RGBA at the input size (the browser entry point
+   * resizes canvases, bitmaps and <img> elements first).
    * Returns one {label, index, probabilities: Float32Array(k)} per image.
    */
   async predict(images) {
-    const list = Array.isArray(images) ? images : [images];
+    let list = Array.isArray(images) ? images : [images];
     const [H, W] = this.tina.inputSize;
+    const pre = this.tina.manifest.template.input.preprocess;
+    if (pre) {
+      list = list.map((im, n) => {
+        try {
+          return prepareImage(im, pre);
+        } catch (e) {
+          throw new TinaEdgeError(`image ${n}: ${e.message}`);
+        }
+      });
+    }
     const x = new Uint8Array(list.length * H * W * 3);
     list.forEach((im, n) => {
       if (!im || !im.data || im.width !== W || im.height !== H) {

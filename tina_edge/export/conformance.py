@@ -20,7 +20,7 @@ import numpy as np
 
 from ..runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 1
+FORMAT = 2  # 2: + preprocess vectors (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 
