@@ -15,8 +15,9 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
                          `template_inputs` graph, and the Python runtime turns those inputs into
                          initializers to write a standalone model.onnx; the trunk is stored once)
     (optional) image_encoder.onnx     CLIP image tower, for image prompts
-    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
-                         tokenizer_config.json and the portable noise generator's name
+    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, the template with weights as
+                         inputs (template.onnx itself when template.form is "inputs"; older bundles:
+                         a second template_inputs.onnx), tokenizer_config.json, the noise generator
 """
 
 from __future__ import annotations
