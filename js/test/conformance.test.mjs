@@ -126,5 +126,7 @@ test("predict prepares photos of any size as the bundle says (photo bundles)", {
   const [a] = await clf.predict(raw);
   const [b] = await clf.predict(prepared);
   assert.deepEqual(Array.from(a.probabilities), Array.from(b.probabilities));
+  const d = maxAbsDiff(a.probabilities, c.photo_probabilities.flat()); // Python's predict on the same photo
+  assert.ok(d <= TOL, `photo probabilities: max abs diff ${d}`);
   assert.throws(() => prepareImage({ data: new Uint8Array(10), width: 2, height: 2 }, { size: 8 }), /values per pixel/);
 });

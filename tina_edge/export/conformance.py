@@ -133,6 +133,12 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
             "params": {n: {"shape": list(a.shape), "data": _floats(a.reshape(-1))} for n, a in clf.params.items()},
             "logits": _floats(logits), "probabilities": _floats(pred.probabilities),
         })
+        if i == 0 and m.template.input.preprocess:  # a photo of another size through the bundle's own policy
+            import base64
+
+            ph = doc["preprocess"][-1]
+            raw = np.frombuffer(base64.b64decode(ph["data"]), np.uint8).reshape(ph["height"], ph["width"], ph["channels"])
+            case["photo_probabilities"] = _floats(clf.predict(raw).probabilities)
         if model_dir is not None:
             d = Path(model_dir)
             d.mkdir(parents=True, exist_ok=True)
