@@ -19,9 +19,9 @@ function time(name, ms) {
 
 async function bundleBytes() {
   const m = tina.manifest;
-  const used = [m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
-    m.portable.template_inputs.model, m.template.model];
-  return used.reduce((s, n) => s + m.files[n].bytes, 0);
+  const used = new Set([m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
+    m.portable.template_inputs.model, m.template.model]); // one-template bundles name template.onnx twice
+  return [...used].reduce((s, n) => s + m.files[n].bytes, 0);
 }
 
 async function load() {

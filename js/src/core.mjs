@@ -115,7 +115,8 @@ export class TinaEdge {
     const perSession = {};
     const f0 = performance.now();
     // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
-    const names = [te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])];
+    // one download per file: a one-template bundle names template.onnx twice (template.model = portable.template_inputs.model)
+    const names = [...new Set([te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
     const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
     const make = async (name) => {
