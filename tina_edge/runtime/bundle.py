@@ -451,10 +451,12 @@ def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
         raise BundleError(f"bundle file {name} ({role}) lacks {missing}")
 
 
-def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
+def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[str, str]]) -> onnx.ModelProto:
+    """Parse and check every ONNX graph; append (file, role) of each .ort graph to `ort_graphs`, whose
+    session-based check the caller runs once the bundle's identity is verified too."""
     te, den, tm = m.text_encoder, m.denoiser, m.template
     if te.model.endswith(".ort"):
-        _check_ort_graph(blobs, te.model, "text_encoder")
+        ort_graphs.append((te.model, "text_encoder"))
     else:
         model = _load_onnx(te.model, blobs, m.files)
         _ins, outs = _check_contract(model, te.model, "text_encoder")
@@ -463,7 +465,7 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     if te.image_encoder and not te.image_encoder.endswith(".ort"):
         _check_image_encoder(blobs, m)
     if den.model.endswith(".ort"):
-        _check_ort_graph(blobs, den.model, "denoiser")
+        ort_graphs.append((den.model, "denoiser"))
     else:
         model = _load_onnx(den.model, blobs, m.files)
         ins, outs = _check_contract(model, den.model, "denoiser")
@@ -568,13 +570,16 @@ def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, 
     try:
         m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
         _check_semantics(m)
+        blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
+        ort_graphs: list[tuple[str, str]] = []
+        tpl = _check_graphs(blobs, m, ort_graphs)
         if m.bundle_id != ident:
             raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
                               f"{ident!r}; the bundle was modified after export (re-export it)")
-        # every listed file's bytes are verified (size, sha256) BEFORE any graph is parsed or any
-        # onnxruntime session exists (an .ort graph is checked through a session: issue 9's contract)
-        blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
-        tpl = _check_graphs(blobs, m)
+        # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
+        # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
+        for name, role in ort_graphs:
+            _check_ort_graph(blobs, name, role)
     except BundleError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
