@@ -212,3 +212,19 @@ def test_default_bundle_missing_is_clear(monkeypatch, tmp_path):
         default_bundle_path()
     with pytest.raises(BundleError, match="embedded default bundle is missing"):
         Personalizer.from_bundle()
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("default_sampler", "euler", "diffusion defaults are invalid"),
+    ("default_steps", 0, "default_steps"),
+    ("beta_end", 1.5, "diffusion schedule is invalid"),
+])
+def test_write_manifest_refuses_what_the_runtime_would_refuse(bundle, field, value, words):
+    """The schedule and sampler checks run on write as on read: no exporter writes an unopenable bundle."""
+    before = (bundle / "manifest.json").read_bytes()
+    m = read_manifest(bundle)
+    setattr(m.diffusion, field, value)
+    with pytest.raises(BundleError, match=words):
+        write_manifest(bundle, m)
+    assert (bundle / "manifest.json").read_bytes() == before  # nothing written
+    open_bundle(bundle).close()

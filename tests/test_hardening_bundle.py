@@ -27,25 +27,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tina_edge.cli.main import main
 from tina_edge.runtime import Personalizer, open_bundle
+from tina_edge.runtime import archive
 from tina_edge.runtime import bundle as rb
 from tina_edge.runtime.errors import BundleError
 from tina_edge.runtime.manifest import compute_bundle_id, read_manifest, write_manifest
+
+from cli_checks import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_error_line(r, *words: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert "Traceback" not in r.output
-    return lines[0]
 
 
 def _rehash(d: Path) -> None:
@@ -383,7 +376,7 @@ def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_t
     its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""
     import gzip
 
-    monkeypatch.setattr(rb, "MAX_ARCHIVE_BYTES", 64 << 20)
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 64 << 20)
     arch = tmp_path / "bomb.tar.gz"
     with gzip.open(arch, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w|") as tf:
         for f in sorted(bundle.iterdir()):
@@ -410,7 +403,7 @@ def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_t
 
 _SLOW_INFO = r"""
 import sys, time
-import tina_edge.runtime.bundle as rb
+import tina_edge.runtime.archive as rb
 real = rb._write_member
 def slow(*a, **k):
     real(*a, **k)

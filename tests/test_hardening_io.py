@@ -30,6 +30,8 @@ from tina_edge.runtime.bundle import default_bundle_path
 from tina_edge.runtime.errors import BundleError, ImageError, ModelFileError, PromptError, TinaEdgeError
 from tina_edge.runtime.images import load_images
 
+from cli_checks import one_error_line
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,16 +49,6 @@ def model_file(pz, tmp_path_factory) -> Path:
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) if isinstance(a, Path) else a for a in args])
-
-
-def one_error_line(r, *words: str) -> str:
-    assert r.exit_code == 2, (r.exit_code, r.output)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    assert "Traceback" not in r.output and "\x1b" not in r.output
-    return lines[0]
 
 
 def strict_json(text: str):

@@ -205,7 +205,7 @@ def test_archive_members_that_would_escape_are_refused(bundle, tmp_path):
 
 def test_archive_size_and_member_limits(bundle, tmp_path, monkeypatch):
     """Archive bombs: the same checks as the 8 GiB / 10 000-member limits, with small limits."""
-    import tina_edge.runtime.bundle as rb
+    import tina_edge.runtime.archive as rb  # the archive limits live there
 
     arch = _tar(tmp_path / "b.tar", bundle)
     open_bundle(arch).close()  # fine under the real limits

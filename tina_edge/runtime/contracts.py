@@ -23,6 +23,7 @@ CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "template": ({"image": UINT8}, {"logits": FLOAT, "probabilities": FLOAT}),
     "image_encoder": ({"image": UINT8}, {"embeddings": FLOAT}),  # optional: CLIP's image tower
 }
+SAMPLERS = ("ddim", "ddpm")  # sampler names a manifest may choose as its default (runtime/samplers.py runs them)
 BATCH = "batch"  # name of the dynamic leading axis of every input and output of the denoiser
 
 

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .contracts import SAMPLERS
 from .errors import BundleError
 
 SCHEMA_VERSION = 1
@@ -404,6 +405,18 @@ def _validate(m: Manifest) -> None:
         raise BundleError(f"unsupported diffusion.prediction_type {m.diffusion.prediction_type!r:.40}")
     if m.diffusion.beta_schedule != "linear":
         raise BundleError(f"unsupported diffusion.beta_schedule {m.diffusion.beta_schedule!r:.40}")
+    _check_schedule(m.diffusion)
+
+
+def _check_schedule(d: DiffusionSpec) -> None:
+    """Schedule ranges and the default sampler: run on write as on read, so an exporter cannot
+    write a bundle the runtime refuses."""
+    if not (0.0 < d.beta_start <= d.beta_end < 1.0):
+        raise BundleError("manifest diffusion schedule is invalid: need 0 < beta_start <= beta_end < 1")
+    if d.default_sampler not in SAMPLERS or not (1 <= d.default_steps <= d.num_train_timesteps):
+        raise BundleError(
+            f"manifest diffusion defaults are invalid: sampler must be one of {SAMPLERS} and default_steps 1..{d.num_train_timesteps}"
+        )
 
 
 def parse_manifest(data: bytes, where: str | os.PathLike = MANIFEST_NAME) -> tuple[Manifest, str]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .contracts import SAMPLERS
 from .errors import SettingsError
 from .noise import portable_normal
 from .schedule import NoiseSchedule
 
-SAMPLERS = ("ddim", "ddpm")
 
 
 def initial_noise(seed: int | np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
