@@ -1,5 +1,5 @@
 // A personalized classifier in JS: labels + generated tensors. Predicts with the bundle's
-// template_inputs.onnx (weights fed as inputs: one session serves every classifier), and writes
+// template (weights fed as inputs: one session serves every classifier), and writes
 // the same artefacts as Python: a standalone model.onnx (template with the tensors filled in,
 // labels in metadata_props) and the portable head JSON (docs/PORTABLE.md).
 

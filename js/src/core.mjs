@@ -2,7 +2,7 @@
 // The runtime-neutral part: the onnxruntime module and a file reader are injected by
 // index.mjs (browser, onnxruntime-web, fetch) or node.mjs (onnxruntime-node, fs).
 // A port of the Python runtime needs no sampler: tokenizer -> text encoder -> generate.onnx
-// (DDIM unrolled) -> template_inputs.onnx (weights as inputs). See docs/PORTABLE.md.
+// (DDIM unrolled) -> the template (weights as inputs; template.onnx). See docs/PORTABLE.md.
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
@@ -43,7 +43,7 @@ export class Bundle {
     const p = manifest.portable || {};
     if (!p.generate || !p.template_inputs || !p.tokenizer_config) {
       throw new TinaEdgeError(
-        "this bundle has no portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json); " +
+        "this bundle has no portable files (generate.onnx, tokenizer_config.json, a template with weights as inputs); " +
           "add them with `tina-edge convert BUNDLE -o OUT` (Python, no torch needed)");
     }
     if (p.noise && (p.noise.generator !== NOISE_GENERATOR || p.noise.version !== NOISE_VERSION)) {

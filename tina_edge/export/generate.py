@@ -252,7 +252,7 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
-    """Write generate.onnx, template_inputs.onnx and tokenizer_config.json into a bundle directory
+    """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
     A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
@@ -295,7 +295,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Add generate.onnx, template_inputs.onnx, tokenizer_config.json to a bundle")
+    ap = argparse.ArgumentParser(description="Add generate.onnx and tokenizer_config.json to a bundle; one template with weights as inputs")
     ap.add_argument("bundle")
     ap.add_argument("--steps", type=int, default=None)
     a = ap.parse_args(argv)

@@ -197,7 +197,7 @@ class Manifest:
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
-    # optional portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json) and the
+    # optional portable files (generate.onnx, the template with weights as inputs, tokenizer_config.json) and the
     # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
     portable: dict[str, Any] = field(default_factory=dict)
 
