@@ -201,3 +201,31 @@ def test_one_template_bundle_refuses_a_template_without_the_weight_inputs(tmp_pa
     write_manifest(d, m)
     with pytest.raises(BundleError, match="has no graph input"):
         open_bundle(d)
+
+
+def test_older_two_template_bundles_still_open_and_convert_to_one_template(tmp_path):
+    """A bundle written before template.form: initializer template.onnx + a second template_inputs.onnx."""
+    from tina_edge.export.generate import build_template_inputs
+    from tina_edge.runtime.manifest import read_manifest, write_manifest
+
+    old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)
+    m = read_manifest(old)
+    onnx.save(build_template_inputs(onnx.load(str(old / "template.onnx")), m), str(old / "template_inputs.onnx"))
+    m.portable = {"template_inputs": {"model": "template_inputs.onnx", "inputs": [t.name for t in m.template.layout]}}
+    m.files["template_inputs.onnx"] = {"sha256": "", "bytes": 0}
+    write_manifest(old, m)
+    b = open_bundle(old)
+    assert b.manifest.template.form == "initializers" and "template_inputs.onnx" in b.manifest.files
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    m2 = add_portable_files(new)
+    assert m2.template.form == "inputs" and "template_inputs.onnx" not in m2.files and not (new / "template_inputs.onnx").exists()
+    assert sum(e["bytes"] for e in m2.files.values()) < sum(e["bytes"] for e in b.manifest.files.values()) + \
+        m2.files["generate.onnx"]["bytes"] + m2.files["tokenizer_config.json"]["bytes"]
+    po, pn = Personalizer.from_bundle(old, threads=1), Personalizer.from_bundle(new, threads=1)
+    imgs = np.random.default_rng(5).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    a, c = po.personalize("dog, cat, bird", seed=2), pn.personalize("dog, cat, bird", seed=2)
+    np.testing.assert_allclose(a.predict(imgs).probabilities, c.predict(imgs).probabilities, atol=1e-6)
+    sess = _sess(old / "template_inputs.onnx")  # the old second file still serves as the weights-as-inputs graph
+    probs = sess.run(["probabilities"], {"image": imgs, **a.params})[0]
+    np.testing.assert_allclose(probs, a.predict(imgs).probabilities, atol=1e-6)
