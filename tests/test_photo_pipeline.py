@@ -119,7 +119,8 @@ def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, t
     assert s["template_int8"]["calibration_images"] == 12
     t = onnx.load(str(out / "template.onnx"))
     assert any(n.op_type == "QuantizeLinear" for n in t.graph.node)
-    assert {i.name: i.data_type for i in t.graph.initializer}["fc.weight"] == onnx.TensorProto.FLOAT
+    # one template (weights as graph inputs, template.form "inputs"): the head stays float32
+    assert {i.name: i.type.tensor_type.elem_type for i in t.graph.input}["fc.weight"] == onnx.TensorProto.FLOAT
     p = Personalizer.from_bundle(out, threads=1)
     assert p.manifest.training["trunk_quantization"].startswith("int8")
     clf = p.personalize(["goldfish", "sandal"], seed=0)
