@@ -1,8 +1,14 @@
-"""The embedded default bundle: it loads, says what it was trained on, and its models work on real images."""
+"""The embedded default bundle: it loads, says what it was trained on, and its models work on real photos.
+
+The default bundle is the photo universe of issue 11 (Tiny-ImageNet ∪ CIFAR-10 ∪ Fashion-MNIST, 221
+classes, 44 held out; frozen ImageNet-pretrained EfficientNet-Lite0 at 128 px + a generated head;
+all-MiniLM-L6-v2). Figures behind the thresholds below: BENCHMARKS.md §10.
+"""
 
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +18,9 @@ from tina_edge.runtime import Personalizer
 from tina_edge.runtime.bundle import default_bundle_path, open_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+SHARED_TINY = ROOT.parent / "shared" / "data" / "tiny-imagenet-200.tar.gz"
+SEEN = ["goldfish", "school bus", "lemon", "pizza", "koala", "teapot", "sandal", "jellyfish", "barn",
+        "golden retriever"]  # all in the training vocabulary
 
 pytestmark = pytest.mark.skipif(not (default_bundle_path() / "manifest.json").is_file(),
                                 reason="no embedded default bundle in this checkout")
@@ -27,69 +34,80 @@ def tina():
 def test_manifest_records_training_and_evaluation():
     m = open_bundle(None).manifest
     assert m.text_encoder.kind == "minilm" and m.text_encoder.embedding_dim == 384
-    assert m.k_max == 10
-    assert sorted(m.training["holdout_classes"]) == ["automobile", "cat", "pullover", "sneaker"]
-    assert len(m.training["classes"]) == 20 and len(m.vocabulary) == 16
+    assert m.k_max == 20 and m.template.name == "lite0_head"
+    assert len(m.training["classes"]) == 221 and len(m.vocabulary) == 177
+    assert len(m.training["holdout_classes"]) == 44 and "parking meter" in m.training["holdout_classes"]
     assert not set(m.vocabulary) & set(m.training["holdout_classes"])
-    assert "cifar10" in m.training["datasets"] and "fashion" in m.training["datasets"]
+    assert set(SEEN) <= set(m.vocabulary)
+    assert m.training["datasets"] == "tiny-imagenet+cifar10+fashion-mnist"
+    pre = m.template.input.preprocess
+    assert (m.template.input.height, pre["resize"], pre["crop"], pre["alpha"]) == (128, "shorter_side", "center", "white")
     for kind in ("id", "ood"):
         assert set(m.evaluation[kind]) >= {"generated", "fine-tuned", "selection", "chance"}
     total = sum(f["bytes"] for f in m.files.values())
-    assert total <= 40 * 1024 * 1024, f"default bundle is {total / 1e6:.1f} MB (limit 40 MB)"
+    assert total <= 60_000_000, f"default bundle is {total / 1e6:.1f} MB (limit 60 MB)"
 
 
 def test_info_prints_training_facts():
     out = subprocess.run([sys.executable, "-m", "tina_edge.cli.main", "info"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    for word in ("all-MiniLM-L6-v2", "automobile", "sneaker", "generated"):
+    for word in ("all-MiniLM-L6-v2", "parking meter", "generated", "tiny-imagenet"):
         assert word in out.stdout
 
 
 def test_novelty_and_every_k(tina):
-    nov = tina.novelty(["dog", "cat", "sneaker", "zebra"])
-    assert (nov["seen"], nov["new"]) == (["dog"], ["cat", "sneaker", "zebra"])
-    assert nov["nearest"]["cat"][0][0] == "dog"  # what a held-out name leans on
-    assert ["cat", "dog"] in [sorted(p[:2]) for p in nov["confusable"]]
-    names = ["airplane", "bird", "deer", "dog", "frog", "horse", "ship", "truck", "trouser", "bag"]
-    for k in range(2, 11):
+    nov = tina.novelty(["goldfish", "tabby", "zebra", "Egyptian cat"])
+    assert (nov["seen"], nov["new"]) == (["goldfish", "Egyptian cat"], ["tabby", "zebra"])
+    assert nov["nearest"]["tabby"][0][0] == "cat"  # what a held-out name leans on
+    names = SEEN + ["bullfrog", "espresso", "baboon", "snail", "volleyball", "brown bear", "organ", "oboe", "maypole",
+                    "cliff"]
+    photo = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    for k in (2, 3, 5, 10, 15, 20):
         clf = tina.personalize(names[:k], seed=k)
         assert clf.labels == names[:k]
-        p = clf.predict(np.zeros((3, 32, 32, 3), np.uint8))
-        assert p.probabilities.shape == (3, k)
+        p = clf.predict(photo)
+        assert p.probabilities.shape == (2, k)
+        np.testing.assert_allclose(p.probabilities.sum(1), 1.0, atol=1e-5)
 
 
-def _real_test_images(tmp_path_factory):
-    sys.path.insert(0, str(ROOT))
-    from tina_edge.train.data import extract_archive_safely, load_idx, load_image_folder
+def _tiny_val_photos(dest: Path, names: list[str], per_class: int) -> dict[str, list[Path]]:
+    """Extract the val photos of `names` (first WordNet name in words.txt) from the shared archive."""
+    with tarfile.open(SHARED_TINY) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        root = next(n.split("/")[0] for n in members if n.endswith("/words.txt"))
+        words = tar.extractfile(members[f"{root}/words.txt"]).read().decode()
+        wnids = set(tar.extractfile(members[f"{root}/wnids.txt"]).read().decode().split())
+        first = {line.split("\t")[0]: line.split("\t")[1].split(",")[0].strip() for line in words.splitlines() if "\t" in line}
+        want = {w: first[w] for w in wnids if first.get(w) in names}
+        ann = tar.extractfile(members[f"{root}/val/val_annotations.txt"]).read().decode().splitlines()
+        out: dict[str, list[Path]] = {n: [] for n in names}
+        for line in ann:
+            file, wnid = line.split("\t")[:2]
+            if wnid in want and len(out[want[wnid]]) < per_class:
+                m = members[f"{root}/val/images/{file}"]
+                m.name = file
+                tar.extract(m, dest, filter="data")
+                out[want[wnid]].append(dest / file)
+    return out
 
-    dest = tmp_path_factory.mktemp("cifar")
-    extract_archive_safely(SHARED_CIFAR, dest)
-    cifar = load_image_folder(dest / "cifar10", "test")
-    fashion = load_idx(FASHION, "test")
-    return cifar, fashion
 
-
-@pytest.mark.slow  # ~1 min: unpacks CIFAR-10 test JPEGs and reads 20 000 real test images
+@pytest.mark.slow  # ~20 s: reads the Tiny-ImageNet archive and classifies 300 real photos
 @pytest.mark.realdata
-@pytest.mark.skipif(not SHARED_CIFAR.is_file() or not FASHION.is_dir(),
-                    reason="needs ../shared/data/cifar10-jpeg.tar.gz and apt's dataset-fashion-mnist")
-def test_generated_models_classify_real_test_images(tina, tmp_path_factory, tmp_path):
+@pytest.mark.skipif(not SHARED_TINY.is_file(), reason="needs ../shared/data/tiny-imagenet-200.tar.gz")
+def test_generated_models_classify_real_photos(tina, tmp_path):
     pytest.importorskip("PIL")
-    cifar, fashion = _real_test_images(tmp_path_factory)
-    prompt = ["dog", "cat", "sneaker", "ship", "bag"]  # cat and sneaker were held out of training
-    clf = tina.personalize(prompt, seed=0)
+    photos = _tiny_val_photos(tmp_path / "val", SEEN, per_class=30)
+    assert all(len(v) == 30 for v in photos.values()), {k: len(v) for k, v in photos.items()}
+    clf = tina.personalize(SEEN, seed=0)
     clf.save(tmp_path / "model.onnx")
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert json.loads(sess.get_modelmeta().custom_metadata_map["labels"]) == prompt
-    correct = total = 0
-    for j, name in enumerate(prompt):
-        ds = cifar if name in cifar.classes else fashion
-        imgs = ds.images[ds.labels == ds.classes.index(name)][:300]
-        probs = sess.run(["probabilities"], {"image": imgs})[0]
-        correct += int((probs.argmax(1) == j).sum())
-        total += len(imgs)
-    acc = 100.0 * correct / total
-    assert acc > 100.0 / len(prompt) + 40, acc  # chance is 20%
+    assert json.loads(sess.get_modelmeta().custom_metadata_map["labels"]) == SEEN
+    files = [f for name in SEEN for f in photos[name]]
+    truth = np.repeat(np.arange(len(SEEN)), 30)
+    pred = clf.predict(files)
+    acc = float((pred.indices == truth).mean())
+    # measured 0.86 mean over 100 such 10-way tasks of seen classes (BENCHMARKS.md §10); chance 0.10
+    assert acc >= 0.75, acc
