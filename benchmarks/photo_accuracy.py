@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=25, help="val photos per class scored")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--features-cache", type=Path, default=None,
+                    help="folder to keep trunk features in, keyed by the trunk's sha256 (bundles sharing a trunk reuse them)")
     ap.add_argument("--json-out", type=Path, default=None)
     a = ap.parse_args()
     w = Path(a.workdir)
@@ -96,7 +98,18 @@ def main() -> None:
             continue
         p = Personalizer.from_bundle(bundle, threads=1)
         t0 = time.time()
-        feats = trunk_features(p, photos, rows)
+        cache = None
+        if a.features_cache:
+            from tina_edge.runtime.head import trunk_sha256
+
+            a.features_cache.mkdir(parents=True, exist_ok=True)
+            cache = a.features_cache / f"{trunk_sha256(p.trunk_model())[:16]}_{a.per_class}.npy"
+        if cache is not None and cache.is_file():
+            feats = np.load(cache)
+        else:
+            feats = trunk_features(p, photos, rows)
+            if cache is not None:
+                np.save(cache, feats)
         secs = time.time() - t0
         res = score(p, tasks, feats, photos.labels, classes, a.seed, a.steps)
         clf = p.personalize(tasks[0][1], seed=a.seed, steps=a.steps)

@@ -48,6 +48,28 @@ def ort_latency_ms(trunk, size: int, path: Path, repeats: int = 30) -> float:
     return statistics.median(times)
 
 
+def latency_only(cache: Path, sizes: list[int], rounds: int = 15, per_round: int = 5) -> None:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = {s: ort.InferenceSession(str(cache / f"trunk_{s}.onnx"), so, providers=["CPUExecutionProvider"]) for s in sizes}
+    x = {s: np.random.default_rng(0).integers(0, 256, (1, s, s, 3), dtype=np.uint8) for s in sizes}
+    times = {s: [] for s in sizes}
+    for s in sizes:
+        sess[s].run(None, {"image": x[s]})
+    for _ in range(rounds):
+        for s in sizes:
+            for _ in range(per_round):
+                t = time.perf_counter()
+                sess[s].run(None, {"image": x[s]})
+                times[s].append((time.perf_counter() - t) * 1000)
+    print("| input | trunk ORT batch 1, 1 thread, median ms | p10 ms |")
+    print("|---|---|---|")
+    for s in sizes:
+        print(f"| {s} px | {statistics.median(times[s]):.1f} | {np.percentile(times[s], 10):.1f} |")
+
+
 def main() -> None:
     import torch
 
@@ -68,7 +90,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--latency-only", action="store_true",
+                   help="only time the trunk_S.onnx files already in --cache, sizes interleaved round by round "
+                        "(so a busy machine's load drift hits every size alike)")
     a = p.parse_args()
+    if a.latency_only:
+        latency_only(a.cache, [int(s) for s in a.sizes.split(",")])
+        return
     torch.set_num_threads(1)
     rng = np.random.default_rng(a.seed)
 

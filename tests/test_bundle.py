@@ -12,24 +12,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.runtime import Personalizer, open_bundle
 from tina_edge.runtime.bundle import default_bundle_path
 from tina_edge.runtime.errors import BundleError
 from tina_edge.runtime.manifest import read_manifest, write_manifest
-
-
-@pytest.fixture(scope="module")
-def base_bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("base") / "bundle")
-
-
-@pytest.fixture
-def bundle(base_bundle, tmp_path) -> Path:
-    d = tmp_path / "bundle"
-    shutil.copytree(base_bundle, d)
-    return d
 
 
 def _edit_manifest(d: Path, fn) -> None:
@@ -117,7 +104,7 @@ CASES = [
      ["template.onnx", "no initializer 'fc.weight'"]),
     ("param count", _wrong_param_count, ["denoiser.onnx", "x_t", "manifest says 30"]),
     ("template shape", _template_shape, ["template.onnx", "'head.weight' has shape [4, 7]", "says [4, 6]"]),
-    ("bad type", lambda d: _edit_manifest(d, lambda m: m["denoiser"].update(k_max="four")), ["malformed"]),
+    ("bad type", lambda d: _edit_manifest(d, lambda m: m["denoiser"].update(k_max="four")), ["denoiser.k_max", "must be int"]),
     ("dim mismatch", lambda d: _edit_manifest(d, lambda m: (m["text_encoder"].update(embedding_dim=9), m["denoiser"].update(embedding_dim=9))),
      ["text_encoder.onnx", "embeddings", "manifest says 9"]),
 ]
@@ -225,3 +212,19 @@ def test_default_bundle_missing_is_clear(monkeypatch, tmp_path):
         default_bundle_path()
     with pytest.raises(BundleError, match="embedded default bundle is missing"):
         Personalizer.from_bundle()
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("default_sampler", "euler", "diffusion defaults are invalid"),
+    ("default_steps", 0, "default_steps"),
+    ("beta_end", 1.5, "diffusion schedule is invalid"),
+])
+def test_write_manifest_refuses_what_the_runtime_would_refuse(bundle, field, value, words):
+    """The schedule and sampler checks run on write as on read: no exporter writes an unopenable bundle."""
+    before = (bundle / "manifest.json").read_bytes()
+    m = read_manifest(bundle)
+    setattr(m.diffusion, field, value)
+    with pytest.raises(BundleError, match=words):
+        write_manifest(bundle, m)
+    assert (bundle / "manifest.json").read_bytes() == before  # nothing written
+    open_bundle(bundle).close()

@@ -70,6 +70,7 @@ def _real_test_images(tmp_path_factory):
     return cifar, fashion
 
 
+@pytest.mark.slow  # ~1 min: unpacks CIFAR-10 test JPEGs and reads 20 000 real test images
 @pytest.mark.realdata
 @pytest.mark.skipif(not SHARED_CIFAR.is_file() or not FASHION.is_dir(),
                     reason="needs ../shared/data/cifar10-jpeg.tar.gz and apt's dataset-fashion-mnist")

@@ -85,11 +85,12 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_ranks_share_the_blocks(tmp_path):
     script = tmp_path / "feat.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), prefix=str(tmp_path / "ddp_16")))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script)], capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

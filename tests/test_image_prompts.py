@@ -67,6 +67,7 @@ def _unit_mean(e: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ export + parity
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_image_encoder_export_and_parity(clip_run):
     from tina_edge.runtime.bundle import open_bundle
     from tina_edge.runtime.image_encoder import ImageEncoderSession
@@ -95,6 +96,7 @@ def test_image_encoder_export_and_parity(clip_run):
         np.testing.assert_array_equal(np.rint(ref * 255).astype(np.uint8).transpose(1, 2, 0), ours)
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_bundle_checks_image_encoder_contract(clip_run, tmp_path):
     from tina_edge.runtime.bundle import open_bundle
     from tina_edge.runtime.manifest import read_manifest, write_manifest
@@ -115,6 +117,7 @@ def test_bundle_checks_image_encoder_contract(clip_run, tmp_path):
 # ------------------------------------------------------------------ Python API
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_mixed_prompt_follows_prompt_order(pz, clip_run, tmp_path):
     import onnxruntime as ort
 
@@ -162,6 +165,7 @@ def test_mixed_prompt_follows_prompt_order(pz, clip_run, tmp_path):
     assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["labels"] == json.dumps(names)
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_image_prompt_errors(pz, tmp_path):
     imgs = _pictures(5)
     with pytest.raises(PromptError, match=r"images are given for 'zebra', which is not one of the classes \(blue dot, red square\)"):
@@ -197,6 +201,7 @@ def test_refusal_without_image_tower(tmp_path):
 # ------------------------------------------------------------------ CLI
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_cli_mixed_prompt(clip_run, tmp_path):
     import onnxruntime as ort
 
@@ -240,6 +245,7 @@ def test_cli_mixed_prompt(clip_run, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_image_prompts_without_torch(clip_run, tmp_path):
     """The runtime image path imports neither torch nor open_clip."""
     script = r"""
@@ -266,6 +272,7 @@ print("ok")
 # ------------------------------------------------------------------ eval
 
 
+@pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_eval_image_prompt_rows(clip_run, tmp_path):
     from tina_edge.train.evaluate import image_class_embeddings, image_prompt_encoder
     from tina_edge.train.pipeline import stage_eval

@@ -81,3 +81,34 @@ def test_importing_the_runtime_needs_only_numpy():
                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok []"
+
+
+EXPORT_WITHOUT_TORCH = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "open_clip", "transformers", "torchvision"}:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Block())
+import tina_edge.export.generate  # torch-free: `tina-edge convert` runs in a runtime install
+from tina_edge.runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
+for mod in ("tina_edge.export.bundle", "tina_edge.export.graphs", "tina_edge.export.text_encoder"):
+    try:
+        __import__(mod)
+        raise SystemExit(mod + " imported without torch")
+    except TinaEdgeError as e:
+        assert str(e) == TRAIN_EXTRA_HINT, str(e)
+from click.testing import CliRunner
+from tina_edge.cli.main import main
+r = CliRunner().invoke(main, ["export", "--ckpt", "x.safetensors", "-o", "out"])
+assert r.exit_code == 2 and r.stderr.strip() == "error: " + TRAIN_EXTRA_HINT, (r.exit_code, r.output)
+print("ok")
+"""
+
+
+def test_export_without_torch_gives_the_cli_install_hint():
+    """`import tina_edge.export.<torch part>` and `tina-edge export` say the same pip line, no traceback."""
+    out = subprocess.run([sys.executable, "-c", EXPORT_WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -103,3 +103,61 @@ def test_bundle_personalizes_photos_of_any_size_and_head_only(workdir, tmp_path)
     (other / "head.onnx").write_bytes((tmp_path / "head.onnx").read_bytes())
     with pytest.raises(Exception, match="trunk"):
         PersonalizedClassifier.load(other / "head.onnx").predict(photos)
+
+
+def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, tmp_path):
+    import onnx
+
+    from tina_edge.export.bundle import export_bundle
+    from tina_edge.runtime import Personalizer
+    from tina_edge.train.photo_pipeline import calibration_photos
+
+    cal = calibration_photos(workdir)
+    assert cal.shape == (12, 32, 32, 3) and cal.dtype == np.uint8
+    out = tmp_path / "b8"
+    s = export_bundle(workdir / "tina.safetensors", out, log=lambda m: None, quantize_trunk="int8", calibration=cal)
+    assert s["template_int8"]["calibration_images"] == 12
+    t = onnx.load(str(out / "template.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in t.graph.node)
+    assert {i.name: i.data_type for i in t.graph.initializer}["fc.weight"] == onnx.TensorProto.FLOAT
+    p = Personalizer.from_bundle(out, threads=1)
+    assert p.manifest.training["trunk_quantization"].startswith("int8")
+    clf = p.personalize(["goldfish", "sandal"], seed=0)
+    assert clf.predict(cal[:4]).probabilities.shape == (4, 2)
+
+
+ZOO_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+dist.init_process_group("gloo")
+from tina_edge.train.photo_pipeline import stage_zoo_head
+s = stage_zoo_head({w!r}, n_tasks=30, n_id=3, n_ood_per_class=2, k_max=4, group=4, progress=False)
+print(json.dumps({{"rank": dist.get_rank(), "done": s["done"], "world": s["world_size"]}}))
+dist.destroy_process_group()
+"""
+
+
+def test_zoo_under_torchrun_two_ranks_share_the_tasks(workdir, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    w = tmp_path / "w"
+    w.mkdir()
+    for name in ("classes.json", "universe.json", "generic.safetensors", "tasks.json"):
+        shutil.copy(workdir / name, w / name)
+    shutil.copytree(workdir / "features", w / "features")
+    script = tmp_path / "zoo.py"
+    script.write_text(ZOO_SCRIPT.format(w=str(w)))
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["done"] for r in rows) == [15, 15] and all(r["world"] == 2 for r in rows)
+    index = json.loads((w / "zoo" / "index.json").read_text())  # merged by rank 0
+    assert sorted(e["id"] for e in index) == list(range(30))
+    single = {e["id"]: e["classes"] for e in json.loads((workdir / "zoo" / "index.json").read_text())}
+    assert all(single[e["id"]] == e["classes"] for e in index)

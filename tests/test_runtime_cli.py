@@ -108,9 +108,13 @@ def test_predict(bundle, tmp_path):
     for x in j:
         assert sum(t["probability"] for t in x["top"]) == pytest.approx(1.0, abs=1e-5)
         assert x["top"][0]["label"] == x["label"] and x["top"][0]["probability"] == x["probability"]
-    (imgs / "readme.txt").write_text("hi")
+    (imgs / "readme.txt").write_text("hi")  # in a walked folder, a file without an image suffix is left out, and said so
     r = run("predict", out, imgs)
-    assert r.exit_code == 2 and "readme.txt is not a readable image" in r.stderr
+    assert r.exit_code == 0 and len(r.stdout.strip().splitlines()) == 2
+    assert "1 file(s) without an image suffix were not used" in r.stderr and "readme.txt" in r.stderr
+    (imgs / "c.jpg").write_text("hi")  # an image suffix on a file that is no image is still an error
+    r = run("predict", out, imgs)
+    assert r.exit_code == 2 and "c.jpg is not a readable image" in r.stderr
     r = run("predict", imgs / "a.png", imgs / "b.jpg")
     assert r.exit_code == 2 and "not a readable ONNX model" in r.stderr
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tina_edge.runtime.errors import PromptError
+from tina_edge.runtime.errors import ArgumentError, PromptError, SettingsError
 from tina_edge.runtime.manifest import DiffusionSpec
 from tina_edge.runtime.samplers import DDIMSampler, DDPMSampler, initial_noise, make_sampler, spaced_timesteps
 from tina_edge.runtime.schedule import NoiseSchedule
@@ -37,6 +37,8 @@ def test_ddim_timesteps_golden():
     s.set_timesteps(10)
     assert s.timesteps.tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert s.timesteps.dtype == np.int64
+    s.set_timesteps(2)
+    assert s.timesteps.tolist() == [999, 0]
     s.set_timesteps(3)
     assert s.timesteps.tolist() == [999, 500, 0]  # 499.5 rounds half to even
     s.set_timesteps(1)
@@ -52,8 +54,9 @@ def test_ddim_timesteps_golden():
 
 @pytest.mark.parametrize("bad", [0, 1001, -3, 2.5, "10", True])
 def test_bad_step_counts(bad):
-    with pytest.raises(PromptError, match="from 1 to 1000"):
+    with pytest.raises(SettingsError, match="from 1 to 1000"):  # a setting, not the prompt, is wrong
         spaced_timesteps(1000, bad)
+    assert issubclass(SettingsError, ArgumentError) and issubclass(SettingsError, PromptError)  # old handlers still catch it
 
 
 def test_ddpm_default_timesteps_and_coefficients():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +12,10 @@ import click
 
 from ..runtime.errors import ModelFileError, PromptError
 from ..runtime.samplers import SAMPLERS
+from .safe_text import json_text, safe
+
+
+MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
 
 
 def _fmt_bytes(n: int) -> str:
@@ -20,14 +26,54 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _echo_json(obj) -> None:
-    """JSON on stdout: readable UTF-8, or \\u escapes when a path holds undecodable bytes (surrogates)."""
-    text = json.dumps(obj, ensure_ascii=False)
+def _echo_json(obj, **kw) -> None:
+    """Strict JSON on stdout: readable UTF-8; control, format and undecodable characters \\u-escaped;
+    non-finite numbers as null."""
+    click.echo(json_text(obj, **kw))
+
+
+def _echo(*lines: str) -> None:
+    """Human-readable lines on stderr, each escaped (labels and paths come from strangers)."""
+    for line in lines:
+        click.echo(safe(line), err=True)
+
+
+def _output_path(output: str, force: bool) -> Path:
+    """-o must name a file: no trailing slash, not a directory; an existing file only with --force."""
+    if not output or output.endswith(("/", os.sep)) or Path(output).name in ("", ".", ".."):
+        raise ModelFileError(f"-o {output!r} names a directory; give a file path such as model.onnx")
+    p = Path(output)
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(obj, ensure_ascii=True)
-    click.echo(text)
+        exists = p.exists() or p.is_symlink()
+        if p.is_dir():
+            raise ModelFileError(f"cannot write {p}: it is a directory; give a file path such as {p / 'model.onnx'}")
+        parent_ok = p.parent.is_dir()
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot write {output!r}: {getattr(e, 'strerror', None) or e}") from None
+    if exists and not force:
+        raise ModelFileError(f"{p} already exists; choose another path or pass --force to overwrite it")
+    if not parent_ok:
+        raise ModelFileError(f"cannot write {p}: the directory {p.parent} does not exist")
+    return p
+
+
+def _refuse_bundle_files(output: Path, bundle) -> None:
+    """Even with --force, -o may not replace a file of the bundle in use (its manifest, a graph, the archive)."""
+    try:
+        st = os.lstat(output)
+    except OSError:
+        return  # nothing there yet: nothing of the bundle can be replaced
+    mine = (st.st_dev, st.st_ino)
+    names = [*bundle.manifest.files, "manifest.json"]
+    candidates = [(n, bundle.root / n) for n in names] + [(str(bundle.source), bundle.source)]
+    for name, path in candidates:
+        try:
+            other = os.lstat(path)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == mine:
+            raise ModelFileError(f"{output} is a file of the bundle in use ({name}); choose another output path "
+                                 "(--force never replaces a bundle's own files)")
 
 
 def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | None] | None:
@@ -77,9 +123,14 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 
 
 @click.command("personalize")
-@click.argument("classes", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write model.onnx.")
+@click.argument("classes", nargs=-1, required=False)
+@click.option("-o", "--output", required=True, type=str,
+              help="Where to write model.onnx (with --batch: the directory for the models).")
+@click.option("--batch", "batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="FILE with one prompt per line: one model each, into the -o directory; prints a JSON summary.")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle directory or archive (default: the embedded one).")
+@click.option("--expect-bundle-id", default=None, metavar="ID",
+              help="Refuse any bundle whose content id (see `tina-edge info`) is not ID: pin the bundle you shipped.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the bundle's; DDPM: all T).")
 @click.option("--sampler", type=click.Choice(SAMPLERS, case_sensitive=False), default=None, help="Sampler (default: the bundle's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same model bytes.")
@@ -91,28 +142,40 @@ def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
+@click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
 @click.option("--head-only", is_flag=True,
               help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
                    "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
-def personalize(classes, output, bundle, steps, sampler, seed, candidates, describe, images, force, as_json, threads,
-                head_only):
+def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
+                force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
-    (CLIP bundles only), in any mix; the labels follow CLASSES.
+    (CLIP bundles only), in any mix; the labels follow CLASSES. --batch FILE makes one model per
+    line of FILE with the same bundle sessions.
     """
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import check_class_count, parse_classes
 
+    if batch_file is not None:
+        if classes or describe or images:
+            raise PromptError("--batch takes its prompts from FILE; leave out CLASSES, --describe and --images")
+        _personalize_batch(batch_file, Path(output), bundle=bundle, steps=steps, sampler=sampler, seed=seed,
+                           candidates=candidates, force=force, threads=threads, expected_id=expect_bundle_id)
+        return
+    if not classes:
+        raise PromptError('name the classes, e.g. tina-edge personalize "dog, cat, horse" -o model.onnx (or use --batch FILE)')
     t0 = time.perf_counter()
     names = parse_classes(list(classes))
     descriptions = _descriptions(names, describe)
     image_prompts = _image_prompts(names, images)
-    if (output.exists() or output.is_symlink()) and not force:
-        raise ModelFileError(f"{output} already exists; choose another path or pass --force to overwrite it")
-    if not output.parent.is_dir():
-        raise ModelFileError(f"cannot write {output}: the directory {output.parent} does not exist")
-    p = Personalizer.from_bundle(bundle, threads=threads)
+    output = _output_path(output, force)
+    head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
+    p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
+    for target in (output, head_file):
+        if target is not None:
+            _refuse_bundle_files(target, p.bundle)
     check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
     clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
@@ -121,6 +184,10 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
     clf.save(output, overwrite=force, head_only=head_only)
     if head_only and not (output.parent / "trunk.onnx").exists():
         clf.save_trunk(output.parent / "trunk.onnx")
+    if head_file is not None:
+        from ..runtime.portable import save_head
+
+        save_head(clf, head_file, overwrite=force)
     nov = p.novelty(names, descriptions=descriptions)
     s = json.loads(clf.metadata["sampler"])
     by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
@@ -135,50 +202,164 @@ def personalize(classes, output, bundle, steps, sampler, seed, candidates, descr
             "generate_milliseconds": round(ms_gen, 1),
         })
         return
-    click.echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}", err=True)
+    _echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}")
     if by_images:
-        click.echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()), err=True)
+        _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
     if nov["seen"]:
-        click.echo(f"  seen in training:  {', '.join(nov['seen'])}", err=True)
+        _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:
-        click.echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}", err=True)
+        _echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}")
     for n, near in nov["nearest"].items():  # runtime/novelty.py: what the generator will lean on
-        click.echo(f"  '{n}' is new; nearest known names: " + ", ".join(f"{m} ({c:.2f})" for m, c in near), err=True)
+        _echo(f"  '{n}' is new; nearest known names: " + ", ".join(f"{m} ({c:.2f})" for m, c in near))
     for a, b, c in nov["confusable"]:
-        click.echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused",
-                   err=True)
-    click.echo(
+        _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
+    _echo(
         f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
-        f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)",
-        err=True,
+        f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)"
     )
+
+
+# ----------------------------------------------------------------- personalize --batch (issue 14)
+
+
+def _slug(names: list[str]) -> str:
+    """A file-name-safe, short form of a class list ("Sea lion, cat" -> "sea_lion-cat")."""
+    import re
+
+    from ..runtime.prompt import class_key
+
+    text = "-".join(re.sub(r"[^a-z0-9]+", "_", class_key(n)).strip("_") or "x" for n in names)
+    return text[:60].rstrip("-_") or "model"
+
+
+def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line number, prompt text, class names) of every prompt line; blank and '#' lines skipped.
+
+    All lines are checked before any model is made, so a bad line 40 costs nothing.
+    """
+    from ..runtime.prompt import parse_classes
+
+    try:
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PromptError(f"{path} is not a regular file; write one prompt per line in a text file")
+        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split the prompts into several files")
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None
+    except OSError as e:
+        raise PromptError(f"cannot read {path}: {e.strerror}") from None
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            out.append((no, line.strip(), parse_classes(line)))
+        except PromptError as e:
+            raise PromptError(f"{path} line {no}: {e}") from None
+    if not out:
+        raise PromptError(f"{path} holds no prompt; write one per line, e.g. 'dog, cat, horse'")
+    return out
+
+
+def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sampler, seed, candidates, force, threads,
+                       expected_id: str | None = None) -> None:
+    """One model per prompt line, all from one Personalizer (sessions made once), JSON summary on stdout."""
+    from ..runtime.personalizer import Personalizer
+    from ..runtime.prompt import check_class_count
+
+    t0 = time.perf_counter()
+    prompts = read_batch_prompts(batch_file)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelFileError(f"with --batch, -o names a directory for the models; {out_dir} is a file")
+    if not out_dir.parent.is_dir():
+        raise ModelFileError(f"cannot write into {out_dir}: the directory {out_dir.parent} does not exist")
+    p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expected_id)
+    targets = []
+    for i, (no, _, names) in enumerate(prompts, 1):
+        try:
+            check_class_count(names, p.manifest.k_max)
+        except PromptError as e:
+            raise PromptError(f"{batch_file} line {no}: {e}") from None
+        targets.append(out_dir / f"{i:03d}-{_slug(names)}.onnx")
+    for t in targets:
+        _refuse_bundle_files(t, p.bundle)
+    clash = [t for t in targets if t.exists() or t.is_symlink()]
+    if clash and not force:
+        raise ModelFileError(f"{clash[0]} already exists ({len(clash)} of the outputs do); pass --force to overwrite them")
+    out_dir.mkdir(exist_ok=True)
+    models = []
+    for (no, prompt, names), target in zip(prompts, targets):
+        t1 = time.perf_counter()
+        clf = p.personalize(names, steps=steps, sampler=sampler, seed=seed, candidates=candidates)
+        clf.save(target, overwrite=force)
+        nov = p.novelty(names)
+        models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
+                       "seen": nov["seen"], "new": nov["new"], "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
+        _echo(f"wrote {target}: {', '.join(clf.labels)}")
+    s = json.loads(clf.metadata["sampler"])
+    _echo_json({
+        "count": len(models), "output_dir": str(out_dir), "bundle_id": p.manifest.bundle_id,
+        "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
+        "milliseconds": round((time.perf_counter() - t0) * 1000, 1), "models": models,
+    })
 
 
 @click.command("predict")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--top", type=click.IntRange(1, None), default=1, show_default=True, help="Show the K most probable labels.")
+@click.option("--min-prob", type=click.FloatRange(0, 1), default=None,
+              help="Answer 'unknown' when the top probability is below P (an image of none of the classes).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True,
+              help="Decode and classify this many images at a time (bounds memory for big folders).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 @click.option("--trunk", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Trunk for a head-only MODEL (default: trunk.onnx beside it).")
-def predict(model, images, top, as_json, trunk):
-    """Classify IMAGES (files or directories) with a personalized MODEL (.onnx, standalone or head-only)."""
+def predict(model, images, top, min_prob, batch_size, as_json, trunk):
+    """Classify IMAGES (files or directories, walked recursively) with a personalized MODEL (.onnx,
+    standalone or head-only).
+
+    One line per file: its path, then the answer (with --min-prob) and the --top labels.
+    """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.images import image_names
+    from ..runtime.evaluation import expand_paths
 
     clf = PersonalizedClassifier.load(model, trunk=trunk)
-    names = image_names(list(images))
-    pred = clf.predict(list(images))
-    tops = clf.top(pred, top)
+    files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
+    if skipped:
+        _echo(f"note: {len(skipped)} file(s) without an image suffix were not used, e.g. {skipped[0]}")
+    rows = _predict_rows(clf, files, top, batch_size, min_prob)
     if as_json:
-        _echo_json([
-            {"image": n, "label": pred.labels[i], "probability": float(pred.probabilities[i, pred.indices[i]]),
-             "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
-            for i, n in enumerate(names)
-        ])
+        _echo_json(list(rows))  # printed only when every image succeeded: always one valid JSON document
         return
-    for n, row in zip(names, tops):
-        click.echo(f"{n}\t" + "\t".join(f"{lab} {pr:.3f}" for lab, pr in row))
+    for row in rows:
+        click.echo(_predict_line(row, min_prob is not None))
+
+
+def _predict_rows(clf, images: list, top: int, batch_size: int, min_prob: float | None):
+    """One dict per image, batch by batch (only one batch of decoded images in memory)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(images), unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, leave=False) as bar:
+        for names, pred in clf.iter_predict(images, batch_size=batch_size, min_prob=min_prob):
+            bar.update(len(names))
+            yield from _rows(clf, names, pred, top)
+
+
+def _rows(clf, names: list[str], pred, top: int):
+    """The rows of one batch: answer, its probability and the top-K labels of every image."""
+    tops = clf.top(pred, top)
+    conf = pred.confidence
+    for i, n in enumerate(names):
+        yield {"image": n, "label": pred.labels[i], "probability": float(conf[i]),
+               "top": [{"label": lab, "probability": pr} for lab, pr in tops[i]]}
+
+
+def _predict_line(row: dict, with_answer: bool) -> str:
+    """IMAGE<TAB>[ANSWER<TAB>]LABEL PROB..., names and labels escaped (one line per image, always)."""
+    answer = f"{safe(row['label'])}\t" if with_answer else ""
+    return f"{safe(row['image'])}\t{answer}" + "\t".join(f"{safe(t['label'])} {t['probability']:.3f}" for t in row["top"])
 
 
 def _flat(d, prefix=""):
@@ -190,17 +371,24 @@ def _flat(d, prefix=""):
 
 
 @click.command("info")
-@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.argument("bundle_arg", metavar="[BUNDLE]", required=False, type=click.Path(path_type=Path))
+@click.option("--bundle", "bundle_opt", type=click.Path(path_type=Path), default=None,
+              help="Bundle directory or archive (default: the embedded one); BUNDLE alone is the same.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
 @click.option("--verbose", "-v", is_flag=True, help="Print every evaluation figure (per k too).")
-def info(bundle, as_json, verbose):
+@click.option("--expect-bundle-id", default=None, metavar="ID", help="Fail unless the bundle's content id is ID.")
+def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     """Verify a bundle (default: the embedded one) and summarise its manifest."""
     from ..runtime.bundle import open_bundle
 
-    b = open_bundle(bundle)
+    if bundle_arg is not None and bundle_opt is not None and bundle_arg != bundle_opt:
+        raise click.UsageError(f"two bundles given ({bundle_arg} and --bundle {bundle_opt}); pass one")
+    bundle = bundle_opt if bundle_opt is not None else bundle_arg
+    b = open_bundle(bundle, expected_id=expect_bundle_id)
     m = b.manifest
+    b.close()
     if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
+        _echo_json(m.to_dict(), indent=2)
         return
     te, dif, den, tm = m.text_encoder, m.diffusion, m.denoiser, m.template
     i = tm.input
@@ -216,6 +404,12 @@ def info(bundle, as_json, verbose):
         f"sampler     {dif.default_sampler}, {dif.default_steps} steps by default; T={dif.num_train_timesteps}, "
         f"{dif.beta_schedule} betas {dif.beta_start:g}..{dif.beta_end:g}, predicts x0"
     )
+    port = m.portable if isinstance(m.portable, dict) else {}
+    if port.get("generate"):  # docs/PORTABLE.md: what JS and mobile ports use
+        g, nz = port["generate"], port.get("noise", {})
+        out.append(f"portable    {g.get('model')} (ddim {g.get('steps')} steps), {port.get('template_inputs', {}).get('model')}, "
+                   f"{port.get('tokenizer_config')}; noise {nz.get('generator')} v{nz.get('version')}"
+                   + ("; ORT format" if port.get("ort") else ""))
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr = m.training
@@ -239,7 +433,7 @@ def info(bundle, as_json, verbose):
         out += [f"              {k}: {v}" for k, v in _flat(m.evaluation)]
     else:
         out.append("evaluation  (none recorded)")
-    click.echo("\n".join(out))
+    click.echo("\n".join(safe(line) for line in out))  # manifest strings may hold escape sequences
 
 
 def _eval_table(ev: dict) -> list[str]:
@@ -262,4 +456,6 @@ def _eval_table(ev: dict) -> list[str]:
     return lines
 
 
-COMMANDS = [personalize, predict, info]
+from .evaluate_cmd import evaluate  # noqa: E402  (its own module; registered with the edge commands)
+
+COMMANDS = [personalize, predict, info, evaluate]

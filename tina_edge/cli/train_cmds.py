@@ -13,22 +13,14 @@ from pathlib import Path
 
 import click
 
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
 
 
 def _need_torch():
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TinaEdgeError('this command needs the training extra: pip install "tina-edge[train]"') from None
-
-
-def _shared_data_default() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    for cand in (root.parent / "shared" / "data" / "cifar10", root / "data" / "cifar10"):
-        if (cand / "train").is_dir():
-            return str(cand)
-    return None
+        raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
 
 
 def data_options(f):
@@ -201,9 +193,10 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
     steps, n_id, n_ood = steps or 100, n_id or 45, n_ood or 9
     try:
         i, n = (int(x) for x in shard.split("/"))
-        assert 0 <= i < n
-    except (ValueError, AssertionError):
-        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}") from None
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
     try:

@@ -14,18 +14,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from .. import __version__
 from ..runtime.atomic import atomic_output_dir
 from ..runtime.errors import TinaEdgeError
+from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, Manifest, TemplateSpec, write_manifest
 from ..train.diffusion import reference_sample_ddim
 from ..train.trainer import denormalise, read_checkpoint
 from .graphs import export_denoiser, export_template
 
-DENOISER = "denoiser.onnx"
-TEMPLATE = "template.onnx"
+from ..runtime.contracts import DENOISER, TEMPLATE  # the bundle's file names, declared once
 
 
 def _quantize_denoiser(path: Path, quantize: str) -> None:
@@ -34,6 +37,13 @@ def _quantize_denoiser(path: Path, quantize: str) -> None:
     tmp = path.with_name("q_" + path.name)
     quantize_model(path, tmp, quantize)
     tmp.replace(path)
+
+
+def datasets_label(datasets) -> str:
+    """The manifest's dataset line (a photo universe: its source names, never local paths)."""
+    from ..train.datasets.universe import universe_label
+
+    return universe_label(datasets) if isinstance(datasets, dict) else str(datasets)
 
 
 def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: int = 20) -> float:
@@ -51,7 +61,7 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
         emb[0, :k] = torch.from_numpy(p.encode(names))
         mask = torch.zeros(1, layout.k_max)
         mask[0, :k] = 1
-        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, np.random.default_rng(seed), steps=steps)
+        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, PortableNoise(seed), steps=steps)
         ref = layout.unflatten(denormalise(layout, x)[0], k)
         for name, t in ref.items():
             worst = max(worst, float(np.abs(clf.params[name] - t.numpy()).max()))
@@ -74,28 +84,31 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
     return float(np.abs(got - encoder.encode_images(imgs)).max())
 
 
-def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
-                  quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
-                  evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
-                  log: Callable[[str], None] = print, progress: bool = False, quantize_trunk: str | None = None,
-                  calibration: np.ndarray | None = None) -> dict:
-    """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity).
+def training_info(ck, quantize_trunk: str | None = None) -> dict:
+    """The manifest's `training` section, built from a checkpoint in one place."""
+    return {
+        "datasets": datasets_label(ck.meta.get("generic_info", {}).get("datasets", "")),
+        "classes": ck.meta.get("classes", []),
+        "holdout_classes": ck.meta.get("holdout", []),
+        "vocabulary": ck.meta.get("seen", []),
+        "zoo": ck.meta.get("zoo", {}),
+        "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
+        "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
+        "diffusion_steps_trained": ck.meta.get("step"),
+        "text_encoder": ck.meta.get("text_encoder", {}),
+        "trunk_quantization": "int8 static QDQ per-channel" if quantize_trunk else None,
+        "synonyms": ck.meta.get("synonyms", {}),
+    }
 
-    quantize_trunk="int8" quantizes the template's frozen trunk (static, calibrated on `calibration`,
-    uint8 photos [N, H, W, 3] at the template's input size); the generated head stays float."""
-    if quantize_trunk not in (None, "int8"):
-        raise TinaEdgeError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
-    if quantize_trunk and calibration is None:
-        raise TinaEdgeError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
-    from ..train.text_encoders import OpenCLIPEncoder, build_text_encoder
-    from .text_encoder import export_image_encoder, export_text_encoder
 
-    t0 = time.time()
+def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation: dict | None):
+    """Stage 0: the checkpoint, a text encoder that matches it, and its evaluation summary."""
+    from ..train.text_encoders import build_text_encoder
+
     ck = read_checkpoint(ckpt_path)
     if not isinstance(ck.meta.get("text_encoder"), dict) or "dim" not in ck.meta["text_encoder"]:
         raise TinaEdgeError(f"checkpoint {ckpt_path} does not record its text encoder; it was not written by "
                             "`tina-edge train diffusion`")
-    layout = ck.layout()
     enc_spec = text_encoder or ck.meta["text_encoder"]["spec"]
     encoder = build_text_encoder(enc_spec)
     if encoder.dim != ck.meta["text_encoder"]["dim"]:
@@ -104,6 +117,100 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
     if evaluation is None:
         ev = Path(ckpt_path).parent / "eval" / "eval.json"
         evaluation = json.loads(ev.read_text())["summary"] if ev.is_file() else {}
+    return ck, encoder, evaluation
+
+
+def _export_graphs(tmp: Path, ck, encoder, summary: dict, *, quantize, quantize_denoiser, quantize_trunk, calibration,
+                   log: Callable[[str], None], done_stage: Callable[[], None]):
+    """Stage 1: every ONNX graph, each parity-checked against PyTorch as it is written; returns the text encoder spec."""
+    from ..train.text_encoders import OpenCLIPEncoder
+    from .text_encoder import export_image_encoder, export_text_encoder
+
+    log("exporting text encoder ...")
+    te_spec, summary["text_encoder"] = export_text_encoder(encoder, tmp, quantize=quantize)
+    done_stage()
+    if isinstance(encoder, OpenCLIPEncoder):  # CLIP: ship the image tower too, for image prompts
+        log("exporting CLIP image encoder ...")
+        te_spec, summary["image_encoder"] = export_image_encoder(encoder, tmp, spec=te_spec)
+        diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
+        summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
+        if not diff <= 1e-4:
+            raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
+        done_stage()
+    log("exporting denoiser ...")
+    den = ck.denoiser(ema=True)
+    summary["denoiser"] = export_denoiser(den, tmp / DENOISER)
+    if quantize_denoiser:
+        _quantize_denoiser(tmp / DENOISER, quantize_denoiser)
+    done_stage()
+    log("exporting classifier template ...")
+    layout = ck.layout()
+    summary["template"] = export_template(layout, ck.prefixed("generic."), tmp / TEMPLATE)
+    if quantize_trunk:
+        from .quantize_trunk import quantize_template_int8
+
+        log("quantizing the trunk to int8 ...")
+        q = tmp / ("int8_" + TEMPLATE)
+        summary["template_int8"] = quantize_template_int8(tmp / TEMPLATE, q, calibration)
+        q.replace(tmp / TEMPLATE)
+    return te_spec
+
+
+def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: dict, *, default_sampler: str, default_steps: int,
+                           quantize_trunk: str | None) -> Manifest:
+    """Stage 2: manifest.json through write_manifest, then the portable files (docs/PORTABLE.md)."""
+    layout, sched = ck.layout(), ck.schedule()
+    manifest = Manifest(
+        text_encoder=te_spec,
+        diffusion=DiffusionSpec(num_train_timesteps=sched.num_train_timesteps, beta_start=sched.beta_start,
+                                beta_end=sched.beta_end, default_sampler=default_sampler,
+                                default_steps=default_steps),
+        denoiser=DenoiserSpec(model=DENOISER, k_max=layout.k_max, param_count=layout.size,
+                              embedding_dim=te_spec.embedding_dim),
+        template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
+        training=training_info(ck, quantize_trunk),
+        evaluation=evaluation,
+        producer=f"tina-edge {__version__}",
+    )
+    write_manifest(tmp, manifest)
+    # portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json; a dynamic-int8
+    # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check runs on them.
+    from .generate import add_portable_files
+
+    return add_portable_files(tmp)
+
+
+def _check_personalize_parity(tmp: Path, ck, summary: dict, quantize_denoiser: str | None) -> None:
+    """Stage 3: a whole personalize run of the runtime against the torch reference."""
+    seen = ck.meta.get("seen") or ck.meta["classes"]
+    prompts = [seen[:2], seen[: ck.layout().k_max]]
+    summary["personalize_max_abs_diff"] = personalize_parity(tmp, ck, prompts)
+    # the reference is fed the runtime's own embeddings, so only a quantized denoiser may differ
+    tol = 1e-3 if not quantize_denoiser else float("inf")
+    if not summary["personalize_max_abs_diff"] <= tol:
+        raise TinaEdgeError(f"runtime personalize differs from the torch reference by "
+                            f"{summary['personalize_max_abs_diff']:.2e} (> {tol})")
+
+
+def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
+                  quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
+                  evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
+                  log: Callable[[str], None] = print, progress: bool = False, quantize_trunk: str | None = None,
+                  calibration: np.ndarray | None = None) -> dict:
+    """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity).
+
+    Named stages: checkpoint -> graphs -> manifest (+ portable files) -> personalize parity, all in a
+    temp directory that replaces `out_dir` only when every check passed.
+    quantize_trunk="int8" quantizes the template's frozen trunk (static, calibrated on `calibration`,
+    uint8 photos [N, H, W, 3] at the template's input size); the generated head stays float."""
+    if quantize_trunk not in (None, "int8"):
+        raise TinaEdgeError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
+    if quantize_trunk and calibration is None:
+        raise TinaEdgeError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
+    from ..train.text_encoders import OpenCLIPEncoder
+
+    t0 = time.time()
+    ck, encoder, evaluation = _open_checkpoint(ckpt_path, text_encoder, evaluation)
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     summary: dict = {"checkpoint": str(ckpt_path), "quantize": quantize, "quantize_denoiser": quantize_denoiser}
     from tqdm.auto import tqdm
@@ -123,69 +230,16 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
         with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
             tmp = Path(tmp)
             bar = tqdm(total=n_stages, desc="export", unit="stage", disable=not progress)
-            log("exporting text encoder ...")
-            te_spec, summary["text_encoder"] = export_text_encoder(encoder, tmp, quantize=quantize)
-            done_stage()
-            if isinstance(encoder, OpenCLIPEncoder):  # CLIP: ship the image tower too, for image prompts
-                log("exporting CLIP image encoder ...")
-                te_spec, summary["image_encoder"] = export_image_encoder(encoder, tmp, spec=te_spec)
-                diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
-                summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
-                if not diff <= 1e-4:
-                    raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
-                done_stage()
-            log("exporting denoiser ...")
-            den = ck.denoiser(ema=True)
-            summary["denoiser"] = export_denoiser(den, tmp / DENOISER)
-            if quantize_denoiser:
-                _quantize_denoiser(tmp / DENOISER, quantize_denoiser)
-            done_stage()
-            log("exporting classifier template ...")
-            summary["template"] = export_template(layout, ck.prefixed("generic."), tmp / TEMPLATE)
-            if quantize_trunk:
-                from .quantize_trunk import quantize_template_int8
-
-                log("quantizing the trunk to int8 ...")
-                q = tmp / ("int8_" + TEMPLATE)
-                summary["template_int8"] = quantize_template_int8(tmp / TEMPLATE, q, calibration)
-                q.replace(tmp / TEMPLATE)
-            sched = ck.schedule()
-            manifest = Manifest(
-                text_encoder=te_spec,
-                diffusion=DiffusionSpec(num_train_timesteps=sched.num_train_timesteps, beta_start=sched.beta_start,
-                                        beta_end=sched.beta_end, default_sampler=default_sampler,
-                                        default_steps=default_steps),
-                denoiser=DenoiserSpec(model=DENOISER, k_max=layout.k_max, param_count=layout.size,
-                                      embedding_dim=te_spec.embedding_dim),
-                template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
-                training={
-                    "datasets": ck.meta.get("generic_info", {}).get("datasets", ""),
-                    "classes": ck.meta.get("classes", []),
-                    "holdout_classes": ck.meta.get("holdout", []),
-                    "vocabulary": ck.meta.get("seen", []),
-                    "zoo": ck.meta.get("zoo", {}),
-                    "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
-                    "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
-                    "diffusion_steps_trained": ck.meta.get("step"),
-                    "text_encoder": ck.meta.get("text_encoder", {}),
-                    "trunk_quantization": "int8 static QDQ per-channel" if quantize_trunk else None,
-                    "synonyms": ck.meta.get("synonyms", {}),
-                },
-                evaluation=evaluation,
-                producer=f"tina-edge {__version__}",
-            )
-            write_manifest(tmp, manifest)
+            te_spec = _export_graphs(tmp, ck, encoder, summary, quantize=quantize, quantize_denoiser=quantize_denoiser,
+                                     quantize_trunk=quantize_trunk, calibration=calibration, log=log,
+                                     done_stage=done_stage)
+            manifest = _write_bundle_manifest(tmp, ck, te_spec, evaluation, default_sampler=default_sampler,
+                                              default_steps=default_steps, quantize_trunk=quantize_trunk)
+            summary["portable"] = manifest.portable  # e.g. the text encoder's weight-only rewrite
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
-            seen = ck.meta.get("seen") or ck.meta["classes"]
-            prompts = [seen[:2], seen[: layout.k_max]]
-            summary["personalize_max_abs_diff"] = personalize_parity(tmp, ck, prompts)
+            _check_personalize_parity(tmp, ck, summary, quantize_denoiser)
             done_stage()
-            # the reference is fed the runtime's own embeddings, so only a quantized denoiser may differ
-            tol = 1e-3 if not quantize_denoiser else float("inf")
-            if not summary["personalize_max_abs_diff"] <= tol:
-                raise TinaEdgeError(f"runtime personalize differs from the torch reference by "
-                                    f"{summary['personalize_max_abs_diff']:.2e} (> {tol})")
             summary["files"] = {n: f["bytes"] for n, f in manifest.files.items()}
             summary["total_bytes"] = sum(summary["files"].values())
             summary["bundle_id"] = manifest.bundle_id

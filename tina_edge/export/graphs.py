@@ -1,6 +1,6 @@
 """Denoiser and classifier-template graphs -> ONNX, each checked against PyTorch before it is kept.
 
-Graph contracts are those of `tina_edge.runtime.manifest`. Both use the legacy TorchScript
+Graph names and batch axes come from `tina_edge.runtime.contracts`, which the runtime checks too. Both use the legacy TorchScript
 exporter (one self-contained file, no `.onnx.data`), are exported with batch >= 2 and checked at
 batch 8, and go through `onnx.checker`.
 """
@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 import torch.nn as nn
 
+from ..runtime.contracts import batch_axes, input_names, output_names
 from ..runtime.errors import TinaEdgeError
+from ..runtime.sessions import make_session
 from ..train.denoiser import TinaDenoiser
 from ..train.templates import ParamLayout, build_model
 
@@ -23,9 +28,7 @@ FP32_TOLERANCE = 1e-4
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return make_session(path, 1, (), level="all", error=None)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], dyn: dict, opset: int):
@@ -53,14 +56,12 @@ def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -
     """Write denoiser.onnx (one step) and return parity figures (max abs diff at batch 8)."""
     path = Path(path)
     ex = denoiser_inputs(model, 2)
-    _export(model, tuple(torch.from_numpy(ex[k]) for k in ("x_t", "timestep", "class_emb", "class_mask")), path,
-            ["x_t", "timestep", "class_emb", "class_mask"], ["x0"],
-            {"x_t": {0: "batch"}, "timestep": {0: "batch"}, "class_emb": {0: "batch"}, "class_mask": {0: "batch"},
-             "x0": {0: "batch"}}, opset)
+    ins, outs = input_names("denoiser"), output_names("denoiser")
+    _export(model, tuple(torch.from_numpy(ex[k]) for k in ins), path, ins, outs, batch_axes("denoiser"), opset)
     feeds = denoiser_inputs(model, 8, seed=1)
     with torch.no_grad():
-        ref = model(*(torch.from_numpy(feeds[k]) for k in ("x_t", "timestep", "class_emb", "class_mask"))).numpy()
-    got = _session(path).run(["x0"], feeds)[0]
+        ref = model(*(torch.from_numpy(feeds[k]) for k in ins)).numpy()
+    got = _session(path).run(outs, feeds)[0]
     diff = float(np.abs(got - ref).max())
     if not diff <= FP32_TOLERANCE:
         raise TinaEdgeError(f"ONNX denoiser differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
@@ -153,7 +154,7 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
         with torch.no_grad():
             ref = tnet(images).numpy()
         filled = fill_template(model, {n: t.numpy() for n, t in tensors.items()}, k)
-        sess = ort.InferenceSession(filled.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = make_session(filled.SerializeToString(), None, (), level="all", error=None)
         logits, probs = sess.run(["logits", "probabilities"], {"image": images.numpy()})
         if logits.shape != (8, k) or not np.allclose(probs.sum(1), 1.0, atol=1e-5):
             raise TinaEdgeError(f"template graph gave shape {logits.shape} for k={k}")

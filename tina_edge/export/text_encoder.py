@@ -15,7 +15,6 @@ varied strings at batch 8, and the runtime tokenizer must reproduce the training
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
+from . import require_torch
+
+require_torch()  # the install hint, not a bare ModuleNotFoundError
+import torch  # noqa: E402
 
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import TextEncoderSpec
@@ -33,9 +35,8 @@ from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
 from tina_edge.train.text_encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
 
-TEXT_MODEL = "text_encoder.onnx"
-IMAGE_MODEL = "image_encoder.onnx"
-TOKENIZER = "tokenizer.json"
+from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
+
 FP32_TOLERANCE = 1e-4
 QUANTIZE = (None, "int8", "fp16")
 
@@ -265,7 +266,3 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     if spec is not None:
         spec.image_encoder, spec.image_size = IMAGE_MODEL, S
     return spec, report
-
-
-def save_report(report: dict[str, Any], path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -43,6 +43,19 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+_NAME_MAX = 255  # bytes of one file name on Linux/macOS filesystems
+
+
+def _tmp_prefix(name: str) -> str:
+    """'.NAME.' for the temp sibling, with NAME cut so that the temp name (prefix + 8 random
+    characters + '.tmp' or '.old') still fits NAME_MAX when the target name itself does."""
+    raw = os.fsencode(name)
+    room = _NAME_MAX - len(b"..") - 8 - len(b".tmp")
+    if len(raw) > room:
+        raw = raw[:room]
+    return "." + os.fsdecode(raw) + "."
+
+
 def _check_target(path: Path, overwrite: bool, kind: str) -> None:
     if not path.parent.is_dir():
         raise ModelFileError(f"cannot write {path}: the directory {path.parent} does not exist")
@@ -62,7 +75,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
     path = Path(path)
     _check_target(path, overwrite, "file")
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
     except OSError as e:
         raise ModelFileError(f"cannot write {path}: {e.strerror or e}") from e
     tmp = Path(tmp_name)
@@ -111,7 +124,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Itera
     path = Path(path)
     _check_target(path, overwrite, "dir")
     try:
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp"))
     except OSError as e:
         raise ModelFileError(f"cannot create {path}: {e.strerror or e}") from e
     try:
@@ -133,7 +146,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Itera
         if path.exists() or path.is_symlink():
             if not overwrite:
                 raise ModelFileError(f"{path} already exists; choose another path or allow overwriting (--force)")
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".old"))
             os.rmdir(old)
             os.replace(path, old)
         try:

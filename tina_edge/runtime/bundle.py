@@ -1,7 +1,7 @@
 """Opening a bundle safely: everything is verified before any onnxruntime session exists.
 
 `open_bundle` accepts a directory or one archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
-Archives are extracted into a private temp directory, refusing absolute paths, '..' components,
+Archives are extracted (`runtime/archive.py`) into a private temp directory, refusing absolute paths, '..' components,
 links and special files. Then, in order: the manifest is parsed and validated; every file it
 lists must be a regular file (no symlink anywhere on its path) that stays inside the bundle, with
 the listed size and sha256; the three ONNX graphs (and the optional CLIP image encoder) must
@@ -12,53 +12,65 @@ Each failure is a BundleError naming the file and the problem.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import math
 import importlib.resources
 import os
 import stat
-import tarfile
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from .archive import open_archive
+from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
-from .manifest import MANIFEST_NAME, Manifest, read_manifest
-from .samplers import SAMPLERS
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from .onnx_checks import external_tensors, inline_external, parse_model
+from .sessions import make_session
 
-MAX_ARCHIVE_BYTES = 8 << 30
-MAX_ARCHIVE_MEMBERS = 10_000
 
 if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
     import onnx
 
-# onnx.TensorProto element types and data location (stable values of the ONNX spec)
-_F, _U8, _I64, _F16, _F64 = 1, 2, 7, 10, 11
-_EXTERNAL = 1
-CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    "text_encoder": ({"input_ids": _I64, "attention_mask": _I64}, {"embeddings": _F}),
-    "denoiser": ({"x_t": _F, "timestep": _I64, "class_emb": _F, "class_mask": _F}, {"x0": _F}),
-    "template": ({"image": _U8}, {"logits": _F, "probabilities": _F}),
-    "image_encoder": ({"image": _U8}, {"embeddings": _F}),  # optional: CLIP's image tower
-}
+# graph contracts: runtime/contracts.py (shared with the exporter)
+_F, _F16, _F64 = FLOAT, FLOAT16, DOUBLE
 _PARAM_TYPES = (_F, _F16, _F64)
+_ITEMSIZE = {_F: 4, _F16: 2, _F64: 8}
 
 
 @dataclass
 class LoadedBundle:
-    """A verified bundle: its directory, manifest and the parsed template graph (reused, not reread)."""
+    """A verified bundle: its manifest, the parsed template and the verified bytes of every file.
+
+    Sessions and protos are built from `data(name)`, the very bytes that were hashed: a file
+    swapped on disk after the check is never used. `path` is kept for display only.
+    """
 
     root: Path
     manifest: Manifest
     template_proto: onnx.ModelProto
     source: Path
+    blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
     _tmp: Any = field(default=None, repr=False)  # TemporaryDirectory of an extracted archive
+
+    @property
+    def bundle_id(self) -> str:
+        """The id recomputed from the manifest's content (which holds every file's sha256)."""
+        return self.manifest.bundle_id
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def data(self, name: str) -> bytes:
+        """The verified bytes of a listed file (ONNX graphs with any listed external data inlined)."""
+        try:
+            return self.blobs[name]
+        except KeyError:
+            raise BundleError(f"bundle file {name!r} is not listed in the manifest of {self.source}") from None
+
+    def release(self, *names: str) -> None:
+        """Drop the kept bytes of files whose sessions exist (memory); `data(name)` then refuses them."""
+        for name in names:
+            self.blobs.pop(name, None)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -77,104 +89,19 @@ def default_bundle_path() -> Path:
     return p
 
 
-# ---------------------------------------------------------------------------- archives
-
-
-def _member_path(name: str, archive: Path) -> PurePosixPath | None:
-    """The safe relative path of an archive member, None for the archive root itself."""
-    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":") or "\x00" in name:
-        raise BundleError(f"archive {archive.name} has an unsafe member path {name!r} (absolute or not POSIX)")
-    p = PurePosixPath(name)
-    if ".." in p.parts:
-        raise BundleError(f"archive {archive.name} has a member that escapes the bundle: {name!r}")
-    parts = [x for x in p.parts if x not in (".", "")]
-    return PurePosixPath(*parts) if parts else None
-
-
-def _write_member(dest: Path, rel: PurePosixPath, src, size_left: list[int], archive: Path) -> None:
-    out = dest.joinpath(*rel.parts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        raise BundleError(f"archive {archive.name} holds {str(rel)!r} twice")
-    with open(out, "xb") as f:
-        while True:
-            block = src.read(1 << 20)
-            if not block:
-                break
-            size_left[0] -= len(block)
-            if size_left[0] < 0:
-                raise BundleError(f"archive {archive.name} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; refusing it")
-            f.write(block)
-
-
-def _extract(archive: Path, dest: Path) -> None:
-    left = [MAX_ARCHIVE_BYTES]
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            infos = z.infolist()
-            if len(infos) > MAX_ARCHIVE_MEMBERS:
-                raise BundleError(f"archive {archive.name} has too many members ({len(infos)})")
-            for info in infos:
-                rel = _member_path(info.filename, archive)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
-                    raise BundleError(f"archive {archive.name} has a link or special file {info.filename!r}; bundles hold plain files only")
-                if rel is None or info.is_dir():
-                    if rel is not None:
-                        dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-                    continue
-                with z.open(info) as src:
-                    _write_member(dest, rel, src, left, archive)
-        return
-    with tarfile.open(archive) as t:
-        n = 0
-        for m in t:
-            n += 1
-            if n > MAX_ARCHIVE_MEMBERS:
-                raise BundleError(f"archive {archive.name} has too many members")
-            rel = _member_path(m.name, archive)
-            if not (m.isreg() or m.isdir()):
-                raise BundleError(f"archive {archive.name} has a link or special file {m.name!r}; bundles hold plain files only")
-            if m.isdir() or rel is None:
-                if rel is not None:
-                    dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-                continue
-            src = t.extractfile(m)
-            if src is None:
-                raise BundleError(f"archive {archive.name}: cannot read member {m.name!r}")
-            with src:
-                _write_member(dest, rel, src, left, archive)
-
-
-def _open_archive(path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
-    try:
-        is_archive = zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except OSError as e:
-        raise BundleError(f"cannot read bundle archive {path}: {e.strerror or e}") from None
-    if not is_archive:
-        raise BundleError(f"{path} is a file but not a bundle archive (.zip or .tar); pass a bundle directory or archive")
-    tmp = tempfile.TemporaryDirectory(prefix="tina-edge-bundle-")
-    dest = Path(tmp.name)
-    try:
-        _extract(path, dest)
-    except BundleError:
-        tmp.cleanup()
-        raise
-    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, RuntimeError, ValueError) as e:
-        tmp.cleanup()
-        raise BundleError(f"bundle archive {path} is damaged and cannot be extracted: {e}") from None
-    if not (dest / MANIFEST_NAME).exists():  # allow one top-level folder holding the bundle
-        subs = [p for p in dest.iterdir()]
-        if len(subs) == 1 and subs[0].is_dir() and (subs[0] / MANIFEST_NAME).exists():
-            return subs[0], tmp
-    return dest, tmp
-
-
 # ---------------------------------------------------------------------------- checks
 
 
-def _check_file(root: Path, name: str, entry: dict[str, Any]) -> None:
-    """The file exists as a regular file inside root, no symlink on its way, size and sha256 match."""
+def _open_nofollow(cur: Path) -> int:
+    return os.open(cur, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+
+
+def _read_file(root: Path, name: str, entry: dict[str, Any]) -> bytes:
+    """Read a listed file ONCE and return its bytes, after checking them against size and sha256.
+
+    It must be a regular file inside root with no symlink on its way. The bytes returned are the
+    bytes hashed: callers build sessions and protos from them, never from the path again.
+    """
     cur = root
     for part in PurePosixPath(name).parts:
         cur = cur / part
@@ -191,41 +118,55 @@ def _check_file(root: Path, name: str, entry: dict[str, Any]) -> None:
     real = Path(os.path.realpath(cur))
     if not real.is_relative_to(Path(os.path.realpath(root))):
         raise BundleError(f"bundle file {name} resolves outside the bundle directory")
-    want_size = entry.get("bytes")
-    if want_size is not None and want_size != st.st_size:
-        raise BundleError(f"bundle file {name} has {st.st_size} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-    h = hashlib.sha256()
-    with open(cur, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != str(entry.get("sha256", "")).lower():
+    want_size = entry["bytes"]
+    try:
+        fd = _open_nofollow(cur)
+    except OSError as e:
+        raise BundleError(f"bundle file {name} cannot be read: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        fst = os.fstat(f.fileno())
+        if not stat.S_ISREG(fst.st_mode):
+            raise BundleError(f"bundle file {name} is not a regular file")
+        if fst.st_size != want_size:
+            raise BundleError(f"bundle file {name} has {fst.st_size} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
+        data = f.read(want_size + 1)
+    if len(data) != want_size:
+        raise BundleError(f"bundle file {name} has {len(data)} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
+    if hashlib.sha256(data).hexdigest() != str(entry.get("sha256", "")).lower():
         raise BundleError(f"bundle file {name} does not match its sha256 in the manifest; the bundle is damaged or was modified")
+    return data
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
 
-def _load_onnx(root: Path, name: str, files: dict[str, Any]) -> onnx.ModelProto:
+def _load_onnx(name: str, blobs: dict[str, bytes], files: dict[str, Any]) -> onnx.ModelProto:
+    """Parse a graph from its verified bytes; external data is refused unless it names a listed,
+    hashed file, whose bytes are then inlined (onnxruntime never opens a path of the graph's choosing)."""
     try:
-        import onnx
-
-        model = onnx.load(str(root / name), load_external_data=False)
+        model = parse_model(blobs[name])
     except Exception as e:  # protobuf DecodeError, RuntimeWarning-as-error, ...: all mean "not an ONNX file"
         raise BundleError(f"bundle file {name} is not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     if not model.graph.node and not model.graph.output:
         raise BundleError(f"bundle file {name} is not a readable ONNX model (empty or truncated graph)")
     parent = PurePosixPath(name).parent
-    for init in model.graph.initializer:
-        if init.data_location == _EXTERNAL:
-            loc = {e.key: e.value for e in init.external_data}.get("location", "")
-            rel = str(parent / loc) if str(parent) != "." else loc
-            p = PurePosixPath(loc)
-            if not loc or p.is_absolute() or ".." in p.parts or rel not in files:
-                raise BundleError(
-                    f"bundle file {name} keeps tensor {init.name!r} in external data {loc!r}, "
-                    "which is not a file listed in the manifest"
-                )
+    inlined = False
+    for where, t, loc in list(external_tensors(model)):
+        rel = str(parent / loc) if str(parent) != "." else loc
+        p = PurePosixPath(loc)
+        if not loc or p.is_absolute() or ".." in p.parts or rel not in files or rel not in blobs or rel == name:
+            raise BundleError(
+                f"bundle file {name} keeps tensor {t.name!r:.80} ({where}) in external data {loc!r:.120}, "
+                "which is not a file listed in the manifest"
+            )
+        try:
+            inline_external(t, blobs[rel])
+        except ValueError as e:
+            raise BundleError(f"bundle file {name}: tensor {t.name!r:.80} cannot be read from {rel}: {e}") from None
+        inlined = True
+    if inlined:  # sessions are built from these bytes, which now hold every tensor
+        blobs[name] = model.SerializeToString()
     return model
 
 
@@ -257,12 +198,12 @@ def _expect_dim(name: str, what: str, dims: list[int | None], axis: int, want: i
         raise BundleError(f"bundle file {name}: {what} has size {dims[axis]} on axis {axis} but the manifest says {want}")
 
 
-def _check_image_encoder(root: Path, m: Manifest) -> None:
+def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
     """image uint8 [N, S, S, 3] at the manifest's image_size -> embeddings float32 [N, D]."""
     te = m.text_encoder
     if not (isinstance(te.image_size, int) and te.image_size >= 1):
         raise BundleError(f"manifest field text_encoder.image_size must be a positive integer when an image encoder is listed, got {te.image_size!r}")
-    model = _load_onnx(root, te.image_encoder, m.files)
+    model = _load_onnx(te.image_encoder, blobs, m.files)
     ins, outs = _check_contract(model, te.image_encoder, "image_encoder")
     img = _dims(ins["image"])
     if len(img) != 4:
@@ -273,27 +214,48 @@ def _check_image_encoder(root: Path, m: Manifest) -> None:
     _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
 
 
-def _check_graphs(root: Path, m: Manifest) -> onnx.ModelProto:
+def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
+    """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
+    onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
+    s = make_session(blobs[name], None, (), level="all", what=name,
+                     error="bundle file {what} is not a loadable ORT-format model: {detail}")
+    want_in, want_out = CONTRACTS[role]
+    have = {i.name for i in s.get_inputs()} | {o.name for o in s.get_outputs()}
+    missing = sorted((set(want_in) | set(want_out)) - have)
+    if missing:
+        raise BundleError(f"bundle file {name} ({role}) lacks {missing}")
+
+
+def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     te, den, tm = m.text_encoder, m.denoiser, m.template
-    model = _load_onnx(root, te.model, m.files)
-    _ins, outs = _check_contract(model, te.model, "text_encoder")
-    _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
-    del model
-    if te.image_encoder:
-        _check_image_encoder(root, m)
-    model = _load_onnx(root, den.model, m.files)
-    ins, outs = _check_contract(model, den.model, "denoiser")
-    _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)
-    _expect_dim(den.model, "output x0", _dims(outs["x0"]), 1, den.param_count)
-    _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 1, den.k_max)
-    _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 2, den.embedding_dim)
-    _expect_dim(den.model, "input class_mask", _dims(ins["class_mask"]), 1, den.k_max)
-    del model
+    if te.model.endswith(".ort"):
+        _check_ort_graph(blobs, te.model, "text_encoder")
+    else:
+        model = _load_onnx(te.model, blobs, m.files)
+        _ins, outs = _check_contract(model, te.model, "text_encoder")
+        _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
+        del model
+    if te.image_encoder and not te.image_encoder.endswith(".ort"):
+        _check_image_encoder(blobs, m)
+    if den.model.endswith(".ort"):
+        _check_ort_graph(blobs, den.model, "denoiser")
+    else:
+        model = _load_onnx(den.model, blobs, m.files)
+        ins, outs = _check_contract(model, den.model, "denoiser")
+        _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)
+        _expect_dim(den.model, "output x0", _dims(outs["x0"]), 1, den.param_count)
+        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 1, den.k_max)
+        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 2, den.embedding_dim)
+        _expect_dim(den.model, "input class_mask", _dims(ins["class_mask"]), 1, den.k_max)
+        del model
     if den.embedding_dim != te.embedding_dim:
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"
         )
-    tpl = _load_onnx(root, tm.model, m.files)
+    roles = {te.model, den.model, tm.model, te.image_encoder}
+    for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
+        _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
+    tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])
     if len(img) != 4:
@@ -310,69 +272,60 @@ def _check_graphs(root: Path, m: Manifest) -> onnx.ModelProto:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} has shape {list(init.dims)}, template.layout says {spec.shape}")
         if init.data_type not in _PARAM_TYPES:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} is not a floating-point tensor")
-        if init.data_location == _EXTERNAL:
-            raise BundleError(f"bundle file {tm.model}: generated tensor {spec.name!r} must be stored inside the template, not as external data")
+        if _stored_elements(init) != spec.numel:
+            raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} stores {_stored_elements(init)} values "
+                              f"but its shape {spec.shape} needs {spec.numel}")
     return tpl
 
 
-def _type_ok(value: Any, ann: str) -> bool:
-    """Check a value against a manifest dataclass annotation (they are simple: int, float, str, lists)."""
-    ann = ann.replace(" ", "")
-    if ann.endswith("|None"):
-        return value is None or _type_ok(value, ann[: -len("|None")])
-    if ann.startswith("list[") and ann.endswith("]"):
-        return isinstance(value, list) and all(_type_ok(v, ann[5:-1]) for v in value)
-    if ann == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ann == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ann == "str":
-        return isinstance(value, str)
-    return True  # dicts and nested specs are checked elsewhere
+def _stored_elements(init: onnx.TensorProto) -> int:
+    """How many values the file really holds for a tensor: the manifest's sizes must be backed by bytes."""
+    if init.raw_data:
+        return len(init.raw_data) // _ITEMSIZE.get(init.data_type, 4)
+    return len(init.float_data) + len(init.double_data) + len(init.int32_data)
 
 
-def _check_types(m: Manifest) -> None:
-    """Every scalar field has the type its dataclass declares (read_manifest does not check this)."""
-    specs = [("text_encoder", m.text_encoder), ("diffusion", m.diffusion), ("denoiser", m.denoiser),
-             ("template", m.template), ("template.input", m.template.input)]
-    specs += [(f"template.layout[{i}]", t) for i, t in enumerate(m.template.layout)]
-    for where, obj in specs:
-        for f in dataclasses.fields(obj):
-            if not _type_ok(getattr(obj, f.name), str(f.type)):
-                raise BundleError(f"manifest field {where}.{f.name} must be {f.type}, got {getattr(obj, f.name)!r}")
-    d = m.diffusion
-    if not (0.0 < d.beta_start <= d.beta_end < 1.0) or d.num_train_timesteps < 1:
-        raise BundleError("manifest diffusion schedule is invalid: need 0 < beta_start <= beta_end < 1 and at least 1 timestep")
-    if d.default_sampler not in SAMPLERS or not (1 <= d.default_steps <= d.num_train_timesteps):
-        raise BundleError(
-            f"manifest diffusion defaults are invalid: sampler must be one of {SAMPLERS} and default_steps 1..{d.num_train_timesteps}"
-        )
-    te = m.text_encoder
-    if te.embedding_dim < 1 or te.max_tokens < 2:
-        raise BundleError("manifest text_encoder needs embedding_dim >= 1 and max_tokens >= 2")
-    if not isinstance(m.training.get("vocabulary", []), list):
-        raise BundleError("manifest field training.vocabulary must be a list of class names")
-
-
-def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto]:
-    """All checks on an (extracted) bundle directory; returns the manifest and the parsed template."""
-    if os.path.islink(root / MANIFEST_NAME):
+def _read_manifest_bytes(root: Path) -> bytes:
+    p = root / MANIFEST_NAME
+    if os.path.islink(p):
         raise BundleError(f"{MANIFEST_NAME} of {root} is a symbolic link; bundles must hold plain files")
     try:
-        m = read_manifest(root)
-        _check_types(m)
-        for name, entry in m.files.items():
-            _check_file(root, name, entry)
-        return m, _check_graphs(root, m)
+        fd = _open_nofollow(p)
+    except FileNotFoundError:
+        raise BundleError(f"{root} is not a tina-edge bundle: it has no {MANIFEST_NAME}") from None
+    except OSError as e:
+        raise BundleError(f"cannot read {p}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise BundleError(f"{MANIFEST_NAME} of {root} is not a regular file")
+        return f.read(MAX_MANIFEST_BYTES + 1)
+
+
+def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, bytes]]:
+    """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes."""
+    try:
+        m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
+        blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
+        tpl = _check_graphs(blobs, m)
     except BundleError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
         # validation assumes well-typed fields; a wrongly typed one must still end as a BundleError
         raise BundleError(f"manifest.json has a malformed field ({type(e).__name__}: {str(e)[:160]})") from None
+    if m.bundle_id != ident:
+        raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
+                          f"{ident!r}; the bundle was modified after export (re-export it)")
+    return m, tpl, blobs
 
 
-def open_bundle(path: str | os.PathLike | None = None) -> LoadedBundle:
-    """Verify a bundle directory or archive (None: the embedded default) and return it; no sessions."""
+def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | None = None) -> LoadedBundle:
+    """Verify a bundle directory or archive (None: the embedded default) and return it; no sessions.
+
+    `expected_id` pins the bundle an app shipped: any other content (even a consistent,
+    re-hashed manifest) is refused.
+    """
+    if expected_id is not None and not (isinstance(expected_id, str) and expected_id.strip()):
+        raise BundleError(f"expected bundle id must be a non-empty string, got {expected_id!r:.40}")
     src = default_bundle_path() if path is None else Path(os.fsdecode(path)).expanduser()
     if not src.exists():
         raise BundleError(f"bundle {src} does not exist; pass a bundle directory or archive")
@@ -382,11 +335,14 @@ def open_bundle(path: str | os.PathLike | None = None) -> LoadedBundle:
     elif not src.is_file():  # a FIFO or device would block or stream forever
         raise BundleError(f"bundle {src} is neither a directory nor a regular archive file")
     else:
-        root, tmp = _open_archive(src)
+        root, tmp = open_archive(src)
     try:
-        manifest, tpl = verify_bundle_dir(root)
+        manifest, tpl, blobs = verify_bundle_dir(root)
+        if expected_id is not None and manifest.bundle_id != expected_id.strip().lower():
+            raise BundleError(f"bundle {src} has id {manifest.bundle_id} but {expected_id.strip()!r:.40} was expected; "
+                              "refusing a bundle other than the one pinned")
     except BaseException:
         if tmp is not None:
             tmp.cleanup()
         raise
-    return LoadedBundle(root=root, manifest=manifest, template_proto=tpl, source=src, _tmp=tmp)
+    return LoadedBundle(root=root, manifest=manifest, template_proto=tpl, source=src, blobs=blobs, _tmp=tmp)

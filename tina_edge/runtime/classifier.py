@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,29 +19,45 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .errors import ModelFileError
-from .images import load_images
+from .errors import ArgumentError, ImageError, ModelFileError
+from .images import expand_items, load_one
+from .onnx_checks import external_tensors, parse_model
+from .sessions import make_session
+
+MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
+MAX_LABELS_JSON = 1 << 20  # the `labels` metadata value, in characters
+MAX_LABELS = 10_000
+MAX_LABEL_CHARS = 1000
 
 if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
 
 
+UNKNOWN = "unknown"
+"""The label `predict(..., min_prob=P)` gives an image whose top probability is below P."""
+
+
 @dataclass
 class Prediction:
-    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order)."""
+    """Per image: the arg-max label and index, and the full probability rows [N, k] (prompt order).
+
+    With `min_prob`, an image whose top probability is below it gets the label UNKNOWN and index -1.
+    """
 
     labels: list[str]
     indices: np.ndarray
     probabilities: np.ndarray
 
+    @property
+    def confidence(self) -> np.ndarray:
+        """The top probability of every image, [N] (what min_prob is compared with)."""
+        return self.probabilities.max(axis=1) if self.probabilities.size else np.zeros(0, np.float32)
+
 
 def _make_session(model_bytes: bytes, threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    # onnxruntime's default optimisation (ALL), as a plain onnxruntime user runs model.onnx; its own
+    # errors pass through to the caller, which names the model file
+    return make_session(model_bytes, threads, (), level="all", error=None)
 
 
 class PersonalizedClassifier:
@@ -146,25 +162,97 @@ class PersonalizedClassifier:
                     self._session = _make_session(self.to_bytes(), self.threads)
         return self._session
 
-    def predict(self, images: Any) -> Prediction:
-        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images."""
+    def _trunk_sess(self):
+        if self._trunk_session is None:
+            with self._lock:
+                if self._trunk_session is None:
+                    self._trunk_session = _make_session(self.trunk_model().SerializeToString(), self.threads)
+        return self._trunk_session
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        try:
+            if self.is_head:  # head-only form: the shared trunk once, then the k x (D+1) head
+                feats = self._trunk_sess().run(["features"], {"image": x})[0]
+                probs = self._sess().run(["probabilities"], {"features": feats})[0]
+            else:
+                probs = self._sess().run(["probabilities"], {"image": x})[0]
+        except ModelFileError:
+            raise
+        except Exception as e:  # onnxruntime's own error types: a model that does not run on its declared input
+            raise ModelFileError(f"the model cannot classify a batch of shape {list(x.shape)}: {' '.join(str(e).split())[:200]}") from None
+        probs = np.asarray(probs, dtype=np.float32)
+        if probs.shape != (x.shape[0], self.k):
+            raise ModelFileError(f"the model returned probabilities of shape {list(probs.shape)} for {x.shape[0]} images "
+                                 f"and {self.k} labels; it does not match its labels")
+        if not np.all(np.isfinite(probs)):
+            raise ModelFileError("the model returned non-finite probabilities (NaN or infinity); it is broken")
+        return probs
+
+    def _prediction(self, probs: np.ndarray, min_prob: float | None = None) -> Prediction:
+        idx = probs.argmax(axis=1).astype(np.int64) if len(probs) else np.zeros((0,), np.int64)
+        if min_prob is not None and len(probs):
+            idx = np.where(probs.max(axis=1) >= np.float32(min_prob), idx, -1)
+        return Prediction(labels=[self.labels[i] if i >= 0 else UNKNOWN for i in idx], indices=idx, probabilities=probs)
+
+    def __repr__(self) -> str:
+        """Labels, bundle id and sampler at a glance (e.g. in a notebook or a log line)."""
+        shown = ", ".join(map(repr, self.labels[:8])) + (f", ... +{self.k - 8}" if self.k > 8 else "")
+        try:
+            s = json.loads(self.metadata.get("sampler", "{}"))
+            sampler = f"{s['sampler']}-{s['steps']} seed {s['seed']}"
+        except (ValueError, TypeError, KeyError):
+            sampler = "?"
+        size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "any"
+        return (f"PersonalizedClassifier(k={self.k}, labels=[{shown}], bundle_id={self.metadata.get('bundle_id', '?')!r}, "
+                f"sampler={sampler!r}, input={size})")
+
+    def predict(self, images: Any, *, batch_size: int | None = None, min_prob: float | None = None) -> Prediction:
+        """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images.
+
+        min_prob: an image whose top probability is below it is answered UNKNOWN ("unknown",
+        index -1) instead of the nearest of the model's classes, which it may belong to none of.
+        """
+        min_prob = check_min_prob(min_prob)
+        parts = [p for _names, p in self.iter_predict(images, batch_size=batch_size)]
+        probs = np.concatenate([p.probabilities for p in parts]) if parts else np.zeros((0, self.k), np.float32)
+        return self._prediction(probs, min_prob)
+
+    def iter_predict(self, images: Any, *, batch_size: int | None = None,
+                     min_prob: float | None = None) -> Iterator[tuple[list[str], Prediction]]:
+        """Yield (image names, Prediction) for batches of at most `batch_size` images (None: all at once).
+
+        Only one batch is decoded at a time, so a folder of 20 000 photos runs in bounded memory.
+        """
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or not 1 <= batch_size <= 1_000_000):
+            raise ImageError(f"batch_size must be an integer from 1 to 1000000, got {batch_size!r:.40}")
+        min_prob = check_min_prob(min_prob)
+        items = expand_items(images)
+        if not items:
+            raise ImageError("no images were given")
+        names: list[str] = []
+        imgs: list[np.ndarray] = []
         pre = self.metadata.get("preprocess")
-        if pre:  # photos: resize shorter side + centre crop, alpha on white (runtime/preprocess.py)
+        if pre:  # photos: shorter side + centre crop, alpha on white, as the bundle recorded (runtime/preprocess.py)
             from .preprocess import PreprocessSpec, load_prepared
 
-            x = load_prepared(images, PreprocessSpec.from_dict(json.loads(pre)))
-        else:
-            x = load_images(images, self.input_size)
-        if self.is_head:  # trunk once, then the k x (D+1) head
-            if self._trunk_session is None:
-                self._trunk_session = _make_session(self.trunk_model().SerializeToString(), self.threads)
-            feats = self._trunk_session.run(["features"], {"image": x})[0]
-            logits, probs = self._sess().run(["logits", "probabilities"], {"features": feats})
-        else:
-            logits, probs = self._sess().run(["logits", "probabilities"], {"image": x})
-        probs = np.asarray(probs, dtype=np.float32)
-        idx = probs.argmax(axis=1).astype(np.int64)
-        return Prediction(labels=[self.labels[i] for i in idx], indices=idx, probabilities=probs)
+            spec = PreprocessSpec.from_dict(json.loads(pre))
+        for name, src in items:
+            got = list(load_prepared([src], spec)) if pre else load_one(src, name, self.input_size)
+            names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
+            imgs.extend(got)
+            while batch_size is not None and len(imgs) >= batch_size:
+                yield names[:batch_size], self._prediction(self._run(self._stack(imgs[:batch_size])), min_prob)
+                names, imgs = names[batch_size:], imgs[batch_size:]
+        if imgs:
+            yield names, self._prediction(self._run(self._stack(imgs)), min_prob)
+
+    @staticmethod
+    def _stack(imgs: list[np.ndarray]) -> np.ndarray:
+        shapes = {x.shape for x in imgs}
+        if len(shapes) > 1:
+            raise ImageError(f"images have different sizes {sorted(shapes)[:4]}; this model has no fixed input size to resize them to")
+        return np.stack(imgs).astype(np.uint8, copy=False)
 
     def top(self, prediction: Prediction, n: int = 1) -> list[list[tuple[str, float]]]:
         """The n most probable (label, probability) pairs of every image of a prediction."""
@@ -175,31 +263,128 @@ class PersonalizedClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike, *, threads: int | None = None,
              trunk: str | os.PathLike | None = None) -> "PersonalizedClassifier":
-        """Read a saved model.onnx (or a head-only model: its trunk is `trunk`, else trunk.onnx beside
-        it); labels come from its metadata."""
-        p = Path(path)
-        if not p.is_file():
-            raise ModelFileError(f"model file {p} does not exist")
-        import onnx
-        from onnx import numpy_helper
+        """Read a saved model.onnx (once; the session is built from the same bytes); labels come from its metadata.
+        A head-only model (input `features`) uses `trunk`, else the trunk.onnx beside it.
 
+        Any ONNX file is checked against the classifier contract first: input `image` uint8
+        [N, H, W, 3], outputs `logits` and `probabilities` [N, k] with k = len(labels), no tensor
+        kept in external data, bounded `labels` metadata.
+        """
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise ModelFileError(f"the model must be a file path, got {type(path).__name__}")
+        p = Path(os.fsdecode(path))
+        data = _read_model_bytes(p)
         try:
-            model = onnx.load(str(p))
+            model = parse_model(data)
         except Exception as e:
             raise ModelFileError(f"{p} is not a readable ONNX model ({type(e).__name__})") from None
+        for where, t, loc in external_tensors(model):
+            raise ModelFileError(f"{p} keeps tensor {t.name!r:.80} ({where}) in an external file {loc!r:.120}; "
+                                 "a personalized model must be one self-contained file")
         meta = {m.key: m.value for m in model.metadata_props}
-        try:
-            labels = json.loads(meta["labels"])
-            if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
-                raise ValueError
-        except (KeyError, ValueError):
-            raise ModelFileError(f"{p} is not a tina-edge classifier: its metadata has no valid 'labels' list") from None
+        labels = _parse_labels(meta.get("labels"), p)
+        check_classifier_contract(model, len(labels), p)
+        from onnx import numpy_helper
+
         names = set()
         try:
-            names = set(json.loads(meta.get("params", "[]")))
-        except (ValueError, TypeError):
+            raw = meta.get("params", "[]")
+            names = set(json.loads(raw)) if len(raw) <= MAX_LABELS_JSON else set()
+        except (ValueError, TypeError, RecursionError):
             pass
         params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in names}
         if trunk is None and meta.get("form") == "head" and (p.parent / "trunk.onnx").is_file():
             trunk = p.parent / "trunk.onnx"
-        return cls(model, labels, params, threads=threads, trunk=trunk)
+        clf = cls(model, labels, params, threads=threads, trunk=trunk)
+        clf._bytes = data  # the session runs the very bytes that were checked
+        return clf
+
+
+def _read_model_bytes(p: Path) -> bytes:
+    """The model file's bytes, read once; a FIFO or device is refused before any blocking open."""
+    import stat as _stat
+
+    try:
+        st = os.stat(p)
+        if _stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(f"model file {p} is a directory; pass a .onnx file")
+        if not _stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"model file {p} is not a regular file (a device, pipe or socket); pass a .onnx file")
+        if st.st_size > MAX_MODEL_BYTES:
+            raise ModelFileError(f"model file {p} is {st.st_size} bytes; a model may have at most 2 GiB")
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not _stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for a FIFO since the stat
+                raise ModelFileError(f"model file {p} is not a regular file")
+            return f.read(MAX_MODEL_BYTES + 1)
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {p} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot read model file {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _parse_labels(raw: str | None, p: Path) -> list[str]:
+    """`labels` metadata: a JSON list of 2..MAX_LABELS distinct-enough strings, bounded in size and nesting."""
+    bad = f"{p} is not a tina-edge classifier: its metadata has no valid 'labels' list"
+    if raw is None:
+        raise ModelFileError(bad)
+    if len(raw) > MAX_LABELS_JSON:
+        raise ModelFileError(f"{p}: its 'labels' metadata is {len(raw)} characters; at most {MAX_LABELS_JSON} are allowed")
+    try:
+        labels = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ModelFileError(bad) from None
+    if not (isinstance(labels, list) and 2 <= len(labels) <= MAX_LABELS and all(isinstance(x, str) for x in labels)):
+        raise ModelFileError(bad + f" (it must be a JSON list of 2 to {MAX_LABELS} strings)")
+    if any(len(x) > MAX_LABEL_CHARS for x in labels):
+        raise ModelFileError(f"{p}: a label in its metadata is longer than {MAX_LABEL_CHARS} characters")
+    return labels
+
+
+def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> None:
+    """Input `image` uint8 rank 4 (NHWC, 3 channels), outputs `logits`/`probabilities` float [N, k]."""
+    inits = {i.name for i in model.graph.initializer}
+    ins = [i for i in model.graph.input if i.name not in inits]
+    if [i.name for i in ins] == ["features"]:  # head-only form: float features [N, D] from the bundle's trunk
+        ft = ins[0].type.tensor_type
+        if not ins[0].type.HasField("tensor_type") or ft.elem_type != 1 or len(ft.shape.dim) != 2:
+            raise ModelFileError(f"{p}: a head-only classifier takes float32 'features' [N, D]")
+    elif [i.name for i in ins] != ["image"]:
+        raise ModelFileError(f"{p} takes inputs {[i.name for i in ins][:8]}; a tina-edge classifier takes one input 'image'")
+    tt = ins[0].type.tensor_type
+    if ins[0].name == "features":
+        pass
+    elif not ins[0].type.HasField("tensor_type") or tt.elem_type != 2:  # uint8
+        raise ModelFileError(f"{p}: input 'image' must be a uint8 tensor (RGB values 0..255), it is element type {tt.elem_type}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if ins[0].name == "image" and (not tt.HasField("shape") or len(dims) != 4 or dims[3] not in (None, 3)):
+        raise ModelFileError(f"{p}: input 'image' must be [N, H, W, 3] (NHWC RGB), it is {_fmt_dims(dims) if tt.HasField('shape') else 'of unknown rank'}")
+    outs = {o.name: o for o in model.graph.output}
+    for name in ("logits", "probabilities"):
+        if name not in outs:
+            raise ModelFileError(f"{p} has no output {name!r}; it has {sorted(outs)[:8]}")
+        ot = outs[name].type.tensor_type
+        if not outs[name].type.HasField("tensor_type") or ot.elem_type != 1:
+            raise ModelFileError(f"{p}: output {name!r} must be a float32 tensor")
+        od = [d.dim_value if d.HasField("dim_value") else None for d in ot.shape.dim]
+        if ot.HasField("shape") and len(od) != 2:
+            raise ModelFileError(f"{p}: output {name!r} must be [N, k], it is {_fmt_dims(od)}")
+        if ot.HasField("shape") and od[1] is not None and od[1] != 0 and od[1] != k:
+            raise ModelFileError(f"{p}: output {name!r} has {od[1]} classes but its labels metadata names {k}")
+
+
+def _fmt_dims(dims: list[int | None]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def check_min_prob(min_prob: float | None) -> float | None:
+    """None, or a probability in [0, 1] (anything else is an ArgumentError, NaN included)."""
+    if min_prob is None:
+        return None
+    try:
+        p = float(min_prob)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"min_prob must be a number from 0 to 1; got {min_prob!r}") from None
+    if not 0.0 <= p <= 1.0:
+        raise ArgumentError(f"min_prob must be from 0 to 1; got {min_prob!r}")
+    return p

@@ -5,6 +5,9 @@ The CLI turns a `TinaEdgeError` into its message on stderr and exit status 2, ne
 
 from __future__ import annotations
 
+# What to install for training and export; the CLI and `tina_edge.export` say the same.
+TRAIN_EXTRA_HINT = 'this command needs the training extra: pip install "tina-edge[train]" (from a checkout: pip install ".[train]")'
+
 
 class TinaEdgeError(Exception):
     """Base class of every error tina-edge raises on bad input."""
@@ -20,6 +23,21 @@ class BundleError(TinaEdgeError):
 
 class ImageError(TinaEdgeError, ValueError):
     """An image given to predict (or as an image prompt) cannot be read or converted."""
+
+
+class DatasetError(TinaEdgeError, ValueError):
+    """A labelled image folder cannot be evaluated (no class folder matches the model's labels, ...)."""
+
+
+class ArgumentError(TinaEdgeError, ValueError):
+    """An API argument is outside its range (e.g. min_prob not in [0, 1])."""
+
+
+class SettingsError(ArgumentError, PromptError):
+    """A generation setting is out of range or unknown: sampler, steps, seed, candidates, threads.
+
+    Also a PromptError, only so that code written when these were PromptErrors still catches them.
+    """
 
 
 class ModelFileError(TinaEdgeError):

@@ -63,10 +63,11 @@ def mean_embedding(emb: np.ndarray, what: str = "the images") -> np.ndarray:
 class ImageEncoderSession:
     """Images (paths, directories, PIL images, uint8 arrays; any size) -> float32 [n, D], L2-normed."""
 
-    def __init__(self, model_path: str | os.PathLike, image_size: int, *, threads: int | None = None,
-                 batch_size: int = 32):
+    def __init__(self, model: bytes | str | os.PathLike, image_size: int, *, threads: int | None = None,
+                 batch_size: int = 32, what: str = "image encoder"):
+        model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
         self.image_size = int(image_size)
-        self.session = make_session(model_path, threads)
+        self.session = make_session(model, threads, what=what)
         ins = self.session.get_inputs()
         if [i.name for i in ins] != ["image"]:
             raise BundleError(f"image encoder {model_path} has inputs {[i.name for i in ins]}, expected ['image']")

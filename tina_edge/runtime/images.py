@@ -1,11 +1,14 @@
 """Loading images for prediction into the classifier's input: uint8 [N, H, W, 3] RGB.
 
-Accepted items: file paths (any format Pillow reads), directories (every regular, non-hidden file
+Accepted items: file paths (an allow-list of raster formats: JPEG, PNG, WebP, GIF, BMP, TIFF;
+never EPS/PostScript or any format whose decoder starts a program), directories (every regular, non-hidden file
 directly inside, sorted by name; a file that is not an image is an error, not skipped), PIL images
 and numpy uint8 arrays [H, W], [H, W, 1], [H, W, 3], [H, W, 4] or batches [N, H, W(, C)] with
 C in 1, 3, 4. Conversions: EXIF orientation is applied; grey, palette, CMYK, 16-bit etc. are
 converted to RGB by Pillow; an alpha channel is dropped (not composited). Images of another size
 are resized to (H, W) with Pillow's bilinear filter, without keeping the aspect ratio.
+Decoding is bounded: at most MAX_PIXELS pixels after JPEG draft decoding (a huge photo is decoded
+at a reduced scale, no bigger than needed); every decoder failure is an ImageError naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ import numpy as np
 
 from .errors import ImageError
 
+# Decoders Pillow may use for image files. EPS/PS would start Ghostscript; others (PSD, ICNS, ...)
+# are rarely photos and widen the attack surface. Formats are named as Pillow's plugins name them.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+MAX_PIXELS = 64_000_000  # decoded pixels per image (after JPEG draft scaling): ~256 MB as RGBA
+
 if TYPE_CHECKING:  # Pillow is imported when an image file or PIL image is actually handled
     from PIL import Image
 
@@ -30,22 +38,44 @@ def _is_pil(x: Any) -> bool:
     return Image is not None and isinstance(x, Image.Image)
 
 
+def _check_items(items: Any) -> list:
+    if isinstance(items, (str, os.PathLike, np.ndarray)) or _is_pil(items):
+        return [items]
+    if isinstance(items, (list, tuple)):
+        return list(items)
+    raise ImageError(f"cannot read images from a {type(items).__name__}; pass a file path, a directory, a PIL image, "
+                     "a uint8 array, or a list of those")
+
+
+def _stat_kind(p: Path) -> str:
+    try:
+        if p.is_dir():
+            return "dir"
+        if p.is_file():
+            return "file"
+        return "other" if p.exists() else "missing"
+    except (OSError, ValueError) as e:  # ValueError: an embedded NUL; OSError: a name too long, ...
+        raise ImageError(f"image path {str(p)!r:.200} cannot be used: {getattr(e, 'strerror', None) or e}") from None
+
+
 def expand_items(items: Any) -> list[tuple[str, Any]]:
     """Flatten items into (display name, source) pairs; directories become their image files."""
-    if isinstance(items, (str, os.PathLike, np.ndarray)) or _is_pil(items):
-        items = [items]
     out: list[tuple[str, Any]] = []
-    for i, it in enumerate(items):
+    for i, it in enumerate(_check_items(items)):
         if isinstance(it, (str, os.PathLike)):
             p = Path(it)
-            if p.is_dir():
-                files = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.is_file())
+            kind = _stat_kind(p)
+            if kind == "dir":
+                try:
+                    files = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.is_file())
+                except OSError as e:
+                    raise ImageError(f"cannot list directory {p}: {e.strerror or e}") from None
                 if not files:
                     raise ImageError(f"directory {p} holds no image files")
                 out.extend((str(c), c) for c in files)
-            elif p.is_file():
+            elif kind == "file":
                 out.append((str(p), p))
-            elif p.exists():  # a FIFO or device would block or stream forever in Image.open
+            elif kind == "other":  # a FIFO or device would block or stream forever in Image.open
                 raise ImageError(f"{p} is not a regular file; pass image files or directories")
             else:
                 raise ImageError(f"image {p} does not exist")
@@ -77,22 +107,53 @@ def _resize(im: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def _draft(im: Image.Image, size: tuple[int, int] | None) -> None:
+    """JPEG only: let libjpeg scale down while decoding (to the target size; or, with no target,
+    only as far as the pixel limit requires, so native-size callers such as CLIP keep full detail)."""
+    w, h = im.size
+    if size is not None:
+        im.draft("RGB", (int(size[1]), int(size[0])))
+        return
+    for scale in (1, 2, 4, 8):
+        if -(-w // scale) * -(-h // scale) <= MAX_PIXELS:
+            if scale > 1:
+                im.draft("RGB", (-(-w // scale), -(-h // scale)))
+            return
+
+
 def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
     from PIL import Image  # Pillow is imported on first use, keeping `import tina_edge.runtime` light
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+        with open(p, "rb") as f, warnings.catch_warnings():
+            # our own pixel limit below replaces Pillow's bomb warning (which fires before JPEG draft
+            # scaling); decoder warnings (corrupt EXIF, ...) are not actionable and would add stderr lines
+            warnings.simplefilter("ignore")
+            with Image.open(f, formats=ALLOWED_FORMATS) as im:
+                if im.format == "JPEG":  # decode a big photo at 1/2, 1/4 or 1/8 scale, no smaller than needed
+                    _draft(im, size)
+                w, h = im.size
+                if w < 1 or h < 1:
+                    raise ImageError(f"{p} is an empty image ({w}x{h} pixels)")
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{p} is {w}x{h} pixels; images of at most {MAX_PIXELS // 1_000_000} megapixels "
+                                     "are decoded (shrink it first)")
                 im.load()
                 return _resize(_to_rgb(im), size)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, EOFError) as e:
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise ImageError(f"cannot read image {p}: {e.strerror}") from None
-        raise ImageError(f"{p} is not a readable image ({str(e)[:120] or type(e).__name__})") from None
+    except ImageError:
+        raise
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise ImageError(f"cannot read image {p}: {e.strerror}") from None
+    except Exception as e:  # any decoder failure (OSError, SyntaxError, struct.error, ...) names the file
+        msg = " ".join(str(e).split())[:120] or type(e).__name__
+        if "cannot identify image file" in msg:
+            msg = f"not one of the accepted formats {', '.join(ALLOWED_FORMATS)}, or damaged"
+        raise ImageError(f"{p} is not a readable image ({msg})") from None
 
 
 def _array_images(a: np.ndarray, name: str) -> list[np.ndarray]:
+    if a.size == 0 or (a.ndim >= 2 and min(a.shape[:2] if a.ndim < 4 else a.shape[:3]) == 0):
+        raise ImageError(f"{name} is empty (shape {a.shape}); pass at least one pixel")
     if a.dtype != np.uint8:
         raise ImageError(f"{name} has dtype {a.dtype}; pass uint8 RGB values 0..255 (e.g. (x * 255).astype(np.uint8))")
     if a.ndim == 2:
@@ -112,10 +173,12 @@ def load_one(src: Any, name: str, size: tuple[int, int] | None) -> list[np.ndarr
     if isinstance(src, Path):
         return [_open_file(src, size)]
     if _is_pil(src):
+        if src.width < 1 or src.height < 1:
+            raise ImageError(f"{name} is an empty image ({src.width}x{src.height} pixels)")
         try:
             return [_resize(_to_rgb(src), size)]
-        except (OSError, ValueError) as e:
-            raise ImageError(f"{name} cannot be converted to RGB: {e}") from None
+        except Exception as e:  # a lazily decoded PIL image can fail here with any decoder error
+            raise ImageError(f"{name} cannot be converted to RGB: {' '.join(str(e).split())[:120]}") from None
     imgs = _array_images(src, name)
     if size is None:
         return imgs

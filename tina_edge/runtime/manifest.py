@@ -10,7 +10,9 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
                          -> x0 [B, P]   (one denoising step, predicts the clean normalised params)
     template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
                          tensors are initializers the runtime replaces (names in `template.layout`)
-    (optional) image_encoder.onnx, vocab_embeddings.npy
+    (optional) image_encoder.onnx     CLIP image tower, for image prompts
+    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
+                         tokenizer_config.json and the portable noise generator's name
 """
 
 from __future__ import annotations
@@ -19,14 +21,75 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .contracts import SAMPLERS
 from .errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+
+# Upper bounds of every number a manifest holds: a hostile manifest must not make the runtime
+# allocate more than its declared files justify, or loop for minutes (docs/RELIABILITY.md, item 3).
+LIMITS: dict[str, tuple[float, float]] = {
+    "diffusion.num_train_timesteps": (1, 1000),  # DDPM samples all T steps: Tina's T is 1000
+    "diffusion.default_steps": (1, 1000),
+    "text_encoder.embedding_dim": (1, 4096),
+    "text_encoder.max_tokens": (2, 512),
+    "text_encoder.pad_id": (0, 10_000_000),
+    "text_encoder.image_size": (1, 1024),
+    "denoiser.k_max": (2, 1000),
+    "denoiser.param_count": (1, 1 << 28),
+    "denoiser.embedding_dim": (1, 4096),
+    "template.input.height": (1, 2048),
+    "template.input.width": (1, 2048),
+    "template.input.channels": (3, 3),
+    "file.bytes": (0, 8 << 30),
+    "files.count": (1, 64),
+    "layout.count": (1, 256),
+    "layout.rank": (1, 8),
+    "layout.dim": (1, 1 << 28),
+    "name.chars": (1, 255),
+    "string.chars": (0, 200),
+    "vocabulary.count": (0, 100_000),
+    "conditioning.floats": (1, 1 << 20),  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
+}
+MAX_MANIFEST_BYTES = 16 << 20  # a 100 000-name vocabulary fits in a few MiB
+MIN_STD = 1e-12  # a normalisation std below this (after the float32 cast) is treated as vanishing
+
+
+def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
+    """(manifest field, file name) of every file a manifest names: the ONE list of bundle files.
+
+    The validator checks each is listed and hashed; write_manifest hashes each. Add new graphs
+    (e.g. an optional generate.onnx) here and nowhere else.
+    """
+    te = m.text_encoder
+    out = [("text_encoder.model", te.model), ("text_encoder.tokenizer", te.tokenizer),
+           ("denoiser.model", m.denoiser.model), ("template.model", m.template.model)]
+    if te.image_encoder:
+        out.append(("text_encoder.image_encoder", te.image_encoder))
+    port = m.portable if isinstance(m.portable, dict) else {}
+    for key in ("generate", "template_inputs"):  # optional portable files (docs/PORTABLE.md)
+        sec = port.get(key)
+        if isinstance(sec, dict) and sec.get("model") is not None:
+            out.append((f"portable.{key}.model", sec["model"]))
+    if port.get("tokenizer_config") is not None:
+        out.append(("portable.tokenizer_config", port["tokenizer_config"]))
+    return out
+
+
+def compute_bundle_id(manifest_dict: dict[str, Any]) -> str:
+    """The bundle's identity: sha256 of the canonical manifest JSON without its `bundle_id` field.
+
+    The manifest holds every file's sha256, so the id pins the files' bytes AND every setting
+    (layout, schedule, normalisation). write_manifest and the verifier both call this.
+    """
+    d = {k: v for k, v in manifest_dict.items() if k != "bundle_id"}
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -127,6 +190,9 @@ class Manifest:
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
+    # optional portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json) and the
+    # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
+    portable: dict[str, Any] = field(default_factory=dict)
 
     @property
     def k_max(self) -> int:
@@ -146,10 +212,18 @@ _REQUIRED = ("schema_version", "text_encoder", "diffusion", "denoiser", "templat
 def _check_relative(name: Any, what: str) -> str:
     """A file named by the manifest must be a plain relative path inside the bundle."""
     if not isinstance(name, str) or not name:
-        raise BundleError(f"manifest field {what} must be a file name, got {name!r}")
+        raise BundleError(f"manifest field {what} must be a file name, got {name!r:.80}")
+    lo, hi = LIMITS["name.chars"]
+    if len(name) > hi:
+        raise BundleError(f"manifest field {what} names a file of {len(name)} characters; at most {hi:.0f} are allowed")
     p = PurePosixPath(name)
     if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts or "\\" in name or ":" in name:
         raise BundleError(f"manifest field {what} points outside the bundle: {name!r}")
+    if any(not ch.isprintable() for ch in name):
+        raise BundleError(f"manifest field {what} names a file with control or invisible characters: {name!r}")
+    parts = name.split("/")
+    if any(x in ("", ".") for x in parts):  # "", ".", "./a", "a//b", "a/": one file, many spellings
+        raise BundleError(f"manifest field {what} names {name!r}, which is not a normalised relative path (no '.', './', '//' or trailing '/')")
     return name
 
 
@@ -183,6 +257,7 @@ def manifest_from_dict(d: Any) -> Manifest:
             training=dict(d.get("training", {})), evaluation=dict(d.get("evaluation", {})),
             producer=str(d.get("producer", "")), schema_version=int(d["schema_version"]),
             bundle_id=str(d.get("bundle_id", "")),
+            portable=dict(d.get("portable") or {}),
         )
     except BundleError:
         raise
@@ -192,37 +267,160 @@ def manifest_from_dict(d: Any) -> Manifest:
     return m
 
 
-def _validate(m: Manifest) -> None:
-    for name in m.files:
+def _type_ok(value: Any, ann: str) -> bool:
+    """Check a value against a manifest dataclass annotation (they are simple: int, float, str, lists)."""
+    ann = ann.replace(" ", "")
+    if ann.endswith("|None"):
+        return value is None or _type_ok(value, ann[: -len("|None")])
+    if ann.startswith("list[") and ann.endswith("]"):
+        return isinstance(value, list) and all(_type_ok(v, ann[5:-1]) for v in value)
+    if ann == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ann == "str":
+        return isinstance(value, str)
+    return True  # dicts and nested specs are checked elsewhere
+
+
+def _check_types(m: Manifest) -> None:
+    """Every scalar field has the type its dataclass declares (the constructors do not check this)."""
+    specs = [("text_encoder", m.text_encoder), ("diffusion", m.diffusion), ("denoiser", m.denoiser),
+             ("template", m.template), ("template.input", m.template.input)]
+    specs += [(f"template.layout[{i}]", t) for i, t in enumerate(m.template.layout)]
+    for where, obj in specs:
+        for f in fields(obj):
+            if not _type_ok(getattr(obj, f.name), str(f.type)):
+                raise BundleError(f"manifest field {where}.{f.name} must be {f.type}, got {getattr(obj, f.name)!r:.80}")
+
+
+def _bounded(what: str, value: Any, key: str | None = None) -> None:
+    lo, hi = LIMITS[key or what]
+    if not (lo <= value <= hi):
+        raise BundleError(f"manifest field {what} is {value!r:.40}; it must be between {lo:g} and {hi:g}")
+
+
+def _f32(x: float) -> float:
+    """The value the runtime computes with (float32): a finite float64 may still overflow to inf."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
+
+
+def _check_normalisation(what: str, mean: float, std: float) -> None:
+    m32, s32 = _f32(mean), _f32(std)
+    if not (math.isfinite(m32) and math.isfinite(s32) and abs(s32) >= MIN_STD):
+        raise BundleError(f"{what} has an invalid normalisation (mean {mean!r:.30}, std {std!r:.30} as float32); "
+                          "both must be finite and std must not vanish")
+
+
+def _check_bounds(m: Manifest) -> None:
+    """Every number has a lower AND an upper bound; strings and lists are bounded in length."""
+    te, dif, den, tm = m.text_encoder, m.diffusion, m.denoiser, m.template
+    for what, v in (("diffusion.num_train_timesteps", dif.num_train_timesteps), ("diffusion.default_steps", dif.default_steps),
+                    ("text_encoder.embedding_dim", te.embedding_dim), ("text_encoder.max_tokens", te.max_tokens),
+                    ("text_encoder.pad_id", te.pad_id), ("denoiser.k_max", den.k_max),
+                    ("denoiser.param_count", den.param_count), ("denoiser.embedding_dim", den.embedding_dim),
+                    ("template.input.height", tm.input.height), ("template.input.width", tm.input.width),
+                    ("template.input.channels", tm.input.channels)):
+        _bounded(what, v)
+    if te.image_size is not None:
+        _bounded("text_encoder.image_size", te.image_size)
+    _bounded("denoiser.k_max x denoiser.embedding_dim", den.k_max * den.embedding_dim, "conditioning.floats")
+    for what, v in (("text_encoder.kind", te.kind), ("text_encoder.name", te.name), ("text_encoder.cleaning", te.cleaning),
+                    ("template.name", tm.name), ("producer", m.producer)):
+        _bounded(f"{what} (length)", len(v), "string.chars")
+    if (tm.input.dtype, tm.input.layout) != ("uint8", "NHWC"):
+        raise BundleError(f"manifest template.input must be uint8 NHWC, got {tm.input.dtype!r:.20} {tm.input.layout!r:.20}")
+    if not (len(tm.input.mean) == len(tm.input.std) == 3):
+        raise BundleError("manifest template.input.mean and .std must hold 3 numbers (R, G, B)")
+    for c, (mu, sd) in enumerate(zip(tm.input.mean, tm.input.std)):
+        _check_normalisation(f"manifest template.input channel {c}", mu, sd)
+    _bounded("files (count)", len(m.files), "files.count")
+    _bounded("template.layout (count)", len(tm.layout), "layout.count")
+    for t in tm.layout:
+        _bounded(f"template.layout {t.name!r:.40} (name length)", len(t.name), "name.chars")
+        _bounded(f"template.layout {t.name!r:.40} (rank)", len(t.shape), "layout.rank")
+        for s in t.shape:
+            _bounded(f"template.layout {t.name!r:.40} (shape)", s, "layout.dim")
+        if t.class_axis is not None and not (0 <= t.class_axis < len(t.shape)):
+            raise BundleError(f"tensor {t.name!r:.40} has class_axis {t.class_axis}, outside its {len(t.shape)} axes")
+        _check_normalisation(f"tensor {t.name!r:.40}", t.mean, t.std)
+    voc = m.training.get("vocabulary", [])
+    if not isinstance(voc, list) or not all(isinstance(v, str) and len(v) <= 200 for v in voc):
+        raise BundleError("manifest field training.vocabulary must be a list of class names (at most 200 characters each)")
+    _bounded("training.vocabulary (count)", len(voc), "vocabulary.count")
+
+
+def _check_files(m: Manifest) -> None:
+    """File keys are normalised, unique (also case-insensitively), with a sha256 and a bounded size."""
+    folded: dict[str, str] = {}
+    for name, entry in m.files.items():
         _check_relative(name, "files")
-    for what, name in (
-        ("text_encoder.model", m.text_encoder.model),
-        ("text_encoder.tokenizer", m.text_encoder.tokenizer),
-        ("denoiser.model", m.denoiser.model),
-        ("template.model", m.template.model),
-    ) + ((("text_encoder.image_encoder", m.text_encoder.image_encoder),) if m.text_encoder.image_encoder else ()):
+        if name == MANIFEST_NAME:
+            raise BundleError(f"manifest field files lists {MANIFEST_NAME} itself; it cannot hash itself")
+        key = name.casefold()
+        if key in folded:
+            raise BundleError(f"manifest field files lists {folded[key]!r} and {name!r}, the same file on some filesystems")
+        folded[key] = name
+        sha, size = entry.get("sha256"), entry.get("bytes")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise BundleError(f"manifest field files[{name!r}].sha256 must be 64 lower-case hex digits")
+        if not (isinstance(size, int) and not isinstance(size, bool)):
+            raise BundleError(f"manifest field files[{name!r}].bytes must be the file's size in bytes")
+        _bounded(f"files[{name!r}].bytes", size, "file.bytes")
+
+
+def _validate(m: Manifest) -> None:
+    _check_types(m)
+    _check_bounds(m)
+    _check_files(m)
+    for what, name in bundle_files(m):
         _check_relative(name, what)
         if name not in m.files:
             raise BundleError(f"manifest field {what} names {name!r}, which is not listed in files")
-    if not (2 <= m.denoiser.k_max <= 1000):
-        raise BundleError(f"manifest denoiser.k_max must be at least 2, got {m.denoiser.k_max}")
     off = 0
     for t in m.template.layout:
         if t.offset != off or any((not isinstance(s, int)) or s <= 0 for s in t.shape):
             raise BundleError(f"manifest template.layout is inconsistent at tensor {t.name!r}")
         if t.class_axis is not None and t.shape[t.class_axis] != m.denoiser.k_max:
             raise BundleError(f"tensor {t.name!r} has a class axis that is not K_max long")
-        if not (t.std > 0 and math.isfinite(t.std) and math.isfinite(t.mean)):
-            raise BundleError(f"tensor {t.name!r} has an invalid normalisation")
         off += t.numel
     if off != m.denoiser.param_count:
         raise BundleError(
             f"manifest template.layout holds {off} parameters but the denoiser makes {m.denoiser.param_count}"
         )
     if m.diffusion.prediction_type != "sample":
-        raise BundleError(f"unsupported diffusion.prediction_type {m.diffusion.prediction_type!r}")
+        raise BundleError(f"unsupported diffusion.prediction_type {m.diffusion.prediction_type!r:.40}")
     if m.diffusion.beta_schedule != "linear":
-        raise BundleError(f"unsupported diffusion.beta_schedule {m.diffusion.beta_schedule!r}")
+        raise BundleError(f"unsupported diffusion.beta_schedule {m.diffusion.beta_schedule!r:.40}")
+    _check_schedule(m.diffusion)
+
+
+def _check_schedule(d: DiffusionSpec) -> None:
+    """Schedule ranges and the default sampler: run on write as on read, so an exporter cannot
+    write a bundle the runtime refuses."""
+    if not (0.0 < d.beta_start <= d.beta_end < 1.0):
+        raise BundleError("manifest diffusion schedule is invalid: need 0 < beta_start <= beta_end < 1")
+    if d.default_sampler not in SAMPLERS or not (1 <= d.default_steps <= d.num_train_timesteps):
+        raise BundleError(
+            f"manifest diffusion defaults are invalid: sampler must be one of {SAMPLERS} and default_steps 1..{d.num_train_timesteps}"
+        )
+
+
+def parse_manifest(data: bytes, where: str | os.PathLike = MANIFEST_NAME) -> tuple[Manifest, str]:
+    """Validate manifest bytes; return the Manifest and the bundle id its content hashes to."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where} is {len(data)} bytes; a manifest may hold at most {MAX_MANIFEST_BYTES >> 20} MiB")
+    try:
+        d = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{where} is not valid JSON: {e}") from None
+    except RecursionError:  # a crafted '[[[[...' must not end in a traceback
+        raise BundleError(f"{where} is not a usable manifest: its JSON is nested too deeply") from None
+    m = manifest_from_dict(d)
+    return m, compute_bundle_id(d)
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
@@ -230,22 +428,15 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
     path = Path(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a tina-edge bundle: it has no {MANIFEST_NAME}")
-    try:
-        d = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path} is not valid JSON: {e}") from None
-    except RecursionError:  # a crafted '[[[[...' must not end in a traceback
-        raise BundleError(f"{path} is not a usable manifest: its JSON is nested too deeply") from None
-    return manifest_from_dict(d)
+    with open(path, "rb") as f:
+        data = f.read(MAX_MANIFEST_BYTES + 1)
+    return parse_manifest(data, path)[0]
 
 
 def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Manifest:
     """Hash every file the manifest names, set `files` and `bundle_id`, write manifest.json atomically."""
     bundle_dir = Path(bundle_dir)
-    names = {manifest.text_encoder.model, manifest.text_encoder.tokenizer, manifest.denoiser.model,
-             manifest.template.model} | set(manifest.files)
-    if manifest.text_encoder.image_encoder:
-        names.add(manifest.text_encoder.image_encoder)
+    names = {name for _what, name in bundle_files(manifest)} | set(manifest.files)
     files = {}
     for name in sorted(names):
         _check_relative(name, "files")
@@ -255,10 +446,12 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Manifes
         files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     manifest.files = files
     manifest.schema_version = SCHEMA_VERSION
-    ident = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
-    manifest.bundle_id = ident
-    manifest_from_dict(json.loads(json.dumps(manifest.to_dict())))  # what we write, we can read
+    manifest.bundle_id = ""
+    manifest.bundle_id = compute_bundle_id(json.loads(json.dumps(manifest.to_dict())))
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
+    _m, ident = parse_manifest(text.encode("utf-8"))  # what we write, we can read, with the same id
+    assert ident == manifest.bundle_id, (ident, manifest.bundle_id)
     tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, bundle_dir / MANIFEST_NAME)
     return manifest

@@ -23,33 +23,56 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
-from .errors import BundleError, ImageError, PromptError
+from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
-from .prompt import check_class_count, class_key, clean_text, parse_classes
+from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
+from .sessions import make_session
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
 
+Descriptions = Sequence[str | None] | Mapping[str, str] | None
 
-def _session(path: os.PathLike, threads: int | None):
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # see text_encoder.make_session
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ort raises its own Fail/InvalidGraph types
-        raise BundleError(f"onnxruntime cannot load bundle file {os.path.basename(path)}: {str(e)[:300]}") from None
+def aligned_descriptions(names: list[str], descriptions: Descriptions) -> list[str | None] | None:
+    """Descriptions as one entry (text or None) per class, in prompt order.
+
+    Accepted: None; a list/tuple aligned with the classes; or a mapping {class name: description}
+    (names matched like the prompt: case and spacing ignored; unnamed classes use their name).
+    Anything else (a set, a generator, a string, a wrong length, an unknown name) is a PromptError.
+    """
+    if descriptions is None:
+        return None
+    if isinstance(descriptions, Mapping):
+        keys = {class_key(n): i for i, n in enumerate(names)}
+        out: list[str | None] = [None] * len(names)
+        for key, text in descriptions.items():
+            i = keys.get(class_key(key)) if isinstance(key, str) else None
+            if i is None:
+                raise PromptError(f"descriptions names {key!r:.60}, which is not one of the classes ({', '.join(names)})")
+            if out[i] is not None:
+                raise PromptError(f"the class {names[i]!r} has two descriptions; give one")
+            out[i] = text
+        return out
+    if isinstance(descriptions, (list, tuple)):
+        if len(descriptions) != len(names):
+            raise PromptError(f"descriptions has {len(descriptions)} entries but there are {len(names)} classes; give one "
+                              "entry (or None) per class, or a mapping {class: description}")
+        return list(descriptions)
+    raise PromptError(f"descriptions must be a list with one entry (or None) per class, or a mapping "
+                      f"{{class: description}}; got a {type(descriptions).__name__}")
+
+
+def _session(data: bytes, name: str, threads: int | None):
+    return make_session(data, threads, (), what=name, error="onnxruntime cannot load bundle file {what}: {detail}")
 
 
 def _int_arg(value: Any, what: str, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
         rng = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
-        raise PromptError(f"{what} must be an integer {rng}, got {value!r}")
+        raise SettingsError(f"{what} must be an integer {rng}, got {value!r}")
     return int(value)
 
 
@@ -80,29 +103,53 @@ class Personalizer:
         self._schedule = NoiseSchedule.from_spec(self.manifest.diffusion)
 
     @classmethod
-    def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None) -> "Personalizer":
-        """Verify the bundle (None: the embedded default) and create its sessions."""
+    def from_bundle(cls, path: str | os.PathLike | None = None, *, threads: int | None = None,
+                    expected_id: str | None = None, use_generate: bool = False) -> "Personalizer":
+        """Verify the bundle (None: the embedded default) and create its sessions.
+
+        `expected_id` pins the bundle an app shipped (see `tina-edge info`): a bundle with any other
+        content is refused, even one whose manifest was consistently re-hashed.
+        """
         from .text_encoder import TextEncoderSession
         from .tokenizer import Tokenizer
 
         if threads is not None:
             threads = _int_arg(threads, "threads", 1, 1024)
-        b = open_bundle(path)
+        if path is not None and not isinstance(path, (str, bytes, os.PathLike)):
+            raise BundleError(f"the bundle must be a path to a directory or archive, got {type(path).__name__}")
+        b = open_bundle(path, expected_id=expected_id)
         te = b.manifest.text_encoder
         try:
-            tok = Tokenizer.from_file(b.path(te.tokenizer), max_tokens=te.max_tokens, cleaning=te.cleaning, pad_id=te.pad_id)
+            tok = Tokenizer.from_bytes(b.data(te.tokenizer), max_tokens=te.max_tokens, cleaning=te.cleaning,
+                                       pad_id=te.pad_id, what=te.tokenizer)
         except BundleError:
             raise
         except Exception as e:
             raise BundleError(f"bundle file {te.tokenizer} is not a usable tokenizer: {str(e)[:200]}") from None
         try:
-            enc = TextEncoderSession(b.path(te.model), tok, threads=threads)
+            enc = TextEncoderSession(b.data(te.model), tok, threads=threads, what=te.model)
         except BundleError:
             raise
         except Exception as e:
             raise BundleError(f"onnxruntime cannot load bundle file {te.model}: {str(e)[:300]}") from None
-        den = _session(b.path(b.manifest.denoiser.model), threads)
-        return cls(b, enc, den, threads=threads)
+        den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
+        b.release(te.model, te.tokenizer, b.manifest.denoiser.model)  # sessions hold their own copy (~35 MB saved)
+        p = cls(b, enc, den, threads=threads)
+        p.use_generate = bool(use_generate)
+        return p
+
+    use_generate = False  # DDIM at the bundle's generate.onnx steps runs that graph (docs/PORTABLE.md)
+
+    def _generate_session(self, smp):
+        """The bundle's generate.onnx session when it computes exactly this sampler's run, else None."""
+        gen = self.manifest.portable.get("generate") if isinstance(self.manifest.portable, dict) else None
+        if not (self.use_generate and isinstance(gen, dict) and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
+                and [int(t) for t in smp.timesteps] == gen.get("timesteps")):
+            return None
+        with self._image_lock:  # created once, on first use
+            if getattr(self, "_gen", None) is None:
+                self._gen = _session(self.bundle.data(gen["model"]), gen["model"], self.threads)
+        return self._gen
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,7 +182,8 @@ class Personalizer:
                 te = self.manifest.text_encoder
                 if not te.image_size:
                     raise BundleError("the manifest lists an image encoder without its image_size; re-export the bundle")
-                self._image = ImageEncoderSession(self.bundle.path(te.image_encoder), te.image_size, threads=self.threads)
+                self._image = ImageEncoderSession(self.bundle.data(te.image_encoder), te.image_size, threads=self.threads,
+                                                  what=te.image_encoder)
         return self._image
 
     def encode_images(self, images: Any) -> np.ndarray:
@@ -148,7 +196,7 @@ class Personalizer:
         return emb
 
     def _image_prompts(self, names: list[str], images: Mapping[str, Any] | None,
-                       descriptions: Sequence[str | None] | None) -> dict[int, Any]:
+                       descriptions: Descriptions) -> dict[int, Any]:
         """{class index: its images} from the user's {class name: images}; names matched like the prompt."""
         if images is None:
             return {}
@@ -170,15 +218,15 @@ class Personalizer:
                 )
             if i in out:
                 raise PromptError(f"images for the class {names[i]!r} are given twice; give them under one name")
-            if descriptions is not None and not isinstance(descriptions, str) and len(descriptions) == len(names) \
-                    and descriptions[i] is not None:
+            descs = aligned_descriptions(names, descriptions)
+            if descs is not None and descs[i] is not None:
                 raise PromptError(f"the class {names[i]!r} has both a description and images; give one of the two")
             if items is None or (isinstance(items, (list, tuple)) and len(items) == 0):
                 raise PromptError(f"no images are given for the class {names[i]!r}; give at least one or leave it out")
             out[i] = items
         return out
 
-    def class_embeddings(self, classes: str | Sequence[str], *, descriptions: Sequence[str | None] | None = None,
+    def class_embeddings(self, classes: str | Sequence[str], *, descriptions: Descriptions = None,
                          images: Mapping[str, Any] | None = None) -> np.ndarray:
         """The conditioning rows float32 [k, D], in prompt order (what `personalize` feeds the denoiser)."""
         names = parse_classes(classes)
@@ -187,6 +235,7 @@ class Personalizer:
     def _conditioning(self, names: list[str], descriptions, images) -> tuple[np.ndarray, list, dict[str, int]]:
         by_image = self._image_prompts(names, images, descriptions)
         texts = self._texts(names, descriptions)
+        self._check_token_duplicates(names, [None if i in by_image else t for i, t in enumerate(texts)])
         text_idx = [i for i in range(len(names)) if i not in by_image]
         emb = np.zeros((len(names), self.manifest.text_encoder.embedding_dim), dtype=np.float32)
         if text_idx:
@@ -220,23 +269,42 @@ class Personalizer:
         return novelty_report(names, self.encode(self._texts(names, descriptions)), self.manifest.vocabulary,
                               vocab_emb).to_dict()
 
-    def _texts(self, names: list[str], descriptions: Sequence[str | None] | None) -> list[str]:
-        if descriptions is None:
+    def _texts(self, names: list[str], descriptions: Descriptions) -> list[str]:
+        descs = aligned_descriptions(names, descriptions)
+        if descs is None:
             return list(names)
-        if isinstance(descriptions, str) or len(descriptions) != len(names):
-            raise PromptError(f"descriptions must be a list with one entry (or None) per class, {len(names)} in all")
         texts = []
-        for n, d in zip(names, descriptions):
+        for n, d in zip(names, descs):
             if d is None:
                 texts.append(n)
                 continue
             if not isinstance(d, str) or any("\ud800" <= ch <= "\udfff" for ch in d):
                 raise PromptError(f"the description of {n!r} must be UTF-8 text")
+            if len(d) > MAX_DESCRIPTION_CHARS:
+                raise PromptError(f"the description of {n!r} has {len(d)} characters; at most {MAX_DESCRIPTION_CHARS} are allowed")
             d = clean_text(d)
-            if not d:
+            check_text(d, f"the description of {n!r}")
+            if not d or not is_visible(d):
                 raise PromptError(f"the description of {n!r} is empty; leave it out to use the class name")
             texts.append(d)
         return texts
+
+    def _check_token_duplicates(self, names: list[str], texts: list[str | None]) -> None:
+        """Two classes whose texts become the same token ids (accents the tokenizer strips, truncation,
+        invisible characters) would get the same embedding: the classifier could not tell them apart."""
+        tok = getattr(self._text, "tokenizer", None)
+        idx = [i for i, t in enumerate(texts) if t is not None]
+        if tok is None or len(idx) < 2:
+            return
+        ids, mask = tok([texts[i] for i in idx])
+        seen: dict[tuple[int, ...], int] = {}
+        for row, i in enumerate(idx):
+            key = tuple(int(x) for x, m in zip(ids[row], mask[row]) if m)
+            if key in seen:
+                j = seen[key]
+                raise PromptError(f'the classes "{names[j]}" and "{names[i]}" read the same to this bundle\'s text encoder '
+                                  "(same tokens after its normalisation and truncation); name each class distinctly")
+            seen[key] = i
 
     def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"x_t": x, "timestep": np.full((x.shape[0],), t, dtype=np.int64), "class_emb": emb, "class_mask": mask}
@@ -251,7 +319,7 @@ class Personalizer:
         self,
         classes: str | Sequence[str],
         *,
-        descriptions: Sequence[str | None] | None = None,
+        descriptions: Descriptions = None,
         steps: int | None = None,
         sampler: str | None = None,
         seed: int = 0,
@@ -260,8 +328,9 @@ class Personalizer:
     ) -> PersonalizedClassifier:
         """Generate a classifier for `classes` (labels in prompt order).
 
-        Each class is prompted by its name, by `descriptions[i]` (text encoded instead of the
-        name), or by `images[name]`: example images (paths, directories, PIL images or uint8
+        Each class is prompted by its name, by a description (text encoded instead of the name;
+        `descriptions` is a list aligned with the classes, None entries meaning "use the name", or
+        a mapping {class name: description}), or by `images[name]`: example images (paths, directories, PIL images or uint8
         arrays) whose averaged CLIP image embedding replaces the text embedding. Names, descriptions
         and images mix freely, one source per class; images need a bundle with an image tower.
         """
@@ -285,9 +354,12 @@ class Personalizer:
         mask = np.zeros((C, K), dtype=np.float32)
         mask[:, :k] = 1.0
 
-        rng = np.random.default_rng(seed)
-        x = initial_noise(rng, (C, P))
-        for t in smp.timesteps:
+        rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
+        x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
+        gen = self._generate_session(smp)
+        if gen is not None:  # the same DDIM steps in one onnxruntime call
+            x = np.asarray(gen.run(["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x})[0], np.float32)
+        for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):
@@ -295,7 +367,7 @@ class Personalizer:
         best = consensus_index(x) if C > 1 else 0
         params = denormalise(x[best], m.template.layout, k)
 
-        raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)
+        raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         metadata = {
             "labels": json.dumps(names, ensure_ascii=False),
             "prompt": raw,

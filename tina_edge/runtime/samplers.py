@@ -2,24 +2,29 @@
 
 Both keep an explicit list of timesteps (diffusers derives the previous timestep by a formula that
 is wrong for some spacings). Coefficients are float64; the state stays float32 so the denoiser is
-always fed float32. Noise is drawn float64 from the caller's Generator and cast to float32, which
-makes a run reproducible from its seed: x_T first (see `initial_noise`), then one draw per step
-with t > 0 (DDPM, or DDIM with eta > 0).
+always fed float32. The starting noise x_T comes from the portable counter-based generator (`noise.py`, specified in
+docs/PORTABLE.md, twinned in JavaScript) so the same seed gives the same x_T on every platform;
+step noise (DDPM, or DDIM with eta > 0) is drawn float64 from the caller's numpy Generator and
+cast to float32. Either way a run is reproducible from its seed, byte for byte.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import PromptError
+from .contracts import SAMPLERS
+from .errors import SettingsError
+from .noise import portable_normal
 from .schedule import NoiseSchedule
 
-SAMPLERS = ("ddim", "ddpm")
 
 
-def initial_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """x_T ~ N(0, I), drawn float64 then cast, so it equals the torch reference's draw."""
-    return rng.standard_normal(shape).astype(np.float32)
+def initial_noise(seed: int | np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """x_T ~ N(0, I) float32: from the portable generator for an integer seed (what personalize
+    uses, identical on every platform), or one float64 draw of a numpy Generator, cast (analysis)."""
+    if isinstance(seed, np.random.Generator):
+        return seed.standard_normal(shape).astype(np.float32)
+    return portable_normal(seed, shape)
 
 
 def spaced_timesteps(num_train_timesteps: int, n: int) -> np.ndarray:
@@ -29,7 +34,7 @@ def spaced_timesteps(num_train_timesteps: int, n: int) -> np.ndarray:
     """
     T = int(num_train_timesteps)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (1 <= int(n) <= T):
-        raise PromptError(f"the number of sampling steps must be an integer from 1 to {T}, got {n!r}")
+        raise SettingsError(f"the number of sampling steps must be an integer from 1 to {T}, got {n!r}")
     if int(n) == 1:
         return np.array([T - 1], dtype=np.int64)
     return np.unique(np.round(np.linspace(0, T - 1, int(n))).astype(np.int64))[::-1].copy()
@@ -140,9 +145,9 @@ def make_sampler(name: str, schedule: NoiseSchedule, steps: int | None = None) -
     elif key == "ddim":
         s = DDIMSampler(schedule)
     else:
-        raise PromptError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        raise SettingsError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     if steps is not None:
         s.set_timesteps(steps)
     elif key == "ddim":
-        raise PromptError("the DDIM sampler needs a number of steps")
+        raise SettingsError("the DDIM sampler needs a number of steps")
     return s

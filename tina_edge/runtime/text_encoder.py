@@ -6,6 +6,8 @@ The ONNX graph does pooling and L2 norm itself, so `encode` returns what trainin
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -14,37 +16,19 @@ from .errors import BundleError
 from .tokenizer import Tokenizer
 
 
-# onnxruntime 1.32 segfaults while creating a session for an fp16 CLIP text graph unless one of
-# these is off (found by bisection); NCHWc only re-lays out convolutions, which encoders barely use.
-SAFE_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
-
-
-def make_session(model_path: str | os.PathLike, threads: int | None = None,
-                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS):
-    """One CPU InferenceSession; `threads` caps intra-op threads (None = onnxruntime's default)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # EXTENDED (not ALL): measured on the int8 MiniLM, session start 244 -> 130 ms and no slower
-    # runs; ALL adds CPU layout transforms (NCHWc) that these graphs do not benefit from.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=list(disabled_optimizers))
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
-        raise BundleError(f"cannot load ONNX model {model_path}: {e}; re-export the bundle") from None
+# make_session lives in sessions.py (the one session factory); imported here, where tools and
+# image_encoder have always found it.
+from .sessions import SAFE_DISABLED_OPTIMIZERS, make_session  # noqa: E402,F401
 
 
 class TextEncoderSession:
     """texts -> float32 [n, D] embeddings (L2-normed), with the bundle's tokenizer."""
 
-    def __init__(self, model_path: str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
-                 batch_size: int = 64):
+    def __init__(self, model: bytes | str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
+                 batch_size: int = 64, what: str = "text encoder", cache_size: int = 1024):
+        model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
         self.tokenizer = tokenizer
-        self.session = make_session(model_path, threads)
+        self.session = make_session(model, threads, what=what)
         names = {i.name for i in self.session.get_inputs()}
         if names != {"input_ids", "attention_mask"}:
             raise BundleError(f"text encoder {model_path} has inputs {sorted(names)}, expected input_ids, attention_mask")
@@ -56,18 +40,46 @@ class TextEncoderSession:
         d = self.session.get_outputs()[0].shape[-1]
         self.dim = d if isinstance(d, int) else None
         self.batch_size = int(batch_size)
+        # a name's embedding is a function of the name alone (see encode), so caching it is exact;
+        # apps re-use their class names across prompts. Bounded LRU: cache_size x D floats.
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One text at a time (batch 1, no padding beyond the text's own tokens).
+
+        Dynamic int8 quantization picks activation scales per run from the whole batch, so a name
+        encoded beside others (or padded to their length) got a different embedding (up to 2e-2).
+        Encoding each text alone makes its embedding a function of the text only: the same class
+        gets the same weights in any prompt, on any platform that runs the same graph.
+        """
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim or 0), np.float32)
         out = []
-        for i in range(0, len(texts), self.batch_size):
-            ids, mask = self.tokenizer(texts[i : i + self.batch_size])
-            if self.dynamic_length:
-                n = max(1, int(mask.sum(axis=1).max()))
-                ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
-            out.append(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(out).astype(np.float32, copy=False)
+        for text in texts:
+            with self._cache_lock:
+                emb = self._cache.get(text)
+                if emb is not None:
+                    self._cache.move_to_end(text)
+            if emb is None:
+                emb = self._encode_one(text)
+                if self.cache_size > 0:
+                    with self._cache_lock:
+                        self._cache[text] = emb
+                        while len(self._cache) > self.cache_size:
+                            self._cache.popitem(last=False)
+            out.append(emb)
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        ids, mask = self.tokenizer([text])
+        if self.dynamic_length:
+            n = max(1, int(mask.sum()))
+            ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
+        row = np.asarray(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)[0]
+        row.setflags(write=False)  # shared through the cache: nobody may edit it in place
+        return row

@@ -59,6 +59,18 @@ class Tokenizer:
             raise BundleError(f"cannot read tokenizer file {path}: {e}; re-export the bundle") from None
         return cls(tok, max_tokens=max_tokens, cleaning=cleaning, pad_id=pad_id)
 
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_tokens: int, cleaning: str = "none", pad_id: int = 0,
+                   what: str = "tokenizer.json") -> "Tokenizer":
+        """From the verified bytes of a bundle's tokenizer.json (never re-opened by path)."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            tok = HFTokenizer.from_str(data.decode("utf-8"))
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise BundleError(f"cannot read tokenizer file {what}: {str(e)[:200]}; re-export the bundle") from None
+        return cls(tok, max_tokens=max_tokens, cleaning=cleaning, pad_id=pad_id)
+
     def clean(self, text: str) -> str:
         return clean_clip_text(text) if self.cleaning == "clip" else text
 

@@ -11,7 +11,7 @@ Only plain ops (Linear, LayerNorm, matmul, softmax, gather) are used so the ONNX
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,6 @@ class DenoiserConfig:
     # sharing one in/out projection (rows are exchangeable: class order is shuffled in training).
     # [[offset, per_slot_numel], ...] from ParamLayout.row_segments(); None/empty = chunk tokens.
     row_segments: list[list[int]] | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -47,6 +46,7 @@ class DenoiserConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DenoiserConfig":
         d = dict(d)
+        d.pop("extra", None)  # an unused field of checkpoints written before 0.2
         d["chunks"] = [tuple(c) for c in d["chunks"]]
         return cls(**d)
 

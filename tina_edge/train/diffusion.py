@@ -13,24 +13,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..runtime.manifest import DiffusionSpec
+from ..runtime.samplers import spaced_timesteps
+from ..runtime.schedule import NoiseSchedule
 
 
 @dataclass
 class Schedule:
+    """The runtime's `NoiseSchedule` (the one schedule of the project) plus the torch copies that
+    training's forward process needs; the dataclass fields are what a checkpoint records."""
+
     num_train_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
 
     def __post_init__(self):
-        self.betas = np.linspace(self.beta_start, self.beta_end, self.num_train_timesteps, dtype=np.float64)
-        self.alphas = 1.0 - self.betas
-        self.abar = np.cumprod(self.alphas)
+        self.noise = NoiseSchedule.linear(self.beta_start, self.beta_end, self.num_train_timesteps)
+        self.betas, self.alphas, self.abar = self.noise.betas, self.noise.alphas, self.noise.alphas_cumprod
         self._sqrt_abar = torch.tensor(np.sqrt(self.abar), dtype=torch.float32)
         self._sqrt_1m_abar = torch.tensor(np.sqrt(1.0 - self.abar), dtype=torch.float32)
-
-    def spec(self) -> DiffusionSpec:
-        return DiffusionSpec(num_train_timesteps=self.num_train_timesteps, beta_start=self.beta_start, beta_end=self.beta_end)
 
     def to_dict(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start, "beta_end": self.beta_end}
@@ -78,19 +78,12 @@ def reference_sample_ddpm(model, sched: Schedule, class_emb: torch.Tensor, class
     return x
 
 
-def ddim_timesteps(n: int, T: int = 1000) -> np.ndarray:
-    """Explicit DDIM timestep list (descending, includes T-1 and 0): the runtime's own list."""
-    from ..runtime.samplers import spaced_timesteps
-
-    return np.asarray(spaced_timesteps(T, n), dtype=np.int64)
-
-
 @torch.no_grad()
 def reference_sample_ddim(model, sched: Schedule, class_emb, class_mask, rng: np.random.Generator, steps: int = 20) -> torch.Tensor:
     """Deterministic DDIM (eta=0) on the explicit timestep list; used for fast evaluation in training."""
     B, P = class_emb.shape[0], model.cfg.param_count
     x = torch.from_numpy(rng.standard_normal((B, P)).astype(np.float32))
-    ts = ddim_timesteps(steps, sched.num_train_timesteps)
+    ts = spaced_timesteps(sched.num_train_timesteps, steps)  # the runtime's explicit list
     for i, t in enumerate(ts):
         x0 = model(x, torch.full((B,), int(t), dtype=torch.long), class_emb, class_mask)
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1

@@ -8,7 +8,6 @@ Saved as safetensors weights + a JSON sidecar (never a pickle).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +98,3 @@ def load_generic(path: str | Path) -> tuple[torch.nn.Module, TemplateConfig, lis
 def accuracy(logits: torch.Tensor, labels) -> float:
     labels = torch.as_tensor(labels)
     return float((logits.argmax(-1) == labels).float().mean()) * 100.0
-
-
-def timed(fn, *a, **kw):
-    t = time.time()
-    out = fn(*a, **kw)
-    return out, time.time() - t

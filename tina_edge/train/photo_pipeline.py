@@ -128,6 +128,13 @@ def train_linear_head(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, epo
     return fc.weight.detach().clone(), fc.bias.detach().clone()
 
 
+def train_set_name(workdir: Path) -> str:
+    """e.g. "tiny-imagenet+cifar10+fashion-mnist" (the sources, not their local paths)."""
+    from .datasets.universe import universe_label
+
+    return universe_label(json.loads((Path(workdir) / "universe.json").read_text())["universe"])
+
+
 def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30, seed: int = 0,
                        weights: str | None = None) -> dict:
     """generic.safetensors = pretrained trunk + a linear probe on all classes (cached features)."""
@@ -150,7 +157,7 @@ def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30
     model.fc.weight.data.copy_(w)
     model.fc.bias.data.copy_(b)
     info = {"test_accuracy": float((pred == yte).float().mean() * 100), "per_class": per_class, "seconds": secs,
-            "epochs": epochs, "train_images": len(xtr), "datasets": json.loads((workdir / "universe.json").read_text())["universe"]}
+            "epochs": epochs, "train_images": len(xtr), "datasets": train_set_name(workdir), "universe": json.loads((workdir / "universe.json").read_text())["universe"]}
     save_generic(workdir / "generic.safetensors", model, cfg, classes, info)
     return info
 

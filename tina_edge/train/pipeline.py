@@ -101,15 +101,10 @@ def stage_zoo(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, h
 
 
 def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None = None) -> tuple[np.ndarray, dict]:
-    from .text_encoders import build_text_encoder
+    from .text_encoders import build_text_encoder, cached_encode
 
     enc = build_text_encoder(encoder_spec)
-    try:
-        from .text_encoders import cached_encode
-
-        emb = cached_encode(enc, names, cache_dir) if cache_dir else enc.encode(names)
-    except ImportError:
-        emb = enc.encode(names)
+    emb = cached_encode(enc, names, cache_dir) if cache_dir else enc.encode(names)
     return np.asarray(emb, dtype=np.float32), {"kind": enc.kind, "name": enc.name, "spec": encoder_spec, "dim": enc.dim}
 
 

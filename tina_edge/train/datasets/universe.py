@@ -67,6 +67,13 @@ def build_universe(spec: UniverseSpec, split: str) -> PhotoSet:
     return concat_photosets(parts, spec.merge, name="+".join(p.name for p in parts))
 
 
+def universe_label(spec: dict) -> str:
+    """"tiny-imagenet+cifar10+fashion-mnist" from a UniverseSpec dict: the sources, not their paths."""
+    names = [n for k, n in (("tiny_imagenet", "tiny-imagenet"), ("cifar10", "cifar10"), ("fashion_mnist", "fashion-mnist"))
+             if spec.get(k)]
+    return "+".join(names + [Path(f).name for f in spec.get("image_folders") or []])
+
+
 def choose_holdout(classes: list[str], fraction: float = 0.2, seed: int = 0) -> list[str]:
     """round(fraction * C) classes drawn by seed, in universe order."""
     n = int(round(fraction * len(classes)))

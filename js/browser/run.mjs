@@ -1,0 +1,116 @@
+// npm run test:browser: serves the repository, opens js/demo/ in headless Chromium (system
+// `chromium`, driven by puppeteer-core), personalizes and classifies end to end, prints the
+// timings as JSON and saves a screenshot. Fails if the page reports an error or the figures
+// disagree with the conformance vectors.
+//   env: CHROMIUM (default /usr/bin/chromium), TINA_EDGE_PHOTOS (a directory of photos; default:
+//        synthetic pictures), SCREENSHOT (default js/.cache/demo.png), BROWSER_JSON (write figures)
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+import sirv from "sirv";
+import puppeteer from "puppeteer-core";
+import { env, vectors, maxAbsDiff } from "../test/helpers.mjs";
+
+const e = env();
+const ROOT = e.root;
+// cacheable responses, as a real host serves them: a returning visitor gets compiled wasm from the cache
+const serve = sirv(ROOT, { dev: false, maxAge: 3600, etag: true, extensions: [] });
+const serveBundle = sirv(process.env.DIAG_BUNDLE ?? e.bundle, { dev: false, maxAge: 3600, etag: true });
+const server = http.createServer((req, res) => {
+  const notFound = () => { res.statusCode = 404; res.end(); };
+  if (req.url.startsWith("/bundle/")) { req.url = req.url.slice("/bundle".length); return serveBundle(req, res, notFound); }
+  return serve(req, res, notFound);
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const base = `http://127.0.0.1:${server.address().port}`;
+
+const browser = await puppeteer.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],
+});
+let failed = false;
+try {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1200, height: 820 });
+  const errors = [];
+  page.on("pageerror", (err) => errors.push(String(err)));
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  const v = vectors();
+  await page.goto(`${base}/js/demo/index.html?bundle=/bundle/`);
+  const load = await page.evaluate(() => window.tinaDemo.ready);
+  // a returning visitor: the same page again (HTTP cache, V8's compiled-wasm cache)
+  await page.reload();
+  const reload = await page.evaluate(() => window.tinaDemo.ready);
+  // conformance in the browser: the k = K_max case of the vectors
+  const c = v.cases[1];
+  const got = await page.evaluate(async (prompt, seed) => {
+    const clf = await window.tinaDemo.tina.personalize(prompt, { seed: BigInt(seed) });
+    return Object.fromEntries(Object.entries(clf.params).map(([n, t]) => [n, Array.from(t.data)]));
+  }, c.prompt, c.seed);
+  const paramDiff = Math.max(...Object.entries(c.params).map(([n, t]) => maxAbsDiff(got[n], t.data)));
+  // warm personalize of k = K_max classes through the page's own button path
+  await page.$eval("#classes", (el, value) => { el.value = value; }, c.prompt);
+  const runs = [];
+  const fresh = [];
+  const parts = [];
+  for (let i = 0; i < 6; i++) {
+    runs.push((await page.evaluate(() => window.tinaDemo.personalize())).ms); // names cached after the first
+    await page.evaluate(() => window.tinaDemo.tina.clearCache());
+    fresh.push((await page.evaluate(() => window.tinaDemo.personalize())).ms); // every name encoded
+    parts.push(await page.evaluate(() => window.tinaDemo.clf.timings));
+  }
+  const med = (xs) => xs.slice(1).sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const warm = med(runs);
+  const warmFresh = med(fresh);
+  // photos: files from TINA_EDGE_PHOTOS through the file picker, else synthetic canvases
+  const dir = process.env.TINA_EDGE_PHOTOS;
+  if (dir && fs.existsSync(dir)) {
+    const files = fs.readdirSync(dir).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort().slice(0, 6).map((f) => path.join(dir, f));
+    const input = await page.$("#files");
+    await input.uploadFile(...files);
+    await page.waitForFunction((n) => document.querySelectorAll("#results .card").length >= n, {}, files.length);
+  } else {
+    await page.evaluate(async () => {
+      for (let i = 0; i < 3; i++) {
+        const cv = new OffscreenCanvas(64, 64);
+        const g = cv.getContext("2d");
+        g.fillStyle = ["#a0522d", "#87ceeb", "#556b2f"][i]; g.fillRect(0, 0, 64, 64);
+        g.fillStyle = "#fff"; g.beginPath(); g.arc(32, 32, 12 + 6 * i, 0, 7); g.fill();
+        await window.tinaDemo.addPhoto(cv, `synthetic ${i + 1}`);
+      }
+    });
+  }
+  const predictRuns = await page.evaluate(async () => {
+    const ms = [];
+    for (let i = 0; i < 10; i++) ms.push((await window.tinaDemo.render())[0].ms);
+    return ms;
+  });
+  const predict = predictRuns.sort((a, b) => a - b)[5];
+  const stems = dir && fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /\.(jpe?g|png|webp)$/i.test(f)).sort().slice(0, 6)
+    .map((f) => f.replace(/\.[^.]+$/, "")) : [];
+  if (stems.length >= 2) await page.$eval("#classes", (el, value) => { el.value = value; }, stems.join(", "));
+  await page.evaluate(() => window.tinaDemo.personalize());
+  const shot = process.env.SCREENSHOT ?? path.join(ROOT, "js/.cache/demo.png");
+  await page.screenshot({ path: shot, fullPage: true });
+  const figures = {
+    chromium: await browser.version(), bundle_id: v.bundle_id,
+    session_creation_ms: +load.createMs.toFixed(1), sessions_only_ms: +load.sessionsMs.toFixed(1),
+    session_creation_reload_ms: +reload.createMs.toFixed(1),
+    bundle_download_bytes: load.bundleBytes, warm_personalize_ms: +warm.toFixed(1), warm_personalize_uncached_ms: +warmFresh.toFixed(1), k: c.labels.length,
+    personalize_runs_ms: runs.map((x) => +x.toFixed(1)), personalize_uncached_runs_ms: fresh.map((x) => +x.toFixed(1)),
+    personalize_uncached_parts_ms: parts.map((p) => [+p.encodeMs.toFixed(1), +p.generateMs.toFixed(1)]),
+    per_session_ms: Object.fromEntries(Object.entries(await page.evaluate(() => window.tinaDemo.tina.timings.perSession)).map(([k, x]) => [k, +x.toFixed(0)])),
+    files_ms: +(await page.evaluate(() => window.tinaDemo.tina.timings.fileMs)).toFixed(0), predict_one_photo_ms: +predict.toFixed(2),
+    params_max_abs_diff_vs_python: paramDiff, screenshot: shot, errors,
+  };
+  console.log(JSON.stringify(figures, null, 2));
+  if (process.env.BROWSER_JSON) fs.writeFileSync(process.env.BROWSER_JSON, JSON.stringify(figures, null, 2) + "\n");
+  if (errors.length) { console.error("page errors:", errors); failed = true; }
+  if (!(paramDiff <= 1e-5)) { console.error(`browser parameters differ from Python's by ${paramDiff}`); failed = true; }
+} finally {
+  await browser.close();
+  server.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,118 @@
+// The demo page: loads a bundle (?bundle=URL, default: the package's default bundle), personalizes
+// from the text box, classifies photos (file picker or camera) and shows the timings.
+// window.tinaDemo exposes the same steps to the headless-browser test (browser/run.mjs).
+import { TinaEdge, toInput } from "../src/index.mjs";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const bundleUrl = params.get("bundle") ?? "../../tina_edge/bundles/default/";
+const timings = new Map();
+let tina = null;
+let clf = null;
+const photos = [];
+
+function time(name, ms) {
+  timings.set(name, ms);
+  $("timings").tBodies[0].innerHTML = [...timings].map(([k, v]) =>
+    `<tr><td>${k}</td><td>${typeof v === "number" ? v.toFixed(1) : v}</td></tr>`).join("");
+}
+
+async function bundleBytes() {
+  const m = tina.manifest;
+  const used = [m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
+    m.portable.template_inputs.model, m.template.model];
+  return used.reduce((s, n) => s + m.files[n].bytes, 0);
+}
+
+async function load() {
+  const ort = await import("onnxruntime-web");
+  ort.env.wasm.numThreads = Number(params.get("threads") ?? 1);
+  ort.env.wasm.wasmPaths = new URL("../node_modules/onnxruntime-web/dist/", location.href).href;
+  const t0 = performance.now();
+  tina = await TinaEdge.fromBundle(bundleUrl, { verify: params.get("verify") !== "0" });
+  const total = performance.now() - t0;
+  time("session creation, incl. download + sha256 (ms)", total);
+  time("  of which onnxruntime sessions (ms)", tina.timings.sessionsMs);
+  const bytes = await bundleBytes();
+  time("bundle download (MB)", (bytes / 1e6).toFixed(2));
+  const [H, W] = tina.inputSize;
+  $("status").textContent = `bundle ${tina.manifest.bundle_id}: ${tina.manifest.text_encoder.name}, ` +
+    `${H}×${W} input, 2–${tina.kMax} classes, onnxruntime-web (wasm, ${ort.env.wasm.numThreads} thread)`;
+  $("personalize").disabled = false;
+  return { createMs: total, sessionsMs: tina.timings.sessionsMs, bundleBytes: bytes };
+}
+
+async function personalize(text = $("classes").value, seed = Number($("seed").value || 0)) {
+  const t0 = performance.now();
+  clf = await tina.personalize(text, { seed });
+  const ms = performance.now() - t0;
+  time(`personalize, ${clf.k} classes (ms)`, ms);
+  $("labels").textContent = `labels: ${clf.labels.join(", ")}`;
+  const a = $("download");
+  a.href = URL.createObjectURL(new Blob([clf.toModelBytes()], { type: "application/octet-stream" }));
+  a.hidden = false;
+  const h = $("download-head");
+  h.href = URL.createObjectURL(new Blob([JSON.stringify(clf.toHead())], { type: "application/json" }));
+  h.hidden = false;
+  await render();
+  return { ms, k: clf.k, labels: clf.labels };
+}
+
+async function addPhoto(source, name = "photo") {
+  const [H, W] = tina.inputSize;
+  const input = toInput(source, W, H);
+  photos.push({ input, name });
+  return render();
+}
+
+async function render() {
+  const out = $("results");
+  out.innerHTML = "";
+  if (!clf || !photos.length) return [];
+  const rows = [];
+  for (const p of photos) {
+    const t0 = performance.now();
+    const [pred] = await clf.predict([p.input]);
+    const ms = performance.now() - t0;
+    time("predict one photo (ms)", ms);
+    rows.push({ name: p.name, label: pred.label, probabilities: Array.from(pred.probabilities), ms });
+    const card = document.createElement("div");
+    card.className = "card";
+    const cv = document.createElement("canvas");
+    cv.width = p.input.width; cv.height = p.input.height;
+    cv.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(p.input.data), p.input.width, p.input.height), 0, 0);
+    const bars = document.createElement("div");
+    bars.className = "bars";
+    const order = [...pred.probabilities.keys()].sort((a, b) => pred.probabilities[b] - pred.probabilities[a]).slice(0, 5);
+    bars.innerHTML = `<div class="muted">${p.name}</div>` + order.map((j, r) =>
+      `<div class="bar${r === 0 ? " top" : ""}"><span class="name">${clf.labels[j]}</span>` +
+      `<span class="fill" style="width:${Math.round(200 * pred.probabilities[j])}px"></span>` +
+      `<span>${(100 * pred.probabilities[j]).toFixed(1)}%</span></div>`).join("");
+    card.append(cv, bars);
+    out.append(card);
+  }
+  return rows;
+}
+
+$("personalize").addEventListener("click", () => personalize().catch(showError));
+$("files").addEventListener("change", async (e) => {
+  for (const f of e.target.files) await addPhoto(await createImageBitmap(f), f.name).catch(showError);
+});
+$("camera").addEventListener("click", async () => {
+  try {
+    const v = $("video");
+    v.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+    v.hidden = false; $("snap").hidden = false;
+    await v.play();
+  } catch (e) { showError(e); }
+});
+$("snap").addEventListener("click", () => addPhoto($("video"), `camera ${photos.length + 1}`).catch(showError));
+
+function showError(e) {
+  $("status").textContent = `error: ${e.message || e}`;
+  console.error(e);
+}
+
+const ready = load().catch((e) => { showError(e); throw e; });
+window.tinaDemo = { ready, personalize, addPhoto, render, timings: () => Object.fromEntries(timings),
+  get tina() { return tina; }, get clf() { return clf; } };

@@ -1,0 +1,177 @@
+// A personalized classifier in JS: labels + generated tensors. Predicts with the bundle's
+// template_inputs.onnx (weights fed as inputs: one session serves every classifier), and writes
+// the same artefacts as Python: a standalone model.onnx (template with the tensors filled in,
+// labels in metadata_props) and the portable head JSON (docs/PORTABLE.md).
+
+import protobuf from "protobufjs";
+import ONNX_PROTO from "./onnx-proto.mjs";
+import { TinaEdgeError } from "./errors.mjs";
+
+export const HEAD_FORMAT = "tina-edge-head";
+export const HEAD_VERSION = 1;
+const PRODUCER = "tina-edge-js 0.1.0";
+
+let _modelType = null;
+function modelType() {
+  if (!_modelType) _modelType = protobuf.parse(ONNX_PROTO, { keepCase: true }).root.lookupType("onnx.ModelProto");
+  return _modelType;
+}
+
+/** Decode an ONNX model (Uint8Array) with the ONNX schema; returns a protobufjs message. */
+export function decodeModel(bytes) {
+  return modelType().decode(bytes);
+}
+
+/** metadata_props of an ONNX model as an object: how JS reads `labels` without onnxruntime's API. */
+export function readModelMetadata(bytes) {
+  const m = decodeModel(bytes);
+  return Object.fromEntries((m.metadata_props || []).map((p) => [p.key, p.value]));
+}
+
+function f32Bytes(data) {
+  const out = new Uint8Array(data.length * 4);
+  const dv = new DataView(out.buffer);
+  for (let i = 0; i < data.length; i++) dv.setFloat32(i * 4, data[i], true);
+  return out;
+}
+
+function b64encode(bytes) {
+  if (typeof Buffer !== "undefined") return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+function b64decode(text) {
+  if (typeof Buffer !== "undefined") return new Uint8Array(Buffer.from(text, "base64"));
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function f32FromBytes(bytes) {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(bytes.byteLength / 4);
+  for (let i = 0; i < out.length; i++) out[i] = dv.getFloat32(i * 4, true);
+  return out;
+}
+
+/** Fill a template model's generated initializers (template.onnx bytes) -> standalone model bytes. */
+export function fillTemplate(templateBytes, params, k, metadata) {
+  const Model = modelType();
+  const model = Model.decode(templateBytes);
+  const g = model.graph;
+  const found = new Set();
+  for (const init of g.initializer) {
+    const p = params[init.name];
+    if (!p) continue;
+    if (init.data_type !== 1) throw new TinaEdgeError(`template tensor ${init.name} is not float32; this package fills float32 only`);
+    init.dims = p.shape.slice();
+    init.float_data = [];
+    init.raw_data = f32Bytes(p.data);
+    found.add(init.name);
+  }
+  const missing = Object.keys(params).filter((n) => !found.has(n));
+  if (missing.length) throw new TinaEdgeError(`the template has no initializer(s) ${missing.join(", ")}; the bundle is broken`);
+  g.value_info = [];
+  for (const out of g.output) {
+    const dims = out.type?.tensor_type?.shape?.dim;
+    if (dims && dims.length === 2) dims[1] = { dim_value: k };
+  }
+  const merged = new Map((model.metadata_props || []).map((p) => [p.key, p.value]));
+  for (const [key, value] of Object.entries(metadata)) merged.set(key, value);
+  model.metadata_props = [...merged].map(([key, value]) => ({ key, value }));
+  return Model.encode(model).finish();
+}
+
+export class PersonalizedClassifier {
+  constructor(tina, { labels, params, prompt, texts, sampler, timings = {} }) {
+    this.tina = tina;
+    this.labels = labels;
+    this.params = params; // name -> {shape, data: Float32Array}
+    this.prompt = prompt;
+    this.texts = texts;
+    this.sampler = sampler;
+    this.timings = timings;
+    this.bundleId = tina.manifest.bundle_id;
+  }
+
+  get k() { return this.labels.length; }
+
+  /**
+   * Classify images: each {data: Uint8Array RGB or RGBA, width, height} at the bundle's input
+   * size (the browser entry point resizes canvases, bitmaps and <img> elements first).
+   * Returns one {label, index, probabilities: Float32Array(k)} per image.
+   */
+  async predict(images) {
+    const list = Array.isArray(images) ? images : [images];
+    const [H, W] = this.tina.inputSize;
+    const x = new Uint8Array(list.length * H * W * 3);
+    list.forEach((im, n) => {
+      if (!im || !im.data || im.width !== W || im.height !== H) {
+        throw new TinaEdgeError(`image ${n} must be {data, width: ${W}, height: ${H}} (the bundle's input size); ` +
+          "resize it first (in the browser pass a canvas, ImageBitmap or <img> to TinaEdge.predict)");
+      }
+      const c = im.data.length / (W * H);
+      if (c !== 3 && c !== 4) throw new TinaEdgeError(`image ${n} has ${c} channels per pixel; pass RGB or RGBA bytes`);
+      for (let i = 0; i < W * H; i++) {
+        x[(n * H * W + i) * 3] = im.data[i * c];
+        x[(n * H * W + i) * 3 + 1] = im.data[i * c + 1];
+        x[(n * H * W + i) * 3 + 2] = im.data[i * c + 2]; // alpha dropped, as in Python
+      }
+    });
+    const ort = this.tina.ort;
+    const feeds = { image: new ort.Tensor("uint8", x, [list.length, H, W, 3]) };
+    for (const [name, p] of Object.entries(this.params)) feeds[name] = new ort.Tensor("float32", p.data, p.shape);
+    const res = await this.tina.sessions.classifier.run(feeds);
+    const probs = res.probabilities.data;
+    const logits = res.logits.data;
+    const k = this.k;
+    return list.map((_, n) => {
+      const pr = probs.slice(n * k, (n + 1) * k);
+      let best = 0;
+      for (let j = 1; j < k; j++) if (pr[j] > pr[best]) best = j;
+      return { label: this.labels[best], index: best, probabilities: pr, logits: logits.slice(n * k, (n + 1) * k) };
+    });
+  }
+
+  /** The metadata_props Python writes (labels, prompt, texts, bundle_id, sampler, params, producer). */
+  metadata() {
+    return {
+      labels: JSON.stringify(this.labels),
+      prompt: this.prompt,
+      texts: JSON.stringify(this.texts),
+      bundle_id: this.bundleId,
+      sampler: JSON.stringify(this.sampler),
+      params: JSON.stringify(Object.keys(this.params)),
+      producer: PRODUCER,
+    };
+  }
+
+  /** The standalone model.onnx (bytes): the same graph and tensors the Python CLI writes. */
+  toModelBytes() {
+    if (!this.tina.templateBytes) throw new TinaEdgeError("the template was not loaded; create TinaEdge with loadTemplate: true");
+    return fillTemplate(this.tina.templateBytes, this.params, this.k, this.metadata());
+  }
+
+  /** The portable head: labels + generated tensors + bundle id, JSON (docs/PORTABLE.md). */
+  toHead() {
+    const tensors = {};
+    for (const [name, p] of Object.entries(this.params)) {
+      tensors[name] = { shape: p.shape, dtype: "float32", data: b64encode(f32Bytes(p.data)) };
+    }
+    return { format: HEAD_FORMAT, version: HEAD_VERSION, bundle_id: this.bundleId, labels: this.labels,
+      prompt: this.prompt, texts: this.texts, sampler: this.sampler, params: tensors, producer: PRODUCER };
+  }
+
+  /** A classifier from a head JSON (object or text) produced by Python or JS for this bundle. */
+  static fromHead(tina, head) {
+    const h = typeof head === "string" ? JSON.parse(head) : head;
+    if (h.format !== HEAD_FORMAT || h.version !== HEAD_VERSION) throw new TinaEdgeError("not a tina-edge head file (format/version)");
+    if (h.bundle_id !== tina.manifest.bundle_id) {
+      throw new TinaEdgeError(`this head was generated with bundle ${h.bundle_id}, not ${tina.manifest.bundle_id}; load that bundle`);
+    }
+    const params = {};
+    for (const [name, t] of Object.entries(h.params)) params[name] = { shape: t.shape, data: f32FromBytes(b64decode(t.data)) };
+    return new PersonalizedClassifier(tina, { labels: h.labels, params, prompt: h.prompt ?? h.labels.join(", "),
+      texts: h.texts ?? h.labels, sampler: h.sampler ?? {} });
+  }
+}

@@ -1,0 +1,286 @@
+// TinaEdge in JavaScript: class names -> a personalized image classifier, with onnxruntime only.
+// The runtime-neutral part: the onnxruntime module and a file reader are injected by
+// index.mjs (browser, onnxruntime-web, fetch) or node.mjs (onnxruntime-node, fs).
+// A port of the Python runtime needs no sampler: tokenizer -> text encoder -> generate.onnx
+// (DDIM unrolled) -> template_inputs.onnx (weights as inputs). See docs/PORTABLE.md.
+
+import { Tokenizer } from "@huggingface/tokenizers";
+import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
+import { parseClasses, cleanText } from "./prompt.mjs";
+import { PersonalizedClassifier } from "./classifier.mjs";
+import { TinaEdgeError } from "./errors.mjs";
+
+export const VERSION = "0.1.0";
+
+export { TinaEdgeError };
+
+const TEXT = new TextDecoder();
+
+async function sha256Hex(bytes) {
+  const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A bundle's manifest and a reader of its files, verified against the manifest's sizes and hashes. */
+export class Bundle {
+  constructor(manifest, read, { verify = true } = {}) {
+    this.manifest = manifest;
+    this._read = read;
+    this.verify = verify;
+    this.bytesRead = 0;
+  }
+
+  static async open(read, options = {}) {
+    let manifest;
+    try {
+      manifest = JSON.parse(TEXT.decode(await read("manifest.json")));
+    } catch (e) {
+      throw new TinaEdgeError(`cannot read the bundle's manifest.json (${e.message}); pass a tina-edge bundle directory or URL`);
+    }
+    if (manifest.schema_version !== 1) {
+      throw new TinaEdgeError(`bundle schema version ${manifest.schema_version} is not supported (this package reads 1)`);
+    }
+    const p = manifest.portable || {};
+    if (!p.generate || !p.template_inputs || !p.tokenizer_config) {
+      throw new TinaEdgeError(
+        "this bundle has no portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json); " +
+          "add them with `tina-edge convert BUNDLE -o OUT` (Python, no torch needed)");
+    }
+    if (p.noise && (p.noise.generator !== NOISE_GENERATOR || p.noise.version !== NOISE_VERSION)) {
+      throw new TinaEdgeError(`the bundle's noise generator ${p.noise.generator} v${p.noise.version} is not this package's`);
+    }
+    return new Bundle(manifest, read, options);
+  }
+
+  /** The bytes of a bundle file, checked against the manifest (size, sha256). */
+  async file(name) {
+    const entry = this.manifest.files[name];
+    if (!entry) throw new TinaEdgeError(`bundle file ${name} is not listed in the manifest`);
+    const bytes = await this._read(name);
+    this.bytesRead += bytes.byteLength;
+    if (this.verify) {
+      if (bytes.byteLength !== entry.bytes) {
+        throw new TinaEdgeError(`bundle file ${name} has ${bytes.byteLength} bytes, the manifest says ${entry.bytes}; re-download the bundle`);
+      }
+      const h = await sha256Hex(bytes);
+      if (h !== entry.sha256) throw new TinaEdgeError(`bundle file ${name} does not match its sha256; re-download the bundle`);
+    }
+    return bytes;
+  }
+
+  async json(name) {
+    return JSON.parse(TEXT.decode(await this.file(name)));
+  }
+}
+
+function int64Tensor(ort, rows, width) {
+  const data = new BigInt64Array(rows.length * width);
+  rows.forEach((r, i) => r.forEach((v, j) => { data[i * width + j] = BigInt(v); }));
+  return new ort.Tensor("int64", data, [rows.length, width]);
+}
+
+/** The personalizer: one bundle, three onnxruntime sessions created once and reused. */
+export class TinaEdge {
+  constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings }) {
+    this.ort = ort;
+    this.bundle = bundle;
+    this.manifest = bundle.manifest;
+    this.tokenizer = tokenizer;
+    this.sessions = sessions;
+    this.templateBytes = templateBytes;
+    this.timings = timings;
+    // a text's embedding depends on the text alone (see encode), so caching it is exact up to
+    // float rounding between batch shapes (1e-7); apps re-use class names. Bounded LRU, like Python's.
+    this.cacheSize = 1024;
+    this._cache = new Map();
+  }
+
+  /** Forget cached text embeddings (e.g. to time the text encoder). */
+  clearCache() { this._cache.clear(); }
+
+  /**
+   * Open a bundle and create its sessions.
+   * @param ort onnxruntime module (onnxruntime-web or onnxruntime-node)
+   * @param read async (file name) -> Uint8Array
+   */
+  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true } = {}) {
+    const t0 = performance.now();
+    const bundle = await Bundle.open(read, { verify });
+    const m = bundle.manifest;
+    const te = m.text_encoder;
+    const [tokJson, tokCfg] = await Promise.all([bundle.json(te.tokenizer), bundle.json(m.portable.tokenizer_config)]);
+    const tokenizer = new Tokenizer(tokJson, tokCfg);
+    const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
+    if (executionProviders) opts.executionProviders = executionProviders;
+    const perSession = {};
+    const f0 = performance.now();
+    // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
+    const names = [te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])];
+    const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
+    Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
+    const make = async (name) => {
+      const bytes = await files[name];
+      const s0 = performance.now();
+      try {
+        const s = await ort.InferenceSession.create(bytes, opts);
+        perSession[name] = performance.now() - s0;
+        return s;
+      } catch (e) {
+        throw new TinaEdgeError(`onnxruntime cannot load bundle file ${name}: ${String(e.message || e).slice(0, 300)}`);
+      }
+    };
+    const tFiles = performance.now();
+    // smallest first: it pays onnxruntime's one-time start-up while the big files still download
+    const classifier = await make(m.portable.template_inputs.model);
+    const text = await make(te.model);
+    const generate = await make(m.portable.generate.model);
+    const templateBytes = loadTemplate ? await files[m.template.model] : null;
+    await Promise.all(Object.values(files));
+    const fileMs = performance.now() - f0;
+    const t1 = performance.now();
+    return new TinaEdge({
+      ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,
+      timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
+    });
+  }
+
+  get kMax() { return this.manifest.denoiser.k_max; }
+  get inputSize() { return [this.manifest.template.input.height, this.manifest.template.input.width]; }
+
+  /** Token ids and mask per text, exactly as the Python runtime makes them (see docs/PORTABLE.md). */
+  tokenize(texts) {
+    const te = this.manifest.text_encoder;
+    const L = te.max_tokens;
+    const ids = texts.map((t) => {
+      const text = te.cleaning === "clip" ? clipClean(t) : t;
+      let x = this.tokenizer.encode(text).ids;
+      if (x.length > L) x = x.slice(0, L - 1).concat([x[x.length - 1]]); // keep the end token
+      return x;
+    });
+    return ids;
+  }
+
+  /**
+   * L2-normalised text embeddings, Float32Array [n * D]. A dynamic-int8 encoder depends on the
+   * batch, so each text runs alone, unpadded, as the Python runtime runs it; a weight-only (or
+   * float) encoder (manifest portable.text_encoder) does not, so texts of equal token length run
+   * together (less work, the same values to 1e-7).
+   */
+  async encode(texts) {
+    const D = this.manifest.text_encoder.embedding_dim;
+    const out = new Float32Array(texts.length * D);
+    const missing = [...new Set(texts.filter((t) => !this._cache.has(t)))];
+    const got = new Map();
+    if (missing.length) {
+      const emb = await this._encodeUncached(missing);
+      missing.forEach((t, i) => got.set(t, emb.slice(i * D, (i + 1) * D)));
+    }
+    texts.forEach((t, i) => {
+      const e = got.get(t) ?? this._cache.get(t);
+      this._cache.delete(t); // most recently used goes last
+      this._cache.set(t, e);
+      out.set(e, i * D);
+    });
+    while (this._cache.size > this.cacheSize) this._cache.delete(this._cache.keys().next().value);
+    return out;
+  }
+
+  async _encodeUncached(texts) {
+    const te = this.manifest.text_encoder;
+    const D = te.embedding_dim;
+    const out = new Float32Array(texts.length * D);
+    const dynamic = typeof this.sessions.text.inputMetadata?.[0]?.shape?.[1] !== "number";
+    const ids = this.tokenize(texts);
+    const groups = [];
+    if (dynamic && this.manifest.portable?.text_encoder) {
+      const byLen = new Map();
+      ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
+      groups.push(...byLen.values());
+    } else {
+      ids.forEach((_, i) => groups.push([i]));
+    }
+    for (const idx of groups) {
+      const batch = idx.map((i) => ids[i]);
+      const width = dynamic ? Math.max(1, ...batch.map((r) => r.length)) : te.max_tokens;
+      const padded = batch.map((r) => r.concat(new Array(width - r.length).fill(te.pad_id)));
+      const mask = batch.map((r) => r.map(() => 1).concat(new Array(width - r.length).fill(0)));
+      const res = await this.sessions.text.run({
+        input_ids: int64Tensor(this.ort, padded, width), attention_mask: int64Tensor(this.ort, mask, width),
+      });
+      idx.forEach((i, j) => out.set(res.embeddings.data.subarray(j * D, (j + 1) * D), i * D));
+    }
+    return out;
+  }
+
+  /**
+   * Generate a classifier for `classes` ("dog, cat" or ["dog", "cat"]); labels keep the prompt order.
+   * @param options.seed integer or BigInt (default 0): the same seed gives the same model as Python
+   * @param options.descriptions one text (or null) per class, encoded instead of the name
+   */
+  async personalize(classes, { seed = 0, descriptions = null } = {}) {
+    const t0 = performance.now();
+    const m = this.manifest;
+    const names = parseClasses(classes);
+    const K = m.denoiser.k_max;
+    if (names.length < 2 || names.length > K) {
+      throw new TinaEdgeError(`a classifier needs 2 to ${K} classes with this bundle; the prompt has ${names.length}`);
+    }
+    const texts = names.map((n, i) => {
+      const d = descriptions ? descriptions[i] : null;
+      if (d === null || d === undefined) return n;
+      const c = cleanText(d);
+      if (!c) throw new TinaEdgeError(`the description of ${JSON.stringify(n)} is empty; leave it out to use the class name`);
+      return c;
+    });
+    if (descriptions && descriptions.length !== names.length) {
+      throw new TinaEdgeError(`descriptions must have one entry (or null) per class, ${names.length} in all`);
+    }
+    const k = names.length;
+    const D = m.denoiser.embedding_dim;
+    const P = m.denoiser.param_count;
+    const emb = await this.encode(texts);
+    const classEmb = new Float32Array(K * D);
+    classEmb.set(emb);
+    const mask = new Float32Array(K);
+    mask.fill(1, 0, k);
+    const noise = portableNormal(seed, P);
+    const t1 = performance.now();
+    const res = await this.sessions.generate.run({
+      class_emb: new this.ort.Tensor("float32", classEmb, [1, K, D]),
+      class_mask: new this.ort.Tensor("float32", mask, [1, K]),
+      noise: new this.ort.Tensor("float32", noise, [1, P]),
+    });
+    const flat = res.params.data;
+    const params = {};
+    for (const t of m.template.layout) {
+      params[t.name] = sliceClasses(flat.subarray(t.offset, t.offset + t.shape.reduce((a, b) => a * b, 1)), t, k);
+    }
+    const g = m.portable.generate;
+    const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
+    return new PersonalizedClassifier(this, {
+      labels: names, params, prompt: raw, texts,
+      sampler: { sampler: g.sampler, steps: g.steps, seed: Number(seed), candidates: 1 },
+      timings: { encodeMs: t1 - t0, generateMs: performance.now() - t1 },
+    });
+  }
+}
+
+/** The first k slices on the class axis of a tensor stored at K_max ({shape, data}). */
+export function sliceClasses(flat, spec, k) {
+  const shape = spec.shape.slice();
+  if (spec.class_axis === null || spec.class_axis === undefined) return { shape, data: Float32Array.from(flat) };
+  const ax = spec.class_axis;
+  const outer = shape.slice(0, ax).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(ax + 1).reduce((a, b) => a * b, 1);
+  const K = shape[ax];
+  const data = new Float32Array(outer * k * inner);
+  for (let o = 0; o < outer; o++) data.set(flat.subarray(o * K * inner, o * K * inner + k * inner), o * k * inner);
+  shape[ax] = k;
+  return { shape, data };
+}
+
+function clipClean(text) {
+  // open_clip's cleaning without ftfy (ASCII and already-clean text are unaffected by fix_text)
+  const el = text.replace(/&amp;/g, "&").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&#39;/g, "'");
+  return el.trim().split(/\s+/).join(" ").toLowerCase();
+}

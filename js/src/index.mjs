@@ -1,0 +1,64 @@
+// Browser entry point: onnxruntime-web (wasm) and bundles fetched over HTTP.
+// `await TinaEdge.fromBundle(url)`, `await tina.personalize("dog, cat", {seed: 0})`,
+// `await clf.predict(canvasOrImage)`.
+import * as ortWeb from "onnxruntime-web";
+import { TinaEdge as Core } from "./core.mjs";
+import { TinaEdgeError } from "./errors.mjs";
+
+export { TinaEdgeError, Bundle, sliceClasses, VERSION } from "./core.mjs";
+export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT } from "./classifier.mjs";
+export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
+export { parseClasses } from "./prompt.mjs";
+
+function urlReader(base) {
+  const root = new URL(String(base).endsWith("/") ? String(base) : String(base) + "/", globalThis.location?.href);
+  return async (name) => {
+    const r = await fetch(new URL(name, root));
+    if (!r.ok) throw new TinaEdgeError(`cannot download bundle file ${name}: HTTP ${r.status}`);
+    return new Uint8Array(await r.arrayBuffer());
+  };
+}
+
+/**
+ * Draw an image source (canvas, ImageBitmap, <img>, <video>, ImageData) at the bundle's input
+ * size: {data: RGBA bytes, width, height}. Policy of the Python runtime: stretch to H x W
+ * (bilinear, the browser's smoothing), alpha dropped.
+ */
+export function toInput(source, width, height) {
+  if (source && source.data && source.width === width && source.height === height) return source;
+  const canvas = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(width, height)
+    : Object.assign(document.createElement("canvas"), { width, height });
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.imageSmoothingEnabled = true;
+  ctx.imageSmoothingQuality = "low";
+  if (source && source.data && source.width) {
+    const tmp = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(source.width, source.height)
+      : Object.assign(document.createElement("canvas"), { width: source.width, height: source.height });
+    tmp.getContext("2d").putImageData(source instanceof ImageData ? source
+      : new ImageData(new Uint8ClampedArray(source.data), source.width, source.height), 0, 0);
+    source = tmp;
+  }
+  ctx.drawImage(source, 0, 0, width, height);
+  const d = ctx.getImageData(0, 0, width, height);
+  return { data: d.data, width, height };
+}
+
+export class TinaEdge extends Core {
+  /** Fetch a bundle from `url` (a directory served over HTTP) and create its wasm sessions. */
+  static async fromBundle(url, options = {}) {
+    const ort = options.ort ?? ortWeb;
+    const t = await Core.create(ort, options.read ?? urlReader(url), { executionProviders: ["wasm"], ...options });
+    return Object.setPrototypeOf(t, TinaEdge.prototype);
+  }
+
+  /** Personalize, then wrap predict so it accepts canvases, bitmaps and <img> elements too. */
+  async personalize(classes, options) {
+    const clf = await super.personalize(classes, options);
+    const [H, W] = this.inputSize;
+    const predict = clf.predict.bind(clf);
+    clf.predict = (images) => predict((Array.isArray(images) ? images : [images]).map((im) => toInput(im, W, H)));
+    return clf;
+  }
+}
+
+export default TinaEdge;

@@ -1,0 +1,35 @@
+// node bin/tina-edge.mjs personalize writes the model the Python CLI writes (same prompt and seed).
+import test from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { decodeModel, readModelMetadata } from "../src/classifier.mjs";
+import { env, vectors, JS, maxAbsDiff } from "./helpers.mjs";
+
+test("node CLI: same labels and tensors as Python's model.onnx within 1e-5", () => {
+  const v = vectors();
+  const c = v.cases[1];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-"));
+  const out = path.join(dir, "model.onnx");
+  const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", c.prompt, "--seed", c.seed,
+    "-o", out, "--bundle", env().bundle, "--head", path.join(dir, "head.json"), "--json"], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.deepEqual(summary.labels, c.labels);
+  const js = decodeModel(fs.readFileSync(out));
+  const py = decodeModel(fs.readFileSync(path.join(env().models, c.model)));
+  assert.deepEqual(JSON.parse(readModelMetadata(fs.readFileSync(out)).labels), c.labels);
+  const f32 = (t) => new Float32Array(new Uint8Array(t.raw_data).slice().buffer);
+  const pyInit = Object.fromEntries(py.graph.initializer.map((t) => [t.name, t]));
+  for (const name of Object.keys(c.params)) {
+    const a = js.graph.initializer.find((t) => t.name === name);
+    assert.ok(maxAbsDiff(f32(a), f32(pyInit[name])) <= 1e-5, name);
+  }
+  const again = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", c.prompt, "-o", out,
+    "--bundle", env().bundle], { encoding: "utf8" });
+  assert.equal(again.status, 2);
+  assert.match(again.stderr, /already exists/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});

@@ -1,0 +1,96 @@
+// The JS package against the vectors the Python runtime wrote for the same bundle.
+import test from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { TinaEdge, PersonalizedClassifier, readModelMetadata } from "../src/node.mjs";
+import { decodeModel } from "../src/classifier.mjs";
+import { env, vectors, fixedImages, maxAbsDiff } from "./helpers.mjs";
+
+const TOL = 1e-5;
+const v = vectors();
+const tina = await TinaEdge.fromBundle(env().bundle);
+const images = fixedImages(BigInt(v.images.seed), v.images.shape);
+
+test("the bundle is the one the vectors were written for", () => {
+  assert.equal(tina.manifest.bundle_id, v.bundle_id);
+  assert.deepEqual(tina.inputSize, v.images.shape.slice(1, 3)); // read from the manifest, never assumed
+});
+
+for (const [i, c] of v.cases.entries()) {
+  test(`case ${i} (${c.labels.length} classes, seed ${c.seed}): tokens, embeddings, noise, params, logits`, async () => {
+    assert.deepEqual(tina.tokenize(c.texts), c.token_ids);
+    const emb = await tina.encode(c.texts);
+    assert.ok(maxAbsDiff(emb, c.embeddings.flat()) <= TOL, "embeddings");
+    const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed), descriptions: c.descriptions });
+    assert.deepEqual(clf.labels, c.labels);
+    for (const [name, t] of Object.entries(c.params)) {
+      assert.deepEqual(clf.params[name].shape, t.shape, name);
+      const d = maxAbsDiff(clf.params[name].data, t.data);
+      assert.ok(d <= TOL, `${name}: max abs diff ${d}`);
+    }
+    const pred = await clf.predict(images);
+    assert.ok(maxAbsDiff(pred.flatMap((p) => Array.from(p.logits)), c.logits.flat()) <= TOL, "logits");
+    assert.ok(maxAbsDiff(pred.flatMap((p) => Array.from(p.probabilities)), c.probabilities.flat()) <= TOL, "probabilities");
+    const argmax = c.probabilities.map((row) => row.indexOf(Math.max(...row)));
+    assert.deepEqual(pred.map((p) => p.index), argmax);
+  });
+}
+
+test("the standalone model.onnx written in JS holds Python's tensors and labels", async () => {
+  const c = v.cases[0];
+  const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed) });
+  const js = decodeModel(clf.toModelBytes());
+  const py = decodeModel(fs.readFileSync(path.join(env().models, c.model)));
+  const meta = readModelMetadata(clf.toModelBytes());
+  assert.deepEqual(JSON.parse(meta.labels), c.labels);
+  assert.equal(meta.bundle_id, v.bundle_id);
+  const pyInit = Object.fromEntries(py.graph.initializer.map((t) => [t.name, t]));
+  for (const t of js.graph.initializer) {
+    const p = pyInit[t.name];
+    assert.ok(p, t.name);
+    assert.deepEqual(t.dims.map(Number), p.dims.map(Number), t.name);
+    const a = new Float32Array(new Uint8Array(t.raw_data).buffer);
+    const b = p.raw_data?.length ? new Float32Array(new Uint8Array(p.raw_data).buffer) : Float32Array.from(p.float_data);
+    if (t.data_type === 1) assert.ok(maxAbsDiff(a, b) <= TOL, t.name);
+  }
+  assert.deepEqual(js.graph.node.map((n) => n.op_type), py.graph.node.map((n) => n.op_type));
+  assert.deepEqual(js.graph.output.map((o) => o.type.tensor_type.shape.dim[1].dim_value),
+    py.graph.output.map((o) => o.type.tensor_type.shape.dim[1].dim_value));
+});
+
+test("a head written by Python predicts the same in JS; a JS head round-trips", async () => {
+  const c = v.cases[1];
+  const head = JSON.parse(fs.readFileSync(path.join(env().models, c.model.replace(".onnx", ".head.json")), "utf8"));
+  const fromPy = PersonalizedClassifier.fromHead(tina, head);
+  assert.deepEqual(fromPy.labels, c.labels);
+  const pred = await fromPy.predict(images);
+  assert.ok(maxAbsDiff(pred.flatMap((p) => Array.from(p.logits)), c.logits.flat()) <= TOL);
+  const again = PersonalizedClassifier.fromHead(tina, JSON.stringify(fromPy.toHead()));
+  assert.deepEqual(Array.from(again.params["fc.weight"] ? again.params["fc.weight"].data : Object.values(again.params)[0].data),
+    Array.from(fromPy.params["fc.weight"] ? fromPy.params["fc.weight"].data : Object.values(fromPy.params)[0].data));
+  assert.throws(() => PersonalizedClassifier.fromHead(tina, { ...head, bundle_id: "0000" }), /generated with bundle/);
+});
+
+test("prompts are checked like Python's", async () => {
+  await assert.rejects(tina.personalize("dog"), /2 to/);
+  await assert.rejects(tina.personalize("dog, , cat"), /empty/);
+  await assert.rejects(tina.personalize("Dog, dog"), /named twice/);
+});
+
+test("text embeddings are cached by text: same values, bounded, clearable", async () => {
+  const c = v.cases[0];
+  tina.clearCache();
+  const a = await tina.encode(c.texts);
+  assert.equal(tina._cache.size, new Set(c.texts).size);
+  const b = await tina.encode(c.texts);
+  assert.deepEqual(Array.from(b), Array.from(a));
+  const size = tina.cacheSize;
+  tina.cacheSize = 2;
+  await tina.encode(["alpha", "beta", "gamma"]);
+  assert.equal(tina._cache.size, 2);
+  assert.ok(!tina._cache.has("alpha") && tina._cache.has("gamma")); // least recently used goes first
+  tina.cacheSize = size;
+  tina.clearCache();
+  assert.equal(tina._cache.size, 0);
+});

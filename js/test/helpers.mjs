@@ -1,0 +1,32 @@
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { prepare } from "./prepare.mjs";
+import { splitmix64Word } from "../src/noise.mjs";
+
+export const JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+let _env = null;
+export function env() {
+  if (!_env) _env = prepare(); // cheap when js/.cache is fresh; follows TINA_EDGE_BUNDLE
+  return _env;
+}
+export const vectors = () => JSON.parse(fs.readFileSync(env().vectors, "utf8"));
+
+/** The fixed images of the vectors: byte i = word(seed, i) >> 56 (tina_edge/export/conformance.py). */
+export function fixedImages(seed, [n, h, w]) {
+  const out = [];
+  let i = 0;
+  for (let j = 0; j < n; j++) {
+    const data = new Uint8Array(h * w * 3);
+    for (let b = 0; b < data.length; b++) data[b] = Number(splitmix64Word(seed, i++) >> 56n);
+    out.push({ data, width: w, height: h });
+  }
+  return out;
+}
+
+export function maxAbsDiff(a, b) {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}

@@ -1,0 +1,158 @@
+"""generate.onnx, template_inputs.onnx, tokenizer_config.json and the head format against the runtime."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from runtime_fixtures import make_tiny_bundle
+from tina_edge.export.generate import add_portable_files
+from tina_edge.runtime.bundle import default_bundle_path, open_bundle
+from tina_edge.runtime.errors import ModelFileError
+from tina_edge.runtime.noise import portable_normal
+from tina_edge.runtime.personalizer import Personalizer
+from tina_edge.runtime.portable import classifier_from_head, head_dict, read_head, save_head
+from tina_edge.runtime.template import denormalise
+
+
+def _sess(path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = make_tiny_bundle(tmp_path_factory.mktemp("portable") / "b", k_max=5, default_steps=4)
+    add_portable_files(d)
+    return d
+
+
+def _generate(p, path, names, seed, C=1):
+    m = p.manifest
+    emb = p.encode(names)
+    K, k = m.k_max, len(names)
+    ce = np.zeros((C, K, emb.shape[1]), np.float32)
+    ce[:, :k] = emb
+    mask = np.zeros((C, K), np.float32)
+    mask[:, :k] = 1
+    noise = portable_normal(seed, (C, m.denoiser.param_count))
+    return _sess(path).run(["x0", "params"], {"class_emb": ce, "class_mask": mask, "noise": noise})
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 25])
+def test_generate_onnx_agrees_with_the_numpy_ddim_sampler(tiny, tmp_path, steps):
+    d = tmp_path / "b"
+    shutil.copytree(tiny, d)
+    m = add_portable_files(d, steps=steps)
+    assert m.portable["generate"]["steps"] == steps and len(m.portable["generate"]["timesteps"]) == steps
+    p = Personalizer.from_bundle(d, threads=1)
+    for names, seed in ((["dog", "cat"], 0), (["ship", "dog", "bird", "cat", "frog"], 2**63 - 1)):
+        x0, params = _generate(p, d / "generate.onnx", names, seed)
+        clf = p.personalize(names, sampler="ddim", steps=steps, seed=seed)
+        want = denormalise(x0[0], m.template.layout, len(names))
+        for t in m.template.layout:
+            np.testing.assert_allclose(clf.params[t.name], want[t.name], atol=1e-5, rtol=0)
+            got = params[0, t.offset:t.offset + t.numel].reshape(t.shape)[: len(names)]
+            np.testing.assert_allclose(clf.params[t.name], got, atol=1e-5, rtol=0)
+
+
+def test_generate_onnx_takes_a_batch_of_candidates(tiny):
+    p = Personalizer.from_bundle(tiny, threads=1)
+    x0, _ = _generate(p, tiny / "generate.onnx", ["dog", "cat", "bird"], 5, C=3)
+    one, _ = _generate(p, tiny / "generate.onnx", ["dog", "cat", "bird"], 5, C=1)
+    np.testing.assert_allclose(x0[0], one[0], atol=1e-6)  # candidate 0 = the single draw
+    assert not np.allclose(x0[0], x0[1])
+
+
+def test_template_inputs_serves_every_classifier_like_the_filled_template(tiny):
+    p = Personalizer.from_bundle(tiny, threads=1)
+    m = p.manifest
+    model = onnx.load(str(tiny / "template_inputs.onnx"))
+    inits = {i.name for i in model.graph.initializer}
+    assert not inits & {t.name for t in m.template.layout}  # weights are inputs, not initializers
+    sess = _sess(tiny / "template_inputs.onnx")
+    imgs = np.random.default_rng(0).integers(0, 256, (3, m.template.input.height, m.template.input.width, 3), dtype=np.uint8)
+    for names in (["dog", "cat"], ["dog", "cat", "bird", "ship", "frog"]):
+        clf = p.personalize(names, seed=1)
+        logits, probs = sess.run(["logits", "probabilities"], {"image": imgs, **clf.params})
+        np.testing.assert_allclose(probs, clf.predict(imgs).probabilities, atol=1e-6)
+        assert logits.shape == (3, len(names))
+
+
+def test_manifest_lists_and_hashes_the_portable_files(tiny):
+    b = open_bundle(tiny)
+    port = b.manifest.portable
+    for name in (port["generate"]["model"], port["template_inputs"]["model"], port["tokenizer_config"]):
+        assert name in b.manifest.files and b.manifest.files[name]["bytes"] > 0
+    assert port["noise"] == {"generator": "splitmix64-boxmuller", "version": 1, "dtype": "float32", "spec": "docs/PORTABLE.md"}
+    cfg = json.loads((tiny / "tokenizer_config.json").read_text())
+    assert cfg["model_max_length"] == b.manifest.text_encoder.max_tokens
+    assert cfg["tina_edge"]["pad_id"] == b.manifest.text_encoder.pad_id
+
+
+def test_head_round_trip_and_refusals(tiny, tmp_path):
+    p = Personalizer.from_bundle(tiny, threads=1)
+    clf = p.personalize("dog, cat, bird", seed=4)
+    path = save_head(clf, tmp_path / "h.json")
+    labels, params, h = read_head(path)
+    assert labels == ["dog", "cat", "bird"] and h["bundle_id"] == p.manifest.bundle_id
+    for n, a in clf.params.items():
+        np.testing.assert_array_equal(params[n], a)
+    again = classifier_from_head(path, p.bundle)
+    imgs = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(again.predict(imgs).probabilities, clf.predict(imgs).probabilities)
+    bad = head_dict(clf)
+    bad["bundle_id"] = "0" * 16
+    with pytest.raises(ModelFileError, match="generated with bundle"):
+        classifier_from_head(bad, p.bundle)
+    with pytest.raises(ModelFileError, match="not a tina-edge head"):
+        read_head({"format": "other"})
+    with pytest.raises(ModelFileError):
+        save_head(clf, path)  # no silent overwrite
+
+
+@pytest.mark.slow
+def test_default_bundle_generate_is_bit_identical_to_the_runtime(tmp_path):
+    d = tmp_path / "default"
+    shutil.copytree(default_bundle_path(), d)
+    m = add_portable_files(d)
+    p = Personalizer.from_bundle(d, threads=1)
+    names = m.vocabulary[: m.k_max] or ["dog", "cat"]
+    x0, _ = _generate(p, d / "generate.onnx", names, 3)
+    clf = p.personalize(names, seed=3)
+    want = denormalise(x0[0], m.template.layout, len(names))
+    for n in clf.params:
+        np.testing.assert_allclose(clf.params[n], want[n], atol=1e-6, rtol=0)
+
+
+def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
+    plain = Personalizer.from_bundle(tiny, threads=1)
+    fast = Personalizer.from_bundle(tiny, threads=1, use_generate=True)
+    for names, kw in ((["dog", "cat"], {}), (["dog", "cat", "bird"], {"candidates": 3})):
+        a, b = plain.personalize(names, seed=6, **kw), fast.personalize(names, seed=6, **kw)
+        assert a.labels == b.labels
+        for n in a.params:
+            np.testing.assert_allclose(a.params[n], b.params[n], atol=1e-6, rtol=0)
+    assert fast._gen is not None
+    other = fast.personalize(["dog", "cat"], seed=6, steps=7)  # other steps: the numpy sampler
+    np.testing.assert_array_equal(other.params["head.bias"], plain.personalize(["dog", "cat"], seed=6, steps=7).params["head.bias"])
+
+
+def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
+    from tina_edge.export.conformance import fixed_images, write_vectors
+
+    doc = write_vectors(tiny, tmp_path / "v.json", model_dir=tmp_path / "models")
+    assert json.loads((tmp_path / "v.json").read_text())["bundle_id"] == doc["bundle_id"]
+    p = Personalizer.from_bundle(tiny, threads=1)
+    assert len(doc["cases"]) >= 3 and all(len(c["labels"]) <= p.manifest.k_max for c in doc["cases"])
+    c = doc["cases"][0]
+    clf = p.personalize(c["prompt"], seed=int(c["seed"]))
+    for n, t in c["params"].items():
+        np.testing.assert_array_equal(np.asarray(t["data"], np.float32), clf.params[n].reshape(-1))
+    imgs = fixed_images(*doc["images"]["shape"][:3])
+    np.testing.assert_array_equal(np.asarray(c["probabilities"], np.float32), clf.predict(imgs).probabilities)
+    assert (tmp_path / "models" / c["model"]).is_file()

@@ -1,0 +1,52 @@
+"""`tina-edge convert`: make a bundle portable (JS, mobile) without torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+
+from ..runtime.errors import BundleError
+
+
+@click.command("convert")
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory for the converted bundle (the source is never modified).")
+@click.option("--ort", "to_ort", is_flag=True, help="Also convert the graphs to ORT format and write "
+              "required_operators.config (for a minimal onnxruntime build on mobile).")
+@click.option("--steps", type=click.IntRange(1, 1000), default=None, help="DDIM steps unrolled in generate.onnx "
+              "(default: the bundle's default_steps).")
+@click.option("--keep-dynamic-int8", is_flag=True, help="Keep a dynamic-int8 text encoder as it is (by default it "
+              "becomes weight-only int8: same size, embeddings independent of the batch and equal on every platform).")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
+    """Copy BUNDLE (default: the embedded one) to -o and add generate.onnx, template_inputs.onnx and
+    tokenizer_config.json (what the JavaScript package and other ports need); --ort for mobile."""
+    from ..export.generate import add_portable_files
+    from ..runtime.atomic import atomic_output_dir
+    from ..runtime.bundle import open_bundle
+
+    b = open_bundle(bundle)  # verified before anything is copied
+    try:
+        with atomic_output_dir(output, overwrite=force) as tmp:
+            tmp = Path(tmp)
+            for name in sorted(set(b.manifest.files) | {"manifest.json"}):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(b.path(name), tmp / name)
+            m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8)
+            if to_ort:
+                from ..export.ort_format import convert_bundle_to_ort
+
+                m = convert_bundle_to_ort(tmp)
+            open_bundle(tmp).close()  # what we wrote, we can open
+    finally:
+        b.close()
+    click.echo(json.dumps({"bundle": str(output), "bundle_id": m.bundle_id,
+                           "files": {n: e["bytes"] for n, e in m.files.items()},
+                           "total_bytes": sum(e["bytes"] for e in m.files.values())}))
+
+
+COMMANDS = [convert]

@@ -1,0 +1,127 @@
+"""Conformance vectors: what the Python runtime computes for fixed inputs, for other ports to match.
+
+`npm test` (js/) reads them; a Kotlin or Swift port would too. For a bundle with portable files:
+the noise stream for a few seeds, then per case (prompt, seed, optional descriptions) the token
+ids, text embeddings, the starting noise, the generated tensors and the logits/probabilities on
+fixed images. The images come from the portable generator too (byte = top 8 bits of
+word(IMAGE_SEED, i)), so no image file is needed. Torch-free.
+
+    python -m tina_edge.export.conformance --bundle DIR -o vectors.json [--model-dir DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runtime.noise import portable_normal, splitmix64_words
+
+FORMAT = 1
+IMAGE_SEED = 20240522
+NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
+
+
+def fixed_images(n: int, height: int, width: int) -> np.ndarray:
+    """uint8 [n, H, W, 3]: byte i = word(IMAGE_SEED, i) >> 56 (the JS tests rebuild them alike)."""
+    w = splitmix64_words(IMAGE_SEED, 0, n * height * width * 3)
+    return (w >> np.uint64(56)).astype(np.uint8).reshape(n, height, width, 3)
+
+
+def _cases(manifest) -> list[dict[str, Any]]:
+    """Prompts for this bundle: seen names, all K_max slots, unseen names, a description."""
+    vocab = [v for v in manifest.vocabulary if isinstance(v, str)]
+    K = manifest.k_max
+    names = vocab if len(vocab) >= K else vocab + [f"class number {i}" for i in range(K - len(vocab))]
+    from ..runtime.prompt import parse_classes
+
+    cases = [
+        {"prompt": ", ".join(names[:3]), "seed": 3, "descriptions": None},
+        {"prompt": ", ".join(names[:K]), "seed": 0, "descriptions": None},
+        {"prompt": "red panda, fire truck", "seed": 2**63 - 1, "descriptions": None},
+        {"prompt": ", ".join(names[:2]), "seed": 11, "descriptions": [None, "a photo of something small and furry"]},
+        # accents, case, NFC, punctuation, a name longer than max_tokens (truncation keeps the end token)
+        {"prompt": "Crème brûlée, E\u0301CLAIR, t-shirt/top, " + " ".join(["very"] * 30) + " long name", "seed": 5,
+         "descriptions": None},
+    ]
+    return [c for c in cases if len(parse_classes(c["prompt"])) <= K]
+
+
+def _floats(a: np.ndarray) -> list:
+    return np.asarray(a, dtype=np.float32).astype(np.float64).tolist()  # exact float32 values
+
+
+def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
+                  n_images: int = 4) -> dict[str, Any]:
+    """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
+    from ..runtime.personalizer import Personalizer
+    from ..runtime.portable import head_dict
+    from ..runtime.prompt import parse_classes
+
+    p = Personalizer.from_bundle(bundle, threads=1)
+    m = p.manifest
+    if not m.portable.get("generate"):
+        raise SystemExit(f"bundle {bundle} has no generate.onnx; run `tina-edge convert {bundle} -o OUT` first")
+    H, W = m.template.input.height, m.template.input.width
+    images = fixed_images(n_images, H, W)
+    doc: dict[str, Any] = {
+        "format": FORMAT, "bundle": str(Path(bundle).resolve()), "bundle_id": m.bundle_id,
+        "noise": [{"seed": str(s), "values": _floats(portable_normal(s, 33))} for s in NOISE_SEEDS],
+        "splitmix64_seed0": [str(int(x)) for x in splitmix64_words(0, 0, 3)],
+        "images": {"seed": IMAGE_SEED, "shape": list(images.shape)},
+        "cases": [],
+    }
+    for i, c in enumerate(_cases(m)):
+        names = parse_classes(c["prompt"])
+        texts = p._texts(names, c["descriptions"])
+        ids, _mask = p._text.tokenizer(texts)
+        clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
+        pred = clf.predict(images)
+        logits = clf._sess().run(["logits"], {"image": images})[0]
+        case = dict(c)
+        case.update({
+            "seed": str(c["seed"]), "labels": clf.labels, "texts": texts,
+            "token_ids": [_strip_pad(row.tolist(), m.text_encoder.pad_id) for row in ids],  # without padding
+            "embeddings": _floats(p.encode(texts)),
+            "noise_head": _floats(portable_normal(c["seed"], m.denoiser.param_count)[:64]),
+            "params": {n: {"shape": list(a.shape), "data": _floats(a.reshape(-1))} for n, a in clf.params.items()},
+            "logits": _floats(logits), "probabilities": _floats(pred.probabilities),
+        })
+        if model_dir is not None:
+            d = Path(model_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            clf.save(d / f"case{i}.onnx", overwrite=True)
+            (d / f"case{i}.head.json").write_text(json.dumps(head_dict(clf)) + "\n", encoding="utf-8")
+            case["model"] = f"case{i}.onnx"
+        doc["cases"].append(case)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(out) + ".tmp")
+    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return doc
+
+
+def _strip_pad(row: list[int], pad: int) -> list[int]:
+    while len(row) > 1 and row[-1] == pad:
+        row.pop()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--model-dir", default=None, help="also write the Python models (case<i>.onnx, .head.json)")
+    a = ap.parse_args(argv)
+    doc = write_vectors(a.bundle, a.output, model_dir=a.model_dir)
+    print(json.dumps({"output": a.output, "bundle_id": doc["bundle_id"], "cases": len(doc["cases"])}))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

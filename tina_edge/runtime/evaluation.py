@@ -1,0 +1,282 @@
+"""Checking a personalized classifier on labelled photos: DIR/<class>/**/*.jpg -> accuracy, recall, confusion.
+
+Why here and not in train/: a user checks the model they just made on their own photos, on the
+device, with the runtime only (numpy + onnxruntime, no torch). The predictions come from
+`PersonalizedClassifier.predict` itself, so an evaluation's accuracy is exactly what `predict`'s
+answers give on the same files.
+
+Folder rules (shared with `tina-edge predict` on directories):
+- A directory is walked recursively, in sorted order; hidden files and folders (".name") are skipped.
+- Inside a walked directory only files with an image suffix (IMAGE_SUFFIXES, any case) are used;
+  other files (`*_boxes.txt`, `README`, ...) are skipped and counted, never silently read as images.
+  A file named explicitly is always used, whatever its suffix.
+- Class folders match the model's labels case-, whitespace- and underscore-insensitively
+  ("Sea_Lion" = "sea lion"); folders that match no label are reported and not used, labels
+  without a folder are reported and get no recall.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .classifier import UNKNOWN, Prediction, check_min_prob
+from .errors import DatasetError, ImageError
+from .prompt import class_key
+
+if TYPE_CHECKING:
+    from .classifier import PersonalizedClassifier
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+"""Suffixes taken from walked directories: the raster formats users keep photos in."""
+
+
+# ------------------------------------------------------------------------------- image folders
+
+
+def walk_images(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(image files, skipped non-image files) under root, recursively, sorted, hidden entries left out."""
+    images: list[Path] = []
+    skipped: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if not p.is_file():
+                continue
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
+    return images, skipped
+
+
+def expand_paths(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """Files as given plus the image files of every directory, recursively: (files, skipped).
+
+    A directory with no image file anywhere inside is an ImageError that says what it did hold.
+    """
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if not p.is_dir():
+            files.append(p)  # existence and readability are checked by the image loader, per file
+            continue
+        found, other = walk_images(p)
+        if not found:
+            what = f" (only {len(other)} other file(s), e.g. {other[0].name})" if other else ""
+            raise ImageError(
+                f"directory {p} holds no image files{what}; images need one of the suffixes "
+                + ", ".join(sorted(IMAGE_SUFFIXES))
+            )
+        files.extend(found)
+        skipped.extend(other)
+    return files, skipped
+
+
+def folder_key(name: str) -> str:
+    """How a class folder's name is compared with a label: case, whitespace and '_' do not matter."""
+    return class_key(name.replace("_", " "))
+
+
+@dataclass
+class LabelledImages:
+    """The images of DIR's class folders, with the index of each one's true label (prompt order)."""
+
+    root: Path
+    labels: list[str]
+    files: list[Path]
+    targets: np.ndarray
+    folders: dict[str, str]  # label -> folder name used for it
+    unmatched_folders: list[str] = field(default_factory=list)
+    missing_labels: list[str] = field(default_factory=list)
+    skipped_files: list[Path] = field(default_factory=list)
+
+
+def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledImages:
+    """Match root's sub-folders to labels and list each matched folder's images (recursively)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; pass a folder that holds one folder per class")
+    keys = {folder_key(lab): i for i, lab in enumerate(labels)}
+    matched: dict[int, Path] = {}
+    unmatched: list[str] = []
+    loose: list[Path] = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if not child.is_dir():
+            loose.append(child)
+            continue
+        i = keys.get(folder_key(child.name))
+        if i is None:
+            unmatched.append(child.name)
+        elif i in matched:
+            raise DatasetError(
+                f"folders {matched[i].name!r} and {child.name!r} of {root} both match the label {labels[i]!r}; keep one"
+            )
+        else:
+            matched[i] = child
+    if not matched:
+        seen = ", ".join(unmatched[:10]) + (" ..." if len(unmatched) > 10 else "") if unmatched else "none"
+        raise DatasetError(
+            f"no folder of {root} matches a label of the model ({', '.join(labels)}); folders found: {seen}. "
+            "Pass the folder that holds one folder per class (e.g. DIR/test)"
+        )
+    files: list[Path] = []
+    targets: list[int] = []
+    skipped = list(loose)
+    for i in sorted(matched):
+        found, other = walk_images(matched[i])
+        files.extend(found)
+        targets.extend([i] * len(found))
+        skipped.extend(other)
+    if not files:
+        raise DatasetError(f"the class folders of {root} hold no image files (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return LabelledImages(
+        root=root, labels=list(labels), files=files, targets=np.asarray(targets, dtype=np.int64),
+        folders={labels[i]: p.name for i, p in sorted(matched.items())}, unmatched_folders=unmatched,
+        missing_labels=[lab for i, lab in enumerate(labels) if i not in matched], skipped_files=skipped,
+    )
+
+
+# --------------------------------------------------------------------------------- prediction
+
+
+def predict_files(
+    clf: PersonalizedClassifier,
+    files: Sequence[str | os.PathLike],
+    *,
+    min_prob: float | None = None,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> Prediction:
+    """`clf.iter_predict` over files in batches of batch_size (bounded memory), with a tqdm bar on a terminal.
+
+    The answers are the classifier's own, batch by batch, concatenated in file order.
+    """
+    if not files:
+        raise ImageError("no images were given")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    from tqdm import tqdm
+
+    parts: list[Prediction] = []
+    with tqdm(total=len(files), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
+        for _names, part in clf.iter_predict(list(files), batch_size=batch_size, min_prob=min_prob):
+            parts.append(part)
+            bar.update(len(part.labels))
+    return Prediction(
+        labels=[lab for p in parts for lab in p.labels],
+        indices=np.concatenate([p.indices for p in parts]),
+        probabilities=np.concatenate([p.probabilities for p in parts]),
+    )
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    """Accuracy, per-class recall and the confusion matrix of one model on one labelled folder.
+
+    confusion[i, j] counts images of labels[i] answered columns[j]; columns are the labels, plus
+    UNKNOWN last when a min_prob was given. An "unknown" answer counts as wrong.
+    """
+
+    labels: list[str]
+    columns: list[str]
+    confusion: np.ndarray
+    min_prob: float | None
+    data: LabelledImages | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def correct(self) -> int:
+        k = len(self.labels)
+        return int(np.trace(self.confusion[:, :k]))
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def per_class(self) -> dict[str, float | None]:
+        """Recall of every label (None for a label with no images)."""
+        rows = self.confusion.sum(axis=1)
+        return {lab: (float(self.confusion[i, i] / rows[i]) if rows[i] else None) for i, lab in enumerate(self.labels)}
+
+    @property
+    def unknown(self) -> int:
+        """Images answered UNKNOWN (the extra last column; 0 without min_prob)."""
+        return int(self.confusion[:, len(self.labels):].sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` form: accuracy, per_class recall, confusion, labels, n (+ what was left out)."""
+        d: dict[str, Any] = {
+            "accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion.tolist(),
+            "labels": list(self.labels), "columns": list(self.columns), "n": self.n,
+            "min_prob": self.min_prob, "unknown": self.unknown,
+        }
+        if self.data is not None:
+            d.update({
+                "folders": self.data.folders, "unmatched_folders": self.data.unmatched_folders,
+                "missing_labels": self.data.missing_labels, "skipped_files": len(self.data.skipped_files),
+            })
+        return d
+
+    def format_text(self) -> str:
+        """Accuracy, a per-class recall table and the confusion matrix, for a terminal."""
+        w = max(8, *(len(c) for c in self.columns))
+        lines = [f"accuracy  {self.accuracy:.4f}  ({self.correct}/{self.n} images)"]
+        if self.min_prob is not None:
+            lines.append(f"unknown   {self.unknown} image(s) below min_prob {self.min_prob:g} (counted as wrong)")
+        lines.append("")
+        lines.append(f"{'class':<{w}}  {'recall':>7}  {'images':>7}")
+        rows = self.confusion.sum(axis=1)
+        for i, lab in enumerate(self.labels):
+            r = self.per_class[lab]
+            lines.append(f"{lab:<{w}}  {('%.4f' % r) if r is not None else '-':>7}  {int(rows[i]):>7}")
+        lines.append("")
+        lines.append("confusion (rows: true class, columns: answer)")
+        lines.append(f"{'':<{w}}  " + "  ".join(f"{c:>{w}}" for c in self.columns))
+        for i, lab in enumerate(self.labels):
+            lines.append(f"{lab:<{w}}  " + "  ".join(f"{int(v):>{w}}" for v in self.confusion[i]))
+        return "\n".join(lines)
+
+
+def confusion_matrix(targets: np.ndarray, indices: np.ndarray, k: int, with_unknown: bool) -> np.ndarray:
+    """[k, k(+1)] counts of (true, answered) pairs; index -1 (unknown) goes to the extra last column."""
+    cols = k + 1 if with_unknown else k
+    answered = np.where(indices < 0, k, indices)
+    m = np.zeros((k, cols), dtype=np.int64)
+    np.add.at(m, (targets, answered), 1)
+    return m
+
+
+def evaluate(
+    clf: PersonalizedClassifier,
+    data: str | os.PathLike | LabelledImages,
+    *,
+    min_prob: float | None = None,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> Evaluation:
+    """Evaluate clf on a folder of class folders (or an already listed LabelledImages)."""
+    min_prob = check_min_prob(min_prob)
+    if not isinstance(data, LabelledImages):
+        data = labelled_images(data, clf.labels)
+    pred = predict_files(clf, data.files, min_prob=min_prob, batch_size=batch_size, progress=progress)
+    k = clf.k
+    cm = confusion_matrix(data.targets, pred.indices, k, with_unknown=min_prob is not None)
+    columns = list(clf.labels) + ([UNKNOWN] if min_prob is not None else [])
+    return Evaluation(labels=list(clf.labels), columns=columns, confusion=cm, min_prob=min_prob, data=data)

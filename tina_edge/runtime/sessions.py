@@ -1,0 +1,53 @@
+"""The one place that creates onnxruntime sessions: options, threads, optimisation level, bytes.
+
+Every session of the package (bundle graphs, text and image encoders, personalized classifiers,
+export parity checks) is made here, so a fix to session options (a crash-avoiding optimizer switch,
+quieter logs, thread caps) reaches all of them at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import BundleError
+
+# onnxruntime 1.32 segfaults while creating a session for an fp16 CLIP text graph unless one of
+# these is off (found by bisection); NCHWc only re-lays out convolutions, which encoders barely use.
+SAFE_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
+
+# EXTENDED (not ALL): measured on the int8 MiniLM, session start 244 -> 130 ms and no slower runs;
+# ALL adds CPU layout transforms (NCHWc) that the bundle's graphs do not benefit from. Personalized
+# classifiers keep onnxruntime's default (ALL), so they run exactly as a plain onnxruntime user runs them.
+LEVELS = ("basic", "extended", "all")
+
+
+def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
+                 disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS, *, what: str = "model",
+                 level: str = "extended", error: str | None = "cannot load ONNX model {what}: {detail}; re-export the bundle"):
+    """One CPU InferenceSession from verified bytes (or a path, for tools); `threads` caps intra-op threads.
+
+    Bundles pass bytes: the session runs exactly what was hashed, never a file re-opened by path.
+    `error` is the BundleError message ({what}, {detail}) a model onnxruntime refuses raises; None lets
+    onnxruntime's own exception through (for callers that map it to their own error type).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only: onnxruntime's warnings would add raw, coloured lines to stderr
+    opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    is_bytes = isinstance(model, (bytes, bytearray, memoryview))
+    src = bytes(model) if is_bytes else str(model)
+    if not is_bytes:
+        what = str(model)
+    try:
+        return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(disabled_optimizers))
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        if error is None:
+            raise
+        raise BundleError(error.format(what=what, detail=str(e)[:300])) from None
