@@ -93,7 +93,7 @@ def test_bundle_files_and_parity(bundle):
 
     path, summary = bundle
     assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx",
-                                     "generate.onnx", "template_inputs.onnx", "tokenizer_config.json"}  # + portable
+                                     "generate.onnx", "tokenizer_config.json"}  # + portable (one template: weights as inputs)
     assert summary["denoiser"]["max_abs_diff"] <= 1e-4
     assert summary["template"]["max_abs_diff_logits"] <= 1e-3
     assert summary["text_encoder"]["max_abs_diff_fp32"] <= 1e-4
@@ -235,7 +235,7 @@ def test_export_writes_the_portable_files(bundle):
     out, summary = bundle
     p = Personalizer.from_bundle(out, threads=1)
     m = p.manifest
-    assert {"generate.onnx", "template_inputs.onnx", "tokenizer_config.json"} <= set(summary["files"])
+    assert {"generate.onnx", "tokenizer_config.json"} <= set(summary["files"]) and "template_inputs.onnx" not in summary["files"]
     names = (m.vocabulary or ["a", "b"])[:2]
     clf = p.personalize(names, seed=4)
     K, D, P = m.k_max, m.text_encoder.embedding_dim, m.denoiser.param_count

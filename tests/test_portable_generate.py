@@ -71,10 +71,12 @@ def test_generate_onnx_takes_a_batch_of_candidates(tiny):
 def test_template_inputs_serves_every_classifier_like_the_filled_template(tiny):
     p = Personalizer.from_bundle(tiny, threads=1)
     m = p.manifest
-    model = onnx.load(str(tiny / "template_inputs.onnx"))
+    assert m.template.form == "inputs" and m.portable["template_inputs"]["model"] == m.template.model
+    assert not (tiny / "template_inputs.onnx").exists()  # the trunk is stored once
+    model = onnx.load(str(tiny / m.template.model))
     inits = {i.name for i in model.graph.initializer}
     assert not inits & {t.name for t in m.template.layout}  # weights are inputs, not initializers
-    sess = _sess(tiny / "template_inputs.onnx")
+    sess = _sess(tiny / m.template.model)
     imgs = np.random.default_rng(0).integers(0, 256, (3, m.template.input.height, m.template.input.width, 3), dtype=np.uint8)
     for names in (["dog", "cat"], ["dog", "cat", "bird", "ship", "frog"]):
         clf = p.personalize(names, seed=1)
@@ -156,3 +158,74 @@ def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
     imgs = fixed_images(*doc["images"]["shape"][:3])
     np.testing.assert_array_equal(np.asarray(c["probabilities"], np.float32), clf.predict(imgs).probabilities)
     assert (tmp_path / "models" / c["model"]).is_file()
+
+
+def test_one_template_bundle_writes_the_same_standalone_model_as_a_two_template_bundle(tmp_path):
+    """Old bundles (initializer template, or both files) and one-template bundles: same classifiers."""
+    old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    add_portable_files(new)
+    again = tmp_path / "again"
+    shutil.copytree(new, again)
+    m2 = add_portable_files(again)  # converting twice keeps one template and the same bytes
+    assert (again / "template.onnx").read_bytes() == (new / "template.onnx").read_bytes()
+    assert m2.template.form == "inputs" and "template_inputs.onnx" not in m2.files
+    po, pn = Personalizer.from_bundle(old, threads=1), Personalizer.from_bundle(new, threads=1)
+    assert po.manifest.template.form == "initializers"
+    imgs = np.random.default_rng(3).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    for names, seed in ((["dog", "cat"], 0), (["ship", "dog", "bird", "cat", "frog"], 7)):
+        a, b = po.personalize(names, seed=seed), pn.personalize(names, seed=seed)
+        for t in po.manifest.template.layout:
+            np.testing.assert_array_equal(a.params[t.name], b.params[t.name])
+        ma, mb = onnx.load_from_string(a.to_bytes()), onnx.load_from_string(b.to_bytes())
+        assert [i.name for i in ma.graph.input] == [i.name for i in mb.graph.input] == ["image"]
+        assert sorted(i.name for i in ma.graph.initializer) == sorted(i.name for i in mb.graph.initializer)
+        assert b.to_bytes() == pn.personalize(names, seed=seed).to_bytes()  # same bytes every run
+        np.testing.assert_allclose(a.predict(imgs).probabilities, b.predict(imgs).probabilities, atol=1e-6)
+        p2 = tmp_path / f"m{seed}.onnx"
+        b.save(p2)
+        from tina_edge.runtime.classifier import PersonalizedClassifier
+        back = PersonalizedClassifier.load(p2)
+        assert back.labels == names
+        np.testing.assert_allclose(back.predict(imgs).probabilities, b.predict(imgs).probabilities, atol=1e-6)
+
+
+def test_one_template_bundle_refuses_a_template_without_the_weight_inputs(tmp_path):
+    from tina_edge.runtime.errors import BundleError
+    from tina_edge.runtime.manifest import read_manifest, write_manifest
+
+    d = make_tiny_bundle(tmp_path / "b", k_max=5, default_steps=4)
+    m = read_manifest(d)
+    m.template.form = "inputs"  # claims input form, but the file still holds initializers
+    write_manifest(d, m)
+    with pytest.raises(BundleError, match="has no graph input"):
+        open_bundle(d)
+
+
+def test_older_two_template_bundles_still_open_and_convert_to_one_template(tmp_path):
+    """A bundle written before template.form: initializer template.onnx + a second template_inputs.onnx."""
+    from tina_edge.export.generate import build_template_inputs
+    from tina_edge.runtime.manifest import read_manifest, write_manifest
+
+    old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)
+    m = read_manifest(old)
+    onnx.save(build_template_inputs(onnx.load(str(old / "template.onnx")), m), str(old / "template_inputs.onnx"))
+    m.portable = {"template_inputs": {"model": "template_inputs.onnx", "inputs": [t.name for t in m.template.layout]}}
+    m.files["template_inputs.onnx"] = {"sha256": "", "bytes": 0}
+    write_manifest(old, m)
+    b = open_bundle(old)
+    assert b.manifest.template.form == "initializers" and "template_inputs.onnx" in b.manifest.files
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    m2 = add_portable_files(new)
+    assert m2.template.form == "inputs" and "template_inputs.onnx" not in m2.files and not (new / "template_inputs.onnx").exists()
+    assert sum(e["bytes"] for e in m2.files.values()) < sum(e["bytes"] for e in b.manifest.files.values()) + \
+        m2.files["generate.onnx"]["bytes"] + m2.files["tokenizer_config.json"]["bytes"]
+    po, pn = Personalizer.from_bundle(old, threads=1), Personalizer.from_bundle(new, threads=1)
+    imgs = np.random.default_rng(5).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    a, c = po.personalize("dog, cat, bird", seed=2), pn.personalize("dog, cat, bird", seed=2)
+    np.testing.assert_allclose(a.predict(imgs).probabilities, c.predict(imgs).probabilities, atol=1e-6)
+    sess = _sess(old / "template_inputs.onnx")  # the old second file still serves as the weights-as-inputs graph
+    probs = sess.run(["probabilities"], {"image": imgs, **a.params})[0]
+    np.testing.assert_allclose(probs, a.predict(imgs).probabilities, atol=1e-6)

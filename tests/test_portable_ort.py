@@ -60,3 +60,31 @@ def test_cli_head_is_readable_and_refills_the_same_classifier(tmp_path):
     again = classifier_from_head(tmp_path / "h.json", open_bundle(src))
     imgs = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     np.testing.assert_array_equal(again.predict(imgs).probabilities, saved.predict(imgs).probabilities)
+
+
+def test_ort_bundle_keeps_one_onnx_template_and_sessions_wait_for_verification(tmp_path, monkeypatch):
+    """The template stays ONNX (model.onnx is written from it) beside its .ort copy; an .ort graph
+    gets an onnxruntime session only once every hash AND the manifest's identity are verified."""
+    import tina_edge.runtime.bundle as bundle_mod
+    from tina_edge.runtime.errors import BundleError
+
+    src = make_tiny_bundle(tmp_path / "src", k_max=4)
+    r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "ort"), "--ort"])
+    assert r.exit_code == 0, r.output
+    d = tmp_path / "ort"
+    m = open_bundle(d).manifest
+    assert m.template.model == "template.onnx" and m.template.form == "inputs"
+    assert m.portable["template_inputs"]["model"] == "template.ort" and {"template.onnx", "template.ort"} <= set(m.files)
+    made = []
+    real = bundle_mod.make_session
+    monkeypatch.setattr(bundle_mod, "make_session", lambda *a, **k: made.append(k.get("what")) or real(*a, **k))
+    doc = json.loads((d / "manifest.json").read_text())
+    doc["producer"] = "edited after export"  # hashes still match; the id no longer does
+    (d / "manifest.json").write_text(json.dumps(doc))
+    try:
+        open_bundle(d)
+    except BundleError as e:
+        assert "records bundle_id" in str(e)
+    else:
+        raise AssertionError("an edited manifest was accepted")
+    assert made == []  # refused before any onnxruntime session existed

@@ -1,7 +1,7 @@
 // The demo page: loads a bundle (?bundle=URL, default: the package's default bundle), personalizes
 // from the text box, classifies photos (file picker or camera) and shows the timings.
 // window.tinaDemo exposes the same steps to the headless-browser test (browser/run.mjs).
-import { TinaEdge, toInput } from "../src/index.mjs";
+import { TinaEdge, toInput, toPixels, prepareImage } from "../src/index.mjs";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -19,9 +19,9 @@ function time(name, ms) {
 
 async function bundleBytes() {
   const m = tina.manifest;
-  const used = [m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
-    m.portable.template_inputs.model, m.template.model];
-  return used.reduce((s, n) => s + m.files[n].bytes, 0);
+  const used = new Set([m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
+    m.portable.template_inputs.model, m.template.model]); // one-template bundles name template.onnx twice
+  return [...used].reduce((s, n) => s + m.files[n].bytes, 0);
 }
 
 async function load() {
@@ -60,7 +60,9 @@ async function personalize(text = $("classes").value, seed = Number($("seed").va
 
 async function addPhoto(source, name = "photo") {
   const [H, W] = tina.inputSize;
-  const input = toInput(source, W, H);
+  // photo bundles: the manifest's policy (shorter side, centre crop, alpha on white), once per photo
+  const pre = tina.manifest.template.input.preprocess;
+  const input = pre ? prepareImage(toPixels(source), pre) : toInput(source, W, H);
   photos.push({ input, name });
   return render();
 }
@@ -80,7 +82,10 @@ async function render() {
     card.className = "card";
     const cv = document.createElement("canvas");
     cv.width = p.input.width; cv.height = p.input.height;
-    cv.getContext("2d").putImageData(new ImageData(new Uint8ClampedArray(p.input.data), p.input.width, p.input.height), 0, 0);
+    const n = p.input.width * p.input.height, c = p.input.data.length / n;
+    const rgba = c === 4 ? new Uint8ClampedArray(p.input.data) : new Uint8ClampedArray(n * 4).fill(255);
+    if (c === 3) for (let i = 0; i < n; i++) rgba.set(p.input.data.subarray(i * 3, i * 3 + 3), i * 4); // prepared photos are RGB
+    cv.getContext("2d").putImageData(new ImageData(rgba, p.input.width, p.input.height), 0, 0);
     const bars = document.createElement("div");
     bars.className = "bars";
     const order = [...pred.probabilities.keys()].sort((a, b) => pred.probabilities[b] - pred.probabilities[a]).slice(0, 5);

@@ -1,11 +1,12 @@
 // A personalized classifier in JS: labels + generated tensors. Predicts with the bundle's
-// template_inputs.onnx (weights fed as inputs: one session serves every classifier), and writes
+// template (weights fed as inputs: one session serves every classifier), and writes
 // the same artefacts as Python: a standalone model.onnx (template with the tensors filled in,
 // labels in metadata_props) and the portable head JSON (docs/PORTABLE.md).
 
 import protobuf from "protobufjs";
 import ONNX_PROTO from "./onnx-proto.mjs";
 import { TinaEdgeError } from "./errors.mjs";
+import { prepareImage } from "./preprocess.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
 export const HEAD_VERSION = 1;
@@ -54,13 +55,31 @@ function f32FromBytes(bytes) {
   return out;
 }
 
-/** Fill a template model's generated initializers (template.onnx bytes) -> standalone model bytes. */
+/**
+ * template.onnx bytes -> standalone model bytes with `params` as initializers. Either template form
+ * (manifest template.form): "initializers" (older bundles: the generated initializers are replaced) or
+ * "inputs" (the generated tensors are graph inputs: each becomes an initializer appended in the
+ * order of `params`, the layout order, as the Python runtime does; the other inputs stay).
+ */
 export function fillTemplate(templateBytes, params, k, metadata) {
   const Model = modelType();
   const model = Model.decode(templateBytes);
   const g = model.graph;
   const found = new Set();
+  const inits = new Set(g.initializer.map((i) => i.name));
+  const asInputs = g.input.filter((i) => params[i.name] && !inits.has(i.name));
+  if (asInputs.length) {
+    const types = Object.fromEntries(asInputs.map((i) => [i.name, i.type?.tensor_type?.elem_type]));
+    g.input = g.input.filter((i) => !(i.name in types));
+    for (const name of Object.keys(params)) {
+      if (!(name in types)) continue;
+      if (types[name] !== 1) throw new TinaEdgeError(`template input ${name} is not float32; this package fills float32 only`);
+      g.initializer.push({ name, data_type: 1, dims: params[name].shape.slice(), raw_data: f32Bytes(params[name].data) });
+      found.add(name);
+    }
+  }
   for (const init of g.initializer) {
+    if (found.has(init.name)) continue;
     const p = params[init.name];
     if (!p) continue;
     if (init.data_type !== 1) throw new TinaEdgeError(`template tensor ${init.name} is not float32; this package fills float32 only`);
@@ -97,13 +116,26 @@ export class PersonalizedClassifier {
   get k() { return this.labels.length; }
 
   /**
-   * Classify images: each {data: Uint8Array RGB or RGBA, width, height} at the bundle's input
-   * size (the browser entry point resizes canvases, bitmaps and <img> elements first).
+   * Classify images: each {data: Uint8Array, width, height}. A bundle whose manifest has
+   * template.input.preprocess (photo bundles) takes photos of any size with grey, grey+alpha, RGB or
+   * RGBA bytes and prepares them exactly as Python does (shorter side, centre crop, alpha on white:
+   * preprocess.mjs); other bundles take RGB or RGBA at the input size (the browser entry point
+   * resizes canvases, bitmaps and <img> elements first).
    * Returns one {label, index, probabilities: Float32Array(k)} per image.
    */
   async predict(images) {
-    const list = Array.isArray(images) ? images : [images];
+    let list = Array.isArray(images) ? images : [images];
     const [H, W] = this.tina.inputSize;
+    const pre = this.tina.manifest.template.input.preprocess;
+    if (pre) {
+      list = list.map((im, n) => {
+        try {
+          return prepareImage(im, pre);
+        } catch (e) {
+          throw new TinaEdgeError(`image ${n}: ${e.message}`);
+        }
+      });
+    }
     const x = new Uint8Array(list.length * H * W * 3);
     list.forEach((im, n) => {
       if (!im || !im.data || im.width !== W || im.height !== H) {

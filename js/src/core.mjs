@@ -2,7 +2,7 @@
 // The runtime-neutral part: the onnxruntime module and a file reader are injected by
 // index.mjs (browser, onnxruntime-web, fetch) or node.mjs (onnxruntime-node, fs).
 // A port of the Python runtime needs no sampler: tokenizer -> text encoder -> generate.onnx
-// (DDIM unrolled) -> template_inputs.onnx (weights as inputs). See docs/PORTABLE.md.
+// (DDIM unrolled) -> the template (weights as inputs; template.onnx). See docs/PORTABLE.md.
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
@@ -43,7 +43,7 @@ export class Bundle {
     const p = manifest.portable || {};
     if (!p.generate || !p.template_inputs || !p.tokenizer_config) {
       throw new TinaEdgeError(
-        "this bundle has no portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json); " +
+        "this bundle has no portable files (generate.onnx, tokenizer_config.json, a template with weights as inputs); " +
           "add them with `tina-edge convert BUNDLE -o OUT` (Python, no torch needed)");
     }
     if (p.noise && (p.noise.generator !== NOISE_GENERATOR || p.noise.version !== NOISE_VERSION)) {
@@ -115,7 +115,8 @@ export class TinaEdge {
     const perSession = {};
     const f0 = performance.now();
     // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
-    const names = [te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])];
+    // one download per file: a one-template bundle names template.onnx twice (template.model = portable.template_inputs.model)
+    const names = [...new Set([te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
     const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
     const make = async (name) => {

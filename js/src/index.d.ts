@@ -4,7 +4,7 @@ export declare const VERSION: string;
 
 export declare class TinaEdgeError extends Error {}
 
-/** The raw pixels of one image: RGB or RGBA bytes, row-major. */
+/** The raw pixels of one image, row-major: RGB or RGBA bytes (grey and grey+alpha too for photo bundles). */
 export interface ImageLike {
   data: Uint8Array | Uint8ClampedArray;
   width: number;
@@ -69,7 +69,8 @@ export declare class PersonalizedClassifier {
   readonly bundleId: string;
   readonly timings: { encodeMs?: number; generateMs?: number };
   readonly k: number;
-  /** Classify images (node: ImageLike at the bundle's size; browser: any ImageSource). */
+  /** Classify images (node: ImageLike, of any size with grey/grey+alpha/RGB/RGBA bytes when the bundle's
+   * manifest has template.input.preprocess, else at the bundle's size; browser: any ImageSource). */
   predict(images: ImageSource | ImageSource[]): Promise<Prediction[]>;
   /** metadata_props of the standalone model (labels, prompt, texts, bundle_id, sampler, params, producer). */
   metadata(): Record<string, string>;
@@ -104,6 +105,17 @@ export declare function parseClasses(prompt: string | string[]): string[];
 export declare function portableNormal(seed: number | bigint, count: number): Float32Array;
 export declare function standardNormal64(seed: number | bigint, count: number): Float64Array;
 export declare function splitmix64Word(seed: number | bigint, n: number | bigint): bigint;
+/** The manifest's template.input.preprocess (docs/PORTABLE.md). */
+export interface PreprocessSpec {
+  size: number; resize?: "shorter_side"; crop?: "center"; crop_fraction?: number;
+  interpolation?: "bilinear" | "bicubic"; alpha?: "white"; grey?: "replicate";
+}
+/** A photo of any size -> RGB bytes at size x size, byte-identical to Python's runtime.preprocess.prepare. */
+export declare function prepareImage(image: ImageLike, spec: PreprocessSpec): ImageLike;
+/** Grey, grey+alpha, RGB or RGBA bytes -> RGB bytes with alpha composited on white (Pillow's arithmetic). */
+export declare function toRgbOnWhite(data: Uint8Array | Uint8ClampedArray, width: number, height: number): Uint8Array;
+/** Browser only: the pixels of an image source at its own size (RGBA), for photo bundles. */
+export declare function toPixels(source: ImageSource): ImageLike;
 /** Browser only: draw an image source at width x height (RGBA). */
 export declare function toInput(source: ImageSource, width: number, height: number): ImageLike;
 /** Node only: the repository's default bundle directory. */

@@ -9,6 +9,7 @@ export { TinaEdgeError, Bundle, sliceClasses, VERSION } from "./core.mjs";
 export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT } from "./classifier.mjs";
 export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
 export { parseClasses } from "./prompt.mjs";
+export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
 
 function urlReader(base) {
   const root = new URL(String(base).endsWith("/") ? String(base) : String(base) + "/", globalThis.location?.href);
@@ -21,8 +22,8 @@ function urlReader(base) {
 
 /**
  * Draw an image source (canvas, ImageBitmap, <img>, <video>, ImageData) at the bundle's input
- * size: {data: RGBA bytes, width, height}. Policy of the Python runtime: stretch to H x W
- * (bilinear, the browser's smoothing), alpha dropped.
+ * size: {data: RGBA bytes, width, height}, for bundles without template.input.preprocess. Policy of
+ * the Python runtime for them: stretch to H x W (bilinear, the browser's smoothing), alpha dropped.
  */
 export function toInput(source, width, height) {
   if (source && source.data && source.width === width && source.height === height) return source;
@@ -43,6 +44,25 @@ export function toInput(source, width, height) {
   return { data: d.data, width, height };
 }
 
+/**
+ * The pixels of an image source (canvas, ImageBitmap, <img>, <video>, ImageData) at its own size,
+ * unscaled: {data: RGBA bytes, width, height}, for bundles that preprocess photos themselves
+ * (manifest template.input.preprocess: preprocess.mjs, byte-identical to Python's). Canvas
+ * storage is premultiplied in most browsers, so semi-transparent pixels may come back off by a
+ * few units before compositing on white; opaque photos are exact.
+ */
+export function toPixels(source) {
+  if (source && source.data && source.width && source.height) return source;
+  const w = source.naturalWidth || source.videoWidth || source.displayWidth || source.width;
+  const h = source.naturalHeight || source.videoHeight || source.displayHeight || source.height;
+  const canvas = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(w, h)
+    : Object.assign(document.createElement("canvas"), { width: w, height: h });
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  ctx.drawImage(source, 0, 0);
+  const d = ctx.getImageData(0, 0, w, h);
+  return { data: d.data, width: w, height: h };
+}
+
 export class TinaEdge extends Core {
   /** Fetch a bundle from `url` (a directory served over HTTP) and create its wasm sessions. */
   static async fromBundle(url, options = {}) {
@@ -56,7 +76,8 @@ export class TinaEdge extends Core {
     const clf = await super.personalize(classes, options);
     const [H, W] = this.inputSize;
     const predict = clf.predict.bind(clf);
-    clf.predict = (images) => predict((Array.isArray(images) ? images : [images]).map((im) => toInput(im, W, H)));
+    const prepared = Boolean(this.manifest.template.input.preprocess); // photos: predict prepares them as Python does
+    clf.predict = (images) => predict((Array.isArray(images) ? images : [images]).map((im) => (prepared ? toPixels(im) : toInput(im, W, H))));
     return clf;
   }
 }

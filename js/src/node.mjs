@@ -9,6 +9,7 @@ export { TinaEdgeError, Bundle, sliceClasses, VERSION } from "./core.mjs";
 export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT } from "./classifier.mjs";
 export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
 export { parseClasses } from "./prompt.mjs";
+export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const DEFAULT_BUNDLE = path.resolve(HERE, "../../tina_edge/bundles/default");

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { TinaEdge, PersonalizedClassifier, readModelMetadata } from "../src/node.mjs";
 import { decodeModel } from "../src/classifier.mjs";
+import { prepareImage } from "../src/node.mjs";
 import { env, vectors, fixedImages, maxAbsDiff } from "./helpers.mjs";
 
 const TOL = 1e-5;
@@ -93,4 +94,39 @@ test("text embeddings are cached by text: same values, bounded, clearable", asyn
   tina.cacheSize = size;
   tina.clearCache();
   assert.equal(tina._cache.size, 0);
+});
+
+// Photo preprocessing (manifest template.input.preprocess): Python's runtime.preprocess.prepare on
+// fixed images of odd sizes, with alpha (0, 255 and between) and grey. Tolerance: 0 (byte-identical;
+// preprocess.mjs uses Pillow's integer arithmetic).
+test("photo preprocessing gives Python's bytes (odd sizes, alpha, grey, up/downscale, bicubic)", () => {
+  assert.ok(v.preprocess.length >= 7);
+  const modes = new Set();
+  for (const c of v.preprocess) {
+    const data = new Uint8Array(Buffer.from(c.data, "base64"));
+    assert.equal(data.length, c.width * c.height * c.channels);
+    const got = prepareImage({ data, width: c.width, height: c.height }, c.spec);
+    const want = new Uint8Array(Buffer.from(c.expected, "base64"));
+    assert.deepEqual([got.height, got.width, 3], c.expected_shape);
+    let diff = 0;
+    for (let i = 0; i < want.length; i++) diff = Math.max(diff, Math.abs(want[i] - got.data[i]));
+    assert.equal(diff, 0, `${c.mode} ${c.width}x${c.height} ${JSON.stringify(c.spec)}: max abs diff ${diff}`);
+    modes.add(c.mode);
+  }
+  assert.deepEqual([...modes].sort(), ["L", "LA", "RGB", "RGBA"]);
+});
+
+test("predict prepares photos of any size as the bundle says (photo bundles)", { skip: !tina.manifest.template.input.preprocess &&
+  "this bundle has no template.input.preprocess (set TINA_EDGE_BUNDLE to a photo bundle)" }, async () => {
+  const c = v.cases[0];
+  const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed) });
+  const photo = v.preprocess[v.preprocess.length - 1]; // the bundle's own spec
+  const raw = { data: new Uint8Array(Buffer.from(photo.data, "base64")), width: photo.width, height: photo.height };
+  const prepared = prepareImage(raw, tina.manifest.template.input.preprocess);
+  const [a] = await clf.predict(raw);
+  const [b] = await clf.predict(prepared);
+  assert.deepEqual(Array.from(a.probabilities), Array.from(b.probabilities));
+  const d = maxAbsDiff(a.probabilities, c.photo_probabilities.flat()); // Python's predict on the same photo
+  assert.ok(d <= TOL, `photo probabilities: max abs diff ${d}`);
+  assert.throws(() => prepareImage({ data: new Uint8Array(10), width: 2, height: 2 }, { size: 8 }), /values per pixel/);
 });

@@ -33,6 +33,7 @@ function run(args) {
   return r.stdout;
 }
 
+const VECTORS_FORMAT = 2; // tina_edge/export/conformance.py FORMAT: older vectors are rebuilt
 const readJSON = (p) => JSON.parse(fs.readFileSync(p, "utf8"));
 
 export function prepare() {
@@ -56,7 +57,7 @@ export function prepare() {
   let stale = true;
   if (fs.existsSync(vectors)) {
     const v = readJSON(vectors);
-    stale = v.bundle_id !== bundleId || v.bundle !== bundle;
+    stale = v.bundle_id !== bundleId || v.bundle !== bundle || v.format !== VECTORS_FORMAT;
   }
   if (stale) run(["-m", "tina_edge.export.conformance", "--bundle", bundle, "-o", vectors, "--model-dir", models]);
   const env = { bundle, vectors, models, root: ROOT };

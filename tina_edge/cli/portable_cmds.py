@@ -23,8 +23,8 @@ from ..runtime.errors import BundleError
               "becomes weight-only int8: same size, embeddings independent of the batch and equal on every platform).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
-    """Copy BUNDLE (default: the embedded one) to -o and add generate.onnx, template_inputs.onnx and
-    tokenizer_config.json (what the JavaScript package and other ports need); --ort for mobile."""
+    """Copy BUNDLE (default: the embedded one) to -o, add generate.onnx and tokenizer_config.json and
+    rewrite template.onnx with its weights as graph inputs (one template for every runtime) (what the JavaScript package and other ports need); --ort for mobile."""
     from ..export.generate import add_portable_files
     from ..runtime.atomic import atomic_output_dir
     from ..runtime.bundle import open_bundle

@@ -173,7 +173,7 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: dict, *, default_
         producer=f"tina-edge {__version__}",
     )
     write_manifest(tmp, manifest)
-    # portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json; a dynamic-int8
+    # portable files (generate.onnx, template.onnx rewritten with weights as inputs, tokenizer_config.json; a dynamic-int8
     # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check runs on them.
     from .generate import add_portable_files
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 1
+FORMAT = 2  # 2: + preprocess vectors (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 
@@ -50,6 +50,48 @@ def _cases(manifest) -> list[dict[str, Any]]:
     return [c for c in cases if len(parse_classes(c["prompt"])) <= K]
 
 
+# (mode, width, height, preprocess spec): odd sizes, up- and downscaling, alpha, grey, both filters
+PREPROCESS_CASES = (
+    ("RGB", 37, 23, {"size": 16}),
+    ("RGBA", 50, 31, {"size": 24, "crop_fraction": 0.875}),
+    ("L", 19, 40, {"size": 16}),
+    ("LA", 45, 45, {"size": 32}),
+    ("RGB", 9, 13, {"size": 20}),  # upscaling
+    ("RGBA", 61, 47, {"size": 24, "interpolation": "bicubic"}),
+    ("RGB", 301, 200, {"size": 128}),  # a photo-like downscale to the photo bundles' size
+)
+
+
+def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
+    """Fixed photos (random bytes; alpha includes 0 and 255) and what runtime.preprocess.prepare makes of them.
+
+    Ports implement the manifest's template.input.preprocess and must reproduce these bytes."""
+    import base64
+
+    from PIL import Image
+
+    from ..runtime.preprocess import PreprocessSpec, prepare
+
+    cases = list(PREPROCESS_CASES)
+    if bundle_spec:
+        cases.append(("RGBA", 257, 190, dict(bundle_spec)))
+    out = []
+    rng = np.random.default_rng(IMAGE_SEED)
+    for mode, w, h, spec in cases:
+        c = len(mode)
+        px = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+        if "A" in mode:  # fully transparent and fully opaque pixels too
+            px[::5, :, -1] = 0
+            px[1::5, :, -1] = 255
+        img = Image.frombytes(mode, (w, h), px.tobytes())
+        sp = PreprocessSpec.from_dict(spec)
+        got = prepare(img, sp)
+        out.append({"mode": mode, "width": w, "height": h, "channels": c, "spec": sp.to_dict(),
+                    "data": base64.b64encode(px.tobytes()).decode("ascii"),
+                    "expected": base64.b64encode(got.tobytes()).decode("ascii"), "expected_shape": list(got.shape)})
+    return out
+
+
 def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float32).astype(np.float64).tolist()  # exact float32 values
 
@@ -72,6 +114,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "noise": [{"seed": str(s), "values": _floats(portable_normal(s, 33))} for s in NOISE_SEEDS],
         "splitmix64_seed0": [str(int(x)) for x in splitmix64_words(0, 0, 3)],
         "images": {"seed": IMAGE_SEED, "shape": list(images.shape)},
+        "preprocess": preprocess_vectors(m.template.input.preprocess),
         "cases": [],
     }
     for i, c in enumerate(_cases(m)):
@@ -90,6 +133,12 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
             "params": {n: {"shape": list(a.shape), "data": _floats(a.reshape(-1))} for n, a in clf.params.items()},
             "logits": _floats(logits), "probabilities": _floats(pred.probabilities),
         })
+        if i == 0 and m.template.input.preprocess:  # a photo of another size through the bundle's own policy
+            import base64
+
+            ph = doc["preprocess"][-1]
+            raw = np.frombuffer(base64.b64decode(ph["data"]), np.uint8).reshape(ph["height"], ph["width"], ph["channels"])
+            case["photo_probabilities"] = _floats(clf.predict(raw).probabilities)
         if model_dir is not None:
             d = Path(model_dir)
             d.mkdir(parents=True, exist_ok=True)

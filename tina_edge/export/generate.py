@@ -5,9 +5,12 @@
   inside: a Loop whose body is the denoiser plus the step arithmetic, in float64 exactly as
   `runtime.samplers.DDIMSampler` computes it, so a port needs no sampler code: tokenizer, text
   encoder, generate.onnx, classifier.
-* `template_inputs.onnx`: the classifier template with every generated tensor turned from an
-  initializer into a graph input (class axis symbolic "k"), so one session serves every
-  personalized classifier, also where initializers cannot be overridden (onnxruntime-web).
+* the template in input form: `template.onnx` is rewritten with every generated tensor turned from
+  an initializer into a graph input (class axis symbolic "k"; manifest `template.form: "inputs"`,
+  and `portable.template_inputs.model` names the same file), so one session serves every
+  personalized classifier, also where initializers cannot be overridden (onnxruntime-web), and
+  the trunk is stored once. The Python runtime builds standalone model.onnx files from it
+  (`runtime.template.inputs_to_initializers`). Older bundles kept a second `template_inputs.onnx`.
 * `tokenizer_config.json`: what standard JS/Python tokenizer loaders expect beside tokenizer.json.
 
 `add_portable_files(bundle_dir)` writes the three and rewrites the manifest through
@@ -30,7 +33,7 @@ from ..runtime.samplers import spaced_timesteps
 from ..runtime.schedule import NoiseSchedule
 
 GENERATE = "generate.onnx"
-TEMPLATE_INPUTS = "template_inputs.onnx"
+TEMPLATE_INPUTS = "template_inputs.onnx"  # the second template copy of bundles converted before template.form
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
@@ -249,7 +252,7 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
-    """Write generate.onnx, template_inputs.onnx and tokenizer_config.json into a bundle directory
+    """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
     A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
@@ -262,21 +265,29 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     onnx.save(gen, str(root / GENERATE))
-    tpl = onnx.load(str(root / m.template.model))
-    onnx.save(build_template_inputs(tpl, m), str(root / TEMPLATE_INPUTS))
+    # ONE template serves both runtimes (the trunk is stored once): template.model becomes the graph
+    # with the generated tensors as inputs; the Python runtime makes the initializer form from it
+    if m.template.form != "inputs":
+        tpl = onnx.load(str(root / m.template.model))
+        onnx.save(build_template_inputs(tpl, m), str(root / m.template.model))
+        m.template.form = "inputs"
+    old_inputs = (m.portable.get("template_inputs") or {}).get("model")
+    if old_inputs and old_inputs != m.template.model:  # a bundle converted before: drop its second copy
+        m.files.pop(old_inputs, None)
+        (root / old_inputs).unlink(missing_ok=True)
     tok = json.loads((root / m.text_encoder.tokenizer).read_text(encoding="utf-8"))
     (root / TOKENIZER_CONFIG).write_text(json.dumps(tokenizer_config(tok, m), indent=2) + "\n", encoding="utf-8")
     m.portable = {
         "noise": {"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
         "generate": {"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,
                      "inputs": ["class_emb", "class_mask", "noise"], "outputs": ["x0", "params"]},
-        "template_inputs": {"model": TEMPLATE_INPUTS, "inputs": [t.name for t in m.template.layout]},
+        "template_inputs": {"model": m.template.model, "inputs": [t.name for t in m.template.layout]},
         "tokenizer_config": TOKENIZER_CONFIG,
     }
     if te_note:
         m.portable["text_encoder"] = {"quantization": te_note}
     m.files = {n: e for n, e in m.files.items()}
-    for name in (GENERATE, TEMPLATE_INPUTS, TOKENIZER_CONFIG):
+    for name in (GENERATE, m.template.model, TOKENIZER_CONFIG):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
     return write_manifest(root, m)
 
@@ -284,7 +295,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Add generate.onnx, template_inputs.onnx, tokenizer_config.json to a bundle")
+    ap = argparse.ArgumentParser(description="Add generate.onnx and tokenizer_config.json to a bundle; one template with weights as inputs")
     ap.add_argument("bundle")
     ap.add_argument("--steps", type=int, default=None)
     a = ap.parse_args(argv)

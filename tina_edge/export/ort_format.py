@@ -88,10 +88,13 @@ def convert_bundle_to_ort(bundle_dir: str | os.PathLike) -> Manifest:
             m.portable[key]["model"] = renamed.get(m.portable[key]["model"], m.portable[key]["model"])
     m.portable["ort"] = {"optimization": OPTIMIZATION, "required_operators": REQUIRED_OPERATORS,
                          "converted": sorted(renamed.values())}
-    files = {n: e for n, e in m.files.items() if n not in renamed}
+    keep = {m.template.model}  # the template stays ONNX (writing model.onnx edits it) even when it is also
+    # the portable template_inputs graph (template.form "inputs"): the .ort copy serves minimal builds
+    files = {n: e for n, e in m.files.items() if n not in renamed or n in keep}
     for n in list(renamed.values()) + [REQUIRED_OPERATORS]:
         files[n] = {"sha256": "", "bytes": 0}
     m.files = files
     for name in renamed:
-        (root / name).unlink()
+        if name not in keep:
+            (root / name).unlink()
     return write_manifest(root, m)

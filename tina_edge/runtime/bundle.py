@@ -226,10 +226,12 @@ def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
         raise BundleError(f"bundle file {name} ({role}) lacks {missing}")
 
 
-def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
+def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[str, str]]) -> onnx.ModelProto:
+    """Parse and check every ONNX graph; append (file, role) of each .ort graph to `ort_graphs`, whose
+    session-based check the caller runs once the bundle's identity is verified too."""
     te, den, tm = m.text_encoder, m.denoiser, m.template
     if te.model.endswith(".ort"):
-        _check_ort_graph(blobs, te.model, "text_encoder")
+        ort_graphs.append((te.model, "text_encoder"))
     else:
         model = _load_onnx(te.model, blobs, m.files)
         _ins, outs = _check_contract(model, te.model, "text_encoder")
@@ -238,7 +240,7 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     if te.image_encoder and not te.image_encoder.endswith(".ort"):
         _check_image_encoder(blobs, m)
     if den.model.endswith(".ort"):
-        _check_ort_graph(blobs, den.model, "denoiser")
+        ort_graphs.append((den.model, "denoiser"))
     else:
         model = _load_onnx(den.model, blobs, m.files)
         ins, outs = _check_contract(model, den.model, "denoiser")
@@ -263,6 +265,8 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
     _expect_dim(tm.model, "input image", img, 1, tm.input.height)
     _expect_dim(tm.model, "input image", img, 2, tm.input.width)
     _expect_dim(tm.model, "input image", img, 3, 3)
+    if tm.form == "inputs":  # one template for every runtime: check its weight inputs, then make the filled form
+        tpl = _template_from_inputs(tpl, m)
     inits = {i.name: i for i in tpl.graph.initializer}
     for spec in tm.layout:
         init = inits.get(spec.name)
@@ -276,6 +280,30 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest) -> onnx.ModelProto:
             raise BundleError(f"bundle file {tm.model}: initializer {spec.name!r} stores {_stored_elements(init)} values "
                               f"but its shape {spec.shape} needs {spec.numel}")
     return tpl
+
+
+def _template_from_inputs(tpl: onnx.ModelProto, m: Manifest) -> onnx.ModelProto:
+    """template.form "inputs": every layout tensor is a float graph input of its K_max shape (the class
+    axis may be symbolic); return the initializer form the runtime fills (runtime/template.py)."""
+    from .template import inputs_to_initializers
+
+    tm = m.template
+    inits = {i.name for i in tpl.graph.initializer}
+    ins = {i.name: i for i in tpl.graph.input if i.name not in inits}
+    for spec in tm.layout:
+        vi = ins.get(spec.name)
+        if vi is None:
+            raise BundleError(f"bundle file {tm.model} has no graph input {spec.name!r} named in template.layout "
+                              "(its manifest says template.form is 'inputs')")
+        if vi.type.tensor_type.elem_type not in _PARAM_TYPES:
+            raise BundleError(f"bundle file {tm.model}: input {spec.name!r} is not a floating-point tensor")
+        dims = _dims(vi)
+        if len(dims) != len(spec.shape):
+            raise BundleError(f"bundle file {tm.model}: input {spec.name!r} has {len(dims)} axes, template.layout says {spec.shape}")
+        for axis, want in enumerate(spec.shape):
+            if axis != spec.class_axis or dims[axis] is not None:
+                _expect_dim(tm.model, f"input {spec.name!r}", dims, axis, want)
+    return inputs_to_initializers(tpl, tm.layout)
 
 
 def _stored_elements(init: onnx.TensorProto) -> int:
@@ -306,15 +334,20 @@ def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, 
     try:
         m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
         blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
-        tpl = _check_graphs(blobs, m)
+        ort_graphs: list[tuple[str, str]] = []
+        tpl = _check_graphs(blobs, m, ort_graphs)
+        if m.bundle_id != ident:
+            raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
+                              f"{ident!r}; the bundle was modified after export (re-export it)")
+        # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
+        # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
+        for name, role in ort_graphs:
+            _check_ort_graph(blobs, name, role)
     except BundleError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
         # validation assumes well-typed fields; a wrongly typed one must still end as a BundleError
         raise BundleError(f"manifest.json has a malformed field ({type(e).__name__}: {str(e)[:160]})") from None
-    if m.bundle_id != ident:
-        raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
-                          f"{ident!r}; the bundle was modified after export (re-export it)")
     return m, tpl, blobs
 
 

@@ -8,11 +8,16 @@ The exporter writes bundles only through `write_manifest`; the runtime reads the
     tokenizer.json       `tokenizers` format
     denoiser.onnx        x_t [B, P], timestep int64 [B], class_emb [B, K, D], class_mask [B, K]
                          -> x0 [B, P]   (one denoising step, predicts the clean normalised params)
-    template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]; the generated
-                         tensors are initializers the runtime replaces (names in `template.layout`)
+    template.onnx        image uint8 [N, H, W, 3] -> logits, probabilities [N, k]. `template.form`
+                         says where the generated tensors (names in `template.layout`) live:
+                         "initializers" (older bundles: K_max-shaped initializers the runtime
+                         replaces) or "inputs" (graph inputs: the same file is the portable
+                         `template_inputs` graph, and the Python runtime turns those inputs into
+                         initializers to write a standalone model.onnx; the trunk is stored once)
     (optional) image_encoder.onnx     CLIP image tower, for image prompts
-    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, template_inputs.onnx,
-                         tokenizer_config.json and the portable noise generator's name
+    (optional, section `portable`, docs/PORTABLE.md) generate.onnx, the template with weights as
+                         inputs (template.onnx itself when template.form is "inputs"; older bundles:
+                         a second template_inputs.onnx), tokenizer_config.json, the noise generator
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .contracts import SAMPLERS
 from .errors import BundleError
 
 SCHEMA_VERSION = 1
+TEMPLATE_FORMS = ("initializers", "inputs")  # template.form: generated tensors as initializers or graph inputs
 MANIFEST_NAME = "manifest.json"
 
 # Upper bounds of every number a manifest holds: a hostile manifest must not make the runtime
@@ -172,6 +178,7 @@ class TemplateSpec:
     name: str
     layout: list[TensorSpec]
     input: InputSpec = field(default_factory=InputSpec)
+    form: str = "initializers"  # TEMPLATE_FORMS: where the generated tensors live in template.model
 
     @property
     def param_count(self) -> int:
@@ -190,7 +197,7 @@ class Manifest:
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
-    # optional portable files (generate.onnx, template_inputs.onnx, tokenizer_config.json) and the
+    # optional portable files (generate.onnx, the template with weights as inputs, tokenizer_config.json) and the
     # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
     portable: dict[str, Any] = field(default_factory=dict)
 
@@ -333,6 +340,9 @@ def _check_bounds(m: Manifest) -> None:
         _bounded(f"{what} (length)", len(v), "string.chars")
     if (tm.input.dtype, tm.input.layout) != ("uint8", "NHWC"):
         raise BundleError(f"manifest template.input must be uint8 NHWC, got {tm.input.dtype!r:.20} {tm.input.layout!r:.20}")
+    if tm.form not in TEMPLATE_FORMS:
+        raise BundleError(f"manifest template.form is {tm.form!r:.40}; it must be one of {TEMPLATE_FORMS} "
+                          "(re-export the bundle or upgrade tina-edge)")
     if not (len(tm.input.mean) == len(tm.input.std) == 3):
         raise BundleError("manifest template.input.mean and .std must hold 3 numbers (R, G, B)")
     for c, (mu, sd) in enumerate(zip(tm.input.mean, tm.input.std)):

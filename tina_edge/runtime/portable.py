@@ -3,7 +3,7 @@
 A standalone model.onnx repeats the bundle's whole template (trunk included) in every classifier,
 and its labels sit in ONNX metadata that onnxruntime's JS API cannot read. A head is a small JSON
 file instead: any runtime that holds the bundle feeds its tensors to the bundle's
-`template_inputs.onnx` (weights as graph inputs), and reads the labels with a JSON parser.
+template (weights as graph inputs: `portable.template_inputs.model`, template.onnx itself in one-template bundles), and reads the labels with a JSON parser.
 
     {"format": "tina-edge-head", "version": 1, "bundle_id": "...", "labels": [...],
      "prompt": "...", "texts": [...], "sampler": {...}, "producer": "...",

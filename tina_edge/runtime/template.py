@@ -67,3 +67,32 @@ def fill_template(
             p = model.metadata_props.add()
             p.key, p.value = key, value
     return model
+
+
+def inputs_to_initializers(template: onnx.ModelProto, layout: Sequence[TensorSpec]) -> onnx.ModelProto:
+    """The initializer form of a template whose generated tensors are graph inputs (template.form "inputs").
+
+    Why: a bundle stores the trunk once, in the graph every runtime can feed (weights as inputs);
+    the Python runtime writes standalone model.onnx files, whose weights are initializers. Each
+    layout input becomes a zero initializer of its K_max shape (appended in layout order), which
+    `fill_template` then replaces: same bytes every run, same contract as an initializer-form
+    template. Raises KeyError naming a layout tensor that is not a graph input.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(template)
+    g = model.graph
+    by_name = {i.name: i for i in g.input}
+    missing = [t.name for t in layout if t.name not in by_name]
+    if missing:
+        raise KeyError(f"template has no graph input(s) {missing}")
+    dtypes = {t.name: _NP_OF.get(by_name[t.name].type.tensor_type.elem_type, np.float32) for t in layout}
+    keep = [i for i in g.input if i.name not in dtypes]
+    del g.input[:]
+    g.input.extend(keep)
+    for t in layout:
+        g.initializer.append(numpy_helper.from_array(np.zeros(t.shape, dtypes[t.name]), t.name))
+    del g.value_info[:]
+    return model
