@@ -86,7 +86,7 @@ def test_minilm_int8(minilm, minilm_fp32, tmp_path):
     q_path = tmp_path / "text_encoder.onnx"
     quantize_model(fp32_dir / fp32_spec.model, q_path, "int8", minilm.int8_exclude)
     assert q_path.stat().st_size < 0.45 * fp32_report["fp32_bytes"]  # embedding table quantized too
-    tok = Tokenizer.from_file(fp32_dir / fp32_spec.tokenizer, max_tokens=16)
+    tok = Tokenizer.from_file(fp32_dir / fp32_spec.tokenizer, max_tokens=fp32_spec.max_tokens)
     fp32 = session_for(fp32_dir, fp32_spec).encode(PARITY_TEXTS)
     q = TextEncoderSession(q_path, tok).encode(PARITY_TEXTS)
     cos = np.sum(fp32 * q, axis=1) / np.linalg.norm(q, axis=1)
