@@ -143,7 +143,8 @@ layout, data, dcfg = tiny_setup()
 t = Trainer(dcfg, layout, data, TrainConfig(steps=4, batch_size=4, warmup=1))
 t.fit({ckpt!r}, save_every=2, progress=False)
 w = torch.cat([p.detach().flatten() for p in t.model.parameters()])
-print(json.dumps({{"rank": dist.get_rank(), "world": dist.get_world_size(), "step": t.step, "wsum": float(w.sum())}}), flush=True)
+import pathlib
+pathlib.Path({rows!r}, f"rank{{dist.get_rank()}}.json").write_text(json.dumps({{"rank": dist.get_rank(), "world": dist.get_world_size(), "step": t.step, "wsum": float(w.sum())}}))
 dist.destroy_process_group()
 """
 
@@ -152,14 +153,14 @@ dist.destroy_process_group()
 def test_torchrun_two_process_data_parallel(tmp_path):
     script = tmp_path / "ddp.py"
     ckpt = tmp_path / "ddp.safetensors"
-    script.write_text(TORCHRUN_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt)))
+    script.write_text(TORCHRUN_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt), rows=str(tmp_path)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script)], capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json"))]  # one file per rank: stdout lines of two processes can interleave
     assert sorted(r["rank"] for r in rows) == [0, 1]
     assert all(r["world"] == 2 and r["step"] == 4 for r in rows)
     assert abs(rows[0]["wsum"] - rows[1]["wsum"]) < 1e-4  # DDP keeps replicas identical

@@ -80,7 +80,8 @@ from tina_edge.runtime.preprocess import PreprocessSpec
 from tina_edge.train.features import extract
 t = SmallTrunk()
 info = extract(t, photos(), {prefix!r}, PreprocessSpec(size=16), batch=4, progress=False)
-print(json.dumps({{"rank": dist.get_rank(), "calls": t.calls, "world": info["world_size"]}}))
+import pathlib
+pathlib.Path({rows!r}, f"rank{{dist.get_rank()}}.json").write_text(json.dumps({{"rank": dist.get_rank(), "calls": t.calls, "world": info["world_size"]}}))
 dist.destroy_process_group()
 """
 
@@ -88,12 +89,12 @@ dist.destroy_process_group()
 @pytest.mark.slow  # two torchrun processes
 def test_torchrun_two_ranks_share_the_blocks(tmp_path):
     script = tmp_path / "feat.py"
-    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), prefix=str(tmp_path / "ddp_16")))
+    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), prefix=str(tmp_path / "ddp_16"), rows=str(tmp_path)))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(script)], capture_output=True, text=True, timeout=240, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json"))]  # one file per rank: stdout lines of two processes can interleave
     assert sorted(r["calls"] for r in rows) == [3, 3] and all(r["world"] == 2 for r in rows)
     extract(SmallTrunk(), photos(), tmp_path / "one_16", PreprocessSpec(size=16), batch=4, progress=False)
     np.testing.assert_array_equal(load_features(tmp_path / "ddp_16")[0], load_features(tmp_path / "one_16")[0])
