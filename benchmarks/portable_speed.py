@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def python_figures(bundle: Path, repeats: int) -> dict:
+def python_figures(bundle: Path, repeats: int, k: int | None = None) -> dict:
     from tina_edge.runtime.personalizer import Personalizer
 
     t0 = time.perf_counter()
@@ -33,7 +33,7 @@ def python_figures(bundle: Path, repeats: int) -> dict:
     create = (time.perf_counter() - t0) * 1000
     m = p.manifest
     voc = m.vocabulary
-    names = [voc[i] if i < len(voc) else f"class number {i}" for i in range(m.k_max)]
+    names = [voc[i] if i < len(voc) else f"class number {i}" for i in range(k or m.k_max)]
     runs, fresh = [], []
     cache = getattr(p._text, "_cache", None)  # the runtime's LRU of name embeddings, if it has one
     for i in range(repeats + 1):
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", type=Path, default=None, help="a portable bundle (default: convert the embedded one)")
     ap.add_argument("--photos", type=Path, default=None, help="photos for the browser demo's file picker")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--k", type=int, default=None, help="classes per personalize (default: the bundle's K_max)")
     ap.add_argument("--json-out", type=Path, default=None)
     a = ap.parse_args(argv)
     tmp = tempfile.TemporaryDirectory()
@@ -76,16 +77,19 @@ def main(argv=None) -> int:
     port = manifest["portable"]
     used = [manifest["text_encoder"]["model"], manifest["text_encoder"]["tokenizer"], port["tokenizer_config"],
             port["generate"]["model"], port["template_inputs"]["model"], manifest["template"]["model"]]
-    download = sum(manifest["files"][n]["bytes"] for n in used)
-    rows = [python_figures(bundle, a.repeats)]
+    download = sum(manifest["files"][n]["bytes"] for n in dict.fromkeys(used))  # one template may serve both roles
+    rows = [python_figures(bundle, a.repeats, a.k)]
     print("python done", file=sys.stderr)
-    node = subprocess.run(["node", str(ROOT / "js/browser/node_speed.mjs"), str(bundle), str(a.repeats)],
+    node = subprocess.run(["node", str(ROOT / "js/browser/node_speed.mjs"), str(bundle), str(a.repeats)]
+                          + ([str(a.k)] if a.k else []),
                           capture_output=True, text=True, check=True)
     rows.append(json.loads(node.stdout))
     print("node done", file=sys.stderr)
     out = Path(tmp.name) / "browser.json"
     env = dict(os.environ, TINA_EDGE_BUNDLE=str(bundle), BROWSER_JSON=str(out), TINA_EDGE_PYTHON=sys.executable,
                PYTHONPATH=str(ROOT))
+    if a.k:
+        env["BROWSER_K"] = str(a.k)
     if a.photos:
         env["TINA_EDGE_PHOTOS"] = str(a.photos)
     r = subprocess.run(["node", str(ROOT / "js/browser/run.mjs")], env=env, capture_output=True, text=True)

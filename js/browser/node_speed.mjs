@@ -3,14 +3,14 @@
 //   node js/browser/node_speed.mjs BUNDLE_DIR [REPEATS]
 import { TinaEdge } from "../src/node.mjs";
 
-const [dir, repeats = "7"] = process.argv.slice(2);
+const [dir, repeats = "7", kArg] = process.argv.slice(2);
 const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const t0 = performance.now();
 const tina = await TinaEdge.fromBundle(dir, { sessionOptions: { intraOpNumThreads: 1 } });
 const createMs = performance.now() - t0;
 const m = tina.manifest;
 const voc = m.training?.vocabulary ?? [];
-const names = Array.from({ length: m.denoiser.k_max }, (_, i) => voc[i] ?? `class number ${i}`);
+const names = Array.from({ length: kArg ? Number(kArg) : m.denoiser.k_max }, (_, i) => voc[i] ?? `class number ${i}`);
 const runs = [];
 const fresh = [];
 let clf;

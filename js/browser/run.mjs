@@ -50,8 +50,9 @@ try {
     return Object.fromEntries(Object.entries(clf.params).map(([n, t]) => [n, Array.from(t.data)]));
   }, c.prompt, c.seed);
   const paramDiff = Math.max(...Object.entries(c.params).map(([n, t]) => maxAbsDiff(got[n], t.data)));
-  // warm personalize of k = K_max classes through the page's own button path
-  await page.$eval("#classes", (el, value) => { el.value = value; }, c.prompt);
+  // warm personalize through the page's own button path: k = K_max classes, or the first BROWSER_K of them
+  const timed = process.env.BROWSER_K ? c.prompt.split(",").slice(0, Number(process.env.BROWSER_K)).join(",") : c.prompt;
+  await page.$eval("#classes", (el, value) => { el.value = value; }, timed);
   const runs = [];
   const fresh = [];
   const parts = [];
@@ -98,7 +99,7 @@ try {
     chromium: await browser.version(), bundle_id: v.bundle_id,
     session_creation_ms: +load.createMs.toFixed(1), sessions_only_ms: +load.sessionsMs.toFixed(1),
     session_creation_reload_ms: +reload.createMs.toFixed(1),
-    bundle_download_bytes: load.bundleBytes, warm_personalize_ms: +warm.toFixed(1), warm_personalize_uncached_ms: +warmFresh.toFixed(1), k: c.labels.length,
+    bundle_download_bytes: load.bundleBytes, warm_personalize_ms: +warm.toFixed(1), warm_personalize_uncached_ms: +warmFresh.toFixed(1), k: timed.split(",").length,
     personalize_runs_ms: runs.map((x) => +x.toFixed(1)), personalize_uncached_runs_ms: fresh.map((x) => +x.toFixed(1)),
     personalize_uncached_parts_ms: parts.map((p) => [+p.encodeMs.toFixed(1), +p.generateMs.toFixed(1)]),
     per_session_ms: Object.fromEntries(Object.entries(await page.evaluate(() => window.tinaDemo.tina.timings.perSession)).map(([k, x]) => [k, +x.toFixed(0)])),
