@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tina_edge.train.diffusion import reference_sample_ddpm
-from tina_edge.train.trainer import denormalise, read_checkpoint
+from tina_edge.runtime.template import denormalise
+from tina_edge.train.trainer import read_checkpoint
 
 from train_fixtures import synthetic_universe, tiny_workdir
 
@@ -133,8 +134,8 @@ def test_runtime_ddpm_1000_matches_torch_reference(bundle, workdir):
     emb[0, :3] = torch.from_numpy(p.encode(names))
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     x = reference_sample_ddpm(ck.denoiser(), ck.schedule(), emb, mask, _RuntimeDraws(11))
-    ref = layout.unflatten(denormalise(layout, x)[0], 3)
-    diff = max(float(np.abs(clf.params[n] - ref[n].numpy()).max()) for n in ref)
+    ref = denormalise(x[0].numpy(), layout.specs, 3)
+    diff = max(float(np.abs(clf.params[n] - ref[n]).max()) for n in ref)
     assert diff <= 1e-3, diff
 
 
@@ -230,7 +231,6 @@ def test_export_writes_the_portable_files(bundle):
 
     from tina_edge.runtime.noise import portable_normal
     from tina_edge.runtime.personalizer import Personalizer
-    from tina_edge.runtime.template import denormalise as runtime_denormalise
 
     out, summary = bundle
     p = Personalizer.from_bundle(out, threads=1)
@@ -245,6 +245,6 @@ def test_export_writes_the_portable_files(bundle):
     mask[0, :2] = 1
     x0 = ort.InferenceSession(str(out / "generate.onnx"), providers=["CPUExecutionProvider"]).run(
         ["x0"], {"class_emb": ce, "class_mask": mask, "noise": portable_normal(4, (1, P))})[0]
-    want = runtime_denormalise(x0[0], m.template.layout, 2)
+    want = denormalise(x0[0], m.template.layout, 2)
     for n, a in clf.params.items():
         np.testing.assert_allclose(a, want[n], atol=1e-5, rtol=0)

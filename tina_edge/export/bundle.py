@@ -25,7 +25,8 @@ from ..runtime.errors import TinaEdgeError
 from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, Manifest, TemplateSpec, write_manifest
 from ..train.diffusion import reference_sample_ddim
-from ..train.trainer import denormalise, read_checkpoint
+from ..runtime.template import denormalise
+from ..train.trainer import read_checkpoint
 from .graphs import export_denoiser, export_template
 
 from ..runtime.contracts import DENOISER, TEMPLATE  # the bundle's file names, declared once
@@ -62,9 +63,9 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
         mask = torch.zeros(1, layout.k_max)
         mask[0, :k] = 1
         x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, PortableNoise(seed), steps=steps)
-        ref = layout.unflatten(denormalise(layout, x)[0], k)
+        ref = denormalise(x[0].numpy(), layout.specs, k)
         for name, t in ref.items():
-            worst = max(worst, float(np.abs(clf.params[name] - t.numpy()).max()))
+            worst = max(worst, float(np.abs(clf.params[name] - t).max()))
     return worst
 
 

@@ -22,12 +22,25 @@ if TYPE_CHECKING:
 _NP_OF = {1: np.float32, 10: np.float16, 11: np.float64}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE
 
 
+def denormalise_flat(x: np.ndarray, layout: Sequence[TensorSpec]) -> np.ndarray:
+    """[..., P] normalised vectors -> [..., P] parameters (float32, a copy), every class slot kept.
+
+    The one place the per-tensor normalisation is undone: the runtime slices the result per tensor
+    (`denormalise`), training's evaluation and export parity keep whole flat vectors.
+    """
+    out = np.array(x, dtype=np.float32)
+    for t in layout:
+        sl = slice(t.offset, t.offset + t.numel)
+        out[..., sl] = out[..., sl] * np.float32(t.std) + np.float32(t.mean)
+    return out
+
+
 def denormalise(x: np.ndarray, layout: Sequence[TensorSpec], k: int) -> dict[str, np.ndarray]:
     """w = x[offset:offset+numel].reshape(shape) * std + mean, first k entries on the class axis (float32)."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    flat = denormalise_flat(np.asarray(x).reshape(-1), layout)
     out: dict[str, np.ndarray] = {}
     for t in layout:
-        w = x[t.offset : t.offset + t.numel].reshape(t.shape) * np.float32(t.std) + np.float32(t.mean)
+        w = flat[t.offset : t.offset + t.numel].reshape(t.shape)
         if t.class_axis is not None:
             w = np.take(w, np.arange(k), axis=t.class_axis)
         out[t.name] = np.ascontiguousarray(w, dtype=np.float32)

@@ -24,7 +24,8 @@ import torch
 
 from .diffusion import reference_sample_ddim, reference_sample_ddpm
 from .templates import ParamLayout
-from .trainer import Checkpoint, denormalise
+from ..runtime.template import denormalise_flat
+from .trainer import Checkpoint
 from .zoo import TaskData, finetune_batch, task_accuracy, task_class_recall
 
 METHODS = ("generated", "fine-tuned", "selection", "chance")
@@ -49,7 +50,7 @@ def generate(ck: Checkpoint, class_emb: torch.Tensor, class_mask: torch.Tensor, 
             x = reference_sample_ddpm(model, sched, class_emb, class_mask, rng)
         else:
             x = reference_sample_ddim(model, sched, class_emb, class_mask, rng, steps=steps)
-    return denormalise(layout, x)
+    return torch.from_numpy(denormalise_flat(x.detach().cpu().numpy(), layout.specs)).to(x.device)
 
 
 def evaluate(ck: Checkpoint, test: TaskData, train: TaskData, id_tasks: list[list[str]], ood_tasks: list[list[str]],

@@ -80,14 +80,6 @@ def normalise(layout: ParamLayout, flats: torch.Tensor, valids: torch.Tensor) ->
     return out * valids
 
 
-def denormalise(layout: ParamLayout, x: torch.Tensor) -> torch.Tensor:
-    out = x.clone()
-    for s in layout.specs:
-        sl = slice(s.offset, s.offset + s.numel)
-        out[..., sl] = x[..., sl] * s.std + s.mean
-    return out
-
-
 def make_batch(data: TinaData, layout: ParamLayout, idx: torch.Tensor, gen: torch.Generator, emb_noise: float = 0.0):
     """Gather p-models idx with per-sample class-order permutation; returns x0, valid, class_emb, class_mask."""
     B, K = len(idx), layout.k_max
