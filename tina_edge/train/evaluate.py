@@ -215,11 +215,12 @@ def image_class_embeddings(encoder, images: np.ndarray, labels: np.ndarray, clas
                            shots: tuple[int, ...] = IMAGE_SHOTS, seed: int = 0) -> dict[int, np.ndarray]:
     """{n: [C, D]} rows of the classes in class_ids (others stay zero), C = max(class_ids) + 1.
 
-    Row = mean of n L2-normalised CLIP image embeddings of the class, re-normalised (as the
-    runtime does). The draws are nested (the 1 image is among the 5, the 5 among the 10) and
+    Row = mean of n L2-normalised CLIP image embeddings of the class, re-normalised (the
+    runtime's own `mean_embedding`). The draws are nested (the 1 image is among the 5, the 5 among the 10) and
     seeded, so every n sees the same pictures plus more.
     """
     from ..runtime.errors import TinaEdgeError
+    from ..runtime.image_encoder import mean_embedding
 
     rng = np.random.default_rng(seed)
     n_max, C = max(shots), max(class_ids) + 1
@@ -229,10 +230,8 @@ def image_class_embeddings(encoder, images: np.ndarray, labels: np.ndarray, clas
         if len(idx) < n_max:
             raise TinaEdgeError(f"class {c} has {len(idx)} training images, fewer than the {n_max} example images asked for")
         e = encoder.encode_images(list(images[rng.choice(idx, n_max, replace=False)]))
-        e = e / np.linalg.norm(e, axis=1, keepdims=True)
         for n in shots:
-            m = e[:n].mean(axis=0)
-            out[n][c] = m / max(float(np.linalg.norm(m)), 1e-12)
+            out[n][c] = mean_embedding(e[:n], f"class {c}")
     return out
 
 
