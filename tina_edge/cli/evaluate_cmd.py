@@ -96,7 +96,7 @@ def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads):
     from ..runtime.evaluation import evaluate as run_evaluation
     from ..runtime.evaluation import labelled_images
 
-    from .runtime_cmds import _echo_json
+    from .output import _echo_json
 
     if plot is not None:
         _pyplot()  # fail before the work, not after it
