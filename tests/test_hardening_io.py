@@ -561,3 +561,22 @@ def test_head_output_is_checked_like_the_model_output(base_bundle, tmp_path):
                        "--bundle", d), "already exists")
     assert not (tmp_path / "m.onnx").exists()  # refused before anything was written
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_photo_preprocessing_opens_files_through_the_allow_list(tmp_path, monkeypatch):
+    """Photo models (manifest preprocessing) decode files through the same hardened opener: a renamed
+    EPS starts no program there either (fake `gs` on PATH records any start)."""
+    from tina_edge.runtime.errors import ImageError
+    from tina_edge.runtime.preprocess import PreprocessSpec, load_prepared
+
+    marker = tmp_path / "gs-started"
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}:{os.environ.get('PATH', '')}")
+    evil = tmp_path / "photo.jpg"
+    evil.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageError, match="photo.jpg is not a readable image .*accepted formats"):
+        load_prepared([evil], PreprocessSpec(size=16))
+    assert not marker.exists()

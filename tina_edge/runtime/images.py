@@ -121,7 +121,11 @@ def _draft(im: Image.Image, size: tuple[int, int] | None) -> None:
             return
 
 
-def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
+def open_image(p: Path, size: tuple[int, int] | None = None) -> Image.Image:
+    """The one way an image *file* is decoded: allow-listed formats only (never a decoder that starts
+    a program), bounded pixels (JPEG draft decoding towards `size` (H, W), or with None only as far as
+    the pixel limit requires), every decoder failure one ImageError naming the file. Returns a loaded
+    PIL image in its own mode (callers convert)."""
     from PIL import Image  # Pillow is imported on first use, keeping `import tina_edge.runtime` light
 
     try:
@@ -139,7 +143,7 @@ def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
                     raise ImageError(f"{p} is {w}x{h} pixels; images of at most {MAX_PIXELS // 1_000_000} megapixels "
                                      "are decoded (shrink it first)")
                 im.load()
-                return _resize(_to_rgb(im), size)
+                return im.copy()  # detached from the file, which closes here
     except ImageError:
         raise
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
@@ -149,6 +153,16 @@ def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
         if "cannot identify image file" in msg:
             msg = f"not one of the accepted formats {', '.join(ALLOWED_FORMATS)}, or damaged"
         raise ImageError(f"{p} is not a readable image ({msg})") from None
+
+
+def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
+    im = open_image(p, size)
+    try:
+        return _resize(_to_rgb(im), size)
+    except ImageError:
+        raise
+    except Exception as e:  # a conversion of a damaged image can still fail
+        raise ImageError(f"{p} is not a readable image ({' '.join(str(e).split())[:120] or type(e).__name__})") from None
 
 
 def _array_images(a: np.ndarray, name: str) -> list[np.ndarray]:
