@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import FASHION_MNIST_CLASSES, _IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC, _read_idx
+from ..idx import FASHION_MNIST_CLASSES, _IDX_IMAGES_MAGIC, _IDX_LABELS_MAGIC, _read_idx
 from .folders import load_class_folders
 from .photos import PhotoSet, concat_photosets, take_per_class
 from .tinyimagenet import load_tiny_imagenet
