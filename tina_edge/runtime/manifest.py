@@ -26,65 +26,28 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .contracts import SAMPLERS
 from .errors import BundleError
-
-SCHEMA_VERSION = 1
-TEMPLATE_FORMS = ("initializers", "inputs")  # template.form: generated tensors as initializers or graph inputs
-MANIFEST_NAME = "manifest.json"
-
-# Upper bounds of every number a manifest holds: a hostile manifest must not make the runtime
-# allocate more than its declared files justify, or loop for minutes (docs/RELIABILITY.md, item 3).
-LIMITS: dict[str, tuple[float, float]] = {
-    "diffusion.num_train_timesteps": (1, 1000),  # DDPM samples all T steps: Tina's T is 1000
-    "diffusion.default_steps": (1, 1000),
-    "text_encoder.embedding_dim": (1, 4096),
-    "text_encoder.max_tokens": (2, 512),
-    "text_encoder.pad_id": (0, 10_000_000),
-    "text_encoder.image_size": (1, 1024),
-    "denoiser.k_max": (2, 1000),
-    "denoiser.param_count": (1, 1 << 28),
-    "denoiser.embedding_dim": (1, 4096),
-    "template.input.height": (1, 2048),
-    "template.input.width": (1, 2048),
-    "template.input.channels": (3, 3),
-    "file.bytes": (0, 8 << 30),
-    "files.count": (1, 64),
-    "layout.count": (1, 256),
-    "layout.rank": (1, 8),
-    "layout.dim": (1, 1 << 28),
-    "name.chars": (1, 255),
-    "string.chars": (0, 200),
-    "vocabulary.count": (0, 100_000),
-    "conditioning.floats": (1, 1 << 20),  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
-}
-MAX_MANIFEST_BYTES = 16 << 20  # a 100 000-name vocabulary fits in a few MiB
-MIN_STD = 1e-12  # a normalisation std below this (after the float32 cast) is treated as vanishing
-
-
-def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
-    """(manifest field, file name) of every file a manifest names: the ONE list of bundle files.
-
-    The validator checks each is listed and hashed; write_manifest hashes each. Add new graphs
-    (e.g. an optional generate.onnx) here and nowhere else.
-    """
-    te = m.text_encoder
-    out = [("text_encoder.model", te.model), ("text_encoder.tokenizer", te.tokenizer),
-           ("denoiser.model", m.denoiser.model), ("template.model", m.template.model)]
-    if te.image_encoder:
-        out.append(("text_encoder.image_encoder", te.image_encoder))
-    port = m.portable if isinstance(m.portable, dict) else {}
-    for key in ("generate", "template_inputs"):  # optional portable files (docs/PORTABLE.md)
-        sec = port.get(key)
-        if isinstance(sec, dict) and sec.get("model") is not None:
-            out.append((f"portable.{key}.model", sec["model"]))
-    if port.get("tokenizer_config") is not None:
-        out.append(("portable.tokenizer_config", port["tokenizer_config"]))
-    return out
+from .manifest_spec import (  # noqa: F401  (re-exported: the format's types are read from here)
+    LIMITS,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    MIN_STD,
+    SCHEMA_VERSION,
+    TEMPLATE_FORMS,
+    DenoiserSpec,
+    DiffusionSpec,
+    InputSpec,
+    Manifest,
+    TemplateSpec,
+    TensorSpec,
+    TextEncoderSpec,
+    bundle_files,
+)
 
 
 def compute_bundle_id(manifest_dict: dict[str, Any]) -> str:
@@ -105,112 +68,6 @@ def sha256_file(path: str | os.PathLike) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-@dataclass
-class TensorSpec:
-    """One generated tensor: its place in the flat parameter vector and how to de-normalise it.
-
-    `shape` is the shape at K_max classes; when `class_axis` is not None that axis holds one slice
-    per class slot and the runtime keeps the first k. Stored values are (w - mean) / std.
-    """
-
-    name: str
-    shape: list[int]
-    offset: int
-    class_axis: int | None = None
-    mean: float = 0.0
-    std: float = 1.0
-
-    @property
-    def numel(self) -> int:
-        return int(math.prod(self.shape))
-
-
-@dataclass
-class TextEncoderSpec:
-    kind: str  # "minilm" | "open_clip" | ...
-    name: str  # e.g. "all-MiniLM-L6-v2" or "ViT-B-32/openai"
-    model: str  # file name inside the bundle
-    tokenizer: str
-    embedding_dim: int
-    max_tokens: int
-    cleaning: str = "none"  # "none" | "clip" (ftfy + html unescape + whitespace + lower)
-    pad_id: int = 0
-    image_encoder: str | None = None  # file name of the image tower, if the encoder has one
-    image_size: int | None = None
-
-
-@dataclass
-class DiffusionSpec:
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    prediction_type: str = "sample"  # the denoiser predicts x0
-    default_sampler: str = "ddim"
-    default_steps: int = 20
-
-
-@dataclass
-class DenoiserSpec:
-    model: str
-    k_max: int
-    param_count: int
-    embedding_dim: int
-
-
-@dataclass
-class InputSpec:
-    height: int = 32
-    width: int = 32
-    channels: int = 3
-    dtype: str = "uint8"
-    layout: str = "NHWC"
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    # photos of any size -> [height, width]: a runtime.preprocess.PreprocessSpec as a dict (None: plain resize)
-    preprocess: dict | None = None
-
-
-@dataclass
-class TemplateSpec:
-    model: str
-    name: str
-    layout: list[TensorSpec]
-    input: InputSpec = field(default_factory=InputSpec)
-    form: str = "initializers"  # TEMPLATE_FORMS: where the generated tensors live in template.model
-
-    @property
-    def param_count(self) -> int:
-        return sum(t.numel for t in self.layout)
-
-
-@dataclass
-class Manifest:
-    text_encoder: TextEncoderSpec
-    diffusion: DiffusionSpec
-    denoiser: DenoiserSpec
-    template: TemplateSpec
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes}
-    training: dict[str, Any] = field(default_factory=dict)  # datasets, holdout, vocabulary
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    producer: str = ""
-    schema_version: int = SCHEMA_VERSION
-    bundle_id: str = ""
-    # optional portable files (generate.onnx, the template with weights as inputs, tokenizer_config.json) and the
-    # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
-    portable: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def k_max(self) -> int:
-        return self.denoiser.k_max
-
-    @property
-    def vocabulary(self) -> list[str]:
-        return list(self.training.get("vocabulary", []))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _REQUIRED = ("schema_version", "text_encoder", "diffusion", "denoiser", "template", "files")
