@@ -1,7 +1,8 @@
 """The p-model zoo: the generic model fine-tuned on each task's class subset, many at once.
 
 A batch of M tasks is fine-tuned in one pass with ``torch.func.vmap`` over stacked parameters
-(Adam is element-wise, so a stacked Adam is exactly M independent ones). Output row i of a
+(Adam is element-wise, so a stacked Adam is exactly M independent ones); linear heads on cached
+features take the faster path of ``zoo_heads.py`` (same recipe, same samples). Output row i of a
 p-model = the i-th class of its task. Each p-model is one safetensors file (its tensors at k rows,
 metadata = classes, k, accuracy, seed); ``index.json`` is rebuilt from the files, so runs are
 resumable (finished ids are skipped) and shardable (``shard=(i, n)`` takes ids with id % n == i).
@@ -22,6 +23,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .templates import HEAD_TEMPLATES, ParamLayout, TemplateConfig, build_model
+from .zoo_heads import finetune_heads, heads_accuracy
 
 
 class TaskData:
@@ -126,30 +128,10 @@ def finetune_batch(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks:
 
 def _finetune_heads(generic_sd: dict, layout: ParamLayout, data: TaskData, tasks: list[list[int]], *,
                     steps: int, batch: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
-    """`finetune_batch` for linear heads on cached features: one batched matmul per step (no vmap), the
-    feature rows gathered into one reused buffer (fresh 50+ MB tensors per step cost more than the math)."""
-    gen = torch.Generator().manual_seed(seed)
-    init = init_from_generic(generic_sd, layout, tasks)
-    W, b = init["fc.weight"].requires_grad_(True), init["fc.bias"].requires_grad_(True)
-    M, K = len(tasks), layout.k_max
-    opt = torch.optim.Adam([W, b], lr=lr)
-    slot_ok = torch.zeros(M, K, dtype=torch.bool)
-    for m, t in enumerate(tasks):
-        slot_ok[m, : len(t)] = True
-    buf = torch.empty(M * batch, data.inputs.shape[1], dtype=data.inputs.dtype)
-    for _ in range(steps):
-        idx, slots = data.sample_fast(tasks, K, batch, gen)
-        torch.index_select(data.inputs, 0, idx.reshape(-1), out=buf)
-        logits = torch.baddbmm(b[:, None, :], buf.view(M, batch, -1), W.transpose(1, 2))
-        logits = logits.masked_fill(~slot_ok[:, None, :], -1e9)
-        loss = F.cross_entropy(logits.reshape(-1, K), slots.reshape(-1)) * M
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            W.mul_(slot_ok[:, :, None])
-            b.mul_(slot_ok)
-    return {"fc.weight": W.detach(), "fc.bias": b.detach()}
+    """`finetune_batch` for linear heads on cached features: cache-sized chunks, hand-written gradient,
+    fused Adam (train/zoo_heads.py says why)."""
+    return finetune_heads(generic_sd["fc.weight"], generic_sd["fc.bias"], data, tasks, k_out=layout.k_max,
+                          steps=steps, batch=batch, lr=lr, seed=seed)
 
 
 @torch.no_grad()
@@ -182,35 +164,45 @@ def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train:
               tasks: list[list[str]], *, shard: tuple[int, int] = (0, 1), group: int = 50, steps: int = 100,
               seed: int = 0, eval_per_class: int = 300, progress: bool = True, lr: float = 1e-2,
               batch: int = 64, fast_sampling: bool = False) -> dict:
-    """Fine-tune every task of this shard that has no file yet; returns {done, skipped, seconds, per_minute}."""
+    """Fine-tune every task of this shard that has no file yet.
+
+    Returns {done, skipped, seconds, cpu_seconds, per_minute}."""
     zoo_dir = Path(zoo_dir)
     (zoo_dir / "pmodels").mkdir(parents=True, exist_ok=True)
     i_shard, n_shard = shard
     name_to_idx = {c: j for j, c in enumerate(train.classes)}
     todo = [i for i in range(len(tasks)) if i % n_shard == i_shard and not pmodel_path(zoo_dir, i).exists()]
     skipped = sum(1 for i in range(len(tasks)) if i % n_shard == i_shard) - len(todo)
-    t0 = time.time()
+    heads = fast_sampling and layout.cfg.name in HEAD_TEMPLATES
+    t0, c0 = time.time(), time.process_time()
     bar = tqdm(total=len(todo), desc=f"zoo shard {i_shard}/{n_shard}", disable=not progress, unit="p-model")
     for g in range(0, len(todo), group):
         ids = todo[g : g + group]
         tidx = [[name_to_idx[c] for c in tasks[i]] for i in ids]
         stacked = finetune_batch(generic_sd, layout, train, tidx, steps=steps, seed=seed * 100003 + ids[0], lr=lr,
                                  batch=batch, fast_sampling=fast_sampling)
-        for m, i in enumerate(ids):
-            k = len(tidx[m])
-            tensors = {s.name: (stacked[s.name][m, :k] if s.class_axis is not None else stacked[s.name][m]).contiguous()
-                       for s in layout.specs}
-            acc = task_accuracy(layout, tensors, test, tidx[m], eval_per_class)
-            meta = {"id": i, "classes": tasks[i], "k": k, "accuracy": acc, "seed": seed}
-            tmp = pmodel_path(zoo_dir, i).with_suffix(".tmp")
-            save_file(tensors, str(tmp), metadata={"tina_edge": json.dumps(meta)})
-            tmp.replace(pmodel_path(zoo_dir, i))
+        tensors = [{s.name: (stacked[s.name][m, : len(t)] if s.class_axis is not None else stacked[s.name][m])
+                    .contiguous() for s in layout.specs} for m, t in enumerate(tidx)]
+        if heads:
+            accs = heads_accuracy(stacked["fc.weight"], stacked["fc.bias"], test, tidx, eval_per_class)
+        else:
+            accs = [task_accuracy(layout, p, test, t, eval_per_class) for p, t in zip(tensors, tidx)]
+        for i, t, p, acc in zip(ids, tidx, tensors, accs):
+            _save_pmodel(zoo_dir, i, p, {"id": i, "classes": tasks[i], "k": len(t), "accuracy": acc, "seed": seed})
         bar.update(len(ids))
     bar.close()
     secs = time.time() - t0
     write_index(zoo_dir)
-    return {"done": len(todo), "skipped": skipped, "seconds": secs,
+    cpu = time.process_time() - c0  # this process's CPU time: comparable across loads of a shared machine
+    return {"done": len(todo), "skipped": skipped, "seconds": secs, "cpu_seconds": cpu,
             "per_minute": (len(todo) / secs * 60.0) if secs > 0 and todo else 0.0}
+
+
+def _save_pmodel(zoo_dir: Path, i: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """One p-model file, written under a temporary name then renamed (a killed run leaves no half file)."""
+    tmp = pmodel_path(zoo_dir, i).with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"tina_edge": json.dumps(meta)})
+    tmp.replace(pmodel_path(zoo_dir, i))
 
 
 def write_index(zoo_dir: str | Path) -> list[dict]:
