@@ -11,6 +11,7 @@ over its `batch` photos, slots uniform over its k classes, photos uniform within
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 CACHE_BYTES = 4 << 20  # per-chunk working set: 3-6 MiB measured best on the shared EPYC; 64 MiB is ~1.7x slower
@@ -61,15 +62,16 @@ def train_chunk(feats: torch.Tensor, W: torch.Tensor, b: torch.Tensor, k: torch.
     pad = (torch.arange(K)[None, :] >= k[:, None])[:, :, None]  # [M, K, 1]
     mixed = bool(pad.any())
     buf = torch.empty(M * B, D, dtype=feats.dtype)
-    x = buf.view(M, B, D)
+    x, xT, b_col = buf.view(M, B, D), buf.view(M, B, D).transpose(1, 2), b[:, :, None]  # views, made once
+    idx, slots = idx.reshape(steps, M * B), slots[:, :, None, :]
     minus = torch.full((M, 1, B), -1.0 / B)
     for s in range(steps):
-        torch.index_select(feats, 0, idx[s].reshape(-1), out=buf)
-        logits = torch.baddbmm(b[:, :, None], W, x.transpose(1, 2))  # [M, K, B]
+        torch.index_select(feats, 0, idx[s], out=buf)
+        logits = torch.baddbmm(b_col, W, xT)  # [M, K, B]
         if mixed:
             logits.masked_fill_(pad, float("-inf"))
         p = torch.softmax(logits, dim=1).div_(B)
-        p.scatter_add_(1, slots[s][:, None, :], minus)
+        p.scatter_add_(1, slots[s], minus)
         torch.bmm(p, x, out=gW)
         torch.sum(p, dim=2, out=gb)
         torch._foreach_add_(step, 1.0)
@@ -126,24 +128,31 @@ def heads_accuracy(weight: torch.Tensor, bias: torch.Tensor, data, tasks: list[l
     K = int(k.max())
     valid = torch.arange(K)[None, :] < k[:, None]  # [M, K]
     rows_w, rows_b = weight[:, :K][valid], bias[:, :K][valid]  # only real rows: no matmul on padding
-    row0 = torch.cumsum(k, 0) - k
-    pairs: dict[int, list[tuple[int, int]]] = {}
-    for m, t in enumerate(tasks):
-        for j, c in enumerate(t):
-            pairs.setdefault(c, []).append((m, j))
     correct = torch.zeros(len(tasks), dtype=torch.long)
-    total = torch.zeros(len(tasks), dtype=torch.long)
-    for c, mj in pairs.items():
+    for c, hm, hj, rows, pos, kc in _class_blocks(tasks, k):
         n = int(count[c])
         if n == 0:
             continue
-        hm, hj = torch.tensor(mj, dtype=torch.long).T
-        kc = int(k[hm].max())
-        ok = valid[hm, :kc]  # [H, kc]
-        rows = (row0[hm][:, None] + torch.arange(kc))[ok]
         x = feats[int(start[c]) : int(start[c]) + n]
-        scores = torch.full((n, len(hm), kc), float("-inf"))
-        scores[:, ok] = torch.addmm(rows_b[rows], x, rows_w[rows].T)
-        correct.index_add_(0, hm, (scores.argmax(-1) == hj[None]).sum(0))
-        total.index_add_(0, hm, torch.full_like(hm, n))
+        scores = torch.full((n, len(hm) * kc), float("-inf"))
+        scores.index_copy_(1, pos, torch.addmm(rows_b[rows], x, rows_w[rows].T))
+        correct.index_add_(0, hm, (scores.view(n, len(hm), kc).argmax(-1) == hj).sum(0))
+    total = torch.zeros(len(tasks), dtype=torch.long)
+    total.index_add_(0, torch.repeat_interleave(torch.arange(len(tasks)), k), count[torch.cat([torch.as_tensor(t) for t in tasks])])
     return (100.0 * correct.double() / total.clamp_min(1).double()).tolist()
+
+
+def _class_blocks(tasks: list[list[int]], k: torch.Tensor):
+    """Per class c: the heads holding it (hm), its slot in each (hj), the flat rows of those heads
+    (rows, in a table of every head's real rows), and where each row's score goes in a [H, kc] grid."""
+    row0 = (np.cumsum(k.numpy()) - k.numpy()).tolist()
+    by_class: dict[int, list[tuple[int, int]]] = {}
+    for m, t in enumerate(tasks):
+        for j, c in enumerate(t):
+            by_class.setdefault(c, []).append((m, j))
+    for c, mj in by_class.items():
+        hm = [m for m, _ in mj]
+        kc = max(len(tasks[m]) for m in hm)
+        rows = [row0[m] + r for m in hm for r in range(len(tasks[m]))]
+        pos = [h * kc + r for h, m in enumerate(hm) for r in range(len(tasks[m]))]
+        yield (c, torch.tensor(hm), torch.tensor([j for _, j in mj]), torch.tensor(rows), torch.tensor(pos), kc)
