@@ -24,7 +24,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from .templates import HEAD_TEMPLATES, ParamLayout, TemplateConfig, build_model
-from .zoo_heads import finetune_heads, heads_accuracy
+from .zoo_heads import eval_photos, finetune_heads, heads_accuracy
 
 
 class TaskData:
@@ -181,6 +181,7 @@ def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train:
     skipped = sum(1 for i in range(len(tasks)) if i % n_shard == i_shard) - len(todo)
     heads = fast_sampling and layout.cfg.name in HEAD_TEMPLATES
     t0, c0 = time.time(), time.process_time()
+    photos = eval_photos(test, eval_per_class) if heads and todo else None  # gathered once, not per group
     bar = tqdm(total=len(todo), desc=f"zoo shard {i_shard}/{n_shard}", disable=not progress, unit="p-model")
     for g in range(0, len(todo), group):
         ids = todo[g : g + group]
@@ -190,7 +191,7 @@ def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train:
         tensors = [{s.name: (stacked[s.name][m, : len(t)] if s.class_axis is not None else stacked[s.name][m])
                     .contiguous() for s in layout.specs} for m, t in enumerate(tidx)]
         if heads:
-            accs = heads_accuracy(stacked["fc.weight"], stacked["fc.bias"], test, tidx, eval_per_class)
+            accs = heads_accuracy(stacked["fc.weight"], stacked["fc.bias"], test, tidx, eval_per_class, photos)
         else:
             accs = [task_accuracy(layout, p, test, t, eval_per_class) for p, t in zip(tensors, tidx)]
         for i, t, p, acc in zip(ids, tidx, tensors, accs):

@@ -117,13 +117,13 @@ def eval_photos(data, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.no_grad()
 def heads_accuracy(weight: torch.Tensor, bias: torch.Tensor, data, tasks: list[list[int]],
-                   per_class: int | None = None) -> list[float]:
+                   per_class: int | None = None, photos: tuple | None = None) -> list[float]:
     """Accuracy (%) of each head (weight [M, K, D], bias [M, K], first len(task) rows) on its task's
     eval photos: the figure `zoo.task_accuracy` gives head by head.
 
     Class-major: one matmul per class scores its photos under every head that contains it, so each
     photo is read once per group (not once per head) and the matmuls are wide."""
-    feats, start, count = eval_photos(data, per_class)
+    feats, start, count = photos or eval_photos(data, per_class)  # `photos`: eval_photos' result, reused
     k = torch.tensor([len(t) for t in tasks], dtype=torch.long)
     K = int(k.max())
     valid = torch.arange(K)[None, :] < k[:, None]  # [M, K]
