@@ -82,15 +82,18 @@ def _layout():
     return lay
 
 
-def _prior_model(lay, text_dim=16):
+def _prior_model(lay, text_dim=16, keys=0):
     cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=text_dim,
-                         hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True)
+                         hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True,
+                         prior_keys=keys, prior_input=not keys)
     torch.manual_seed(0)
     m = TinaDenoiser(cfg).eval()
     x, y, _ = _linear_problem(d=text_dim)
     fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None)
     assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
     m.prior.load_fit(fit, *row_normalisation(lay))
+    if keys:
+        m.prior.load_keys(x[:keys], y[:keys] + 0.3)
     return m
 
 
@@ -113,11 +116,13 @@ def test_denoiser_prediction_is_the_prior_plus_a_correction():
     assert float((raw[:-1] - m.prior.center[:-1]).norm()) == pytest.approx(float(m.prior.calib[0]), rel=1e-4)
 
 
-def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path):
+@pytest.mark.parametrize("keys", [0, 12])
+def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys):
     from tina_edge.export.graphs import export_denoiser
 
     lay = _layout()
-    m = _prior_model(lay)
+    m = _prior_model(lay, keys=keys)
+    assert hasattr(m, "prior_in") == (keys == 0)
     twin = TinaDenoiser(m.cfg)
     assert float(twin.prior.coef.abs().sum()) == 0.0
     twin.load_state_dict(m.state_dict())  # buffers are persistent: a checkpoint carries the prior
