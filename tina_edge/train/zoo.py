@@ -39,8 +39,9 @@ class TaskData:
         self._start, self._count = torch.cumsum(counts, 0) - counts, counts
 
     def sample_fast(self, tasks: list[list[int]], k_max: int, n: int, gen: torch.Generator):
-        """`sample` without Python loops (same distribution, another random stream): thousands of
-        p-models per minute need it; the 32x32 universe keeps `sample` so its zoo stays reproducible."""
+        """`sample` without Python loops (same distribution, another random stream). Linear heads draw
+        this stream for all steps at once (`zoo_heads.draw_batches`, tested equal to calling this once
+        per step); the 32x32 universe keeps `sample` so its zoo stays reproducible."""
         M = len(tasks)
         k = torch.tensor([len(t) for t in tasks], dtype=torch.long)
         cls = torch.zeros(M, k_max, dtype=torch.long)
