@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ------------------------------------------------------------------ speed (batch 1)
     k = min(args.k, m.k_max)
-    vocab = m.vocabulary or list(m.training.get("classes", []))
+    vocab = m.vocabulary or list(m.training.classes or [])
     names = [vocab[i % len(vocab)] if i < len(vocab) else f"class {i}" for i in range(k)]
     emb1, mask1 = conditioning([names])
     timing = {}

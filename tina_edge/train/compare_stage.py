@@ -118,7 +118,7 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     names, holdout, wnids, syn = load_classes(workdir)
     seen = [c for c in names if c not in holdout]
     ck = read_checkpoint(ckpt) if ckpt else None
-    spec = text_encoder or (ck.meta.get("text_encoder", {}).get("spec") if ck else None) or "minilm"
+    spec = text_encoder or (ck.info.encoder.spec if ck else None) or "minilm"
     enc = build_text_encoder(spec)
     cache = emb_cache or workdir / "emb_cache"
     encode = lambda texts: cached_encode(enc, list(texts), cache)  # noqa: E731
@@ -136,8 +136,8 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     if phrasings not in ("auto", "names"):
         train_ph = (bank_phrasings(phrasings) if str(phrasings).endswith(".npz")
                     else phrasings_from_json(json.loads(Path(phrasings).read_text())))
-    elif phrasings == "auto" and ck is not None and ck.meta.get("text_encoder", {}).get("bank"):
-        train_ph = bank_phrasings(ck.meta["text_encoder"]["bank"])
+    elif phrasings == "auto" and ck is not None and ck.info.encoder.bank:
+        train_ph = bank_phrasings(ck.info.encoder.bank)
     if train_ph is not None and eval_ph is not None:  # test only synonyms that training never saw
         for c, p in eval_ph.items():
             p.heldout_synonyms = list(train_ph[c].heldout_synonyms) if c in train_ph else p.heldout_synonyms
@@ -154,8 +154,8 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     extra = {}
     for name, path in (extra_ckpts or {}).items():  # ablations: other checkpoints, same encoder and tasks
         eck = read_checkpoint(path)
-        if eck.meta.get("text_encoder", {}).get("name") not in (None, enc.name):
-            raise TinaEdgeError(f"{path} was trained on {eck.meta['text_encoder']['name']} embeddings, not {enc.name}")
+        if eck.info.encoder.name not in (None, enc.name):
+            raise TinaEdgeError(f"{path} was trained on {eck.info.encoder.name} embeddings, not {enc.name}")
         extra[name] = (lambda c: (lambda e, m: generate(c, e, m, sampler=sampler, steps=steps, seed=seed)))(eck)
     recipe_path = workdir / "zoo" / "recipe.json"  # the fine-tuned reference uses the zoo's own recipe
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
