@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.diffusion import reference_sample_ddpm
+from reference_samplers import reference_sample_ddpm
 from tina_edge.runtime.template import denormalise
 from tina_edge.train.trainer import read_checkpoint
 

@@ -3,7 +3,7 @@
 The bundle is assembled in a temporary sibling directory and renamed into place only when every
 check passed, so a failed or interrupted export never leaves a half-written bundle. The last
 check runs the real runtime (`tina_edge.runtime.Personalizer`) on the new bundle and compares its
-generated parameters with the torch reference sampler fed the same noise and embeddings.
+generated parameters with the torch denoiser's (`train.diffusion.sample`) fed the same noise and embeddings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..runtime.atomic import atomic_output_dir
 from ..runtime.errors import TinaEdgeError
 from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, EvaluationSummary, Manifest, TemplateSpec, write_manifest
-from ..train.diffusion import reference_sample_ddim
+from ..train.diffusion import sample
 from ..runtime.template import denormalise
 from ..train.trainer import read_checkpoint
 from .graphs import export_denoiser, export_template
@@ -41,7 +41,8 @@ def _quantize_denoiser(path: Path, quantize: str) -> None:
 
 
 def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: int = 20) -> float:
-    """Max abs diff between runtime-generated and torch-reference parameters (same seed, DDIM)."""
+    """Max abs diff between the runtime's parameters (ONNX graphs) and the torch denoiser's, sampled
+    with the same seed, embeddings and sampler (DDIM): a whole run, so only the exported graphs differ."""
     from ..runtime.personalizer import Personalizer
 
     p = Personalizer.from_bundle(bundle_dir, threads=1)
@@ -55,7 +56,7 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
         emb[0, :k] = torch.from_numpy(p.encode(names))
         mask = torch.zeros(1, layout.k_max)
         mask[0, :k] = 1
-        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, PortableNoise(seed), steps=steps)
+        x = sample(model, ckpt.schedule(), emb, mask, PortableNoise(seed), sampler="ddim", steps=steps)
         ref = denormalise(x[0].numpy(), layout.specs, k)
         for name, t in ref.items():
             worst = max(worst, float(np.abs(clf.params[name] - t).max()))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import reference_sample_ddim, reference_sample_ddpm
+from .diffusion import sample
 from .templates import ParamLayout
 from ..runtime.template import denormalise_flat
 from .trainer import Checkpoint
@@ -45,11 +45,7 @@ def generate(ck: Checkpoint, class_emb: torch.Tensor, class_mask: torch.Tensor, 
     """Denormalised flat parameters [B, P] for a batch of conditionings (EMA weights)."""
     model, sched, layout = ck.denoiser(ema=True), ck.schedule(), ck.layout()
     rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        if sampler == "ddpm":
-            x = reference_sample_ddpm(model, sched, class_emb, class_mask, rng)
-        else:
-            x = reference_sample_ddim(model, sched, class_emb, class_mask, rng, steps=steps)
+    x = sample(model, sched, class_emb, class_mask, rng, sampler=sampler, steps=None if sampler == "ddpm" else steps)
     return torch.from_numpy(denormalise_flat(x.detach().cpu().numpy(), layout.specs)).to(x.device)
 
 
