@@ -5,21 +5,22 @@ its section, and `check` runs on write and on read like every other manifest rul
 Only `training.vocabulary` drives behaviour (novelty, cached embeddings); the rest is reported by
 `tina-edge info`. Keys this version does not know are kept in `extra` and written back unchanged,
 so a bundle from a newer exporter (or an older one: `holdout`, `in_distribution`) still loads.
-Absent reads as None. `training` has a fixed shape (every field written, null when unknown, as the
-exporter always did); `evaluation` holds only what was measured (a None field is not written).
+Absent reads as None, and a None field is not written, except one the JSON it was read from held
+as null: what is read is written back key for key (an old bundle's `info --json` does not change).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import BundleError
 
 NAME_CHARS = 200  # a class name or a dataset label (LIMITS["string.chars"])
 NAMES_COUNT = 100_000  # LIMITS["vocabulary.count"]
 LABEL_CHARS = 4096  # the datasets label names image folders too
+_BOOKKEEPING = ("extra", "nulls")  # dataclass fields that are not keys of the section
 FIGURES_DEPTH = 3  # {"ood": {"per_k": {"2": {"generated": 81.0}}}}: a figure table nests at most this deep
 
 
@@ -70,25 +71,30 @@ class _Section:
     """Shared JSON form of a typed section: declared fields (None = absent), then `extra` verbatim."""
 
     extra: dict[str, Any]
-    WRITE_NULLS: ClassVar[bool] = False  # write a None field as null (fixed shape) or leave it out
+    nulls: set[str]
+
+    @classmethod
+    def _known(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in _BOOKKEEPING]
 
     @classmethod
     def from_dict(cls, d: Any, where: str):
         if not isinstance(d, dict):
             raise BundleError(f"manifest field {where} must be a JSON object")
-        known = {f.name for f in fields(cls) if f.name != "extra"}
+        known = set(cls._known())
         out = cls(**{k: v for k, v in d.items() if k in known},
-                  extra={k: v for k, v in d.items() if k not in known})
+                  extra={k: v for k, v in d.items() if k not in known},
+                  nulls={k for k, v in d.items() if k in known and v is None})
         out.check()
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return {k: v for k, v in out.items() if v is not None or self.WRITE_NULLS} | dict(self.extra)
+        out = {k: getattr(self, k) for k in self._known()}
+        return {k: v for k, v in out.items() if v is not None or k in self.nulls} | dict(self.extra)
 
     def __bool__(self) -> bool:
         """True when anything was recorded."""
-        return bool(self.extra) or any(getattr(self, f.name) is not None for f in fields(self) if f.name != "extra")
+        return bool(self.extra) or any(getattr(self, k) is not None for k in self._known())
 
     def check(self) -> None:  # pragma: no cover - every section overrides it
         raise NotImplementedError
@@ -101,7 +107,8 @@ class TrainingInfo(_Section):
     datasets: str | list[str] | None = None  # a label ("tiny-imagenet+cifar10"); older bundles: a list
     classes: list[str] | None = None  # every class of the universe, zoo order
     holdout_classes: list[str] | None = None  # classes no training p-model ever held
-    vocabulary: list[str] | None = None  # names the denoiser was trained on (novelty's "seen")
+    vocabulary: list[str] | None = None  # every name training saw (novelty's "seen"): seen classes, a prior's names
+    text_prior: dict[str, Any] | None = None  # the text -> row prior inside the denoiser (train/text_prior.py)
     zoo: dict[str, Any] | None = None  # {"count", "mean_accuracy"}
     generic_test_accuracy: float | None = None
     denoiser: dict[str, Any] | None = None  # the DenoiserConfig the checkpoint was built with
@@ -110,7 +117,7 @@ class TrainingInfo(_Section):
     trunk_quantization: str | None = None
     synonyms: dict[str, list[str]] | None = None  # WordNet synonyms per class (photo universes)
     extra: dict[str, Any] = field(default_factory=dict)
-    WRITE_NULLS: ClassVar[bool] = True
+    nulls: set[str] = field(default_factory=set, repr=False, compare=False)  # fields read as an explicit null
 
     def check(self) -> None:
         if isinstance(self.datasets, list):
@@ -120,7 +127,7 @@ class TrainingInfo(_Section):
         for name in ("classes", "holdout_classes", "vocabulary"):
             if getattr(self, name) is not None:
                 _check_names(f"training.{name}", getattr(self, name))
-        for name in ("zoo", "denoiser", "text_encoder"):
+        for name in ("text_prior", "zoo", "denoiser", "text_encoder"):
             if getattr(self, name) is not None:
                 _check_object(f"training.{name}", getattr(self, name))
         _check_number("training.generic_test_accuracy", self.generic_test_accuracy)
@@ -145,6 +152,7 @@ class EvaluationSummary(_Section):
     sampler: str | None = None  # the sampler and steps the figures were measured with
     steps: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. image_prompts, baselines
+    nulls: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def from_eval_json(cls, ev: Any) -> "EvaluationSummary":

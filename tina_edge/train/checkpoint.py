@@ -63,6 +63,8 @@ class CheckpointMeta:
     zoo: dict[str, Any] | None = None  # {"count", "mean_accuracy"}
     generic_info: dict[str, Any] | None = None  # {"datasets", "test_accuracy", ...}
     synonyms: dict[str, list[str]] | None = None
+    text_prior: dict[str, Any] | None = None  # the text -> row prior's settings (train/text_prior.py)
+    vocabulary_extra: list[str] | None = None  # names a text prior was fitted on beyond the seen classes
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @classmethod
@@ -121,7 +123,9 @@ class CheckpointMeta:
         return TrainingInfo(
             datasets=universe_label(datasets) if isinstance(datasets, dict) else str(datasets),
             classes=list(self.classes or []), holdout_classes=list(self.holdout or []),
-            vocabulary=list(self.seen or []), zoo=dict(self.zoo or {}),
+            # every name training saw: the seen classes, and the ImageNet names of a text prior
+            vocabulary=list(self.seen or []) + list(self.vocabulary_extra or []), text_prior=self.text_prior,
+            zoo=dict(self.zoo or {}),
             generic_test_accuracy=gen.get("test_accuracy"),
             denoiser={k: v for k, v in self.denoiser.items() if k != "chunks"},
             diffusion_steps_trained=self.step, text_encoder=dict(self.text_encoder or {}),
