@@ -124,3 +124,42 @@ def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path):
     assert torch.equal(twin.prior.coef, m.prior.coef) and twin.prior.coef.dtype == torch.float16
     res = export_denoiser(m, tmp_path / "denoiser.onnx")
     assert res["max_abs_diff"] <= 1e-4
+
+
+def test_extra_classes_replace_real_slots_rows_and_texts_together():
+    from tina_edge.train.trainer import TinaData, make_batch
+
+    lay = ParamLayout(TemplateConfig(name="lite0_head", k_max=3, image_size=64))
+    flats = torch.zeros(4, lay.size)
+    valids = torch.zeros(4, lay.size, dtype=torch.bool)
+    for i in range(4):  # 2 real classes per p-model: rows filled with the class id + 1
+        for j, c in enumerate([i % 3, (i + 1) % 3]):
+            flats[i, j * 1280 : (j + 1) * 1280] = c + 1
+            flats[i, 3 * 1280 + j] = c + 1
+            valids[i, j * 1280 : (j + 1) * 1280] = True
+            valids[i, 3 * 1280 + j] = True
+    table = torch.eye(3, 8)
+    extra_rows = torch.stack([torch.full((1281,), -1.0), torch.full((1281,), -2.0)])
+    bank = torch.zeros(2, 2, 8)
+    bank[0, 0, 3], bank[1, 0, 4], bank[1, 1, 5] = 1, 1, 1
+    data = TinaData(flats, valids, [[i % 3, (i + 1) % 3] for i in range(4)], table, ["a", "b", "c"],
+                    extra_rows=extra_rows, extra_bank=bank, extra_counts=torch.tensor([1, 2]), extra_rate=0.5)
+    g = torch.Generator().manual_seed(0)
+    seen_sub = seen_real = 0
+    for _ in range(30):
+        x0, valid, emb, mask = make_batch(data, lay, torch.arange(4), g)
+        for b in range(4):
+            for j in range(3):
+                w, bias, e = x0[b, j * 1280 : (j + 1) * 1280], x0[b, 3 * 1280 + j], emb[b, j]
+                if mask[b, j] == 0:
+                    assert float(w.abs().sum()) == 0 and float(e.abs().sum()) == 0
+                    continue
+                assert bool((w == w[0]).all()) and float(bias) == float(w[0])  # a whole row, bias included
+                if float(w[0]) < 0:  # an extra class: its text is one of ITS phrasings
+                    seen_sub += 1
+                    k = int(-w[0]) - 1
+                    assert int(e.argmax()) in ({3} if k == 0 else {4, 5}) and float(e.sum()) == 1.0
+                else:
+                    seen_real += 1
+                    assert int(e.argmax()) == int(w[0]) - 1
+    assert 0.3 < seen_sub / (seen_sub + seen_real) < 0.7

@@ -111,13 +111,15 @@ def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None 
 def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = 128, layers: int = 4,
                     heads: int = 4, chunk_size: int = 64, slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
-                    row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None) -> dict:
+                    row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
+                    extra_rate: float = 0.5) -> dict:
     """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
     class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
     generic model's class order) and `counts` [C]: each step draws one phrasing per class.
     `text_prior` ("zoo" or "imagenet", row tokens only) puts a calibrated ridge text -> row map in the
     denoiser (train/text_prior.py), fitted on the zoo's seen rows and, with "imagenet", on ImageNet's
-    classifier rows under their names and definitions."""
+    classifier rows under their names and definitions; with "imagenet", `extra_rate` of the class slots
+    in training are ImageNet classes (their rows and texts), see TinaData."""
     from .denoiser import DenoiserConfig
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
@@ -164,7 +166,7 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
     if text_prior:
         trainer.extra_meta.update(_install_text_prior(trainer, workdir, layout, flats, entries, classes, split.seen,
-                                                      emb, text_encoder, emb_cache, text_prior, progress))
+                                                      emb, text_encoder, emb_cache, text_prior, extra_rate))
     ckpt = workdir / ckpt_name
     if resume and ckpt.is_file():
         trainer.load(ckpt)
@@ -177,7 +179,7 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
 
 
 def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes, seen, emb, text_encoder: str,
-                        emb_cache: str | None, kind: str, progress: bool) -> dict:
+                        emb_cache: str | None, kind: str, extra_rate: float) -> dict:
     """Fit the text prior and copy it into the model and its EMA; returns checkpoint metadata."""
     import json
 
@@ -206,7 +208,16 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
     flags, mean, std = row_normalisation(layout)
     for m in (trainer.model, trainer.ema):
         m.prior.load_fit(fit, flags, mean, std)
-    return {"text_prior": info | {"kind": kind}, "vocabulary_extra": vocab_extra}
+    if extra is not None and extra_rate > 0:
+        counts = np.bincount(extra.owner, minlength=len(extra.rows))
+        bank = torch.zeros(len(extra.rows), int(counts.max()), extra.emb.shape[1])
+        for j in range(len(extra.rows)):
+            bank[j, : counts[j]] = torch.from_numpy(extra.emb[extra.owner == j])
+        trainer.data.extra_rows = torch.from_numpy((extra.rows - mean) / std).float()
+        trainer.data.extra_bank, trainer.data.extra_counts = bank, torch.from_numpy(counts)
+        trainer.data.extra_rate = float(extra_rate)
+    return {"text_prior": info | {"kind": kind, "extra_rate": extra_rate if extra is not None else 0.0},
+            "vocabulary_extra": vocab_extra}
 
 
 def stage_eval(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, ckpt: str | Path | None = None,
