@@ -37,6 +37,9 @@ class DenoiserConfig:
     # sharing one in/out projection (rows are exchangeable: class order is shuffled in training).
     # [[offset, per_slot_numel], ...] from ParamLayout.row_segments(); None/empty = chunk tokens.
     row_segments: list[list[int]] | None = None
+    # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
+    # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
+    text_prior: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -197,12 +200,21 @@ class RowTokenDenoiser(TinaDenoiser):
         self.row_out = nn.Linear(H, self.row_dim)
         nn.init.normal_(self.row_out.weight, std=0.02)
         nn.init.zeros_(self.row_out.bias)
+        if cfg.text_prior:
+            from .text_prior import TextPrior
+
+            self.prior = TextPrior(cfg.text_dim, self.row_dim)
+            self.prior_in = nn.Linear(self.row_dim, H)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
         B, K = x_t.shape[0], self.cfg.k_max
         rows = x_t.index_select(1, self.gather_idx).view(B, K, self.row_dim)
         m = class_mask.unsqueeze(-1)
         r_tok = self.row_in(rows) + self.slot_proj(class_emb) * m
+        prior = None
+        if self.cfg.text_prior:
+            prior = self.prior(class_emb) * m
+            r_tok = r_tok + self.prior_in(prior)
         t_tok = self.time_mlp(timestep_embedding(t, self.cfg.hidden)).unsqueeze(1) + self.pos
         h = torch.cat([t_tok, r_tok], dim=1)
         keep = torch.cat([torch.ones_like(class_mask[:, :1]), class_mask], 1)
@@ -210,4 +222,6 @@ class RowTokenDenoiser(TinaDenoiser):
         for blk in self.blocks:
             h = blk(h, attn_bias)
         out = self.row_out(self.ln_f(h[:, 1:]))
+        if prior is not None:
+            out = out + prior
         return out.reshape(B, -1).index_select(1, self.scatter_idx)
