@@ -163,3 +163,22 @@ def test_extra_classes_replace_real_slots_rows_and_texts_together():
                     seen_real += 1
                     assert int(e.argmax()) == int(w[0]) - 1
     assert 0.3 < seen_sub / (seen_sub + seen_real) < 0.7
+
+
+def test_kernel_term_returns_seen_rows_and_leaves_other_words_on_the_ridge_row():
+    x, y, _ = _linear_problem(d=16)
+    fit = fit_text_prior(x[:60], y[:60], x[:60], y[:60], y[:60])
+    flags = np.r_[np.ones(1280), 0.0]
+    plain, kern = TextPrior(16, 1281), TextPrior(16, 1281, keys=20)
+    for p in (plain, kern):
+        p.load_fit(fit, flags, np.zeros(1281), np.ones(1281))
+    target = y[:20] + 0.5  # "zoo rows" far from what the ridge map predicts
+    kern.load_keys(x[:20], target)
+    keys = torch.from_numpy(x[:20]).float()
+    got = kern.raw_rows(keys).numpy()
+    np.testing.assert_allclose(got, target, atol=5e-3 * np.abs(target).max())
+    assert np.abs(plain.raw_rows(keys).numpy() - target).mean() > 0.3  # the ridge row alone is elsewhere
+    far = torch.from_numpy(x[100:120]).float()  # random unit vectors: cosine to every key well below 0.95
+    assert float((far @ keys.t()).max()) < 0.95
+    torch.testing.assert_close(kern.raw_rows(far), plain.raw_rows(far), atol=1e-3, rtol=1e-3)
+    assert float(kern.raw_rows(torch.zeros(1, 16)).abs().max()) < 1e3  # a padded slot stays finite

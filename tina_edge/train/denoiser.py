@@ -40,6 +40,8 @@ class DenoiserConfig:
     # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
     # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
     text_prior: bool = False
+    prior_keys: int = 0  # seen names whose zoo rows the prior returns exactly (kernel term); 0 = ridge only
+    prior_input: bool = True  # each row token also sees its prior through a linear (off: smaller graphs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -203,8 +205,9 @@ class RowTokenDenoiser(TinaDenoiser):
         if cfg.text_prior:
             from .text_prior import TextPrior
 
-            self.prior = TextPrior(cfg.text_dim, self.row_dim)
-            self.prior_in = nn.Linear(self.row_dim, H)
+            self.prior = TextPrior(cfg.text_dim, self.row_dim, keys=cfg.prior_keys)
+            if cfg.prior_input:
+                self.prior_in = nn.Linear(self.row_dim, H)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
         B, K = x_t.shape[0], self.cfg.k_max
@@ -214,7 +217,8 @@ class RowTokenDenoiser(TinaDenoiser):
         prior = None
         if self.cfg.text_prior:
             prior = self.prior(class_emb) * m
-            r_tok = r_tok + self.prior_in(prior)
+            if self.cfg.prior_input:
+                r_tok = r_tok + self.prior_in(prior)
         t_tok = self.time_mlp(timestep_embedding(t, self.cfg.hidden)).unsqueeze(1) + self.pos
         h = torch.cat([t_tok, r_tok], dim=1)
         keep = torch.cat([torch.ones_like(class_mask[:, :1]), class_mask], 1)
