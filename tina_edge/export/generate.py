@@ -255,22 +255,23 @@ def tokenizer_config(tokenizer_json: dict, manifest: Manifest) -> dict:
 
 
 def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
-    """Rewrite a dynamic-int8 text encoder as weight-only int8 (see weight_only.py); None if it is not one."""
+    """Rewrite a dynamic-int8 text encoder (or the older weight-only form) as weight-only int8, see
+    weight_only.py; None when there was nothing to rewrite."""
     import onnx
 
     from .weight_only import dynamic_int8_to_weight_only
 
     path = root / m.text_encoder.model
     model = onnx.load(str(path))
-    if not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
-        return None
     n = dynamic_int8_to_weight_only(model)
-    if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+    if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node):
         raise BundleError(f"{m.text_encoder.model} has dynamic int8 MatMuls this rewrite does not recognise; "
                           "pass keep_dynamic_int8 (the browser's embeddings will then differ from Python's by ~1e-3)")
+    if not n:
+        return None
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return f"weight-only int8 ({n} MatMuls rewritten from dynamic int8: batch-independent, portable)"
+    return f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
@@ -284,6 +285,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     root = Path(bundle_dir)
     m = read_manifest(root)
     te_note = None if keep_dynamic_int8 else _weight_only_text_encoder(root, m)
+    te_note = te_note or (m.portable.get("text_encoder") or {}).get("quantization")  # converted before: keep its note
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     onnx.save(gen, str(root / GENERATE))
