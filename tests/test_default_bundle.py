@@ -35,9 +35,14 @@ def test_manifest_records_training_and_evaluation():
     m = open_bundle(None).manifest
     assert m.text_encoder.kind == "minilm" and m.text_encoder.embedding_dim == 384
     assert m.k_max == 20 and m.template.name == "lite0_head"
-    assert len(m.training.classes) == 221 and len(m.vocabulary) == 177
+    seen = [c for c in m.training.classes if c not in m.training.holdout_classes]
+    assert len(m.training.classes) == 221 and len(seen) == 177
+    # the vocabulary: the 177 seen classes, then the ImageNet names of the text prior (issue 12)
+    assert m.vocabulary[:177] == seen and len(m.vocabulary) == 1637
+    assert m.training.text_prior["kind"] == "imagenet" and m.training.text_prior["imagenet_classes"] == 796
     assert len(m.training.holdout_classes) == 44 and "parking meter" in m.training.holdout_classes
-    assert not set(m.vocabulary) & set(m.training.holdout_classes)
+    held = {n.lower() for c in m.training.holdout_classes for n in [c, *m.training.synonyms.get(c, [])]}
+    assert not {v.lower() for v in m.vocabulary} & held
     assert set(SEEN) <= set(m.vocabulary)
     assert m.training.datasets == "tiny-imagenet+cifar10+fashion-mnist"
     pre = m.template.input.preprocess
@@ -57,9 +62,9 @@ def test_info_prints_training_facts():
 
 
 def test_novelty_and_every_k(tina):
-    nov = tina.novelty(["goldfish", "tabby", "zebra", "Egyptian cat"])
-    assert (nov["seen"], nov["new"]) == (["goldfish", "Egyptian cat"], ["tabby", "zebra"])
-    assert nov["nearest"]["tabby"][0][0] == "cat"  # what a held-out name leans on
+    nov = tina.novelty(["goldfish", "tabby", "quokka", "Egyptian cat", "zebra"])  # zebra: an ImageNet name
+    assert (nov["seen"], nov["new"]) == (["goldfish", "Egyptian cat", "zebra"], ["tabby", "quokka"])
+    assert "cat" in [n for n, _ in nov["nearest"]["tabby"]]  # what a held-out name leans on
     names = SEEN + ["bullfrog", "espresso", "baboon", "snail", "volleyball", "brown bear", "organ", "oboe", "maypole",
                     "cliff"]
     photo = np.random.default_rng(0).integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)

@@ -55,3 +55,37 @@ def test_vocabulary_is_encoded_in_batches_close_to_one_by_one_and_keeps_the_cach
     one = np.stack([enc._encode_one(t) for t in names])
     assert many.shape == one.shape and float(np.abs(many - one).max()) < 1e-4
     assert enc.encode_many([]).shape[0] == 0
+
+
+def test_shipped_vocabulary_embeddings_are_used_and_checked(bundle):
+    """A bundle that ships its vocabulary's embeddings (export writes them) is read, not re-encoded;
+    a file of the wrong shape is refused with a BundleError naming it."""
+    import pytest
+
+    from tina_edge.runtime import Personalizer
+    from tina_edge.runtime.errors import BundleError
+    from tina_edge.runtime.manifest import read_manifest, write_manifest
+
+    m = read_manifest(bundle)
+    vocab = m.vocabulary
+    assert len(vocab) >= 2, "the fixture bundle lists a training vocabulary"
+    D = m.text_encoder.embedding_dim
+    fake = np.zeros((len(vocab), D), np.float16)
+    fake[:, 0] = 1.0  # every known name points one way ...
+    fake[1] = 0.0
+    fake[1, 1] = 1.0  # ... except vocab[1]
+    np.save(bundle / "vocabulary_embeddings.npy", fake, allow_pickle=False)
+    m.text_encoder.vocabulary_embeddings = "vocabulary_embeddings.npy"
+    write_manifest(bundle, m)
+    p = Personalizer.from_bundle(bundle, threads=1)
+    p._text.encode_many = None  # would fail if the runtime encoded the vocabulary itself
+    got = p._vocabulary_embeddings()
+    assert got.dtype == np.float32 and got.shape == (len(vocab), D) and got[1, 1] == 1.0
+    report = p.novelty(["zzz unseen name", vocab[0]])
+    assert report["names"][0]["known"] is False and len(report["names"][0]["nearest"]) >= 1
+
+    np.save(bundle / "vocabulary_embeddings.npy", fake[:1], allow_pickle=False)
+    write_manifest(bundle, m)  # consistently re-hashed, but the wrong shape
+    p = Personalizer.from_bundle(bundle, threads=1)
+    with pytest.raises(BundleError, match="vocabulary_embeddings.npy holds"):
+        p._vocabulary_embeddings()

@@ -153,7 +153,29 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: EvaluationSummary
     # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check runs on them.
     from .generate import add_portable_files
 
-    return add_portable_files(tmp)
+    manifest = add_portable_files(tmp)
+    if manifest.vocabulary:  # encoded by the final (portable) text encoder, as the runtime will
+        manifest.text_encoder.vocabulary_embeddings = write_vocabulary_embeddings(tmp, manifest)
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+VOCABULARY_EMBEDDINGS = "vocabulary_embeddings.npy"
+
+
+def write_vocabulary_embeddings(root: Path, manifest: Manifest) -> str:
+    """The training vocabulary through the bundle's own tokenizer and text encoder, one name at a
+    time (exactly the runtime's `encode`), stored as float16 .npy for the novelty report."""
+    from ..runtime.text_encoder import TextEncoderSession
+    from ..runtime.tokenizer import Tokenizer
+
+    te = manifest.text_encoder
+    tok = Tokenizer.from_file(root / te.tokenizer, max_tokens=te.max_tokens, cleaning=te.cleaning, pad_id=te.pad_id)
+    enc = TextEncoderSession(root / te.model, tok, threads=1, cache_size=0)
+    emb = enc.encode(manifest.vocabulary).astype(np.float16)
+    with open(root / VOCABULARY_EMBEDDINGS, "wb") as f:
+        np.save(f, emb, allow_pickle=False)
+    return VOCABULARY_EMBEDDINGS
 
 
 def _check_personalize_parity(tmp: Path, ck, summary: dict, quantize_denoiser: str | None) -> None:

@@ -264,14 +264,31 @@ class Personalizer:
 
         names = parse_classes(classes)
 
-        def vocab_emb():  # encoded once per Personalizer, and only when some name is new
+        def vocab_emb():  # once per Personalizer, and only when some name is new
             if self.__dict__.get("_vocab_emb") is None:
-                many = getattr(self._text, "encode_many", None)  # batched: a whole vocabulary, uncached
-                self._vocab_emb = many(self.manifest.vocabulary) if many else self.encode(self.manifest.vocabulary)
+                self._vocab_emb = self._vocabulary_embeddings()
             return self._vocab_emb
 
         return novelty_report(names, self.encode(self._texts(names, descriptions)), self.manifest.vocabulary,
                               vocab_emb).to_dict()
+
+    def _vocabulary_embeddings(self) -> np.ndarray:
+        """[V, D] embeddings of the training vocabulary: the bundle's file when it ships one (read with
+        numpy, no pickles; shape checked), else encoded here in batches."""
+        vocab, te = self.manifest.vocabulary, self.manifest.text_encoder
+        if te.vocabulary_embeddings:
+            import io
+
+            try:
+                emb = np.load(io.BytesIO(self.bundle.data(te.vocabulary_embeddings)), allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise BundleError(f"bundle file {te.vocabulary_embeddings} is not a numpy array: {str(e)[:200]}") from None
+            if emb.shape != (len(vocab), te.embedding_dim) or emb.dtype.kind != "f":
+                raise BundleError(f"bundle file {te.vocabulary_embeddings} holds {emb.dtype}{list(emb.shape)}; the "
+                                  f"manifest promises float [{len(vocab)}, {te.embedding_dim}]")
+            return emb.astype(np.float32)
+        many = getattr(self._text, "encode_many", None)  # batched: a whole vocabulary, uncached
+        return many(vocab) if many else self.encode(vocab)
 
     def _texts(self, names: list[str], descriptions: Descriptions) -> list[str]:
         descs = aligned_descriptions(names, descriptions)
