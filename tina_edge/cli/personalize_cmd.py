@@ -5,7 +5,6 @@ Torch-free (imports tina_edge.runtime only); registered in `runtime_cmds.COMMAND
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -170,8 +169,8 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
 
         save_head(clf, head_file, overwrite=force)
     nov = p.novelty(names, descriptions=descriptions)
-    s = json.loads(clf.metadata["sampler"])
-    by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
+    s = clf.meta.sampler
+    by_images = clf.meta.image_prompts or {}
     ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
     if as_json:
         _echo_json({
@@ -278,7 +277,7 @@ def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sample
         models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
                        "seen": nov["seen"], "new": nov["new"], "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
         _echo(f"wrote {target}: {', '.join(clf.labels)}")
-    s = json.loads(clf.metadata["sampler"])
+    s = clf.meta.sampler
     _echo_json({
         "count": len(models), "output_dir": str(out_dir), "bundle_id": p.manifest.bundle_id,
         "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],

@@ -12,7 +12,6 @@ embeddings of the other classes.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
+from .model_meta import ModelMetadata
 from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
@@ -368,20 +368,14 @@ class Personalizer:
         params = denormalise(x[best], m.template.layout, k)
 
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
-        metadata = {
-            "labels": json.dumps(names, ensure_ascii=False),
-            "prompt": raw,
-            "texts": json.dumps(texts, ensure_ascii=False),
-            "bundle_id": m.bundle_id,
-            "sampler": json.dumps({"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C}),
-            "params": json.dumps([t.name for t in m.template.layout]),
-            "producer": f"tina-edge {__version__}",
-        }
-        if m.template.input.preprocess:  # how predict turns photos of any size into the input
-            metadata["preprocess"] = json.dumps(m.template.input.preprocess, sort_keys=True)
-        if image_counts:  # which classes were prompted by example images, and by how many
-            metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
-        model = fill_template(self._template, params, k, metadata)
+        meta = ModelMetadata(
+            labels=names, prompt=raw, texts=texts, bundle_id=m.bundle_id,
+            sampler={"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C},
+            params=[t.name for t in m.template.layout], producer=f"tina-edge {__version__}",
+            preprocess=m.template.input.preprocess or None,  # how predict turns photos of any size into the input
+            image_prompts=image_counts or None,  # which classes were prompted by example images, and by how many
+        )
+        model = fill_template(self._template, params, k, meta.to_props())
         return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
 
     def trunk_model(self):
