@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
+from ..train.configs import DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
+
+
+def _default(cls: type, name: str):
+    """The default of a config dataclass field: train/configs.py is the one source of training defaults."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 def _need_torch():
@@ -126,21 +134,25 @@ def features(workdir, tiny_imagenet, cifar10, fashion_mnist, image_folder, size,
 @click.option("--workdir", required=True, type=click.Path(file_okay=False), help="where every stage writes")
 @data_options
 @click.option("--template", type=click.Choice(["resnet_head", "tiny_cnn"]), default="resnet_head", show_default=True)
-@click.option("--k-max", type=int, default=None, help="most classes a personalized model can have [10; 20 for photo workdirs]")
-@click.option("--blocks", type=int, default=1, show_default=True, help="ResNet blocks per stage (3 = ResNet-20)")
-@click.option("--widths", default="16,32,64", show_default=True, help="ResNet stage widths")
-@click.option("--stem-stride", type=int, default=2, show_default=True, help="2 = 4x cheaper trunk on CPU")
-@click.option("--epochs", type=int, default=None, help="[4; 30 for the linear probe of photo workdirs]")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k-max", type=int, default=None,
+              help=f"most classes a personalized model can have [{_default(TemplateConfig, 'k_max')}; 20 for photo workdirs]")
+@click.option("--blocks", type=int, default=_default(TemplateConfig, "blocks_per_stage"), show_default=True,
+              help="ResNet blocks per stage (3 = ResNet-20)")
+@click.option("--widths", default=",".join(map(str, _default(TemplateConfig, "widths"))), show_default=True,
+              help="ResNet stage widths")
+@click.option("--stem-stride", type=int, default=_default(TemplateConfig, "stem_stride"), show_default=True,
+              help="2 = 4x cheaper trunk on CPU")
+@click.option("--epochs", type=int, default=None,
+              help=f"[{_default(GenericConfig, 'epochs')}; 30 for the linear probe of photo workdirs]")
+@click.option("--batch-size", type=int, default=_default(GenericConfig, "batch_size"), show_default=True)
+@click.option("--lr", type=float, default=_default(GenericConfig, "lr"), show_default=True)
+@click.option("--seed", type=int, default=_default(GenericConfig, "seed"), show_default=True)
 def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, template, k_max, blocks, widths,
             stem_stride, epochs, batch_size, lr, seed):
     """Train the generic model on every class of the universe (a linear probe on cached features when
     WORKDIR was made by `train features`; then no data options are needed)."""
     _need_torch()
     from ..train.pipeline import stage_generic
-    from ..train.templates import TemplateConfig
 
     if _photo_workdir(workdir):
         from ..train.photo_pipeline import stage_generic_head
@@ -149,7 +161,7 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
         click.echo(json.dumps({k: v for k, v in info.items() if k != "per_class"}, indent=1))
         return
 
-    k_max, epochs = k_max or 10, epochs or 4
+    k_max, epochs = k_max or _default(TemplateConfig, "k_max"), epochs or _default(GenericConfig, "epochs")
     if not 2 <= k_max <= 100:
         raise TinaEdgeError(f"--k-max must be between 2 and 100, got {k_max}")
     tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
@@ -212,18 +224,19 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 @click.option("--workdir", required=True, type=click.Path(file_okay=False))
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="minilm | minilm:DIR | open_clip:ARCH | open_clip:ARCH:TAG_OR_CHECKPOINT")
-@click.option("--hidden", type=int, default=64, show_default=True)
-@click.option("--layers", type=int, default=4, show_default=True)
-@click.option("--heads", type=int, default=4, show_default=True)
+@click.option("--hidden", type=int, default=_default(DenoiserConfig, "hidden"), show_default=True)
+@click.option("--layers", type=int, default=_default(DenoiserConfig, "layers"), show_default=True)
+@click.option("--heads", type=int, default=_default(DenoiserConfig, "heads"), show_default=True)
 @click.option("--chunk-size", type=int, default=64, show_default=True)
 @click.option("--slot-conditioning/--paper-conditioning", default=True, show_default=True,
               help="also feed class j's embedding to the parameter tokens of classifier row j (improvement "
                    "over the paper); --paper-conditioning uses class tokens only, as the official code")
-@click.option("--steps", type=int, default=10000, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--emb-noise", type=float, default=0.0, show_default=True, help="Gaussian noise on class embeddings")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=_default(TrainConfig, "steps"), show_default=True)
+@click.option("--batch-size", type=int, default=_default(TrainConfig, "batch_size"), show_default=True)
+@click.option("--lr", type=float, default=_default(TrainConfig, "lr"), show_default=True)
+@click.option("--emb-noise", type=float, default=_default(TrainConfig, "emb_noise"), show_default=True,
+              help="Gaussian noise on class embeddings")
+@click.option("--seed", type=int, default=_default(TrainConfig, "seed"), show_default=True)
 @click.option("--row-tokens/--chunk-tokens", default=None,
               help="one token per classifier row (default for lite0_head) or the paper's parameter chunks")
 @click.option("--emb-bank", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -235,7 +248,6 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
     from ..train.pipeline import stage_diffusion
-    from ..train.trainer import TrainConfig
 
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
     try:

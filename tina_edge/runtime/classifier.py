@@ -19,7 +19,7 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
-from .model_meta import MAX_LABEL_CHARS, MAX_LABELS, MAX_LABELS_JSON, ModelMetadata  # noqa: F401 (re-exported)
+from .model_meta import ModelMetadata
 from .onnx_checks import external_tensors, parse_model
 from .sessions import make_session
 

@@ -25,7 +25,7 @@ from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .model_meta import ModelMetadata
-from .class_prompts import Descriptions, aligned_descriptions, description_texts, match_images, wants_images  # noqa: F401
+from .class_prompts import Descriptions, description_texts, match_images, wants_images
 from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule

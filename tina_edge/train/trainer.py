@@ -25,20 +25,7 @@ from tqdm.auto import tqdm
 from .denoiser import DenoiserConfig, TinaDenoiser
 from .diffusion import Schedule, diffusion_loss
 from .templates import ParamLayout, TemplateConfig
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 20000
-    batch_size: int = 128
-    lr: float = 4e-4
-    weight_decay: float = 0.1
-    warmup: int = 500
-    grad_clip: float = 0.1
-    ema_decay: float = 0.9999
-    emb_noise: float = 0.0  # std of Gaussian noise added to class embeddings (then re-normalised)
-    seed: int = 0
-    log_every: int = 50
+from .configs import TrainConfig  # noqa: F401 (its home is the torch-free configs.py)
 
 
 @dataclass
