@@ -62,3 +62,71 @@ def test_library_defaults_are_the_same_values():
     assert (sd["hidden"].default, sd["layers"].default, sd["heads"].default) == (64, 4, 4)
     assert sg["epochs"].default == GenericConfig.epochs == 4
     assert FromDenoiser is DenoiserConfig and FromTrainer().steps == 10000
+
+
+# ------------------------------------------------------------------ one error decorator, one data object
+
+
+def test_user_errors_maps_expected_errors_and_lets_bugs_through():
+    import onnx
+    import onnxruntime as ort
+
+    from tina_edge.cli.errors import user_errors
+    from tina_edge.runtime.errors import TinaEdgeError
+
+    def raising(exc_factory):
+        @user_errors
+        def command():
+            exc_factory()
+        return command
+
+    def bad_value():
+        raise ValueError("--lr must be positive")
+
+    with pytest.raises(TinaEdgeError, match="--lr must be positive"):
+        raising(bad_value)()
+    with pytest.raises(TinaEdgeError, match="No such file"):
+        raising(lambda: open("/nonexistent/zoo.json"))()
+    with pytest.raises(TinaEdgeError, match="DecodeError"):  # protobuf: not an ONNX file
+        raising(lambda: onnx.load_from_string(b"\xff\xff not a model"))()
+    with pytest.raises(TinaEdgeError) as e:  # onnxruntime's own error type
+        raising(lambda: ort.InferenceSession(b"junk", providers=["CPUExecutionProvider"]))()
+    assert "\n" not in str(e.value)
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        raising(lambda: {}["missing"])()
+
+
+def _image_folder(root, classes=("red", "blue"), n=(3, 2)):
+    from PIL import Image
+
+    for split, count in zip(("train", "test"), n):
+        for c, colour in zip(classes, ((200, 0, 0), (0, 0, 200))):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32), colour).save(d / f"{i}.png")
+    return root
+
+
+def test_data_options_load_both_splits_once(tmp_path):
+    from tina_edge.cli.data_options import DataOptions
+
+    data = DataOptions(image_folder=(str(_image_folder(tmp_path / "imgs")),))
+    tr, te = data.load()
+    assert (len(tr), len(te)) == (6, 4) and sorted(tr.classes) == ["blue", "red"]
+    again = data.load()
+    assert again[0] is tr and again[1] is te  # read once per command
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--image-folder", "MISSING"], "data folder {tmp}/MISSING does not exist"),
+    ([], "no dataset given: pass --cifar10, --fashion-mnist, --image-folder or --cifar-pickle"),
+])
+def test_data_option_errors_are_one_line(tmp_path, args, words):
+    args = [a.replace("MISSING", str(tmp_path / "MISSING")) for a in args]
+    for command in (["train", "generic"], ["train", "eval"]):
+        r = CliRunner().invoke(main, [*command, "--workdir", str(tmp_path / "wd"), *args])
+        assert r.exit_code == 2, r.output
+        assert r.stderr == f"error: {words.format(tmp=tmp_path)}\n" and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "features", "--workdir", str(tmp_path / "wd"), "--tiny-imagenet", str(tmp_path / "no")])
+    assert r.exit_code == 2 and f"data folder {tmp_path / 'no'} does not exist" in r.stderr
