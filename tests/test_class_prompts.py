@@ -3,11 +3,8 @@ the CLI's --describe alike; the CLI only reads its option's NAME=TEXT syntax and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
-from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.cli.main import main
 from tina_edge.runtime import PersonalizedClassifier, Personalizer
@@ -15,13 +12,8 @@ from tina_edge.runtime.errors import PromptError, UnknownClassError
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("cp") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def pz(bundle) -> Personalizer:
-    return Personalizer.from_bundle(bundle, threads=1)
+def pz(base_bundle) -> Personalizer:
+    return Personalizer.from_bundle(base_bundle, threads=1)
 
 
 def run(*args):
@@ -45,15 +37,15 @@ def test_an_unknown_class_says_which_and_among_what(pz):
         pz.personalize("dog, cat", descriptions={"cat": "a feline", "Cat": "a pet"})
 
 
-def test_cli_describe_matches_like_the_api(pz, bundle, tmp_path):
+def test_cli_describe_matches_like_the_api(pz, base_bundle, tmp_path):
     """Repeats of --describe for one class keep the last text; the model is the API's, byte for byte."""
     out = tmp_path / "m.onnx"
-    r = run("personalize", "dog, cat, frog", "-o", out, "--bundle", bundle, "--seed", 4,
+    r = run("personalize", "dog, cat, frog", "-o", out, "--bundle", base_bundle, "--seed", 4,
             "--describe", "cat=a pet", "--describe", "Cat=a small domestic feline")
     assert r.exit_code == 0, r.output
     api = pz.personalize(["dog", "cat", "frog"], descriptions={"cat": "a small domestic feline"}, seed=4)
     assert PersonalizedClassifier.load(out).to_bytes() == api.to_bytes()
-    r = run("personalize", "dog, cat", "-o", tmp_path / "x.onnx", "--bundle", bundle, "--describe", " horse =big")
+    r = run("personalize", "dog, cat", "-o", tmp_path / "x.onnx", "--bundle", base_bundle, "--describe", " horse =big")
     assert r.exit_code == 2
     assert "error: --describe names 'horse', which is not one of the classes (dog, cat)" in r.stderr
     assert not (tmp_path / "x.onnx").exists()

@@ -20,10 +20,8 @@ from tina_edge.runtime.template import fill_template
 
 
 @pytest.fixture(scope="module")
-def pz(tmp_path_factory) -> Personalizer:
-    from runtime_fixtures import make_tiny_bundle
-
-    return Personalizer.from_bundle(make_tiny_bundle(tmp_path_factory.mktemp("meta") / "bundle"), threads=1)
+def pz(base_bundle) -> Personalizer:
+    return Personalizer.from_bundle(base_bundle, threads=1)
 
 
 def _old_props(names, prompt, texts, bundle_id, sampler, params, preprocess=None, image_prompts=None) -> dict[str, str]:
