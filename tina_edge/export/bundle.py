@@ -91,7 +91,9 @@ def training_info(ck, quantize_trunk: str | None = None) -> dict:
         "datasets": datasets_label(ck.meta.get("generic_info", {}).get("datasets", "")),
         "classes": ck.meta.get("classes", []),
         "holdout_classes": ck.meta.get("holdout", []),
-        "vocabulary": ck.meta.get("seen", []),
+        # every name training saw: the seen classes, and the ImageNet names of a text prior
+        "vocabulary": ck.meta.get("seen", []) + ck.meta.get("vocabulary_extra", []),
+        "text_prior": ck.meta.get("text_prior"),
         "zoo": ck.meta.get("zoo", {}),
         "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
         "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},

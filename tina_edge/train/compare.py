@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,8 +26,11 @@ from .stats import mean_se, paired_difference
 from .templates import ParamLayout
 from .zoo import TaskData, finetune_batch
 
+if TYPE_CHECKING:
+    from .text_prior import PriorData
+
 METHODS = ("generated", "generated-lookup", "fine-tuned", "selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct",
-           "chance")
+           "prior", "nearest-vocab", "chance")
 
 
 @dataclass
@@ -93,15 +97,28 @@ class Baselines:
     ridge_l2: RidgeMap | None = None
     direct: TextToHead | None = None
     generic_rows: torch.Tensor | None = None  # [C, R] the generic head ("selection")
+    # A checkpoint trained with the ImageNet text prior has a wider training vocabulary: its ImageNet
+    # names and rows (text_prior.PriorData) join the lookups, and "prior" = its text prior alone.
+    extra: "PriorData | None" = None
+    prior: Callable[[np.ndarray], torch.Tensor] | None = None
 
     def __post_init__(self):
         self._lookup = {key(t): int(c) for t, c in zip(self.vocab_texts, self.vocab_class)}
 
+    def _vocab(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every training-vocabulary name's embedding and owner (class index >= 0, ImageNet row -1-j)."""
+        if self.extra is None:
+            return self.vocab_emb, self.vocab_class
+        names = np.flatnonzero(self.extra.is_name)
+        return (np.concatenate([self.vocab_emb, self.extra.emb[names]]),
+                np.concatenate([self.vocab_class, -1 - self.extra.owner[names]]))
+
     def lookup_embs(self, emb: np.ndarray) -> np.ndarray:
         """Each embedding replaced by its nearest vocabulary text's (itself when it is in the vocabulary)."""
-        v = self.vocab_emb / np.maximum(np.linalg.norm(self.vocab_emb, axis=1, keepdims=True), 1e-12)
+        vocab = self._vocab()[0]
+        v = vocab / np.maximum(np.linalg.norm(vocab, axis=1, keepdims=True), 1e-12)
         q = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        return self.vocab_emb[np.argmax(q @ v.T, axis=1)].astype(np.float32)
+        return vocab[np.argmax(q @ v.T, axis=1)].astype(np.float32)
 
     def known(self, text: str) -> int | None:
         return self._lookup.get(key(text))
@@ -129,6 +146,16 @@ class Baselines:
                 c, _ = nearest_known(emb[j], self.vocab_emb, self.vocab_class, used)
                 used.add(c)
                 out.append(self.zoo_rows[c])
+            elif method == "nearest-vocab":
+                if self.extra is None:
+                    return None
+                c, _ = nearest_known(emb[j], *self._vocab(), used)
+                used.add(c)
+                out.append(self.zoo_rows[c] if c >= 0 else torch.from_numpy(self.extra.rows[-1 - c]))
+            elif method == "prior":
+                if self.prior is None:
+                    return None
+                out.append(self.prior(emb[j : j + 1])[0])
             else:
                 raise ValueError(method)
         return torch.stack(out)
@@ -215,7 +242,7 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
                 k = len(tidx[b])
                 put(i, "fine-tuned", torch.cat([ft[sp.name][b, :k].reshape(k, -1) for sp in layout.specs], 1))
         for i in part:
-            for meth in ("selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct"):
+            for meth in ("selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct", "prior", "nearest-vocab"):
                 put(i, meth, baselines.rows(meth, tasks[i], embs[i]))
             k = len(tasks[i].classes)
             results[i]["acc"]["chance"] = 100.0 / k

@@ -97,6 +97,25 @@ def head_layout(feature_dim: int, k_max: int) -> ParamLayout:
     return lay
 
 
+def checkpoint_prior(ck, workdir: Path, zoo_rows: torch.Tensor, encode):
+    """For a checkpoint with a text prior: its ImageNet vocabulary and rows (rebuilt exactly as in
+    training, for the nearest-vocabulary lookups) and its prior alone as a row function."""
+    from .text_prior import imagenet_prior_data
+
+    extra = None
+    if ck.meta["text_prior"].get("kind") == "imagenet":
+        seen_rows = zoo_rows[torch.isfinite(zoo_rows).all(1)].numpy().astype(np.float64)
+        extra = imagenet_prior_data(seen_rows, json.loads((workdir / "classes.json").read_text()), encode)
+    prior = ck.denoiser().prior
+
+    def rows(emb: np.ndarray) -> torch.Tensor:
+        e = torch.from_numpy(np.asarray(emb, np.float32))
+        with torch.no_grad():
+            return prior.raw_rows(e / e.norm(dim=-1, keepdim=True))
+
+    return extra, rows
+
+
 def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path | None = None,
                    text_encoder: str | None = None, n_id: int = 200, n_ood: int = 600, n_phrasing: int = 300,
                    k_max: int | None = None, sampler: str = "ddim", steps: int = 5, seed: int = 0,
@@ -148,6 +167,8 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     b = fit_baselines(layout=layout, classes=names, seen=seen, zoo_rows=zoo_rows, encode=encode, phrasings=train_ph,
                       train=train, generic_rows=grows, direct_cfg=direct_cfg,
                       progress=progress)
+    if ck is not None and ck.meta.get("text_prior"):
+        b.extra, b.prior = checkpoint_prior(ck, workdir, zoo_rows, encode)
     gen = None
     if ck is not None:
         gen = lambda e, m: generate(ck, e, m, sampler=sampler, steps=steps, seed=seed)  # noqa: E731

@@ -52,6 +52,9 @@ class DenoiserConfig:
     # sharing one in/out projection (rows are exchangeable: class order is shuffled in training).
     # [[offset, per_slot_numel], ...] from ParamLayout.row_segments(); None/empty = chunk tokens.
     row_segments: list[list[int]] | None = None
+    # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
+    # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
+    text_prior: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -11,6 +11,7 @@ Only plain ops (Linear, LayerNorm, matmul, softmax, gather) are used so the ONNX
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -164,12 +165,21 @@ class RowTokenDenoiser(TinaDenoiser):
         self.row_out = nn.Linear(H, self.row_dim)
         nn.init.normal_(self.row_out.weight, std=0.02)
         nn.init.zeros_(self.row_out.bias)
+        if cfg.text_prior:
+            from .text_prior import TextPrior
+
+            self.prior = TextPrior(cfg.text_dim, self.row_dim)
+            self.prior_in = nn.Linear(self.row_dim, H)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
         B, K = x_t.shape[0], self.cfg.k_max
         rows = x_t.index_select(1, self.gather_idx).view(B, K, self.row_dim)
         m = class_mask.unsqueeze(-1)
         r_tok = self.row_in(rows) + self.slot_proj(class_emb) * m
+        prior = None
+        if self.cfg.text_prior:
+            prior = self.prior(class_emb) * m
+            r_tok = r_tok + self.prior_in(prior)
         t_tok = self.time_mlp(timestep_embedding(t, self.cfg.hidden)).unsqueeze(1) + self.pos
         h = torch.cat([t_tok, r_tok], dim=1)
         keep = torch.cat([torch.ones_like(class_mask[:, :1]), class_mask], 1)
@@ -177,4 +187,6 @@ class RowTokenDenoiser(TinaDenoiser):
         for blk in self.blocks:
             h = blk(h, attn_bias)
         out = self.row_out(self.ln_f(h[:, 1:]))
+        if prior is not None:
+            out = out + prior
         return out.reshape(B, -1).index_select(1, self.scatter_idx)

@@ -114,10 +114,15 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
                     layers: int = DenoiserConfig.layers, heads: int = DenoiserConfig.heads, chunk_size: int = 64,
                     slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
-                    row_tokens: bool | None = None, emb_bank: str | None = None) -> dict:
+                    row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
+                    extra_rate: float = 0.5) -> dict:
     """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
     class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
-    generic model's class order) and `counts` [C]: each step draws one phrasing per class."""
+    generic model's class order) and `counts` [C]: each step draws one phrasing per class.
+    `text_prior` ("zoo" or "imagenet", row tokens only) puts a calibrated ridge text -> row map in the
+    denoiser (train/text_prior.py), fitted on the zoo's seen rows and, with "imagenet", on ImageNet's
+    classifier rows under their names and definitions; with "imagenet", `extra_rate` of the class slots
+    in training are ImageNet classes (their rows and texts), see TinaData."""
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
     setup_distributed()
@@ -147,7 +152,9 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
                           text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads,
                           chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
-                          row_segments=layout.row_segments() if rows else None)
+                          row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior))
+    if text_prior and not rows:
+        raise ValueError("--text-prior needs row tokens (a head template)")
     tcfg = train_cfg or TrainConfig()
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,
@@ -159,6 +166,9 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()}
     extra_tensors["vocab_emb"] = torch.from_numpy(emb)
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
+    if text_prior:
+        trainer.extra_meta.update(_install_text_prior(trainer, workdir, layout, flats, entries, classes, split.seen,
+                                                      emb, text_encoder, emb_cache, text_prior, extra_rate))
     ckpt = workdir / ckpt_name
     if resume and ckpt.is_file():
         trainer.load(ckpt)
@@ -168,6 +178,48 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     trainer.save(ckpt)
     return {"steps": trainer.step, "seconds": secs, "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "denoiser_params": trainer.model.num_params(), "checkpoint": str(ckpt)}
+
+
+def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes, seen, emb, text_encoder: str,
+                        emb_cache: str | None, kind: str, extra_rate: float) -> dict:
+    """Fit the text prior and copy it into the model and its EMA; returns checkpoint metadata."""
+    import json
+
+    from .baselines import zoo_class_rows
+    from .text_encoders import build_text_encoder, cached_encode
+    from .text_prior import build_text_prior, imagenet_prior_data, row_normalisation
+
+    if kind not in ("zoo", "imagenet"):
+        raise ValueError(f"--text-prior must be 'zoo' or 'imagenet', not {kind!r}")
+    enc = build_text_encoder(text_encoder)
+    encode = (lambda t: cached_encode(enc, t, emb_cache)) if emb_cache else enc.encode
+    cj = workdir / "classes.json"
+    universe = json.loads(cj.read_text()) if cj.is_file() else None
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    rows, counts = zoo_class_rows(layout, flats, entries, classes)
+    c2i = {c: i for i, c in enumerate(classes)}
+    seen_idx = [c2i[c] for c in seen if counts[c2i[c]] > 0]
+    zoo_rows = rows[seen_idx].numpy().astype(np.float64)
+    extra = None
+    if kind == "imagenet":
+        if universe is None:
+            raise ValueError("--text-prior imagenet needs the workdir's classes.json (holdout and synonyms)")
+        extra = imagenet_prior_data(zoo_rows, universe, encode)
+    fit, info = build_text_prior(zoo_rows=zoo_rows, seen_emb=unit[seen_idx], extra=extra)
+    vocab_extra = extra.vocabulary if extra is not None else []
+    flags, mean, std = row_normalisation(layout)
+    for m in (trainer.model, trainer.ema):
+        m.prior.load_fit(fit, flags, mean, std)
+    if extra is not None and extra_rate > 0:
+        counts = np.bincount(extra.owner, minlength=len(extra.rows))
+        bank = torch.zeros(len(extra.rows), int(counts.max()), extra.emb.shape[1])
+        for j in range(len(extra.rows)):
+            bank[j, : counts[j]] = torch.from_numpy(extra.emb[extra.owner == j])
+        trainer.data.extra_rows = torch.from_numpy((extra.rows - mean) / std).float()
+        trainer.data.extra_bank, trainer.data.extra_counts = bank, torch.from_numpy(counts)
+        trainer.data.extra_rate = float(extra_rate)
+    return {"text_prior": info | {"kind": kind, "extra_rate": extra_rate if extra is not None else 0.0},
+            "vocabulary_extra": vocab_extra}
 
 
 def stage_eval(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, ckpt: str | Path | None = None,

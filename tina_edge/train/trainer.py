@@ -40,6 +40,14 @@ class TinaData:
     # With a bank [C, V, D]: class c has emb_counts[c] phrasings (rows 0..count-1 of its V); every
     # training sample draws one of them per class, so phrasings plug in without touching the trainer.
     emb_counts: torch.Tensor | None = None
+    # Extra classes without p-models (the ImageNet rows of the text prior): each real class slot is
+    # replaced with probability `extra_rate` by a random extra class — its normalised row [E, R] as the
+    # target, one of its texts (bank [E, V, D], counts [E]) as the condition — so the denoiser learns
+    # its correction over ~1,000 classes instead of memorising 177 (issue 12).
+    extra_rows: torch.Tensor | None = None
+    extra_bank: torch.Tensor | None = None
+    extra_counts: torch.Tensor | None = None
+    extra_rate: float = 0.0
 
     def class_embeddings(self, ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Embeddings [..., D] of class ids [...]: the table row, or one phrasing drawn from the bank."""
@@ -90,10 +98,29 @@ def make_batch(data: TinaData, layout: ParamLayout, idx: torch.Tensor, gen: torc
         x0[:, sl] = x0[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
         valid[:, sl] = valid[:, sl].view(B, K, per).gather(1, g).reshape(B, -1)
     emb = data.class_embeddings(ids, gen)
+    if data.extra_rows is not None and data.extra_rate > 0:
+        substitute_extra_classes(data, layout, x0, emb, mask, gen)
     if emb_noise > 0:
         emb = emb + emb_noise * torch.randn(emb.shape, generator=gen)
         emb = emb / emb.norm(dim=-1, keepdim=True)
     return x0, valid.float(), emb * mask.unsqueeze(-1), mask
+
+
+def substitute_extra_classes(data: TinaData, layout: ParamLayout, x0: torch.Tensor, emb: torch.Tensor,
+                             mask: torch.Tensor, gen: torch.Generator) -> None:
+    """In place: real slots drawn with probability data.extra_rate get an extra class's row and text."""
+    sub = (torch.rand(mask.shape, generator=gen) < data.extra_rate) & (mask > 0)
+    b, j = sub.nonzero(as_tuple=True)
+    if len(b) == 0:
+        return
+    e = torch.randint(0, len(data.extra_rows), (len(b),), generator=gen)
+    v = (torch.rand(len(b), generator=gen) * data.extra_counts[e]).long().clamp_max(data.extra_bank.shape[1] - 1)
+    emb[b, j] = data.extra_bank[e, v]
+    at = 0
+    for offset, per in layout.row_segments():
+        cols = offset + j[:, None] * per + torch.arange(per)
+        x0[b[:, None], cols] = data.extra_rows[e, at : at + per]
+        at += per
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -1,0 +1,165 @@
+"""The text prior (issue 12): ImageNet rows kept out by the holdout, calibrated ridge rows, and a
+denoiser that starts from the prior and exports it inside its ONNX graph."""
+
+import numpy as np
+import pytest
+import torch
+
+from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
+from tina_edge.train.imagenet_rows import ImageNetClass, norm_matched_rows, usable_extras
+from tina_edge.train.templates import ParamLayout, TemplateConfig
+from tina_edge.train.text_prior import (TextPrior, build_text_prior, fit_text_prior, row_normalisation)
+
+
+def _cls(wnid, *names, d="a thing"):
+    return ImageNetClass(wnid, list(names), d, np.zeros(1281, np.float32))
+
+
+def test_holdout_synsets_names_and_synonyms_never_reach_training():
+    universe = [
+        {"name": "tabby", "synonyms": ["tabby cat"], "id": "n02123045", "holdout": True},
+        {"name": "police van", "synonyms": ["paddy wagon", "wagon"], "id": "n03977966", "holdout": True},
+        {"name": "goldfish", "synonyms": [], "id": "n01443537", "holdout": False},
+        {"name": "horse", "synonyms": [], "id": "cifar10:horse", "holdout": True},
+    ]
+    classes = [_cls("n02123045", "tabby", "tabby cat"),  # the held-out synset itself
+               _cls("n09999991", "Tabby Cat"),  # another synset named like a held-out synonym (case)
+               _cls("n02814533", "beach wagon", "station wagon", "wagon"),  # 'wagon' = a held-out synonym
+               _cls("n01443537", "goldfish"),  # a seen universe class: its zoo rows speak for it
+               _cls("n02389026", "sorrel"),  # a horse, by another name: allowed
+               _cls("n01440764", "tench", "Tinca tinca")]
+    kept, dropped = usable_extras(classes, universe)
+    assert [c.wnid for c in kept] == ["n02389026", "n01440764"]
+    assert dropped == ["n02123045", "n09999991", "n02814533"]
+
+
+def test_norm_matched_rows_take_the_zoo_scale_and_bias():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(3.0, 0.1, (50, 1281))
+    center = rng.normal(0, 0.01, 1281)
+    out = norm_matched_rows(rows, center, weight_norm=2.5, bias=-0.25)
+    c = out - center
+    assert np.linalg.norm(c[:, :-1], axis=1).mean() == pytest.approx(2.5, rel=1e-4)
+    assert np.all(out[:, -1] == np.float32(-0.25))
+    # directions kept: the centred inputs and outputs are parallel row by row
+    a = rows[:, :-1] - rows[:, :-1].mean(0)
+    cos = (a * c[:, :-1]).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(c[:, :-1], axis=1)
+    assert cos.min() > 0.9999
+
+
+def _linear_problem(n=300, d=16, r=1281, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    true = rng.normal(size=(d, r))
+    return x, x @ true + 0.01 * rng.normal(size=(n, r)), true
+
+
+def test_fit_recovers_a_linear_map_and_calibrates_rows():
+    x, y, _ = _linear_problem()
+    zoo = y[:100]
+    fit = fit_text_prior(x[:100], y[:100], x, y, zoo)
+    pred = x[250:] @ fit.coef + fit.offset
+    rel = np.linalg.norm(pred - y[250:]) / np.linalg.norm(y[250:])
+    assert rel < 0.05, rel
+    prior = TextPrior(16, 1281)
+    flags = np.r_[np.ones(1280), 0.0]
+    prior.load_fit(fit, flags, np.zeros(1281), np.ones(1281))
+    rows = prior.raw_rows(torch.from_numpy(x[250:]).float()).numpy()
+    centred = rows - fit.center
+    np.testing.assert_allclose(np.linalg.norm(centred[:, :-1], axis=1), fit.weight_norm, rtol=1e-4)
+    np.testing.assert_allclose(rows[:, -1], fit.bias, atol=1e-6)
+    # calibration rescales but keeps each prediction's direction (fp16 coef: cosine, not equality)
+    p = pred[:, :-1] - fit.center[:-1]
+    cos = (p * centred[:, :-1]).sum(1) / np.linalg.norm(p, axis=1) / np.linalg.norm(centred[:, :-1], axis=1)
+    assert cos.min() > 0.999
+
+
+def _layout():
+    lay = ParamLayout(TemplateConfig(name="lite0_head", k_max=4, image_size=64))
+    for s in lay.specs:
+        s.mean, s.std = 0.01, 0.5
+    return lay
+
+
+def _prior_model(lay, text_dim=16):
+    cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=text_dim,
+                         hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True)
+    torch.manual_seed(0)
+    m = TinaDenoiser(cfg).eval()
+    x, y, _ = _linear_problem(d=text_dim)
+    fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None)
+    assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
+    m.prior.load_fit(fit, *row_normalisation(lay))
+    return m
+
+
+def test_denoiser_prediction_is_the_prior_plus_a_correction():
+    lay = _layout()
+    m = _prior_model(lay)
+    with torch.no_grad():
+        m.row_out.weight.zero_()
+        m.row_out.bias.zero_()
+    emb = torch.nn.functional.normalize(torch.randn(2, 4, 16), dim=-1)
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1]])
+    with torch.no_grad():
+        out = m(torch.randn(2, lay.size), torch.tensor([3, 700]), emb * mask[..., None], mask)
+    rows = torch.cat([out[:, :4 * 1280].view(2, 4, 1280), out[:, 4 * 1280:].view(2, 4, 1)], -1)
+    want = m.prior(emb) * mask[..., None]
+    torch.testing.assert_close(rows, want, atol=1e-5, rtol=1e-5)
+    assert float(rows[0, 3].abs().max()) == 0.0  # a padded slot gets no prior
+    # in parameter units, row 0's weight part has the zoo's norm around the zoo's mean row
+    raw = m.prior.raw_rows(emb[0, :1])[0]
+    assert float((raw[:-1] - m.prior.center[:-1]).norm()) == pytest.approx(float(m.prior.calib[0]), rel=1e-4)
+
+
+def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path):
+    from tina_edge.export.graphs import export_denoiser
+
+    lay = _layout()
+    m = _prior_model(lay)
+    twin = TinaDenoiser(m.cfg)
+    assert float(twin.prior.coef.abs().sum()) == 0.0
+    twin.load_state_dict(m.state_dict())  # buffers are persistent: a checkpoint carries the prior
+    assert torch.equal(twin.prior.coef, m.prior.coef) and twin.prior.coef.dtype == torch.float16
+    res = export_denoiser(m, tmp_path / "denoiser.onnx")
+    assert res["max_abs_diff"] <= 1e-4
+
+
+def test_extra_classes_replace_real_slots_rows_and_texts_together():
+    from tina_edge.train.trainer import TinaData, make_batch
+
+    lay = ParamLayout(TemplateConfig(name="lite0_head", k_max=3, image_size=64))
+    flats = torch.zeros(4, lay.size)
+    valids = torch.zeros(4, lay.size, dtype=torch.bool)
+    for i in range(4):  # 2 real classes per p-model: rows filled with the class id + 1
+        for j, c in enumerate([i % 3, (i + 1) % 3]):
+            flats[i, j * 1280 : (j + 1) * 1280] = c + 1
+            flats[i, 3 * 1280 + j] = c + 1
+            valids[i, j * 1280 : (j + 1) * 1280] = True
+            valids[i, 3 * 1280 + j] = True
+    table = torch.eye(3, 8)
+    extra_rows = torch.stack([torch.full((1281,), -1.0), torch.full((1281,), -2.0)])
+    bank = torch.zeros(2, 2, 8)
+    bank[0, 0, 3], bank[1, 0, 4], bank[1, 1, 5] = 1, 1, 1
+    data = TinaData(flats, valids, [[i % 3, (i + 1) % 3] for i in range(4)], table, ["a", "b", "c"],
+                    extra_rows=extra_rows, extra_bank=bank, extra_counts=torch.tensor([1, 2]), extra_rate=0.5)
+    g = torch.Generator().manual_seed(0)
+    seen_sub = seen_real = 0
+    for _ in range(30):
+        x0, valid, emb, mask = make_batch(data, lay, torch.arange(4), g)
+        for b in range(4):
+            for j in range(3):
+                w, bias, e = x0[b, j * 1280 : (j + 1) * 1280], x0[b, 3 * 1280 + j], emb[b, j]
+                if mask[b, j] == 0:
+                    assert float(w.abs().sum()) == 0 and float(e.abs().sum()) == 0
+                    continue
+                assert bool((w == w[0]).all()) and float(bias) == float(w[0])  # a whole row, bias included
+                if float(w[0]) < 0:  # an extra class: its text is one of ITS phrasings
+                    seen_sub += 1
+                    k = int(-w[0]) - 1
+                    assert int(e.argmax()) in ({3} if k == 0 else {4, 5}) and float(e.sum()) == 1.0
+                else:
+                    seen_real += 1
+                    assert int(e.argmax()) == int(w[0]) - 1
+    assert 0.3 < seen_sub / (seen_sub + seen_real) < 0.7
