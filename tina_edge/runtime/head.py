@@ -2,9 +2,10 @@
 
 A head model is a tiny ONNX graph, input `features` float32 [N, D] -> `logits`, `probabilities`
 [N, k] (Gemm + Softmax), with the same metadata as a standalone model (labels, prompt, bundle id,
-preprocessing) plus `form` = "head" and `trunk_sha256` (`ModelMetadata.as_head`). The trunk (`image` uint8 NHWC -> `features`)
-is cut out of the bundle's template graph (everything up to the input of the generated head), so the
-bundle carries no second copy of it; `trunk.onnx` is written next to head models on demand.
+preprocessing) plus `form` = "head" and `trunk_sha256` (`ModelMetadata.as_head`). The trunk (`image`
+uint8 NHWC -> `features`) is cut out of the bundle's template graph (everything up to the input of
+the generated head), so the bundle carries no second copy of it; `trunk.onnx` is written next to
+head models on demand.
 """
 
 from __future__ import annotations
