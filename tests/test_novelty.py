@@ -38,3 +38,20 @@ def test_vocabulary_is_not_encoded_when_every_name_is_known():
 
     r = novelty_report(["dog", "sandal"], unit([1, 0], [0, 1]), ["dog", "sandal"], boom)
     assert r.new == [] and r.confusable == []
+
+
+def test_vocabulary_is_encoded_in_batches_close_to_one_by_one_and_keeps_the_cache(base_bundle):
+    """A bundle with a wide training vocabulary (ImageNet names of the text prior: ~1,600) must not
+    encode it name by name, nor evict the user's cached class names doing so."""
+    from tina_edge.runtime import Personalizer
+
+    p = Personalizer.from_bundle(base_bundle, threads=1)
+    enc = p._text
+    names = ["cat", "a small domestic feline", "dog", "school bus", "x", "sea-coast with rocks and a light house"]
+    enc.batch_size = 4  # two batches, the second shorter: padding trimmed per batch
+    before = dict(enc._cache)
+    many = enc.encode_many(names)
+    assert dict(enc._cache).keys() == before.keys()  # bypasses the cache
+    one = np.stack([enc._encode_one(t) for t in names])
+    assert many.shape == one.shape and float(np.abs(many - one).max()) < 1e-4
+    assert enc.encode_many([]).shape[0] == 0

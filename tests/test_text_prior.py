@@ -82,15 +82,18 @@ def _layout():
     return lay
 
 
-def _prior_model(lay, text_dim=16):
+def _prior_model(lay, text_dim=16, keys=0):
     cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=text_dim,
-                         hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True)
+                         hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True,
+                         prior_keys=keys, prior_input=not keys)
     torch.manual_seed(0)
     m = TinaDenoiser(cfg).eval()
     x, y, _ = _linear_problem(d=text_dim)
     fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None)
     assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
     m.prior.load_fit(fit, *row_normalisation(lay))
+    if keys:
+        m.prior.load_keys(x[:keys], y[:keys] + 0.3)
     return m
 
 
@@ -113,11 +116,13 @@ def test_denoiser_prediction_is_the_prior_plus_a_correction():
     assert float((raw[:-1] - m.prior.center[:-1]).norm()) == pytest.approx(float(m.prior.calib[0]), rel=1e-4)
 
 
-def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path):
+@pytest.mark.parametrize("keys", [0, 12])
+def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys):
     from tina_edge.export.graphs import export_denoiser
 
     lay = _layout()
-    m = _prior_model(lay)
+    m = _prior_model(lay, keys=keys)
+    assert hasattr(m, "prior_in") == (keys == 0)
     twin = TinaDenoiser(m.cfg)
     assert float(twin.prior.coef.abs().sum()) == 0.0
     twin.load_state_dict(m.state_dict())  # buffers are persistent: a checkpoint carries the prior
@@ -163,3 +168,22 @@ def test_extra_classes_replace_real_slots_rows_and_texts_together():
                     seen_real += 1
                     assert int(e.argmax()) == int(w[0]) - 1
     assert 0.3 < seen_sub / (seen_sub + seen_real) < 0.7
+
+
+def test_kernel_term_returns_seen_rows_and_leaves_other_words_on_the_ridge_row():
+    x, y, _ = _linear_problem(d=16)
+    fit = fit_text_prior(x[:60], y[:60], x[:60], y[:60], y[:60])
+    flags = np.r_[np.ones(1280), 0.0]
+    plain, kern = TextPrior(16, 1281), TextPrior(16, 1281, keys=20)
+    for p in (plain, kern):
+        p.load_fit(fit, flags, np.zeros(1281), np.ones(1281))
+    target = y[:20] + 0.5  # "zoo rows" far from what the ridge map predicts
+    kern.load_keys(x[:20], target)
+    keys = torch.from_numpy(x[:20]).float()
+    got = kern.raw_rows(keys).numpy()
+    np.testing.assert_allclose(got, target, atol=5e-3 * np.abs(target).max())
+    assert np.abs(plain.raw_rows(keys).numpy() - target).mean() > 0.3  # the ridge row alone is elsewhere
+    far = torch.from_numpy(x[100:120]).float()  # random unit vectors: cosine to every key well below 0.95
+    assert float((far @ keys.t()).max()) < 0.95
+    torch.testing.assert_close(kern.raw_rows(far), plain.raw_rows(far), atol=1e-3, rtol=1e-3)
+    assert float(kern.raw_rows(torch.zeros(1, 16)).abs().max()) < 1e3  # a padded slot stays finite

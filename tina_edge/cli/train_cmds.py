@@ -198,11 +198,13 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
                    "needs timm and the Lite0 weights; held-out names and synonyms are excluded)")
 @click.option("--extra-rate", type=float, default=0.5, show_default=True,
               help="with --text-prior imagenet: share of class slots replaced in training by ImageNet classes")
+@click.option("--prior-keys/--no-prior-keys", default=True, show_default=True,
+              help="with --text-prior: the prior returns each seen name's zoo mean row exactly (kernel term)")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
 @click.option("--ckpt-name", default="tina.safetensors", show_default=True)
 @user_errors
 def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
-              row_tokens, emb_bank, text_prior, extra_rate, resume, ckpt_name):
+              row_tokens, emb_bank, text_prior, extra_rate, prior_keys, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
     from ..train.pipeline import stage_diffusion
@@ -211,7 +213,7 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
     out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
                           chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume,
                           ckpt_name=ckpt_name, emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens,
-                          emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate)
+                          emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate, prior_keys=prior_keys)
     click.echo(json.dumps(out, indent=1))
 
 

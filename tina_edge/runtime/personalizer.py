@@ -209,7 +209,8 @@ class Personalizer:
 
         def vocab_emb():  # encoded once per Personalizer, and only when some name is new
             if self.__dict__.get("_vocab_emb") is None:
-                self._vocab_emb = self.encode(self.manifest.vocabulary)
+                many = getattr(self._text, "encode_many", None)  # batched: a whole vocabulary, uncached
+                self._vocab_emb = many(self.manifest.vocabulary) if many else self.encode(self.manifest.vocabulary)
             return self._vocab_emb
 
         return novelty_report(names, self.encode(description_texts(names, descriptions)), self.manifest.vocabulary,

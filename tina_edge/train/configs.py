@@ -55,6 +55,8 @@ class DenoiserConfig:
     # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
     # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
     text_prior: bool = False
+    prior_keys: int = 0  # seen names whose zoo rows the prior returns exactly (kernel term); 0 = ridge only
+    prior_input: bool = True  # each row token also sees its prior through a linear (off: smaller graphs)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -168,8 +168,9 @@ class RowTokenDenoiser(TinaDenoiser):
         if cfg.text_prior:
             from .text_prior import TextPrior
 
-            self.prior = TextPrior(cfg.text_dim, self.row_dim)
-            self.prior_in = nn.Linear(self.row_dim, H)
+            self.prior = TextPrior(cfg.text_dim, self.row_dim, keys=cfg.prior_keys)
+            if cfg.prior_input:
+                self.prior_in = nn.Linear(self.row_dim, H)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, class_mask: torch.Tensor) -> torch.Tensor:
         B, K = x_t.shape[0], self.cfg.k_max
@@ -179,7 +180,8 @@ class RowTokenDenoiser(TinaDenoiser):
         prior = None
         if self.cfg.text_prior:
             prior = self.prior(class_emb) * m
-            r_tok = r_tok + self.prior_in(prior)
+            if self.cfg.prior_input:
+                r_tok = r_tok + self.prior_in(prior)
         t_tok = self.time_mlp(timestep_embedding(t, self.cfg.hidden)).unsqueeze(1) + self.pos
         h = torch.cat([t_tok, r_tok], dim=1)
         keep = torch.cat([torch.ones_like(class_mask[:, :1]), class_mask], 1)

@@ -115,14 +115,16 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
                     slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
                     row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
-                    extra_rate: float = 0.5) -> dict:
+                    extra_rate: float = 0.5, prior_keys: bool = True) -> dict:
     """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
     class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
     generic model's class order) and `counts` [C]: each step draws one phrasing per class.
     `text_prior` ("zoo" or "imagenet", row tokens only) puts a calibrated ridge text -> row map in the
     denoiser (train/text_prior.py), fitted on the zoo's seen rows and, with "imagenet", on ImageNet's
     classifier rows under their names and definitions; with "imagenet", `extra_rate` of the class slots
-    in training are ImageNet classes (their rows and texts), see TinaData."""
+    in training are ImageNet classes (their rows and texts), see TinaData. `prior_keys` makes the prior
+    return the zoo's mean row exactly for seen names (TextPrior's kernel term; the denoiser then learns
+    only how p-models vary around it) and drops the prior's input projection."""
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
     setup_distributed()
@@ -152,7 +154,9 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
                           text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads,
                           chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
-                          row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior))
+                          row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior),
+                          prior_keys=len(split.seen) if text_prior and prior_keys else 0,
+                          prior_input=not (text_prior and prior_keys))
     if text_prior and not rows:
         raise ValueError("--text-prior needs row tokens (a head template)")
     tcfg = train_cfg or TrainConfig()
@@ -210,6 +214,11 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
     flags, mean, std = row_normalisation(layout)
     for m in (trainer.model, trainer.ema):
         m.prior.load_fit(fit, flags, mean, std)
+        if m.prior.n_keys:
+            if m.prior.n_keys != len(seen_idx):
+                raise ValueError(f"{len(seen) - len(seen_idx)} seen classes have no p-model in the zoo; "
+                                 "rebuild the zoo or train with --no-prior-keys")
+            m.prior.load_keys(unit[seen_idx], zoo_rows)
     if extra is not None and extra_rate > 0:
         counts = np.bincount(extra.owner, minlength=len(extra.rows))
         bank = torch.zeros(len(extra.rows), int(counts.max()), extra.emb.shape[1])
