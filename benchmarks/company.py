@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from tina_edge.runtime import Personalizer
 p = Personalizer.from_bundle(sys.argv[1], threads=1)
-names = p.manifest.training["classes"] + ["golden retriever", "a much longer name that pads every other row"]
+names = list(p.manifest.training.classes or []) + ["golden retriever", "a much longer name that pads every other row"]
 worst = 0.0
 for x in names:
     alone = p.encode([x])[0]

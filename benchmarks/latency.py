@@ -49,7 +49,7 @@ class _Timed:
 
 
 def prompts_for(manifest, ks: list[int]) -> dict[int, list[str]]:
-    names = manifest.vocabulary or list(manifest.training.get("classes", []))
+    names = manifest.vocabulary or list(manifest.training.classes or [])
     out = {}
     for k in ks:
         if k > manifest.k_max:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tina = Personalizer.from_bundle(args.bundle, threads=1)
     enc = tina._text
-    names_all = list(tina.manifest.training.get("classes") or tina.manifest.vocabulary)
+    names_all = list(tina.manifest.training.classes or tina.manifest.vocabulary)
 
     def batched(names):
         ids, mask = enc.tokenizer(names)

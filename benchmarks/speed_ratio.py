@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tina_edge.runtime import PersonalizedClassifier, Personalizer
     from tina_edge.runtime.template import denormalise, fill_template
-    from tina_edge.train.diffusion import reference_sample_ddim, reference_sample_ddpm
+    from tina_edge.train.diffusion import sample
     from tina_edge.train.trainer import read_checkpoint
 
     torch.set_num_threads(args.threads)
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     def torch_sample(sampler: str, emb: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
         e, mk = torch.from_numpy(emb), torch.from_numpy(mask)
         rng = np.random.default_rng(seed)
-        x = reference_sample_ddpm(model, sched, e, mk, rng) if sampler == "ddpm" else \
-            reference_sample_ddim(model, sched, e, mk, rng, steps=STEPS)
+        x = sample(model, sched, e, mk, rng, sampler=sampler, steps=None if sampler == "ddpm" else STEPS)
         return x.numpy()
 
     def conditioning(batch: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ------------------------------------------------------------------ speed (batch 1)
     k = min(args.k, m.k_max)
-    vocab = m.vocabulary or list(m.training.get("classes", []))
+    vocab = m.vocabulary or list(m.training.classes or [])
     names = [vocab[i % len(vocab)] if i < len(vocab) else f"class {i}" for i in range(k)]
     emb1, mask1 = conditioning([names])
     timing = {}

@@ -8,6 +8,7 @@ import os
 import pickle
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +361,46 @@ def test_archive_extracts_once(tmp_path: Path) -> None:
     f.write_bytes(b"edited")
     assert extract_archive_safely(arch, tmp_path / "dest") == dest
     assert f.read_bytes() == b"edited"  # second call skipped extraction (marker file)
+
+
+@pytest.mark.parametrize("links", [
+    [("x", "."), ("x/l", "../escaped")],  # written through a link: lexically inside, really outside
+    [("x", "."), ("y", "x/../escaped")],  # a target walked through another link
+])
+def test_archive_refuses_links_chained_to_escape(tmp_path: Path, links) -> None:
+    arch = make_tar(tmp_path / "a.tar.gz", [("data/ok.txt", b"fine")], links=links)
+    dest = tmp_path / "out" / "dest"
+    with pytest.raises(DatasetError, match="inside a link|through another link"):
+        extract_archive_safely(arch, dest)
+    assert not (tmp_path / "out" / "escaped").exists() and not (dest / "data" / "ok.txt").exists()
+
+
+def test_archive_hard_links_zip_and_an_interrupted_run(tmp_path: Path) -> None:
+    """The shared routine (runtime/archive.py) under the dataset policy: hard links to members,
+    zip archives, and a second run over a half-written destination (no marker yet)."""
+    arch = tmp_path / "h.tar"
+    with tarfile.open(arch, "w") as tar:
+        info = tarfile.TarInfo("d/a.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+        hard = tarfile.TarInfo("d/b.txt")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "d/a.txt"
+        tar.addfile(hard)
+        out = tarfile.TarInfo("d/c.txt")
+        out.type, out.linkname = tarfile.LNKTYPE, "../outside.txt"
+    dest = extract_archive_safely(arch, tmp_path / "dh")
+    assert (dest / "d" / "b.txt").read_bytes() == b"hi"
+    (dest / ".tina-edge-extracted.json").unlink()
+    (dest / "d" / "a.txt").write_bytes(b"half")  # an interrupted earlier run
+    assert (extract_archive_safely(arch, dest) / "d" / "a.txt").read_bytes() == b"hi"
+    with tarfile.open(tmp_path / "bad.tar", "w") as tar:
+        tar.addfile(out)
+    with pytest.raises(DatasetError, match="links outside"):
+        extract_archive_safely(tmp_path / "bad.tar", tmp_path / "db")
+    z = tmp_path / "d.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("cifar10/train/cat/0.txt", b"meow")
+    assert (extract_archive_safely(z, tmp_path / "dz") / "cifar10" / "train" / "cat" / "0.txt").read_bytes() == b"meow"
 
 
 def test_find_shared_cifar10(tmp_path: Path) -> None:

@@ -35,15 +35,15 @@ def test_manifest_records_training_and_evaluation():
     m = open_bundle(None).manifest
     assert m.text_encoder.kind == "minilm" and m.text_encoder.embedding_dim == 384
     assert m.k_max == 20 and m.template.name == "lite0_head"
-    assert len(m.training["classes"]) == 221 and len(m.vocabulary) == 177
-    assert len(m.training["holdout_classes"]) == 44 and "parking meter" in m.training["holdout_classes"]
-    assert not set(m.vocabulary) & set(m.training["holdout_classes"])
+    assert len(m.training.classes) == 221 and len(m.vocabulary) == 177
+    assert len(m.training.holdout_classes) == 44 and "parking meter" in m.training.holdout_classes
+    assert not set(m.vocabulary) & set(m.training.holdout_classes)
     assert set(SEEN) <= set(m.vocabulary)
-    assert m.training["datasets"] == "tiny-imagenet+cifar10+fashion-mnist"
+    assert m.training.datasets == "tiny-imagenet+cifar10+fashion-mnist"
     pre = m.template.input.preprocess
     assert (m.template.input.height, pre["resize"], pre["crop"], pre["alpha"]) == (128, "shorter_side", "center", "white")
     for kind in ("id", "ood"):
-        assert set(m.evaluation[kind]) >= {"generated", "fine-tuned", "selection", "chance"}
+        assert set(getattr(m.evaluation, kind)) >= {"generated", "fine-tuned", "selection", "chance"}
     total = sum(f["bytes"] for f in m.files.values())
     assert total <= 60_000_000, f"default bundle is {total / 1e6:.1f} MB (limit 60 MB)"
 

@@ -344,14 +344,14 @@ def test_labels_and_file_names_are_escaped(pz, tmp_path):
 
 
 def test_manifest_strings_are_escaped_in_info(base_bundle, tmp_path):
-    from tina_edge.runtime.manifest import read_manifest, write_manifest
+    from tina_edge.runtime.manifest import EvaluationSummary, read_manifest, write_manifest
 
     d = tmp_path / "b"
     shutil.copytree(base_bundle, d)
     m = read_manifest(d)
     m.producer = "\x1b]0;owned\x07\x1b[2J"
-    m.training["datasets"] = ["ok\rFAKE LINE"]
-    m.evaluation = {"note\x1b[31m": float("nan")}
+    m.training.datasets = ["ok\rFAKE LINE"]
+    m.evaluation = EvaluationSummary(extra={"note\x1b[31m": float("nan")})  # a figure this version does not know
     write_manifest(d, m)
     for args in (["info", d], ["info", d, "-v"], ["info", d, "--json"]):
         r = run(*args)

@@ -122,7 +122,7 @@ def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, t
     # one template (weights as graph inputs, template.form "inputs"): the head stays float32
     assert {i.name: i.type.tensor_type.elem_type for i in t.graph.input}["fc.weight"] == onnx.TensorProto.FLOAT
     p = Personalizer.from_bundle(out, threads=1)
-    assert p.manifest.training["trunk_quantization"].startswith("int8")
+    assert p.manifest.training.trunk_quantization.startswith("int8")
     clf = p.personalize(["goldfish", "sandal"], seed=0)
     assert clf.params["fc.weight"].shape == (2, 1280)
     # Not run here: at this toy 32-px input the late blocks see 1x1 maps and onnxruntime's int8 conv
@@ -193,6 +193,6 @@ def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tm
     s = export_bundle(workdir / "prior.safetensors", out, log=lambda m: None)
     assert s["personalize_max_abs_diff"] < 1e-3
     p = Personalizer.from_bundle(out, threads=1)
-    assert "tench" in p.manifest.vocabulary and p.manifest.training["text_prior"]["kind"] == "imagenet"
+    assert "tench" in p.manifest.vocabulary and p.manifest.training.text_prior["kind"] == "imagenet"
     clf = p.personalize(["goldfish", "tench", "zebra"], seed=0)
     assert clf.predict([np.full((40, 40, 3), 120, np.uint8)]).probabilities.shape == (1, 3)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.diffusion import reference_sample_ddpm
+from reference_samplers import reference_sample_ddpm
 from tina_edge.runtime.template import denormalise
 from tina_edge.train.trainer import read_checkpoint
 
@@ -101,7 +101,7 @@ def test_bundle_files_and_parity(bundle):
     assert summary["personalize_max_abs_diff"] <= 1e-3
     assert not list(path.glob("*.onnx.data"))
     m = open_bundle(path).manifest
-    assert m.k_max == 4 and m.training["holdout_classes"] == ["orange wave"]
+    assert m.k_max == 4 and m.training.holdout_classes == ["orange wave"]
     assert "orange wave" not in m.vocabulary and "red square" in m.vocabulary
 
 

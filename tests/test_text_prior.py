@@ -187,3 +187,33 @@ def test_kernel_term_returns_seen_rows_and_leaves_other_words_on_the_ridge_row()
     assert float((far @ keys.t()).max()) < 0.95
     torch.testing.assert_close(kern.raw_rows(far), plain.raw_rows(far), atol=1e-3, rtol=1e-3)
     assert float(kern.raw_rows(torch.zeros(1, 16)).abs().max()) < 1e3  # a padded slot stays finite
+
+
+def test_exact_fp16_initializers_are_stored_as_fp16_losslessly(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tina_edge.export.graphs import store_exact_fp16
+
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=(4, 20000)).astype(np.float16).astype(np.float32)  # 80,000 exact fp16 values
+    inexact = rng.normal(size=(4, 20000)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "A"], ["a"]), helper.make_node("MatMul", ["x", "B"], ["b"]),
+         helper.make_node("Add", ["a", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 20000])],
+        [numpy_helper.from_array(exact, "A"), numpy_helper.from_array(inexact, "B")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.normal(size=(2, 4)).astype(np.float32)
+    before = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    size = path.stat().st_size
+    assert store_exact_fp16(path) == exact.nbytes // 2
+    m = onnx.load(str(path))
+    types = {i.name: i.data_type for i in m.graph.initializer}
+    assert types == {"A_fp16": TensorProto.FLOAT16, "B": TensorProto.FLOAT}
+    assert path.stat().st_size < size - 150_000
+    np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, {"x": x})[0], before)
+    assert store_exact_fp16(path) == 0  # idempotent

@@ -121,9 +121,9 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
                    + ("; ORT format" if port.get("ort") else ""))
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
-    tr = m.training
+    tr, ev = m.training.to_dict(), m.evaluation.to_dict()  # every key, those this version does not know too
     for key, label in (("datasets", "datasets"), ("holdout_classes", "holdout"), ("holdout", "holdout")):
-        if key in tr:
+        if tr.get(key) is not None:
             v = tr[key]
             out.append(f"{label:<11} {', '.join(map(str, v)) if isinstance(v, list) else v}")
     zoo = tr.get("zoo")
@@ -134,12 +134,12 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     if voc:
         more = f" ... (+{len(voc) - 30})" if len(voc) > 30 else ""
         out.append(f"vocabulary  {len(voc)} classes: {', '.join(map(str, voc[:30]))}{more}")
-    if m.evaluation and not verbose and _eval_table(m.evaluation):
+    if ev and not verbose and _eval_table(ev):
         out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
-        out += _eval_table(m.evaluation)
-    elif m.evaluation:
+        out += _eval_table(ev)
+    elif ev:
         out.append("evaluation")
-        out += [f"              {k}: {v}" for k, v in _flat(m.evaluation)]
+        out += [f"              {k}: {v}" for k, v in _flat(ev)]
     else:
         out.append("evaluation  (none recorded)")
     click.echo("\n".join(safe(line) for line in out))  # manifest strings may hold escape sequences

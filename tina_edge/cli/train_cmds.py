@@ -285,14 +285,15 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""
     _need_torch()
     from ..export.bundle import export_bundle
+    from ..runtime.errors import BundleError
+    from ..runtime.manifest import EvaluationSummary
 
     log = (lambda m: None)  # the progress bar (stderr) names each stage
     evaluation = None
     if eval_json:
         try:
-            ev = json.loads(Path(eval_json).read_text())
-            evaluation = ev["summary"] | {"sampler": ev.get("sampler"), "steps": ev.get("steps")}
-        except (ValueError, KeyError, TypeError) as e:
+            evaluation = EvaluationSummary.from_eval_json(json.loads(Path(eval_json).read_text()))
+        except (ValueError, KeyError, TypeError, BundleError) as e:
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
     calibration = None
     if quantize_trunk:

@@ -3,7 +3,7 @@
 The bundle is assembled in a temporary sibling directory and renamed into place only when every
 check passed, so a failed or interrupted export never leaves a half-written bundle. The last
 check runs the real runtime (`tina_edge.runtime.Personalizer`) on the new bundle and compares its
-generated parameters with the torch reference sampler fed the same noise and embeddings.
+generated parameters with the torch denoiser's (`train.diffusion.sample`) fed the same noise and embeddings.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from .. import __version__
 from ..runtime.atomic import atomic_output_dir
 from ..runtime.errors import TinaEdgeError
 from ..runtime.noise import PortableNoise
-from ..runtime.manifest import DenoiserSpec, DiffusionSpec, Manifest, TemplateSpec, write_manifest
-from ..train.diffusion import reference_sample_ddim
+from ..runtime.manifest import DenoiserSpec, DiffusionSpec, EvaluationSummary, Manifest, TemplateSpec, write_manifest
+from ..train.diffusion import sample
 from ..runtime.template import denormalise
 from ..train.trainer import read_checkpoint
 from .graphs import export_denoiser, export_template
@@ -40,15 +40,9 @@ def _quantize_denoiser(path: Path, quantize: str) -> None:
     tmp.replace(path)
 
 
-def datasets_label(datasets) -> str:
-    """The manifest's dataset line (a photo universe: its source names, never local paths)."""
-    from ..train.datasets.universe import universe_label
-
-    return universe_label(datasets) if isinstance(datasets, dict) else str(datasets)
-
-
 def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: int = 20) -> float:
-    """Max abs diff between runtime-generated and torch-reference parameters (same seed, DDIM)."""
+    """Max abs diff between the runtime's parameters (ONNX graphs) and the torch denoiser's, sampled
+    with the same seed, embeddings and sampler (DDIM): a whole run, so only the exported graphs differ."""
     from ..runtime.personalizer import Personalizer
 
     p = Personalizer.from_bundle(bundle_dir, threads=1)
@@ -58,11 +52,11 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
     for seed, names in enumerate(prompts):
         clf = p.personalize(names, sampler="ddim", steps=steps, seed=seed)
         k = len(names)
-        emb = torch.zeros(1, layout.k_max, ckpt.meta["text_encoder"]["dim"])
+        emb = torch.zeros(1, layout.k_max, ckpt.info.encoder.dim)
         emb[0, :k] = torch.from_numpy(p.encode(names))
         mask = torch.zeros(1, layout.k_max)
         mask[0, :k] = 1
-        x = reference_sample_ddim(model, ckpt.schedule(), emb, mask, PortableNoise(seed), steps=steps)
+        x = sample(model, ckpt.schedule(), emb, mask, PortableNoise(seed), sampler="ddim", steps=steps)
         ref = denormalise(x[0].numpy(), layout.specs, k)
         for name, t in ref.items():
             worst = max(worst, float(np.abs(clf.params[name] - t).max()))
@@ -85,41 +79,20 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
     return float(np.abs(got - encoder.encode_images(imgs)).max())
 
 
-def training_info(ck, quantize_trunk: str | None = None) -> dict:
-    """The manifest's `training` section, built from a checkpoint in one place."""
-    return {
-        "datasets": datasets_label(ck.meta.get("generic_info", {}).get("datasets", "")),
-        "classes": ck.meta.get("classes", []),
-        "holdout_classes": ck.meta.get("holdout", []),
-        # every name training saw: the seen classes, and the ImageNet names of a text prior
-        "vocabulary": ck.meta.get("seen", []) + ck.meta.get("vocabulary_extra", []),
-        "text_prior": ck.meta.get("text_prior"),
-        "zoo": ck.meta.get("zoo", {}),
-        "generic_test_accuracy": ck.meta.get("generic_info", {}).get("test_accuracy"),
-        "denoiser": {k: v for k, v in ck.meta["denoiser"].items() if k != "chunks"},
-        "diffusion_steps_trained": ck.meta.get("step"),
-        "text_encoder": ck.meta.get("text_encoder", {}),
-        "trunk_quantization": "int8 static QDQ per-channel" if quantize_trunk else None,
-        "synonyms": ck.meta.get("synonyms", {}),
-    }
-
-
-def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation: dict | None):
+def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation: EvaluationSummary | dict | None):
     """Stage 0: the checkpoint, a text encoder that matches it, and its evaluation summary."""
     from ..train.text_encoders import build_text_encoder
 
     ck = read_checkpoint(ckpt_path)
-    if not isinstance(ck.meta.get("text_encoder"), dict) or "dim" not in ck.meta["text_encoder"]:
-        raise TinaEdgeError(f"checkpoint {ckpt_path} does not record its text encoder; it was not written by "
-                            "`tina-edge train diffusion`")
-    enc_spec = text_encoder or ck.meta["text_encoder"]["spec"]
+    rec = ck.info.require_encoder(ckpt_path)
+    enc_spec = text_encoder or rec.spec
     encoder = build_text_encoder(enc_spec)
-    if encoder.dim != ck.meta["text_encoder"]["dim"]:
+    if encoder.dim != rec.dim:
         raise TinaEdgeError(f"text encoder {enc_spec!r} makes {encoder.dim}-d embeddings but the checkpoint "
-                            f"was trained on {ck.meta['text_encoder']['dim']}-d ones")
+                            f"was trained on {rec.dim}-d ones")
     if evaluation is None:
         ev = Path(ckpt_path).parent / "eval" / "eval.json"
-        evaluation = json.loads(ev.read_text())["summary"] if ev.is_file() else {}
+        evaluation = EvaluationSummary.from_eval_json(json.loads(ev.read_text())) if ev.is_file() else EvaluationSummary()
     return ck, encoder, evaluation
 
 
@@ -159,7 +132,7 @@ def _export_graphs(tmp: Path, ck, encoder, summary: dict, *, quantize, quantize_
     return te_spec
 
 
-def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: dict, *, default_sampler: str, default_steps: int,
+def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: EvaluationSummary | dict, *, default_sampler: str, default_steps: int,
                            quantize_trunk: str | None) -> Manifest:
     """Stage 2: manifest.json through write_manifest, then the portable files (docs/PORTABLE.md)."""
     layout, sched = ck.layout(), ck.schedule()
@@ -171,7 +144,7 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: dict, *, default_
         denoiser=DenoiserSpec(model=DENOISER, k_max=layout.k_max, param_count=layout.size,
                               embedding_dim=te_spec.embedding_dim),
         template=TemplateSpec(model=TEMPLATE, name=layout.cfg.name, layout=layout.specs, input=layout.input_spec()),
-        training=training_info(ck, quantize_trunk),
+        training=ck.info.training_info(quantize_trunk),
         evaluation=evaluation,
         producer=f"tina-edge {__version__}",
     )
@@ -185,7 +158,7 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: dict, *, default_
 
 def _check_personalize_parity(tmp: Path, ck, summary: dict, quantize_denoiser: str | None) -> None:
     """Stage 3: a whole personalize run of the runtime against the torch reference."""
-    seen = ck.meta.get("seen") or ck.meta["classes"]
+    seen = ck.info.seen_classes
     prompts = [seen[:2], seen[: ck.layout().k_max]]
     summary["personalize_max_abs_diff"] = personalize_parity(tmp, ck, prompts)
     # the reference is fed the runtime's own embeddings, so only a quantized denoiser may differ
@@ -197,7 +170,7 @@ def _check_personalize_parity(tmp: Path, ck, summary: dict, quantize_denoiser: s
 
 def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: str | None = None,
                   quantize: str | None = None, quantize_denoiser: str | None = None, overwrite: bool = False,
-                  evaluation: dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
+                  evaluation: EvaluationSummary | dict | None = None, default_sampler: str = "ddim", default_steps: int = 5,
                   log: Callable[[str], None] = print, progress: bool = False, quantize_trunk: str | None = None,
                   calibration: np.ndarray | None = None) -> dict:
     """Export a Tina checkpoint to a bundle directory; returns a summary (files, sizes, parity).

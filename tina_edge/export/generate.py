@@ -108,19 +108,28 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
     exactly, like the sampler. A Loop rather than S unrolled copies: measured in onnxruntime-web,
     session creation 3-8x faster (the body is compiled once) at the same run time, and the
     output is bit-identical to the unrolled graph.
+    Stages: the step table -> the loop body (denoiser + DDIM step) -> the outer graph (loop, denormalise).
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
 
     ts, c = _step_table(manifest, steps)
     g = _hoist_constants(denoiser.graph)
-    inits = {i.name for i in g.initializer}
     if not {"x_t", "timestep", "class_emb", "class_mask"} <= {i.name for i in g.input} or [o.name for o in g.output] != ["x0"]:
         raise BundleError("the denoiser graph does not have the contract inputs/outputs; generate.onnx cannot wrap it")
-    S = len(ts)
+    step, outer = _ddim_loop_body(g, ts, c)
+    model = _generate_model(denoiser, g, step, outer, manifest, ts)
+    onnx.checker.check_model(model)
+    return model, ts
+
+
+def _ddim_loop_body(g, ts: list[int], c: np.ndarray):
+    """The Loop body (one denoiser call, then the DDIM step in float64) and the outer-scope tables it reads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name for i in g.initializer}
     outer = [numpy_helper.from_array(np.array(ts, np.int64), "gen_timesteps"),
              numpy_helper.from_array(np.array([0], np.int64), "gen_axis0"),
-             numpy_helper.from_array(np.array(S, np.int64), "gen_trip_count"),
+             numpy_helper.from_array(np.array(len(ts), np.int64), "gen_trip_count"),
              numpy_helper.from_array(np.array(True), "gen_true")]
     outer += [numpy_helper.from_array(c[j], f"gen_coef{j}") for j in range(4)]
     p = "step_"
@@ -149,13 +158,27 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
          helper.make_tensor_value_info("x_in", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("x_out", TensorProto.FLOAT, None)])
+    return step, outer
+
+
+def _layout_scale(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """Per-parameter std and mean of the layout: params = x0 * std + mean (runtime.template.denormalise_flat)."""
     P = manifest.denoiser.param_count
     std = np.ones(P, np.float32)
     mean = np.zeros(P, np.float32)
     for tsp in manifest.template.layout:
         std[tsp.offset: tsp.offset + tsp.numel] = np.float32(tsp.std)
         mean[tsp.offset: tsp.offset + tsp.numel] = np.float32(tsp.mean)
-    outer += [numpy_helper.from_array(std, "layout_std"), numpy_helper.from_array(mean, "layout_mean")]
+    return std, mean
+
+
+def _generate_model(denoiser, g, step, outer: list, manifest: Manifest, ts: list[int]):
+    """The outer graph: the Loop from the starting noise, then de-normalisation; with the sampler as metadata."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    P = manifest.denoiser.param_count
+    std, mean = _layout_scale(manifest)
+    outer = outer + [numpy_helper.from_array(std, "layout_std"), numpy_helper.from_array(mean, "layout_mean")]
     nodes = [helper.make_node("Loop", ["gen_trip_count", "gen_true", "noise"], ["x0"], body=step, name="ddim_steps"),
              helper.make_node("Mul", ["x0", "layout_std"], ["params_scaled"]),
              helper.make_node("Add", ["params_scaled", "layout_mean"], ["params"])]
@@ -170,11 +193,10 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tina-edge generate")
     model.ir_version = denoiser.ir_version
-    for key, value in {"sampler": "ddim", "eta": "0", "steps": str(S), "timesteps": json.dumps(ts)}.items():
+    for key, value in {"sampler": "ddim", "eta": "0", "steps": str(len(ts)), "timesteps": json.dumps(ts)}.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
-    onnx.checker.check_model(model)
-    return model, ts
+    return model
 
 
 def build_template_inputs(template, manifest: Manifest):
@@ -233,22 +255,23 @@ def tokenizer_config(tokenizer_json: dict, manifest: Manifest) -> dict:
 
 
 def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
-    """Rewrite a dynamic-int8 text encoder as weight-only int8 (see weight_only.py); None if it is not one."""
+    """Rewrite a dynamic-int8 text encoder (or the older weight-only form) as weight-only int8, see
+    weight_only.py; None when there was nothing to rewrite."""
     import onnx
 
     from .weight_only import dynamic_int8_to_weight_only
 
     path = root / m.text_encoder.model
     model = onnx.load(str(path))
-    if not any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
-        return None
     n = dynamic_int8_to_weight_only(model)
-    if any(n.op_type == "DynamicQuantizeLinear" for n in model.graph.node):
+    if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node):
         raise BundleError(f"{m.text_encoder.model} has dynamic int8 MatMuls this rewrite does not recognise; "
                           "pass keep_dynamic_int8 (the browser's embeddings will then differ from Python's by ~1e-3)")
+    if not n:
+        return None
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return f"weight-only int8 ({n} MatMuls rewritten from dynamic int8: batch-independent, portable)"
+    return f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
@@ -262,6 +285,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     root = Path(bundle_dir)
     m = read_manifest(root)
     te_note = None if keep_dynamic_int8 else _weight_only_text_encoder(root, m)
+    te_note = te_note or (m.portable.get("text_encoder") or {}).get("quantization")  # converted before: keep its note
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     onnx.save(gen, str(root / GENERATE))

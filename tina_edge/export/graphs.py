@@ -39,6 +39,42 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
+def store_exact_fp16(path: Path, min_elements: int = 65536) -> int:
+    """Store large float32 initializers whose values are all exact float16 numbers as float16 + Cast.
+
+    Why: the text prior keeps its matrices in float16 buffers (train/text_prior.py), but the exporter
+    folds their `.float()` into float32 constants, doubling their bytes in denoiser.onnx and again in
+    generate.onnx. The rewrite is lossless (every value round-trips), so parity is unchanged; onnxruntime
+    folds the Cast back at session creation. Returns the bytes saved.
+    """
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    saved, keep, casts = 0, [], []
+    for init in g.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and int(np.prod(init.dims)) >= min_elements:
+            a = numpy_helper.to_array(init)
+            h = a.astype(np.float16)
+            if np.isfinite(a).all() and np.array_equal(h.astype(np.float32), a):
+                keep.append(numpy_helper.from_array(h, init.name + "_fp16"))
+                casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=onnx.TensorProto.FLOAT,
+                                              name=init.name + "_cast"))
+                saved += a.nbytes - h.nbytes
+                continue
+        keep.append(init)
+    if not casts:
+        return 0
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return saved
+
+
 def denoiser_inputs(model: TinaDenoiser, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     cfg = model.cfg
@@ -58,6 +94,7 @@ def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -
     ex = denoiser_inputs(model, 2)
     ins, outs = input_names("denoiser"), output_names("denoiser")
     _export(model, tuple(torch.from_numpy(ex[k]) for k in ins), path, ins, outs, batch_axes("denoiser"), opset)
+    store_exact_fp16(path)
     feeds = denoiser_inputs(model, 8, seed=1)
     with torch.no_grad():
         ref = model(*(torch.from_numpy(feeds[k]) for k in ins)).numpy()

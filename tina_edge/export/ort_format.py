@@ -37,33 +37,46 @@ def _graphs(m: Manifest) -> dict[str, str]:
 
 
 def convert_bundle_to_ort(bundle_dir: str | os.PathLike) -> Manifest:
-    """Convert a bundle directory in place: .onnx session graphs -> .ort, plus required_operators.config."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    """Convert a bundle directory in place: .onnx session graphs -> .ort, plus required_operators.config.
 
+    Stages: convert the graphs (onnxruntime's tool, in a temp dir) -> point the manifest at the .ort files."""
     root = Path(bundle_dir)
     m = read_manifest(root)
     graphs = {k: v for k, v in _graphs(m).items() if v.endswith(".onnx")}
     if not graphs:
         raise TinaEdgeError(f"bundle {root} has no .onnx session graphs left to convert")
+    renamed = _convert_graphs(root, graphs)
+    return _rewrite_manifest(root, m, renamed)
+
+
+def _run_converter(src: Path, out: Path) -> None:
+    """onnxruntime's converter at OPTIMIZATION (an environment variable it reads), silenced."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
     old = os.environ.get("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL")
+    os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] = OPTIMIZATION
+    try:
+        with redirect_stdout(StringIO()):  # the tool prints every step
+            convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle.Fixed])
+    finally:
+        if old is None:
+            os.environ.pop("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", None)
+        else:
+            os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] = old
+
+
+def _convert_graphs(root: Path, graphs: dict[str, str]) -> dict[str, str]:
+    """Write each graph's .ort beside it and required_operators.config; returns {onnx name: ort name}."""
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         src, out = Path(tmp) / "src", Path(tmp) / "out"
         src.mkdir()
         for name in graphs.values():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             os.link(root / name, src / name) if hasattr(os, "link") else shutil.copy2(root / name, src / name)
-        os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] = OPTIMIZATION
-        try:
-            with redirect_stdout(StringIO()):  # the tool prints every step
-                convert_onnx_models_to_ort(src, output_dir=out, optimization_styles=[OptimizationStyle.Fixed])
-        finally:
-            if old is None:
-                os.environ.pop("ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL", None)
-            else:
-                os.environ["ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"] = old
+        _run_converter(src, out)
         suffix = f".{OPTIMIZATION}" if OPTIMIZATION != "all" else ""
         renamed: dict[str, str] = {}
-        for field_name, name in graphs.items():
+        for name in graphs.values():
             produced = out / Path(name).with_suffix(f"{suffix}.ort")
             target = str(Path(name).with_suffix(".ort"))
             if not produced.is_file():
@@ -78,6 +91,11 @@ def convert_bundle_to_ort(bundle_dir: str | os.PathLike) -> Manifest:
             ("# - " + Path(line[4:]).name.replace(suffix + ".ort", ".ort")) if line.startswith("# - ") else line
             for line in lines]
         (root / REQUIRED_OPERATORS).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return renamed
+
+
+def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str]) -> Manifest:
+    """The manifest names the .ort files (the template stays ONNX); the converted .onnx files go."""
     te = m.text_encoder
     te.model = renamed.get(te.model, te.model)
     if te.image_encoder:

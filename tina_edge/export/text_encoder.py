@@ -170,6 +170,58 @@ def _ort_text(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return make_session(path).run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
 
 
+def _tokenizer_checked(encoder: TextEncoder, out_dir: Path) -> tuple[Tokenizer, str, int, np.ndarray, np.ndarray]:
+    """Write tokenizer.json; the runtime tokenizer must give the training tokenizer's ids on PARITY_TEXTS.
+
+    Returns the runtime tokenizer, (cleaning, pad_id) for the spec and the parity texts' ids and mask."""
+    cleaning, pad_id = write_tokenizer(encoder, out_dir / TOKENIZER)
+    tok = Tokenizer.from_file(out_dir / TOKENIZER, max_tokens=encoder.max_tokens, cleaning=cleaning, pad_id=pad_id)
+    ref = encoder.tokenize(PARITY_TEXTS)
+    ids, mask = tok(PARITY_TEXTS)
+    if not (np.array_equal(ids, ref["input_ids"]) and np.array_equal(mask, ref["attention_mask"])):
+        bad = [t for t, a, b in zip(PARITY_TEXTS, ids, ref["input_ids"]) if not np.array_equal(a, b)]
+        raise TinaEdgeError(f"exported tokenizer disagrees with the training tokenizer on {bad[:3]!r}")
+    return tok, cleaning, pad_id, ids, mask
+
+
+def _export_fp32_checked(encoder: TextEncoder, module: torch.nn.Module, path: Path, ids: np.ndarray,
+                         mask: np.ndarray, opset: int) -> tuple[np.ndarray, float]:
+    """Export the fp32 graph; returns PyTorch's embeddings of the parity texts and the graph's max
+    abs difference to them (all texts at once and at batch 8), raising above FP32_TOLERANCE."""
+    example = encoder.tokenize(["dog", "ankle boot"])  # batch 2: keeps the batch axis dynamic
+    args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
+    # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
+    # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
+    seq = {1: "seq"} if getattr(encoder, "dynamic_length", False) else {}
+    _onnx_export(module, args, path, ["input_ids", "attention_mask"],
+                 {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
+                  "embeddings": {0: "batch"}}, opset)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+    got, batch8 = _ort_text(path, ids, mask), _ort_text(path, ids[:8], mask[:8])
+    diff = float(max(np.abs(got - ref).max(), np.abs(batch8 - ref[:8]).max()))
+    if not diff <= FP32_TOLERANCE:
+        raise TinaEdgeError(f"ONNX text encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
+    return ref, diff
+
+
+def _quantized_report(q: Path, quantize: str, ids: np.ndarray, mask: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+    """How far the quantized graph's embeddings are from PyTorch's fp32 ones (cosine, max abs), and its size."""
+    qe = _ort_text(q, ids, mask)
+    cos = np.sum(qe * ref, axis=1) / (np.linalg.norm(qe, axis=1) * np.linalg.norm(ref, axis=1))
+    return {f"{quantize}_bytes": q.stat().st_size, "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+            "max_abs_diff_quantized": float(np.abs(qe - ref).max())}
+
+
+def _runtime_report(path: Path, tok: Tokenizer, ids: np.ndarray, mask: np.ndarray, quantize: str | None) -> dict[str, Any]:
+    """The runtime path end to end (tokenizer + session) must give what the graph gives; the runtime
+    trims padding for dynamic-length graphs, so equal up to float rounding (int8: up to 1e-2)."""
+    sess = TextEncoderSession(path, tok)
+    diff = float(np.abs(sess.encode(PARITY_TEXTS) - _ort_text(path, ids, mask)).max())
+    return {"bytes": path.stat().st_size, "runtime_vs_graph_max_abs_diff": diff,
+            "runtime_matches_graph": bool(diff <= 1e-5 if not quantize else diff <= 1e-2)}
+
+
 def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, quantize: str | None = None,
                         opset: int = 17) -> tuple[TextEncoderSpec, dict[str, Any]]:
     """Write text_encoder.onnx + tokenizer.json into out_dir; return the bundle spec and a report.
@@ -182,58 +234,22 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
         raise TinaEdgeError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    L = encoder.max_tokens
-    cleaning, pad_id = write_tokenizer(encoder, out_dir / TOKENIZER)
-    runtime_tok = Tokenizer.from_file(out_dir / TOKENIZER, max_tokens=L, cleaning=cleaning, pad_id=pad_id)
-
-    ref_tok = encoder.tokenize(PARITY_TEXTS)
-    ids, mask = runtime_tok(PARITY_TEXTS)
-    if not (np.array_equal(ids, ref_tok["input_ids"]) and np.array_equal(mask, ref_tok["attention_mask"])):
-        bad = [t for t, a, b in zip(PARITY_TEXTS, ids, ref_tok["input_ids"]) if not np.array_equal(a, b)]
-        raise TinaEdgeError(f"exported tokenizer disagrees with the training tokenizer on {bad[:3]!r}")
-
-    module = encoder.torch_module()
+    tok, cleaning, pad_id, ids, mask = _tokenizer_checked(encoder, out_dir)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         fp32 = Path(tmp) / TEXT_MODEL
-        example = encoder.tokenize(["dog", "ankle boot"])  # batch 2: keeps the batch axis dynamic
-        args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
-        # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
-        # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
-        seq = {1: "seq"} if getattr(encoder, "dynamic_length", False) else {}
-        _onnx_export(module, args, fp32, ["input_ids", "attention_mask"],
-                     {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
-                      "embeddings": {0: "batch"}}, opset)
-        with torch.no_grad():
-            ref = module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
-        got = _ort_text(fp32, ids, mask)
-        batch8 = _ort_text(fp32, ids[:8], mask[:8])
-        diff = float(max(np.abs(got - ref).max(), np.abs(batch8 - ref[:8]).max()))
-        if not diff <= FP32_TOLERANCE:
-            raise TinaEdgeError(f"ONNX text encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
-        report: dict[str, Any] = {
-            "name": encoder.name, "texts": len(PARITY_TEXTS), "max_abs_diff_fp32": diff,
-            "fp32_bytes": fp32.stat().st_size, "quantize": quantize,
-        }
+        ref, diff = _export_fp32_checked(encoder, encoder.torch_module(), fp32, ids, mask, opset)
+        report: dict[str, Any] = {"name": encoder.name, "texts": len(PARITY_TEXTS), "max_abs_diff_fp32": diff,
+                                  "fp32_bytes": fp32.stat().st_size, "quantize": quantize}
+        final = fp32
         if quantize:
-            q = Path(tmp) / f"q_{TEXT_MODEL}"
-            quantize_model(fp32, q, quantize, tuple(getattr(encoder, "int8_exclude", ())))
-            qe = _ort_text(q, ids, mask)
-            cos = np.sum(qe * ref, axis=1) / (np.linalg.norm(qe, axis=1) * np.linalg.norm(ref, axis=1))
-            report.update({f"{quantize}_bytes": q.stat().st_size, "cosine_min": float(cos.min()),
-                           "cosine_mean": float(cos.mean()),
-                           "max_abs_diff_quantized": float(np.abs(qe - ref).max())})
-            shutil.move(str(q), out_dir / TEXT_MODEL)
-        else:
-            shutil.move(str(fp32), out_dir / TEXT_MODEL)
-    # the runtime path end to end (tokenizer + session) must give what the graph gives
-    sess = TextEncoderSession(out_dir / TEXT_MODEL, runtime_tok)
-    report["bytes"] = (out_dir / TEXT_MODEL).stat().st_size
-    # (the runtime trims padding for dynamic-length graphs: equal up to float rounding)
-    runtime_diff = float(np.abs(sess.encode(PARITY_TEXTS) - _ort_text(out_dir / TEXT_MODEL, ids, mask)).max())
-    report["runtime_vs_graph_max_abs_diff"] = runtime_diff
-    report["runtime_matches_graph"] = bool(runtime_diff <= 1e-5 if not quantize else runtime_diff <= 1e-2)
+            final = Path(tmp) / f"q_{TEXT_MODEL}"
+            quantize_model(fp32, final, quantize, tuple(getattr(encoder, "int8_exclude", ())))
+            report.update(_quantized_report(final, quantize, ids, mask, ref))
+        shutil.move(str(final), out_dir / TEXT_MODEL)
+    report.update(_runtime_report(out_dir / TEXT_MODEL, tok, ids, mask, quantize))
     spec = TextEncoderSpec(kind=encoder.kind, name=encoder.name, model=TEXT_MODEL, tokenizer=TOKENIZER,
-                           embedding_dim=int(encoder.dim), max_tokens=int(L), cleaning=cleaning, pad_id=pad_id)
+                           embedding_dim=int(encoder.dim), max_tokens=int(encoder.max_tokens), cleaning=cleaning,
+                           pad_id=pad_id)
     return spec, report
 
 

@@ -4,86 +4,156 @@ onnxruntime's dynamic quantization quantizes every MatMul's *activations* at run
 per-tensor scale taken from the batch (DynamicQuantizeLinear), so a class name's embedding depends
 on the other texts in the batch and on padding, and integer kernels round differently on x86,
 ARM and WebAssembly: the browser's parameters differed from Python's by 1.3e-4 on the default
-bundle. Rewriting each DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scales) chain as
-(Cast(int8 weight) - zero point) * scale -> MatMul keeps the file size (weights stay int8) and
-makes the encoder a float graph whose outputs agree across platforms to float rounding.
+bundle. Each DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scales) chain becomes
 
-Plain Cast/Sub/Mul rather than DequantizeLinear: onnxruntime's "extended" level fuses
-DequantizeLinear -> MatMul into MatMulNBits, which quantizes the activations again (to int8 on
-x86 and differently in WebAssembly: 5e-3 apart); Cast/Mul of initializers is constant-folded
-into an ordinary float MatMul instead.
+    MatMul(x, Cast(W_int8 -> float)) * w_scale        (- zero point before the MatMul when it is not 0)
+
+which keeps the file size (weights stay int8) and makes the encoder a float graph whose outputs
+agree across platforms to float rounding. Why this form and no other (measured on the MiniLM,
+BENCHMARKS.md §10.4):
+
+- No DequantizeLinear: onnxruntime's "extended" level (Python, node, web, and the ORT-format
+  converter) fuses DequantizeLinear -> MatMul into MatMulNBits, which quantizes the activations
+  again (4.7e-3 off; x86 and WebAssembly differ) unless every runtime sets session.disable_quant_qdq.
+- One constant-folded tensor per weight: onnxruntime folds Cast(W) into a float initializer when
+  the session is created, so the encoder runs at float speed (keeping W int8 and dequantizing on
+  every run took 2.4x longer per name; MatMulNBits with float accumulation 6x). The form exported
+  before, (Cast(W) - Cast(zp)) * scale -> MatMul, folded three full-size float tensors per weight,
+  all alive until the graph was cleaned: creating the session peaked at +125 MiB instead of +70.
+  `dynamic_int8_to_weight_only` rewrites that older form too, so existing bundles can be converted.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 
-def _consumers(graph, name: str) -> list:
-    return [n for n in graph.node if name in n.input]
+@dataclass
+class _Product:
+    """One int8-weight MatMul found in the graph: what replaces `anchor`, and what goes with it."""
+
+    anchor: object  # the node whose place the new nodes take
+    drop: list  # nodes removed with it (the rest of the old chain is pruned as dead code)
+    x: str  # float activations
+    weight: str  # int8 initializer [K, N]
+    zero_point: str  # initializer, or "" when absent
+    scale: str  # float initializer (per-tensor)
+    output: str  # the float product the rest of the graph reads
+    name: str
 
 
-def dynamic_int8_to_weight_only(model) -> int:
-    """Rewrite `model` (onnx.ModelProto) in place; returns how many MatMuls were rewritten."""
+def _index(graph) -> tuple[dict, dict, dict]:
+    inits = {i.name: i for i in graph.initializer}
+    prod = {o: n for n in graph.node for o in n.output}
+    cons: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    return inits, prod, cons
+
+
+def _only(nodes: list | None, op_type: str):
+    """The single consumer of a tensor when it is an `op_type` node, else None."""
+    return nodes[0] if nodes and len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+
+def _match_dynamic(n, inits, prod, cons) -> _Product | None:
+    """DynamicQuantizeLinear(x) -> MatMulInteger(., W) -> Cast -> Mul(., x_scale * w_scale)."""
+    if n.op_type != "MatMulInteger" or len(n.input) != 4 or n.input[1] not in inits:
+        return None
+    dql = prod.get(n.input[0])
+    cast = _only(cons.get(n.output[0]), "Cast")
+    mul = _only(cons.get(cast.output[0]), "Mul") if cast is not None else None
+    if dql is None or dql.op_type != "DynamicQuantizeLinear" or mul is None:
+        return None
+    smul = prod.get(mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0])
+    w_scale = [x for x in smul.input if x in inits] if smul is not None and smul.op_type == "Mul" else []
+    if len(w_scale) != 1:
+        return None
+    return _Product(n, [cast, mul], dql.input[0], n.input[1], n.input[3], w_scale[0], mul.output[0], n.name)
+
+
+def _match_cast_sub_mul(n, inits, prod, cons) -> _Product | None:
+    """MatMul(x, (Cast(W) - Cast(zp)) * scale): the weight-only form exported before (see module doc)."""
+    if n.op_type != "MatMul" or len(cons.get(n.input[1], [])) != 1:
+        return None
+    mul = prod.get(n.input[1])
+    if mul is None or mul.op_type != "Mul" or mul.input[1] not in inits:
+        return None
+    sub = prod.get(mul.input[0])
+    if sub is None or sub.op_type != "Sub":
+        return None
+    cw, cz = prod.get(sub.input[0]), prod.get(sub.input[1])
+    if not (cw is not None and cz is not None and cw.op_type == cz.op_type == "Cast"
+            and cw.input[0] in inits and cz.input[0] in inits):
+        return None
+    if any(len(cons.get(t, [])) != 1 for t in (mul.output[0], sub.output[0], cw.output[0])):
+        return None
+    name = n.name[: -len("_float")] if n.name.endswith("_float") else n.name
+    return _Product(n, [mul, sub, cw, cz], n.input[0], cw.input[0], cz.input[0], mul.input[1], n.output[0], name)
+
+
+def _nonzero(inits, name: str) -> bool:
+    from onnx import numpy_helper
+
+    return bool(name) and bool(numpy_helper.to_array(inits[name]).any())
+
+
+def _weight_only_nodes(p: _Product, inits) -> list:
+    """MatMul(x, Cast(W)) * scale; the zero point is subtracted (exactly, in float) only when non-zero."""
     from onnx import TensorProto, helper
 
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    prod = {o: n for n in g.node for o in n.output}
-    drop: set[int] = set()
-    new_nodes: dict[int, list] = {}
-    count = 0
-    for idx, n in enumerate(g.node):
-        if n.op_type != "MatMulInteger" or len(n.input) != 4 or n.input[1] not in inits:
-            continue
-        dql = prod.get(n.input[0])
-        casts = _consumers(g, n.output[0])
-        if dql is None or dql.op_type != "DynamicQuantizeLinear" or len(casts) != 1 or casts[0].op_type != "Cast":
-            continue
-        muls = _consumers(g, casts[0].output[0])
-        if len(muls) != 1 or muls[0].op_type != "Mul":
-            continue
-        mul = muls[0]
-        scale_name = mul.input[1] if mul.input[0] == casts[0].output[0] else mul.input[0]
-        smul = prod.get(scale_name)
-        if smul is None or smul.op_type != "Mul":
-            continue
-        w_scale = [x for x in smul.input if x in inits]
-        if len(w_scale) != 1:
-            continue
-        w = n.input[1]
-        w_f = w + "_dequantized"
-        nodes = [helper.make_node("Cast", [w], [w + "_f"], to=TensorProto.FLOAT, name=n.name + "_wcast"),
-                 helper.make_node("Cast", [n.input[3]], [w + "_zp_f"], to=TensorProto.FLOAT, name=n.name + "_zpcast"),
-                 helper.make_node("Sub", [w + "_f", w + "_zp_f"], [w + "_centred"], name=n.name + "_wsub"),
-                 helper.make_node("Mul", [w + "_centred", w_scale[0]], [w_f], name=n.name + "_wscale"),
-                 helper.make_node("MatMul", [dql.input[0], w_f], [mul.output[0]], name=n.name + "_float")]
-        new_nodes[idx] = nodes
-        for node in (casts[0], mul):
-            drop.add(id(node))
-        drop.add(id(n))
-        count += 1
-    if not count:
-        return 0
-    out = []
-    for idx, n in enumerate(g.node):
-        if idx in new_nodes:
-            out.extend(new_nodes[idx])
-        elif id(n) not in drop:
-            out.append(n)
-    # dead code: scale products, DynamicQuantizeLinear nodes and initializers nobody reads any more
-    graph_outputs = {o.name for o in g.output}
+    w = f"{p.weight}_as_float"
+    nodes = [helper.make_node("Cast", [p.weight], [w], to=TensorProto.FLOAT, name=f"{p.name}_wcast")]
+    if _nonzero(inits, p.zero_point):
+        nodes += [helper.make_node("Cast", [p.zero_point], [f"{p.zero_point}_as_float"], to=TensorProto.FLOAT,
+                                   name=f"{p.name}_zpcast"),
+                  helper.make_node("Sub", [w, f"{p.zero_point}_as_float"], [f"{p.weight}_centred"], name=f"{p.name}_wsub")]
+        w = f"{p.weight}_centred"
+    return nodes + [helper.make_node("MatMul", [p.x, w], [f"{p.output}_unscaled"], name=f"{p.name}_float"),
+                    helper.make_node("Mul", [f"{p.output}_unscaled", p.scale], [p.output], name=f"{p.name}_wscale")]
+
+
+def _prune(graph) -> None:
+    """Drop nodes and initializers nobody reads any more (scale products, DynamicQuantizeLinear)."""
+    graph_outputs = {o.name for o in graph.output}
+    out = list(graph.node)
     while True:
         used = Counter(x for node in out for x in node.input)
         keep = [node for node in out if any(o in graph_outputs or used[o] for o in node.output)]
         if len(keep) == len(out):
             break
         out = keep
+    del graph.node[:]
+    graph.node.extend(out)
+    used = {x for node in graph.node for x in node.input} | graph_outputs
+    live = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    del graph.value_info[:]
+
+
+def dynamic_int8_to_weight_only(model) -> int:
+    """Rewrite `model` (onnx.ModelProto) in place; returns how many MatMuls were rewritten (0: none found).
+
+    Rewrites onnxruntime's dynamic-int8 chains and the Cast/Sub/Mul weight-only form of earlier
+    exports; a graph already in the current form is left as it is.
+    """
+    g = model.graph
+    inits, prod, cons = _index(g)
+    found = [p for n in g.node if (p := _match_dynamic(n, inits, prod, cons) or _match_cast_sub_mul(n, inits, prod, cons))]
+    if not found:
+        return 0
+    new = {id(p.anchor): _weight_only_nodes(p, inits) for p in found}
+    drop = {id(d) for p in found for d in p.drop}
+    out = []
+    for n in g.node:
+        if id(n) in new:
+            out.extend(new[id(n)])
+        elif id(n) not in drop:
+            out.append(n)
     del g.node[:]
     g.node.extend(out)
-    used = {x for node in g.node for x in node.input} | graph_outputs
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    del g.value_info[:]
-    return count
+    _prune(g)
+    return len(found)

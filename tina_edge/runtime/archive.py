@@ -1,8 +1,10 @@
-"""Bundle archives (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) extracted safely into a private temp dir.
+"""Archives (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) extracted safely: the one routine, for bundles and datasets.
 
-Two passes: scan every header (refusing absolute paths, '..', links, special files, huge headers)
-and read the manifest, then write only the files it lists, size-capped. `runtime/bundle.py` then
-verifies the extracted directory like any other bundle.
+Two passes: scan every header (refusing absolute paths, '..', special files, huge headers, too many
+members or bytes), then write what the policy selects, each member size-capped. An `ExtractPolicy`
+says what differs: a bundle (`open_archive`, into a private temp dir) holds plain files only and only
+those its manifest lists are written, then `runtime/bundle.py` verifies the directory like any
+other bundle; a dataset (`train/archives.py`) is written whole and may hold links that stay inside it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
-from .errors import BundleError
+from .errors import BundleError, TinaEdgeError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
 
 MAX_ARCHIVE_BYTES = 8 << 30  # unpacked, over all members; the manifest's declared sizes then bound it further
@@ -30,6 +34,21 @@ class _HeaderTooBig(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class ExtractPolicy:
+    """What an archive may hold and what of it is written (the rest of extraction is shared)."""
+
+    noun: str  # "bundle" | "dataset": named in refusals
+    error: type[TinaEdgeError]  # raised for every refusal
+    max_bytes: int  # unpacked, over all members
+    max_members: int
+    links: bool = False  # symbolic and hard links allowed when they resolve inside the destination
+    casefold: bool = True  # two members equal up to case are one file on some filesystems: refuse
+    overwrite: bool = False  # files already in the destination are replaced (a re-run after an interruption)
+    # the members to write, from the scanned ones and a reader of one member's bytes (default: all)
+    select: Callable[[Path, list["_Member"], Callable[["_Member"], bytes]], list["_Member"]] | None = None
+
+
 class _SafeTarInfo(tarfile.TarInfo):
     """TarInfo that refuses oversized pax / GNU long-name headers before tarfile reads them into memory."""
 
@@ -40,15 +59,16 @@ class _SafeTarInfo(tarfile.TarInfo):
         return super()._proc_member(tf)
 
 
-def _member_path(name: str, archive: Path) -> PurePosixPath | None:
+def _member_path(name: str, archive: Path, policy: ExtractPolicy) -> PurePosixPath | None:
     """The safe relative path of an archive member, None for the archive root itself."""
+    err = policy.error
     if len(name) > MAX_MEMBER_NAME:
-        raise BundleError(f"archive {archive.name} has a member name of {len(name)} characters; at most {MAX_MEMBER_NAME} are allowed")
+        raise err(f"archive {archive.name} has a member name of {len(name)} characters; at most {MAX_MEMBER_NAME} are allowed")
     if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":") or "\x00" in name:
-        raise BundleError(f"archive {archive.name} has an unsafe member path {name!r:.120} (absolute or not POSIX)")
+        raise err(f"archive {archive.name} has an unsafe member path {name!r:.120} (absolute or not POSIX)")
     p = PurePosixPath(name)
     if ".." in p.parts:
-        raise BundleError(f"archive {archive.name} has a member that escapes the bundle: {name!r:.120}")
+        raise err(f"archive {archive.name} has a member that escapes the {policy.noun}: {name!r:.120}")
     parts = [x for x in p.parts if x not in (".", "")]
     return PurePosixPath(*parts) if parts else None
 
@@ -58,34 +78,85 @@ class _Member:
     rel: PurePosixPath
     size: int
     handle: Any  # ZipInfo or TarInfo
+    kind: str = "file"  # "file" | "dir" | "symlink" | "hardlink"
+    link: PurePosixPath | None = None  # a link's target, relative to the destination
 
 
-def _scan(archive: Path, entries) -> list[_Member]:
-    """Pass 1 over (name, kind, size, handle): paths, types, count and declared sizes, no data read."""
+def _link_target(rel: PurePosixPath, kind: str, linkname: str, links: set[PurePosixPath]) -> PurePosixPath | None:
+    """Where a link points, relative to the destination, walked one part at a time (None: outside).
+
+    A walk through another link of the archive is refused too (None), so the lexical walk is the
+    real one: nothing can be made to escape by chaining links."""
+    if linkname.startswith("/") or "\\" in linkname or (len(linkname) > 1 and linkname[1] == ":"):
+        return None
+    here = list(rel.parent.parts) if kind == "symlink" else []  # hard links name a member path
+    for part in PurePosixPath(linkname).parts:
+        if part == "..":
+            if not here:
+                return None
+            here.pop()
+        elif part != ".":
+            here.append(part)
+            if PurePosixPath(*here) in links and PurePosixPath(*here) != rel:
+                return None
+    return PurePosixPath(*here) if here else None
+
+
+def _too_big(archive: Path, limit: int) -> str:
+    return (f"archive {archive.name} unpacks to more than {limit >> 30} GiB; refusing it" if limit >= 1 << 30 else
+            f"archive {archive.name} unpacks to more than {limit} bytes; refusing it")
+
+
+def _scan(archive: Path, entries, policy: ExtractPolicy) -> list[_Member]:
+    """Pass 1 over (name, kind, size, handle, linkname): paths, types, links, count and declared
+    sizes, no data read. Refuses before anything is written."""
+    err, noun = policy.error, policy.noun
     members: list[_Member] = []
     seen: set[str] = set()
     total = 0
-    for n, (name, kind, size, handle) in enumerate(entries, 1):
-        if n > MAX_ARCHIVE_MEMBERS:
-            raise BundleError(f"archive {archive.name} has too many members (more than {MAX_ARCHIVE_MEMBERS})")
-        rel = _member_path(name, archive)
+    for n, (name, kind, size, handle, linkname) in enumerate(entries, 1):
+        if n > policy.max_members:
+            raise err(f"archive {archive.name} has too many members (more than {policy.max_members})")
+        rel = _member_path(name, archive, policy)
         if kind == "sparse":
-            raise BundleError(f"archive {archive.name} has a sparse member {name!r:.120}; bundles hold plain files only")
-        if kind not in ("file", "dir"):
-            raise BundleError(f"archive {archive.name} has a link or special file {name!r:.120}; bundles hold plain files only")
-        if kind == "dir" or rel is None:
+            raise err(f"archive {archive.name} has a sparse member {name!r:.120}; {noun}s hold plain files only")
+        allowed = ("file", "dir", "symlink", "hardlink") if policy.links else ("file", "dir")
+        if kind not in allowed:
+            raise err(f"archive {archive.name} has a link or special file {name!r:.120}; {noun}s hold "
+                      + ("plain files, folders and links inside themselves only" if policy.links else "plain files only"))
+        if rel is None:
             continue
-        key = str(rel).casefold()
-        if key in seen:
-            raise BundleError(f"archive {archive.name} holds {str(rel)!r:.120} twice")
+        key = str(rel).casefold() if policy.casefold else str(rel)
+        if key in seen and kind != "dir":
+            raise err(f"archive {archive.name} holds {str(rel)!r:.120} twice")
         seen.add(key)
-        total += size
-        if total > MAX_ARCHIVE_BYTES:
-            raise BundleError(f"archive {archive.name} unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GiB; refusing it"
-                              if MAX_ARCHIVE_BYTES >= 1 << 30 else
-                              f"archive {archive.name} unpacks to more than {MAX_ARCHIVE_BYTES} bytes; refusing it")
-        members.append(_Member(rel, size, handle))
+        total += size if kind == "file" else 0
+        if total > policy.max_bytes:
+            raise err(_too_big(archive, policy.max_bytes))
+        members.append(_Member(rel, size, handle, kind, PurePosixPath(linkname) if linkname else None))
+    _check_links(archive, members, policy)
     return members
+
+
+def _check_links(archive: Path, members: list[_Member], policy: ExtractPolicy) -> None:
+    """Links point inside the destination, never through another link; nothing is written through a link."""
+    links = {m.rel for m in members if m.kind in ("symlink", "hardlink")}
+    if not links:
+        return
+    files = {m.rel for m in members if m.kind == "file"}
+    for m in members:
+        if any(parent in links for parent in m.rel.parents):
+            raise policy.error(f"archive {archive.name}: member {str(m.rel)!r:.120} lies inside a link; the archive is unsafe")
+        if m.kind not in ("symlink", "hardlink"):
+            continue
+        target = _link_target(m.rel, m.kind, str(m.link or ""), links)
+        if target is None:
+            raise policy.error(f"archive {archive.name}: member {str(m.rel)!r:.120} links outside the destination "
+                               f"({str(m.link)!r:.120}) or through another link; the archive is unsafe")
+        if m.kind == "hardlink" and target not in files:
+            raise policy.error(f"archive {archive.name}: hard link {str(m.rel)!r:.120} names {str(target)!r:.120}, "
+                               "which is not a file of the archive")
+        m.link = target if m.kind == "hardlink" else m.link
 
 
 def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | None, list[_Member]]:
@@ -94,6 +165,7 @@ def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | 
     Every listed member must have exactly the declared size, so what is written is bounded by
     what the manifest declares; unlisted members are never extracted.
     """
+    members = [m for m in members if m.kind == "file"]  # the bundle policy lets only files and folders through
     tops = {m.rel.parts[0] for m in members}
     prefix: PurePosixPath | None = None
     man = next((m for m in members if m.rel == PurePosixPath(MANIFEST_NAME)), None)
@@ -122,9 +194,20 @@ def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | 
     return prefix, keep
 
 
-def _write_member(dest: Path, mem: _Member, src, archive: Path) -> None:
+def _bundle_select(archive: Path, members: list[_Member], read) -> list[_Member]:
+    return _plan(archive, members, read)[1]
+
+
+def bundle_policy() -> ExtractPolicy:
+    """Bundles: plain files only, only those the manifest lists, at most MAX_ARCHIVE_* (read now)."""
+    return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=_bundle_select)
+
+
+def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool = False) -> None:
     out = dest.joinpath(*mem.rel.parts)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and (out.is_symlink() or out.is_file()):
+        out.unlink()  # never write through what a previous run left there
     left = mem.size
     with open(out, "xb") as f:
         while True:
@@ -139,6 +222,35 @@ def _write_member(dest: Path, mem: _Member, src, archive: Path) -> None:
         raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} is shorter than its declared {mem.size} bytes")
 
 
+def _write_link(dest: Path, mem: _Member, overwrite: bool) -> None:
+    out = dest.joinpath(*mem.rel.parts)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite and (out.is_symlink() or out.is_file()):
+        out.unlink()
+    if mem.kind == "symlink":
+        os.symlink(str(mem.link), out)
+        return
+    src = dest.joinpath(*mem.link.parts)  # type: ignore[union-attr]  # checked: a file of the archive
+    try:
+        os.link(src, out)
+    except OSError:  # a filesystem without hard links: a copy reads the same
+        shutil.copyfile(src, out)
+
+
+def _write_all(archive: Path, dest: Path, keep: list[_Member], open_member, policy: ExtractPolicy) -> None:
+    """Pass 2: folders, then files (size-capped), then links (their targets exist by then)."""
+    for mem in keep:
+        if mem.kind == "dir":
+            dest.joinpath(*mem.rel.parts).mkdir(parents=True, exist_ok=True)
+    for mem in keep:
+        if mem.kind == "file":
+            with open_member(mem) as src:
+                _write_member(dest, mem, src, archive, policy.overwrite)
+    for mem in keep:
+        if mem.kind in ("symlink", "hardlink"):
+            _write_link(dest, mem, policy.overwrite)
+
+
 def _zip_kind(info: zipfile.ZipInfo) -> str:
     mode = info.external_attr >> 16
     if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # links, devices, FIFOs
@@ -149,44 +261,50 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
 def _tar_kind(m: tarfile.TarInfo) -> str:
     if m.issparse():
         return "sparse"
-    return "file" if m.isreg() else "dir" if m.isdir() else "special"
+    return ("file" if m.isreg() else "dir" if m.isdir() else "symlink" if m.issym() else
+            "hardlink" if m.islnk() else "special")
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    """Two passes: scan headers and the manifest, then write only the listed files, size-capped."""
+def extract_safely(archive: Path, dest: Path, policy: ExtractPolicy) -> None:
+    """Two passes: scan every header (and what `policy.select` reads), then write the selected
+    members, size-capped. Refusals raise `policy.error` before anything is written."""
+    try:
+        _extract_safely(archive, dest, policy)
+    except _HeaderTooBig as e:
+        raise policy.error(f"archive {archive.name} has a {e.args[0]}-byte extended header; at most "
+                           f"{MAX_HEADER_BYTES} are allowed") from None
+
+
+def _extract_safely(archive: Path, dest: Path, policy: ExtractPolicy) -> None:
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             infos = z.infolist()
-            if len(infos) > MAX_ARCHIVE_MEMBERS:
-                raise BundleError(f"archive {archive.name} has too many members ({len(infos)})")
-            members = _scan(archive, ((i.filename, _zip_kind(i), i.file_size, i) for i in infos))
-
-            def read(mem: _Member) -> bytes:
-                with z.open(mem.handle) as f:
-                    return f.read(MAX_MANIFEST_BYTES + 1)
-
-            _prefix, keep = _plan(archive, members, read)
-            for mem in keep:
-                with z.open(mem.handle) as src:
-                    _write_member(dest, mem, src, archive)
+            if len(infos) > policy.max_members:
+                raise policy.error(f"archive {archive.name} has too many members ({len(infos)})")
+            members = _scan(archive, ((i.filename, _zip_kind(i), i.file_size, i, "") for i in infos), policy)
+            open_zip = lambda mem: z.open(mem.handle)  # noqa: E731
+            keep = policy.select(archive, members, _reader(open_zip)) if policy.select else members
+            _write_all(archive, dest, keep, open_zip, policy)
         return
     with tarfile.open(archive, tarinfo=_SafeTarInfo) as t:
-        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m) for m in _tar_members(t)))
+        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in _tar_members(t)), policy)
 
-        def read_tar(mem: _Member) -> bytes:
+        def open_tar(mem: _Member):
             f = t.extractfile(mem.handle)
             if f is None:
-                raise BundleError(f"archive {archive.name}: cannot read member {mem.handle.name!r}")
-            with f:
-                return f.read(MAX_MANIFEST_BYTES + 1)
+                raise policy.error(f"archive {archive.name}: cannot read member {mem.handle.name!r}")
+            return f
 
-        _prefix, keep = _plan(archive, members, read_tar)
-        for mem in keep:
-            src = t.extractfile(mem.handle)
-            if src is None:
-                raise BundleError(f"archive {archive.name}: cannot read member {mem.handle.name!r}")
-            with src:
-                _write_member(dest, mem, src, archive)
+        keep = policy.select(archive, members, _reader(open_tar)) if policy.select else members
+        _write_all(archive, dest, keep, open_tar, policy)
+
+
+def _reader(open_member) -> Callable[[_Member], bytes]:
+    """Bytes of one member (at most a manifest's worth): what a policy's `select` may read."""
+    def read(mem: _Member) -> bytes:
+        with open_member(mem) as f:
+            return f.read(MAX_MANIFEST_BYTES + 1)
+    return read
 
 
 def _tar_members(t: tarfile.TarFile):
@@ -210,7 +328,7 @@ def open_archive(path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
     tmp = tempfile.TemporaryDirectory(prefix="tina-edge-bundle-")
     dest = Path(tmp.name)
     try:
-        _extract(path, dest)
+        extract_safely(path, dest, bundle_policy())
     except BundleError:
         tmp.cleanup()
         raise

@@ -41,11 +41,13 @@ from .manifest_spec import (  # noqa: F401  (re-exported: the format's types are
     TEMPLATE_FORMS,
     DenoiserSpec,
     DiffusionSpec,
+    EvaluationSummary,
     InputSpec,
     Manifest,
     TemplateSpec,
     TensorSpec,
     TextEncoderSpec,
+    TrainingInfo,
     bundle_files,
 )
 
@@ -118,7 +120,8 @@ def manifest_from_dict(d: Any) -> Manifest:
             raise BundleError("manifest field files must map file names to {sha256, bytes}")
         m = Manifest(
             text_encoder=te, diffusion=diff, denoiser=den, template=tmpl, files=dict(files),
-            training=dict(d.get("training", {})), evaluation=dict(d.get("evaluation", {})),
+            training=TrainingInfo.from_dict(d.get("training", {}), "training"),
+            evaluation=EvaluationSummary.from_dict(d.get("evaluation", {}), "evaluation"),
             producer=str(d.get("producer", "")), schema_version=int(d["schema_version"]),
             bundle_id=str(d.get("bundle_id", "")),
             portable=dict(d.get("portable") or {}),
@@ -214,10 +217,8 @@ def _check_bounds(m: Manifest) -> None:
         if t.class_axis is not None and not (0 <= t.class_axis < len(t.shape)):
             raise BundleError(f"tensor {t.name!r:.40} has class_axis {t.class_axis}, outside its {len(t.shape)} axes")
         _check_normalisation(f"tensor {t.name!r:.40}", t.mean, t.std)
-    voc = m.training.get("vocabulary", [])
-    if not isinstance(voc, list) or not all(isinstance(v, str) and len(v) <= 200 for v in voc):
-        raise BundleError("manifest field training.vocabulary must be a list of class names (at most 200 characters each)")
-    _bounded("training.vocabulary (count)", len(voc), "vocabulary.count")
+    m.training.check()  # the typed informational sections (manifest_sections.py)
+    m.evaluation.check()
 
 
 def _check_files(m: Manifest) -> None:

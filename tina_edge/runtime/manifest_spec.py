@@ -3,9 +3,12 @@ and the one list of files a manifest names. Reading, checking and writing are in
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
+
+from .manifest_sections import EvaluationSummary, TrainingInfo  # noqa: F401  (re-exported with the other sections)
 
 SCHEMA_VERSION = 1
 TEMPLATE_FORMS = ("initializers", "inputs")  # template.form: generated tensors as initializers or graph inputs
@@ -148,8 +151,8 @@ class Manifest:
     denoiser: DenoiserSpec
     template: TemplateSpec
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, bytes}
-    training: dict[str, Any] = field(default_factory=dict)  # datasets, holdout, vocabulary
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    training: TrainingInfo = field(default_factory=TrainingInfo)  # datasets, holdout, vocabulary (manifest_sections.py)
+    evaluation: EvaluationSummary = field(default_factory=EvaluationSummary)
     producer: str = ""
     schema_version: int = SCHEMA_VERSION
     bundle_id: str = ""
@@ -157,13 +160,28 @@ class Manifest:
     # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
     portable: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A section given as its JSON object is parsed (and checked) into its typed form."""
+        if isinstance(self.training, dict):
+            self.training = TrainingInfo.from_dict(self.training, "training")
+        if isinstance(self.evaluation, dict):
+            self.evaluation = EvaluationSummary.from_dict(self.evaluation, "evaluation")
+
     @property
     def k_max(self) -> int:
         return self.denoiser.k_max
 
     @property
     def vocabulary(self) -> list[str]:
-        return list(self.training.get("vocabulary", []))
+        return list(self.training.vocabulary or [])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON object manifest.json holds (the typed sections in their own JSON form)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (TrainingInfo, EvaluationSummary)):
+                out[f.name] = copy.deepcopy(v.to_dict())
+            else:
+                out[f.name] = asdict(v) if is_dataclass(v) else copy.deepcopy(v)
+        return out

@@ -88,6 +88,9 @@ class Personalizer:
         if path is not None and not isinstance(path, (str, bytes, os.PathLike)):
             raise BundleError(f"the bundle must be a path to a directory or archive, got {type(path).__name__}")
         b = open_bundle(path, expected_id=expected_id)
+        # the template lives on as the parsed b.template_proto: its 13.5 MB of bytes go before the
+        # text encoder's session is created, the moment of the highest memory (BENCHMARKS.md §10.4)
+        b.release(b.manifest.template.model)
         te = b.manifest.text_encoder
         try:
             tok = Tokenizer.from_bytes(b.data(te.tokenizer), max_tokens=te.max_tokens, cleaning=te.cleaning,

@@ -172,6 +172,81 @@ def score_rows(rows: torch.Tensor, test: TaskData, class_idx: list[int]) -> tupl
     return acc, rec
 
 
+BASELINE_METHODS = ("selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct", "prior", "nearest-vocab")
+
+
+class _Scores:
+    """Every task's result row, and `put`: score one method's rows on one task's test images."""
+
+    def __init__(self, tasks: list[EvalTask], test: TaskData, classes: list[str], layout: ParamLayout):
+        self.tasks, self.test, self.layout = tasks, test, layout
+        self.c2i = {c: i for i, c in enumerate(classes)}
+        self.results = [{"kind": t.kind, "classes": t.classes, "texts": t.texts, "probes": t.probes, "twin": t.twin,
+                         "k": len(t.classes), "acc": {}, "recall": {}} for t in tasks]
+
+    def put(self, i: int, method: str, rows) -> None:
+        if rows is None:
+            return
+        task, res = self.tasks[i], self.results[i]
+        acc, rec = score_rows(rows, self.test, [self.c2i[c] for c in task.classes])
+        res["acc"][method] = acc
+        res["slot_recall_" + method] = rec
+        if task.probes:
+            res["recall"][method] = float(np.mean([rec[p] for p in task.probes]))
+
+    def put_flat(self, part: list[int], method: str, flat) -> list:
+        """Score generated flat parameters [B, P] (one row per task of `part`); returns the packed rows."""
+        out = []
+        for b, i in enumerate(part):
+            rows = pack_rows(self.layout, self.layout.unflatten(flat[b], len(self.tasks[i].classes)))
+            self.put(i, method, rows)
+            out.append(rows)
+        return out
+
+
+def _conditioning(part: list[int], embs: dict[int, np.ndarray], k_max: int, dim: int):
+    """Class embeddings [B, K, D] and mask [B, K] of a batch of tasks, padded to K_max."""
+    e, m = torch.zeros(len(part), k_max, dim), torch.zeros(len(part), k_max)
+    for b, i in enumerate(part):
+        e[b, : len(embs[i])] = torch.from_numpy(embs[i])
+        m[b, : len(embs[i])] = 1
+    return e, m
+
+
+def _score_generated(sc: _Scores, part: list[int], embs: dict, generator: Callable, baselines: Baselines,
+                     dim: int) -> None:
+    """Tina, and "generated-lookup": the same prompt with every unknown text replaced by its nearest
+    training-vocabulary text (what a lookup table in front of Tina would do)."""
+    K = sc.layout.k_max
+    rows = sc.put_flat(part, "generated", generator(*_conditioning(part, embs, K, dim)))
+    looked = {i: baselines.lookup_embs(embs[i]) for i in part}
+    if all(np.array_equal(looked[i], embs[i]) for i in part):  # nothing to look up: the same models
+        for b, i in enumerate(part):
+            sc.put(i, "generated-lookup", rows[b])
+        return
+    sc.put_flat(part, "generated-lookup", generator(*_conditioning(part, looked, K, dim)))
+
+
+def _score_finetuned(sc: _Scores, part: list[int], train: TaskData, generic_sd: dict, recipe: dict, seed: int) -> None:
+    """The real fine-tuned p-model of each task (the upper reference)."""
+    tidx = [[sc.c2i[c] for c in sc.tasks[i].classes] for i in part]
+    ft = finetune_batch(generic_sd, sc.layout, train, tidx, seed=seed, **recipe)
+    for b, i in enumerate(part):
+        k = len(tidx[b])
+        sc.put(i, "fine-tuned", torch.cat([ft[sp.name][b, :k].reshape(k, -1) for sp in sc.layout.specs], 1))
+
+
+def _score_lookups(sc: _Scores, part: list[int], embs: dict, baselines: Baselines) -> None:
+    """The lookup baselines and chance."""
+    for i in part:
+        for meth in BASELINE_METHODS:
+            sc.put(i, meth, baselines.rows(meth, sc.tasks[i], embs[i]))
+        k = len(sc.tasks[i].classes)
+        sc.results[i]["acc"]["chance"] = 100.0 / k
+        if sc.tasks[i].probes:
+            sc.results[i]["recall"]["chance"] = 100.0 / k
+
+
 def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], test: TaskData, encode: Callable,
             baselines: Baselines, generator: Callable | None = None, train: TaskData | None = None,
             generic_sd: dict | None = None, finetune_steps: int = 100, finetune: dict | None = None,
@@ -183,76 +258,28 @@ def compare(tasks: list[EvalTask], *, layout: ParamLayout, classes: list[str], t
     samples Tina's denormalised flat parameters; fine-tuning needs `train` and `generic_sd`, and
     `finetune` (the zoo's recipe: steps, batch, lr, fast_sampling) overrides `finetune_steps`.
     `extra_generators` {method name: generator} score other checkpoints on the same tasks (ablations).
+    Per batch of tasks: Tina (+ lookup) -> other checkpoints -> fine-tuned -> lookup baselines, chance.
     """
     from tqdm.auto import tqdm
 
-    c2i = {c: i for i, c in enumerate(classes)}
     texts = sorted({t for task in tasks for t in task.texts})
     table = dict(zip(texts, np.asarray(encode(texts), dtype=np.float32)))
-    K = layout.k_max
-    results = [{"kind": t.kind, "classes": t.classes, "texts": t.texts, "probes": t.probes, "twin": t.twin,
-                "k": len(t.classes), "acc": {}, "recall": {}} for t in tasks]
-
-    def put(i, method, rows):
-        if rows is None:
-            return
-        acc, rec = score_rows(rows, test, [c2i[c] for c in tasks[i].classes])
-        results[i]["acc"][method] = acc
-        results[i]["slot_recall_" + method] = rec
-        if tasks[i].probes:
-            results[i]["recall"][method] = float(np.mean([rec[p] for p in tasks[i].probes]))
-
+    dim = next(iter(table.values())).shape[0] if table else 0
+    sc = _Scores(tasks, test, classes, layout)
     bar = tqdm(total=len(tasks), desc="compare", disable=not progress)
     for s in range(0, len(tasks), batch):
         part = list(range(s, min(s + batch, len(tasks))))
         embs = {i: np.stack([table[t] for t in tasks[i].texts]) for i in part}
         if generator is not None:
-            # "generated-lookup": the same prompt with every unknown text replaced by its nearest
-            # training-vocabulary text (what a lookup table in front of Tina would do)
-            for meth, src in (("generated", embs), ("generated-lookup", {i: baselines.lookup_embs(embs[i]) for i in part})):
-                if meth == "generated-lookup" and all(np.array_equal(src[i], embs[i]) for i in part):
-                    for i in part:
-                        put(i, meth, results[i].get("_rows_generated"))
-                    continue
-                e = torch.zeros(len(part), K, next(iter(table.values())).shape[0])
-                m = torch.zeros(len(part), K)
-                for b, i in enumerate(part):
-                    e[b, : len(tasks[i].texts)] = torch.from_numpy(src[i])
-                    m[b, : len(tasks[i].texts)] = 1
-                flat = generator(e, m)
-                for b, i in enumerate(part):
-                    rows = pack_rows(layout, layout.unflatten(flat[b], len(tasks[i].classes)))
-                    put(i, meth, rows)
-                    if meth == "generated":
-                        results[i]["_rows_generated"] = rows
+            _score_generated(sc, part, embs, generator, baselines, dim)
         for meth, g in (extra_generators or {}).items():
-            e = torch.zeros(len(part), K, next(iter(table.values())).shape[0])
-            m = torch.zeros(len(part), K)
-            for b, i in enumerate(part):
-                e[b, : len(tasks[i].texts)] = torch.from_numpy(embs[i])
-                m[b, : len(tasks[i].texts)] = 1
-            flat = g(e, m)
-            for b, i in enumerate(part):
-                put(i, meth, pack_rows(layout, layout.unflatten(flat[b], len(tasks[i].classes))))
+            sc.put_flat(part, meth, g(*_conditioning(part, embs, layout.k_max, dim)))
         if train is not None and generic_sd is not None:
-            tidx = [[c2i[c] for c in tasks[i].classes] for i in part]
-            ft = finetune_batch(generic_sd, layout, train, tidx, seed=seed + s,
-                                **(finetune or {"steps": finetune_steps}))
-            for b, i in enumerate(part):
-                k = len(tidx[b])
-                put(i, "fine-tuned", torch.cat([ft[sp.name][b, :k].reshape(k, -1) for sp in layout.specs], 1))
-        for i in part:
-            for meth in ("selection", "zoo-average", "ridge", "ridge-l2", "nearest-seen", "direct", "prior", "nearest-vocab"):
-                put(i, meth, baselines.rows(meth, tasks[i], embs[i]))
-            k = len(tasks[i].classes)
-            results[i]["acc"]["chance"] = 100.0 / k
-            if tasks[i].probes:
-                results[i]["recall"]["chance"] = 100.0 / k
+            _score_finetuned(sc, part, train, generic_sd, finetune or {"steps": finetune_steps}, seed + s)
+        _score_lookups(sc, part, embs, baselines)
         bar.update(len(part))
     bar.close()
-    for r in results:
-        r.pop("_rows_generated", None)
-    return {"tasks": results, "summary": summarize(results, classes)}
+    return {"tasks": sc.results, "summary": summarize(sc.results, classes)}
 
 
 def summarize(rows: list[dict], classes: list[str]) -> dict:

@@ -103,7 +103,7 @@ def checkpoint_prior(ck, workdir: Path, zoo_rows: torch.Tensor, encode):
     from .text_prior import imagenet_prior_data
 
     extra = None
-    if ck.meta["text_prior"].get("kind") == "imagenet":
+    if (ck.info.text_prior or {}).get("kind") == "imagenet":
         seen_rows = zoo_rows[torch.isfinite(zoo_rows).all(1)].numpy().astype(np.float64)
         extra = imagenet_prior_data(seen_rows, json.loads((workdir / "classes.json").read_text()), encode)
     prior = ck.denoiser().prior
@@ -114,6 +114,46 @@ def checkpoint_prior(ck, workdir: Path, zoo_rows: torch.Tensor, encode):
             return prior.raw_rows(e / e.norm(dim=-1, keepdim=True))
 
     return extra, rows
+
+
+def _comparison_phrasings(names: list[str], holdout: list[str], wnids, syn, phrasings: str, ck, seed: int):
+    """(evaluation phrasings from WordNet or None, the lookup vocabulary's training phrasings or None).
+
+    Unseen-synonym tasks test only synonyms that training never saw."""
+    eval_ph: dict[str, ClassPhrasings] | None = None
+    try:
+        eval_ph = build_phrasings(names, holdout, wnids=wnids, extra_synonyms=syn, wordnet=WordNet(), seed=seed)
+    except TinaEdgeError as e:
+        print(f"no gloss/phrasing tasks: {e}")
+    train_ph = None
+    if phrasings not in ("auto", "names"):
+        train_ph = (bank_phrasings(phrasings) if str(phrasings).endswith(".npz")
+                    else phrasings_from_json(json.loads(Path(phrasings).read_text())))
+    elif phrasings == "auto" and ck is not None and ck.info.encoder.bank:
+        train_ph = bank_phrasings(ck.info.encoder.bank)
+    if train_ph is not None and eval_ph is not None:
+        for c, p in eval_ph.items():
+            p.heldout_synonyms = list(train_ph[c].heldout_synonyms) if c in train_ph else p.heldout_synonyms
+    return eval_ph, train_ph
+
+
+def _generators(ck, extra_ckpts: dict[str, str | Path] | None, encoder_name: str, *, sampler: str, steps: int,
+                seed: int):
+    """Tina's generator (None without a checkpoint) and those of the ablation checkpoints, which
+    must share the encoder: each maps (emb [B, K, D], mask [B, K]) to denormalised flat parameters."""
+    from .evaluate import generate
+    from .trainer import read_checkpoint
+
+    def of(c):
+        return lambda e, m: generate(c, e, m, sampler=sampler, steps=steps, seed=seed)
+
+    extra = {}
+    for name, path in (extra_ckpts or {}).items():  # ablations: other checkpoints, same encoder and tasks
+        eck = read_checkpoint(path)
+        if eck.info.encoder.name not in (None, encoder_name):
+            raise TinaEdgeError(f"{path} was trained on {eck.info.encoder.name} embeddings, not {encoder_name}")
+        extra[name] = of(eck)
+    return (of(ck) if ck is not None else None), extra
 
 
 def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path | None = None,
@@ -128,7 +168,7 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     lookup vocabulary), "names", or a phrasings.json path. Gloss and unseen-synonym tasks are built
     from WordNet whenever it is installed.
     """
-    from .evaluate import generate, write_compare_report
+    from .evaluate import write_compare_report
     from .text_encoders import build_text_encoder, cached_encode
     from .trainer import read_checkpoint
 
@@ -137,7 +177,7 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     names, holdout, wnids, syn = load_classes(workdir)
     seen = [c for c in names if c not in holdout]
     ck = read_checkpoint(ckpt) if ckpt else None
-    spec = text_encoder or (ck.meta.get("text_encoder", {}).get("spec") if ck else None) or "minilm"
+    spec = text_encoder or (ck.info.encoder.spec if ck else None) or "minilm"
     enc = build_text_encoder(spec)
     cache = emb_cache or workdir / "emb_cache"
     encode = lambda texts: cached_encode(enc, list(texts), cache)  # noqa: E731
@@ -146,20 +186,7 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     layout = ck.layout() if ck else head_layout(train.inputs.shape[1], k_max or zoo_k)
     K = min(k_max or layout.k_max, layout.k_max)
     grows, gsd = generic_rows(workdir)
-    eval_ph: dict[str, ClassPhrasings] | None = None
-    try:
-        eval_ph = build_phrasings(names, holdout, wnids=wnids, extra_synonyms=syn, wordnet=WordNet(), seed=seed)
-    except TinaEdgeError as e:
-        print(f"no gloss/phrasing tasks: {e}")
-    train_ph = None
-    if phrasings not in ("auto", "names"):
-        train_ph = (bank_phrasings(phrasings) if str(phrasings).endswith(".npz")
-                    else phrasings_from_json(json.loads(Path(phrasings).read_text())))
-    elif phrasings == "auto" and ck is not None and ck.meta.get("text_encoder", {}).get("bank"):
-        train_ph = bank_phrasings(ck.meta["text_encoder"]["bank"])
-    if train_ph is not None and eval_ph is not None:  # test only synonyms that training never saw
-        for c, p in eval_ph.items():
-            p.heldout_synonyms = list(train_ph[c].heldout_synonyms) if c in train_ph else p.heldout_synonyms
+    eval_ph, train_ph = _comparison_phrasings(names, holdout, wnids, syn, phrasings, ck, seed)
     tasks = make_eval_tasks(seen, holdout, n_id=n_id, n_ood=n_ood, k_max=K, phrasings=eval_ph,
                             n_phrasing=n_phrasing, seed=seed + 1)
     direct_cfg = direct_cfg or DirectConfig(seed=seed)
@@ -167,17 +194,9 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     b = fit_baselines(layout=layout, classes=names, seen=seen, zoo_rows=zoo_rows, encode=encode, phrasings=train_ph,
                       train=train, generic_rows=grows, direct_cfg=direct_cfg,
                       progress=progress)
-    if ck is not None and ck.meta.get("text_prior"):
+    if ck is not None and ck.info.text_prior:
         b.extra, b.prior = checkpoint_prior(ck, workdir, zoo_rows, encode)
-    gen = None
-    if ck is not None:
-        gen = lambda e, m: generate(ck, e, m, sampler=sampler, steps=steps, seed=seed)  # noqa: E731
-    extra = {}
-    for name, path in (extra_ckpts or {}).items():  # ablations: other checkpoints, same encoder and tasks
-        eck = read_checkpoint(path)
-        if eck.meta.get("text_encoder", {}).get("name") not in (None, enc.name):
-            raise TinaEdgeError(f"{path} was trained on {eck.meta['text_encoder']['name']} embeddings, not {enc.name}")
-        extra[name] = (lambda c: (lambda e, m: generate(c, e, m, sampler=sampler, steps=steps, seed=seed)))(eck)
+    gen, extra = _generators(ck, extra_ckpts, enc.name, sampler=sampler, steps=steps, seed=seed)
     recipe_path = workdir / "zoo" / "recipe.json"  # the fine-tuned reference uses the zoo's own recipe
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
     res = compare(tasks, layout=layout, classes=names, test=test, encode=encode, baselines=b, generator=gen,

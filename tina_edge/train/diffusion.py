@@ -1,9 +1,9 @@
-"""x0-prediction DDPM as the official Tina code does it, plus the torch reference sampler.
+"""x0-prediction DDPM as the official Tina code does it: training's forward process and loss, and
+sampling the torch denoiser with the runtime's samplers.
 
 T=1000, linear betas 1e-4..0.02, the network predicts x0, MSE loss (over the real, non-padded
-parameter entries). The reference sampler runs all 1000 ancestral steps. Its noise comes from a
-``numpy.random.Generator`` in the same order as the runtime's numpy sampler, so the two can be
-compared bit for bit (the runtime is the edge implementation, this one is the reference).
+parameter entries). The paper's sampler runs all 1000 ancestral steps. The independent torch
+reference samplers (the oracle the runtime is checked against) live in tests/reference_samplers.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..runtime.samplers import spaced_timesteps
+from ..runtime.samplers import make_sampler
 from ..runtime.schedule import NoiseSchedule
 
 
@@ -53,42 +53,20 @@ def diffusion_loss(model, sched: Schedule, x0, valid, class_emb, class_mask, gen
 
 
 @torch.no_grad()
-def reference_sample_ddpm(model, sched: Schedule, class_emb: torch.Tensor, class_mask: torch.Tensor,
-                          rng: np.random.Generator) -> torch.Tensor:
-    """The paper's sampler: all T ancestral DDPM steps with x0 prediction (posterior variance).
+def sample(model, sched: Schedule, class_emb: torch.Tensor, class_mask: torch.Tensor, rng, *, sampler: str = "ddim",
+           steps: int | None = None) -> torch.Tensor:
+    """Normalised parameters [B, P] from the torch denoiser, stepped by the runtime's sampler (one
+    step formula for the whole project; the tests keep an independent torch oracle of it).
 
-    Noise order (shared with tina_edge.runtime.samplers): x_T first, then one draw per step t > 0.
+    `rng` draws x_T first and then each step's noise (a numpy Generator, or `PortableNoise` as the
+    runtime uses); "ddpm" with `steps` None runs all T steps, as the paper does. Evaluation and the export's
+    whole-run parity check both sample through here, so only the denoiser differs from the edge.
     """
+    s = make_sampler(sampler, sched.noise, steps)
     B, P = class_emb.shape[0], model.cfg.param_count
-    x = torch.from_numpy(rng.standard_normal((B, P)).astype(np.float32))
-    T = sched.num_train_timesteps
-    for t in range(T - 1, -1, -1):
-        x0 = model(x, torch.full((B,), t, dtype=torch.long), class_emb, class_mask)
-        abar_t = sched.abar[t]
-        abar_prev = sched.abar[t - 1] if t > 0 else 1.0
-        c_x0 = sched.betas[t] * np.sqrt(abar_prev) / (1.0 - abar_t)
-        c_xt = (1.0 - abar_prev) * np.sqrt(sched.alphas[t]) / (1.0 - abar_t)
-        mean = (c_x0 * x0.double() + c_xt * x.double())
-        if t > 0:
-            var = sched.betas[t] * (1.0 - abar_prev) / (1.0 - abar_t)
-            z = torch.from_numpy(rng.standard_normal((B, P)).astype(np.float32))
-            x = (mean + np.sqrt(var) * z.double()).float()
-        else:
-            x = mean.float()
-    return x
-
-
-@torch.no_grad()
-def reference_sample_ddim(model, sched: Schedule, class_emb, class_mask, rng: np.random.Generator, steps: int = 20) -> torch.Tensor:
-    """Deterministic DDIM (eta=0) on the explicit timestep list; used for fast evaluation in training."""
-    B, P = class_emb.shape[0], model.cfg.param_count
-    x = torch.from_numpy(rng.standard_normal((B, P)).astype(np.float32))
-    ts = spaced_timesteps(sched.num_train_timesteps, steps)  # the runtime's explicit list
-    for i, t in enumerate(ts):
-        x0 = model(x, torch.full((B,), int(t), dtype=torch.long), class_emb, class_mask)
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        abar_t = sched.abar[t]
-        abar_prev = sched.abar[t_prev] if t_prev >= 0 else 1.0
-        eps = (x.double() - np.sqrt(abar_t) * x0.double()) / np.sqrt(1.0 - abar_t)
-        x = (np.sqrt(abar_prev) * x0.double() + np.sqrt(1.0 - abar_prev) * eps).float()
-    return x
+    dev = class_emb.device
+    x = rng.standard_normal((B, P)).astype(np.float32)
+    for t in s.timesteps:
+        x0 = model(torch.from_numpy(x).to(dev), torch.full((B,), int(t), dtype=torch.long, device=dev), class_emb, class_mask)
+        x = s.step(x0.detach().cpu().numpy(), int(t), x, rng)
+    return torch.from_numpy(x).to(dev)

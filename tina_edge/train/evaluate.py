@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import reference_sample_ddim, reference_sample_ddpm
+from .diffusion import sample
 from .templates import ParamLayout
 from ..runtime.template import denormalise_flat
 from .trainer import Checkpoint
@@ -45,11 +45,7 @@ def generate(ck: Checkpoint, class_emb: torch.Tensor, class_mask: torch.Tensor, 
     """Denormalised flat parameters [B, P] for a batch of conditionings (EMA weights)."""
     model, sched, layout = ck.denoiser(ema=True), ck.schedule(), ck.layout()
     rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        if sampler == "ddpm":
-            x = reference_sample_ddpm(model, sched, class_emb, class_mask, rng)
-        else:
-            x = reference_sample_ddim(model, sched, class_emb, class_mask, rng, steps=steps)
+    x = sample(model, sched, class_emb, class_mask, rng, sampler=sampler, steps=None if sampler == "ddpm" else steps)
     return torch.from_numpy(denormalise_flat(x.detach().cpu().numpy(), layout.specs)).to(x.device)
 
 
@@ -59,7 +55,7 @@ def evaluate(ck: Checkpoint, test: TaskData, train: TaskData, id_tasks: list[lis
     """`finetune` (e.g. the zoo's recipe {"steps", "batch", "lr", "fast_sampling"}) overrides the
     fine-tuned reference's recipe; by default it is the 32x32 zoo's (100 steps, batch 64)."""
     layout: ParamLayout = ck.layout()
-    classes = ck.meta["classes"]
+    classes = ck.info.classes or []
     c2i = {c: i for i, c in enumerate(classes)}
     generic = ck.prefixed("generic.")
     emb_table = ck.tensors["vocab_emb"]
@@ -190,18 +186,18 @@ def image_prompt_encoder(ck: Checkpoint, spec: str | None = None):
     from ..runtime.errors import TinaEdgeError
     from .text_encoders import OpenCLIPEncoder, build_text_encoder
 
-    info = ck.meta.get("text_encoder", {})
-    spec = spec or str(info.get("spec", ""))
-    if info.get("kind") != "open_clip" or not spec.startswith("open_clip"):
+    rec = ck.info.encoder
+    spec = spec or str(rec.spec or "")
+    if rec.kind != "open_clip" or not spec.startswith("open_clip"):
         raise TinaEdgeError(
             f"image prompts need a CLIP text encoder with an image tower; this checkpoint was trained on "
-            f"{info.get('name') or info.get('kind') or 'an unknown encoder'} embeddings, which have none. "
+            f"{rec.label()} embeddings, which have none. "
             "Train the diffusion stage with --text-encoder open_clip:ARCH[:weights] to evaluate image prompts"
         )
     enc = build_text_encoder(spec)
     if not isinstance(enc, OpenCLIPEncoder):
         raise TinaEdgeError(f"text encoder {spec!r} has no image tower")
-    names = list(ck.meta["classes"])
+    names = list(ck.info.classes or [])
     diff = float(np.abs(enc.encode(names) - ck.tensors["vocab_emb"].float().numpy()).max())
     if not diff <= 1e-3:
         raise TinaEdgeError(
@@ -241,7 +237,7 @@ def evaluate_image_prompts(ck: Checkpoint, test: TaskData, train_images: np.ndar
                            seed: int = 0, encoder=None) -> dict:
     """Accuracy of models generated from image prompts, per n, on the same tasks as the text rows.
 
-    `train_images`/`train_labels` are the raw train split (labels index ck.meta["classes"]): the
+    `train_images`/`train_labels` are the raw train split (labels index ck.info.classes): the
     example images come from there, never from the test images the accuracy is measured on. The
     sampler, steps and seed are those of the text rows, so only the conditioning differs.
     """
@@ -250,7 +246,7 @@ def evaluate_image_prompts(ck: Checkpoint, test: TaskData, train_images: np.ndar
         raise ValueError(f"image-prompt shots must be positive integers, got {shots}")
     enc = encoder or image_prompt_encoder(ck)
     layout: ParamLayout = ck.layout()
-    c2i = {c: i for i, c in enumerate(ck.meta["classes"])}
+    c2i = {c: i for i, c in enumerate(ck.info.classes or [])}
     tasks = [("id", t) for t in id_tasks] + [("ood", t) for t in ood_tasks]
     tidx = [[c2i[c] for c in t] for _, t in tasks]
     used = sorted({i for t in tidx for i in t})

@@ -228,7 +228,7 @@ def stage_eval_head(workdir: str | Path, *, ckpt: str | Path | None = None, samp
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else dict(ZOO_RECIPE)
     result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=sampler, steps=steps,
                       seed=seed, progress=progress, finetune=recipe)
-    result["zoo"] = ck.meta.get("zoo", {})
-    result["generic"] = {k: v for k, v in ck.meta.get("generic_info", {}).items() if k != "per_class"}
+    result["zoo"] = ck.info.zoo or {}
+    result["generic"] = {k: v for k, v in (ck.info.generic_info or {}).items() if k != "per_class"}
     write_report(result, out_dir or workdir / "eval")
     return result

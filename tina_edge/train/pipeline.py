@@ -258,7 +258,7 @@ def stage_eval(workdir: str | Path, train: ImageDataset, test: ImageDataset, *, 
             ck, te, train.images, labels, split.id_test, split.ood_test, shots=tuple(image_prompts),
             sampler=sampler, steps=steps, seed=seed, encoder=clip)
         result["summary"]["image_prompts"] = result["image_prompts"]["summary"]
-    result["zoo"] = ck.meta.get("zoo", {})
-    result["generic"] = {k: v for k, v in ck.meta.get("generic_info", {}).items() if k != "per_class"}
+    result["zoo"] = ck.info.zoo or {}
+    result["generic"] = {k: v for k, v in (ck.info.generic_info or {}).items() if k != "per_class"}
     write_report(result, out_dir or workdir / "eval")
     return result

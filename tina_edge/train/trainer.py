@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .checkpoint import CheckpointMeta
 from .denoiser import DenoiserConfig, TinaDenoiser
 from .diffusion import Schedule, diffusion_loss
 from .templates import ParamLayout, TemplateConfig
@@ -206,19 +207,7 @@ class Trainer:
         tensors["rng.gen"] = self.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         tensors.update({k: v.contiguous() for k, v in self.extra_tensors.items()})
-        meta = {
-            "format": "tina-edge-checkpoint/1",
-            "step": self.step,
-            "train": asdict(self.cfg),
-            "denoiser": self.model.cfg.to_dict(),
-            "schedule": self.sched.to_dict(),
-            "template": asdict(self.layout.cfg),
-            "layout": [asdict(s) for s in self.layout.specs],
-            "vocabulary": self.data.vocabulary,
-            "optim_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt_sd["param_groups"]],
-            "losses_tail": self.losses[-200:],
-            **self.extra_meta,
-        }
+        meta = CheckpointMeta.from_trainer(self).to_dict()  # train/checkpoint.py: the one builder
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -250,6 +239,11 @@ class Trainer:
 class Checkpoint:
     tensors: dict[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
+
+    @property
+    def info(self) -> CheckpointMeta:
+        """`meta` typed (train/checkpoint.py); read fields from here, not `meta[...]` string keys."""
+        return CheckpointMeta.from_dict(self.meta)
 
     def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
@@ -291,12 +285,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for malformed headers
         raise TinaEdgeError(f"{path} is not a valid safetensors checkpoint: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != "tina-edge-checkpoint/1":
-        raise TinaEdgeError(f"{path} is a safetensors file but not a tina-edge checkpoint (no tina_edge metadata)")
-    bad = [k for k, t in (("denoiser", dict), ("schedule", dict), ("template", dict), ("layout", list))
-           if not isinstance(meta.get(k), t)]
-    if bad:  # fail here with one sentence, not with a KeyError deep inside export
-        raise TinaEdgeError(f"{path} is a damaged tina-edge checkpoint: its metadata lacks {', '.join(bad)}")
+    CheckpointMeta.from_dict(meta, path)  # format and required fields, one sentence if damaged
     return Checkpoint(tensors, meta)
 
 
