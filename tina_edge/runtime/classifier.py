@@ -1,18 +1,16 @@
 """The personalized classifier: a standalone ONNX model plus the labels in prompt order.
 
 The saved file needs nothing but onnxruntime: input `image` uint8 [N, H, W, 3] RGB (normalisation
-inside the graph), outputs `logits` and `probabilities` [N, k]. metadata_props carry `labels`
-(JSON list), `prompt`, `texts`, `bundle_id`, `sampler` (JSON), `params` (JSON list of the
-generated tensor names) and `producer`.
+inside the graph), outputs `logits` and `probabilities` [N, k]. Its metadata_props (labels, prompt,
+texts, bundle id, sampler, ...) are written and read by `runtime/model_meta.py` `ModelMetadata`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +19,11 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
+from .model_meta import ModelMetadata
 from .onnx_checks import external_tensors, parse_model
 from .sessions import make_session
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
-MAX_LABELS_JSON = 1 << 20  # the `labels` metadata value, in characters
-MAX_LABELS = 10_000
-MAX_LABEL_CHARS = 1000
 
 if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
@@ -68,20 +64,24 @@ class PersonalizedClassifier:
         model: onnx.ModelProto,
         labels: Sequence[str],
         params: Mapping[str, np.ndarray] | None = None,
-        metadata: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | ModelMetadata | None = None,
         *,
         threads: int | None = None,
         trunk: Any = None,
     ):
-        """`trunk`: for head-only use, the trunk graph (ModelProto, path, or a callable returning one)."""
+        """`metadata`: what the model says about itself (default: parsed from the model's metadata_props,
+        which dict-form `metadata` overrides); `trunk`: for head-only use, the trunk graph (ModelProto,
+        path, or a callable returning one)."""
         self._model = model
         self._trunk = trunk
         self._trunk_session = None
         self.labels = list(labels)
         self.params = dict(params or {})
-        self.metadata = {p.key: p.value for p in model.metadata_props}
-        if metadata:
-            self.metadata.update(metadata)
+        if isinstance(metadata, ModelMetadata):
+            self.meta = replace(metadata, labels=self.labels)
+        else:
+            props = {p.key: p.value for p in model.metadata_props} | dict(metadata or {})
+            self.meta = ModelMetadata.from_props(props, "the model", labels=self.labels)
         self.threads = threads
         self._bytes: bytes | None = None
         self._session = None
@@ -93,6 +93,11 @@ class PersonalizedClassifier:
     @property
     def k(self) -> int:
         return len(self.labels)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The metadata_props strings of the model (`self.meta` is the typed form)."""
+        return self.meta.to_props()
 
     def to_model_proto(self) -> onnx.ModelProto:
         """A copy of the ONNX model (edit it freely)."""
@@ -128,7 +133,7 @@ class PersonalizedClassifier:
             if not Path(t).is_file():
                 raise ModelFileError(f"trunk file {t} does not exist")
             t = onnx.load(str(t))
-        want = self.metadata.get("trunk_sha256")
+        want = self.meta.trunk_sha256
         if self.is_head and want:
             from .head import trunk_sha256
 
@@ -146,8 +151,7 @@ class PersonalizedClassifier:
         if head_only and not self.is_head:
             from .head import head_model, trunk_sha256
 
-            meta = dict(self.metadata) | {"trunk_sha256": trunk_sha256(self.trunk_model())}
-            data = head_model(self.params, meta).SerializeToString(deterministic=True)
+            data = head_model(self.params, self.meta, trunk_sha256(self.trunk_model())).SerializeToString(deterministic=True)
             return atomic_write_bytes(path, data, overwrite=overwrite)
         return atomic_write_bytes(path, self.to_bytes(), overwrite=overwrite)
 
@@ -197,14 +201,10 @@ class PersonalizedClassifier:
     def __repr__(self) -> str:
         """Labels, bundle id and sampler at a glance (e.g. in a notebook or a log line)."""
         shown = ", ".join(map(repr, self.labels[:8])) + (f", ... +{self.k - 8}" if self.k > 8 else "")
-        try:
-            s = json.loads(self.metadata.get("sampler", "{}"))
-            sampler = f"{s['sampler']}-{s['steps']} seed {s['seed']}"
-        except (ValueError, TypeError, KeyError):
-            sampler = "?"
         size = f"{self.input_size[0]}x{self.input_size[1]}" if self.input_size else "any"
-        return (f"PersonalizedClassifier(k={self.k}, labels=[{shown}], bundle_id={self.metadata.get('bundle_id', '?')!r}, "
-                f"sampler={sampler!r}, input={size})")
+        bundle_id = self.meta.bundle_id if self.meta.bundle_id is not None else "?"
+        return (f"PersonalizedClassifier(k={self.k}, labels=[{shown}], bundle_id={bundle_id!r}, "
+                f"sampler={self.meta.sampler_summary()!r}, input={size})")
 
     def predict(self, images: Any, *, batch_size: int | None = None, min_prob: float | None = None) -> Prediction:
         """Classify uint8 arrays [H,W,3]/[N,H,W,3], file paths, directories or PIL images.
@@ -232,11 +232,11 @@ class PersonalizedClassifier:
             raise ImageError("no images were given")
         names: list[str] = []
         imgs: list[np.ndarray] = []
-        pre = self.metadata.get("preprocess")
+        pre = self.meta.preprocess
         if pre:  # photos: shorter side + centre crop, alpha on white, as the bundle recorded (runtime/preprocess.py)
             from .preprocess import PreprocessSpec, load_prepared
 
-            spec = PreprocessSpec.from_dict(json.loads(pre))
+            spec = PreprocessSpec.from_dict(pre)
         for name, src in items:
             got = list(load_prepared([src], spec)) if pre else load_one(src, name, self.input_size)
             names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
@@ -281,21 +281,15 @@ class PersonalizedClassifier:
         for where, t, loc in external_tensors(model):
             raise ModelFileError(f"{p} keeps tensor {t.name!r:.80} ({where}) in an external file {loc!r:.120}; "
                                  "a personalized model must be one self-contained file")
-        meta = {m.key: m.value for m in model.metadata_props}
-        labels = _parse_labels(meta.get("labels"), p)
-        check_classifier_contract(model, len(labels), p)
+        meta = ModelMetadata.from_props({m.key: m.value for m in model.metadata_props}, p)
+        check_classifier_contract(model, len(meta.labels), p)
         from onnx import numpy_helper
 
-        names = set()
-        try:
-            raw = meta.get("params", "[]")
-            names = set(json.loads(raw)) if len(raw) <= MAX_LABELS_JSON else set()
-        except (ValueError, TypeError, RecursionError):
-            pass
+        names = set(meta.params or ())
         params = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in names}
-        if trunk is None and meta.get("form") == "head" and (p.parent / "trunk.onnx").is_file():
+        if trunk is None and meta.is_head and (p.parent / "trunk.onnx").is_file():
             trunk = p.parent / "trunk.onnx"
-        clf = cls(model, labels, params, threads=threads, trunk=trunk)
+        clf = cls(model, meta.labels, params, meta, threads=threads, trunk=trunk)
         clf._bytes = data  # the session runs the very bytes that were checked
         return clf
 
@@ -321,24 +315,6 @@ def _read_model_bytes(p: Path) -> bytes:
         raise ModelFileError(f"model file {p} does not exist") from None
     except (OSError, ValueError) as e:
         raise ModelFileError(f"cannot read model file {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
-
-
-def _parse_labels(raw: str | None, p: Path) -> list[str]:
-    """`labels` metadata: a JSON list of 2..MAX_LABELS distinct-enough strings, bounded in size and nesting."""
-    bad = f"{p} is not a tina-edge classifier: its metadata has no valid 'labels' list"
-    if raw is None:
-        raise ModelFileError(bad)
-    if len(raw) > MAX_LABELS_JSON:
-        raise ModelFileError(f"{p}: its 'labels' metadata is {len(raw)} characters; at most {MAX_LABELS_JSON} are allowed")
-    try:
-        labels = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ModelFileError(bad) from None
-    if not (isinstance(labels, list) and 2 <= len(labels) <= MAX_LABELS and all(isinstance(x, str) for x in labels)):
-        raise ModelFileError(bad + f" (it must be a JSON list of 2 to {MAX_LABELS} strings)")
-    if any(len(x) > MAX_LABEL_CHARS for x in labels):
-        raise ModelFileError(f"{p}: a label in its metadata is longer than {MAX_LABEL_CHARS} characters")
-    return labels
 
 
 def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> None:

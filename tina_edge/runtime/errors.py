@@ -42,3 +42,16 @@ class SettingsError(ArgumentError, PromptError):
 
 class ModelFileError(TinaEdgeError):
     """A personalized model file or output path cannot be read or written."""
+
+
+class UnknownClassError(PromptError):
+    """Descriptions or example images name a class that is not in the prompt.
+
+    Carries what it names (`source`: "descriptions" or "images", `name`, `classes`) so a front end
+    can word it for its own option (the CLI says "--images names 'zebra', ...") without matching
+    class names a second time.
+    """
+
+    def __init__(self, message: str, *, source: str, name: object, classes: list[str]):
+        super().__init__(message)
+        self.source, self.name, self.classes = source, name, list(classes)

@@ -2,21 +2,22 @@
 
 A head model is a tiny ONNX graph, input `features` float32 [N, D] -> `logits`, `probabilities`
 [N, k] (Gemm + Softmax), with the same metadata as a standalone model (labels, prompt, bundle id,
-preprocessing) plus `form` = "head" and `trunk_sha256`. The trunk (`image` uint8 NHWC -> `features`)
-is cut out of the bundle's template graph (everything up to the input of the generated head), so the
-bundle carries no second copy of it; `trunk.onnx` is written next to head models on demand.
+preprocessing) plus `form` = "head" and `trunk_sha256` (`ModelMetadata.as_head`). The trunk (`image`
+uint8 NHWC -> `features`) is cut out of the bundle's template graph (everything up to the input of
+the generated head), so the bundle carries no second copy of it; `trunk.onnx` is written next to
+head models on demand.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ModelFileError
+from .model_meta import ModelMetadata
 
 if TYPE_CHECKING:
     import onnx
@@ -63,8 +64,9 @@ def trunk_sha256(trunk: "onnx.ModelProto") -> str:
     return hashlib.sha256(trunk.SerializeToString(deterministic=True)).hexdigest()
 
 
-def head_model(params: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> "onnx.ModelProto":
-    """features [N, D] -> logits, probabilities [N, k] for a generated linear head."""
+def head_model(params: Mapping[str, np.ndarray], meta: ModelMetadata, trunk_sha: str) -> "onnx.ModelProto":
+    """features [N, D] -> logits, probabilities [N, k] for a generated linear head; `meta` is the
+    standalone model's, recorded with the head form and the sha256 of the trunk it needs."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -84,8 +86,7 @@ def head_model(params: Mapping[str, np.ndarray], metadata: Mapping[str, str]) ->
         initializer=[numpy_helper.from_array(w, HEAD_WEIGHT), numpy_helper.from_array(b, HEAD_BIAS)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tina-edge")
     model.ir_version = 8
-    meta = dict(metadata) | {"form": "head", "params": json.dumps([HEAD_WEIGHT, HEAD_BIAS])}
-    for key, value in meta.items():
+    for key, value in meta.as_head(trunk_sha, [HEAD_WEIGHT, HEAD_BIAS]).to_props().items():
         p = model.metadata_props.add()
         p.key, p.value = key, value
     onnx.checker.check_model(model)

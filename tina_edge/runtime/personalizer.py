@@ -12,7 +12,6 @@ embeddings of the other classes.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -25,44 +24,15 @@ from .bundle import LoadedBundle, open_bundle
 from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
-from .prompt import MAX_DESCRIPTION_CHARS, check_class_count, check_text, class_key, clean_text, is_visible, parse_classes
+from .model_meta import ModelMetadata
+from .class_prompts import Descriptions, description_texts, match_images, wants_images
+from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
 from .sessions import make_session
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
-
-Descriptions = Sequence[str | None] | Mapping[str, str] | None
-
-
-def aligned_descriptions(names: list[str], descriptions: Descriptions) -> list[str | None] | None:
-    """Descriptions as one entry (text or None) per class, in prompt order.
-
-    Accepted: None; a list/tuple aligned with the classes; or a mapping {class name: description}
-    (names matched like the prompt: case and spacing ignored; unnamed classes use their name).
-    Anything else (a set, a generator, a string, a wrong length, an unknown name) is a PromptError.
-    """
-    if descriptions is None:
-        return None
-    if isinstance(descriptions, Mapping):
-        keys = {class_key(n): i for i, n in enumerate(names)}
-        out: list[str | None] = [None] * len(names)
-        for key, text in descriptions.items():
-            i = keys.get(class_key(key)) if isinstance(key, str) else None
-            if i is None:
-                raise PromptError(f"descriptions names {key!r:.60}, which is not one of the classes ({', '.join(names)})")
-            if out[i] is not None:
-                raise PromptError(f"the class {names[i]!r} has two descriptions; give one")
-            out[i] = text
-        return out
-    if isinstance(descriptions, (list, tuple)):
-        if len(descriptions) != len(names):
-            raise PromptError(f"descriptions has {len(descriptions)} entries but there are {len(names)} classes; give one "
-                              "entry (or None) per class, or a mapping {class: description}")
-        return list(descriptions)
-    raise PromptError(f"descriptions must be a list with one entry (or None) per class, or a mapping "
-                      f"{{class: description}}; got a {type(descriptions).__name__}")
 
 
 def _session(data: bytes, name: str, threads: int | None):
@@ -200,34 +170,10 @@ class Personalizer:
 
     def _image_prompts(self, names: list[str], images: Mapping[str, Any] | None,
                        descriptions: Descriptions) -> dict[int, Any]:
-        """{class index: its images} from the user's {class name: images}; names matched like the prompt."""
-        if images is None:
-            return {}
-        if not isinstance(images, Mapping):
-            raise PromptError("images must map class names to example images, e.g. {'cat': ['cat1.jpg', 'cat2.jpg']}")
-        if not images:
-            return {}
-        self._image_encoder()  # refuse bundles without an image tower before reading any image
-        keys = {class_key(n): i for i, n in enumerate(names)}
-        out: dict[int, Any] = {}
-        for key, items in images.items():
-            if not isinstance(key, str):
-                raise PromptError(f"images must be keyed by class name, got {type(key).__name__} {key!r:.40}")
-            i = keys.get(class_key(key))
-            if i is None:
-                raise PromptError(
-                    f"images are given for {key.strip()!r}, which is not one of the classes ({', '.join(names)}); "
-                    "name every class in the prompt, in the order the labels should have"
-                )
-            if i in out:
-                raise PromptError(f"images for the class {names[i]!r} are given twice; give them under one name")
-            descs = aligned_descriptions(names, descriptions)
-            if descs is not None and descs[i] is not None:
-                raise PromptError(f"the class {names[i]!r} has both a description and images; give one of the two")
-            if items is None or (isinstance(items, (list, tuple)) and len(items) == 0):
-                raise PromptError(f"no images are given for the class {names[i]!r}; give at least one or leave it out")
-            out[i] = items
-        return out
+        """{class index: its images} (runtime/class_prompts.py matches the names)."""
+        if wants_images(images):
+            self._image_encoder()  # refuse bundles without an image tower before reading any image
+        return match_images(names, images, descriptions)
 
     def class_embeddings(self, classes: str | Sequence[str], *, descriptions: Descriptions = None,
                          images: Mapping[str, Any] | None = None) -> np.ndarray:
@@ -237,7 +183,7 @@ class Personalizer:
 
     def _conditioning(self, names: list[str], descriptions, images) -> tuple[np.ndarray, list, dict[str, int]]:
         by_image = self._image_prompts(names, images, descriptions)
-        texts = self._texts(names, descriptions)
+        texts = description_texts(names, descriptions)
         self._check_token_duplicates(names, [None if i in by_image else t for i, t in enumerate(texts)])
         text_idx = [i for i in range(len(names)) if i not in by_image]
         emb = np.zeros((len(names), self.manifest.text_encoder.embedding_dim), dtype=np.float32)
@@ -257,7 +203,7 @@ class Personalizer:
                 texts[i] = None
         return emb, texts, counts
 
-    def novelty(self, classes: str | Sequence[str], *, descriptions: Sequence[str | None] | None = None) -> dict:
+    def novelty(self, classes: str | Sequence[str], *, descriptions: Descriptions = None) -> dict:
         """Per name: in the training vocabulary ("seen") or not ("new", with its nearest known names);
         pairs of prompt texts close enough to be confused. See runtime/novelty.py."""
         from .novelty import novelty_report
@@ -269,7 +215,7 @@ class Personalizer:
                 self._vocab_emb = self._vocabulary_embeddings()
             return self._vocab_emb
 
-        return novelty_report(names, self.encode(self._texts(names, descriptions)), self.manifest.vocabulary,
+        return novelty_report(names, self.encode(description_texts(names, descriptions)), self.manifest.vocabulary,
                               vocab_emb).to_dict()
 
     def _vocabulary_embeddings(self) -> np.ndarray:
@@ -290,25 +236,10 @@ class Personalizer:
         many = getattr(self._text, "encode_many", None)  # batched: a whole vocabulary, uncached
         return many(vocab) if many else self.encode(vocab)
 
-    def _texts(self, names: list[str], descriptions: Descriptions) -> list[str]:
-        descs = aligned_descriptions(names, descriptions)
-        if descs is None:
-            return list(names)
-        texts = []
-        for n, d in zip(names, descs):
-            if d is None:
-                texts.append(n)
-                continue
-            if not isinstance(d, str) or any("\ud800" <= ch <= "\udfff" for ch in d):
-                raise PromptError(f"the description of {n!r} must be UTF-8 text")
-            if len(d) > MAX_DESCRIPTION_CHARS:
-                raise PromptError(f"the description of {n!r} has {len(d)} characters; at most {MAX_DESCRIPTION_CHARS} are allowed")
-            d = clean_text(d)
-            check_text(d, f"the description of {n!r}")
-            if not d or not is_visible(d):
-                raise PromptError(f"the description of {n!r} is empty; leave it out to use the class name")
-            texts.append(d)
-        return texts
+    @staticmethod
+    def _texts(names: list[str], descriptions: Descriptions) -> list[str]:
+        """Kept for export/conformance.py (outside this change): use class_prompts.description_texts."""
+        return description_texts(names, descriptions)
 
     def _check_token_duplicates(self, names: list[str], texts: list[str | None]) -> None:
         """Two classes whose texts become the same token ids (accents the tokenizer strips, truncation,
@@ -349,32 +280,43 @@ class Personalizer:
     ) -> PersonalizedClassifier:
         """Generate a classifier for `classes` (labels in prompt order).
 
-        Each class is prompted by its name, by a description (text encoded instead of the name;
-        `descriptions` is a list aligned with the classes, None entries meaning "use the name", or
-        a mapping {class name: description}), or by `images[name]`: example images (paths, directories, PIL images or uint8
-        arrays) whose averaged CLIP image embedding replaces the text embedding. Names, descriptions
-        and images mix freely, one source per class; images need a bundle with an image tower.
+        Each class is prompted by its name, by a description (text encoded instead of the name:
+        `descriptions={"cat": "a small domestic feline"}`, names matched like the prompt, or a list
+        aligned with the classes, None meaning "use the name"), or by `images[name]`: example images
+        (paths, directories, PIL images or uint8 arrays) whose averaged CLIP image embedding replaces
+        the text embedding. Names, descriptions and images mix freely, one source per class; images
+        need a bundle with an image tower. A name that is not a class: `UnknownClassError`.
         """
-        m = self.manifest
         names = parse_classes(classes)
-        check_class_count(names, m.k_max)
-        self._texts(names, descriptions)  # cheap checks first, before any image is read
-        name = str(sampler or m.diffusion.default_sampler).strip().lower()
+        check_class_count(names, self.manifest.k_max)
+        description_texts(names, descriptions)  # cheap checks first, before any image is read
+        smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
+        emb, texts, image_counts = self._conditioning(names, descriptions, images)
+        x = self._sample(smp, emb, seed, C)
+        params = denormalise(x[consensus_index(x) if C > 1 else 0], self.manifest.template.layout, len(names))
+        raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
+        meta = self._metadata(names, raw, texts, image_counts,
+                              {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
+        model = fill_template(self._template, params, len(names), meta.to_props())
+        return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
+
+    def _settings(self, sampler: str | None, steps: int | None, seed: int, candidates: int) -> tuple[Any, int, int, int]:
+        """(sampler, steps, seed, candidates), checked; defaults from the manifest (DDPM: all T steps)."""
+        name = str(sampler or self.manifest.diffusion.default_sampler).strip().lower()
         T = self._schedule.num_train_timesteps
         if steps is None:
-            steps = T if name == "ddpm" else m.diffusion.default_steps
+            steps = T if name == "ddpm" else self.manifest.diffusion.default_steps
         steps = _int_arg(steps, "steps", 1, T)
         smp = make_sampler(name, self._schedule, steps)
-        seed = _int_arg(seed, "seed", 0, 2**63 - 1)
-        C = _int_arg(candidates, "candidates", 1, MAX_CANDIDATES)
-        k, K, P = len(names), m.k_max, m.denoiser.param_count
+        return smp, steps, _int_arg(seed, "seed", 0, 2**63 - 1), _int_arg(candidates, "candidates", 1, MAX_CANDIDATES)
 
-        emb, texts, image_counts = self._conditioning(names, descriptions, images)
+    def _sample(self, smp: Any, emb: np.ndarray, seed: int, C: int) -> np.ndarray:
+        """C normalised parameter vectors [C, P] for the conditioning rows `emb` [k, D]."""
+        k, K, P = emb.shape[0], self.manifest.k_max, self.manifest.denoiser.param_count
         class_emb = np.zeros((C, K, emb.shape[1]), dtype=np.float32)
         class_emb[:, :k] = emb
         mask = np.zeros((C, K), dtype=np.float32)
         mask[:, :k] = 1.0
-
         rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
         gen = self._generate_session(smp)
@@ -385,25 +327,18 @@ class Personalizer:
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):
             raise BundleError("the denoiser produced non-finite parameters; the bundle is broken")
-        best = consensus_index(x) if C > 1 else 0
-        params = denormalise(x[best], m.template.layout, k)
+        return x
 
-        raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
-        metadata = {
-            "labels": json.dumps(names, ensure_ascii=False),
-            "prompt": raw,
-            "texts": json.dumps(texts, ensure_ascii=False),
-            "bundle_id": m.bundle_id,
-            "sampler": json.dumps({"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C}),
-            "params": json.dumps([t.name for t in m.template.layout]),
-            "producer": f"tina-edge {__version__}",
-        }
-        if m.template.input.preprocess:  # how predict turns photos of any size into the input
-            metadata["preprocess"] = json.dumps(m.template.input.preprocess, sort_keys=True)
-        if image_counts:  # which classes were prompted by example images, and by how many
-            metadata["image_prompts"] = json.dumps(image_counts, ensure_ascii=False)
-        model = fill_template(self._template, params, k, metadata)
-        return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
+    def _metadata(self, names: list[str], prompt: str, texts: list, image_counts: dict[str, int],
+                  sampler: dict[str, Any]) -> ModelMetadata:
+        """What the model records about itself (runtime/model_meta.py)."""
+        m = self.manifest
+        return ModelMetadata(
+            labels=names, prompt=prompt, texts=texts, bundle_id=m.bundle_id, sampler=sampler,
+            params=[t.name for t in m.template.layout], producer=f"tina-edge {__version__}",
+            preprocess=m.template.input.preprocess or None,  # how predict turns photos of any size into the input
+            image_prompts=image_counts or None,  # which classes were prompted by example images, and by how many
+        )
 
     def trunk_model(self):
         """The bundle's shared trunk (image -> features), cut from the template once (head templates only)."""

@@ -9,7 +9,8 @@ template (weights as graph inputs: `portable.template_inputs.model`, template.on
      "prompt": "...", "texts": [...], "sampler": {...}, "producer": "...",
      "params": {"fc.weight": {"shape": [k, 64], "dtype": "float32", "data": "<base64, little-endian>"}}}
 
-Python and JS (js/src/classifier.mjs) write and read the same format (docs/PORTABLE.md).
+Python and JS (js/src/classifier.mjs) write and read the same format (docs/PORTABLE.md); the
+fields it shares with model.onnx come from and go to `runtime/model_meta.py` `ModelMetadata`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes
 from .errors import ModelFileError
+from .model_meta import ModelMetadata
 
 HEAD_FORMAT = "tina-edge-head"
 HEAD_VERSION = 1
@@ -32,22 +34,15 @@ HEAD_VERSION = 1
 
 def head_dict(clf: Any) -> dict[str, Any]:
     """The head of a PersonalizedClassifier (its labels, tensors and generation metadata)."""
-    meta = clf.metadata
-
-    def _json(key: str, default: Any) -> Any:
-        try:
-            return json.loads(meta[key])
-        except (KeyError, ValueError):
-            return default
-
+    meta = clf.meta
     params = {}
     for name, arr in clf.params.items():
         a = np.ascontiguousarray(np.asarray(arr, dtype="<f4"))
         params[name] = {"shape": list(a.shape), "dtype": "float32", "data": base64.b64encode(a.tobytes()).decode("ascii")}
-    return {"format": HEAD_FORMAT, "version": HEAD_VERSION, "bundle_id": meta.get("bundle_id", ""),
-            "labels": list(clf.labels), "prompt": meta.get("prompt", ", ".join(clf.labels)),
-            "texts": _json("texts", list(clf.labels)), "sampler": _json("sampler", {}), "params": params,
-            "producer": meta.get("producer", "")}
+    return {"format": HEAD_FORMAT, "version": HEAD_VERSION, "bundle_id": meta.bundle_id or "",
+            "labels": list(clf.labels), "prompt": meta.prompt if meta.prompt is not None else ", ".join(clf.labels),
+            "texts": meta.texts if meta.texts is not None else list(clf.labels), "sampler": meta.sampler or {},
+            "params": params, "producer": meta.producer or ""}
 
 
 def save_head(clf: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -102,9 +97,8 @@ def classifier_from_head(source: str | os.PathLike | Mapping[str, Any], bundle: 
             want[t.class_axis] = k
         if t.name not in params or list(params[t.name].shape) != want:
             raise ModelFileError(f"the head's tensor {t.name!r} is missing or not of shape {want}")
-    meta = {"labels": json.dumps(labels, ensure_ascii=False), "prompt": str(h.get("prompt", "")),
-            "texts": json.dumps(h.get("texts", labels), ensure_ascii=False), "bundle_id": m.bundle_id,
-            "sampler": json.dumps(h.get("sampler", {})), "params": json.dumps([t.name for t in m.template.layout]),
-            "producer": str(h.get("producer", ""))}
-    model = fill_template(bundle.template_proto, params, k, meta)
+    meta = ModelMetadata(labels=labels, prompt=str(h.get("prompt", "")), texts=h.get("texts", labels),
+                         bundle_id=m.bundle_id, sampler=h.get("sampler", {}), params=[t.name for t in m.template.layout],
+                         producer=str(h.get("producer", "")))
+    model = fill_template(bundle.template_proto, params, k, meta.to_props())
     return PersonalizedClassifier(model, labels, params, threads=threads)

@@ -11,49 +11,12 @@ Only plain ops (Linear, LayerNorm, matmul, softmax, gather) are used so the ONNX
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass
-class DenoiserConfig:
-    param_count: int
-    chunks: list[tuple[int, int]]  # (start, length) into the flat parameter vector
-    k_max: int = 10
-    text_dim: int = 384
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    # Improvement over the paper: a parameter chunk that belongs to class slot j (a classifier row)
-    # also receives class j's embedding directly, instead of having to find it by attention.
-    # None/empty = the paper's conditioning (class tokens only).
-    chunk_slots: list[int] | None = None
-    # Wide heads (lite0_head: a row is 1280 weights + 1 bias): one token per class row, all rows
-    # sharing one in/out projection (rows are exchangeable: class order is shuffled in training).
-    # [[offset, per_slot_numel], ...] from ParamLayout.row_segments(); None/empty = chunk tokens.
-    row_segments: list[list[int]] | None = None
-    # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
-    # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
-    text_prior: bool = False
-    prior_keys: int = 0  # seen names whose zoo rows the prior returns exactly (kernel term); 0 = ridge only
-    prior_input: bool = True  # each row token also sees its prior through a linear (off: smaller graphs)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["chunks"] = [list(c) for c in self.chunks]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DenoiserConfig":
-        d = dict(d)
-        d.pop("extra", None)  # an unused field of checkpoints written before 0.2
-        d["chunks"] = [tuple(c) for c in d["chunks"]]
-        return cls(**d)
+from .configs import DenoiserConfig  # noqa: F401 (its home is the torch-free configs.py)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

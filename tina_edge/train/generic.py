@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .configs import GenericConfig
 from .templates import TemplateConfig, build_model
 
 
@@ -31,8 +32,8 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_generic(images: np.ndarray, labels: np.ndarray, classes: list[str], cfg: TemplateConfig, *,
-                  epochs: int = 5, batch_size: int = 256, lr: float = 0.1, seed: int = 0,
-                  progress: bool = True) -> torch.nn.Module:
+                  epochs: int = GenericConfig.epochs, batch_size: int = GenericConfig.batch_size,
+                  lr: float = GenericConfig.lr, seed: int = GenericConfig.seed, progress: bool = True) -> torch.nn.Module:
     """SGD + nesterov, one-cycle cosine, label smoothing 0.1; returns the trained model (eval mode)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .configs import DenoiserConfig, GenericConfig
 from .data import ImageDataset, load_cifar_pickle, load_idx, load_image_folder, union
 from .generic import accuracy, extract_features, load_generic, predict_logits, save_generic, train_generic
 from .tasks import TaskSplit, check_classes, make_task_split
@@ -55,7 +56,8 @@ def _inputs(workdir: Path, cfg: TemplateConfig, model, ds: ImageDataset, split: 
 
 
 def stage_generic(workdir: str | Path, train: ImageDataset, test: ImageDataset, cfg: TemplateConfig, *,
-                  epochs: int = 5, batch_size: int = 256, lr: float = 0.1, seed: int = 0, progress: bool = True) -> dict:
+                  epochs: int = GenericConfig.epochs, batch_size: int = GenericConfig.batch_size,
+                  lr: float = GenericConfig.lr, seed: int = GenericConfig.seed, progress: bool = True) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -108,8 +110,9 @@ def class_embeddings(encoder_spec: str, names: list[str], cache_dir: str | None 
     return np.asarray(emb, dtype=np.float32), {"kind": enc.kind, "name": enc.name, "spec": encoder_spec, "dim": enc.dim}
 
 
-def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = 128, layers: int = 4,
-                    heads: int = 4, chunk_size: int = 64, slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
+def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden: int = DenoiserConfig.hidden,
+                    layers: int = DenoiserConfig.layers, heads: int = DenoiserConfig.heads, chunk_size: int = 64,
+                    slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
                     row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
                     extra_rate: float = 0.5, prior_keys: bool = True) -> dict:
@@ -122,7 +125,6 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     in training are ImageNet classes (their rows and texts), see TinaData. `prior_keys` makes the prior
     return the zoo's mean row exactly for seen names (TextPrior's kernel term; the denoiser then learns
     only how p-models vary around it) and drops the prior's input projection."""
-    from .denoiser import DenoiserConfig
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
     setup_distributed()

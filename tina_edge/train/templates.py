@@ -15,13 +15,13 @@ ONNX graph carries it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..runtime.manifest import InputSpec, TensorSpec
+from .configs import TemplateConfig  # noqa: F401 (its home is the torch-free configs.py)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -139,18 +139,6 @@ class ResNetClassifier(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # Template description: which tensors are generated, and their flat layout
-
-
-@dataclass
-class TemplateConfig:
-    """JSON-serialisable description of a template (saved in checkpoints, used to rebuild it)."""
-
-    name: str  # "tiny_cnn" | "resnet_head" | "lite0_head"
-    k_max: int = 10
-    image_size: int = 32  # input side in pixels (lite0_head: chosen by measurement, BENCHMARKS.md)
-    blocks_per_stage: int = 1  # resnet_head only
-    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
-    stem_stride: int = 1  # 2 makes the trunk ~4x cheaper on CPU (16x16 feature maps from the start)
 
 
 def build_model(cfg: TemplateConfig, num_classes: int) -> nn.Module:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +26,7 @@ from .checkpoint import CheckpointMeta
 from .denoiser import DenoiserConfig, TinaDenoiser
 from .diffusion import Schedule, diffusion_loss
 from .templates import ParamLayout, TemplateConfig
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 20000
-    batch_size: int = 128
-    lr: float = 4e-4
-    weight_decay: float = 0.1
-    warmup: int = 500
-    grad_clip: float = 0.1
-    ema_decay: float = 0.9999
-    emb_noise: float = 0.0  # std of Gaussian noise added to class embeddings (then re-normalised)
-    seed: int = 0
-    log_every: int = 50
+from .configs import TrainConfig  # noqa: F401 (its home is the torch-free configs.py)
 
 
 @dataclass

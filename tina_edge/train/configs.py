@@ -1,0 +1,85 @@
+"""The training configurations: the one source of every training and model-size default.
+
+Why a torch-free module: the CLI reads its option defaults from these dataclasses when it is
+imported (`tina-edge train diffusion --help` shows them), and the CLI must import without torch.
+The values are those of the documented training sequence (BENCHMARKS.md, README): the shipped
+bundles were trained with them. denoiser.py, trainer.py and templates.py re-export their class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TemplateConfig:
+    """JSON-serialisable description of a template (saved in checkpoints, used to rebuild it)."""
+
+    name: str  # "tiny_cnn" | "resnet_head" | "lite0_head"
+    k_max: int = 10
+    image_size: int = 32  # input side in pixels (lite0_head: chosen by measurement, BENCHMARKS.md)
+    blocks_per_stage: int = 1  # resnet_head only
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    stem_stride: int = 2  # 2 makes the trunk ~4x cheaper on CPU (16x16 feature maps from the start)
+
+
+@dataclass
+class GenericConfig:
+    """Training the generic model on the 32-px universe (SGD, one-cycle cosine; train/generic.py)."""
+
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class DenoiserConfig:
+    param_count: int
+    chunks: list[tuple[int, int]]  # (start, length) into the flat parameter vector
+    k_max: int = 10
+    text_dim: int = 384
+    hidden: int = 64  # BENCHMARKS.md: hidden 64 x 4 layers trains in 15 min on a CPU and matches fine-tuning
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    # Improvement over the paper: a parameter chunk that belongs to class slot j (a classifier row)
+    # also receives class j's embedding directly, instead of having to find it by attention.
+    # None/empty = the paper's conditioning (class tokens only).
+    chunk_slots: list[int] | None = None
+    # Wide heads (lite0_head: a row is 1280 weights + 1 bias): one token per class row, all rows
+    # sharing one in/out projection (rows are exchangeable: class order is shuffled in training).
+    # [[offset, per_slot_numel], ...] from ParamLayout.row_segments(); None/empty = chunk tokens.
+    row_segments: list[list[int]] | None = None
+    # Row tokens only: a calibrated ridge text -> row map (train/text_prior.py) held in buffers; the
+    # x0 prediction is the prior plus the network's correction, and each row token also sees its prior.
+    text_prior: bool = False
+    prior_keys: int = 0  # seen names whose zoo rows the prior returns exactly (kernel term); 0 = ridge only
+    prior_input: bool = True  # each row token also sees its prior through a linear (off: smaller graphs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["chunks"] = [list(c) for c in self.chunks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenoiserConfig":
+        d = dict(d)
+        d.pop("extra", None)  # an unused field of checkpoints written before 0.2
+        d["chunks"] = [tuple(c) for c in d["chunks"]]
+        return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    warmup: int = 500
+    grad_clip: float = 0.1
+    ema_decay: float = 0.9999
+    emb_noise: float = 0.0  # std of Gaussian noise added to class embeddings (then re-normalised)
+    seed: int = 0
+    log_every: int = 50
