@@ -196,8 +196,9 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
               help="row tokens: start every row from a calibrated ridge text->row map fitted on the zoo's seen "
                    "classes ('zoo') or also on ImageNet's classifier rows, names and definitions ('imagenet', "
                    "needs timm and the Lite0 weights; held-out names and synonyms are excluded)")
-@click.option("--extra-rate", type=float, default=0.5, show_default=True,
-              help="with --text-prior imagenet: share of class slots replaced in training by ImageNet classes")
+@click.option("--extra-rate", type=float, default=0.0, show_default=True,
+              help="with --text-prior imagenet: share of class slots replaced in training by ImageNet classes "
+                   "(0.5 helped without --prior-keys; the shipped bundle uses 0, BENCHMARKS §12)")
 @click.option("--prior-keys/--no-prior-keys", default=True, show_default=True,
               help="with --text-prior: the prior returns each seen name's zoo mean row exactly (kernel term)")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")

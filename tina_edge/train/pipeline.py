@@ -115,7 +115,7 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
                     slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
                     row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
-                    extra_rate: float = 0.5, prior_keys: bool = True) -> dict:
+                    extra_rate: float = 0.0, prior_keys: bool = True) -> dict:
     """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
     class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
     generic model's class order) and `counts` [C]: each step draws one phrasing per class.
@@ -136,29 +136,13 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     compute_normalisation(layout, flats, valids)
     emb, enc_info = class_embeddings(text_encoder, classes, emb_cache)
     name_to_idx = {c: i for i, c in enumerate(classes)}
-    table, counts = torch.from_numpy(emb), None
-    if emb_bank:
-        with np.load(emb_bank, allow_pickle=False) as z:
-            table, counts = torch.from_numpy(z["bank"].astype(np.float32)), torch.from_numpy(z["counts"].astype(np.int64))
-        if table.dim() != 3 or table.shape[0] != len(classes) or table.shape[2] != emb.shape[1] or len(counts) != len(classes):
-            raise ValueError(f"{emb_bank}: bank must be [{len(classes)}, V, {emb.shape[1]}] with counts [{len(classes)}]")
-        enc_info = enc_info | {"bank": str(emb_bank), "phrasings_max": int(table.shape[1])}
+    table, counts, enc_info = _embedding_table(emb, emb_bank, classes, enc_info)
     data = TinaData(flats=normalise(layout, flats, valids), valids=valids,
                     class_ids=[[name_to_idx[c] for c in e["classes"]] for e in entries],
                     emb_table=table, vocabulary=classes, emb_counts=counts)
-    from .templates import HEAD_TEMPLATES
-
-    rows = (cfg.name == "lite0_head") if row_tokens is None else row_tokens
-    if rows and cfg.name not in HEAD_TEMPLATES:
-        raise ValueError("row tokens need a head template (resnet_head or lite0_head)")
-    dcfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
-                          text_dim=emb.shape[1], hidden=hidden, layers=layers, heads=heads,
-                          chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
-                          row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior),
-                          prior_keys=len(split.seen) if text_prior and prior_keys else 0,
-                          prior_input=not (text_prior and prior_keys))
-    if text_prior and not rows:
-        raise ValueError("--text-prior needs row tokens (a head template)")
+    dcfg = _denoiser_config(layout, cfg.name, emb.shape[1], hidden=hidden, layers=layers, heads=heads,
+                            chunk_size=chunk_size, slot_conditioning=slot_conditioning, row_tokens=row_tokens,
+                            text_prior=text_prior, prior_keys=len(split.seen) if text_prior and prior_keys else 0)
     tcfg = train_cfg or TrainConfig()
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,
@@ -167,8 +151,7 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
         import json
 
         extra_meta["synonyms"] = {c["name"]: c["synonyms"] for c in json.loads((workdir / "classes.json").read_text())}
-    extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()}
-    extra_tensors["vocab_emb"] = torch.from_numpy(emb)
+    extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()} | {"vocab_emb": torch.from_numpy(emb)}
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
     if text_prior:
         trainer.extra_meta.update(_install_text_prior(trainer, workdir, layout, flats, entries, classes, split.seen,
@@ -182,6 +165,34 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     trainer.save(ckpt)
     return {"steps": trainer.step, "seconds": secs, "final_loss": float(np.mean(losses[-100:])) if losses else None,
             "denoiser_params": trainer.model.num_params(), "checkpoint": str(ckpt)}
+
+
+def _embedding_table(emb: np.ndarray, emb_bank: str | None, classes: list[str], enc_info: dict):
+    """The class-embedding table [C, D], or a phrasing bank [C, V, D] with counts [C] from `emb_bank`."""
+    if not emb_bank:
+        return torch.from_numpy(emb), None, enc_info
+    with np.load(emb_bank, allow_pickle=False) as z:
+        table, counts = torch.from_numpy(z["bank"].astype(np.float32)), torch.from_numpy(z["counts"].astype(np.int64))
+    if table.dim() != 3 or table.shape[0] != len(classes) or table.shape[2] != emb.shape[1] or len(counts) != len(classes):
+        raise ValueError(f"{emb_bank}: bank must be [{len(classes)}, V, {emb.shape[1]}] with counts [{len(classes)}]")
+    return table, counts, enc_info | {"bank": str(emb_bank), "phrasings_max": int(table.shape[1])}
+
+
+def _denoiser_config(layout, template: str, text_dim: int, *, hidden: int, layers: int, heads: int, chunk_size: int,
+                     slot_conditioning: bool, row_tokens: bool | None, text_prior: str | None, prior_keys: int):
+    """The denoiser's shape for this layout: row tokens for head templates (default for lite0_head)."""
+    from .templates import HEAD_TEMPLATES
+
+    rows = (template == "lite0_head") if row_tokens is None else row_tokens
+    if rows and template not in HEAD_TEMPLATES:
+        raise ValueError("row tokens need a head template (resnet_head or lite0_head)")
+    if text_prior and not rows:
+        raise ValueError("--text-prior needs row tokens (a head template)")
+    return DenoiserConfig(param_count=layout.size, chunks=layout.chunks(chunk_size), k_max=layout.k_max,
+                          text_dim=text_dim, hidden=hidden, layers=layers, heads=heads,
+                          chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
+                          row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior),
+                          prior_keys=prior_keys, prior_input=not (text_prior and prior_keys))
 
 
 def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes, seen, emb, text_encoder: str,
