@@ -94,7 +94,13 @@ def test_bundle_files_and_parity(bundle):
 
     path, summary = bundle
     assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx",
-                                     "generate.onnx", "tokenizer_config.json"}  # + portable (one template: weights as inputs)
+                                     "generate.onnx", "tokenizer_config.json", "vocabulary_embeddings.npy"}
+    # + portable (one template: weights as inputs); + the training vocabulary encoded for the novelty report
+    import numpy as np
+
+    m = open_bundle(path).manifest
+    emb = np.load(path / m.text_encoder.vocabulary_embeddings, allow_pickle=False)
+    assert emb.dtype == np.float16 and emb.shape == (len(m.vocabulary), m.text_encoder.embedding_dim)
     assert summary["denoiser"]["max_abs_diff"] <= 1e-4
     assert summary["template"]["max_abs_diff_logits"] <= 1e-3
     assert summary["text_encoder"]["max_abs_diff_fp32"] <= 1e-4
