@@ -217,3 +217,34 @@ def test_exact_fp16_initializers_are_stored_as_fp16_losslessly(tmp_path):
     assert path.stat().st_size < size - 150_000
     np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(None, {"x": x})[0], before)
     assert store_exact_fp16(path) == 0  # idempotent
+
+
+def test_prior_only_checkpoint_generates_exactly_the_prior(tmp_path):
+    from click.testing import CliRunner
+
+    from tina_edge.cli.main import main as cli
+    from tina_edge.train.text_prior import prior_only_checkpoint
+    from tina_edge.train.trainer import TinaData, Trainer, TrainConfig, read_checkpoint
+
+    lay = _layout()
+    m = _prior_model(lay, keys=12)
+    flats = torch.zeros(2, lay.size)
+    valids = torch.zeros(2, lay.size, dtype=torch.bool)
+    data = TinaData(flats, valids, [[0, 1], [1, 2]], torch.eye(3, 16), ["a", "b", "c"])
+    t = Trainer(m.cfg, lay, data, TrainConfig(steps=1, batch_size=2, warmup=1))
+    t.model.load_state_dict(m.state_dict())
+    t.ema.load_state_dict(m.state_dict())
+    t.extra_meta = {"text_prior": {"kind": "zoo"}}
+    src, dst = tmp_path / "tina.safetensors", tmp_path / "prior.safetensors"
+    t.save(src)
+    assert prior_only_checkpoint(src, dst) == {"kind": "zoo", "prior_only": True}
+    den = read_checkpoint(dst).denoiser()
+    emb = torch.nn.functional.normalize(torch.randn(3, 4, 16), dim=-1)
+    mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+    with torch.no_grad():
+        out = den(torch.randn(3, lay.size), torch.tensor([999, 500, 1]), emb * mask[..., None], mask)
+        rows = torch.cat([out[:, :4 * 1280].view(3, 4, 1280), out[:, 4 * 1280:].view(3, 4, 1)], -1)
+        torch.testing.assert_close(rows, den.prior(emb) * mask[..., None], atol=1e-6, rtol=1e-6)
+        assert float((read_checkpoint(src).denoiser().row_out.weight).abs().sum()) > 0  # the source is untouched
+    r = CliRunner().invoke(cli, ["train", "prior-only", "--ckpt", str(src), "-o", str(src)])
+    assert r.exit_code == 2 and "must name a new file" in r.output

@@ -207,12 +207,7 @@ class Trainer:
         tensors["rng.gen"] = self.gen.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         tensors.update({k: v.contiguous() for k, v in self.extra_tensors.items()})
-        meta = CheckpointMeta.from_trainer(self).to_dict()  # train/checkpoint.py: the one builder
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"tina_edge": json.dumps(meta)})
-        os.replace(tmp, path)
+        write_checkpoint(path, tensors, CheckpointMeta.from_trainer(self).to_dict())  # train/checkpoint.py: the one builder
 
     def load(self, path: str | Path) -> None:
         """Resume: weights, EMA, optimizer moments, step and RNG state."""
@@ -262,6 +257,15 @@ class Checkpoint:
 
     def schedule(self) -> Schedule:
         return Schedule(**self.meta["schedule"])
+
+
+def write_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """The one writer of checkpoint files: safetensors + JSON metadata, atomically (temp + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"tina_edge": json.dumps(meta)})
+    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
