@@ -57,7 +57,7 @@ def test_info_prints_training_facts():
     out = subprocess.run([sys.executable, "-m", "tina_edge.cli.main", "info"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    for word in ("all-MiniLM-L6-v2", "parking meter", "generated", "tiny-imagenet"):
+    for word in ("all-MiniLM-L6-v2", "parking meter", "generated", "tiny-imagenet", "796 ImageNet classes"):
         assert word in out.stdout
 
 

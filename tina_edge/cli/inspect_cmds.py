@@ -134,6 +134,7 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     if voc:
         more = f" ... (+{len(voc) - 30})" if len(voc) > 30 else ""
         out.append(f"vocabulary  {len(voc)} classes: {', '.join(map(str, voc[:30]))}{more}")
+    out += _text_prior_lines(tr.get("text_prior"))
     if ev and not verbose and _eval_table(ev):
         out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
         out += _eval_table(ev)
@@ -163,3 +164,16 @@ def _eval_table(ev: dict) -> list[str]:
     for name, r in rows:
         lines.append(f"              {name:<{wd}}" + "".join(f"{r[k]:>12.1f}" for k in methods))
     return lines
+
+
+def _text_prior_lines(tp) -> list[str]:
+    """What the generator leans on for names it never saw (BENCHMARKS.md §12), when it has a text prior."""
+    if not isinstance(tp, dict) or not tp.get("kind"):
+        return []
+    src = f"{tp.get('seen_classes', '?')} seen classes"
+    if tp.get("imagenet"):
+        src += f" + {tp.get('imagenet_classes', '?')} ImageNet classes ({tp.get('imagenet_texts', '?')} names and definitions; " \
+               f"{len(tp.get('imagenet_dropped_for_holdout') or [])} dropped for the holdout)"
+    lam = tp.get("lambda")
+    lam = f", lambda {lam:.1f}" if isinstance(lam, (int, float)) else ""
+    return [f"text prior  calibrated ridge text->row over {src}{lam}" + ("; the generator returns the prior alone" if tp.get("prior_only") else "")]
