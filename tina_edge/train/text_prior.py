@@ -34,6 +34,13 @@ class PriorFit:
     pairs: int
 
 
+def zoo_scale(zoo_rows: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """What "the zoo's scale" means, once: the mean row [R], the mean norm of the rows' centred weight
+    part, and the mean bias. The prior's calibration and the ImageNet rows' norm-matching both use it."""
+    center = zoo_rows.mean(0)
+    return center, float(np.linalg.norm((zoo_rows - center)[:, :-1], axis=1).mean()), float(zoo_rows[:, -1].mean())
+
+
 def fit_text_prior(x_names: np.ndarray, y_names: np.ndarray, x_all: np.ndarray, y_all: np.ndarray,
                    zoo_rows: np.ndarray) -> PriorFit:
     """Ridge text -> row. The penalty is chosen by closed-form leave-one-out on one text per class
@@ -46,11 +53,9 @@ def fit_text_prior(x_names: np.ndarray, y_names: np.ndarray, x_all: np.ndarray, 
     xm, ym = x.mean(0), y.mean(0)
     xc = x - xm
     coef = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - ym))
-    zc = zoo_rows - zoo_rows.mean(0)
+    center, weight_norm, bias = zoo_scale(zoo_rows)
     return PriorFit(coef=coef.astype(np.float32), offset=(ym - xm @ coef).astype(np.float32),
-                    center=zoo_rows.mean(0).astype(np.float32),
-                    weight_norm=float(np.linalg.norm(zc[:, :-1], axis=1).mean()),
-                    bias=float(zoo_rows[:, -1].mean()), lam=float(lam), pairs=len(x))
+                    center=center.astype(np.float32), weight_norm=weight_norm, bias=bias, lam=float(lam), pairs=len(x))
 
 
 class TextPrior(nn.Module):
@@ -153,9 +158,7 @@ def imagenet_prior_data(zoo_rows: np.ndarray, universe: list[dict], encode) -> P
     from .imagenet_rows import imagenet_classes, norm_matched_rows, usable_extras
 
     kept, dropped = usable_extras(imagenet_classes(), universe)
-    zc = zoo_rows - zoo_rows.mean(0)
-    rows = norm_matched_rows(np.stack([c.row for c in kept]), zoo_rows.mean(0),
-                             float(np.linalg.norm(zc[:, :-1], axis=1).mean()), float(zoo_rows[:, -1].mean()))
+    rows = norm_matched_rows(np.stack([c.row for c in kept]), *zoo_scale(zoo_rows))
     texts, owner, is_name = [], [], []
     for j, c in enumerate(kept):
         for t in c.names + ([c.definition] if c.definition else []):
