@@ -206,8 +206,6 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
 
     if kind not in ("zoo", "imagenet"):
         raise ValueError(f"--text-prior must be 'zoo' or 'imagenet', not {kind!r}")
-    enc = build_text_encoder(text_encoder)
-    encode = (lambda t: cached_encode(enc, t, emb_cache)) if emb_cache else enc.encode
     cj = workdir / "classes.json"
     universe = json.loads(cj.read_text()) if cj.is_file() else None
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -219,7 +217,9 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
     if kind == "imagenet":
         if universe is None:
             raise ValueError("--text-prior imagenet needs the workdir's classes.json (holdout and synonyms)")
-        extra = imagenet_prior_data(zoo_rows, universe, encode)
+        enc = build_text_encoder(text_encoder)  # only the ImageNet texts need encoding here
+        extra = imagenet_prior_data(zoo_rows, universe,
+                                    (lambda t: cached_encode(enc, t, emb_cache)) if emb_cache else enc.encode)
     fit, info = build_text_prior(zoo_rows=zoo_rows, seen_emb=unit[seen_idx], extra=extra)
     vocab_extra = extra.vocabulary if extra is not None else []
     flags, mean, std = row_normalisation(layout)
