@@ -187,6 +187,9 @@ def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tm
     held = [n.lower() for c in json.loads((workdir / "classes.json").read_text()) if c["holdout"]
             for n in [c["name"], *c["synonyms"]]]
     assert info["kind"] == "imagenet" and 700 < info["imagenet_classes"] < 1000 and info["lambda"] > 0
+    # the default map: kernel features, one key per training class (seen + ImageNet), gamma by LOO
+    assert info["map"] == "kernel" and info["kernel_keys"] == info["seen_classes"] + info["imagenet_classes"]
+    assert ck.meta["denoiser"]["prior_kernel"] == info["kernel_keys"] and info["gamma"] > 0
     assert "tench" in ck.meta["vocabulary_extra"]
     assert held and not {v.lower() for v in ck.meta["vocabulary_extra"]} & set(held)
     out = tmp_path / "bundle"

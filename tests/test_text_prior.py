@@ -8,7 +8,8 @@ import torch
 from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
 from tina_edge.train.imagenet_rows import ImageNetClass, norm_matched_rows, usable_extras
 from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.text_prior import (TextPrior, build_text_prior, fit_text_prior, row_normalisation)
+from tina_edge.train.text_prior import (KERNEL_GAMMAS, TextPrior, build_text_prior, class_keys, fit_kernel_prior,
+                                        fit_text_prior, kernel_features, row_normalisation)
 
 
 def _cls(wnid, *names, d="a thing"):
@@ -82,15 +83,16 @@ def _layout():
     return lay
 
 
-def _prior_model(lay, text_dim=16, keys=0):
+def _prior_model(lay, text_dim=16, keys=0, kernel=False):
+    x, y, _ = _linear_problem(d=text_dim)
+    fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None, kernel=kernel)
+    assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
+    assert info["map"] == ("kernel" if kernel else "linear")
     cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=text_dim,
                          hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True,
-                         prior_keys=keys, prior_input=not keys)
+                         prior_keys=keys, prior_input=not keys, prior_kernel=60 if kernel else 0)
     torch.manual_seed(0)
     m = TinaDenoiser(cfg).eval()
-    x, y, _ = _linear_problem(d=text_dim)
-    fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None)
-    assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
     m.prior.load_fit(fit, *row_normalisation(lay))
     if keys:
         m.prior.load_keys(x[:keys], y[:keys] + 0.3)
@@ -116,12 +118,13 @@ def test_denoiser_prediction_is_the_prior_plus_a_correction():
     assert float((raw[:-1] - m.prior.center[:-1]).norm()) == pytest.approx(float(m.prior.calib[0]), rel=1e-4)
 
 
-@pytest.mark.parametrize("keys", [0, 12])
-def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys):
+@pytest.mark.parametrize("keys,kernel", [(0, False), (12, False), (12, True)])
+def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys, kernel):
     from tina_edge.export.graphs import export_denoiser
 
     lay = _layout()
-    m = _prior_model(lay, keys=keys)
+    m = _prior_model(lay, keys=keys, kernel=kernel)
+    assert tuple(m.prior.coef.shape) == ((60, 1281) if kernel else (16, 1281))
     assert hasattr(m, "prior_in") == (keys == 0)
     twin = TinaDenoiser(m.cfg)
     assert float(twin.prior.coef.abs().sum()) == 0.0
@@ -168,6 +171,56 @@ def test_extra_classes_replace_real_slots_rows_and_texts_together():
                     seen_real += 1
                     assert int(e.argmax()) == int(w[0]) - 1
     assert 0.3 < seen_sub / (seen_sub + seen_real) < 0.7
+
+
+def _bump_problem(n=400, d=8, r=1281, seed=0):
+    """Rows that are a smooth but bent function of the text (a sum of bumps around 12 directions),
+    one text per class: a new class is predictable from its neighbours, but not linearly."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.normal(size=(12, d))
+    anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)
+    mix = rng.normal(size=(12, r))
+
+    def rows(x):
+        return np.exp(4.0 * (x @ anchors.T - 1.0)) @ mix
+
+    x = rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, rows
+
+
+def test_kernel_map_bends_where_a_linear_map_cannot():
+    x, rows = _bump_problem()
+    train, new = x[:300], x[300:]
+    y = rows(train)
+    lin = fit_text_prior(train, y, train, y, y)
+    ker = fit_kernel_prior(train, y, train, y, np.arange(300), y)
+    assert ker.kernel_keys.shape == (300, 8) and ker.coef.shape == (300, 1281) and ker.gamma in KERNEL_GAMMAS
+    np.testing.assert_allclose(ker.kernel_keys, train, atol=1e-6)  # one text per class: its own key
+
+    def rel(pred):
+        want = rows(new)
+        return np.linalg.norm(pred - want) / np.linalg.norm(want - want.mean(0))
+
+    lin_err = rel(new @ lin.coef + lin.offset)
+    ker_err = rel(kernel_features(new, ker.kernel_keys, ker.gamma) @ ker.coef + ker.offset)
+    assert ker_err < 0.6 * lin_err, (ker_err, lin_err)  # classes never fitted, predicted from neighbours
+    # the module computes the same map (float16 buffers), then calibrates it like the linear prior
+    with pytest.raises(ValueError, match="does not fit"):
+        TextPrior(8, 1281).load_fit(ker, np.r_[np.ones(1280), 0.0], np.zeros(1281), np.ones(1281))
+    prior = TextPrior(8, 1281, kernel=300)
+    prior.load_fit(ker, np.r_[np.ones(1280), 0.0], np.zeros(1281), np.ones(1281))
+    got = prior.raw_rows(torch.from_numpy(new).float()).numpy()[:, :-1] - ker.center[:-1]
+    want = (kernel_features(new, ker.kernel_keys, ker.gamma) @ ker.coef + ker.offset - ker.center)[:, :-1]
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), ker.weight_norm, rtol=1e-4)
+
+
+def test_kernel_keys_are_the_mean_text_of_each_class():
+    x = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]])
+    keys = class_keys(x, np.array([0, 0, 1, 1]), 2)
+    np.testing.assert_allclose(keys, [[2 ** -0.5, 2 ** -0.5, 0], [0, 0, 1]], atol=1e-12)
 
 
 def test_kernel_term_returns_seen_rows_and_leaves_other_words_on_the_ridge_row():

@@ -174,3 +174,35 @@ def test_make_session_does_not_keep_the_model_bytes():
     s = make_session(data, 1)
     assert sys.getrefcount(data) == refs
     np.testing.assert_array_equal(s.run(["y"], {"x": np.array([-1.0, 2.0], np.float32)})[0], [0.0, 2.0])
+
+
+def test_float_matmul_weights_become_fp16_and_int8_weights_stay(tmp_path):
+    """The MatMuls int8 left in float32 (MiniLM's FFN down-projections) are stored as float16 + Cast:
+    half their bytes, outputs within float16 rounding, the int8 weights untouched."""
+    from tina_edge.export.weight_only import float_matmul_weights_to_fp16
+
+    q = _dynamic_int8(tmp_path)
+    assert dynamic_int8_to_weight_only(q) == 2
+    rng = np.random.default_rng(2)
+    w3 = rng.normal(0, 0.2, (N, N)).astype(np.float32)  # a float32 MatMul after the int8 ones
+    g = q.graph
+    g.initializer.append(numpy_helper.from_array(w3, "w3"))
+    y_in = g.output[0].name
+    for n in g.node:
+        n.output[:] = ["y_int8" if o == y_in else o for o in n.output]
+    g.node.append(helper.make_node("MatMul", ["y_int8", "w3"], [y_in], name="mm3_float"))
+    x = rng.normal(0, 1, (4, K)).astype(np.float32)
+    before, size = _run(q, x), len(q.SerializeToString())
+
+    assert float_matmul_weights_to_fp16(q, min_elements=10**6) == 0  # below the size threshold: nothing
+    assert float_matmul_weights_to_fp16(q, min_elements=N * N) == w3.nbytes // 2
+    onnx.checker.check_model(q, full_check=True)
+    inits = {i.name: i for i in q.graph.initializer}
+    assert "w3" not in inits and inits["w3_fp16"].data_type == TensorProto.FLOAT16
+    assert all(inits[f"w{i}_quantized"].data_type == TensorProto.INT8 for i in (1, 2))
+    assert [n.op_type for n in q.graph.node if "w3_fp16" in n.input] == ["Cast"]
+    assert len(q.SerializeToString()) < size - w3.nbytes // 2 + 200
+    after = _run(q, x)
+    err = np.abs(after - before).max()
+    assert 0 < err <= 2e-3 * np.abs(before).max(), err  # float16 rounding of w3, nothing worse
+    assert float_matmul_weights_to_fp16(q, min_elements=N * N) == 0  # already float16

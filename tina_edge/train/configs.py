@@ -33,6 +33,12 @@ class GenericConfig:
     seed: int = 0
 
 
+# The text prior's map (`train diffusion --prior-map`): "kernel" = ridge on kernel features of the
+# embedding, one key per training class; "linear" = ridge on the embedding (BENCHMARKS §12-13).
+PRIOR_MAPS = ("kernel", "linear")
+DEFAULT_PRIOR_MAP = "kernel"
+
+
 @dataclass
 class DenoiserConfig:
     param_count: int
@@ -57,6 +63,9 @@ class DenoiserConfig:
     text_prior: bool = False
     prior_keys: int = 0  # seen names whose zoo rows the prior returns exactly (kernel term); 0 = ridge only
     prior_input: bool = True  # each row token also sees its prior through a linear (off: smaller graphs)
+    # 0: the prior is linear in the text embedding. M > 0: it is linear in M kernel features
+    # exp(gamma * (cos(e, key_m) - 1)), one key per training class (train/text_prior.py, BENCHMARKS §13).
+    prior_kernel: int = 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -83,3 +92,16 @@ class TrainConfig:
     emb_noise: float = 0.0  # std of Gaussian noise added to class embeddings (then re-normalised)
     seed: int = 0
     log_every: int = 50
+
+
+@dataclass
+class TuningConfig:
+    """Lexical tuning of the text encoder on WordNet (train/lexical_tuning.py, `train text-encoder`)."""
+
+    steps: int = 600
+    batch: int = 64
+    lr: float = 2e-5
+    warmup: float = 0.1  # fraction of steps
+    scale: float = 20.0  # cosine -> logit, as sentence-transformers' MultipleNegativesRankingLoss
+    max_tokens: int = 24  # names and WordNet definitions; longer definitions are truncated
+    seed: int = 0

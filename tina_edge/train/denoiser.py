@@ -168,7 +168,7 @@ class RowTokenDenoiser(TinaDenoiser):
         if cfg.text_prior:
             from .text_prior import TextPrior
 
-            self.prior = TextPrior(cfg.text_dim, self.row_dim, keys=cfg.prior_keys)
+            self.prior = TextPrior(cfg.text_dim, self.row_dim, keys=cfg.prior_keys, kernel=cfg.prior_kernel)
             if cfg.prior_input:
                 self.prior_in = nn.Linear(self.row_dim, H)
 

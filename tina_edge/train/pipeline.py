@@ -9,16 +9,18 @@ Everything a stage makes lives in one work directory:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .configs import DenoiserConfig, GenericConfig
+from .configs import DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig
 from .data import ImageDataset, load_cifar_pickle, load_idx, load_image_folder, union
 from .generic import accuracy, extract_features, load_generic, predict_logits, save_generic, train_generic
 from .tasks import TaskSplit, check_classes, make_task_split
 from .templates import ParamLayout, TemplateConfig
+from .text_prior import PriorData, PriorFit
 from .zoo import TaskData, build_zoo, load_zoo
 
 
@@ -115,7 +117,7 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
                     slot_conditioning: bool = True, train_cfg=None, resume: bool = False,
                     ckpt_name: str = "tina.safetensors", progress: bool = True, emb_cache: str | None = None,
                     row_tokens: bool | None = None, emb_bank: str | None = None, text_prior: str | None = None,
-                    extra_rate: float = 0.0, prior_keys: bool = True) -> dict:
+                    extra_rate: float = 0.0, prior_keys: bool = True, prior_map: str = DEFAULT_PRIOR_MAP) -> dict:
     """Train the denoiser on the zoo. `row_tokens` (default: on for head templates) gives one token per
     class row; `emb_bank` is an .npz with `bank` [C, V, D] (L2-normalised phrasings per class, in the
     generic model's class order) and `counts` [C]: each step draws one phrasing per class.
@@ -124,7 +126,9 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     classifier rows under their names and definitions; with "imagenet", `extra_rate` of the class slots
     in training are ImageNet classes (their rows and texts), see TinaData. `prior_keys` makes the prior
     return the zoo's mean row exactly for seen names (TextPrior's kernel term; the denoiser then learns
-    only how p-models vary around it) and drops the prior's input projection."""
+    only how p-models vary around it) and drops the prior's input projection. `prior_map` "kernel" fits
+    the prior on kernel features of the embedding (one key per training class), "linear" on the
+    embedding itself (BENCHMARKS §13)."""
     from .trainer import Trainer, TinaData, TrainConfig, compute_normalisation, normalise, setup_distributed
 
     setup_distributed()
@@ -140,9 +144,12 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
     data = TinaData(flats=normalise(layout, flats, valids), valids=valids,
                     class_ids=[[name_to_idx[c] for c in e["classes"]] for e in entries],
                     emb_table=table, vocabulary=classes, emb_counts=counts)
+    prior = (_fit_text_prior(workdir, layout, flats, entries, classes, split.seen, emb, text_encoder, emb_cache,
+                             text_prior, prior_map) if text_prior else None)
     dcfg = _denoiser_config(layout, cfg.name, emb.shape[1], hidden=hidden, layers=layers, heads=heads,
                             chunk_size=chunk_size, slot_conditioning=slot_conditioning, row_tokens=row_tokens,
-                            text_prior=text_prior, prior_keys=len(split.seen) if text_prior and prior_keys else 0)
+                            text_prior=text_prior, prior_keys=len(split.seen) if text_prior and prior_keys else 0,
+                            prior_kernel=len(prior.fit.kernel_keys) if prior and prior.fit.kernel_keys is not None else 0)
     tcfg = train_cfg or TrainConfig()
     extra_meta = {"text_encoder": enc_info, "classes": classes, "holdout": split.holdout,
                   "seen": split.seen, "generic_info": ginfo,
@@ -153,9 +160,8 @@ def stage_diffusion(workdir: str | Path, *, text_encoder: str = "minilm", hidden
         extra_meta["synonyms"] = {c["name"]: c["synonyms"] for c in json.loads((workdir / "classes.json").read_text())}
     extra_tensors = {f"generic.{k}": v for k, v in generic.state_dict().items()} | {"vocab_emb": torch.from_numpy(emb)}
     trainer = Trainer(dcfg, layout, data, tcfg, extra_meta=extra_meta, extra_tensors=extra_tensors)
-    if text_prior:
-        trainer.extra_meta.update(_install_text_prior(trainer, workdir, layout, flats, entries, classes, split.seen,
-                                                      emb, text_encoder, emb_cache, text_prior, extra_rate))
+    if prior is not None:
+        trainer.extra_meta.update(_install_text_prior(trainer, layout, prior, extra_rate))
     ckpt = workdir / ckpt_name
     if resume and ckpt.is_file():
         trainer.load(ckpt)
@@ -179,7 +185,8 @@ def _embedding_table(emb: np.ndarray, emb_bank: str | None, classes: list[str], 
 
 
 def _denoiser_config(layout, template: str, text_dim: int, *, hidden: int, layers: int, heads: int, chunk_size: int,
-                     slot_conditioning: bool, row_tokens: bool | None, text_prior: str | None, prior_keys: int):
+                     slot_conditioning: bool, row_tokens: bool | None, text_prior: str | None, prior_keys: int,
+                     prior_kernel: int = 0):
     """The denoiser's shape for this layout: row tokens for head templates (default for lite0_head)."""
     from .templates import HEAD_TEMPLATES
 
@@ -192,20 +199,32 @@ def _denoiser_config(layout, template: str, text_dim: int, *, hidden: int, layer
                           text_dim=text_dim, hidden=hidden, layers=layers, heads=heads,
                           chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
                           row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior),
-                          prior_keys=prior_keys, prior_input=not (text_prior and prior_keys))
+                          prior_keys=prior_keys, prior_input=not (text_prior and prior_keys), prior_kernel=prior_kernel)
 
 
-def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes, seen, emb, text_encoder: str,
-                        emb_cache: str | None, kind: str, extra_rate: float) -> dict:
-    """Fit the text prior and copy it into the model and its EMA; returns checkpoint metadata."""
+@dataclass
+class FittedPrior:
+    fit: PriorFit
+    info: dict
+    extra: PriorData | None
+    zoo_rows: np.ndarray  # [S, R] the seen classes' zoo mean rows
+    seen_emb: np.ndarray  # [S, D] their names' embeddings, L2-normalised
+    kind: str
+
+
+def _fit_text_prior(workdir: Path, layout, flats, entries, classes, seen, emb, text_encoder: str,
+                    emb_cache: str | None, kind: str, prior_map: str) -> FittedPrior:
+    """Fit the text prior before the denoiser is built (a kernel map's key count sets its buffers)."""
     import json
 
     from .baselines import zoo_class_rows
     from .text_encoders import build_text_encoder, cached_encode
-    from .text_prior import build_text_prior, imagenet_prior_data, row_normalisation
+    from .text_prior import build_text_prior, imagenet_prior_data
 
     if kind not in ("zoo", "imagenet"):
         raise ValueError(f"--text-prior must be 'zoo' or 'imagenet', not {kind!r}")
+    if prior_map not in PRIOR_MAPS:
+        raise ValueError(f"--prior-map must be one of {', '.join(PRIOR_MAPS)}, not {prior_map!r}")
     cj = workdir / "classes.json"
     universe = json.loads(cj.read_text()) if cj.is_file() else None
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
@@ -220,16 +239,26 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
         enc = build_text_encoder(text_encoder)  # only the ImageNet texts need encoding here
         extra = imagenet_prior_data(zoo_rows, universe,
                                     (lambda t: cached_encode(enc, t, emb_cache)) if emb_cache else enc.encode)
-    fit, info = build_text_prior(zoo_rows=zoo_rows, seen_emb=unit[seen_idx], extra=extra)
+    fit, info = build_text_prior(zoo_rows=zoo_rows, seen_emb=unit[seen_idx], extra=extra, kernel=prior_map == "kernel")
+    if len(seen_idx) != len(seen):
+        info["seen_without_pmodel"] = len(seen) - len(seen_idx)
+    return FittedPrior(fit, info, extra, zoo_rows, unit[seen_idx], kind)
+
+
+def _install_text_prior(trainer, layout, prior: FittedPrior, extra_rate: float) -> dict:
+    """Copy a fitted prior into the model and its EMA; returns checkpoint metadata."""
+    from .text_prior import row_normalisation
+
+    extra = prior.extra
     vocab_extra = extra.vocabulary if extra is not None else []
     flags, mean, std = row_normalisation(layout)
     for m in (trainer.model, trainer.ema):
-        m.prior.load_fit(fit, flags, mean, std)
+        m.prior.load_fit(prior.fit, flags, mean, std)
         if m.prior.n_keys:
-            if m.prior.n_keys != len(seen_idx):
-                raise ValueError(f"{len(seen) - len(seen_idx)} seen classes have no p-model in the zoo; "
+            if m.prior.n_keys != len(prior.zoo_rows):
+                raise ValueError(f"{prior.info.get('seen_without_pmodel', 0)} seen classes have no p-model in the zoo; "
                                  "rebuild the zoo or train with --no-prior-keys")
-            m.prior.load_keys(unit[seen_idx], zoo_rows)
+            m.prior.load_keys(prior.seen_emb, prior.zoo_rows)
     if extra is not None and extra_rate > 0:
         counts = np.bincount(extra.owner, minlength=len(extra.rows))
         bank = torch.zeros(len(extra.rows), int(counts.max()), extra.emb.shape[1])
@@ -238,7 +267,7 @@ def _install_text_prior(trainer, workdir: Path, layout, flats, entries, classes,
         trainer.data.extra_rows = torch.from_numpy((extra.rows - mean) / std).float()
         trainer.data.extra_bank, trainer.data.extra_counts = bank, torch.from_numpy(counts)
         trainer.data.extra_rate = float(extra_rate)
-    return {"text_prior": info | {"kind": kind, "extra_rate": extra_rate if extra is not None else 0.0},
+    return {"text_prior": prior.info | {"kind": prior.kind, "extra_rate": extra_rate if extra is not None else 0.0},
             "vocabulary_extra": vocab_extra}
 
 

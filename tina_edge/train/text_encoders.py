@@ -123,7 +123,11 @@ class SentenceTransformerEncoder(TextEncoder):
 
     @property
     def cache_key(self) -> str:
-        return f"{self.name}@{self.max_tokens}@" + sha256_file(self.model_dir / "config.json")[:12]
+        """Name, token limit and the weights' hash: a folder re-tuned in place (train text-encoder)
+        keeps its config.json, so the config alone would serve stale rows."""
+        weights = next((self.model_dir / n for n in ("model.safetensors", "pytorch_model.bin")
+                        if (self.model_dir / n).is_file()), self.model_dir / "config.json")
+        return f"{self.name}@{self.max_tokens}@" + sha256_file(weights)[:12]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         enc = self.hf_tokenizer(_as_list(texts), padding="max_length", truncation=True,

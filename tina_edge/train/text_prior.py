@@ -32,6 +32,8 @@ class PriorFit:
     bias: float  # mean zoo bias
     lam: float
     pairs: int
+    kernel_keys: np.ndarray | None = None  # [M, D] one L2-normalised key per training class (kernel map)
+    gamma: float = 0.0  # kernel width: feature m = exp(gamma * (cos(e, key_m) - 1))
 
 
 def zoo_scale(zoo_rows: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -58,6 +60,54 @@ def fit_text_prior(x_names: np.ndarray, y_names: np.ndarray, x_all: np.ndarray, 
                     center=center.astype(np.float32), weight_norm=weight_norm, bias=bias, lam=float(lam), pairs=len(x))
 
 
+def kernel_features(x: np.ndarray, keys: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(gamma * (cos - 1)) of L2-normalised rows x [n, D] against keys [M, D] -> [n, M]."""
+    return np.exp(gamma * (np.asarray(x, np.float64) @ np.asarray(keys, np.float64).T - 1.0))
+
+
+def class_keys(x_all: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """One key per class: the L2-normalised mean embedding of all its texts [n, D]."""
+    k = np.zeros((n, x_all.shape[1]))
+    np.add.at(k, owner, np.asarray(x_all, np.float64))
+    return k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
+
+
+KERNEL_GAMMAS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def fit_kernel_prior(x_names: np.ndarray, y_names: np.ndarray, x_all: np.ndarray, y_all: np.ndarray,
+                     owner_all: np.ndarray, zoo_rows: np.ndarray, gammas=KERNEL_GAMMAS) -> PriorFit:
+    """Ridge on kernel features: row(e) = sum_m exp(gamma (cos(e, key_m) - 1)) coef_m + offset.
+
+    Why: a linear map cannot bend; names near a training class should take more of that class's row
+    than a linear map gives them. On the photo universe's held-out names (study, 400 tasks) the
+    kernel map scores 73.6 % held-out recall against 67.3 % for the linear one, at the same task
+    accuracy, and unseen synonyms 0.86 vs 0.76 of their names (BENCHMARKS §13).
+
+    Keys: one per training class (the mean of its texts' embeddings: `owner_all` [n_all] gives each
+    pair's class, 0..M-1), so the map costs M x R numbers, not one row per text. gamma and lambda
+    are chosen together by closed-form leave-one-out on one text per class (`x_names`, `y_names`),
+    never on held-out classes; the map is then refitted on every pair.
+    """
+    from .baselines import fit_ridge
+
+    keys = class_keys(x_all, owner_all, int(owner_all.max()) + 1)
+    best = None
+    for g in gammas:
+        r = fit_ridge(kernel_features(x_names, keys, g), y_names)
+        if best is None or r.loo_mse < best[0]:
+            best = (r.loo_mse, float(g), r.lam)
+    _, gamma, lam = best
+    f, y = kernel_features(x_all, keys, gamma), np.asarray(y_all, np.float64)
+    fm, ym = f.mean(0), y.mean(0)
+    fc = f - fm
+    coef = np.linalg.solve(fc.T @ fc + lam * np.eye(f.shape[1]), fc.T @ (y - ym))
+    center, weight_norm, bias = zoo_scale(zoo_rows)
+    return PriorFit(coef=coef.astype(np.float32), offset=(ym - fm @ coef).astype(np.float32),
+                    center=center.astype(np.float32), weight_norm=weight_norm, bias=bias, lam=float(lam),
+                    pairs=len(x_all), kernel_keys=keys.astype(np.float32), gamma=gamma)
+
+
 class TextPrior(nn.Module):
     """emb [..., D] -> calibrated row in the denoiser's normalised space [..., R].
 
@@ -73,14 +123,18 @@ class TextPrior(nn.Module):
     cosine 0.99, 0.007 at 0.95 and nothing further away: other words keep the smooth ridge row.
     """
 
-    def __init__(self, text_dim: int, row_dim: int, keys: int = 0):
+    def __init__(self, text_dim: int, row_dim: int, keys: int = 0, kernel: int = 0):
         super().__init__()
         self.n_keys = int(keys)
+        self.n_kernel = int(kernel)
+        if self.n_kernel:  # the map is linear in kernel features of the embedding (fit_kernel_prior)
+            self.register_buffer("kernel_keys", torch.zeros(self.n_kernel, text_dim, dtype=torch.float16))
+            self.register_buffer("gamma", torch.ones(1))
         if self.n_keys:
             self.register_buffer("keys", torch.zeros(self.n_keys, text_dim, dtype=torch.float16))
             self.register_buffer("residuals", torch.zeros(self.n_keys, row_dim, dtype=torch.float16))
             self.register_buffer("tau", torch.tensor([0.01]))
-        self.register_buffer("coef", torch.zeros(text_dim, row_dim, dtype=torch.float16))
+        self.register_buffer("coef", torch.zeros(self.n_kernel or text_dim, row_dim, dtype=torch.float16))
         self.register_buffer("offset", torch.zeros(row_dim))
         self.register_buffer("center", torch.zeros(row_dim))
         self.register_buffer("is_weight", torch.ones(row_dim))  # 1 on weight entries, 0 on the bias
@@ -90,6 +144,12 @@ class TextPrior(nn.Module):
 
     @torch.no_grad()
     def load_fit(self, fit: PriorFit, is_weight: np.ndarray, norm_mean: np.ndarray, norm_std: np.ndarray) -> None:
+        if (fit.kernel_keys is not None) != bool(self.n_kernel) or fit.coef.shape != tuple(self.coef.shape):
+            raise ValueError(f"a prior fit with coef {fit.coef.shape} does not fit this TextPrior "
+                             f"(coef {tuple(self.coef.shape)}, kernel keys {self.n_kernel})")
+        if self.n_kernel:
+            self.kernel_keys.copy_(torch.from_numpy(fit.kernel_keys).half())
+            self.gamma.fill_(fit.gamma)
         self.coef.copy_(torch.from_numpy(fit.coef).half())
         self.offset.copy_(torch.from_numpy(fit.offset))
         self.center.copy_(torch.from_numpy(fit.center))
@@ -109,7 +169,10 @@ class TextPrior(nn.Module):
 
     def ridge_rows(self, emb: torch.Tensor) -> torch.Tensor:
         """Calibrated ridge rows in parameter units (weight..., bias), without the kernel term."""
-        c = emb @ self.coef.float() + self.offset - self.center
+        feats = emb
+        if self.n_kernel:
+            feats = torch.exp(self.gamma * (emb @ self.kernel_keys.float().t() - 1.0))
+        c = feats @ self.coef.float() + self.offset - self.center
         w = c * self.is_weight
         scale = self.calib[0] / torch.sqrt((w * w).sum(-1, keepdim=True) + 1e-12)
         return self.is_weight * (w * scale + self.center) + (1.0 - self.is_weight) * self.calib[1]
@@ -174,19 +237,29 @@ def imagenet_prior_data(zoo_rows: np.ndarray, universe: list[dict], encode) -> P
                      np.array(is_name))
 
 
-def build_text_prior(*, zoo_rows: np.ndarray, seen_emb: np.ndarray, extra: PriorData | None) -> tuple[PriorFit, dict]:
+def build_text_prior(*, zoo_rows: np.ndarray, seen_emb: np.ndarray, extra: PriorData | None,
+                     kernel: bool = False) -> tuple[PriorFit, dict]:
     """Fit the prior on the seen classes (zoo mean rows [n, R], name embeddings [n, D], L2-normalised)
-    and, when given, ImageNet's rows under all their names and definitions."""
+    and, when given, ImageNet's rows under all their names and definitions; `kernel` fits the
+    kernel-feature map (fit_kernel_prior) instead of the linear one."""
     x_names, y_names = seen_emb, zoo_rows
     x_all, y_all = [x_names], [y_names]
+    owner = [np.arange(len(zoo_rows))]
     info: dict = {"seen_classes": len(zoo_rows), "imagenet": extra is not None}
     if extra is not None:
         x_names = np.concatenate([x_names, extra.emb[extra.first]])
         y_names = np.concatenate([y_names, extra.rows])
         x_all.append(extra.emb)
         y_all.append(extra.rows[extra.owner])
+        owner.append(len(zoo_rows) + extra.owner)
         info |= extra.info
-    fit = fit_text_prior(x_names, y_names, np.concatenate(x_all), np.concatenate(y_all), zoo_rows)
+    if kernel:
+        fit = fit_kernel_prior(x_names, y_names, np.concatenate(x_all), np.concatenate(y_all),
+                               np.concatenate(owner), zoo_rows)
+        info |= {"map": "kernel", "kernel_keys": len(fit.kernel_keys), "gamma": fit.gamma}
+    else:
+        fit = fit_text_prior(x_names, y_names, np.concatenate(x_all), np.concatenate(y_all), zoo_rows)
+        info |= {"map": "linear"}
     info |= {"lambda": fit.lam, "pairs": fit.pairs, "weight_norm": fit.weight_norm, "bias": fit.bias}
     return fit, info
 
