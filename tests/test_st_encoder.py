@@ -65,6 +65,22 @@ def test_st_spec_builds_any_folder_and_matches_sentence_transformers(tiny_mpnet)
     assert np.sum(ref * e[:4], axis=1).min() > 0.9999
 
 
+def test_embedding_cache_key_follows_the_weights_not_only_the_config(tiny_mpnet, tmp_path):
+    """A folder fine-tuned in place keeps its config.json: cached rows must not survive new weights."""
+    import torch
+
+    d = tmp_path / tiny_mpnet.name
+    shutil.copytree(tiny_mpnet, d)
+    before = build_text_encoder(f"st:{d}").cache_key
+    assert build_text_encoder(f"st:{tiny_mpnet}").cache_key == before  # same weights, same key
+    model = transformers.MPNetModel.from_pretrained(str(d))
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(1.01)
+    model.save_pretrained(str(d))
+    assert (d / "config.json").read_bytes() == (tiny_mpnet / "config.json").read_bytes()
+    assert build_text_encoder(f"st:{d}").cache_key != before
+
+
 def test_st_spec_errors_say_what_to_do(tmp_path):
     with pytest.raises(TinaEdgeError, match="needs a folder"):
         build_text_encoder("st:")

@@ -15,8 +15,7 @@ from pathlib import Path
 import click
 
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
-from ..train.configs import (DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig,
-                             TuningConfig)
+from ..train.configs import DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
 from .data_options import data_options, photo_data_options
 from .errors import user_errors
 
@@ -221,47 +220,6 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
                           emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate, prior_keys=prior_keys,
                           prior_map=prior_map)
     click.echo(json.dumps(out, indent=1))
-
-
-@train.command("text-encoder")
-@click.option("--workdir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="the universe (classes.json): its held-out names and every synonym of its classes stay out of training")
-@click.option("--base", default="minilm", show_default=True, help="minilm | minilm:DIR | st:DIR (a mean-pooled sentence-transformers folder)")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="the tuned sentence-transformers folder (train with --text-encoder st:OUTPUT)")
-@click.option("--wordnet", "wordnet_dir", default=None, type=click.Path(file_okay=False, exists=True),
-              help="WordNet 3.0 folder holding data.noun (default: apt's wordnet-base)")
-@click.option("--steps", type=int, default=_default(TuningConfig, "steps"), show_default=True)
-@click.option("--batch", type=int, default=_default(TuningConfig, "batch"), show_default=True)
-@click.option("--lr", type=float, default=_default(TuningConfig, "lr"), show_default=True)
-@click.option("--seed", type=int, default=_default(TuningConfig, "seed"), show_default=True)
-@user_errors
-def text_encoder_cmd(workdir, base, output, wordnet_dir, steps, batch, lr, seed):
-    """Tune the text encoder on WordNet's synonyms and definitions (BENCHMARKS.md §13).
-
-    Names a user types for the same thing land closer together, so unseen synonyms and new names
-    find the right rows. Writes an ordinary sentence-transformers folder of the same size."""
-    _need_torch()
-    from ..train.lexical_tuning import holdout_texts, tune_text_encoder, wordnet_pairs
-    from ..train.phrasings import WordNet
-    from ..train.text_encoders import SentenceTransformerEncoder, build_text_encoder
-
-    if steps < 1 or batch < 2:
-        raise TinaEdgeError("--steps must be at least 1 and --batch at least 2 (in-batch negatives)")
-    enc = build_text_encoder(base)
-    if not isinstance(enc, SentenceTransformerEncoder):
-        raise TinaEdgeError(f"--base {base!r} is not a sentence-transformers encoder; use minilm, minilm:DIR or st:DIR")
-    if Path(output).resolve() == enc.model_dir.resolve():
-        raise TinaEdgeError("-o must name a new folder; the base encoder is not overwritten")
-    wn = WordNet(wordnet_dir)
-    texts, wnids = holdout_texts(workdir, wn)
-    pairs = wordnet_pairs(wn, exclude_texts=texts, exclude_wnids=wnids)
-    click.echo(f"{len(pairs.pairs):,} pairs from {pairs.synsets_used:,} synsets "
-               f"({pairs.synsets_skipped} skipped: held-out synsets or excluded words, {len(texts)} texts excluded)")
-    cfg = TuningConfig(steps=steps, batch=batch, lr=lr, seed=seed)
-    info = tune_text_encoder(enc.model_dir, pairs, output, cfg,
-                             record={"workdir": str(workdir), "excluded_texts": sorted(texts), "excluded_wnids": sorted(wnids)})
-    click.echo(f"wrote {output} (loss {info['loss_first_tenth']:.3f} -> {info['loss_last_tenth']:.3f}); "
-               f"train with: tina-edge train diffusion --text-encoder st:{output}")
 
 
 @train.command("prior-only")

@@ -93,15 +93,3 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
 
-
-@dataclass
-class TuningConfig:
-    """Lexical tuning of the text encoder on WordNet (train/lexical_tuning.py, `train text-encoder`)."""
-
-    steps: int = 600
-    batch: int = 64
-    lr: float = 2e-5
-    warmup: float = 0.1  # fraction of steps
-    scale: float = 20.0  # cosine -> logit, as sentence-transformers' MultipleNegativesRankingLoss
-    max_tokens: int = 24  # names and WordNet definitions; longer definitions are truncated
-    seed: int = 0

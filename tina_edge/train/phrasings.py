@@ -90,12 +90,6 @@ class WordNet:
             self._load()
         return self._syn.get(wnid)
 
-    def synsets(self) -> list[Synset]:
-        """Every noun synset, in data.noun order."""
-        if self._syn is None:
-            self._load()
-        return list(self._syn.values())
-
     def is_binomial(self, word: str) -> bool:
         """A Latin species name ("Rana catesbeiana"): its first word names a genus in WordNet.
         Kept for training, never a test phrasing (users do not type them)."""

@@ -123,8 +123,8 @@ class SentenceTransformerEncoder(TextEncoder):
 
     @property
     def cache_key(self) -> str:
-        """Name, token limit and the weights' hash: a folder re-tuned in place (train text-encoder)
-        keeps its config.json, so the config alone would serve stale rows."""
+        """Name, token limit and the weights' hash: a folder fine-tuned in place keeps its config.json,
+        so the config alone would serve stale rows."""
         weights = next((self.model_dir / n for n in ("model.safetensors", "pytorch_model.bin")
                         if (self.model_dir / n).is_file()), self.model_dir / "config.json")
         return f"{self.name}@{self.max_tokens}@" + sha256_file(weights)[:12]
