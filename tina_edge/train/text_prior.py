@@ -8,6 +8,10 @@ zoo's scale: ridge shrinks predictions towards the mean row, and a shrunk row lo
 the full-scale rows beside it in a prompt. So the prior's row is centred, its weight part rescaled
 to the zoo's mean row norm, and its bias set to the zoo's mean bias.
 
+The map is ridge regression either on the embedding itself ("linear") or, the default, on kernel
+features exp(gamma (cos(e, key_m) - 1)) with one key per training class ("kernel", fit_kernel_prior):
+a linear map cannot bend, and names close to a training class should take more of its row.
+
 The denoiser adds the prior (in its normalised parameter space) to its x0 prediction and sees it as
 an input, so it learns corrections for the seen classes while new names start from the prior. The
 map lives in the denoiser's buffers: it is exported inside denoiser.onnx / generate.onnx and every
@@ -111,8 +115,9 @@ def fit_kernel_prior(x_names: np.ndarray, y_names: np.ndarray, x_all: np.ndarray
 class TextPrior(nn.Module):
     """emb [..., D] -> calibrated row in the denoiser's normalised space [..., R].
 
-    Buffers only (no trainable weights): coef is stored in float16 (half the bytes in every exported
-    graph; the torch model uses the same rounded values, so export parity is exact).
+    Buffers only (no trainable weights): coef (and a kernel map's keys) are stored in float16 (half the
+    bytes in every exported graph; the torch model uses the same rounded values, so export parity is
+    exact). With `kernel` M > 0 the ridge acts on M kernel features of the embedding, not on it.
 
     With `keys` seen-class names, a kernel term makes the prior exact where training knows the
     answer: row(e) = ridge(e) + sum_s exp((cos(e, key_s) - 1) / tau) * residual_s, residual_s = the
