@@ -40,6 +40,7 @@ def test_manifest_records_training_and_evaluation():
     # the vocabulary: the 177 seen classes, then the ImageNet names of the text prior (issue 12)
     assert m.vocabulary[:177] == seen and len(m.vocabulary) == 1637
     assert m.training.text_prior["kind"] == "imagenet" and m.training.text_prior["imagenet_classes"] == 796
+    assert m.training.text_prior["map"] == "kernel" and m.training.text_prior["kernel_keys"] == 177 + 796
     assert len(m.training.holdout_classes) == 44 and "parking meter" in m.training.holdout_classes
     held = {n.lower() for c in m.training.holdout_classes for n in [c, *m.training.synonyms.get(c, [])]}
     assert not {v.lower() for v in m.vocabulary} & held
@@ -57,7 +58,8 @@ def test_info_prints_training_facts():
     out = subprocess.run([sys.executable, "-m", "tina_edge.cli.main", "info"], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    for word in ("all-MiniLM-L6-v2", "parking meter", "generated", "tiny-imagenet", "796 ImageNet classes"):
+    for word in ("all-MiniLM-L6-v2", "parking meter", "generated", "tiny-imagenet", "796 ImageNet classes",
+                 "text prior  calibrated kernel ridge (one key per class, gamma 6.0)"):
         assert word in out.stdout
 
 

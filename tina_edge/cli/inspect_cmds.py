@@ -176,4 +176,8 @@ def _text_prior_lines(tp) -> list[str]:
                f"{len(tp.get('imagenet_dropped_for_holdout') or [])} dropped for the holdout)"
     lam = tp.get("lambda")
     lam = f", lambda {lam:.1f}" if isinstance(lam, (int, float)) else ""
-    return [f"text prior  calibrated ridge text->row over {src}{lam}" + ("; the generator returns the prior alone" if tp.get("prior_only") else "")]
+    how = "ridge"
+    if tp.get("map") == "kernel":  # BENCHMARKS.md §13; priors written before the kernel map have no "map"
+        how = f"kernel ridge (one key per class, gamma {tp.get('gamma', '?')})"
+    return [f"text prior  calibrated {how} text->row over {src}{lam}"
+            + ("; the generator returns the prior alone" if tp.get("prior_only") else "")]
