@@ -83,15 +83,14 @@ def _layout():
     return lay
 
 
-def _prior_model(lay, text_dim=16, keys=0, kernel=False, gate=False):
+def _prior_model(lay, text_dim=16, keys=0, kernel=False):
     x, y, _ = _linear_problem(d=text_dim)
     fit, info = build_text_prior(zoo_rows=y[:60], seen_emb=x[:60], extra=None, kernel=kernel)
     assert info["seen_classes"] == 60 and info["pairs"] == 60 and not info["imagenet"]
     assert info["map"] == ("kernel" if kernel else "linear")
     cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=text_dim,
                          hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True,
-                         prior_keys=keys, prior_input=not keys, prior_kernel=60 if kernel else 0,
-                         gate_correction=gate)
+                         prior_keys=keys, prior_input=not keys, prior_kernel=60 if kernel else 0)
     torch.manual_seed(0)
     m = TinaDenoiser(cfg).eval()
     m.prior.load_fit(fit, *row_normalisation(lay))
@@ -119,42 +118,12 @@ def test_denoiser_prediction_is_the_prior_plus_a_correction():
     assert float((raw[:-1] - m.prior.center[:-1]).norm()) == pytest.approx(float(m.prior.calib[0]), rel=1e-4)
 
 
-def test_gated_correction_applies_to_seen_names_only():
-    """gate_correction: a seen name gets prior + the learned correction, a name far from every seen
-    name gets the prior alone (the correction was learned on seen names only)."""
-    lay = _layout()
-    m = _prior_model(lay, keys=12)
-    gated = TinaDenoiser(DenoiserConfig(**{**m.cfg.to_dict(), "chunks": m.cfg.chunks, "gate_correction": True})).eval()
-    gated.load_state_dict(m.state_dict())
-    with torch.no_grad():
-        gated.row_out.bias.fill_(0.05)  # a correction that is not zero anywhere
-        m.row_out.bias.fill_(0.05)
-    x, _, _ = _linear_problem(d=16)
-    emb = torch.from_numpy(np.stack([x[:4], x[200:204]])).float()  # batch 0: seen names; batch 1: new
-    mask = torch.ones(2, 4)
-    args = (torch.randn(2, lay.size), torch.tensor([5, 5]), emb, mask)
-    with torch.no_grad():
-        plain, out = m(*args), gated(*args)
-        prior = gated.prior(emb)
-
-    def rows(flat):
-        return torch.cat([flat[:, :4 * 1280].view(2, 4, 1280), flat[:, 4 * 1280:].view(2, 4, 1)], -1)
-
-    w = gated.prior.seen_weight(emb)
-    assert float(w[0].min()) > 0.98 and float(w[1].max()) < 1e-3
-    # the correction, scaled by the seen weight: all of it for seen names (w ~ 1), none for new ones
-    torch.testing.assert_close(rows(out) - prior, w[..., None] * (rows(plain) - prior), atol=1e-5, rtol=1e-4)
-    assert float((rows(out)[0] - prior[0]).abs().max()) > 0.04
-    torch.testing.assert_close(rows(out)[1], prior[1], atol=1e-5, rtol=0)  # new: the prior alone
-    assert float((rows(plain)[1] - prior[1]).abs().max()) > 0.04  # without the gate the correction lands there
-
-
-@pytest.mark.parametrize("keys,kernel,gate", [(0, False, False), (12, False, False), (12, True, True)])
-def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys, kernel, gate):
+@pytest.mark.parametrize("keys,kernel", [(0, False), (12, False), (12, True)])
+def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys, kernel):
     from tina_edge.export.graphs import export_denoiser
 
     lay = _layout()
-    m = _prior_model(lay, keys=keys, kernel=kernel, gate=gate)
+    m = _prior_model(lay, keys=keys, kernel=kernel)
     assert tuple(m.prior.coef.shape) == ((60, 1281) if kernel else (16, 1281))
     assert hasattr(m, "prior_in") == (keys == 0)
     twin = TinaDenoiser(m.cfg)

@@ -66,10 +66,6 @@ class DenoiserConfig:
     # 0: the prior is linear in the text embedding. M > 0: it is linear in M kernel features
     # exp(gamma * (cos(e, key_m) - 1)), one key per training class (train/text_prior.py, BENCHMARKS §13).
     prior_kernel: int = 0
-    # With prior_keys: the learned correction is scaled by the name's kernel weight to its nearest seen
-    # name (1 for a seen name, 0 far from all of them). The correction is learned on seen names only;
-    # applied to new names it cost 1.3 points of held-out recall (BENCHMARKS §13).
-    gate_correction: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)

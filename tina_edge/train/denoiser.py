@@ -190,7 +190,5 @@ class RowTokenDenoiser(TinaDenoiser):
             h = blk(h, attn_bias)
         out = self.row_out(self.ln_f(h[:, 1:]))
         if prior is not None:
-            if self.cfg.gate_correction:  # a correction learned on seen names, kept off names it never saw
-                out = out * self.prior.seen_weight(class_emb).unsqueeze(-1)
             out = out + prior
         return out.reshape(B, -1).index_select(1, self.scatter_idx)

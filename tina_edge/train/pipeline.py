@@ -199,8 +199,7 @@ def _denoiser_config(layout, template: str, text_dim: int, *, hidden: int, layer
                           text_dim=text_dim, hidden=hidden, layers=layers, heads=heads,
                           chunk_slots=layout.chunk_slots(chunk_size) if slot_conditioning and not rows else None,
                           row_segments=layout.row_segments() if rows else None, text_prior=bool(text_prior),
-                          prior_keys=prior_keys, prior_input=not (text_prior and prior_keys), prior_kernel=prior_kernel,
-                          gate_correction=bool(text_prior and prior_keys))
+                          prior_keys=prior_keys, prior_input=not (text_prior and prior_keys), prior_kernel=prior_kernel)
 
 
 @dataclass

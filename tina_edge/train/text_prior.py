@@ -182,14 +182,6 @@ class TextPrior(nn.Module):
         scale = self.calib[0] / torch.sqrt((w * w).sum(-1, keepdim=True) + 1e-12)
         return self.is_weight * (w * scale + self.center) + (1.0 - self.is_weight) * self.calib[1]
 
-    def seen_weight(self, emb: torch.Tensor) -> torch.Tensor:
-        """[..., D] -> [...]: the kernel weight of the nearest seen name, exp((max cos - 1) / tau): 1 for
-        a seen name, 0.37 at cosine 0.99, nothing below about 0.95 (and 0 for a zero, padded slot)."""
-        if not self.n_keys:
-            raise ValueError("seen_weight needs seen-name keys (train with --prior-keys)")
-        cos = (emb @ self.keys.float().t()).amax(-1)
-        return torch.exp((cos - 1.0) / self.tau)
-
     def raw_rows(self, emb: torch.Tensor) -> torch.Tensor:
         """Prior rows in parameter units: the ridge row, plus the kernel term when there are keys."""
         rows = self.ridge_rows(emb)
