@@ -9,6 +9,7 @@ synonym kept out of training, recall relative to the same tasks under its name. 
 fixed gammas are a sensitivity check (lambda still by leave-one-out); the shipped choice is the LOO one.
 
     OMP_NUM_THREADS=1 python benchmarks/prior_maps.py --workdir /work/runs/tiny --ckpt /work/runs/kern/tina.safetensors
+    (add --text-encoder st:/work/data/mpnet for all-mpnet-base-v2)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--gammas", default="3,6,10", help="fixed kernel widths to show beside the LOO choice")
     ap.add_argument("--size", type=int, default=128, help="feature resolution (features/test_SIZE.f16.npy)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--text-encoder", default="minilm", help="minilm | st:DIR (e.g. all-mpnet-base-v2)")
     a = ap.parse_args()
     w = Path(a.workdir)
     names, holdout, wnids, syn = load_classes(w)
@@ -49,7 +51,7 @@ def main() -> None:
     hold = np.array([c["holdout"] for c in universe])
     seen, held = np.flatnonzero(~hold), np.flatnonzero(hold)
     zoo = zoo_rows_from_dir(w / "zoo", names)[0].numpy().astype(np.float64)
-    enc = build_text_encoder("minilm")
+    enc = build_text_encoder(a.text_encoder)
 
     def encode(texts):
         return cached_encode(enc, list(texts), w / "emb_cache")
