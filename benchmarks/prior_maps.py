@@ -107,7 +107,7 @@ def main() -> None:
             ("kernel (LOO γ, λ: shipped)",
              lambda: build_text_prior(zoo_rows=zoo[seen], seen_emb=e_names[seen], extra=extra, kernel=True)[0])]
     for g in [float(x) for x in a.gammas.split(",") if x.strip()]:
-        runs.append((f"kernel, γ fixed", lambda g=g: fit_kernel_prior(x_names, y_names, x_all, y_all, owner, zoo[seen],
+        runs.append(("kernel, γ fixed", lambda g=g: fit_kernel_prior(x_names, y_names, x_all, y_all, owner, zoo[seen],
                                                                       gammas=(g,))))
     for label, make in runs:
         t0 = time.time()
