@@ -204,6 +204,8 @@ def _denoiser_config(layout, template: str, text_dim: int, *, hidden: int, layer
 
 @dataclass
 class FittedPrior:
+    """A text prior fitted before the denoiser exists, and what installing it needs."""
+
     fit: PriorFit
     info: dict
     extra: PriorData | None
