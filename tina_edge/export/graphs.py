@@ -47,31 +47,14 @@ def store_exact_fp16(path: Path, min_elements: int = 65536) -> int:
     generate.onnx. The rewrite is lossless (every value round-trips), so parity is unchanged; onnxruntime
     folds the Cast back at session creation. Returns the bytes saved.
     """
-    from onnx import helper, numpy_helper
+    from .weight_only import store_as_fp16
 
     model = onnx.load(str(path))
-    g = model.graph
-    saved, keep, casts = 0, [], []
-    for init in g.initializer:
-        if init.data_type == onnx.TensorProto.FLOAT and int(np.prod(init.dims)) >= min_elements:
-            a = numpy_helper.to_array(init)
-            h = a.astype(np.float16)
-            if np.isfinite(a).all() and np.array_equal(h.astype(np.float32), a):
-                keep.append(numpy_helper.from_array(h, init.name + "_fp16"))
-                casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=onnx.TensorProto.FLOAT,
-                                              name=init.name + "_cast"))
-                saved += a.nbytes - h.nbytes
-                continue
-        keep.append(init)
-    if not casts:
-        return 0
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    nodes = casts + list(g.node)
-    del g.node[:]
-    g.node.extend(nodes)
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
+    saved = store_as_fp16(model.graph, lambda name, a: a.size >= min_elements
+                          and np.array_equal(a.astype(np.float16).astype(np.float32), a))
+    if saved:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, str(path))
     return saved
 
 

@@ -159,6 +159,37 @@ def dynamic_int8_to_weight_only(model) -> int:
     return len(found)
 
 
+def store_as_fp16(graph, select) -> int:
+    """Replace every float32 initializer for which `select(name, array)` holds by a float16 copy read
+    through a Cast back to float32 (same tensor name for the rest of the graph); returns bytes saved.
+
+    The one writer of this form: export/graphs.py stores exact-float16 prior buffers with it, and
+    `float_matmul_weights_to_fp16` the float32 MatMul weights int8 leaves. onnxruntime folds each Cast
+    into a float tensor when the session is created.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    saved, keep, casts = 0, [], []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            a = numpy_helper.to_array(init)
+            if np.isfinite(a).all() and np.abs(a).max(initial=0.0) <= 65504 and select(init.name, a):
+                keep.append(numpy_helper.from_array(a.astype(np.float16), init.name + "_fp16"))
+                casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=TensorProto.FLOAT,
+                                              name=init.name + "_cast_fp16"))
+                saved += a.nbytes - a.nbytes // 2
+                continue
+        keep.append(init)
+    if casts:
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        nodes = casts + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return saved
+
+
 def float_matmul_weights_to_fp16(model, min_elements: int = 65536) -> int:
     """Store the float32 weight of every large MatMul(x, W) as float16 + Cast; returns the bytes saved.
 
@@ -169,32 +200,6 @@ def float_matmul_weights_to_fp16(model, min_elements: int = 65536) -> int:
     Cast into a float tensor when the session is created, so speed is unchanged. Weights already
     int8 or float16 are left alone; Python, node and the browser run the same graph.
     """
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
     g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    targets = {n.input[1] for n in g.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in inits
-               and inits[n.input[1]].data_type == TensorProto.FLOAT
-               and int(np.prod(inits[n.input[1]].dims)) >= min_elements}
-    if not targets:
-        return 0
-    saved, keep, casts = 0, [], []
-    for init in g.initializer:
-        if init.name in targets:
-            a = numpy_helper.to_array(init)
-            if not np.isfinite(a).all() or np.abs(a).max() > 65504:
-                keep.append(init)  # not representable in float16: leave it
-                continue
-            keep.append(numpy_helper.from_array(a.astype(np.float16), init.name + "_fp16"))
-            casts.append(helper.make_node("Cast", [init.name + "_fp16"], [init.name], to=TensorProto.FLOAT,
-                                          name=init.name + "_cast_fp16"))
-            saved += a.nbytes // 2
-        else:
-            keep.append(init)
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    nodes = casts + list(g.node)
-    del g.node[:]
-    g.node.extend(nodes)
-    return saved
+    weights = {n.input[1] for n in g.node if n.op_type == "MatMul" and len(n.input) > 1}
+    return store_as_fp16(g, lambda name, a: name in weights and a.size >= min_elements)
