@@ -259,7 +259,7 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
     weight_only.py; None when there was nothing to rewrite."""
     import onnx
 
-    from .weight_only import dynamic_int8_to_weight_only, float_matmul_weights_to_fp16
+    from .weight_only import dynamic_int8_to_weight_only
 
     path = root / m.text_encoder.model
     model = onnx.load(str(path))
@@ -269,11 +269,9 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
                           "pass keep_dynamic_int8 (the browser's embeddings will then differ from Python's by ~1e-3)")
     if not n:
         return None
-    saved = float_matmul_weights_to_fp16(model)  # the MatMuls int8 left in float32 (an int8 encoder only)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    note = f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
-    return note + (f"; the float32 MatMul weights stored as float16 + Cast ({saved / 1e6:.1f} MB saved)" if saved else "")
+    return f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
