@@ -15,6 +15,7 @@ with no prompt template, as Tina does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -121,10 +122,10 @@ class SentenceTransformerEncoder(TextEncoder):
     def _name(self) -> str:
         return f"st:{self.model_dir.name}"
 
-    @property
+    @functools.cached_property
     def cache_key(self) -> str:
         """Name, token limit and the weights' hash: a folder fine-tuned in place keeps its config.json,
-        so the config alone would serve stale rows."""
+        so the config alone would serve stale rows. Hashed once per encoder (mpnet's weights: 438 MB)."""
         weights = next((self.model_dir / n for n in ("model.safetensors", "pytorch_model.bin")
                         if (self.model_dir / n).is_file()), self.model_dir / "config.json")
         return f"{self.name}@{self.max_tokens}@" + sha256_file(weights)[:12]
