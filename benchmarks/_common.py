@@ -63,7 +63,7 @@ def int_list(text: str) -> list[int]:
 
 def load_test_data(args: argparse.Namespace):
     """The test split (ImageDataset) of the universe named by the data options."""
-    from tina_edge.train.pipeline import load_universe
+    from tina_edge.train.stages.small import load_universe
 
     if not (args.cifar10 or args.fashion_mnist or args.image_folder or args.cifar_pickle):
         sys.exit("no test data given: pass --cifar10 DIR --fashion-mnist DIR (and --cache DIR), or --image-folder DIR")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from tina_edge.train.baselines import DirectConfig
-    from tina_edge.train.compare_stage import run_comparison
+    from tina_edge.train.evaluation.baselines import DirectConfig
+    from tina_edge.train.evaluation.compare_stage import run_comparison
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, required=True)

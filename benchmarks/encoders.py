@@ -29,7 +29,7 @@ def export_and_time(spec: str, out: Path, quantize: str | None, repeats: int) ->
     from tina_edge.export.text_encoder import export_text_encoder
     from tina_edge.runtime.text_encoder import TextEncoderSession
     from tina_edge.runtime.tokenizer import Tokenizer
-    from tina_edge.train.text_encoders import build_text_encoder
+    from tina_edge.train.text.encoders import build_text_encoder
 
     enc = build_text_encoder(spec)
     d = out / (spec.replace(":", "_").replace("/", "_") + f"_{quantize or 'fp32'}")
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in [s for s in a.encoders.split(",") if s]:
         r = export_and_time(spec, a.out, q, a.repeats)
         if a.workdir:
-            from tina_edge.train.baselines import DirectConfig
-            from tina_edge.train.compare_stage import run_comparison
+            from tina_edge.train.evaluation.baselines import DirectConfig
+            from tina_edge.train.evaluation.compare_stage import run_comparison
 
             res = run_comparison(a.workdir, a.out / ("compare_" + spec.replace(":", "_").replace("/", "_")),
                                  text_encoder=spec, n_id=50, n_ood=a.n_ood, n_phrasing=200, finetune=False,

@@ -62,7 +62,7 @@ def score(p, tasks, feats, labels, classes, seed: int, steps: int | None) -> lis
 
 def main() -> None:
     from tina_edge.runtime import Personalizer
-    from tina_edge.train.datasets.universe import UniverseSpec, build_universe
+    from tina_edge.train.data.universe import UniverseSpec, build_universe
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", required=True)

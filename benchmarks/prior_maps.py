@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tina_edge.train.compare_stage import load_classes, zoo_rows_from_dir
-from tina_edge.train.phrasings import WordNet, build_phrasings
-from tina_edge.train.text_encoders import build_text_encoder, cached_encode
-from tina_edge.train.text_prior import (TextPrior, build_text_prior, fit_kernel_prior, imagenet_prior_data,
-                                        row_normalisation)
-from tina_edge.train.trainer import read_checkpoint
+from tina_edge.train.evaluation.compare_stage import load_classes, zoo_rows_from_dir
+from tina_edge.train.text.phrasings import WordNet, build_phrasings
+from tina_edge.train.text.encoders import build_text_encoder, cached_encode
+from tina_edge.train.prior.fit import build_text_prior, fit_kernel_prior, imagenet_prior_data
+from tina_edge.train.diffusion.text_prior import TextPrior, row_normalisation
+from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
 
 def unit(e: np.ndarray) -> np.ndarray:

@@ -74,11 +74,11 @@ def main() -> None:
     import torch
 
     from tina_edge.runtime.preprocess import PreprocessSpec
-    from tina_edge.train.datasets import load_tiny_imagenet, take_per_class
-    from tina_edge.train.datasets.photos import PhotoSet
-    from tina_edge.train.features import extract, load_features
-    from tina_edge.train.photo_pipeline import train_linear_head
-    from tina_edge.train.trunk import pretrained_trunk
+    from tina_edge.train.data import load_tiny_imagenet, take_per_class
+    from tina_edge.train.data.photos import PhotoSet
+    from tina_edge.train.zoo.features import extract, load_features
+    from tina_edge.train.stages.photos import train_linear_head
+    from tina_edge.train.zoo.trunk import pretrained_trunk
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny-imagenet", required=True)

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tina_edge.runtime import PersonalizedClassifier, Personalizer
     from tina_edge.runtime.template import denormalise, fill_template
-    from tina_edge.train.diffusion import sample
-    from tina_edge.train.trainer import read_checkpoint
+    from tina_edge.train.diffusion.process import sample
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
     torch.set_num_threads(args.threads)
     tina = Personalizer.from_bundle(args.bundle, threads=args.threads)

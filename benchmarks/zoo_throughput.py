@@ -4,7 +4,7 @@ Both build the same tasks (the first --n of the work dir's tasks.json) with the 
 (zoo/recipe.json or ZOO_RECIPE), the same --group and seed, into --out/{old,new}; printed: p-models
 per minute (wall and per CPU-minute of this process, which a shared machine's load moves less),
 load average, mean and per-k accuracy of each and the largest weight difference. The old module is
-read with `git show REV:tina_edge/train/zoo.py`, so nothing old needs to stay in the package.
+read with `git show REV:tina_edge/train/zoo/pmodels.py`, so nothing old needs to stay in the package.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/zoo_throughput.py --workdir W --out /tmp/zb --n 3000 \\
         --group 250 --old-rev 2c00cb0
@@ -26,16 +26,16 @@ import torch
 from _common import ROOT, add_output_options
 from safetensors.torch import load_file
 
-from tina_edge.train import zoo as zoo_new
-from tina_edge.train.generic import load_generic
-from tina_edge.train.photo_pipeline import ZOO_RECIPE, cached_task_data
-from tina_edge.train.tasks import TaskSplit
-from tina_edge.train.templates import ParamLayout
+from tina_edge.train.zoo import pmodels as zoo_new
+from tina_edge.train.zoo.generic import load_generic
+from tina_edge.train.stages.photos import ZOO_RECIPE, cached_task_data
+from tina_edge.train.zoo.tasks import TaskSplit
+from tina_edge.train.zoo.templates import ParamLayout
 
 
 def old_module(rev: str, tmp: Path):
-    """`tina_edge/train/zoo.py` at `rev`, imported as a submodule of the current package (relative imports work)."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:tina_edge/train/zoo.py"], check=True,
+    """`tina_edge/train/zoo/pmodels.py` at `rev`, imported as a submodule of the current package (relative imports work)."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:tina_edge/train/zoo/pmodels.py"], check=True,
                          capture_output=True, text=True).stdout
     path = tmp / "zoo_at_rev.py"
     path.write_text(src)

@@ -2,7 +2,7 @@
 
 Written independently of `tina_edge.runtime.samplers` (their own loop and coefficients, torch
 float64), as the official Tina code samples. The package samples through the runtime's samplers
-(`tina_edge.train.diffusion.sample`); tests compare both with this code, bit for bit where the noise
+(`tina_edge.train.diffusion.process.sample`); tests compare both with this code, bit for bit where the noise
 is shared. Noise order: x_T first, then one draw per step t > 0.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tina_edge.runtime.samplers import spaced_timesteps
-from tina_edge.train.diffusion import Schedule
+from tina_edge.train.diffusion.process import Schedule
 
 
 @torch.no_grad()

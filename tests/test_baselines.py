@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.baselines import (DirectConfig, direct_generator, fit_ridge, nearest_known, pack_rows, unpack_rows,
-                                       zoo_class_rows)
-from tina_edge.train.compare import EvalTask, compare, fit_baselines, make_eval_tasks
-from tina_edge.train.evaluate import write_compare_report
-from tina_edge.train.stats import format_diff, paired_difference
-from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.zoo import TaskData, finetune_batch
+from tina_edge.train.evaluation.baselines import (DirectConfig, direct_generator, nearest_known, pack_rows, unpack_rows,
+                                                  zoo_class_rows)
+from tina_edge.train.prior.ridge import fit_ridge
+from tina_edge.train.evaluation.compare import EvalTask, compare, fit_baselines, make_eval_tasks
+from tina_edge.train.evaluation.evaluate import write_compare_report
+from tina_edge.train.evaluation.stats import format_diff, paired_difference
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
+from tina_edge.train.zoo.pmodels import TaskData, finetune_batch
 
 
 def test_paired_difference_matches_hand_computation_and_clusters():
@@ -151,7 +152,7 @@ def test_compare_scores_every_method_and_the_text_maps_generalise(universe, tmp_
 
 
 def test_gloss_and_phrasing_tasks_have_twins():
-    from tina_edge.train.phrasings import ClassPhrasings
+    from tina_edge.train.text.phrasings import ClassPhrasings
 
     seen, hold = [f"s{i}" for i in range(8)], ["h0", "h1"]
     ph = {c: ClassPhrasings(c, None, [], [f"{c} other"] if c == "s1" else [], f"what {c} is") for c in seen + hold}
@@ -174,7 +175,7 @@ def test_run_comparison_on_a_work_directory(universe, tmp_path):
 
     from safetensors.torch import save_file
 
-    from tina_edge.train.compare_stage import run_comparison
+    from tina_edge.train.evaluation.compare_stage import run_comparison
 
     u = universe
     words = ["dog", "cat", "horse", "sheep", "truck", "ship", "airplane", "frog", "deer", "bird", "sandal",

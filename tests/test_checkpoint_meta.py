@@ -8,8 +8,8 @@ import pytest
 
 from test_diffusion_training import tiny_setup
 from tina_edge.runtime.errors import TinaEdgeError
-from tina_edge.train.checkpoint import CHECKPOINT_FORMAT, TRUNK_INT8, CheckpointMeta
-from tina_edge.train.trainer import TrainConfig, Trainer, read_checkpoint
+from tina_edge.train.diffusion.checkpoint import CHECKPOINT_FORMAT, TRUNK_INT8, Checkpoint, CheckpointMeta, read_checkpoint
+from tina_edge.train.diffusion.trainer import TrainConfig, Trainer
 
 ENC = {"kind": "minilm", "name": "all-MiniLM-L6-v2", "spec": "minilm", "dim": 8, "phrasings_max": 3}
 
@@ -47,8 +47,14 @@ def test_a_checkpoint_without_pipeline_facts_says_what_is_missing(tmp_path):
         ck.info.require_encoder(tmp_path / "ck.safetensors")
     with pytest.raises(TinaEdgeError, match="records no class names"):
         ck.info.seen_classes
-    ck.meta["text_encoder"] = {"kind": "open_clip", "spec": "open_clip:x"}  # the typed view follows `meta`
-    assert ck.info.encoder.label() == "open_clip" and ck.info.encoder.name is None
+    other = Checkpoint(ck.tensors, ck.meta | {"text_encoder": {"kind": "open_clip", "spec": "open_clip:x"}})
+    assert other.info.encoder.label() == "open_clip" and other.info.encoder.name is None
+
+
+def test_the_typed_metadata_is_built_once_per_checkpoint(tmp_path):
+    _, ck = _saved(tmp_path)
+    assert ck.info is ck.info  # not rebuilt by every read
+    assert ck.layout().specs == ck.layout().specs and ck.layout() is not ck.layout()  # callers may edit theirs
 
 
 def test_damaged_metadata_is_refused_in_one_sentence():

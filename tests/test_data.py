@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tina_edge.runtime.errors import TinaEdgeError
-from tina_edge.train.data import (
+from tina_edge.train.data.small import (
     DEFAULT_HOLDOUT,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DEFAULT_DIR,

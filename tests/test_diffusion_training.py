@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
-from tina_edge.train.diffusion import Schedule, diffusion_loss
-from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.trainer import (TinaData, TrainConfig, Trainer, compute_normalisation, make_batch, normalise,
-                                     read_checkpoint)
+from tina_edge.train.diffusion.denoiser import DenoiserConfig, build_denoiser
+from tina_edge.train.diffusion.process import Schedule, diffusion_loss
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
+from tina_edge.train.diffusion.checkpoint import read_checkpoint
+from tina_edge.train.diffusion.trainer import TinaData, TrainConfig, Trainer, compute_normalisation, make_batch, normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def tiny_setup(M=12, D=8, k_max=4, seed=0):
 
 def test_padded_class_slots_do_not_change_the_output():
     layout, data, dcfg = tiny_setup()
-    model = TinaDenoiser(dcfg).eval()
+    model = build_denoiser(dcfg).eval()
     B = 3
     x = torch.randn(B, layout.size)
     t = torch.tensor([0, 500, 999])
@@ -76,7 +76,7 @@ def test_batch_permutation_keeps_pairs_consistent():
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch():
     layout, data, dcfg = tiny_setup()
     torch.manual_seed(0)
-    model = TinaDenoiser(dcfg)
+    model = build_denoiser(dcfg)
     sched = Schedule()
     gen = torch.Generator().manual_seed(0)
     x0, valid, emb, mask = make_batch(data, layout, torch.arange(8), gen)
@@ -136,7 +136,7 @@ TORCHRUN_SCRIPT = """
 import sys, json, torch
 sys.path.insert(0, {tests!r})
 from test_diffusion_training import tiny_setup
-from tina_edge.train.trainer import Trainer, TrainConfig, setup_distributed
+from tina_edge.train.diffusion.trainer import Trainer, TrainConfig, setup_distributed
 import torch.distributed as dist
 setup_distributed()
 layout, data, dcfg = tiny_setup()

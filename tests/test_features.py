@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tina_edge.runtime.preprocess import PreprocessSpec, prepare
-from tina_edge.train.datasets.photos import PhotoSet
-from tina_edge.train.features import extract, is_complete, load_features
+from tina_edge.train.data.photos import PhotoSet
+from tina_edge.train.zoo.features import extract, is_complete, load_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ import torch.distributed as dist
 dist.init_process_group("gloo")
 from test_features import SmallTrunk, photos
 from tina_edge.runtime.preprocess import PreprocessSpec
-from tina_edge.train.features import extract
+from tina_edge.train.zoo.features import extract
 t = SmallTrunk()
 info = extract(t, photos(), {prefix!r}, PreprocessSpec(size=16), batch=4, progress=False)
 import pathlib

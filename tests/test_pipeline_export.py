@@ -15,7 +15,7 @@ import torch
 
 from reference_samplers import reference_sample_ddpm
 from tina_edge.runtime.template import denormalise
-from tina_edge.train.trainer import read_checkpoint
+from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
 from train_fixtures import synthetic_universe, tiny_workdir
 
@@ -39,11 +39,11 @@ def bundle(workdir):
 
 
 def test_zoo_index_resume_and_shards(workdir, tmp_path):
-    from tina_edge.train.generic import load_generic
-    from tina_edge.train.pipeline import _inputs
-    from tina_edge.train.tasks import TaskSplit
-    from tina_edge.train.templates import ParamLayout
-    from tina_edge.train.zoo import TaskData, build_zoo
+    from tina_edge.train.zoo.generic import load_generic
+    from tina_edge.train.stages.small import _inputs
+    from tina_edge.train.zoo.tasks import TaskSplit
+    from tina_edge.train.zoo.templates import ParamLayout
+    from tina_edge.train.zoo.pmodels import TaskData, build_zoo
 
     index = json.loads((workdir / "zoo" / "index.json").read_text())
     split = TaskSplit.load(workdir / "tasks.json")
@@ -71,7 +71,7 @@ def test_zoo_index_resume_and_shards(workdir, tmp_path):
 
 
 def test_eval_report(workdir):
-    from tina_edge.train.pipeline import stage_eval
+    from tina_edge.train.stages.small import stage_eval
 
     train, test = synthetic_universe()
     res = stage_eval(workdir, train, test, sampler="ddim", steps=10, progress=False)
@@ -170,8 +170,8 @@ def test_every_k_and_ddim_steps_give_working_models(bundle, steps):
 def test_runtime_model_accuracy_equals_torch_generated(bundle, workdir):
     """Same parameters in the standalone ONNX and in the torch template: same accuracy."""
     from tina_edge.runtime import Personalizer
-    from tina_edge.train.generic import load_generic
-    from tina_edge.train.templates import build_model
+    from tina_edge.train.zoo.generic import load_generic
+    from tina_edge.train.zoo.templates import build_model
 
     path, _ = bundle
     p = Personalizer.from_bundle(path, threads=1)

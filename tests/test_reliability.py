@@ -375,15 +375,15 @@ def _tiny_checkpoint(path: Path, *, text_dim: int = 384) -> dict:
     from dataclasses import asdict
     from safetensors.torch import save_file
 
-    from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
-    from tina_edge.train.diffusion import Schedule
-    from tina_edge.train.templates import ParamLayout, TemplateConfig
+    from tina_edge.train.diffusion.denoiser import DenoiserConfig, build_denoiser
+    from tina_edge.train.diffusion.process import Schedule
+    from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
 
     torch.manual_seed(0)
     layout = ParamLayout(TemplateConfig("resnet_head", k_max=4, widths=[8, 8, 16], stem_stride=2))
     cfg = DenoiserConfig(param_count=layout.size, chunks=layout.chunks(16), k_max=4, text_dim=text_dim, hidden=32,
                          layers=1, heads=2)
-    sd = TinaDenoiser(cfg).state_dict()
+    sd = build_denoiser(cfg).state_dict()
     tensors = {f"{p}.{k}": v.clone().contiguous() for p in ("model", "ema") for k, v in sd.items()}
     meta = {"format": "tina-edge-checkpoint/1", "step": 0, "denoiser": cfg.to_dict(), "schedule": Schedule().to_dict(),
             "template": asdict(layout.cfg), "layout": [asdict(s) for s in layout.specs],
@@ -429,7 +429,7 @@ def test_checkpoint_metadata_errors(tmp_path):
     from safetensors.torch import save_file
 
     from tina_edge.runtime.errors import TinaEdgeError
-    from tina_edge.train.trainer import read_checkpoint
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
     t = {"a": torch.zeros(2)}
     cases = [
@@ -453,7 +453,7 @@ def test_checkpoint_metadata_errors(tmp_path):
 
 def test_safetensors_whose_header_length_starts_with_0x80_is_not_called_a_pickle(tmp_path):
     pytest.importorskip("torch")
-    from tina_edge.train.trainer import read_checkpoint
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
     from safetensors.torch import load_file, save_file
 
@@ -472,7 +472,7 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_called_a_pickle
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("torch")
-    from tina_edge.train.text_encoders import build_text_encoder
+    from tina_edge.train.text.encoders import build_text_encoder
 
     try:
         return build_text_encoder("minilm")
@@ -491,7 +491,7 @@ def ckpt(tmp_path) -> Path:
 @pytest.fixture
 def cached_encoder(monkeypatch, minilm):
     """export builds the checkpoint's encoder; hand it the (real) one this module already built."""
-    import tina_edge.train.text_encoders as te
+    import tina_edge.train.text.encoders as te
 
     monkeypatch.setattr(te, "build_text_encoder", lambda spec: minilm)
 

@@ -1,10 +1,11 @@
 """Row-token denoiser for wide heads (one token per classifier row) and the phrasing bank in training."""
 
+import pytest
 import torch
 
-from tina_edge.train.denoiser import DenoiserConfig, RowTokenDenoiser, TinaDenoiser
-from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.trainer import TinaData, make_batch
+from tina_edge.train.diffusion.denoiser import DenoiserConfig, RowTokenDenoiser, TinaDenoiser, build_denoiser
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
+from tina_edge.train.diffusion.trainer import TinaData, make_batch
 
 
 def layout(k_max=5):
@@ -15,7 +16,7 @@ def model(lay, seed=0):
     torch.manual_seed(seed)
     cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=8, hidden=16,
                          layers=2, heads=2, row_segments=lay.row_segments())
-    return TinaDenoiser(cfg).eval()
+    return build_denoiser(cfg).eval()
 
 
 def test_rows_are_1281_numbers_and_the_sequence_is_k_plus_1():
@@ -74,3 +75,15 @@ def test_bank_draws_one_phrasing_per_class_within_its_count():
             if m:
                 seen[int(row[0])].add(int(row[1]))
     assert seen == {0: {0}, 1: {0, 1}, 2: {0, 1, 2}, 3: {0, 1, 2}}
+
+
+def test_build_denoiser_names_the_variant_and_the_base_refuses_to_be_built():
+    from tina_edge.train.diffusion.denoiser import ChunkTokenDenoiser
+
+    lay = layout()
+    assert type(model(lay)) is RowTokenDenoiser
+    chunk_cfg = DenoiserConfig(param_count=lay.size, chunks=lay.chunks(2048), k_max=lay.k_max, text_dim=8, hidden=16,
+                               layers=1, heads=2)
+    assert type(build_denoiser(chunk_cfg)) is ChunkTokenDenoiser
+    with pytest.raises(TypeError, match="build_denoiser"):
+        TinaDenoiser(chunk_cfg)

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from tina_edge.runtime.errors import TinaEdgeError  # noqa: E402
-from tina_edge.train.text_encoders import SentenceTransformerEncoder, build_text_encoder  # noqa: E402
+from tina_edge.train.text.encoders import SentenceTransformerEncoder, build_text_encoder  # noqa: E402
 
 TEXTS = ["dog", "ankle boot", "a canvas shoe with a pliable rubber sole", "T-shirt/top", "Ünïcode café", ""]
 MPNET = Path(os.environ.get("TINA_MPNET_DIR", "/work/data/mpnet"))

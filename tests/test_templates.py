@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tina_edge.train.templates import ParamLayout, TemplateConfig, build_model, param_class_slot
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig, build_model, param_class_slot
 
 TEMPLATES = [TemplateConfig("tiny_cnn", k_max=10), TemplateConfig("resnet_head", k_max=10, stem_stride=2)]
 

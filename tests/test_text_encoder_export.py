@@ -20,7 +20,7 @@ from tina_edge.runtime.errors import TinaEdgeError  # noqa: E402
 from tina_edge.runtime.manifest import TextEncoderSpec  # noqa: E402
 from tina_edge.runtime.text_encoder import TextEncoderSession, make_session  # noqa: E402
 from tina_edge.runtime.tokenizer import Tokenizer  # noqa: E402
-from tina_edge.train.text_encoders import TINY_CLIP_ARCH, MiniLMEncoder, OpenCLIPEncoder  # noqa: E402
+from tina_edge.train.text.encoders import TINY_CLIP_ARCH, MiniLMEncoder, OpenCLIPEncoder  # noqa: E402
 
 EIGHT = ["dog", "ankle boot", "T-shirt/top", "café crème", "東京", "🐶 puppy", "", "word " * 40]
 

@@ -10,7 +10,7 @@ pytest.importorskip("open_clip")
 pytest.importorskip("transformers")
 
 from tina_edge.runtime.errors import TinaEdgeError  # noqa: E402
-from tina_edge.train.text_encoders import (  # noqa: E402
+from tina_edge.train.text.encoders import (  # noqa: E402
     TINY_CLIP_ARCH, EmbeddingCache, MiniLMEncoder, OpenCLIPEncoder, TextEncoder, build_text_encoder,
     cached_encode,
 )

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.denoiser import DenoiserConfig, TinaDenoiser
-from tina_edge.train.imagenet_rows import ImageNetClass, norm_matched_rows, usable_extras
-from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.text_prior import (KERNEL_GAMMAS, TextPrior, build_text_prior, class_keys, fit_kernel_prior,
-                                        fit_text_prior, kernel_features, row_normalisation)
+from tina_edge.train.diffusion.denoiser import DenoiserConfig, build_denoiser
+from tina_edge.train.prior.imagenet_rows import ImageNetClass, norm_matched_rows, usable_extras
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
+from tina_edge.train.prior.fit import (KERNEL_GAMMAS, build_text_prior, class_keys, fit_kernel_prior, fit_text_prior,
+                                       kernel_features)
+from tina_edge.train.diffusion.text_prior import TextPrior, row_normalisation
 
 
 def _cls(wnid, *names, d="a thing"):
@@ -92,7 +93,7 @@ def _prior_model(lay, text_dim=16, keys=0, kernel=False):
                          hidden=16, layers=1, heads=2, row_segments=lay.row_segments(), text_prior=True,
                          prior_keys=keys, prior_input=not keys, prior_kernel=60 if kernel else 0)
     torch.manual_seed(0)
-    m = TinaDenoiser(cfg).eval()
+    m = build_denoiser(cfg).eval()
     m.prior.load_fit(fit, *row_normalisation(lay))
     if keys:
         m.prior.load_keys(x[:keys], y[:keys] + 0.3)
@@ -126,7 +127,7 @@ def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys
     m = _prior_model(lay, keys=keys, kernel=kernel)
     assert tuple(m.prior.coef.shape) == ((60, 1281) if kernel else (16, 1281))
     assert hasattr(m, "prior_in") == (keys == 0)
-    twin = TinaDenoiser(m.cfg)
+    twin = build_denoiser(m.cfg)
     assert float(twin.prior.coef.abs().sum()) == 0.0
     twin.load_state_dict(m.state_dict())  # buffers are persistent: a checkpoint carries the prior
     assert torch.equal(twin.prior.coef, m.prior.coef) and twin.prior.coef.dtype == torch.float16
@@ -135,7 +136,7 @@ def test_prior_travels_in_the_checkpoint_state_and_the_onnx_graph(tmp_path, keys
 
 
 def test_extra_classes_replace_real_slots_rows_and_texts_together():
-    from tina_edge.train.trainer import TinaData, make_batch
+    from tina_edge.train.diffusion.trainer import TinaData, make_batch
 
     lay = ParamLayout(TemplateConfig(name="lite0_head", k_max=3, image_size=64))
     flats = torch.zeros(4, lay.size)
@@ -276,8 +277,9 @@ def test_prior_only_checkpoint_generates_exactly_the_prior(tmp_path):
     from click.testing import CliRunner
 
     from tina_edge.cli.main import main as cli
-    from tina_edge.train.text_prior import prior_only_checkpoint
-    from tina_edge.train.trainer import TinaData, Trainer, TrainConfig, read_checkpoint
+    from tina_edge.train.diffusion.checkpoint import prior_only_checkpoint
+    from tina_edge.train.diffusion.trainer import TinaData, Trainer, TrainConfig
+    from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
     lay = _layout()
     m = _prior_model(lay, keys=12)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tina_edge.train.data import DatasetError, DatasetNotFoundError
-from tina_edge.train.datasets import (concat_photosets, load_class_folders, load_tiny_imagenet, take_per_class)
-from tina_edge.train.datasets.universe import DEFAULT_MERGE, UniverseSpec, build_universe, choose_holdout, class_table
+from tina_edge.train.data.small import DatasetError, DatasetNotFoundError
+from tina_edge.train.data import (concat_photosets, load_class_folders, load_tiny_imagenet, take_per_class)
+from tina_edge.train.data.universe import DEFAULT_MERGE, UniverseSpec, build_universe, choose_holdout, class_table
 
 WORDS = {"n01443537": "goldfish, Carassius auratus", "n04133789": "sandal",
          "n02480855": "gorilla, Gorilla gorilla", "n09999999": "unused, not listed"}

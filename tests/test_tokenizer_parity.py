@@ -101,7 +101,7 @@ def test_clip_cleaning_matters(tmp_path):
 
 
 def test_minilm_ids_match_transformers(tmp_path):
-    from tina_edge.train.text_encoders import MiniLMEncoder
+    from tina_edge.train.text.encoders import MiniLMEncoder
 
     enc = MiniLMEncoder()
     path = tmp_path / "tokenizer.json"

@@ -11,14 +11,14 @@ from reference_samplers import reference_sample_ddim, reference_sample_ddpm
 from test_diffusion_training import tiny_setup
 from tina_edge.runtime.errors import SettingsError
 from tina_edge.runtime.noise import PortableNoise
-from tina_edge.train.denoiser import TinaDenoiser
-from tina_edge.train.diffusion import Schedule, sample
+from tina_edge.train.diffusion.denoiser import build_denoiser
+from tina_edge.train.diffusion.process import Schedule, sample
 
 
 def _model_and_conditioning(seed=0):
     _, data, dcfg = tiny_setup()
     torch.manual_seed(seed)
-    model = TinaDenoiser(dcfg).eval()
+    model = build_denoiser(dcfg).eval()
     g = torch.Generator().manual_seed(seed + 1)
     emb = torch.randn(3, dcfg.k_max, dcfg.text_dim, generator=g)
     mask = torch.tensor([[1.0, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])

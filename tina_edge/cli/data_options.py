@@ -40,7 +40,7 @@ class DataOptions:
     def load(self) -> tuple[Any, Any]:
         """(train, test) ImageDatasets of the 32-px universe, read on the first call only."""
         if self._loaded is None:
-            from ..train.pipeline import load_universe
+            from tina_edge.train.stages.small import load_universe
 
             self.check()
             kw = dict(cifar10=self.cifar10, fashion_mnist=self.fashion_mnist, image_folders=self.image_folder,
@@ -50,7 +50,7 @@ class DataOptions:
 
     def universe_spec(self, **kw: Any) -> Any:
         """The photo universe (`train features`) these options name; `kw`: subset sizes and seed."""
-        from ..train.datasets.universe import UniverseSpec
+        from tina_edge.train.data.universe import UniverseSpec
 
         return UniverseSpec(tiny_imagenet=self.tiny_imagenet, cifar10=self.cifar10, fashion_mnist=self.fashion_mnist,
                             image_folders=list(self.image_folder), **kw)

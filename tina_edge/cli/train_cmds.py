@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
-from ..train.configs import DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
+from tina_edge.train.configs import DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
 from .data_options import data_options, photo_data_options
 from .errors import user_errors
 
@@ -73,8 +73,8 @@ def _photo_workdir(workdir) -> bool:
 def features(workdir, data, size, train_per_class, test_per_class, holdout_fraction, seed, batch_size, weights):
     """Build the photo universe, draw the holdout and cache EfficientNet-Lite0 features (resumable)."""
     _need_torch()
-    from ..train.photo_pipeline import stage_features
-    from ..train.trainer import setup_distributed
+    from tina_edge.train.stages.photos import stage_features
+    from tina_edge.train.diffusion.trainer import setup_distributed
 
     data.check()
     if not 0.0 < holdout_fraction < 1.0:
@@ -108,10 +108,10 @@ def generic(workdir, data, template, k_max, blocks, widths, stem_stride, epochs,
     """Train the generic model on every class of the universe (a linear probe on cached features when
     WORKDIR was made by `train features`; then no data options are needed)."""
     _need_torch()
-    from ..train.pipeline import stage_generic
+    from tina_edge.train.stages.small import stage_generic
 
     if _photo_workdir(workdir):
-        from ..train.photo_pipeline import stage_generic_head
+        from tina_edge.train.stages.photos import stage_generic_head
 
         info = stage_generic_head(workdir, k_max=k_max or 20, seed=seed, epochs=epochs or 30)
         click.echo(json.dumps({k: v for k, v in info.items() if k != "per_class"}, indent=1))
@@ -145,11 +145,11 @@ def generic(workdir, data, template, k_max, blocks, widths, stem_stride, epochs,
 def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps, seed):
     """Fine-tune the p-model zoo (resumable; shardable across processes, or run it under torchrun)."""
     _need_torch()
-    from ..train.pipeline import stage_zoo
+    from tina_edge.train.stages.small import stage_zoo
 
     if _photo_workdir(workdir):
-        from ..train.photo_pipeline import stage_zoo_head
-        from ..train.trainer import setup_distributed
+        from tina_edge.train.stages.photos import stage_zoo_head
+        from tina_edge.train.diffusion.trainer import setup_distributed
 
         setup_distributed()
         stats = stage_zoo_head(workdir, n_tasks=n_tasks, n_id=n_id or 95, n_ood_per_class=n_ood or 2, k_max=k_max,
@@ -211,7 +211,7 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
               row_tokens, emb_bank, text_prior, extra_rate, prior_keys, prior_map, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
-    from ..train.pipeline import stage_diffusion
+    from tina_edge.train.stages.small import stage_diffusion
 
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
     out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
@@ -232,7 +232,7 @@ def prior_only_cmd(ckpt, output):
     On the photo universe it scores higher on names never seen in training and the same on seen ones
     (BENCHMARKS.md §12); export it like any checkpoint."""
     _need_torch()
-    from ..train.text_prior import prior_only_checkpoint
+    from tina_edge.train.diffusion.checkpoint import prior_only_checkpoint
 
     if Path(output).resolve() == Path(ckpt).resolve():
         raise TinaEdgeError("-o must name a new file; the checkpoint is not overwritten")
@@ -268,10 +268,10 @@ def _parse_shots(text: str | None) -> tuple[int, ...]:
 def eval_cmd(workdir, data, ckpt, sampler, steps, seed, out, image_prompts):
     """Evaluate generated models vs fine-tuned p-models vs classifier selection vs chance."""
     _need_torch()
-    from ..train.pipeline import stage_eval
+    from tina_edge.train.stages.small import stage_eval
 
     if _photo_workdir(workdir):
-        from ..train.photo_pipeline import stage_eval_head
+        from tina_edge.train.stages.photos import stage_eval_head
 
         res = stage_eval_head(workdir, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out)
         click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
@@ -319,7 +319,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
             raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
     calibration = None
     if quantize_trunk:
-        from ..train.photo_pipeline import calibration_photos
+        from tina_edge.train.stages.photos import calibration_photos
 
         if not (Path(ckpt).parent / "universe.json").is_file():
             raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")

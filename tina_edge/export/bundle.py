@@ -24,9 +24,9 @@ from ..runtime.atomic import atomic_output_dir
 from ..runtime.errors import TinaEdgeError
 from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, EvaluationSummary, Manifest, TemplateSpec, write_manifest
-from ..train.diffusion import sample
+from tina_edge.train.diffusion.process import sample
 from ..runtime.template import denormalise
-from ..train.trainer import read_checkpoint
+from tina_edge.train.diffusion.checkpoint import read_checkpoint
 from .graphs import export_denoiser, export_template
 
 from ..runtime.contracts import DENOISER, TEMPLATE  # the bundle's file names, declared once
@@ -81,7 +81,7 @@ def image_prompt_parity(encoder, model_path: Path, image_size: int, seed: int = 
 
 def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation: EvaluationSummary | dict | None):
     """Stage 0: the checkpoint, a text encoder that matches it, and its evaluation summary."""
-    from ..train.text_encoders import build_text_encoder
+    from tina_edge.train.text.encoders import build_text_encoder
 
     ck = read_checkpoint(ckpt_path)
     rec = ck.info.require_encoder(ckpt_path)
@@ -99,7 +99,7 @@ def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation
 def _export_graphs(tmp: Path, ck, encoder, summary: dict, *, quantize, quantize_denoiser, quantize_trunk, calibration,
                    log: Callable[[str], None], done_stage: Callable[[], None]):
     """Stage 1: every ONNX graph, each parity-checked against PyTorch as it is written; returns the text encoder spec."""
-    from ..train.text_encoders import OpenCLIPEncoder
+    from tina_edge.train.text.encoders import OpenCLIPEncoder
     from .text_encoder import export_image_encoder, export_text_encoder
 
     log("exporting text encoder ...")
@@ -205,7 +205,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
         raise TinaEdgeError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
     if quantize_trunk and calibration is None:
         raise TinaEdgeError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
-    from ..train.text_encoders import OpenCLIPEncoder
+    from tina_edge.train.text.encoders import OpenCLIPEncoder
 
     t0 = time.time()
     ck, encoder, evaluation = _open_checkpoint(ckpt_path, text_encoder, evaluation)

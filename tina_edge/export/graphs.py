@@ -21,8 +21,8 @@ import torch.nn as nn
 from ..runtime.contracts import batch_axes, input_names, output_names
 from ..runtime.errors import TinaEdgeError
 from ..runtime.sessions import make_session
-from ..train.denoiser import TinaDenoiser
-from ..train.templates import ParamLayout, build_model
+from tina_edge.train.diffusion.denoiser import TinaDenoiser
+from tina_edge.train.zoo.templates import ParamLayout, build_model
 
 FP32_TOLERANCE = 1e-4
 

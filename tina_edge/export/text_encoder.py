@@ -33,7 +33,7 @@ from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import TextEncoderSpec
 from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
-from tina_edge.train.text_encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
+from tina_edge.train.text.encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
 
 from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
 
