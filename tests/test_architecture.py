@@ -11,7 +11,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "tina_edge"
 # lower index = lower layer; a module may import its own room and the rooms below it
-TRAIN_ROOMS = ["configs", "data", "zoo", "text", "diffusion", "prior", "evaluation", "stages"]
+TRAIN_ROOMS = ["configs", "workdir", "data", "zoo", "text", "diffusion", "prior", "evaluation", "stages"]
 TOP_ROOMS = ["runtime", "train", "export", "cli"]
 
 
@@ -95,7 +95,8 @@ def test_train_is_six_to_eight_rooms_with_no_loose_modules():
     top = sorted(p.name for p in (PKG / "train").iterdir() if not p.name.startswith(("_", ".")))
     rooms = [p for p in top if (PKG / "train" / p).is_dir()]
     assert 6 <= len(rooms) <= 8, rooms
-    assert [p for p in top if p.endswith(".py")] == ["configs.py"]  # torch-free defaults, read by --help
+    # torch-free foundations the CLI reads before any training code: defaults, the work directory
+    assert [p for p in top if p.endswith(".py")] == ["configs.py", "workdir.py"]
 
 
 @pytest.mark.parametrize("prefix,rooms", [("tina_edge.train.", TRAIN_ROOMS), ("tina_edge.", TOP_ROOMS)])

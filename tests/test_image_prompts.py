@@ -275,12 +275,13 @@ print("ok")
 @pytest.mark.slow  # module fixture trains and exports a CLIP bundle (~1 min)
 def test_eval_image_prompt_rows(clip_run, tmp_path):
     from tina_edge.train.evaluation.evaluate import image_class_embeddings, image_prompt_encoder
+    from tina_edge.train.configs import EvalOptions
     from tina_edge.train.stages.small import stage_eval
     from tina_edge.train.diffusion.checkpoint import Checkpoint, read_checkpoint
 
     train, test = synthetic_universe()
-    res = stage_eval(clip_run["workdir"], train, test, sampler="ddim", steps=5, out_dir=tmp_path / "eval",
-                     image_prompts=(10, 1, 5), progress=False)
+    res = stage_eval(clip_run["workdir"], train, test, EvalOptions(sampler="ddim", steps=5, out_dir=tmp_path / "eval",
+                                                                   image_prompts=(10, 1, 5), progress=False))
     ip = res["image_prompts"]
     assert ip["shots"] == [1, 5, 10] and ip["examples_from"] == "train split" and not ip["random_weights"]
     n_tasks = len(res["tasks"])

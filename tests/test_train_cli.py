@@ -55,11 +55,13 @@ def test_library_defaults_are_the_same_values():
 
     from tina_edge.train.configs import DenoiserConfig, GenericConfig
     from tina_edge.train.diffusion.denoiser import DenoiserConfig as FromDenoiser
-    from tina_edge.train.stages.small import stage_diffusion, stage_generic
+    from tina_edge.train.configs import DiffusionOptions
+    from tina_edge.train.stages.small import stage_generic
     from tina_edge.train.diffusion.trainer import TrainConfig as FromTrainer
 
-    sd, sg = inspect.signature(stage_diffusion).parameters, inspect.signature(stage_generic).parameters
-    assert (sd["hidden"].default, sd["layers"].default, sd["heads"].default) == (64, 4, 4)
+    sg = inspect.signature(stage_generic).parameters
+    o = DiffusionOptions()
+    assert (o.hidden, o.layers, o.heads) == (DenoiserConfig.hidden, DenoiserConfig.layers, DenoiserConfig.heads) == (64, 4, 4)
     assert sg["epochs"].default == GenericConfig.epochs == 4
     assert FromDenoiser is DenoiserConfig and FromTrainer().steps == 10000
 
@@ -127,6 +129,35 @@ def test_data_option_errors_are_one_line(tmp_path, args, words):
     for command in (["train", "generic"], ["train", "eval"]):
         r = CliRunner().invoke(main, [*command, "--workdir", str(tmp_path / "wd"), *args])
         assert r.exit_code == 2, r.output
+        if command[1] == "eval" and not args:  # nothing to evaluate yet: the work directory says so first
+            words = "{tmp}/wd holds no pipeline yet; start with `tina-edge train features` (photos) or `tina-edge train generic` (32-px universe)"
         assert r.stderr == f"error: {words.format(tmp=tmp_path)}\n" and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["train", "features", "--workdir", str(tmp_path / "wd"), "--tiny-imagenet", str(tmp_path / "no")])
     assert r.exit_code == 2 and f"data folder {tmp_path / 'no'} does not exist" in r.stderr
+
+
+def test_eval_options_fill_each_universe_own_sampler_defaults():
+    from tina_edge.train.configs import EvalOptions
+
+    assert (EvalOptions().for_universe("photos").sampler, EvalOptions().for_universe("photos").steps) == ("ddim", 5)
+    assert (EvalOptions().for_universe("small").sampler, EvalOptions().for_universe("small").steps) == ("ddpm", 1000)
+    given = EvalOptions(sampler="ddpm", steps=7).for_universe("photos")  # what the user asked for wins
+    assert (given.sampler, given.steps) == ("ddpm", 7)
+
+
+def test_the_work_directory_records_its_universe_and_refuses_another(tmp_path):
+    from tina_edge.train.workdir import WorkDir, WorkDirError
+
+    wd = WorkDir(tmp_path / "w")
+    assert wd.universe() is None
+    wd.record_universe("photos")
+    assert WorkDir(tmp_path / "w").universe() == "photos"
+    with pytest.raises(WorkDirError, match="holds the photos universe; use another --workdir"):
+        wd.record_universe("small")
+    (tmp_path / "w" / "universe.json").unlink(missing_ok=True)
+    assert wd.universe() == "photos"  # the record, not a sniffed file, decides
+
+
+def test_train_commands_on_an_empty_workdir_say_where_to_start(tmp_path):
+    r = CliRunner().invoke(main, ["train", "zoo", "--workdir", str(tmp_path / "new")])
+    assert r.exit_code == 2 and "holds no pipeline yet; start with `tina-edge train features`" in r.stderr

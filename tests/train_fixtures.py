@@ -34,7 +34,9 @@ def synthetic_universe(n_per_class: int = 60, seed: int = 0, classes=NAMES) -> t
 def tiny_workdir(tmp: Path, *, template: str = "resnet_head", k_max: int = 4, n_tasks: int = 24,
                  diffusion_steps: int = 60, text_encoder: str = "minilm") -> Path:
     """Run every stage at toy size; returns the workdir holding tina.safetensors."""
-    from tina_edge.train.stages.small import stage_diffusion, stage_generic, stage_zoo
+    from tina_edge.train.configs import DiffusionOptions
+    from tina_edge.train.stages.diffusion import stage_diffusion
+    from tina_edge.train.stages.small import stage_generic, stage_zoo
     from tina_edge.train.zoo.templates import TemplateConfig
     from tina_edge.train.diffusion.trainer import TrainConfig
 
@@ -43,6 +45,7 @@ def tiny_workdir(tmp: Path, *, template: str = "resnet_head", k_max: int = 4, n_
     stage_generic(tmp, train, test, cfg, epochs=2, batch_size=64, lr=0.05, progress=False)
     stage_zoo(tmp, train, test, holdout=["orange wave"], n_tasks=n_tasks, n_id=4, n_ood_per_class=3, k_max=k_max,
               group=8, steps=20, progress=False)
-    stage_diffusion(tmp, text_encoder=text_encoder, hidden=32, layers=2, heads=2, chunk_size=16,
-                    train_cfg=TrainConfig(steps=diffusion_steps, batch_size=16, warmup=10), progress=False)
+    stage_diffusion(tmp, DiffusionOptions(text_encoder=text_encoder, hidden=32, layers=2, heads=2, chunk_size=16,
+                                          train=TrainConfig(steps=diffusion_steps, batch_size=16, warmup=10),
+                                          progress=False))
     return tmp

@@ -15,7 +15,9 @@ from pathlib import Path
 import click
 
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
-from tina_edge.train.configs import DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, GenericConfig, TemplateConfig, TrainConfig
+from tina_edge.train.configs import (DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, DiffusionOptions, EvalOptions, GenericConfig,
+                                     TemplateConfig, TrainConfig)
+from tina_edge.train.workdir import WorkDir, WorkDirError
 from .data_options import data_options, photo_data_options
 from .errors import user_errors
 
@@ -53,9 +55,15 @@ def train() -> None:
     """
 
 
-def _photo_workdir(workdir) -> bool:
-    """A work directory made by `train features` (pretrained-trunk universe) has a universe.json."""
-    return (Path(workdir) / "universe.json").is_file()
+def _universe(workdir, stage: str) -> str:
+    """The universe the work directory recorded (train/workdir.py); `generic` may start a small one."""
+    kind = WorkDir(workdir).universe()
+    if kind is None:
+        if stage == "generic":
+            return "small"  # a photo work directory starts with `train features`
+        raise WorkDirError(f"{workdir} holds no pipeline yet; start with `tina-edge train features` (photos) "
+                           "or `tina-edge train generic` (32-px universe)")
+    return kind
 
 
 @train.command()
@@ -110,7 +118,7 @@ def generic(workdir, data, template, k_max, blocks, widths, stem_stride, epochs,
     _need_torch()
     from tina_edge.train.stages.small import stage_generic
 
-    if _photo_workdir(workdir):
+    if _universe(workdir, "generic") == "photos":
         from tina_edge.train.stages.photos import stage_generic_head
 
         info = stage_generic_head(workdir, k_max=k_max or 20, seed=seed, epochs=epochs or 30)
@@ -147,7 +155,13 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
     _need_torch()
     from tina_edge.train.stages.small import stage_zoo
 
-    if _photo_workdir(workdir):
+    try:  # options first: a bad --shard is refused before the work directory is read
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
+    if _universe(workdir, "zoo") == "photos":
         from tina_edge.train.stages.photos import stage_zoo_head
         from tina_edge.train.diffusion.trainer import setup_distributed
 
@@ -158,12 +172,6 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
         return
 
     steps, n_id, n_ood = steps or 100, n_id or 45, n_ood or 9
-    try:
-        i, n = (int(x) for x in shard.split("/"))
-    except ValueError:
-        i, n = -1, 0
-    if not 0 <= i < n:
-        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
     tr, te = data.load()
     stats = stage_zoo(workdir, tr, te, holdout=[h.strip() for h in holdout.split(",") if h.strip()],
                       n_tasks=n_tasks, n_id=n_id, n_ood_per_class=n_ood, shard=(i, n), group=group,
@@ -178,7 +186,7 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
 @click.option("--hidden", type=int, default=_default(DenoiserConfig, "hidden"), show_default=True)
 @click.option("--layers", type=int, default=_default(DenoiserConfig, "layers"), show_default=True)
 @click.option("--heads", type=int, default=_default(DenoiserConfig, "heads"), show_default=True)
-@click.option("--chunk-size", type=int, default=64, show_default=True)
+@click.option("--chunk-size", type=int, default=_default(DiffusionOptions, "chunk_size"), show_default=True)
 @click.option("--slot-conditioning/--paper-conditioning", default=True, show_default=True,
               help="also feed class j's embedding to the parameter tokens of classifier row j (improvement "
                    "over the paper); --paper-conditioning uses class tokens only, as the official code")
@@ -211,14 +219,15 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
               row_tokens, emb_bank, text_prior, extra_rate, prior_keys, prior_map, resume, ckpt_name):
     """Train the Tina denoiser on the zoo (run under torchrun for data parallel)."""
     _need_torch()
-    from tina_edge.train.stages.small import stage_diffusion
+    from tina_edge.train.stages.diffusion import stage_diffusion
 
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed)
-    out = stage_diffusion(workdir, text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads,
-                          chunk_size=chunk_size, slot_conditioning=slot_conditioning, train_cfg=tcfg, resume=resume,
-                          ckpt_name=ckpt_name, emb_cache=str(Path(workdir) / "emb_cache"), row_tokens=row_tokens,
-                          emb_bank=emb_bank, text_prior=text_prior, extra_rate=extra_rate, prior_keys=prior_keys,
-                          prior_map=prior_map)
+    _universe(workdir, "diffusion")
+    opts = DiffusionOptions(
+        text_encoder=text_encoder, hidden=hidden, layers=layers, heads=heads, chunk_size=chunk_size,
+        slot_conditioning=slot_conditioning, row_tokens=row_tokens, emb_bank=emb_bank, text_prior=text_prior,
+        extra_rate=extra_rate, prior_keys=prior_keys, prior_map=prior_map, resume=resume, ckpt_name=ckpt_name,
+        train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, emb_noise=emb_noise, seed=seed))
+    out = stage_diffusion(workdir, opts)
     click.echo(json.dumps(out, indent=1))
 
 
@@ -257,8 +266,9 @@ def _parse_shots(text: str | None) -> tuple[int, ...]:
 @click.option("--workdir", required=True, type=click.Path(file_okay=False))
 @data_options
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="default: WORKDIR/tina.safetensors")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", show_default=True)
-@click.option("--steps", type=int, default=1000, show_default=True, help="DDIM steps (DDPM always runs 1000)")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None,
+              help="[photos: ddim; 32-px universe: ddpm] (each universe's own default, EvalOptions)")
+@click.option("--steps", type=int, default=None, help="[photos: 5; 32-px universe: 1000] DDIM steps (DDPM runs all 1000)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="default: WORKDIR/eval")
 @click.option("--image-prompts", default=None, metavar="N[,N...]",
@@ -270,18 +280,23 @@ def eval_cmd(workdir, data, ckpt, sampler, steps, seed, out, image_prompts):
     _need_torch()
     from tina_edge.train.stages.small import stage_eval
 
-    if _photo_workdir(workdir):
+    opts = EvalOptions(sampler=sampler, steps=steps, seed=seed, ckpt=ckpt, out_dir=out)
+    report = Path(out or WorkDir(workdir).eval_dir) / "report.md"
+    data.check()  # named data folders exist, before the work directory is read
+    if _universe(workdir, "eval") == "photos":
         from tina_edge.train.stages.photos import stage_eval_head
 
-        res = stage_eval_head(workdir, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out)
-        click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
+        if image_prompts is not None:
+            raise TinaEdgeError("--image-prompts needs a CLIP checkpoint of the 32-px universe; this work directory "
+                                "holds the photo universe")
+        stage_eval_head(workdir, opts)
+        click.echo(report.read_text())
         return
 
-    shots = _parse_shots(image_prompts)
+    opts.image_prompts = _parse_shots(image_prompts)
     tr, te = data.load()
-    res = stage_eval(workdir, tr, te, ckpt=ckpt, sampler=sampler, steps=steps, seed=seed, out_dir=out,
-                     image_prompts=shots)
-    click.echo((Path(out or Path(workdir) / "eval") / "report.md").read_text())
+    res = stage_eval(workdir, tr, te, opts)
+    click.echo(report.read_text())
     click.echo(json.dumps({k: res["summary"][k] for k in ("id", "ood")}, indent=1)[:2000])
 
 
@@ -321,7 +336,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
     if quantize_trunk:
         from tina_edge.train.stages.photos import calibration_photos
 
-        if not (Path(ckpt).parent / "universe.json").is_file():
+        if WorkDir(Path(ckpt).parent).universe() != "photos":
             raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")
         calibration = calibration_photos(Path(ckpt).parent)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tina_edge.runtime.atomic import atomic_save_npy
 from . import require_torch
 
 require_torch()  # the install hint, not a bare ModuleNotFoundError
@@ -173,8 +174,7 @@ def write_vocabulary_embeddings(root: Path, manifest: Manifest) -> str:
     tok = Tokenizer.from_file(root / te.tokenizer, max_tokens=te.max_tokens, cleaning=te.cleaning, pad_id=te.pad_id)
     enc = TextEncoderSession(root / te.model, tok, threads=1, cache_size=0)
     emb = enc.encode(manifest.vocabulary).astype(np.float16)
-    with open(root / VOCABULARY_EMBEDDINGS, "wb") as f:
-        np.save(f, emb, allow_pickle=False)
+    atomic_save_npy(root / VOCABULARY_EMBEDDINGS, emb, overwrite=False)
     return VOCABULARY_EMBEDDINGS
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from tina_edge.runtime.atomic import atomic_write_text
 from ..runtime.noise import portable_normal, splitmix64_words
 
 FORMAT = 2  # 2: + preprocess vectors (js/test/prepare.mjs rebuilds older files)
@@ -143,13 +144,11 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
             d = Path(model_dir)
             d.mkdir(parents=True, exist_ok=True)
             clf.save(d / f"case{i}.onnx", overwrite=True)
-            (d / f"case{i}.head.json").write_text(json.dumps(head_dict(clf)) + "\n", encoding="utf-8")
+            atomic_write_text(d / f"case{i}.head.json", json.dumps(head_dict(clf)) + "\n")
             case["model"] = f"case{i}.onnx"
         doc["cases"].append(case)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(out) + ".tmp")
-    tmp.write_text(json.dumps(doc) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(doc) + "\n")
     return doc
 
 

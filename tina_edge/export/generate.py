@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tina_edge.runtime.atomic import atomic_write_text
 from ..runtime.errors import BundleError
 from ..runtime.manifest import Manifest, read_manifest, write_manifest
 from ..runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
@@ -299,7 +300,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         m.files.pop(old_inputs, None)
         (root / old_inputs).unlink(missing_ok=True)
     tok = json.loads((root / m.text_encoder.tokenizer).read_text(encoding="utf-8"))
-    (root / TOKENIZER_CONFIG).write_text(json.dumps(tokenizer_config(tok, m), indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(root / TOKENIZER_CONFIG, json.dumps(tokenizer_config(tok, m), indent=2) + "\n")
     m.portable = {
         "noise": {"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
         "generate": {"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,

@@ -15,6 +15,7 @@ from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
+from tina_edge.runtime.atomic import atomic_write_text
 from ..runtime.errors import TinaEdgeError
 from ..runtime.manifest import Manifest, read_manifest, write_manifest
 
@@ -90,7 +91,7 @@ def _convert_graphs(root: Path, graphs: dict[str, str]) -> dict[str, str]:
         lines = [  # the tool names its temp paths; name the bundle's files instead
             ("# - " + Path(line[4:]).name.replace(suffix + ".ort", ".ort")) if line.startswith("# - ") else line
             for line in lines]
-        (root / REQUIRED_OPERATORS).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write_text(root / REQUIRED_OPERATORS, "\n".join(lines) + "\n")
     return renamed
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelFileError
 
@@ -112,6 +115,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:
+    """UTF-8 text, atomically (work-directory files, reports, JSON); replaces by default."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = True, **dumps: Any) -> Path:
+    """`json.dumps(obj, **dumps)` + newline, atomically."""
+    return atomic_write_text(path, json.dumps(obj, **dumps) + "\n", overwrite=overwrite)
+
+
+def atomic_save_npy(path: str | os.PathLike, array: Any, *, overwrite: bool = True) -> Path:
+    """One numpy array in .npy format (no pickles), atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+
+
+def atomic_save_npz(path: str | os.PathLike, *, overwrite: bool = True, compressed: bool = False, **arrays: Any) -> Path:
+    """Named numpy arrays in one .npz (no pickles), atomically; `path` is used as given (no suffix added)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+
+
+def atomic_save_figure(path: str | os.PathLike, fig: Any, *, overwrite: bool = True, **savefig: Any) -> Path:
+    """A matplotlib figure, rendered in memory (format from the suffix), then written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ bundles were trained with them. denoiser.py, trainer.py and templates.py re-expo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass
@@ -93,3 +93,47 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
 
+
+
+@dataclass
+class DiffusionOptions:
+    """Everything `train diffusion` decides beyond the work directory: one object from the CLI to the
+    stage (train/stages/diffusion.py), so no option is threaded through several signatures."""
+
+    text_encoder: str = "minilm"  # minilm | minilm:DIR | st:DIR | open_clip:ARCH[:TAG_OR_CHECKPOINT]
+    hidden: int = DenoiserConfig.hidden
+    layers: int = DenoiserConfig.layers
+    heads: int = DenoiserConfig.heads
+    chunk_size: int = 64  # parameter chunk length (chunk tokens)
+    slot_conditioning: bool = True  # chunk tokens: each row's chunks also see their class's embedding
+    row_tokens: bool | None = None  # None: row tokens for lite0_head, chunks otherwise
+    emb_bank: str | None = None  # .npz phrasing bank: bank [C, V, D], counts [C]
+    text_prior: str | None = None  # None | "zoo" | "imagenet"
+    extra_rate: float = 0.0  # with "imagenet": share of slots filled by ImageNet classes in training
+    prior_keys: bool = True  # the prior returns each seen name's zoo mean row exactly
+    prior_map: str = DEFAULT_PRIOR_MAP
+    train: TrainConfig = field(default_factory=TrainConfig)
+    resume: bool = False
+    ckpt_name: str = "tina.safetensors"
+    emb_cache: str | None = None  # None: the work directory's emb_cache/
+    progress: bool = True
+
+
+@dataclass
+class EvalOptions:
+    """`train eval`: sampler settings default per universe (None = the universe's own default)."""
+
+    sampler: str | None = None  # photos: ddim; small: ddpm (the paper's sampler)
+    steps: int | None = None  # photos: 5 (the bundle's default); small: 1000
+    seed: int = 0
+    ckpt: str | None = None  # None: the work directory's tina.safetensors
+    out_dir: str | None = None  # None: the work directory's eval/
+    image_prompts: tuple[int, ...] = ()  # small universe, CLIP checkpoints: shots per class
+    progress: bool = True
+
+    UNIVERSE_DEFAULTS = {"photos": ("ddim", 5), "small": ("ddpm", 1000)}
+
+    def for_universe(self, universe: str) -> "EvalOptions":
+        """A copy with the universe's sampler defaults filled in where none was given."""
+        sampler, steps = self.UNIVERSE_DEFAULTS[universe]
+        return replace(self, sampler=self.sampler or sampler, steps=self.steps or steps)

@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from tina_edge.runtime.atomic import atomic_write_json
 from tina_edge.runtime.archive import ExtractPolicy, extract_safely
 from tina_edge.train.data.image_dataset import DatasetError, DatasetNotFoundError
 
@@ -40,5 +41,5 @@ def extract_archive_safely(archive: str | os.PathLike, dest: str | os.PathLike) 
         extract_safely(archive, dest, DATASET_POLICY)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as e:
         raise DatasetError(f"cannot extract {archive}: {e}") from e
-    marker.write_text(json.dumps(stamp))
+    atomic_write_json(marker, stamp)
     return dest

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tina_edge.runtime.atomic import atomic_save_npz
 from tina_edge.train.data.archives import extract_archive_safely
 from tina_edge.train.data.cifar_pickle import load_cifar_pickle
 from tina_edge.train.data.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DEFAULT_DIR, load_idx
@@ -178,11 +179,7 @@ def _source_fingerprint(cifar10_root: Path, fashion_root: Path, split: str) -> s
 
 def _save_npz(path: Path, ds: ImageDataset) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
-        np.savez(f, images=ds.images, labels=ds.labels, classes=np.asarray(ds.classes),
-                 name=np.asarray(ds.name))
-    os.replace(tmp, path)  # atomic: a crashed run never leaves a half-written cache
+    atomic_save_npz(path, images=ds.images, labels=ds.labels, classes=np.asarray(ds.classes), name=np.asarray(ds.name))
 
 
 def _load_npz(path: Path) -> ImageDataset:

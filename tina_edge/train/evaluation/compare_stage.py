@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from tina_edge.runtime.atomic import atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.train.evaluation.baselines import DirectConfig
 from tina_edge.train.evaluation.compare import compare, fit_baselines, make_eval_tasks
@@ -210,5 +211,5 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     res["notes"] = ["", f"Setup: {json.dumps(res['setup'])}"]
     write_compare_report(res, out_dir, title="Tina vs baselines on shared tasks")
     if eval_ph is not None:
-        (out_dir / "eval_phrasings.json").write_text(json.dumps({c: p.__dict__ for c, p in eval_ph.items()}, indent=0))
+        atomic_write_json(Path(out_dir) / "eval_phrasings.json", {c: p.__dict__ for c, p in eval_ph.items()}, indent=0)
     return res

@@ -15,13 +15,13 @@ name (zero-shot with respect to the denoiser, which only saw text embeddings in 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tina_edge.runtime.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from tina_edge.train.diffusion.process import sample
 from tina_edge.train.zoo.templates import ParamLayout
 from tina_edge.runtime.template import denormalise_flat
@@ -119,7 +119,7 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
     """eval.json + report.md (tables) + accuracy_vs_k.png (matplotlib)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "eval.json").write_text(json.dumps(result, indent=1))
+    atomic_write_json(out_dir / "eval.json", result, indent=1)
     s = result["summary"]
     lines = [f"# {title}", "", f"Sampler: {result['sampler']} ({result['steps']} steps), seed {result['seed']}; "
              f"sampling all tasks took {result['sampling_seconds']:.1f} s.", "",
@@ -146,7 +146,7 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
         for h, r in list(s["holdout_recall_per_class"].items()) + [("all held-out", s["holdout_recall"])]:
             lines.append(f"| {h} | " + " | ".join(f"{r[m]:.1f}" for m in METHODS) + " |")
     lines += ["", "![accuracy vs k](accuracy_vs_k.png)", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
     try:
         import matplotlib
 
@@ -165,7 +165,7 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
         axes[0].set_ylabel("test accuracy (%)")
         axes[1].legend()
         fig.tight_layout()
-        fig.savefig(out_dir / "accuracy_vs_k.png", dpi=110)
+        atomic_save_figure(out_dir / "accuracy_vs_k.png", fig, dpi=110)
         plt.close(fig)
     except ImportError:
         pass
@@ -340,12 +340,12 @@ def write_compare_report(result: dict, out_dir: str | Path, title: str = "Tina v
     """compare.json + report.md + baselines.png (held-out recall and ID accuracy per method, ± SE)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.json").write_text(json.dumps(result, indent=1))
+    atomic_write_json(out_dir / "compare.json", result, indent=1)
     s = result["summary"]
     lines = [f"# {title}", "", "Differences are paired per task (same tasks, same images): mean ± paired SE "
              "[SE over held-out classes]; positive = Tina better.", *result.get("notes", [])]
     lines += compare_report_lines(s) + ["", "![baselines](baselines.png)", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
     try:
         import matplotlib
 
@@ -363,7 +363,7 @@ def write_compare_report(result: dict, out_dir: str | Path, title: str = "Tina v
             ax.set_title(f"{kind}: {'probe recall' if metric == 'recall' else 'accuracy'} (%)")
             ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out_dir / "baselines.png", dpi=110)
+        atomic_save_figure(out_dir / "baselines.png", fig, dpi=110)
         plt.close(fig)
     except ImportError:
         pass

@@ -1,19 +1,11 @@
-"""Stages for the pretrained-trunk universe (template ``lite0_head``): features -> generic head -> zoo.
+"""Stages of the photo universe (pretrained trunk, template ``lite0_head``):
+features -> generic head -> zoo -> (stages/diffusion.py) -> eval.
 
-The diffusion stage is `pipeline.stage_diffusion` (it only reads generic.safetensors, tasks.json and
-zoo/); evaluation is `stage_eval_head` here. Work directory layout (also in WORKDIR/README.txt):
-    universe.json                 the UniverseSpec + resolution the features were made with
-    classes.json                  [{name, synonyms, id, holdout}] in label order (the class list)
-    features/{train,test}_R.*     the feature cache (train.features), R = resolution
-    generic.safetensors           pretrained trunk + a linear head on every class (selection baseline)
-    tasks.json                    zoo / ID-test / OOD-test tasks (holdout recorded)
-    zoo/                          p-models (heads) + index.json
-    tina.safetensors              the Tina checkpoint;  eval/  eval.json, report.md, plot
+File names: train/workdir.py (`WorkDir`); WORKDIR/README.txt describes the files for people.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +14,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from tina_edge.runtime.atomic import atomic_write_json, atomic_write_text
 from tina_edge.runtime.preprocess import PreprocessSpec
+from tina_edge.train.configs import EvalOptions
+from tina_edge.train.workdir import WorkDir
 from tina_edge.train.data.universe import UniverseSpec, build_universe, choose_holdout, class_table
 from tina_edge.train.zoo.features import extract, load_features
 from tina_edge.train.zoo.generic import load_generic, save_generic
@@ -55,7 +50,7 @@ def _rank_world() -> tuple[int, int]:
 
 
 def feature_prefix(workdir: Path, split: str, size: int) -> Path:
-    return Path(workdir) / "features" / f"{split}_{size}"
+    return WorkDir(workdir).photo_features(split, size)
 
 
 def stage_features(workdir: str | Path, spec: UniverseSpec, *, size: int = 128, holdout_fraction: float = 0.2,
@@ -63,38 +58,37 @@ def stage_features(workdir: str | Path, spec: UniverseSpec, *, size: int = 128, 
     """Write universe.json, classes.json (with the seeded holdout) and both feature caches."""
     from tina_edge.train.zoo.trunk import pretrained_trunk
 
-    workdir = Path(workdir)
+    wd = WorkDir(workdir)
     rank, _ = _rank_world()
     pre = PreprocessSpec(size=size)
     train, test = build_universe(spec, "train"), build_universe(spec, "test")
     if train.classes != test.classes:
         raise ValueError("train and test splits have different classes; check the dataset folders")
     if rank == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        cpath = workdir / "classes.json"
-        if cpath.is_file():  # keep the recorded holdout: later stages depend on it
-            holdout = [c["name"] for c in json.loads(cpath.read_text()) if c["holdout"]]
+        wd.record_universe("photos")
+        old = wd.classes()
+        if old is not None:  # keep the recorded holdout: later stages depend on it
+            holdout = [c["name"] for c in old if c["holdout"]]
         else:
             holdout = choose_holdout(train.classes, holdout_fraction, holdout_seed)
-        cpath.write_text(json.dumps(class_table(train, holdout), indent=1))
-        (workdir / "universe.json").write_text(json.dumps(
-            {"universe": spec.to_dict(), "preprocess": pre.to_dict(), "holdout_fraction": holdout_fraction,
-             "holdout_seed": holdout_seed}, indent=1))
-        (workdir / "README.txt").write_text(README.format(template="lite0_head", size=size))
+        atomic_write_json(wd.classes_json, class_table(train, holdout), indent=1)
+        atomic_write_json(wd.universe_json, {"universe": spec.to_dict(), "preprocess": pre.to_dict(),
+                                             "holdout_fraction": holdout_fraction, "holdout_seed": holdout_seed}, indent=1)
+        atomic_write_text(wd.readme, README.format(template="lite0_head", size=size))
     trunk = pretrained_trunk(weights)
     out = {}
     for split, ps in (("train", train), ("test", test)):
-        out[split] = extract(trunk, ps, feature_prefix(workdir, split, size), pre, batch=batch, progress=progress)
+        out[split] = extract(trunk, ps, wd.photo_features(split, size), pre, batch=batch, progress=progress)
     return out
 
 
 def read_classes(workdir: str | Path) -> tuple[list[str], list[str], list[dict]]:
-    table = json.loads((Path(workdir) / "classes.json").read_text())
+    table = WorkDir(workdir).read_json(WorkDir(workdir).classes_json)
     return [c["name"] for c in table], [c["name"] for c in table if c["holdout"]], table
 
 
 def _size(workdir: Path) -> int:
-    return int(json.loads((workdir / "universe.json").read_text())["preprocess"]["size"])
+    return int(WorkDir(workdir).universe_info()["preprocess"]["size"])
 
 
 def cached_task_data(workdir: str | Path, split: str) -> TaskData:
@@ -131,7 +125,7 @@ def train_set_name(workdir: Path) -> str:
     """e.g. "tiny-imagenet+cifar10+fashion-mnist" (the sources, not their local paths)."""
     from tina_edge.train.data.universe import universe_label
 
-    return universe_label(json.loads((Path(workdir) / "universe.json").read_text())["universe"])
+    return universe_label(WorkDir(workdir).universe_info()["universe"])
 
 
 def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30, seed: int = 0,
@@ -156,8 +150,9 @@ def stage_generic_head(workdir: str | Path, *, k_max: int = 20, epochs: int = 30
     model.fc.weight.data.copy_(w)
     model.fc.bias.data.copy_(b)
     info = {"test_accuracy": float((pred == yte).float().mean() * 100), "per_class": per_class, "seconds": secs,
-            "epochs": epochs, "train_images": len(xtr), "datasets": train_set_name(workdir), "universe": json.loads((workdir / "universe.json").read_text())["universe"]}
-    save_generic(workdir / "generic.safetensors", model, cfg, classes, info)
+            "epochs": epochs, "train_images": len(xtr), "datasets": train_set_name(workdir),
+            "universe": WorkDir(workdir).universe_info()["universe"]}
+    save_generic(WorkDir(workdir).generic, model, cfg, classes, info)
     return info
 
 
@@ -172,11 +167,11 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
     Recipe (ZOO_RECIPE, recorded in zoo/recipe.json and reused for the evaluation's fine-tuned
     reference): each head starts from the generic head's rows for its classes, Adam lr 1e-3,
     50 steps of 32 photos per task, all heads of a group in one batched matmul."""
-    workdir = Path(workdir)
+    wd = WorkDir(workdir)
     rank, world = _rank_world()
-    generic, cfg, classes, _ = load_generic(workdir / "generic.safetensors")
+    generic, cfg, classes, _ = load_generic(wd.generic)
     _, holdout, _ = read_classes(workdir)
-    tasks_path = workdir / "tasks.json"
+    tasks_path = wd.tasks
     if rank == 0 and not tasks_path.is_file():
         make_task_split(classes, holdout, n_zoo=n_tasks, n_id=n_id, n_ood_per_class=n_ood_per_class, k_min=k_min,
                         k_max=min(k_max or cfg.k_max, cfg.k_max), seed=seed).save(tasks_path)
@@ -188,14 +183,14 @@ def stage_zoo_head(workdir: str | Path, *, n_tasks: int = 3000, n_id: int = 95, 
     gsd = {k: v for k, v in generic.state_dict().items() if k.startswith("fc.")}
     recipe = dict(ZOO_RECIPE) | ({"steps": steps} if steps else {})
     if rank == 0:
-        (workdir / "zoo").mkdir(parents=True, exist_ok=True)
-        (workdir / "zoo" / "recipe.json").write_text(json.dumps(recipe))
-    stats = build_zoo(workdir / "zoo", gsd, layout, tr, te, split.zoo, shard=(rank, world), group=group,
+        wd.zoo.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(wd.recipe, recipe)
+    stats = build_zoo(wd.zoo, gsd, layout, tr, te, split.zoo, shard=(rank, world), group=group,
                       seed=seed, eval_per_class=50, progress=progress and rank == 0, **recipe)
     if world > 1:
         dist.barrier()
         if rank == 0:
-            write_index(workdir / "zoo")
+            write_index(wd.zoo)
         dist.barrier()
     stats["world_size"] = world
     return stats
@@ -206,28 +201,27 @@ def calibration_photos(workdir: str | Path, per_class: int = 2, seed: int = 1) -
     from tina_edge.train.data.photos import take_per_class
     from tina_edge.runtime.preprocess import prepare
 
-    workdir = Path(workdir)
-    u = json.loads((workdir / "universe.json").read_text())
+    u = WorkDir(workdir).universe_info()
     ps = take_per_class(build_universe(UniverseSpec(**u["universe"]), "train"), per_class, seed=seed)
     pre = PreprocessSpec(**u["preprocess"])
     return np.stack([prepare(ps.load(i), pre) for i in range(len(ps))])
 
 
-def stage_eval_head(workdir: str | Path, *, ckpt: str | Path | None = None, sampler: str = "ddim", steps: int = 5,
-                    seed: int = 0, out_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Generated vs fine-tuned vs selection vs chance on the held-out tasks, test-split features."""
+def stage_eval_head(workdir: str | Path, opts: EvalOptions | None = None) -> dict:
+    """Generated vs fine-tuned vs selection vs chance on the held-out tasks, test-split features
+    (sampler defaults: the photo universe's, EvalOptions.UNIVERSE_DEFAULTS)."""
     from tina_edge.train.evaluation.evaluate import evaluate, write_report
     from tina_edge.train.diffusion.checkpoint import read_checkpoint
 
-    workdir = Path(workdir)
-    ck = read_checkpoint(ckpt or workdir / "tina.safetensors")
-    split = TaskSplit.load(workdir / "tasks.json")
+    o = (opts or EvalOptions()).for_universe("photos")
+    wd = WorkDir(workdir)
+    ck = read_checkpoint(o.ckpt or wd.checkpoint())
+    split = TaskSplit.load(wd.tasks)
     tr, te = cached_task_data(workdir, "train"), cached_task_data(workdir, "test")
-    recipe_path = workdir / "zoo" / "recipe.json"
-    recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else dict(ZOO_RECIPE)
-    result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=sampler, steps=steps,
-                      seed=seed, progress=progress, finetune=recipe)
+    recipe = wd.read_json(wd.recipe) if wd.recipe.is_file() else dict(ZOO_RECIPE)
+    result = evaluate(ck, te, tr, split.id_test, split.ood_test, split.holdout, sampler=o.sampler, steps=o.steps,
+                      seed=o.seed, progress=o.progress, finetune=recipe)
     result["zoo"] = ck.info.zoo or {}
     result["generic"] = {k: v for k, v in (ck.info.generic_info or {}).items() if k != "per_class"}
-    write_report(result, out_dir or workdir / "eval")
+    write_report(result, o.out_dir or wd.eval_dir)
     return result

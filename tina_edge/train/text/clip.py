@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tina_edge.runtime.atomic import atomic_write_bytes, atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import sha256_file
 
@@ -35,7 +36,7 @@ def register_tiny_clip() -> str:
 
     if TINY_CLIP_ARCH not in open_clip.list_models():
         d = Path(tempfile.mkdtemp(prefix="tina-openclip-cfg-"))
-        (d / f"{TINY_CLIP_ARCH}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+        atomic_write_json(d / f"{TINY_CLIP_ARCH}.json", TINY_CLIP_CONFIG)
         open_clip.add_model_config(d)
     return TINY_CLIP_ARCH
 
@@ -168,9 +169,11 @@ class OpenCLIPEncoder(TextEncoder):
         """Write the weights where `OpenCLIPEncoder(arch, pretrained=path)` loads them back."""
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path))
-        else:
-            torch.save(self.model.state_dict(), path)
+            atomic_write_bytes(path, save({k: v.contiguous() for k, v in self.model.state_dict().items()}), overwrite=True)
+        else:  # open_clip's own format, for `pretrained=path` (never read back by tina-edge itself)
+            buf = io.BytesIO()
+            torch.save(self.model.state_dict(), buf)
+            atomic_write_bytes(path, buf.getvalue(), overwrite=True)
         return path

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tina_edge.runtime.atomic import atomic_save_npy, atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import sha256_file
 
@@ -209,13 +210,8 @@ class EmbeddingCache:
             self._index[t] = start + i
         self.dir.mkdir(parents=True, exist_ok=True)
         texts_sorted = sorted(self._index, key=self._index.__getitem__)
-        tmp = self.dir / "embeddings.tmp.npy"
-        np.save(tmp, self._emb, allow_pickle=False)
-        os.replace(tmp, self.dir / "embeddings.npy")
-        tmpj = self.dir / "index.json.tmp"
-        tmpj.write_text(json.dumps({"encoder": self.encoder_key, "texts": texts_sorted}, ensure_ascii=False),
-                        encoding="utf-8")
-        os.replace(tmpj, self.dir / "index.json")
+        atomic_save_npy(self.dir / "embeddings.npy", self._emb)
+        atomic_write_json(self.dir / "index.json", {"encoder": self.encoder_key, "texts": texts_sorted}, ensure_ascii=False)
 
 
 def cached_encode(encoder: TextEncoder, texts: Sequence[str], cache_dir: str | os.PathLike) -> np.ndarray:

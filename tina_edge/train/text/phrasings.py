@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from pathlib import Path
 
+from tina_edge.runtime.atomic import atomic_save_npz
 from tina_edge.runtime.errors import TinaEdgeError
 
 WORDNET_DIRS = ("/usr/share/wordnet", "/usr/share/wordnet/dict", "/usr/local/share/wordnet")
@@ -230,8 +231,8 @@ def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path 
     texts = [[c] if c in holdout else ph[c].training_texts(templates, use_gloss) for c in names]
     bank, counts = phrasing_bank(texts, lambda t: cached_encode(enc, list(t), cache))
     out = Path(out or workdir / f"phrasing_bank_{enc.kind}.npz")
-    np.savez(out, bank=bank.numpy().astype(np.float32), counts=counts.numpy(),
-             phrasings=np.array(json.dumps(phrasings_to_json(ph))))
+    atomic_save_npz(out, bank=bank.numpy().astype(np.float32), counts=counts.numpy(),
+                    phrasings=np.array(json.dumps(phrasings_to_json(ph))))
     return out
 
 

@@ -18,7 +18,6 @@ the same memmap (a shared filesystem), and rank 0 writes P.json once all ranks a
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from tina_edge.runtime.atomic import atomic_save_npy, atomic_write_json
 from tina_edge.runtime.preprocess import PreprocessSpec, prepare
 from tina_edge.train.data.photos import PhotoSet
 
@@ -75,10 +75,10 @@ def extract(trunk: torch.nn.Module, photos: PhotoSet, prefix: str | Path, spec: 
         if not fresh:  # a previous run's files must describe the same photo list
             old = np.load(f"{prefix}.labels.npy", allow_pickle=False) if Path(f"{prefix}.labels.npy").is_file() else None
             fresh = old is None or old.shape != (n,) or not np.array_equal(old, photos.labels)
-        if fresh:
+        if fresh:  # resumable by design: written in place, rows count only once `done` marks them
             np.lib.format.open_memmap(fpath, mode="w+", dtype=np.float16, shape=(n, dim)).flush()
             np.lib.format.open_memmap(dpath, mode="w+", dtype=np.uint8, shape=(n,)).flush()
-            np.save(f"{prefix}.labels.npy", photos.labels, allow_pickle=False)
+            atomic_save_npy(f"{prefix}.labels.npy", photos.labels)
     _barrier()
     feats = np.load(fpath, mmap_mode="r+", allow_pickle=False)
     done = np.load(dpath, mmap_mode="r+", allow_pickle=False)
@@ -107,8 +107,6 @@ def extract(trunk: torch.nn.Module, photos: PhotoSet, prefix: str | Path, spec: 
         done_all = np.load(dpath, mmap_mode="r", allow_pickle=False)
         if not bool(done_all.all()):
             raise RuntimeError(f"feature cache {prefix}: {int((done_all == 0).sum())} rows missing after all ranks")
-        tmp = Path(f"{prefix}.json.tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, f"{prefix}.json")
+        atomic_write_json(f"{prefix}.json", result, indent=1)
     _barrier()
     return result

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
+from tina_edge.runtime.atomic import atomic_write_bytes
 from tina_edge.train.configs import GenericConfig
 from tina_edge.train.zoo.templates import TemplateConfig, build_model
 
@@ -79,7 +80,8 @@ def save_generic(path: str | Path, model: torch.nn.Module, cfg: TemplateConfig, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"template": cfg.__dict__, "classes": classes, "info": info}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata={"tina_edge": json.dumps(meta)})
+    data = save({k: v.contiguous() for k, v in model.state_dict().items()}, metadata={"tina_edge": json.dumps(meta)})
+    atomic_write_bytes(path, data, overwrite=True)
 
 
 def load_generic(path: str | Path) -> tuple[torch.nn.Module, TemplateConfig, list[str], dict]:

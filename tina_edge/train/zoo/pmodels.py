@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from tina_edge.runtime.atomic import atomic_write_bytes, atomic_write_json
 from tina_edge.train.zoo.templates import HEAD_TEMPLATES, ParamLayout, TemplateConfig, build_model
 from tina_edge.train.zoo.heads import eval_photos, finetune_heads, heads_accuracy
 
@@ -207,11 +208,9 @@ def build_zoo(zoo_dir: str | Path, generic_sd: dict, layout: ParamLayout, train:
 
 
 def _save_pmodel(zoo_dir: Path, i: int, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """One p-model file, written under a temporary name then renamed (a killed run leaves no half file)."""
+    """One p-model file, written atomically (a killed run leaves no half file)."""
     final = os.path.join(zoo_dir, "pmodels", _pmodel_name(i))  # str paths: pathlib cost ~4 % of a head
-    tmp = final.removesuffix(".safetensors") + ".tmp"
-    save_file(tensors, tmp, metadata={"tina_edge": json.dumps(meta)})
-    os.replace(tmp, final)
+    atomic_write_bytes(final, save(tensors, metadata={"tina_edge": json.dumps(meta)}), overwrite=True)
 
 
 def write_index(zoo_dir: str | Path) -> list[dict]:
@@ -223,9 +222,7 @@ def write_index(zoo_dir: str | Path) -> list[dict]:
             meta = json.loads(f.metadata()["tina_edge"])
         meta["file"] = f"pmodels/{p.name}"
         entries.append(meta)
-    tmp = zoo_dir / "index.json.tmp"
-    tmp.write_text(json.dumps(entries, indent=0))
-    tmp.replace(zoo_dir / "index.json")
+    atomic_write_json(zoo_dir / "index.json", entries, indent=0)
     return entries
 
 

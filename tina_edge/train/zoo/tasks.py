@@ -6,6 +6,7 @@ Some combinations of seen classes are kept out of the zoo for in-distribution (I
 
 from __future__ import annotations
 
+from tina_edge.runtime.atomic import atomic_write_json
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ class TaskSplit:
         return [c for c in self.classes if c not in self.holdout]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        atomic_write_json(path, asdict(self), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> "TaskSplit":
