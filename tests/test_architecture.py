@@ -116,3 +116,10 @@ def test_imports_only_point_down(prefix, rooms):
 def test_an_old_module_path_names_its_new_home(old, new):
     with pytest.raises(ImportError, match=f"tina_edge.train.{old} moved to tina_edge.train.{new}"):
         importlib.import_module(f"tina_edge.train.{old}")
+
+
+def test_export_shows_its_torch_free_half():
+    with pytest.raises(ImportError, match="tina_edge.export.generate moved to tina_edge.export.portable.generate"):
+        importlib.import_module("tina_edge.export.generate")
+    for p in (PKG / "export" / "portable").glob("*.py"):  # convert runs these without the [train] extra
+        assert "import torch" not in p.read_text() and "require_torch" not in p.read_text(), p.name

@@ -10,7 +10,7 @@ import sys
 import onnx
 import pytest
 
-from tina_edge.export.weight_only import dynamic_int8_to_weight_only
+from tina_edge.export.portable.weight_only import dynamic_int8_to_weight_only
 from tina_edge.runtime.bundle import default_bundle_path, open_bundle
 from tina_edge.runtime.sessions import return_freed_memory
 

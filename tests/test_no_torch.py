@@ -90,7 +90,7 @@ class Block:
         if name.split(".")[0] in {"torch", "open_clip", "transformers", "torchvision"}:
             raise ImportError(f"{name} is blocked in this test")
 sys.meta_path.insert(0, Block())
-import tina_edge.export.generate  # torch-free: `tina-edge convert` runs in a runtime install
+import tina_edge.export.portable.generate  # torch-free: `tina-edge convert` runs in a runtime install
 from tina_edge.runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
 for mod in ("tina_edge.export.bundle", "tina_edge.export.graphs", "tina_edge.export.text_encoder"):
     try:

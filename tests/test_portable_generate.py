@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from runtime_fixtures import make_tiny_bundle
-from tina_edge.export.generate import add_portable_files
+from tina_edge.export.portable.generate import add_portable_files
 from tina_edge.runtime.bundle import default_bundle_path, open_bundle
 from tina_edge.runtime.errors import ModelFileError
 from tina_edge.runtime.noise import portable_normal
@@ -145,7 +145,7 @@ def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
 
 
 def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
-    from tina_edge.export.conformance import fixed_images, write_vectors
+    from tina_edge.export.portable.conformance import fixed_images, write_vectors
 
     doc = write_vectors(tiny, tmp_path / "v.json", model_dir=tmp_path / "models")
     assert json.loads((tmp_path / "v.json").read_text())["bundle_id"] == doc["bundle_id"]
@@ -205,7 +205,7 @@ def test_one_template_bundle_refuses_a_template_without_the_weight_inputs(tmp_pa
 
 def test_older_two_template_bundles_still_open_and_convert_to_one_template(tmp_path):
     """A bundle written before template.form: initializer template.onnx + a second template_inputs.onnx."""
-    from tina_edge.export.generate import build_template_inputs
+    from tina_edge.export.portable.generate import build_template_inputs
     from tina_edge.runtime.manifest import read_manifest, write_manifest
 
     old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)

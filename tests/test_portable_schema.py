@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runtime_fixtures import make_tiny_bundle
-from tina_edge.export.generate import add_portable_files
+from tina_edge.export.portable.generate import add_portable_files
 from tina_edge.runtime.bundle import default_bundle_path
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is in the [test] extra")

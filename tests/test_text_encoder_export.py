@@ -97,10 +97,10 @@ def test_minilm_int8(minilm, minilm_fp32, tmp_path):
     assert cos.mean() >= 0.99 and cos[~long_text].min() >= 0.96 and cos[long_text].min() >= 0.93, cos
     names = session_for(fp32_dir, fp32_spec).encode(EIGHT[:3])
     assert np.min(np.sum(names * TextEncoderSession(q_path, tok).encode(EIGHT[:3]), axis=1)) >= 0.98
-    # What bundles ship: the same int8 weights with float activations (export/weight_only.py).
+    # What bundles ship: the same int8 weights with float activations (export/portable/weight_only.py).
     import onnx as _onnx
 
-    from tina_edge.export.weight_only import dynamic_int8_to_weight_only
+    from tina_edge.export.portable.weight_only import dynamic_int8_to_weight_only
 
     model = _onnx.load(str(q_path))
     assert dynamic_int8_to_weight_only(model) > 0

@@ -1,4 +1,4 @@
-"""Weight-only int8 (export/weight_only.py) and the memory it costs when a session is created.
+"""Weight-only int8 (export/portable/weight_only.py) and the memory it costs when a session is created.
 
 Graphs are built small with onnx.helper and quantized by onnxruntime's own dynamic quantizer (no
 torch). What the rewrite must give: float activations (a row's output does not depend on its
@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tina_edge.export.weight_only import dynamic_int8_to_weight_only
+from tina_edge.export.portable.weight_only import dynamic_int8_to_weight_only
 from tina_edge.runtime.sessions import make_session
 
 K, N = 64, 48
@@ -179,7 +179,7 @@ def test_make_session_does_not_keep_the_model_bytes():
 def test_float_matmul_weights_become_fp16_and_int8_weights_stay(tmp_path):
     """The MatMuls int8 left in float32 (MiniLM's FFN down-projections) are stored as float16 + Cast:
     half their bytes, outputs within float16 rounding, the int8 weights untouched."""
-    from tina_edge.export.weight_only import float_matmul_weights_to_fp16
+    from tina_edge.export.portable.weight_only import float_matmul_weights_to_fp16
 
     q = _dynamic_int8(tmp_path)
     assert dynamic_int8_to_weight_only(q) == 2

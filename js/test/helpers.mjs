@@ -12,7 +12,7 @@ export function env() {
 }
 export const vectors = () => JSON.parse(fs.readFileSync(env().vectors, "utf8"));
 
-/** The fixed images of the vectors: byte i = word(seed, i) >> 56 (tina_edge/export/conformance.py). */
+/** The fixed images of the vectors: byte i = word(seed, i) >> 56 (tina_edge/export/portable/conformance.py). */
 export function fixedImages(seed, [n, h, w]) {
   const out = [];
   let i = 0;

@@ -3,7 +3,7 @@
 //   bundle:  $TINA_EDGE_BUNDLE, else the repository's default bundle; one without generate.onnx
 //            is converted with `tina-edge convert` (Python, no torch) into js/.cache/bundle.
 //   vectors: js/.cache/vectors.json + js/.cache/models/ (Python's model.onnx per case),
-//            written by `python -m tina_edge.export.conformance` when absent or stale.
+//            written by `python -m tina_edge.export.portable.conformance` when absent or stale.
 //   python:  $TINA_EDGE_PYTHON, else the repository's .venv, else python3.
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -33,7 +33,7 @@ function run(args) {
   return r.stdout;
 }
 
-const VECTORS_FORMAT = 2; // tina_edge/export/conformance.py FORMAT: older vectors are rebuilt
+const VECTORS_FORMAT = 2; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
 const readJSON = (p) => JSON.parse(fs.readFileSync(p, "utf8"));
 
 export function prepare() {
@@ -59,7 +59,7 @@ export function prepare() {
     const v = readJSON(vectors);
     stale = v.bundle_id !== bundleId || v.bundle !== bundle || v.format !== VECTORS_FORMAT;
   }
-  if (stale) run(["-m", "tina_edge.export.conformance", "--bundle", bundle, "-o", vectors, "--model-dir", models]);
+  if (stale) run(["-m", "tina_edge.export.portable.conformance", "--bundle", bundle, "-o", vectors, "--model-dir", models]);
   const env = { bundle, vectors, models, root: ROOT };
   fs.writeFileSync(path.join(CACHE, "env.json"), JSON.stringify(env, null, 2) + "\n");
   return env;

@@ -25,7 +25,7 @@ from ..runtime.errors import BundleError
 def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
     """Copy BUNDLE (default: the embedded one) to -o, add generate.onnx and tokenizer_config.json and
     rewrite template.onnx with its weights as graph inputs (one template for every runtime) (what the JavaScript package and other ports need); --ort for mobile."""
-    from ..export.generate import add_portable_files
+    from ..export.portable.generate import add_portable_files
     from ..runtime.atomic import atomic_output_dir
     from ..runtime.bundle import open_bundle
 
@@ -38,7 +38,7 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
                 shutil.copy2(b.path(name), tmp / name)
             m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8)
             if to_ort:
-                from ..export.ort_format import convert_bundle_to_ort
+                from ..export.portable.ort_format import convert_bundle_to_ort
 
                 m = convert_bundle_to_ort(tmp)
             open_bundle(tmp).close()  # what we wrote, we can open

@@ -213,7 +213,7 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
               help="with --text-prior: ridge on kernel features of the name's embedding, one key per training class "
                    "(held-out recall 73.8 vs 67.3 %% for 'linear' in the study, BENCHMARKS §13)")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="continue from workdir/tina.safetensors")
-@click.option("--ckpt-name", default="tina.safetensors", show_default=True)
+@click.option("--ckpt-name", default=_default(DiffusionOptions, "ckpt_name"), show_default=True)
 @user_errors
 def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_conditioning, steps, batch_size, lr, emb_noise, seed,
               row_tokens, emb_bank, text_prior, extra_rate, prior_keys, prior_map, resume, ckpt_name):
@@ -337,7 +337,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
         from tina_edge.train.stages.photos import calibration_photos
 
         if WorkDir(Path(ckpt).parent).universe() != "photos":
-            raise TinaEdgeError("--quantize-trunk needs the checkpoint's work dir (universe.json beside it) for calibration photos")
+            raise WorkDirError("--quantize-trunk needs the checkpoint's photo work directory beside it (its calibration photos)")
         calibration = calibration_photos(Path(ckpt).parent)
     try:
         s = export_bundle(ckpt, output, text_encoder=text_encoder, quantize=quantize, quantize_denoiser=quantize_denoiser,

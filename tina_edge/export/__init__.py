@@ -1,12 +1,15 @@
-"""PyTorch -> ONNX export of the bundle's parts (text encoder, denoiser, template), with parity checks.
+"""Checkpoint -> bundle, in two halves.
 
-The modules that need torch (graphs, bundle, text_encoder) call `require_torch()` first, so
-without the training extra they fail with the CLI's install hint; generate, ort_format,
-weight_only and conformance are torch-free (`tina-edge convert` uses them in a runtime install).
+- The torch exporters (bundle.py, graphs.py, text_encoder.py; quantize_trunk.py beside them) turn a
+  checkpoint into ONNX graphs with parity checks; they call `require_torch()` first, so without the
+  [train] extra they fail with the CLI's install hint.
+- export/portable/ holds the torch-free rewriters of an existing bundle (generate.onnx, weight
+  storage, ORT format, conformance vectors): `tina-edge convert` runs them in a runtime install.
 """
 
 from __future__ import annotations
 
+from .._moved import register_moved
 from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
 
 
@@ -16,3 +19,7 @@ def require_torch() -> None:
         import torch  # noqa: F401
     except ImportError:
         raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
+
+
+# the torch-free rewriters moved into export/portable/ (issue 19); their old paths say so
+register_moved(__name__, {m: f"portable.{m}" for m in ("generate", "weight_only", "ort_format", "conformance")})

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tina_edge.runtime.conditioning import pad_to_slots
+from tina_edge.train.workdir import WorkDir
 from tina_edge.runtime.atomic import atomic_save_npy
 from . import require_torch
 
@@ -53,10 +55,7 @@ def personalize_parity(bundle_dir: Path, ckpt, prompts: list[list[str]], steps: 
     for seed, names in enumerate(prompts):
         clf = p.personalize(names, sampler="ddim", steps=steps, seed=seed)
         k = len(names)
-        emb = torch.zeros(1, layout.k_max, ckpt.info.encoder.dim)
-        emb[0, :k] = torch.from_numpy(p.encode(names))
-        mask = torch.zeros(1, layout.k_max)
-        mask[0, :k] = 1
+        emb, mask = (torch.from_numpy(a) for a in pad_to_slots([p.encode(names)], layout.k_max))
         x = sample(model, ckpt.schedule(), emb, mask, PortableNoise(seed), sampler="ddim", steps=steps)
         ref = denormalise(x[0].numpy(), layout.specs, k)
         for name, t in ref.items():
@@ -92,7 +91,7 @@ def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation
         raise TinaEdgeError(f"text encoder {enc_spec!r} makes {encoder.dim}-d embeddings but the checkpoint "
                             f"was trained on {rec.dim}-d ones")
     if evaluation is None:
-        ev = Path(ckpt_path).parent / "eval" / "eval.json"
+        ev = WorkDir(Path(ckpt_path).parent).eval_json
         evaluation = EvaluationSummary.from_eval_json(json.loads(ev.read_text())) if ev.is_file() else EvaluationSummary()
     return ck, encoder, evaluation
 
@@ -152,7 +151,7 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: EvaluationSummary
     write_manifest(tmp, manifest)
     # portable files (generate.onnx, template.onnx rewritten with weights as inputs, tokenizer_config.json; a dynamic-int8
     # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check runs on them.
-    from .generate import add_portable_files
+    from .portable.generate import add_portable_files
 
     manifest = add_portable_files(tmp)
     if manifest.vocabulary:  # encoded by the final (portable) text encoder, as the runtime will

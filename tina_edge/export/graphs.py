@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from tina_edge.runtime.contracts import CLASS_EMB, CLASS_MASK, IMAGE, LOGITS, PROBABILITIES, TIMESTEP, X_T, input_names, output_names
+from tina_edge.runtime.atomic import atomic_save_onnx
 from . import require_torch
 
 require_torch()  # the install hint, not a bare ModuleNotFoundError
@@ -47,14 +49,14 @@ def store_exact_fp16(path: Path, min_elements: int = 65536) -> int:
     generate.onnx. The rewrite is lossless (every value round-trips), so parity is unchanged; onnxruntime
     folds the Cast back at session creation. Returns the bytes saved.
     """
-    from .weight_only import store_as_fp16
+    from .portable.weight_only import store_as_fp16
 
     model = onnx.load(str(path))
     saved = store_as_fp16(model.graph, lambda name, a: a.size >= min_elements
                           and np.array_equal(a.astype(np.float16).astype(np.float32), a))
     if saved:
         onnx.checker.check_model(model, full_check=True)
-        onnx.save(model, str(path))
+        atomic_save_onnx(path, model)
     return saved
 
 
@@ -66,9 +68,9 @@ def denoiser_inputs(model: TinaDenoiser, batch: int, seed: int = 0) -> dict[str,
         mask[b, : 2 + b % (cfg.k_max - 1)] = 1.0
     emb = rng.standard_normal((batch, cfg.k_max, cfg.text_dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
-    return {"x_t": rng.standard_normal((batch, cfg.param_count)).astype(np.float32),
-            "timestep": rng.integers(0, 1000, batch).astype(np.int64),
-            "class_emb": emb * mask[..., None], "class_mask": mask}
+    return {X_T: rng.standard_normal((batch, cfg.param_count)).astype(np.float32),
+            TIMESTEP: rng.integers(0, 1000, batch).astype(np.int64),
+            CLASS_EMB: emb * mask[..., None], CLASS_MASK: mask}
 
 
 def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -> dict:
@@ -141,8 +143,8 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
     inp = layout.input_spec()
     H, W = inp.height, inp.width
     ex = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8)
-    _export(_TemplateGraph(net), (ex,), path, ["image"], ["logits", "probabilities"],
-            {"image": {0: "N"}, "logits": {0: "N", 1: "k"}, "probabilities": {0: "N", 1: "k"}}, opset)
+    _export(_TemplateGraph(net), (ex,), path, input_names("template"), output_names("template"),
+            {IMAGE: {0: "N"}, LOGITS: {0: "N", 1: "k"}, PROBABILITIES: {0: "N", 1: "k"}}, opset)
     model = onnx.load(str(path))
     _rename_initializers(model, {f"net.{s.name}": s.name for s in layout.specs})
     inits = {i.name: i for i in model.graph.initializer}
@@ -152,7 +154,7 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
                                 "the runtime could not fill it")
     _free_class_dims(model)
     onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
+    atomic_save_onnx(path, model)
     # parity for every k: fill random tensors into the graph and into torch
     from ..runtime.template import fill_template
 
@@ -175,7 +177,7 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
             ref = tnet(images).numpy()
         filled = fill_template(model, {n: t.numpy() for n, t in tensors.items()}, k)
         sess = make_session(filled.SerializeToString(), None, (), level="all", error=None)
-        logits, probs = sess.run(["logits", "probabilities"], {"image": images.numpy()})
+        logits, probs = sess.run(output_names("template"), {IMAGE: images.numpy()})
         if logits.shape != (8, k) or not np.allclose(probs.sum(1), 1.0, atol=1e-5):
             raise TinaEdgeError(f"template graph gave shape {logits.shape} for k={k}")
         worst = max(worst, float(np.abs(logits - ref).max()))

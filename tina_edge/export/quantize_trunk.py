@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 import onnx
 
+from tina_edge.runtime.contracts import IMAGE
 from ..runtime.errors import TinaEdgeError
 from ..runtime.head import HEAD_WEIGHT
 
@@ -27,7 +28,7 @@ class _Photos:
 
     def get_next(self):
         b = next(self._it, None)
-        return None if b is None else {"image": b}
+        return None if b is None else {IMAGE: b}
 
 
 def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int = 16) -> dict:

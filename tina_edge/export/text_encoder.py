@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+from tina_edge.runtime.contracts import ATTENTION_MASK, BATCH, EMBEDDINGS, IMAGE, INPUT_IDS, batch_axes, input_names
+from tina_edge.runtime.atomic import atomic_save_onnx
 from . import require_torch
 
 require_torch()  # the install hint, not a bare ModuleNotFoundError
@@ -113,7 +115,7 @@ def write_tokenizer(encoder: TextEncoder, path: Path) -> tuple[str, int]:
 # ------------------------------------------------------------------------------ ONNX
 
 
-def _onnx_export(module: torch.nn.Module, args: tuple, path: Path, input_names: list[str],
+def _onnx_export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str],
                  dynamic_axes: dict, opset: int) -> None:
     """Legacy TorchScript exporter: one self-contained file, batch axis dynamic."""
     module.eval()
@@ -122,7 +124,7 @@ def _onnx_export(module: torch.nn.Module, args: tuple, path: Path, input_names: 
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad():
-            torch.onnx.export(module, args, str(path), input_names=input_names, output_names=["embeddings"],
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=[EMBEDDINGS],
                               dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
                               do_constant_folding=True, verbose=False)
         with torch.no_grad():
@@ -133,7 +135,7 @@ def _onnx_export(module: torch.nn.Module, args: tuple, path: Path, input_names: 
     # the tracer leaves D symbolic ("Divembeddings_dim_1"); state it so readers see [batch, D]
     for d, size in zip(model.graph.output[0].type.tensor_type.shape.dim[1:], feature_dims):
         d.dim_value = int(size)
-    onnx.save(model, str(path))
+    atomic_save_onnx(path, model)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
@@ -158,23 +160,23 @@ def quantize_model(src: Path, dst: Path, quantize: str, exclude: tuple[str, ...]
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
                          op_types_to_quantize=["MatMul", "Gemm", "Gather"])
         if exclude:  # the weights kept out of int8 are stored as float16 (half the bytes, ~1e-4 on embeddings)
-            from .weight_only import float_matmul_weights_to_fp16
+            from .portable.weight_only import float_matmul_weights_to_fp16
 
             model = onnx.load(str(dst))
             if float_matmul_weights_to_fp16(model):
-                onnx.save(model, str(dst))
+                atomic_save_onnx(dst, model)
     elif quantize == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-        onnx.save(model, str(dst))
+        atomic_save_onnx(dst, model)
     else:
         raise TinaEdgeError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
     onnx.checker.check_model(onnx.load(str(dst)))
 
 
 def _ort_text(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return make_session(path).run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0]
+    return make_session(path).run([EMBEDDINGS], {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]
 
 
 def _tokenizer_checked(encoder: TextEncoder, out_dir: Path) -> tuple[Tokenizer, str, int, np.ndarray, np.ndarray]:
@@ -185,8 +187,8 @@ def _tokenizer_checked(encoder: TextEncoder, out_dir: Path) -> tuple[Tokenizer, 
     tok = Tokenizer.from_file(out_dir / TOKENIZER, max_tokens=encoder.max_tokens, cleaning=cleaning, pad_id=pad_id)
     ref = encoder.tokenize(PARITY_TEXTS)
     ids, mask = tok(PARITY_TEXTS)
-    if not (np.array_equal(ids, ref["input_ids"]) and np.array_equal(mask, ref["attention_mask"])):
-        bad = [t for t, a, b in zip(PARITY_TEXTS, ids, ref["input_ids"]) if not np.array_equal(a, b)]
+    if not (np.array_equal(ids, ref[INPUT_IDS]) and np.array_equal(mask, ref[ATTENTION_MASK])):
+        bad = [t for t, a, b in zip(PARITY_TEXTS, ids, ref[INPUT_IDS]) if not np.array_equal(a, b)]
         raise TinaEdgeError(f"exported tokenizer disagrees with the training tokenizer on {bad[:3]!r}")
     return tok, cleaning, pad_id, ids, mask
 
@@ -196,13 +198,12 @@ def _export_fp32_checked(encoder: TextEncoder, module: torch.nn.Module, path: Pa
     """Export the fp32 graph; returns PyTorch's embeddings of the parity texts and the graph's max
     abs difference to them (all texts at once and at batch 8), raising above FP32_TOLERANCE."""
     example = encoder.tokenize(["dog", "ankle boot"])  # batch 2: keeps the batch axis dynamic
-    args = (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"]))
+    args = (torch.from_numpy(example[INPUT_IDS]), torch.from_numpy(example[ATTENTION_MASK]))
     # BERT-style encoders take any sequence length: the runtime then trims padding to the longest
     # name in the batch (class names are a few tokens; 3-4x less work than max_tokens).
     seq = {1: "seq"} if getattr(encoder, "dynamic_length", False) else {}
-    _onnx_export(module, args, path, ["input_ids", "attention_mask"],
-                 {"input_ids": {0: "batch", **seq}, "attention_mask": {0: "batch", **seq},
-                  "embeddings": {0: "batch"}}, opset)
+    _onnx_export(module, args, path, input_names("text_encoder"),
+                 {INPUT_IDS: {0: BATCH, **seq}, ATTENTION_MASK: {0: BATCH, **seq}, EMBEDDINGS: {0: BATCH}}, opset)
     with torch.no_grad():
         ref = module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
     got, batch8 = _ort_text(path, ids, mask), _ort_text(path, ids[:8], mask[:8])
@@ -275,11 +276,11 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     images = np.random.default_rng(0).integers(0, 256, (8, S, S, 3), dtype=np.uint8)
     path = out_dir / IMAGE_MODEL
     module = encoder.image_module()
-    _onnx_export(module, (torch.from_numpy(images[:2]),), path, ["image"],
-                 {"image": {0: "batch"}, "embeddings": {0: "batch"}}, opset)
+    _onnx_export(module, (torch.from_numpy(images[:2]),), path, input_names("image_encoder"),
+                 batch_axes("image_encoder"), opset)
     with torch.no_grad():
         ref = module(torch.from_numpy(images)).numpy()
-    got = make_session(path).run(["embeddings"], {"image": images})[0]
+    got = make_session(path).run([EMBEDDINGS], {IMAGE: images})[0]
     prep = encoder.encode_images(list(images))  # open_clip's own PIL preprocessing path
     diff = float(np.abs(got - ref).max())
     if not diff <= FP32_TOLERANCE:

@@ -152,6 +152,11 @@ def atomic_save_figure(path: str | os.PathLike, fig: Any, *, overwrite: bool = T
     return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
 
 
+def atomic_save_onnx(path: str | os.PathLike, model: Any, *, overwrite: bool = True) -> Path:
+    """An onnx.ModelProto (weights inside, no external data), atomically: what `onnx.save` writes."""
+    return atomic_write_bytes(path, model.SerializeToString(), overwrite=overwrite)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temp sibling directory to fill; on success it becomes `path` in one rename.

@@ -16,12 +16,21 @@ TOKENIZER = "tokenizer.json"
 DENOISER = "denoiser.onnx"
 TEMPLATE = "template.onnx"
 
+# Graph value names: every exporter, runtime feed, test and conformance vector uses these constants.
+INPUT_IDS, ATTENTION_MASK, EMBEDDINGS = "input_ids", "attention_mask", "embeddings"  # text / image encoders
+X_T, TIMESTEP, CLASS_EMB, CLASS_MASK, X0 = "x_t", "timestep", "class_emb", "class_mask", "x0"  # denoiser
+NOISE, PARAMS = "noise", "params"  # generate.onnx: x_T in, x0 and de-normalised parameters out
+IMAGE, FEATURES, LOGITS, PROBABILITIES = "image", "features", "logits", "probabilities"  # classifier, trunk, head
+
 # role -> ({input: element type}, {output: element type}), in graph order
 CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
-    "text_encoder": ({"input_ids": INT64, "attention_mask": INT64}, {"embeddings": FLOAT}),
-    "denoiser": ({"x_t": FLOAT, "timestep": INT64, "class_emb": FLOAT, "class_mask": FLOAT}, {"x0": FLOAT}),
-    "template": ({"image": UINT8}, {"logits": FLOAT, "probabilities": FLOAT}),
-    "image_encoder": ({"image": UINT8}, {"embeddings": FLOAT}),  # optional: CLIP's image tower
+    "text_encoder": ({INPUT_IDS: INT64, ATTENTION_MASK: INT64}, {EMBEDDINGS: FLOAT}),
+    "denoiser": ({X_T: FLOAT, TIMESTEP: INT64, CLASS_EMB: FLOAT, CLASS_MASK: FLOAT}, {X0: FLOAT}),
+    "generate": ({CLASS_EMB: FLOAT, CLASS_MASK: FLOAT, NOISE: FLOAT}, {X0: FLOAT, PARAMS: FLOAT}),
+    "template": ({IMAGE: UINT8}, {LOGITS: FLOAT, PROBABILITIES: FLOAT}),  # also every personalized model.onnx
+    "trunk": ({IMAGE: UINT8}, {FEATURES: FLOAT}),  # the template cut before its head (head-only models)
+    "head": ({FEATURES: FLOAT}, {LOGITS: FLOAT, PROBABILITIES: FLOAT}),  # a head-only model on the trunk
+    "image_encoder": ({IMAGE: UINT8}, {EMBEDDINGS: FLOAT}),  # optional: CLIP's image tower
 }
 SAMPLERS = ("ddim", "ddpm")  # sampler names a manifest may choose as its default (runtime/samplers.py runs them)
 BATCH = "batch"  # name of the dynamic leading axis of every input and output of the denoiser

@@ -117,18 +117,26 @@ class DDIMSampler(_Sampler):
             raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
         self.eta = float(eta)
 
-    def step(self, x0_pred, t, x_t, rng=None):
+    def coefficients(self, t: int) -> tuple[float, float, float, float, float]:
+        """The one DDIM step formula's numbers, float64, for the step from t to its previous timestep:
+        (sqrt abar_t, sqrt(1 - abar_t), sqrt abar_prev, sqrt(1 - abar_prev - sigma^2), sigma);
+        abar_prev = 1 after the last timestep. `step` and export's generate.onnx table both use it."""
         s = self.schedule
         t = int(t)
         tp = self.prev_timestep(t)
         abar_t = float(s.alphas_cumprod[t])
         abar_prev = float(s.alphas_cumprod[tp]) if tp >= 0 else 1.0
-        x0 = x0_pred.astype(np.float64)
-        eps = (x_t.astype(np.float64) - np.sqrt(abar_t) * x0) / np.sqrt(1.0 - abar_t)
         sigma = 0.0
         if self.eta > 0.0 and tp >= 0:
-            sigma = self.eta * np.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev))
-        x_prev = np.sqrt(abar_prev) * x0 + np.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * eps
+            sigma = float(self.eta * np.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)))
+        return (float(np.sqrt(abar_t)), float(np.sqrt(1.0 - abar_t)), float(np.sqrt(abar_prev)),
+                float(np.sqrt(max(1.0 - abar_prev - sigma**2, 0.0))), sigma)
+
+    def step(self, x0_pred, t, x_t, rng=None):
+        sqrt_abar, sqrt_1m_abar, sqrt_abar_prev, dir_xt, sigma = self.coefficients(t)
+        x0 = x0_pred.astype(np.float64)
+        eps = (x_t.astype(np.float64) - sqrt_abar * x0) / sqrt_1m_abar
+        x_prev = sqrt_abar_prev * x0 + dir_xt * eps
         if sigma > 0.0:
             if rng is None:
                 raise ValueError("DDIM with eta > 0 needs a numpy Generator for its noise")

@@ -13,8 +13,7 @@ Modules that lived at the top of train/ before these rooms raise an ImportError 
 
 from __future__ import annotations
 
-import importlib.abc
-import sys
+from tina_edge._moved import register_moved
 
 MOVED = {  # old module -> its home since the train/ rooms (issue 19)
     "image_dataset": "data.image_dataset", "idx": "data.idx", "cifar_pickle": "data.cifar_pickle",
@@ -31,17 +30,4 @@ MOVED = {  # old module -> its home since the train/ rooms (issue 19)
 }
 
 
-class _MovedModuleFinder(importlib.abc.MetaPathFinder):
-    """`import tina_edge.train.trainer` -> ImportError: "... moved to tina_edge.train.diffusion.trainer"."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        prefix = __name__ + "."
-        if fullname.startswith(prefix) and fullname[len(prefix):] in MOVED:
-            new = prefix + MOVED[fullname[len(prefix):]]
-            # name=new: `from tina_edge.train import trainer` re-raises this message rather than a bare one
-            raise ModuleNotFoundError(f"{fullname} moved to {new}; import it from there", name=new)
-        return None
-
-
-if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
-    sys.meta_path.insert(0, _MovedModuleFinder())
+register_moved(__name__, MOVED)

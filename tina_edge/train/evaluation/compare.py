@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from tina_edge.runtime.conditioning import pad_to_slots
 from tina_edge.train.evaluation.baselines import TextToHead, direct_rows, head_logits, nearest_known, pack_rows
 
 from tina_edge.train.prior.ridge import RidgeMap
@@ -208,11 +209,8 @@ class _Scores:
 
 def _conditioning(part: list[int], embs: dict[int, np.ndarray], k_max: int, dim: int):
     """Class embeddings [B, K, D] and mask [B, K] of a batch of tasks, padded to K_max."""
-    e, m = torch.zeros(len(part), k_max, dim), torch.zeros(len(part), k_max)
-    for b, i in enumerate(part):
-        e[b, : len(embs[i])] = torch.from_numpy(embs[i])
-        m[b, : len(embs[i])] = 1
-    return e, m
+    e, m = pad_to_slots([np.asarray(embs[i]).reshape(-1, dim) for i in part], k_max)
+    return torch.from_numpy(e), torch.from_numpy(m)
 
 
 def _score_generated(sc: _Scores, part: list[int], embs: dict, generator: Callable, baselines: Baselines,

@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from tina_edge.train.workdir import WorkDir
 from tina_edge.runtime.atomic import atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.train.evaluation.baselines import DirectConfig
@@ -28,18 +29,18 @@ from tina_edge.train.zoo.pmodels import TaskData
 
 def load_classes(workdir: Path) -> tuple[list[str], list[str], dict[str, str], dict[str, list[str]]]:
     """Names (label order), holdout, WordNet ids of Tiny-ImageNet classes, dataset synonyms."""
-    path = workdir / "classes.json"
-    if path.is_file():
-        cl = json.loads(path.read_text())
+    wd = WorkDir(workdir)
+    cl = wd.classes()
+    if cl is not None:
         names = [c["name"] for c in cl]
         wnids = {c["name"]: c["id"] for c in cl if str(c.get("id", "")).startswith("n")}
         return names, [c["name"] for c in cl if c.get("holdout")], wnids, {c["name"]: c.get("synonyms", []) for c in cl}
-    split = json.loads((workdir / "tasks.json").read_text())
+    split = wd.read_json(wd.tasks)
     return split["classes"], split["holdout"], {}, {}
 
 
 def load_features(workdir: Path, split: str, names: list[str]) -> TaskData:
-    feats = sorted((workdir / "features").glob(f"{split}_*.f16.npy"))
+    feats = sorted(WorkDir(workdir).features_dir.glob(f"{split}_*.f16.npy"))
     if not feats:
         raise TinaEdgeError(f"{workdir}/features has no {split}_*.f16.npy; run the features stage first")
     x = np.load(feats[0], mmap_mode="r")
@@ -73,7 +74,7 @@ def zoo_rows_from_dir(zoo_dir: Path, names: list[str]) -> tuple[torch.Tensor, to
 
 def generic_rows(workdir: Path) -> tuple[torch.Tensor | None, dict | None]:
     """The generic head as rows [C, F+1] and its state dict (fine-tuning starts from it)."""
-    path = workdir / "generic.safetensors"
+    path = WorkDir(workdir).generic
     if not path.is_file():
         return None, None
     t = load_file(str(path))
@@ -106,7 +107,7 @@ def checkpoint_prior(ck, workdir: Path, zoo_rows: torch.Tensor, encode):
     extra = None
     if (ck.info.text_prior or {}).get("kind") == "imagenet":
         seen_rows = zoo_rows[torch.isfinite(zoo_rows).all(1)].numpy().astype(np.float64)
-        extra = imagenet_prior_data(seen_rows, json.loads((workdir / "classes.json").read_text()), encode)
+        extra = imagenet_prior_data(seen_rows, WorkDir(workdir).classes(), encode)
     prior = ck.denoiser().prior
 
     def rows(emb: np.ndarray) -> torch.Tensor:
@@ -180,10 +181,10 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     ck = read_checkpoint(ckpt) if ckpt else None
     spec = text_encoder or (ck.info.encoder.spec if ck else None) or "minilm"
     enc = build_text_encoder(spec)
-    cache = emb_cache or workdir / "emb_cache"
+    cache = emb_cache or WorkDir(workdir).emb_cache
     encode = lambda texts: cached_encode(enc, list(texts), cache)  # noqa: E731
     train, test = load_features(workdir, "train", names), load_features(workdir, "test", names)
-    zoo_rows, counts, zoo_k = zoo_rows_from_dir(workdir / "zoo", names)
+    zoo_rows, counts, zoo_k = zoo_rows_from_dir(WorkDir(workdir).zoo, names)
     layout = ck.layout() if ck else head_layout(train.inputs.shape[1], k_max or zoo_k)
     K = min(k_max or layout.k_max, layout.k_max)
     grows, gsd = generic_rows(workdir)
@@ -198,7 +199,7 @@ def run_comparison(workdir: str | Path, out_dir: str | Path, *, ckpt: str | Path
     if ck is not None and ck.info.text_prior:
         b.extra, b.prior = checkpoint_prior(ck, workdir, zoo_rows, encode)
     gen, extra = _generators(ck, extra_ckpts, enc.name, sampler=sampler, steps=steps, seed=seed)
-    recipe_path = workdir / "zoo" / "recipe.json"  # the fine-tuned reference uses the zoo's own recipe
+    recipe_path = WorkDir(workdir).recipe  # the fine-tuned reference uses the zoo's own recipe
     recipe = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
     res = compare(tasks, layout=layout, classes=names, test=test, encode=encode, baselines=b, generator=gen,
                   train=train if finetune else None, generic_sd=gsd, finetune=recipe, seed=seed, progress=progress,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tina_edge.runtime.conditioning import pad_to_slots
 from tina_edge.runtime.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from tina_edge.train.diffusion.process import sample
 from tina_edge.train.zoo.templates import ParamLayout
@@ -32,12 +33,9 @@ METHODS = ("generated", "fine-tuned", "selection", "chance")
 
 
 def task_conditioning(emb_table: torch.Tensor, tasks_idx: list[list[int]], k_max: int):
-    B, D = len(tasks_idx), emb_table.shape[1]
-    emb, mask = torch.zeros(B, k_max, D), torch.zeros(B, k_max)
-    for b, t in enumerate(tasks_idx):
-        emb[b, : len(t)] = emb_table[torch.tensor(t)]
-        mask[b, : len(t)] = 1.0
-    return emb, mask
+    table = emb_table.detach().cpu().numpy()
+    emb, mask = pad_to_slots([table[np.asarray(t, dtype=np.int64)] for t in tasks_idx], k_max)
+    return torch.from_numpy(emb), torch.from_numpy(mask)
 
 
 def generate(ck: Checkpoint, class_emb: torch.Tensor, class_mask: torch.Tensor, *, sampler: str = "ddpm",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from pathlib import Path
 
+from tina_edge.train.workdir import WorkDir
 from tina_edge.runtime.atomic import atomic_save_npz
 from tina_edge.runtime.errors import TinaEdgeError
 
@@ -220,17 +221,17 @@ def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path 
     from tina_edge.train.text.encoders import build_text_encoder, cached_encode
 
     workdir = Path(workdir)
-    table = json.loads((workdir / "classes.json").read_text())
+    table = WorkDir(workdir).read_json(WorkDir(workdir).classes_json)
     names = [c["name"] for c in table]
     holdout = [c["name"] for c in table if c.get("holdout")]
     wnids = {c["name"]: c["id"] for c in table if str(c.get("id", "")).startswith("n")}
     ph = build_phrasings(names, holdout, wnids=wnids, extra_synonyms={c["name"]: c.get("synonyms", []) for c in table},
                          seed=seed)
     enc = build_text_encoder(text_encoder)
-    cache = emb_cache or workdir / "emb_cache"
+    cache = emb_cache or WorkDir(workdir).emb_cache
     texts = [[c] if c in holdout else ph[c].training_texts(templates, use_gloss) for c in names]
     bank, counts = phrasing_bank(texts, lambda t: cached_encode(enc, list(t), cache))
-    out = Path(out or workdir / f"phrasing_bank_{enc.kind}.npz")
+    out = Path(out or WorkDir(workdir).phrasing_bank(enc.kind))
     atomic_save_npz(out, bank=bank.numpy().astype(np.float32), counts=counts.numpy(),
                     phrasings=np.array(json.dumps(phrasings_to_json(ph))))
     return out

@@ -16,8 +16,8 @@ from io import StringIO
 from pathlib import Path
 
 from tina_edge.runtime.atomic import atomic_write_text
-from ..runtime.errors import TinaEdgeError
-from ..runtime.manifest import Manifest, read_manifest, write_manifest
+from ...runtime.errors import TinaEdgeError
+from ...runtime.manifest import Manifest, read_manifest, write_manifest
 
 REQUIRED_OPERATORS = "required_operators.config"
 # "extended" is what the Python runtime's sessions use, so the .ort graphs compute what the

@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from tina_edge.runtime.atomic import atomic_write_text
-from ..runtime.errors import BundleError
-from ..runtime.manifest import Manifest, read_manifest, write_manifest
-from ..runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
-from ..runtime.samplers import spaced_timesteps
-from ..runtime.schedule import NoiseSchedule
+from ...runtime.atomic import atomic_save_onnx, atomic_write_text
+from ...runtime.contracts import (BATCH, CLASS_EMB, CLASS_MASK, CONTRACTS, NOISE, PARAMS, TIMESTEP, X0, X_T, input_names,
+                                 output_names)
+from ...runtime.errors import BundleError
+from ...runtime.manifest import Manifest, read_manifest, write_manifest
+from ...runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
+from ...runtime.samplers import make_sampler
+from ...runtime.schedule import NoiseSchedule
 
 GENERATE = "generate.onnx"
 TEMPLATE_INPUTS = "template_inputs.onnx"  # the second template copy of bundles converted before template.form
@@ -88,14 +90,9 @@ def _hoist_constants(graph):
 def _step_table(manifest: Manifest, steps: int | None) -> tuple[list[int], np.ndarray]:
     """The DDIM (eta = 0) timesteps and, per step, sqrt(abar_t), sqrt(1 - abar_t), sqrt(abar_prev),
     sqrt(1 - abar_prev) in float64, as DDIMSampler.step computes them (abar_prev = 1 after the last)."""
-    sched = NoiseSchedule.from_spec(manifest.diffusion)
-    ts = [int(t) for t in spaced_timesteps(sched.num_train_timesteps, int(steps or manifest.diffusion.default_steps))]
-    c = np.zeros((4, len(ts)), np.float64)
-    for i, t in enumerate(ts):
-        tp = ts[i + 1] if i + 1 < len(ts) else -1
-        abar_t = float(sched.alphas_cumprod[t])
-        abar_prev = float(sched.alphas_cumprod[tp]) if tp >= 0 else 1.0
-        c[:, i] = [np.sqrt(abar_t), np.sqrt(1.0 - abar_t), np.sqrt(abar_prev), np.sqrt(max(1.0 - abar_prev, 0.0))]
+    smp = make_sampler("ddim", NoiseSchedule.from_spec(manifest.diffusion), int(steps or manifest.diffusion.default_steps))
+    ts = [int(t) for t in smp.timesteps]
+    c = np.array([smp.coefficients(t)[:4] for t in ts], np.float64).T  # eta = 0: sigma is 0
     return ts, c
 
 
@@ -114,7 +111,7 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
 
     ts, c = _step_table(manifest, steps)
     g = _hoist_constants(denoiser.graph)
-    if not {"x_t", "timestep", "class_emb", "class_mask"} <= {i.name for i in g.input} or [o.name for o in g.output] != ["x0"]:
+    if not set(input_names("denoiser")) <= {i.name for i in g.input} or [o.name for o in g.output] != output_names("denoiser"):
         raise BundleError("the denoiser graph does not have the contract inputs/outputs; generate.onnx cannot wrap it")
     step, outer = _ddim_loop_body(g, ts, c)
     model = _generate_model(denoiser, g, step, outer, manifest, ts)
@@ -137,11 +134,11 @@ def _ddim_loop_body(g, ts: list[int], c: np.ndarray):
             helper.make_node("Gather", ["gen_timesteps", "iter_1d"], ["t_1d"]),
             helper.make_node("Shape", ["x_in"], ["batch_1d"], start=0, end=1),
             helper.make_node("Expand", ["t_1d", "batch_1d"], ["timestep_b"])]
-    body += _prefixed(g, p, inits | {"class_emb", "class_mask"}, {"x_t": "x_in", "timestep": "timestep_b"})
+    body += _prefixed(g, p, inits | {CLASS_EMB, CLASS_MASK}, {X_T: "x_in", TIMESTEP: "timestep_b"})
     body += [helper.make_node("Gather", [f"gen_coef{j}", "iter_1d"], [f"coef{j}"]) for j in range(4)]
     body += [  # x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)
         helper.make_node("Cast", ["x_in"], ["xt64"], to=TensorProto.DOUBLE),
-        helper.make_node("Cast", [p + "x0"], ["x064"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", [p + X0], ["x064"], to=TensorProto.DOUBLE),
         helper.make_node("Mul", ["coef0", "x064"], ["m1"]),
         helper.make_node("Sub", ["xt64", "m1"], ["d1"]),
         helper.make_node("Div", ["d1", "coef1"], ["eps"]),
@@ -174,20 +171,19 @@ def _layout_scale(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
 
 def _generate_model(denoiser, g, step, outer: list, manifest: Manifest, ts: list[int]):
     """The outer graph: the Loop from the starting noise, then de-normalisation; with the sampler as metadata."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     P = manifest.denoiser.param_count
     std, mean = _layout_scale(manifest)
     outer = outer + [numpy_helper.from_array(std, "layout_std"), numpy_helper.from_array(mean, "layout_mean")]
-    nodes = [helper.make_node("Loop", ["gen_trip_count", "gen_true", "noise"], ["x0"], body=step, name="ddim_steps"),
-             helper.make_node("Mul", ["x0", "layout_std"], ["params_scaled"]),
-             helper.make_node("Add", ["params_scaled", "layout_mean"], ["params"])]
+    nodes = [helper.make_node("Loop", ["gen_trip_count", "gen_true", NOISE], [X0], body=step, name="ddim_steps"),
+             helper.make_node("Mul", [X0, "layout_std"], ["params_scaled"]),
+             helper.make_node("Add", ["params_scaled", "layout_mean"], [PARAMS])]
     K, D = manifest.denoiser.k_max, manifest.denoiser.embedding_dim
-    inputs = [helper.make_tensor_value_info("class_emb", TensorProto.FLOAT, ["batch", K, D]),
-              helper.make_tensor_value_info("class_mask", TensorProto.FLOAT, ["batch", K]),
-              helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", P])]
-    outputs = [helper.make_tensor_value_info("x0", TensorProto.FLOAT, ["batch", P]),
-               helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", P])]
+    shapes = {CLASS_EMB: [BATCH, K, D], CLASS_MASK: [BATCH, K], NOISE: [BATCH, P], X0: [BATCH, P], PARAMS: [BATCH, P]}
+    ins, outs = CONTRACTS["generate"]
+    inputs = [helper.make_tensor_value_info(n, t, shapes[n]) for n, t in ins.items()]
+    outputs = [helper.make_tensor_value_info(n, t, shapes[n]) for n, t in outs.items()]
     graph = helper.make_graph(nodes, "tina_generate", inputs, outputs, initializer=list(g.initializer) + outer)
     opset = max([o.version for o in denoiser.opset_import if o.domain in ("", "ai.onnx")] + [17])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -270,7 +266,7 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
     if not n:
         return None
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    atomic_save_onnx(path, model)
     return f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
 
 
@@ -288,12 +284,12 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     te_note = te_note or (m.portable.get("text_encoder") or {}).get("quantization")  # converted before: keep its note
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
-    onnx.save(gen, str(root / GENERATE))
+    atomic_save_onnx(root / GENERATE, gen)
     # ONE template serves both runtimes (the trunk is stored once): template.model becomes the graph
     # with the generated tensors as inputs; the Python runtime makes the initializer form from it
     if m.template.form != "inputs":
         tpl = onnx.load(str(root / m.template.model))
-        onnx.save(build_template_inputs(tpl, m), str(root / m.template.model))
+        atomic_save_onnx(root / m.template.model, build_template_inputs(tpl, m))
         m.template.form = "inputs"
     old_inputs = (m.portable.get("template_inputs") or {}).get("model")
     if old_inputs and old_inputs != m.template.model:  # a bundle converted before: drop its second copy
@@ -304,7 +300,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     m.portable = {
         "noise": {"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
         "generate": {"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,
-                     "inputs": ["class_emb", "class_mask", "noise"], "outputs": ["x0", "params"]},
+                     "inputs": input_names("generate"), "outputs": output_names("generate")},
         "template_inputs": {"model": m.template.model, "inputs": [t.name for t in m.template.layout]},
         "tokenizer_config": TOKENIZER_CONFIG,
     }

@@ -6,7 +6,7 @@ ids, text embeddings, the starting noise, the generated tensors and the logits/p
 fixed images. The images come from the portable generator too (byte = top 8 bits of
 word(IMAGE_SEED, i)), so no image file is needed. Torch-free.
 
-    python -m tina_edge.export.conformance --bundle DIR -o vectors.json [--model-dir DIR]
+    python -m tina_edge.export.portable.conformance --bundle DIR -o vectors.json [--model-dir DIR]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from tina_edge.runtime.contracts import IMAGE, LOGITS
 from tina_edge.runtime.atomic import atomic_write_text
-from ..runtime.noise import portable_normal, splitmix64_words
+from ...runtime.noise import portable_normal, splitmix64_words
 
 FORMAT = 2  # 2: + preprocess vectors (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
@@ -37,7 +38,7 @@ def _cases(manifest) -> list[dict[str, Any]]:
     vocab = [v for v in manifest.vocabulary if isinstance(v, str)]
     K = manifest.k_max
     names = vocab if len(vocab) >= K else vocab + [f"class number {i}" for i in range(K - len(vocab))]
-    from ..runtime.prompt import parse_classes
+    from ...runtime.prompt import parse_classes
 
     cases = [
         {"prompt": ", ".join(names[:3]), "seed": 3, "descriptions": None},
@@ -71,7 +72,7 @@ def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
 
     from PIL import Image
 
-    from ..runtime.preprocess import PreprocessSpec, prepare
+    from ...runtime.preprocess import PreprocessSpec, prepare
 
     cases = list(PREPROCESS_CASES)
     if bundle_spec:
@@ -100,9 +101,9 @@ def _floats(a: np.ndarray) -> list:
 def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
                   n_images: int = 4) -> dict[str, Any]:
     """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
-    from ..runtime.personalizer import Personalizer
-    from ..runtime.portable import head_dict
-    from ..runtime.prompt import parse_classes
+    from ...runtime.personalizer import Personalizer
+    from ...runtime.portable import head_dict
+    from ...runtime.prompt import parse_classes
 
     p = Personalizer.from_bundle(bundle, threads=1)
     m = p.manifest
@@ -124,7 +125,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         ids, _mask = p._text.tokenizer(texts)
         clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
         pred = clf.predict(images)
-        logits = clf._sess().run(["logits"], {"image": images})[0]
+        logits = clf._sess().run([LOGITS], {IMAGE: images})[0]
         case = dict(c)
         case.update({
             "seed": str(c["seed"]), "labels": clf.labels, "texts": texts,

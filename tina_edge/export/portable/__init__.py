@@ -1,0 +1,11 @@
+"""The torch-free half of export: rewrites of an existing bundle with onnx / onnxruntime tooling.
+
+`tina-edge convert` runs them without the [train] extra; `tina-edge export` runs them after the
+torch exporters (export/bundle.py, graphs.py, text_encoder.py) have written the graphs:
+
+    generate.py      generate.onnx (the DDIM steps in one graph), the template in input form,
+                     tokenizer_config.json, the manifest's `portable` section
+    weight_only.py   int8 / float16 weight storage rewrites that keep outputs batch-independent
+    ort_format.py    ORT-format graphs and required_operators.config for onnxruntime-mobile
+    conformance.py   the vectors that check the JavaScript package against the Python runtime
+"""
