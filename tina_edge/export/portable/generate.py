@@ -35,7 +35,6 @@ from ...runtime.samplers import make_sampler
 from ...runtime.schedule import NoiseSchedule
 
 GENERATE = "generate.onnx"
-TEMPLATE_INPUTS = "template_inputs.onnx"  # the second template copy of bundles converted before template.form
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
@@ -310,19 +309,3 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     for name in (GENERATE, m.template.model, TOKENIZER_CONFIG):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
     return write_manifest(root, m)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Add generate.onnx and tokenizer_config.json to a bundle; one template with weights as inputs")
-    ap.add_argument("bundle")
-    ap.add_argument("--steps", type=int, default=None)
-    a = ap.parse_args(argv)
-    m = add_portable_files(a.bundle, a.steps)
-    print(json.dumps({"bundle_id": m.bundle_id, "portable": m.portable}))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

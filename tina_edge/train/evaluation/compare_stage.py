@@ -22,7 +22,7 @@ from tina_edge.runtime.atomic import atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.train.evaluation.baselines import DirectConfig
 from tina_edge.train.evaluation.compare import compare, fit_baselines, make_eval_tasks
-from tina_edge.train.text.phrasings import ClassPhrasings, WordNet, build_phrasings, phrasings_from_json
+from tina_edge.train.text.phrasings import ClassPhrasings, PhrasingBank, WordNet, build_phrasings, phrasings_from_json
 from tina_edge.train.zoo.templates import ParamLayout, TemplateConfig
 from tina_edge.train.zoo.pmodels import TaskData
 
@@ -89,8 +89,7 @@ def bank_phrasings(path: str | Path) -> dict[str, ClassPhrasings] | None:
     """The phrasings a checkpoint was trained on (stored in its phrasing bank .npz), if recorded."""
     if not Path(path).is_file():
         raise TinaEdgeError(f"the checkpoint's phrasing bank {path} is missing; pass --phrasings FILE.npz")
-    with np.load(path, allow_pickle=False) as z:
-        return phrasings_from_json(json.loads(str(z["phrasings"]))) if "phrasings" in z.files else None
+    return PhrasingBank.load(path).phrasings
 
 
 def head_layout(feature_dim: int, k_max: int) -> ParamLayout:

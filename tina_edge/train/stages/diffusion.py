@@ -15,6 +15,7 @@ import torch
 from tina_edge.train.configs import PRIOR_MAPS, DenoiserConfig, DiffusionOptions
 from tina_edge.train.diffusion.text_prior import PriorFit
 from tina_edge.train.prior.fit import PriorData
+from tina_edge.train.text.phrasings import PhrasingBank
 from tina_edge.train.workdir import WorkDir
 from tina_edge.train.zoo.generic import load_generic
 from tina_edge.train.zoo.pmodels import load_zoo
@@ -87,10 +88,8 @@ def _embedding_table(emb: np.ndarray, emb_bank: str | None, classes: list[str], 
     """The class-embedding table [C, D], or a phrasing bank [C, V, D] with counts [C] from `emb_bank`."""
     if not emb_bank:
         return torch.from_numpy(emb), None, enc_info
-    with np.load(emb_bank, allow_pickle=False) as z:
-        table, counts = torch.from_numpy(z["bank"].astype(np.float32)), torch.from_numpy(z["counts"].astype(np.int64))
-    if table.dim() != 3 or table.shape[0] != len(classes) or table.shape[2] != emb.shape[1] or len(counts) != len(classes):
-        raise ValueError(f"{emb_bank}: bank must be [{len(classes)}, V, {emb.shape[1]}] with counts [{len(classes)}]")
+    b = PhrasingBank.load(emb_bank, classes=len(classes), dim=emb.shape[1])
+    table, counts = torch.from_numpy(b.bank), torch.from_numpy(b.counts)
     return table, counts, enc_info | {"bank": str(emb_bank), "phrasings_max": int(table.shape[1])}
 
 

@@ -188,21 +188,66 @@ def phrasings_from_json(d: dict) -> dict[str, ClassPhrasings]:
     return {c: ClassPhrasings(**p) for c, p in d.items()}
 
 
+@dataclass
+class PhrasingBank:
+    """Several embedded phrasings per class, the file `train diffusion --emb-bank` reads: one writer
+    (`save`) and one reader (`load`) of the .npz (numpy only, no pickles).
+
+    bank [C, V, D] float32 (classes in the work directory's order, zero-padded), counts [C] int64,
+    and the phrasings themselves (so evaluation knows which synonyms training never saw).
+    """
+
+    bank: Any  # np.ndarray [C, V, D]
+    counts: Any  # np.ndarray [C]
+    phrasings: dict[str, ClassPhrasings] | None = None
+
+    @classmethod
+    def encode(cls, texts_per_class: list[list[str]], encode: Callable,
+               phrasings: dict[str, ClassPhrasings] | None = None) -> "PhrasingBank":
+        """Embed each class's texts; V = the most texts of any class."""
+        import numpy as np
+
+        flat = [t for ts in texts_per_class for t in ts]
+        emb = np.asarray(encode(flat), dtype=np.float32)
+        bank = np.zeros((len(texts_per_class), max(len(ts) for ts in texts_per_class), emb.shape[1]), np.float32)
+        at = 0
+        for c, ts in enumerate(texts_per_class):
+            bank[c, : len(ts)] = emb[at : at + len(ts)]
+            at += len(ts)
+        return cls(bank, np.array([len(ts) for ts in texts_per_class], dtype=np.int64), phrasings)
+
+    def save(self, path: str | Path) -> Path:
+        import json
+
+        import numpy as np
+
+        extra = {} if self.phrasings is None else {"phrasings": np.array(json.dumps(phrasings_to_json(self.phrasings)))}
+        return atomic_save_npz(path, bank=np.asarray(self.bank, np.float32), counts=np.asarray(self.counts, np.int64), **extra)
+
+    @classmethod
+    def load(cls, path: str | Path, classes: int | None = None, dim: int | None = None) -> "PhrasingBank":
+        """Read and check a bank (shapes against `classes` and `dim` when given); ValueError names the file."""
+        import json
+
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as z:
+            if not {"bank", "counts"} <= set(z.files):
+                raise ValueError(f"{path} is not a phrasing bank (it needs arrays bank and counts)")
+            bank, counts = z["bank"].astype(np.float32), z["counts"].astype(np.int64)
+            ph = phrasings_from_json(json.loads(str(z["phrasings"]))) if "phrasings" in z.files else None
+        C = classes if classes is not None else len(bank)
+        if bank.ndim != 3 or bank.shape[0] != C or (dim is not None and bank.shape[2] != dim) or counts.shape != (C,):
+            raise ValueError(f"{path}: bank must be [{C}, V, {dim if dim is not None else 'D'}] with counts [{C}]")
+        return cls(bank, counts, ph)
+
+
 def phrasing_bank(texts_per_class: list[list[str]], encode: Callable) -> tuple[Any, Any]:
-    """[C, V, D] embeddings of each class's texts (zero-padded) and counts [C]; V = most texts."""
-    import numpy as np
+    """[C, V, D] embeddings of each class's texts (zero-padded) and counts [C] as torch tensors."""
     import torch
 
-    flat = [t for ts in texts_per_class for t in ts]
-    emb = np.asarray(encode(flat), dtype=np.float32)
-    V = max(len(ts) for ts in texts_per_class)
-    bank = torch.zeros(len(texts_per_class), V, emb.shape[1])
-    counts = torch.tensor([len(ts) for ts in texts_per_class])
-    at = 0
-    for c, ts in enumerate(texts_per_class):
-        bank[c, : len(ts)] = torch.from_numpy(emb[at : at + len(ts)])
-        at += len(ts)
-    return bank, counts
+    b = PhrasingBank.encode(texts_per_class, encode)
+    return torch.from_numpy(b.bank), torch.from_numpy(b.counts)
 
 
 def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path | None = None, *,
@@ -214,10 +259,6 @@ def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path 
     name only, never used since no p-model contains them), `counts` [C], and `phrasings` (this
     module's JSON, so evaluation knows which synonyms training never saw).
     """
-    import json
-
-    import numpy as np
-
     from tina_edge.train.text.encoders import build_text_encoder, cached_encode
 
     workdir = Path(workdir)
@@ -230,11 +271,8 @@ def write_phrasing_bank(workdir: str | Path, text_encoder: str, out: str | Path 
     enc = build_text_encoder(text_encoder)
     cache = emb_cache or WorkDir(workdir).emb_cache
     texts = [[c] if c in holdout else ph[c].training_texts(templates, use_gloss) for c in names]
-    bank, counts = phrasing_bank(texts, lambda t: cached_encode(enc, list(t), cache))
-    out = Path(out or WorkDir(workdir).phrasing_bank(enc.kind))
-    atomic_save_npz(out, bank=bank.numpy().astype(np.float32), counts=counts.numpy(),
-                    phrasings=np.array(json.dumps(phrasings_to_json(ph))))
-    return out
+    bank = PhrasingBank.encode(texts, lambda t: cached_encode(enc, list(t), cache), phrasings=ph)
+    return bank.save(Path(out or WorkDir(workdir).phrasing_bank(enc.kind)))
 
 
 def main(argv: list[str] | None = None) -> None:
