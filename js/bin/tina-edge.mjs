@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { TinaEdge, TinaEdgeError } from "../src/node.mjs";
+import { TinaEdge, TinaEdgeError, parseClasses, classKey } from "../src/node.mjs";
 
 const USAGE = `usage: tina-edge personalize CLASSES... -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
        tina-edge info [--bundle DIR|URL]`;
@@ -13,6 +13,26 @@ const USAGE = `usage: tina-edge personalize CLASSES... -o model.onnx [--seed N] 
 function fail(msg, code = 2) {
   process.stderr.write(`error: ${msg}\n`);
   process.exit(code);
+}
+
+/**
+ * Write every output as one unit: all temp files first, then the renames; on any failure (a full
+ * disk, a read-only directory) every temp is removed and the targets keep their old content.
+ */
+function commitAll(outputs) {
+  const tmps = [];
+  try {
+    for (const [file, data] of outputs) {
+      const tmp = `${file}.tmp-${process.pid}`;
+      tmps.push(tmp);
+      fs.writeFileSync(tmp, data, { flag: "wx" });
+    }
+    outputs.forEach(([file], i) => fs.renameSync(tmps[i], file));
+  } catch (e) {
+    for (const t of tmps) fs.rmSync(t, { force: true });
+    const what = outputs.map(([f]) => f).join(" and ");
+    throw new TinaEdgeError(`cannot write ${what} (${e.code ?? e.message}); nothing was written: free disk space or choose another directory`);
+  }
 }
 
 async function main(argv) {
@@ -30,15 +50,19 @@ async function main(argv) {
     const tina = await TinaEdge.fromBundle(values.bundle, { loadTemplate: false });
     const m = tina.manifest;
     process.stdout.write(JSON.stringify({ bundle_id: m.bundle_id, k_max: m.denoiser.k_max, input: m.template.input,
-      text_encoder: m.text_encoder.name, generate: m.portable.generate, timings: tina.timings }, null, 2) + "\n");
+      text_encoder: m.text_encoder.name, generate: m.portable.generate, backend: tina.backend, timings: tina.timings }, null, 2) + "\n");
     return;
   }
   if (cmd !== "personalize") fail(`unknown command ${cmd}\n${USAGE}`);
   if (!positionals.length) fail(`name the classes, e.g. "dog, cat"\n${USAGE}`);
   if (!values.output) fail("give the output file with -o model.onnx");
-  if (!/^\d+$/.test(values.seed)) fail(`--seed must be a non-negative integer, got ${values.seed}`);
+  if (!/^\d{1,20}$/.test(values.seed) || BigInt(values.seed) >= 2n ** 64n) fail(`--seed must be an integer from 0 to 2**64-1, got ${values.seed}`);
   const seed = BigInt(values.seed);
+  if (values.head && path.resolve(values.head) === path.resolve(values.output)) {
+    fail(`-o and --head name the same file ${values.output}; give the head its own path`);
+  }
   for (const f of [values.output, values.head].filter(Boolean)) {
+    if (fs.existsSync(f) && !fs.statSync(f).isFile()) fail(`cannot write ${f}: it is not a regular file; choose a file path`);
     if (fs.existsSync(f) && !values.force) fail(`${f} already exists; choose another path or pass --force to overwrite it`);
     if (!fs.existsSync(path.dirname(path.resolve(f)))) fail(`cannot write ${f}: its directory does not exist`);
   }
@@ -47,13 +71,12 @@ async function main(argv) {
   const names = positionals;
   let descriptions = null;
   if (values.describe?.length) {
-    const { parseClasses, } = await import("../src/prompt.mjs");
     const list = parseClasses(names);
     descriptions = list.map(() => null);
     for (const item of values.describe) {
       const i = item.indexOf("=");
-      const key = i > 0 ? item.slice(0, i).trim().toLowerCase() : "";
-      const j = list.findIndex((n) => n.toLowerCase() === key);
+      const key = i > 0 ? classKey(item.slice(0, i)) : "";
+      const j = list.findIndex((n) => classKey(n) === key);
       if (j < 0) fail(`--describe takes NAME=TEXT with NAME one of the classes; got ${item}`);
       descriptions[j] = item.slice(i + 1);
     }
@@ -61,10 +84,10 @@ async function main(argv) {
   const t1 = performance.now();
   const clf = await tina.personalize(names, { seed, descriptions });
   const t2 = performance.now();
-  const write = (file, data) => { const tmp = `${file}.tmp-${process.pid}`; fs.writeFileSync(tmp, data); fs.renameSync(tmp, file); };
-  write(values.output, clf.toModelBytes());
-  if (values.head) write(values.head, JSON.stringify(clf.toHead()) + "\n");
-  const summary = { output: values.output, head: values.head ?? null, labels: clf.labels, seed: Number(seed),
+  const outputs = [[values.output, clf.toModelBytes()]];
+  if (values.head) outputs.push([values.head, clf.toHeadText()]);
+  commitAll(outputs);
+  const summary = { output: values.output, head: values.head ?? null, labels: clf.labels, seed: seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed.toString(), backend: tina.backend,
     sampler: clf.sampler, bundle_id: clf.bundleId, session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) };
   if (values.json) process.stdout.write(JSON.stringify(summary) + "\n");
   else process.stderr.write(`wrote ${values.output}: ${clf.k} classes, labels in this order: ${clf.labels.join(", ")}\n` +

@@ -5,7 +5,8 @@
 
 import protobuf from "protobufjs";
 import ONNX_PROTO from "./onnx-proto.mjs";
-import { TinaEdgeError } from "./errors.mjs";
+import { TinaEdgeError, ImageError, ModelFileError } from "./errors.mjs";
+import { pyDumps, toTree, subtree } from "./manifest.mjs";
 import { prepareImage } from "./preprocess.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
@@ -165,17 +166,33 @@ export class PersonalizedClassifier {
     });
   }
 
-  /** The metadata_props Python writes (labels, prompt, texts, bundle_id, sampler, params, producer). */
+  /**
+   * The metadata_props Python writes (runtime/model_meta.py to_props), the same strings: labels,
+   * prompt, texts, bundle_id, sampler (a seed above 2**53 exact), params, producer and, for photo
+   * bundles, preprocess (without it Python's predict would stretch photos instead of cropping).
+   */
   metadata() {
-    return {
-      labels: JSON.stringify(this.labels),
+    const out = {
+      labels: pyDumps(toTree(this.labels), { ensureAscii: false }),
       prompt: this.prompt,
-      texts: JSON.stringify(this.texts),
+      texts: pyDumps(toTree(this.texts), { ensureAscii: false }),
       bundle_id: this.bundleId,
-      sampler: JSON.stringify(this.sampler),
-      params: JSON.stringify(Object.keys(this.params)),
+      sampler: pyDumps(toTree(this.exactSampler())),
+      params: pyDumps(toTree(Object.keys(this.params))),
       producer: PRODUCER,
     };
+    const tree = this.tina.bundle?.tree;
+    const pre = tree ? subtree(tree, "template", "input", "preprocess") : null;
+    if (pre && pre.t === "o") out.preprocess = pyDumps(pre, { sortKeys: true });
+    else if (this.tina.manifest.template.input.preprocess) out.preprocess = pyDumps(toTree(this.tina.manifest.template.input.preprocess), { sortKeys: true });
+    return out;
+  }
+
+  /** The sampler with an exact integer seed (`sampler.seed` is a decimal string above 2**53), for Python's JSON. */
+  exactSampler() {
+    const s = { ...this.sampler };
+    if (typeof s.seed === "string" && /^[0-9]+$/.test(s.seed)) s.seed = BigInt(s.seed);
+    return s;
   }
 
   /** The standalone model.onnx (bytes): the same graph and tensors the Python CLI writes. */
@@ -192,6 +209,12 @@ export class PersonalizedClassifier {
     }
     return { format: HEAD_FORMAT, version: HEAD_VERSION, bundle_id: this.bundleId, labels: this.labels,
       prompt: this.prompt, texts: this.texts, sampler: this.sampler, params: tensors, producer: PRODUCER };
+  }
+
+  /** The head as JSON text, written as Python writes it (save_head): an exact seed above 2**53 included. */
+  toHeadText() {
+    const h = this.toHead();
+    return pyDumps(toTree({ ...h, sampler: this.exactSampler() }), { ensureAscii: false }) + "\n";
   }
 
   /** A classifier from a head JSON (object or text) produced by Python or JS for this bundle. */

@@ -33,3 +33,39 @@ test("node CLI: same labels and tensors as Python's model.onnx within 1e-5", () 
   assert.match(again.stderr, /already exists/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("node CLI on a full disk (RLIMIT_FSIZE): exit 2, one error line, no output and no temp file left", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-full-"));
+  try {
+    const cmd = `ulimit -f 2000; exec "${process.execPath}" "${path.join(JS, "bin/tina-edge.mjs")}" personalize "dog, cat" ` +
+      `-o "${path.join(dir, "m.onnx")}" --head "${path.join(dir, "h.json")}" --bundle "${env().bundle}"`;
+    const r = spawnSync("bash", ["-c", cmd], { encoding: "utf8" });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^error: cannot write .*m\.onnx and .*h\.json \(EFBIG\); nothing was written/);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+    assert.deepEqual(fs.readdirSync(dir), []);
+    const same = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, cat", "-o",
+      path.join(dir, "x"), "--head", path.join(dir, ".", "x"), "--bundle", env().bundle], { encoding: "utf8" });
+    assert.equal(same.status, 2);
+    assert.match(same.stderr, /name the same file/);
+    assert.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("node CLI: a seed above 2**53 is recorded exactly in the model and the head", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-seed-"));
+  try {
+    const seed = "18446744073709551557";
+    const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, cat", "--seed", seed,
+      "-o", path.join(dir, "m.onnx"), "--head", path.join(dir, "h.json"), "--bundle", env().bundle, "--json"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).seed, seed);
+    const meta = readModelMetadata(fs.readFileSync(path.join(dir, "m.onnx")));
+    assert.match(meta.sampler, new RegExp(`"seed": ${seed},`));
+    assert.match(fs.readFileSync(path.join(dir, "h.json"), "utf8"), new RegExp(`"seed": ${seed},`));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -133,3 +133,17 @@ test("predict prepares photos of any size as the bundle says (photo bundles)", {
   assert.ok(d <= TOL, `photo probabilities: max abs diff ${d}`);
   assert.throws(() => prepareImage({ data: new Uint8Array(10), width: 2, height: 2 }, { size: 8 }), /values per pixel/);
 });
+
+test("a JS-written model.onnx carries Python's metadata_props, preprocess included (all but producer)", async () => {
+  for (const c of v.cases) {
+    const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed), descriptions: c.descriptions });
+    const js = readModelMetadata(clf.toModelBytes());
+    const py = readModelMetadata(fs.readFileSync(path.join(env().models, c.model)));
+    assert.match(js.producer, /^tina-edge-js /);
+    delete js.producer;
+    delete py.producer;
+    assert.deepEqual(js, py, c.prompt);
+    assert.deepEqual(Object.keys(js), Object.keys(py)); // the same order too
+    if (tina.manifest.template.input.preprocess) assert.ok(js.preprocess, "photo bundles record how to prepare photos");
+  }
+});
