@@ -8,7 +8,7 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
 import { parseClasses, descriptionTexts } from "./prompt.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
-import { TinaEdgeError, BundleError, PromptError, ArgumentError } from "./errors.mjs";
+import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
 import { parseManifest, checkBundleId } from "./manifest.mjs";
 
 export const VERSION = "0.1.0";
@@ -116,9 +116,10 @@ export class TinaEdge {
    * @param ort onnxruntime module (onnxruntime-web or onnxruntime-node)
    * @param read async (file name) -> Uint8Array
    */
-  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true } = {}) {
+  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true, where } = {}) {
     const t0 = performance.now();
-    const bundle = await Bundle.open(read, { verify });
+    checkProviders(executionProviders ?? sessionOptions.executionProviders);
+    const bundle = await Bundle.open(read, { verify, where });
     const m = bundle.manifest;
     const te = m.text_encoder;
     const [tokJson, tokCfg] = await Promise.all([bundle.json(te.tokenizer), bundle.json(m.portable.tokenizer_config)]);
@@ -272,6 +273,20 @@ export class TinaEdge {
       sampler: { sampler: g.sampler, steps: g.steps, seed: seedBig <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedBig) : seedBig.toString(), candidates: 1 },
       timings: { encodeMs: t1 - t0, generateMs: performance.now() - t1 },
     });
+  }
+}
+
+/**
+ * Refuse execution providers not verified against Python: only "cpu" (onnxruntime-node) and
+ * "wasm" are. WebGPU, tried, changed the generated weights by up to 0.49 (issue 24).
+ */
+export function checkProviders(eps) {
+  for (const ep of eps ?? []) {
+    const n = typeof ep === "string" ? ep : ep?.name;
+    if (n !== "wasm" && n !== "cpu") {
+      throw new BackendError(`execution provider ${JSON.stringify(n)} is not supported: only "cpu" (onnxruntime-node) and "wasm" ` +
+        "give Python's results (WebGPU changed the generated weights by up to 0.49 when tried); leave executionProviders out");
+    }
   }
 }
 

@@ -3,21 +3,16 @@
 // `await clf.predict(canvasOrImage)`.
 import * as ortWeb from "onnxruntime-web";
 import { TinaEdge as Core } from "./core.mjs";
-import { TinaEdgeError } from "./errors.mjs";
+import { ImageError } from "./errors.mjs";
+import { urlReader, browserCache } from "./fetch.mjs";
 
-export { TinaEdgeError, Bundle, sliceClasses, VERSION } from "./core.mjs";
-export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT } from "./classifier.mjs";
-export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
-export { parseClasses } from "./prompt.mjs";
-export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
+export * from "./exports.mjs";
+export { urlReader, browserCache };
 
-function urlReader(base) {
-  const root = new URL(String(base).endsWith("/") ? String(base) : String(base) + "/", globalThis.location?.href);
-  return async (name) => {
-    const r = await fetch(new URL(name, root));
-    if (!r.ok) throw new TinaEdgeError(`cannot download bundle file ${name}: HTTP ${r.status}`);
-    return new Uint8Array(await r.arrayBuffer());
-  };
+function isBrowserSource(x) {
+  return typeof x === "object" && x !== null && ("naturalWidth" in x || "videoWidth" in x || "displayWidth" in x ||
+    (typeof ImageBitmap !== "undefined" && x instanceof ImageBitmap) || (typeof HTMLCanvasElement !== "undefined" && x instanceof HTMLCanvasElement) ||
+    (typeof OffscreenCanvas !== "undefined" && x instanceof OffscreenCanvas));
 }
 
 /**
@@ -53,6 +48,7 @@ export function toInput(source, width, height) {
  */
 export function toPixels(source) {
   if (source && source.data && source.width && source.height) return source;
+  if (!isBrowserSource(source)) throw new ImageError("toPixels takes a canvas, ImageBitmap, <img>, <video> or {data, width, height}");
   const w = source.naturalWidth || source.videoWidth || source.displayWidth || source.width;
   const h = source.naturalHeight || source.videoHeight || source.displayHeight || source.height;
   const canvas = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(w, h)
@@ -65,9 +61,18 @@ export function toPixels(source) {
 
 export class TinaEdge extends Core {
   /** Fetch a bundle from `url` (a directory served over HTTP) and create its wasm sessions. */
+  /**
+   * Fetch a bundle from `url` (a folder served over HTTP) and create its wasm sessions. Every file is
+   * checked against the manifest's size and sha256 as it arrives; `progress({file, loaded, total,
+   * cached})` reports bytes; files are kept in the Cache API (`cache: false` to skip), so a
+   * returning visit downloads nothing but the manifest.
+   */
   static async fromBundle(url, options = {}) {
     const ort = options.ort ?? ortWeb;
-    const t = await Core.create(ort, options.read ?? urlReader(url), { executionProviders: ["wasm"], ...options });
+    const cache = options.cache === false ? null : (options.cache ?? browserCache());
+    const read = options.read ?? urlReader(url, { progress: options.progress, cache });
+    const t = await Core.create(ort, read, { executionProviders: ["wasm"], ...options, where: String(url) });
+    t.backend = "onnxruntime-web (wasm)";
     return Object.setPrototypeOf(t, TinaEdge.prototype);
   }
 

@@ -9,7 +9,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { TinaEdge as Core } from "./core.mjs";
-import { BundleError, BackendError, ImageError } from "./errors.mjs";
+import { BundleError, ImageError } from "./errors.mjs";
 import { urlReader } from "./fetch.mjs";
 
 export * from "./exports.mjs";
@@ -93,23 +93,12 @@ export async function writeFileAtomic(file, data) {
   }
 }
 
-function checkProviders(eps) {
-  for (const ep of eps ?? []) {
-    const n = typeof ep === "string" ? ep : ep?.name;
-    if (n !== "cpu" && n !== "wasm") {
-      throw new BackendError(`execution provider ${JSON.stringify(n)} is not supported: only "cpu" (onnxruntime-node) and "wasm" ` +
-        "give Python's results (WebGPU changed the generated weights by up to 0.49 when tried); leave executionProviders out");
-    }
-  }
-}
-
 export class TinaEdge extends Core {
   /**
    * Open a bundle: a directory, or an http(s) URL downloaded into `cacheDir` (default
    * defaultCacheDir(); false: no cache) with `progress` callbacks. Default: defaultBundle().
    */
   static async fromBundle(dirOrUrl, options = {}) {
-    checkProviders(options.executionProviders);
     const src = String(dirOrUrl ?? defaultBundle());
     const { ort, backend } = options.ort ? { ort: options.ort, backend: options.backend ?? "custom" } : await loadOrt(options);
     let read = options.read;
