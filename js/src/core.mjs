@@ -108,6 +108,15 @@ export class TinaEdge {
     this._cache = new Map();
   }
 
+  /** Release the onnxruntime sessions (memory); this object and its classifiers cannot run afterwards. */
+  dispose() {
+    for (const s of Object.values(this.sessions ?? {})) s?.release?.().catch?.(() => {});
+    this.sessions = {};
+    this.templateBytes = null;
+    this._cache.clear();
+    this.disposed = true;
+  }
+
   /** Forget cached text embeddings (e.g. to time the text encoder). */
   clearCache() { this._cache.clear(); }
 
