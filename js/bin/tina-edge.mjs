@@ -87,11 +87,22 @@ async function main(argv) {
   const outputs = [[values.output, clf.toModelBytes()]];
   if (values.head) outputs.push([values.head, clf.toHeadText()]);
   commitAll(outputs);
-  const summary = { output: values.output, head: values.head ?? null, labels: clf.labels, seed: seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed.toString(), backend: tina.backend,
-    sampler: clf.sampler, bundle_id: clf.bundleId, session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) };
-  if (values.json) process.stdout.write(JSON.stringify(summary) + "\n");
-  else process.stderr.write(`wrote ${values.output}: ${clf.k} classes, labels in this order: ${clf.labels.join(", ")}\n` +
-    `  ddim ${clf.sampler.steps} steps, seed ${seed}, bundle ${clf.bundleId}; generated in ${(t2 - t1).toFixed(0)} ms\n`);
+  const nov = await tina.novelty(names, { descriptions });
+  const s = clf.sampler;
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ output: values.output, head: values.head ?? null, labels: clf.labels, seen: nov.seen,
+      new: nov.new, nearest_known: nov.nearest, confusable: nov.confusable, ...s, bundle_id: clf.bundleId, backend: tina.backend,
+      session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) }) + "\n");
+    return;
+  }
+  const say = (line) => process.stderr.write(line + "\n");
+  say(`wrote ${values.output}: ${clf.k} classes, labels in this order: ${clf.labels.join(", ")}`);
+  if (nov.seen.length) say(`  seen in training:  ${nov.seen.join(", ")}`);
+  if (nov.new.length) say(`  new (not in training vocabulary, expect lower accuracy): ${nov.new.join(", ")}`);
+  for (const [n, near] of Object.entries(nov.nearest)) say(`  '${n}' is new; nearest known names: ` + near.map(([m, c]) => `${m} (${c.toFixed(2)})`).join(", "));
+  for (const [a, b, c] of nov.confusable) say(`  warning: '${a}' and '${b}' are close in meaning (cosine ${c.toFixed(2)}); their classes may be confused`);
+  say(`  ${s.sampler} ${s.steps} steps, seed ${s.seed}, ${s.candidates} candidate(s), bundle ${clf.bundleId}; ` +
+    `generated in ${(t2 - t1).toFixed(0)} ms (${(performance.now() - t0).toFixed(0)} ms in all) on ${tina.backend}`);
 }
 
 main(process.argv.slice(2)).catch((e) => {

@@ -10,6 +10,7 @@ import { parseClasses, descriptionTexts } from "./prompt.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
 import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
 import { parseManifest, checkBundleId } from "./manifest.mjs";
+import { noveltyReport, readNpy } from "./novelty.mjs";
 
 export const VERSION = "0.1.0";
 
@@ -166,6 +167,34 @@ export class TinaEdge {
       ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,
       timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
+  }
+
+  /**
+   * Novelty warnings (Python's Personalizer.novelty): which names the bundle was trained on, the
+   * nearest known names of the others, and pairs of classes close enough to be confused.
+   */
+  async novelty(classes, { descriptions = null } = {}) {
+    const names = parseClasses(classes);
+    const D = this.manifest.text_encoder.embedding_dim;
+    const emb = await this.encode(descriptionTexts(names, descriptions));
+    const vocab = this.manifest.training?.vocabulary ?? [];
+    const file = this.manifest.text_encoder.vocabulary_embeddings;
+    const vocabEmb = async () => {
+      if (this._vocabEmb) return this._vocabEmb;
+      let data;
+      if (file) {
+        const a = readNpy(await this.bundle.file(file), file);
+        if (a.shape.length !== 2 || a.shape[0] !== vocab.filter((v) => typeof v === "string").length || a.shape[1] !== D) {
+          throw new BundleError(`bundle file ${file} holds [${a.shape}]; the manifest promises [${vocab.length}, ${D}]`);
+        }
+        data = a.data;
+      } else {
+        data = await this.encode(vocab.filter((v) => typeof v === "string"));
+      }
+      this._vocabEmb = data;
+      return data;
+    };
+    return noveltyReport(names, emb, D, vocab, vocabEmb);
   }
 
   get kMax() { return this.manifest.denoiser.k_max; }

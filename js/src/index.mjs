@@ -82,7 +82,7 @@ export class TinaEdge extends Core {
     const [H, W] = this.inputSize;
     const predict = clf.predict.bind(clf);
     const prepared = Boolean(this.manifest.template.input.preprocess); // photos: predict prepares them as Python does
-    clf.predict = (images) => predict((Array.isArray(images) ? images : [images]).map((im) => (prepared ? toPixels(im) : toInput(im, W, H))));
+    clf.predict = (images, opts) => predict((Array.isArray(images) ? images : [images]).map((im) => (prepared ? toPixels(im) : toInput(im, W, H))), opts);
     return clf;
   }
 }

@@ -124,7 +124,7 @@ export class TinaEdge extends Core {
   async personalize(classes, options) {
     const clf = await super.personalize(classes, options);
     const predict = clf.predict.bind(clf);
-    clf.predict = (images) => {
+    clf.predict = (images, opts) => {
       for (const im of Array.isArray(images) ? images : [images]) {
         if (typeof im === "string" || (im instanceof Uint8Array && !("width" in im))) {
           throw new ImageError("predict takes decoded pixels {data, width, height}, not a path or encoded bytes; decode the photo " +
@@ -132,7 +132,7 @@ export class TinaEdge extends Core {
             "predict({data, width: info.width, height: info.height})");
         }
       }
-      return predict(images);
+      return predict(images, opts);
     };
     return clf;
   }

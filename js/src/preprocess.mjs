@@ -10,7 +10,7 @@
 // (checked by npm test on the conformance vectors: odd sizes, alpha, grey). Why not a canvas:
 // browsers' drawImage smoothing is unspecified (and premultiplies alpha), so it differs from the
 // pixels the trunk's features were computed from.
-import { TinaEdgeError } from "./errors.mjs";
+import { ImageError } from "./errors.mjs";
 
 const PRECISION_BITS = 22; // Pillow: 32 - 8 - 2
 const ONE = 2 ** PRECISION_BITS;
@@ -84,7 +84,7 @@ export function toRgbOnWhite(data, width, height) {
   const n = width * height;
   const c = data.length / n;
   if (![1, 2, 3, 4].includes(c)) {
-    throw new TinaEdgeError(`the image has ${c} values per pixel for ${width} x ${height}; pass grey, grey+alpha, RGB or RGBA bytes`);
+    throw new ImageError(`the image has ${c} values per pixel for ${width} x ${height}; pass grey, grey+alpha, RGB or RGBA bytes`);
   }
   const out = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
@@ -107,11 +107,11 @@ export function toRgbOnWhite(data, width, height) {
  */
 export function prepareImage(image, spec) {
   const { data, width: w, height: h } = image ?? {};
-  if (!data || !(w >= 1) || !(h >= 1)) throw new TinaEdgeError("an image must be {data, width, height} with at least one pixel");
+  if (!data || !(w >= 1) || !(h >= 1)) throw new ImageError("an image must be {data, width, height} with at least one pixel");
   const { size: S, crop_fraction: cf = 1.0, interpolation = "bilinear", resize = "shorter_side", crop = "center" } = spec;
   const filter = FILTERS[interpolation];
   if (!filter || resize !== "shorter_side" || crop !== "center") {
-    throw new TinaEdgeError(`this tina-edge implements preprocessing with bilinear or bicubic shorter-side resize and centre crop; ` +
+    throw new ImageError(`this tina-edge implements preprocessing with bilinear or bicubic shorter-side resize and centre crop; ` +
       `the bundle asks for ${interpolation} ${resize} ${crop}`);
   }
   let rgb = toRgbOnWhite(data, w, h);

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 3  # 2: + preprocess vectors; 3: + prompt and manifest vectors (js/test/prepare.mjs rebuilds older files)
+FORMAT = 4  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 
@@ -108,6 +108,9 @@ NEW_RULE_PROMPTS: tuple = (
 )
 
 
+NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat")
+
+
 def _prompt_outcome(prompt) -> dict[str, Any]:
     from ..runtime.errors import PromptError
     from ..runtime.prompt import parse_classes
@@ -191,6 +194,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "preprocess": preprocess_vectors(m.template.input.preprocess),
         "prompts": prompt_vectors(),
         "manifests": manifest_vectors(bundle),
+        "novelty": [{"prompt": q, "report": p.novelty(q)} for q in NOVELTY_PROMPTS],
         "cases": [],
     }
     for i, c in enumerate(_cases(m)):
