@@ -5,9 +5,10 @@ import * as ortWeb from "onnxruntime-web";
 import { TinaEdge as Core } from "./core.mjs";
 import { ImageError } from "./errors.mjs";
 import { urlReader, browserCache } from "./fetch.mjs";
+import { WorkerTinaEdge, WorkerClassifier } from "./worker-client.mjs";
 
 export * from "./exports.mjs";
-export { urlReader, browserCache };
+export { urlReader, browserCache, WorkerTinaEdge, WorkerClassifier };
 
 function isBrowserSource(x) {
   return typeof x === "object" && x !== null && ("naturalWidth" in x || "videoWidth" in x || "displayWidth" in x ||
@@ -74,6 +75,15 @@ export class TinaEdge extends Core {
     const t = await Core.create(ort, read, { executionProviders: ["wasm"], ...options, where: String(url) });
     t.backend = "onnxruntime-web (wasm)";
     return Object.setPrototypeOf(t, TinaEdge.prototype);
+  }
+
+  /**
+   * The same bundle in a Web Worker: personalize and predict never block the page. `workerUrl`:
+   * the worker script (default src/worker.mjs beside this module; bundled apps build it as its
+   * own entry). Options as fromBundle's (`progress` included); every method is async.
+   */
+  static inWorker(url, options = {}) {
+    return WorkerTinaEdge.open(url, options);
   }
 
   /** Personalize, then wrap predict so it accepts canvases, bitmaps and <img> elements too. */
