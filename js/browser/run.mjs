@@ -9,11 +9,13 @@ import path from "node:path";
 import { env, vectors, maxAbsDiff } from "../test/helpers.mjs";
 import { serveStatic } from "./static.mjs";
 import { findChromium } from "./chromium.mjs";
+import { buildWorker } from "./build.mjs";
 
 const executablePath = findChromium();
 if (!executablePath) process.exit(0); // findChromium said how to get one: skipped, not failed
 const { default: puppeteer } = await import("puppeteer-core");
 const e = env();
+await buildWorker(); // the demo's default mode is TinaEdge.inWorker
 const ROOT = e.root;
 // cacheable responses (max-age, ETag), as a real host serves them
 const srv = await serveStatic([["/", ROOT], ["/bundle/", process.env.DIAG_BUNDLE ?? e.bundle]]);

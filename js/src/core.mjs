@@ -151,7 +151,13 @@ export class TinaEdge {
         perSession[name] = performance.now() - s0;
         return s;
       } catch (e) {
-        throw new BundleError(`onnxruntime cannot load bundle file ${name}: ${String(e.message || e).slice(0, 300)}`);
+        const msg = String(e?.message || e);
+        if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|node|opset/i.test(msg)) {
+          throw new BackendError(`onnxruntime could not start (${msg.slice(0, 200)}): in a bundled app it cannot find its ` +
+            "WebAssembly file: copy node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.{wasm,mjs} to your site and pass " +
+            "wasmPaths: '/where/they/are/' to fromBundle (README, \"Bundlers\")");
+        }
+        throw new BundleError(`onnxruntime cannot load bundle file ${name}: ${msg.slice(0, 300)}`);
       }
     };
     const tFiles = performance.now();

@@ -3,7 +3,6 @@
 export class TinaEdgeError extends Error {
   constructor(message) {
     super(message);
-    this.name = new.target.name;
   }
 }
 /** The class prompt (names, descriptions) is unusable. */
@@ -18,3 +17,8 @@ export class ArgumentError extends TinaEdgeError {}
 export class ModelFileError extends TinaEdgeError {}
 /** The runtime asked for (e.g. executionProviders: ["webgpu"]) is not supported. */
 export class BackendError extends TinaEdgeError {}
+
+// names that survive minifiers (esbuild renames classes) and cross a Worker boundary by name
+for (const [name, C] of Object.entries({ TinaEdgeError, PromptError, BundleError, ImageError, ArgumentError, ModelFileError, BackendError })) {
+  Object.defineProperty(C.prototype, "name", { value: name, writable: true, configurable: true });
+}

@@ -1,7 +1,8 @@
 // Browser entry point: onnxruntime-web (wasm) and bundles fetched over HTTP.
 // `await TinaEdge.fromBundle(url)`, `await tina.personalize("dog, cat", {seed: 0})`,
 // `await clf.predict(canvasOrImage)`.
-import * as ortWeb from "onnxruntime-web";
+// the wasm-only build: its WebAssembly file is 14 MB; the default build's (WebGPU/JSEP) is 28 MB
+import * as ortWeb from "onnxruntime-web/wasm";
 import { TinaEdge as Core } from "./core.mjs";
 import { ImageError } from "./errors.mjs";
 import { urlReader, browserCache } from "./fetch.mjs";
@@ -70,6 +71,9 @@ export class TinaEdge extends Core {
    */
   static async fromBundle(url, options = {}) {
     const ort = options.ort ?? ortWeb;
+    // where onnxruntime-web finds ort-wasm-simd-threaded.wasm (bundled apps: see README, "Bundlers")
+    if (options.wasmPaths) ort.env.wasm.wasmPaths = options.wasmPaths;
+    if (options.numThreads) ort.env.wasm.numThreads = options.numThreads;
     const cache = options.cache === false ? null : (options.cache ?? browserCache());
     const read = options.read ?? urlReader(url, { progress: options.progress, cache });
     const t = await Core.create(ort, read, { executionProviders: ["wasm"], ...options, where: String(url) });

@@ -8,7 +8,7 @@ let tina = null;
 const classifiers = new Map();
 let next = 1;
 
-const describe = (handle, clf) => ({ handle, labels: clf.labels, prompt: clf.prompt, texts: clf.texts, sampler: clf.sampler,
+const describe = (handle, clf) => ({ handle, labels: clf.labels, params: clf.params, prompt: clf.prompt, texts: clf.texts, sampler: clf.sampler,
   bundleId: clf.bundleId, timings: clf.timings, k: clf.k });
 
 function pixels(im) {
