@@ -25,3 +25,5 @@ export declare function dirCache(dir: string): BundleCache & { dir: string };
 export declare function dirReader(dir: string): (name: string) => Promise<Uint8Array>;
 export declare function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void>;
 export declare function loadOrt(options?: { quiet?: boolean }): Promise<{ ort: unknown; backend: string }>;
+/** Decode a photo file with the optional dependency sharp (EXIF orientation applied); ImageError without it. */
+export declare function readImage(file: string, options?: { maxPixels?: number }): Promise<import("./common.js").ImageLike>;

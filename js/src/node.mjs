@@ -93,6 +93,28 @@ export async function writeFileAtomic(file, data) {
   }
 }
 
+/**
+ * Decode a photo file (JPEG, PNG, WebP, ...) to {data, width, height} with `sharp`, an optional
+ * dependency (npm install sharp): EXIF orientation applied, as Python's loader does. Pixel bytes
+ * may differ from Pillow's JPEG decoder by a unit here and there (libjpeg-turbo builds differ).
+ */
+export async function readImage(file, { maxPixels = 64e6 } = {}) {
+  let sharp;
+  try {
+    sharp = (await import("sharp")).default;
+  } catch {
+    throw new ImageError("decoding image files in node needs the optional dependency sharp: npm install sharp " +
+      "(or decode the photo yourself and pass {data, width, height})");
+  }
+  try {
+    const { data, info } = await sharp(file, { limitInputPixels: maxPixels, failOn: "error" }).rotate().raw()
+      .toBuffer({ resolveWithObject: true });
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+  } catch (e) {
+    throw new ImageError(`cannot read ${file} as an image (${String(e.message).slice(0, 160)}); pass a JPEG, PNG or WebP photo`);
+  }
+}
+
 export class TinaEdge extends Core {
   /**
    * Open a bundle: a directory, or an http(s) URL downloaded into `cacheDir` (default
