@@ -12,6 +12,10 @@ export type ImageSource = ImageLike | Inst<"ImageData"> | Inst<"ImageBitmap"> | 
 export interface BrowserFromBundleOptions extends FromBundleOptions {
   /** The persistent cache (default: the Cache API); false: none. */
   cache?: BundleCache | false;
+  /** Where onnxruntime-web finds ort-wasm-simd-threaded.{wasm,mjs} (bundled apps). */
+  wasmPaths?: string;
+  /** onnxruntime-web's wasm threads (default 1 unless set elsewhere). */
+  numThreads?: number;
 }
 
 /** What personalize returns in the browser: predict also takes canvases, bitmaps and <img> elements. */
@@ -19,7 +23,52 @@ export interface BrowserClassifier extends PersonalizedClassifier {
   predict(images: ImageSource | ImageSource[], options?: PredictOptions): Promise<Prediction[]>;
 }
 
+export interface WorkerOptions extends BrowserFromBundleOptions {
+  /** The worker script: src/worker.mjs built as its own entry (default: beside this module). */
+  workerUrl?: string | { href: string };
+  /** An already created worker running src/worker.mjs. */
+  worker?: unknown;
+  /** Where onnxruntime-web finds ort-wasm-simd-threaded.{wasm,mjs} (README, "Bundlers"). */
+  wasmPaths?: string;
+  numThreads?: number;
+}
+
+/** A classifier living in the worker: PersonalizedClassifier's methods, all async. */
+export declare class WorkerClassifier {
+  readonly labels: string[];
+  readonly params: Record<string, import("./common.js").Tensor>;
+  readonly prompt: string;
+  readonly texts: string[];
+  readonly sampler: import("./common.js").Sampler;
+  readonly bundleId: string;
+  readonly k: number;
+  readonly timings: { encodeMs?: number; generateMs?: number };
+  predict(images: ImageSource | ImageSource[], options?: PredictOptions): Promise<Prediction[]>;
+  toModelBytes(): Promise<Uint8Array>;
+  toHead(): Promise<import("./common.js").Head>;
+  toHeadText(): Promise<string>;
+  metadata(): Promise<Record<string, string>>;
+  release(): Promise<void>;
+}
+
+/** TinaEdge in a Web Worker: the same methods, all async; personalize and predict never block the page. */
+export declare class WorkerTinaEdge {
+  readonly manifest: Record<string, any>;
+  readonly backend: string;
+  readonly kMax: number;
+  readonly inputSize: [number, number];
+  readonly timings: TinaEdgeBase["timings"];
+  personalize(classes: string | string[], options?: import("./common.js").PersonalizeOptions): Promise<WorkerClassifier>;
+  fromHead(head: import("./common.js").Head | string): Promise<WorkerClassifier>;
+  novelty(classes: string | string[], options?: Pick<import("./common.js").PersonalizeOptions, "descriptions">): Promise<import("./common.js").NoveltyReport>;
+  encode(texts: string[]): Promise<Float32Array>;
+  clearCache(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
 export declare class TinaEdge extends TinaEdgeBase {
+  /** The bundle in a Web Worker (see WorkerTinaEdge). */
+  static inWorker(url: string, options?: WorkerOptions): Promise<WorkerTinaEdge>;
   /** A bundle folder served over HTTP: files checked as they arrive, progress, Cache API. */
   static fromBundle(url: string, options?: BrowserFromBundleOptions): Promise<TinaEdge>;
   personalize(classes: string | string[], options?: import("./common.js").PersonalizeOptions): Promise<BrowserClassifier>;

@@ -69,8 +69,15 @@ await (await tina.personalize("a, b")).predict([img, document.createElement("can
 const pix = toPixels(img);
 // @ts-expect-error a classifier from a head takes decoded pixels only
 await PersonalizedClassifier.fromHead(tina, "{}").predict(img);
-await TinaEdge.fromBundle("/bundle/", { cache: false });
-console.log(pix.width);
+await TinaEdge.fromBundle("/bundle/", { cache: false, wasmPaths: "/ort/" });
+const w = await TinaEdge.inWorker("/bundle/", { workerUrl: "/worker.mjs", wasmPaths: "/ort/" });
+const wc = await w.personalize("dog, cat", { seed: "18446744073709551615" });
+const preds = await wc.predict(img, { minProb: 0.3 });
+const mb: Uint8Array = await wc.toModelBytes();
+// @ts-expect-error worker methods are async
+const sync: Uint8Array = wc.toModelBytes();
+await w.dispose();
+console.log(pix.width, preds, mb, sync);
 `);
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
