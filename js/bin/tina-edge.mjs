@@ -5,9 +5,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { TinaEdge, TinaEdgeError, parseClasses, classKey } from "../src/node.mjs";
+import { TinaEdge, TinaEdgeError, parseClasses, classKey, loadModel, readImage } from "../src/node.mjs";
 
 const USAGE = `usage: tina-edge personalize CLASSES... -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
+       tina-edge predict MODEL IMAGES... [--top K] [--min-prob P] [--json]   (files or folders; decoding needs sharp)
        tina-edge info [--bundle DIR|URL]`;
 
 function fail(msg, code = 2) {
@@ -35,6 +36,51 @@ function commitAll(outputs) {
   }
 }
 
+const IMAGE_SUFFIX = /\.(jpe?g|png|webp|gif|tiff?|bmp|avif)$/i;
+
+/** Files, and image files in folders (walked recursively, sorted); what was skipped and why is counted. */
+function expandPaths(items) {
+  const files = [];
+  const skipped = [];
+  const walk = (p, top) => {
+    let st;
+    try { st = fs.statSync(p); } catch (e) { if (top) fail(`${p} does not exist`); skipped.push(`${p} (${e.code})`); return; }
+    if (st.isDirectory()) {
+      let names;
+      try { names = fs.readdirSync(p).sort(); } catch (e) { skipped.push(`${p} (${e.code})`); return; }
+      for (const n of names) walk(path.join(p, n), false);
+    } else if (top || (st.isFile() && IMAGE_SUFFIX.test(p))) files.push(p);
+    else skipped.push(`${p} (${st.isFile() ? "not an image suffix" : "not a regular file"})`);
+  };
+  for (const it of items) walk(it, true);
+  return { files, skipped };
+}
+
+/** The twin of Python's `tina-edge predict`: IMAGE<TAB>[ANSWER<TAB>]LABEL PROB... per image, or --json. */
+async function predictCmd([model, ...images], values) {
+  if (!model || !images.length) fail(`name a model and images\n${USAGE}`);
+  const top = Number(values.top);
+  if (!Number.isInteger(top) || top < 1) fail(`--top must be an integer >= 1, got ${values.top}`);
+  const minProb = values["min-prob"] === undefined ? null : Number(values["min-prob"]);
+  if (minProb !== null && !(minProb >= 0 && minProb <= 1)) fail(`--min-prob must be a number from 0 to 1, got ${values["min-prob"]}`);
+  const clf = await loadModel(model);
+  const { files, skipped } = expandPaths(images);
+  if (skipped.length) process.stderr.write(`note: ${skipped.length} path(s) were not used, e.g. ${skipped[0]}\n`);
+  const rows = [];
+  for (const f of files) {
+    const [p] = await clf.predict(await readImage(f), { minProb });
+    const order = [...p.probabilities.keys()].sort((a, b) => p.probabilities[b] - p.probabilities[a]).slice(0, top);
+    rows.push({ image: f, label: p.label, probability: Math.max(...p.probabilities),
+      top: order.map((j) => ({ label: clf.labels[j], probability: p.probabilities[j] })) });
+  }
+  if (values.json) { process.stdout.write(JSON.stringify(rows) + "\n"); return; }
+  const safe = (t) => JSON.stringify(String(t)).slice(1, -1);
+  for (const r of rows) {
+    process.stdout.write(`${safe(r.image)}\t${minProb !== null ? safe(r.label) + "\t" : ""}` +
+      r.top.map((t) => `${safe(t.label)} ${t.probability.toFixed(3)}`).join("\t") + "\n");
+  }
+}
+
 async function main(argv) {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "-h" || cmd === "--help") { process.stdout.write(USAGE + "\n"); return; }
@@ -43,7 +89,7 @@ async function main(argv) {
     options: {
       output: { type: "string", short: "o" }, seed: { type: "string", default: "0" }, bundle: { type: "string" },
       head: { type: "string" }, force: { type: "boolean", default: false }, json: { type: "boolean", default: false },
-      describe: { type: "string", multiple: true },
+      describe: { type: "string", multiple: true }, top: { type: "string", default: "1" }, "min-prob": { type: "string" },
     },
   });
   if (cmd === "info") {
@@ -53,6 +99,7 @@ async function main(argv) {
       text_encoder: m.text_encoder.name, generate: m.portable.generate, backend: tina.backend, timings: tina.timings }, null, 2) + "\n");
     return;
   }
+  if (cmd === "predict") return predictCmd(positionals, values);
   if (cmd !== "personalize") fail(`unknown command ${cmd}\n${USAGE}`);
   if (!positionals.length) fail(`name the classes, e.g. "dog, cat"\n${USAGE}`);
   if (!values.output) fail("give the output file with -o model.onnx");

@@ -7,3 +7,4 @@ export { parseClasses, descriptionTexts, classKey } from "./prompt.mjs";
 export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
 export { computeBundleId, parseManifest } from "./manifest.mjs";
 export { noveltyLines, readNpy } from "./novelty.mjs";
+export { PersonalizedModel } from "./model.mjs";

@@ -27,3 +27,14 @@ export declare function writeFileAtomic(file: string, data: Uint8Array | string)
 export declare function loadOrt(options?: { quiet?: boolean }): Promise<{ ort: unknown; backend: string }>;
 /** Decode a photo file with the optional dependency sharp (EXIF orientation applied); ImageError without it. */
 export declare function readImage(file: string, options?: { maxPixels?: number }): Promise<import("./common.js").ImageLike>;
+/** A standalone model.onnx written by tina-edge (Python or JS): labels and photo policy from its metadata. */
+export declare class PersonalizedModel {
+  readonly labels: string[];
+  readonly inputSize: [number, number];
+  readonly preprocess: import("./common.js").PreprocessSpec | null;
+  predict(images: import("./common.js").ImageLike | import("./common.js").ImageLike[],
+    options?: import("./common.js").PredictOptions): Promise<import("./common.js").Prediction[]>;
+  dispose(): void;
+}
+/** Load a standalone model.onnx (path or bytes) on onnxruntime-node when installed. */
+export declare function loadModel(fileOrBytes: string | Uint8Array, options?: { ort?: unknown; quiet?: boolean }): Promise<PersonalizedModel>;

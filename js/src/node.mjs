@@ -9,8 +9,9 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { TinaEdge as Core } from "./core.mjs";
-import { BundleError, ImageError } from "./errors.mjs";
+import { BundleError, ImageError, ModelFileError } from "./errors.mjs";
 import { urlReader } from "./fetch.mjs";
+import { PersonalizedModel } from "./model.mjs";
 
 export * from "./exports.mjs";
 
@@ -113,6 +114,18 @@ export async function readImage(file, { maxPixels = 64e6 } = {}) {
   } catch (e) {
     throw new ImageError(`cannot read ${file} as an image (${String(e.message).slice(0, 160)}); pass a JPEG, PNG or WebP photo`);
   }
+}
+
+/** A standalone model.onnx (a path or its bytes), run on onnxruntime-node when installed. */
+export async function loadModel(fileOrBytes, options = {}) {
+  const { ort } = options.ort ? { ort: options.ort } : await loadOrt(options);
+  let bytes = fileOrBytes;
+  if (typeof fileOrBytes === "string") {
+    try { bytes = new Uint8Array(await fsp.readFile(fileOrBytes)); } catch (e) {
+      throw new ModelFileError(`cannot read ${fileOrBytes} (${e.code ?? e.message}); pass a model.onnx written by tina-edge personalize`);
+    }
+  }
+  return PersonalizedModel.load(ort, bytes, typeof fileOrBytes === "string" ? fileOrBytes : "model.onnx");
 }
 
 export class TinaEdge extends Core {

@@ -69,3 +69,35 @@ test("node CLI: a seed above 2**53 is recorded exactly in the model and the head
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("node CLI predict: a Python-written model.onnx on a PNG gives Python's probabilities (its preprocess metadata)", async () => {
+  const { default: sharp } = await import("sharp");
+  const v = vectors();
+  const c = v.cases[0];
+  if (!c.photo_probabilities) return; // a bundle without template.input.preprocess
+  const ph = v.preprocess[v.preprocess.length - 1];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-predict-"));
+  try {
+    await sharp(Buffer.from(ph.data, "base64"), { raw: { width: ph.width, height: ph.height, channels: ph.channels } })
+      .png().toFile(path.join(dir, "photo.png"));
+    fs.writeFileSync(path.join(dir, "notes.txt"), "not an image");
+    const model = path.join(env().models, c.model);
+    const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, dir, "--json", "--top", "2"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /note: 1 path\(s\) were not used, e\.g\. .*notes\.txt \(not an image suffix\)/);
+    const [row] = JSON.parse(r.stdout);
+    const want = c.photo_probabilities[0];
+    const best = want.indexOf(Math.max(...want));
+    assert.equal(row.label, c.labels[best]);
+    assert.ok(Math.abs(row.probability - want[best]) <= 1e-5, `${row.probability} vs ${want[best]}`);
+    const t = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, path.join(dir, "photo.png"), "--min-prob", "1"],
+      { encoding: "utf8" });
+    assert.equal(t.status, 0, t.stderr);
+    assert.match(t.stdout, /photo\.png\tunknown\t/);
+    const bad = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, path.join(dir, "notes.txt")], { encoding: "utf8" });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /^error: cannot read .*notes\.txt as an image/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
