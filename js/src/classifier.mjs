@@ -6,7 +6,7 @@
 import protobuf from "protobufjs";
 import ONNX_PROTO from "./onnx-proto.mjs";
 import { TinaEdgeError, ImageError, ModelFileError, ArgumentError } from "./errors.mjs";
-import { pyDumps, toTree, subtree } from "./manifest.mjs";
+import { pyDumps, toTree, subtree, parseExact } from "./manifest.mjs";
 import { prepareImage } from "./preprocess.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
@@ -231,7 +231,12 @@ export class PersonalizedClassifier {
 
   /** A classifier from a head JSON (object or text) produced by Python or JS for this bundle. */
   static fromHead(tina, head) {
-    const h = typeof head === "string" ? JSON.parse(head) : head;
+    let h = head;
+    if (typeof head === "string") {
+      try { h = JSON.parse(head); } catch { throw new ModelFileError("the head is not valid JSON; pass a head file written by tina-edge"); }
+      const seed = subtree(parseExact(head, "the head", ModelFileError), "sampler", "seed"); // exact above 2**53
+      if (seed?.t === "i" && h.sampler) h.sampler = { ...h.sampler, seed: seed.v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed.v) : seed.v.toString() };
+    }
     if (!h || h.format !== HEAD_FORMAT || h.version !== HEAD_VERSION) throw new ModelFileError("not a tina-edge head file (format/version)");
     if (h.bundle_id !== tina.manifest.bundle_id) {
       throw new ModelFileError(`this head was generated with bundle ${h.bundle_id}, not ${tina.manifest.bundle_id}; load that bundle`);

@@ -53,11 +53,11 @@ export function pyFloat(x) {
 
 /** A strict JSON parser (Python's json.loads grammar, NaN/Infinity included) keeping number kinds. */
 class Parser {
-  constructor(text) { this.s = text; this.i = 0; }
-  fail(what) { throw new BundleError(`manifest.json is not valid JSON: ${what} at character ${this.i}`); }
+  constructor(text, what = "manifest.json", Err = BundleError) { this.s = text; this.i = 0; this.what = what; this.Err = Err; }
+  fail(what) { throw new this.Err(`${this.what} is not valid JSON: ${what} at character ${this.i}`); }
   ws() { while (this.i < this.s.length && " \t\n\r".includes(this.s[this.i])) this.i++; }
   value(depth) {
-    if (depth > MAX_DEPTH) throw new BundleError("manifest.json is not a usable manifest: its JSON is nested too deeply");
+    if (depth > MAX_DEPTH) throw new this.Err(`${this.what} is not usable: its JSON is nested too deeply`);
     this.ws();
     const c = this.s[this.i];
     if (c === "{") return this.object(depth);
@@ -232,6 +232,15 @@ export async function parseManifest(bytes) {
     throw new BundleError(`manifest.json is not usable here: ${e.message}`);
   }
   return { manifest, id: await computeBundleId(tree), tree };
+}
+
+/** JSON text -> a tree keeping Python's number kinds (exact integers above 2**53). */
+export function parseExact(text, what = "the JSON text", Err = BundleError) {
+  const p = new Parser(text, what, Err);
+  const tree = p.value(0);
+  p.ws();
+  if (p.i !== text.length) p.fail("extra data");
+  return tree;
 }
 
 /** Refuse a manifest whose recorded bundle_id is not what its content hashes to (a hand edit). */

@@ -105,18 +105,26 @@ export function toRgbOnWhite(data, width, height) {
  * {data: Uint8Array RGB [size * size * 3], width: size, height: size}, following `spec`
  * (the manifest's template.input.preprocess: size, crop_fraction, interpolation).
  */
+export const MAX_PIXELS = 64_000_000; // runtime/images.py MAX_PIXELS: decoded pixels, and here every intermediate too
+
 export function prepareImage(image, spec) {
   const { data, width: w, height: h } = image ?? {};
   if (!data || !(w >= 1) || !(h >= 1)) throw new ImageError("an image must be {data, width, height} with at least one pixel");
+  if (w * h > MAX_PIXELS) throw new ImageError(`the image is ${w}x${h} pixels; images of at most ${MAX_PIXELS / 1e6} megapixels are accepted`);
   const { size: S, crop_fraction: cf = 1.0, interpolation = "bilinear", resize = "shorter_side", crop = "center" } = spec;
   const filter = FILTERS[interpolation];
   if (!filter || resize !== "shorter_side" || crop !== "center") {
     throw new ImageError(`this tina-edge implements preprocessing with bilinear or bicubic shorter-side resize and centre crop; ` +
       `the bundle asks for ${interpolation} ${resize} ${crop}`);
   }
-  let rgb = toRgbOnWhite(data, w, h);
   const scale = S / cf / Math.min(w, h);
   const nw = Math.max(S, roundHalfEven(w * scale)), nh = Math.max(S, roundHalfEven(h * scale));
+  // the shorter side is resized first: a 1x100000 strip would become 128x12800000 (4.9 GB) before the crop
+  if (nw * nh > MAX_PIXELS || nw * h > MAX_PIXELS) {
+    throw new ImageError(`the image is ${w}x${h} pixels: its aspect ratio is too extreme to classify (resizing it would ` +
+      `make ${nw}x${nh} pixels); crop it to the object first`);
+  }
+  let rgb = toRgbOnWhite(data, w, h);
   let cw = w, ch = h;
   if (nw !== w || nh !== h) {
     if (nw !== w) { rgb = pass(rgb, w, h, nw, h, coefficients(w, nw, filter), 0); cw = nw; }

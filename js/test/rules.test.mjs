@@ -96,3 +96,31 @@ test("a hand-edited manifest (stale bundle_id) is refused before any file is use
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("preprocessing bounds every intermediate: a 1x100000 strip is refused at once, an ImageError", async () => {
+  const { prepareImage } = await import("../src/preprocess.mjs");
+  const { ImageError } = await import("../src/errors.mjs");
+  const t0 = performance.now();
+  for (const [w, h] of [[100000, 1], [1, 100000]]) {
+    assert.throws(() => prepareImage({ data: new Uint8Array(w * h * 3), width: w, height: h }, { size: 128 }),
+      (e) => e instanceof ImageError && /aspect ratio is too extreme/.test(e.message));
+  }
+  assert.throws(() => prepareImage({ data: new Uint8Array(3), width: 9000, height: 9000 }, { size: 128 }), /at most 64 megapixels/);
+  assert.ok(performance.now() - t0 < 2000);
+  const ok = prepareImage({ data: new Uint8Array(400 * 100 * 3), width: 400, height: 100 }, { size: 32 }); // 4:1 is fine
+  assert.deepEqual([ok.width, ok.height], [32, 32]);
+});
+
+test("a head read from text keeps a seed above 2**53 exact (metadata and head text as Python's)", async () => {
+  const { PersonalizedClassifier } = await import("../src/classifier.mjs");
+  const tina = await TinaEdge.fromBundle(env().bundle, { loadTemplate: true });
+  const clf = await tina.personalize("dog, cat", { seed: "18446744073709551557" });
+  assert.equal(clf.sampler.seed, "18446744073709551557");
+  const text = clf.toHeadText();
+  assert.match(text, /"seed": 18446744073709551557,/);
+  const back = PersonalizedClassifier.fromHead(tina, text);
+  assert.equal(back.sampler.seed, "18446744073709551557");
+  assert.match(back.metadata().sampler, /"seed": 18446744073709551557,/);
+  assert.throws(() => PersonalizedClassifier.fromHead(tina, "{"), /not valid JSON/);
+  tina.dispose();
+});
