@@ -5,14 +5,80 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { TinaEdge, TinaEdgeError } from "../src/node.mjs";
+import { TinaEdge, TinaEdgeError, parseClasses, classKey, loadModel, readImage } from "../src/node.mjs";
 
 const USAGE = `usage: tina-edge personalize CLASSES... -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
+       tina-edge predict MODEL IMAGES... [--top K] [--min-prob P] [--json]   (files or folders; decoding needs sharp)
        tina-edge info [--bundle DIR|URL]`;
 
 function fail(msg, code = 2) {
   process.stderr.write(`error: ${msg}\n`);
   process.exit(code);
+}
+
+/**
+ * Write every output as one unit: all temp files first, then the renames; on any failure (a full
+ * disk, a read-only directory) every temp is removed and the targets keep their old content.
+ */
+function commitAll(outputs) {
+  const tmps = [];
+  try {
+    for (const [file, data] of outputs) {
+      const tmp = `${file}.tmp-${process.pid}`;
+      tmps.push(tmp);
+      fs.writeFileSync(tmp, data, { flag: "wx" });
+    }
+    outputs.forEach(([file], i) => fs.renameSync(tmps[i], file));
+  } catch (e) {
+    for (const t of tmps) fs.rmSync(t, { force: true });
+    const what = outputs.map(([f]) => f).join(" and ");
+    throw new TinaEdgeError(`cannot write ${what} (${e.code ?? e.message}); nothing was written: free disk space or choose another directory`);
+  }
+}
+
+const IMAGE_SUFFIX = /\.(jpe?g|png|webp|gif|tiff?|bmp|avif)$/i;
+
+/** Files, and image files in folders (walked recursively, sorted); what was skipped and why is counted. */
+function expandPaths(items) {
+  const files = [];
+  const skipped = [];
+  const walk = (p, top) => {
+    let st;
+    try { st = fs.statSync(p); } catch (e) { if (top) fail(`${p} does not exist`); skipped.push(`${p} (${e.code})`); return; }
+    if (st.isDirectory()) {
+      let names;
+      try { names = fs.readdirSync(p).sort(); } catch (e) { skipped.push(`${p} (${e.code})`); return; }
+      for (const n of names) walk(path.join(p, n), false);
+    } else if (top || (st.isFile() && IMAGE_SUFFIX.test(p))) files.push(p);
+    else skipped.push(`${p} (${st.isFile() ? "not an image suffix" : "not a regular file"})`);
+  };
+  for (const it of items) walk(it, true);
+  return { files, skipped };
+}
+
+/** The twin of Python's `tina-edge predict`: IMAGE<TAB>[ANSWER<TAB>]LABEL PROB... per image, or --json. */
+async function predictCmd([model, ...images], values) {
+  if (!model || !images.length) fail(`name a model and images\n${USAGE}`);
+  const top = Number(values.top);
+  if (!Number.isInteger(top) || top < 1) fail(`--top must be an integer >= 1, got ${values.top}`);
+  const minProb = values["min-prob"] === undefined ? null : Number(values["min-prob"]);
+  if (minProb !== null && !(minProb >= 0 && minProb <= 1)) fail(`--min-prob must be a number from 0 to 1, got ${values["min-prob"]}`);
+  const clf = await loadModel(model);
+  const { files, skipped } = expandPaths(images);
+  if (skipped.length) process.stderr.write(`note: ${skipped.length} path(s) were not used, e.g. ${skipped[0]}\n`);
+  const rows = [];
+  for (const f of files) {
+    const [p] = await clf.predict(await readImage(f), { minProb });
+    const order = [...p.probabilities.keys()].sort((a, b) => p.probabilities[b] - p.probabilities[a]).slice(0, top);
+    rows.push({ image: f, label: p.label, probability: Math.max(...p.probabilities),
+      top: order.map((j) => ({ label: clf.labels[j], probability: p.probabilities[j] })) });
+  }
+  if (values.json) { process.stdout.write(JSON.stringify(rows) + "\n"); return; }
+  const safe = (t) => JSON.stringify(String(t)).slice(1, -1);
+  for (const r of rows) {
+    process.stdout.write(`${safe(r.image)}\t${minProb !== null ? safe(r.label) + "\t" : ""}` +
+      r.top.map((t) => `${safe(t.label)} ${t.probability.toFixed(3)}`).join("\t") + "\n");
+  }
 }
 
 async function main(argv) {
@@ -23,22 +89,27 @@ async function main(argv) {
     options: {
       output: { type: "string", short: "o" }, seed: { type: "string", default: "0" }, bundle: { type: "string" },
       head: { type: "string" }, force: { type: "boolean", default: false }, json: { type: "boolean", default: false },
-      describe: { type: "string", multiple: true },
+      describe: { type: "string", multiple: true }, top: { type: "string", default: "1" }, "min-prob": { type: "string" },
     },
   });
   if (cmd === "info") {
     const tina = await TinaEdge.fromBundle(values.bundle, { loadTemplate: false });
     const m = tina.manifest;
     process.stdout.write(JSON.stringify({ bundle_id: m.bundle_id, k_max: m.denoiser.k_max, input: m.template.input,
-      text_encoder: m.text_encoder.name, generate: m.portable.generate, timings: tina.timings }, null, 2) + "\n");
+      text_encoder: m.text_encoder.name, generate: m.portable.generate, backend: tina.backend, timings: tina.timings }, null, 2) + "\n");
     return;
   }
+  if (cmd === "predict") return predictCmd(positionals, values);
   if (cmd !== "personalize") fail(`unknown command ${cmd}\n${USAGE}`);
   if (!positionals.length) fail(`name the classes, e.g. "dog, cat"\n${USAGE}`);
   if (!values.output) fail("give the output file with -o model.onnx");
-  if (!/^\d+$/.test(values.seed)) fail(`--seed must be a non-negative integer, got ${values.seed}`);
+  if (!/^\d{1,20}$/.test(values.seed) || BigInt(values.seed) >= 2n ** 64n) fail(`--seed must be an integer from 0 to 2**64-1, got ${values.seed}`);
   const seed = BigInt(values.seed);
+  if (values.head && path.resolve(values.head) === path.resolve(values.output)) {
+    fail(`-o and --head name the same file ${values.output}; give the head its own path`);
+  }
   for (const f of [values.output, values.head].filter(Boolean)) {
+    if (fs.existsSync(f) && !fs.statSync(f).isFile()) fail(`cannot write ${f}: it is not a regular file; choose a file path`);
     if (fs.existsSync(f) && !values.force) fail(`${f} already exists; choose another path or pass --force to overwrite it`);
     if (!fs.existsSync(path.dirname(path.resolve(f)))) fail(`cannot write ${f}: its directory does not exist`);
   }
@@ -47,13 +118,12 @@ async function main(argv) {
   const names = positionals;
   let descriptions = null;
   if (values.describe?.length) {
-    const { parseClasses, } = await import("../src/prompt.mjs");
     const list = parseClasses(names);
     descriptions = list.map(() => null);
     for (const item of values.describe) {
       const i = item.indexOf("=");
-      const key = i > 0 ? item.slice(0, i).trim().toLowerCase() : "";
-      const j = list.findIndex((n) => n.toLowerCase() === key);
+      const key = i > 0 ? classKey(item.slice(0, i)) : "";
+      const j = list.findIndex((n) => classKey(n) === key);
       if (j < 0) fail(`--describe takes NAME=TEXT with NAME one of the classes; got ${item}`);
       descriptions[j] = item.slice(i + 1);
     }
@@ -61,14 +131,25 @@ async function main(argv) {
   const t1 = performance.now();
   const clf = await tina.personalize(names, { seed, descriptions });
   const t2 = performance.now();
-  const write = (file, data) => { const tmp = `${file}.tmp-${process.pid}`; fs.writeFileSync(tmp, data); fs.renameSync(tmp, file); };
-  write(values.output, clf.toModelBytes());
-  if (values.head) write(values.head, JSON.stringify(clf.toHead()) + "\n");
-  const summary = { output: values.output, head: values.head ?? null, labels: clf.labels, seed: Number(seed),
-    sampler: clf.sampler, bundle_id: clf.bundleId, session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) };
-  if (values.json) process.stdout.write(JSON.stringify(summary) + "\n");
-  else process.stderr.write(`wrote ${values.output}: ${clf.k} classes, labels in this order: ${clf.labels.join(", ")}\n` +
-    `  ddim ${clf.sampler.steps} steps, seed ${seed}, bundle ${clf.bundleId}; generated in ${(t2 - t1).toFixed(0)} ms\n`);
+  const outputs = [[values.output, clf.toModelBytes()]];
+  if (values.head) outputs.push([values.head, clf.toHeadText()]);
+  commitAll(outputs);
+  const nov = await tina.novelty(names, { descriptions });
+  const s = clf.sampler;
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ output: values.output, head: values.head ?? null, labels: clf.labels, seen: nov.seen,
+      new: nov.new, nearest_known: nov.nearest, confusable: nov.confusable, ...s, bundle_id: clf.bundleId, backend: tina.backend,
+      session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) }) + "\n");
+    return;
+  }
+  const say = (line) => process.stderr.write(line + "\n");
+  say(`wrote ${values.output}: ${clf.k} classes, labels in this order: ${clf.labels.join(", ")}`);
+  if (nov.seen.length) say(`  seen in training:  ${nov.seen.join(", ")}`);
+  if (nov.new.length) say(`  new (not in training vocabulary, expect lower accuracy): ${nov.new.join(", ")}`);
+  for (const [n, near] of Object.entries(nov.nearest)) say(`  '${n}' is new; nearest known names: ` + near.map(([m, c]) => `${m} (${c.toFixed(2)})`).join(", "));
+  for (const [a, b, c] of nov.confusable) say(`  warning: '${a}' and '${b}' are close in meaning (cosine ${c.toFixed(2)}); their classes may be confused`);
+  say(`  ${s.sampler} ${s.steps} steps, seed ${s.seed}, ${s.candidates} candidate(s), bundle ${clf.bundleId}; ` +
+    `generated in ${(t2 - t1).toFixed(0)} ms (${(performance.now() - t0).toFixed(0)} ms in all) on ${tina.backend}`);
 }
 
 main(process.argv.slice(2)).catch((e) => {

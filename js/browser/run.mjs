@@ -4,28 +4,26 @@
 // disagree with the conformance vectors.
 //   env: CHROMIUM (default /usr/bin/chromium), TINA_EDGE_PHOTOS (a directory of photos; default:
 //        synthetic pictures), SCREENSHOT (default js/.cache/demo.png), BROWSER_JSON (write figures)
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
-import sirv from "sirv";
-import puppeteer from "puppeteer-core";
 import { env, vectors, maxAbsDiff } from "../test/helpers.mjs";
+import { serveStatic } from "./static.mjs";
+import { findChromium } from "./chromium.mjs";
+import { buildWorker } from "./build.mjs";
 
+const executablePath = findChromium();
+if (!executablePath) process.exit(0); // findChromium said how to get one: skipped, not failed
+const { default: puppeteer } = await import("puppeteer-core");
 const e = env();
+await buildWorker(); // the demo's default mode is TinaEdge.inWorker
 const ROOT = e.root;
-// cacheable responses, as a real host serves them: a returning visitor gets compiled wasm from the cache
-const serve = sirv(ROOT, { dev: false, maxAge: 3600, etag: true, extensions: [] });
-const serveBundle = sirv(process.env.DIAG_BUNDLE ?? e.bundle, { dev: false, maxAge: 3600, etag: true });
-const server = http.createServer((req, res) => {
-  const notFound = () => { res.statusCode = 404; res.end(); };
-  if (req.url.startsWith("/bundle/")) { req.url = req.url.slice("/bundle".length); return serveBundle(req, res, notFound); }
-  return serve(req, res, notFound);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const base = `http://127.0.0.1:${server.address().port}`;
+// cacheable responses (max-age, ETag), as a real host serves them
+const srv = await serveStatic([["/", ROOT], ["/bundle/", process.env.DIAG_BUNDLE ?? e.bundle]]);
+const server = { close: srv.close };
+const base = srv.url;
 
 const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  executablePath,
   headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"],

@@ -1,6 +1,8 @@
 // The demo page: loads a bundle (?bundle=URL, default: the package's default bundle), personalizes
 // from the text box, classifies photos (file picker or camera) and shows the timings.
 // window.tinaDemo exposes the same steps to the headless-browser test (browser/run.mjs).
+// Default: TinaEdge.inWorker (personalize and predict run in a Web Worker built by
+// browser/build.mjs); ?mode=main runs them on the page's thread instead.
 import { TinaEdge, toInput, toPixels, prepareImage } from "../src/index.mjs";
 
 const $ = (id) => document.getElementById(id);
@@ -24,12 +26,19 @@ async function bundleBytes() {
   return [...used].reduce((s, n) => s + m.files[n].bytes, 0);
 }
 
+const mode = params.get("mode") ?? "worker";
+const threads = Number(params.get("threads") ?? 1);
+
 async function load() {
-  const ort = await import("onnxruntime-web");
-  ort.env.wasm.numThreads = Number(params.get("threads") ?? 1);
-  ort.env.wasm.wasmPaths = new URL("../node_modules/onnxruntime-web/dist/", location.href).href;
   const t0 = performance.now();
-  tina = await TinaEdge.fromBundle(bundleUrl, { verify: params.get("verify") !== "0" });
+  const options = { verify: params.get("verify") !== "0", numThreads: threads,
+    progress: (p) => { if (!p.cached) $("status").textContent = `downloading ${p.file}: ${(p.loaded / 1e6).toFixed(1)} MB`; } };
+  if (mode === "worker") {
+    tina = await TinaEdge.inWorker(bundleUrl, { ...options, workerUrl: new URL("../.cache/web/worker.mjs", location.href),
+      wasmPaths: new URL("../.cache/web/", location.href).href });
+  } else {
+    tina = await TinaEdge.fromBundle(bundleUrl, { ...options, wasmPaths: new URL("../node_modules/onnxruntime-web/dist/", location.href).href });
+  }
   const total = performance.now() - t0;
   time("session creation, incl. download + sha256 (ms)", total);
   time("  of which onnxruntime sessions (ms)", tina.timings.sessionsMs);
@@ -37,7 +46,7 @@ async function load() {
   time("bundle download (MB)", (bytes / 1e6).toFixed(2));
   const [H, W] = tina.inputSize;
   $("status").textContent = `bundle ${tina.manifest.bundle_id}: ${tina.manifest.text_encoder.name}, ` +
-    `${H}×${W} input, 2–${tina.kMax} classes, onnxruntime-web (wasm, ${ort.env.wasm.numThreads} thread)`;
+    `${H}×${W} input, 2–${tina.kMax} classes, ${tina.backend}, ${threads} thread, ${mode === "worker" ? "in a Web Worker" : "on the page's thread"}`;
   $("personalize").disabled = false;
   return { createMs: total, sessionsMs: tina.timings.sessionsMs, bundleBytes: bytes };
 }
@@ -49,10 +58,10 @@ async function personalize(text = $("classes").value, seed = Number($("seed").va
   time(`personalize, ${clf.k} classes (ms)`, ms);
   $("labels").textContent = `labels: ${clf.labels.join(", ")}`;
   const a = $("download");
-  a.href = URL.createObjectURL(new Blob([clf.toModelBytes()], { type: "application/octet-stream" }));
+  a.href = URL.createObjectURL(new Blob([await clf.toModelBytes()], { type: "application/octet-stream" }));
   a.hidden = false;
   const h = $("download-head");
-  h.href = URL.createObjectURL(new Blob([JSON.stringify(clf.toHead())], { type: "application/json" }));
+  h.href = URL.createObjectURL(new Blob([await clf.toHeadText()], { type: "application/json" }));
   h.hidden = false;
   await render();
   return { ms, k: clf.k, labels: clf.labels };

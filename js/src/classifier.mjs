@@ -5,10 +5,20 @@
 
 import protobuf from "protobufjs";
 import ONNX_PROTO from "./onnx-proto.mjs";
-import { TinaEdgeError } from "./errors.mjs";
+import { TinaEdgeError, ImageError, ModelFileError, ArgumentError } from "./errors.mjs";
+import { pyDumps, toTree, subtree, parseExact } from "./manifest.mjs";
 import { prepareImage } from "./preprocess.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
+/** The label predict(images, {minProb}) gives an image whose top probability is below minProb (index -1). */
+export const UNKNOWN = "unknown";
+
+/** null, or a probability in [0, 1] (Python's check_min_prob; NaN refused). */
+export function checkMinProb(p) {
+  if (p === null || p === undefined) return null;
+  if (typeof p !== "number" || !(p >= 0 && p <= 1)) throw new ArgumentError(`minProb must be a number from 0 to 1; got ${String(p).slice(0, 40)}`);
+  return p;
+}
 export const HEAD_VERSION = 1;
 const PRODUCER = "tina-edge-js 0.1.0";
 
@@ -123,7 +133,9 @@ export class PersonalizedClassifier {
    * resizes canvases, bitmaps and <img> elements first).
    * Returns one {label, index, probabilities: Float32Array(k)} per image.
    */
-  async predict(images) {
+  async predict(images, { minProb = null } = {}) {
+    minProb = checkMinProb(minProb);
+    if (!this.tina.sessions?.classifier) throw new TinaEdgeError("this TinaEdge was disposed; open the bundle again");
     let list = Array.isArray(images) ? images : [images];
     const [H, W] = this.tina.inputSize;
     const pre = this.tina.manifest.template.input.preprocess;
@@ -132,18 +144,18 @@ export class PersonalizedClassifier {
         try {
           return prepareImage(im, pre);
         } catch (e) {
-          throw new TinaEdgeError(`image ${n}: ${e.message}`);
+          throw new ImageError(`image ${n}: ${e.message}`);
         }
       });
     }
     const x = new Uint8Array(list.length * H * W * 3);
     list.forEach((im, n) => {
       if (!im || !im.data || im.width !== W || im.height !== H) {
-        throw new TinaEdgeError(`image ${n} must be {data, width: ${W}, height: ${H}} (the bundle's input size); ` +
+        throw new ImageError(`image ${n} must be {data, width: ${W}, height: ${H}} (the bundle's input size); ` +
           "resize it first (in the browser pass a canvas, ImageBitmap or <img> to TinaEdge.predict)");
       }
       const c = im.data.length / (W * H);
-      if (c !== 3 && c !== 4) throw new TinaEdgeError(`image ${n} has ${c} channels per pixel; pass RGB or RGBA bytes`);
+      if (c !== 3 && c !== 4) throw new ImageError(`image ${n} has ${c} channels per pixel; pass RGB or RGBA bytes`);
       for (let i = 0; i < W * H; i++) {
         x[(n * H * W + i) * 3] = im.data[i * c];
         x[(n * H * W + i) * 3 + 1] = im.data[i * c + 1];
@@ -161,21 +173,38 @@ export class PersonalizedClassifier {
       const pr = probs.slice(n * k, (n + 1) * k);
       let best = 0;
       for (let j = 1; j < k; j++) if (pr[j] > pr[best]) best = j;
-      return { label: this.labels[best], index: best, probabilities: pr, logits: logits.slice(n * k, (n + 1) * k) };
+      if (minProb !== null && pr[best] < Math.fround(minProb)) best = -1; // as Python: compared in float32
+      return { label: best < 0 ? UNKNOWN : this.labels[best], index: best, probabilities: pr, logits: logits.slice(n * k, (n + 1) * k) };
     });
   }
 
-  /** The metadata_props Python writes (labels, prompt, texts, bundle_id, sampler, params, producer). */
+  /**
+   * The metadata_props Python writes (runtime/model_meta.py to_props), the same strings: labels,
+   * prompt, texts, bundle_id, sampler (a seed above 2**53 exact), params, producer and, for photo
+   * bundles, preprocess (without it Python's predict would stretch photos instead of cropping).
+   */
   metadata() {
-    return {
-      labels: JSON.stringify(this.labels),
+    const out = {
+      labels: pyDumps(toTree(this.labels), { ensureAscii: false }),
       prompt: this.prompt,
-      texts: JSON.stringify(this.texts),
+      texts: pyDumps(toTree(this.texts), { ensureAscii: false }),
       bundle_id: this.bundleId,
-      sampler: JSON.stringify(this.sampler),
-      params: JSON.stringify(Object.keys(this.params)),
+      sampler: pyDumps(toTree(this.exactSampler())),
+      params: pyDumps(toTree(Object.keys(this.params))),
       producer: PRODUCER,
     };
+    const tree = this.tina.bundle?.tree;
+    const pre = tree ? subtree(tree, "template", "input", "preprocess") : null;
+    if (pre && pre.t === "o") out.preprocess = pyDumps(pre, { sortKeys: true });
+    else if (this.tina.manifest.template.input.preprocess) out.preprocess = pyDumps(toTree(this.tina.manifest.template.input.preprocess), { sortKeys: true });
+    return out;
+  }
+
+  /** The sampler with an exact integer seed (`sampler.seed` is a decimal string above 2**53), for Python's JSON. */
+  exactSampler() {
+    const s = { ...this.sampler };
+    if (typeof s.seed === "string" && /^[0-9]+$/.test(s.seed)) s.seed = BigInt(s.seed);
+    return s;
   }
 
   /** The standalone model.onnx (bytes): the same graph and tensors the Python CLI writes. */
@@ -194,12 +223,23 @@ export class PersonalizedClassifier {
       prompt: this.prompt, texts: this.texts, sampler: this.sampler, params: tensors, producer: PRODUCER };
   }
 
+  /** The head as JSON text, written as Python writes it (save_head): an exact seed above 2**53 included. */
+  toHeadText() {
+    const h = this.toHead();
+    return pyDumps(toTree({ ...h, sampler: this.exactSampler() }), { ensureAscii: false }) + "\n";
+  }
+
   /** A classifier from a head JSON (object or text) produced by Python or JS for this bundle. */
   static fromHead(tina, head) {
-    const h = typeof head === "string" ? JSON.parse(head) : head;
-    if (h.format !== HEAD_FORMAT || h.version !== HEAD_VERSION) throw new TinaEdgeError("not a tina-edge head file (format/version)");
+    let h = head;
+    if (typeof head === "string") {
+      try { h = JSON.parse(head); } catch { throw new ModelFileError("the head is not valid JSON; pass a head file written by tina-edge"); }
+      const seed = subtree(parseExact(head, "the head", ModelFileError), "sampler", "seed"); // exact above 2**53
+      if (seed?.t === "i" && h.sampler) h.sampler = { ...h.sampler, seed: seed.v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed.v) : seed.v.toString() };
+    }
+    if (!h || h.format !== HEAD_FORMAT || h.version !== HEAD_VERSION) throw new ModelFileError("not a tina-edge head file (format/version)");
     if (h.bundle_id !== tina.manifest.bundle_id) {
-      throw new TinaEdgeError(`this head was generated with bundle ${h.bundle_id}, not ${tina.manifest.bundle_id}; load that bundle`);
+      throw new ModelFileError(`this head was generated with bundle ${h.bundle_id}, not ${tina.manifest.bundle_id}; load that bundle`);
     }
     const params = {};
     for (const [name, t] of Object.entries(h.params)) params[name] = { shape: t.shape, data: f32FromBytes(b64decode(t.data)) };

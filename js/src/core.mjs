@@ -6,13 +6,15 @@
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
-import { parseClasses, cleanText } from "./prompt.mjs";
+import { parseClasses, descriptionTexts } from "./prompt.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
-import { TinaEdgeError } from "./errors.mjs";
+import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
+import { parseManifest, checkBundleId } from "./manifest.mjs";
+import { noveltyReport, readNpy } from "./novelty.mjs";
 
 export const VERSION = "0.1.0";
 
-export { TinaEdgeError };
+export * from "./errors.mjs";
 
 const TEXT = new TextDecoder();
 
@@ -23,48 +25,60 @@ async function sha256Hex(bytes) {
 
 /** A bundle's manifest and a reader of its files, verified against the manifest's sizes and hashes. */
 export class Bundle {
-  constructor(manifest, read, { verify = true } = {}) {
+  constructor(manifest, read, { verify = true, tree = null } = {}) {
     this.manifest = manifest;
+    this.tree = tree; // the manifest with Python's number kinds (manifest.mjs), for metadata Python writes
     this._read = read;
     this.verify = verify;
     this.bytesRead = 0;
   }
 
   static async open(read, options = {}) {
-    let manifest;
+    let bytes;
     try {
-      manifest = JSON.parse(TEXT.decode(await read("manifest.json")));
+      bytes = await read("manifest.json");
     } catch (e) {
-      throw new TinaEdgeError(`cannot read the bundle's manifest.json (${e.message}); pass a tina-edge bundle directory or URL`);
+      if (e instanceof TinaEdgeError) throw e;
+      throw new BundleError(`cannot read the bundle's manifest.json (${e.message}); pass a tina-edge bundle directory or URL`);
     }
+    const { manifest, id, tree } = await parseManifest(bytes);
     if (manifest.schema_version !== 1) {
-      throw new TinaEdgeError(`bundle schema version ${manifest.schema_version} is not supported (this package reads 1)`);
+      throw new BundleError(`bundle schema version ${JSON.stringify(manifest.schema_version)} is not supported (this package reads 1); re-export the bundle or upgrade tina-edge`);
     }
+    for (const k of ["text_encoder", "denoiser", "template", "files"]) {
+      if (!manifest[k] || typeof manifest[k] !== "object") throw new BundleError(`manifest.json is missing required fields: ${k}`);
+    }
+    // the id pins every file's sha256 and every setting: a hand-edited manifest is refused, as in Python
+    checkBundleId(manifest, id, options.where ?? "the bundle");
     const p = manifest.portable || {};
     if (!p.generate || !p.template_inputs || !p.tokenizer_config) {
-      throw new TinaEdgeError(
+      throw new BundleError(
         "this bundle has no portable files (generate.onnx, tokenizer_config.json, a template with weights as inputs); " +
           "add them with `tina-edge convert BUNDLE -o OUT` (Python, no torch needed)");
     }
     if (p.noise && (p.noise.generator !== NOISE_GENERATOR || p.noise.version !== NOISE_VERSION)) {
-      throw new TinaEdgeError(`the bundle's noise generator ${p.noise.generator} v${p.noise.version} is not this package's`);
+      throw new BundleError(`the bundle's noise generator ${p.noise.generator} v${p.noise.version} is not this package's`);
     }
-    return new Bundle(manifest, read, options);
+    return new Bundle(manifest, read, { ...options, tree });
   }
 
   /** The bytes of a bundle file, checked against the manifest (size, sha256). */
   async file(name) {
     const entry = this.manifest.files[name];
-    if (!entry) throw new TinaEdgeError(`bundle file ${name} is not listed in the manifest`);
-    const bytes = await this._read(name);
+    if (!entry) throw new BundleError(`bundle file ${name} is not listed in the manifest`);
+    const bytes = await this._read(name, entry);
     this.bytesRead += bytes.byteLength;
     if (this.verify) {
       if (bytes.byteLength !== entry.bytes) {
-        throw new TinaEdgeError(`bundle file ${name} has ${bytes.byteLength} bytes, the manifest says ${entry.bytes}; re-download the bundle`);
+        throw new BundleError(`bundle file ${name} has ${bytes.byteLength} bytes, the manifest says ${entry.bytes}; re-download the bundle`);
       }
-      const h = await sha256Hex(bytes);
-      if (h !== entry.sha256) throw new TinaEdgeError(`bundle file ${name} does not match its sha256; re-download the bundle`);
+      // bytes from the reader's own cache were stored only after this very check (fetch.mjs)
+      if (!bytes.cached) {
+        const h = await sha256Hex(bytes);
+        if (h !== entry.sha256) throw new BundleError(`bundle file ${name} does not match its sha256; re-download the bundle`);
+      }
     }
+    if (bytes.store && this.verify) await bytes.store();
     return bytes;
   }
 
@@ -95,6 +109,15 @@ export class TinaEdge {
     this._cache = new Map();
   }
 
+  /** Release the onnxruntime sessions (memory); this object and its classifiers cannot run afterwards. */
+  dispose() {
+    for (const s of Object.values(this.sessions ?? {})) s?.release?.().catch?.(() => {});
+    this.sessions = {};
+    this.templateBytes = null;
+    this._cache.clear();
+    this.disposed = true;
+  }
+
   /** Forget cached text embeddings (e.g. to time the text encoder). */
   clearCache() { this._cache.clear(); }
 
@@ -103,9 +126,10 @@ export class TinaEdge {
    * @param ort onnxruntime module (onnxruntime-web or onnxruntime-node)
    * @param read async (file name) -> Uint8Array
    */
-  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true } = {}) {
+  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true, where } = {}) {
     const t0 = performance.now();
-    const bundle = await Bundle.open(read, { verify });
+    checkProviders(executionProviders ?? sessionOptions.executionProviders);
+    const bundle = await Bundle.open(read, { verify, where });
     const m = bundle.manifest;
     const te = m.text_encoder;
     const [tokJson, tokCfg] = await Promise.all([bundle.json(te.tokenizer), bundle.json(m.portable.tokenizer_config)]);
@@ -127,7 +151,13 @@ export class TinaEdge {
         perSession[name] = performance.now() - s0;
         return s;
       } catch (e) {
-        throw new TinaEdgeError(`onnxruntime cannot load bundle file ${name}: ${String(e.message || e).slice(0, 300)}`);
+        const msg = String(e?.message || e);
+        if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|node|opset/i.test(msg)) {
+          throw new BackendError(`onnxruntime could not start (${msg.slice(0, 200)}): in a bundled app it cannot find its ` +
+            "WebAssembly file: copy node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.{wasm,mjs} to your site and pass " +
+            "wasmPaths: '/where/they/are/' to fromBundle (README, \"Bundlers\")");
+        }
+        throw new BundleError(`onnxruntime cannot load bundle file ${name}: ${msg.slice(0, 300)}`);
       }
     };
     const tFiles = performance.now();
@@ -143,6 +173,34 @@ export class TinaEdge {
       ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,
       timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
+  }
+
+  /**
+   * Novelty warnings (Python's Personalizer.novelty): which names the bundle was trained on, the
+   * nearest known names of the others, and pairs of classes close enough to be confused.
+   */
+  async novelty(classes, { descriptions = null } = {}) {
+    const names = parseClasses(classes);
+    const D = this.manifest.text_encoder.embedding_dim;
+    const emb = await this.encode(descriptionTexts(names, descriptions));
+    const vocab = this.manifest.training?.vocabulary ?? [];
+    const file = this.manifest.text_encoder.vocabulary_embeddings;
+    const vocabEmb = async () => {
+      if (this._vocabEmb) return this._vocabEmb;
+      let data;
+      if (file) {
+        const a = readNpy(await this.bundle.file(file), file);
+        if (a.shape.length !== 2 || a.shape[0] !== vocab.filter((v) => typeof v === "string").length || a.shape[1] !== D) {
+          throw new BundleError(`bundle file ${file} holds [${a.shape}]; the manifest promises [${vocab.length}, ${D}]`);
+        }
+        data = a.data;
+      } else {
+        data = await this.encode(vocab.filter((v) => typeof v === "string"));
+      }
+      this._vocabEmb = data;
+      return data;
+    };
+    return noveltyReport(names, emb, D, vocab, vocabEmb);
   }
 
   get kMax() { return this.manifest.denoiser.k_max; }
@@ -223,19 +281,15 @@ export class TinaEdge {
     const m = this.manifest;
     const names = parseClasses(classes);
     const K = m.denoiser.k_max;
-    if (names.length < 2 || names.length > K) {
-      throw new TinaEdgeError(`a classifier needs 2 to ${K} classes with this bundle; the prompt has ${names.length}`);
+    if (names.length < 2) {
+      const got = names.length === 1 ? `only 1 class ("${names[0]}")` : "no classes";
+      throw new PromptError(`a classifier needs at least 2 classes but the prompt has ${got}; this bundle allows 2 to ${K}`);
     }
-    const texts = names.map((n, i) => {
-      const d = descriptions ? descriptions[i] : null;
-      if (d === null || d === undefined) return n;
-      const c = cleanText(d);
-      if (!c) throw new TinaEdgeError(`the description of ${JSON.stringify(n)} is empty; leave it out to use the class name`);
-      return c;
-    });
-    if (descriptions && descriptions.length !== names.length) {
-      throw new TinaEdgeError(`descriptions must have one entry (or null) per class, ${names.length} in all`);
+    if (names.length > K) {
+      throw new PromptError(`the prompt has ${names.length} classes but this bundle allows 2 to ${K}; split the task or use a bigger bundle`);
     }
+    const texts = descriptionTexts(names, descriptions);
+    const seedBig = checkSeed(seed);
     const k = names.length;
     const D = m.denoiser.embedding_dim;
     const P = m.denoiser.param_count;
@@ -244,7 +298,7 @@ export class TinaEdge {
     classEmb.set(emb);
     const mask = new Float32Array(K);
     mask.fill(1, 0, k);
-    const noise = portableNormal(seed, P);
+    const noise = portableNormal(seedBig, P);
     const t1 = performance.now();
     const res = await this.sessions.generate.run({
       class_emb: new this.ort.Tensor("float32", classEmb, [1, K, D]),
@@ -260,10 +314,37 @@ export class TinaEdge {
     const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
     return new PersonalizedClassifier(this, {
       labels: names, params, prompt: raw, texts,
-      sampler: { sampler: g.sampler, steps: g.steps, seed: Number(seed), candidates: 1 },
+      sampler: { sampler: g.sampler, steps: g.steps, seed: seedBig <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedBig) : seedBig.toString(), candidates: 1 },
       timings: { encodeMs: t1 - t0, generateMs: performance.now() - t1 },
     });
   }
+}
+
+/**
+ * Refuse execution providers not verified against Python: only "cpu" (onnxruntime-node) and
+ * "wasm" are. WebGPU, tried, changed the generated weights by up to 0.49 (issue 24).
+ */
+export function checkProviders(eps) {
+  for (const ep of eps ?? []) {
+    const n = typeof ep === "string" ? ep : ep?.name;
+    if (n !== "wasm" && n !== "cpu") {
+      throw new BackendError(`execution provider ${JSON.stringify(n)} is not supported: only "cpu" (onnxruntime-node) and "wasm" ` +
+        "give Python's results (WebGPU changed the generated weights by up to 0.49 when tried); leave executionProviders out");
+    }
+  }
+}
+
+/** A seed as BigInt: an integer 0..2**64-1 (number up to 2**53, BigInt or a decimal string above). */
+export function checkSeed(seed) {
+  let s;
+  if (typeof seed === "bigint") s = seed;
+  else if (typeof seed === "number" && Number.isSafeInteger(seed)) s = BigInt(seed);
+  else if (typeof seed === "string" && /^[0-9]{1,20}$/.test(seed)) s = BigInt(seed);
+  else if (typeof seed === "number" && Number.isInteger(seed)) {
+    throw new ArgumentError(`seed ${seed} is above 2**53 and was rounded by JavaScript; pass it as a BigInt or a decimal string`);
+  } else throw new ArgumentError(`seed must be an integer from 0 to 2**64-1, got ${String(seed).slice(0, 40)}`);
+  if (s < 0n || s >= 2n ** 64n) throw new ArgumentError(`seed must be an integer from 0 to 2**64-1, got ${s}`);
+  return s;
 }
 
 /** The first k slices on the class axis of a tensor stored at K_max ({shape, data}). */

@@ -1,23 +1,20 @@
 // Browser entry point: onnxruntime-web (wasm) and bundles fetched over HTTP.
 // `await TinaEdge.fromBundle(url)`, `await tina.personalize("dog, cat", {seed: 0})`,
 // `await clf.predict(canvasOrImage)`.
-import * as ortWeb from "onnxruntime-web";
+// the wasm-only build: its WebAssembly file is 14 MB; the default build's (WebGPU/JSEP) is 28 MB
+import * as ortWeb from "onnxruntime-web/wasm";
 import { TinaEdge as Core } from "./core.mjs";
-import { TinaEdgeError } from "./errors.mjs";
+import { ImageError } from "./errors.mjs";
+import { urlReader, browserCache } from "./fetch.mjs";
+import { WorkerTinaEdge, WorkerClassifier } from "./worker-client.mjs";
 
-export { TinaEdgeError, Bundle, sliceClasses, VERSION } from "./core.mjs";
-export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT } from "./classifier.mjs";
-export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
-export { parseClasses } from "./prompt.mjs";
-export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
+export * from "./exports.mjs";
+export { urlReader, browserCache, WorkerTinaEdge, WorkerClassifier };
 
-function urlReader(base) {
-  const root = new URL(String(base).endsWith("/") ? String(base) : String(base) + "/", globalThis.location?.href);
-  return async (name) => {
-    const r = await fetch(new URL(name, root));
-    if (!r.ok) throw new TinaEdgeError(`cannot download bundle file ${name}: HTTP ${r.status}`);
-    return new Uint8Array(await r.arrayBuffer());
-  };
+function isBrowserSource(x) {
+  return typeof x === "object" && x !== null && ("naturalWidth" in x || "videoWidth" in x || "displayWidth" in x ||
+    (typeof ImageBitmap !== "undefined" && x instanceof ImageBitmap) || (typeof HTMLCanvasElement !== "undefined" && x instanceof HTMLCanvasElement) ||
+    (typeof OffscreenCanvas !== "undefined" && x instanceof OffscreenCanvas));
 }
 
 /**
@@ -53,6 +50,7 @@ export function toInput(source, width, height) {
  */
 export function toPixels(source) {
   if (source && source.data && source.width && source.height) return source;
+  if (!isBrowserSource(source)) throw new ImageError("toPixels takes a canvas, ImageBitmap, <img>, <video> or {data, width, height}");
   const w = source.naturalWidth || source.videoWidth || source.displayWidth || source.width;
   const h = source.naturalHeight || source.videoHeight || source.displayHeight || source.height;
   const canvas = typeof OffscreenCanvas !== "undefined" ? new OffscreenCanvas(w, h)
@@ -65,10 +63,31 @@ export function toPixels(source) {
 
 export class TinaEdge extends Core {
   /** Fetch a bundle from `url` (a directory served over HTTP) and create its wasm sessions. */
+  /**
+   * Fetch a bundle from `url` (a folder served over HTTP) and create its wasm sessions. Every file is
+   * checked against the manifest's size and sha256 as it arrives; `progress({file, loaded, total,
+   * cached})` reports bytes; files are kept in the Cache API (`cache: false` to skip), so a
+   * returning visit downloads nothing but the manifest.
+   */
   static async fromBundle(url, options = {}) {
     const ort = options.ort ?? ortWeb;
-    const t = await Core.create(ort, options.read ?? urlReader(url), { executionProviders: ["wasm"], ...options });
+    // where onnxruntime-web finds ort-wasm-simd-threaded.wasm (bundled apps: see README, "Bundlers")
+    if (options.wasmPaths) ort.env.wasm.wasmPaths = options.wasmPaths;
+    if (options.numThreads) ort.env.wasm.numThreads = options.numThreads;
+    const cache = options.cache === false ? null : (options.cache ?? browserCache());
+    const read = options.read ?? urlReader(url, { progress: options.progress, cache });
+    const t = await Core.create(ort, read, { executionProviders: ["wasm"], ...options, where: String(url) });
+    t.backend = "onnxruntime-web (wasm)";
     return Object.setPrototypeOf(t, TinaEdge.prototype);
+  }
+
+  /**
+   * The same bundle in a Web Worker: personalize and predict never block the page. `workerUrl`:
+   * the worker script (default src/worker.mjs beside this module; bundled apps build it as its
+   * own entry). Options as fromBundle's (`progress` included); every method is async.
+   */
+  static inWorker(url, options = {}) {
+    return WorkerTinaEdge.open(url, options);
   }
 
   /** Personalize, then wrap predict so it accepts canvases, bitmaps and <img> elements too. */
@@ -77,7 +96,7 @@ export class TinaEdge extends Core {
     const [H, W] = this.inputSize;
     const predict = clf.predict.bind(clf);
     const prepared = Boolean(this.manifest.template.input.preprocess); // photos: predict prepares them as Python does
-    clf.predict = (images) => predict((Array.isArray(images) ? images : [images]).map((im) => (prepared ? toPixels(im) : toInput(im, W, H))));
+    clf.predict = (images, opts) => predict((Array.isArray(images) ? images : [images]).map((im) => (prepared ? toPixels(im) : toInput(im, W, H))), opts);
     return clf;
   }
 }

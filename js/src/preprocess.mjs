@@ -10,7 +10,7 @@
 // (checked by npm test on the conformance vectors: odd sizes, alpha, grey). Why not a canvas:
 // browsers' drawImage smoothing is unspecified (and premultiplies alpha), so it differs from the
 // pixels the trunk's features were computed from.
-import { TinaEdgeError } from "./errors.mjs";
+import { ImageError } from "./errors.mjs";
 
 const PRECISION_BITS = 22; // Pillow: 32 - 8 - 2
 const ONE = 2 ** PRECISION_BITS;
@@ -84,7 +84,7 @@ export function toRgbOnWhite(data, width, height) {
   const n = width * height;
   const c = data.length / n;
   if (![1, 2, 3, 4].includes(c)) {
-    throw new TinaEdgeError(`the image has ${c} values per pixel for ${width} x ${height}; pass grey, grey+alpha, RGB or RGBA bytes`);
+    throw new ImageError(`the image has ${c} values per pixel for ${width} x ${height}; pass grey, grey+alpha, RGB or RGBA bytes`);
   }
   const out = new Uint8Array(n * 3);
   for (let i = 0; i < n; i++) {
@@ -105,18 +105,26 @@ export function toRgbOnWhite(data, width, height) {
  * {data: Uint8Array RGB [size * size * 3], width: size, height: size}, following `spec`
  * (the manifest's template.input.preprocess: size, crop_fraction, interpolation).
  */
+export const MAX_PIXELS = 64_000_000; // runtime/images.py MAX_PIXELS: decoded pixels, and here every intermediate too
+
 export function prepareImage(image, spec) {
   const { data, width: w, height: h } = image ?? {};
-  if (!data || !(w >= 1) || !(h >= 1)) throw new TinaEdgeError("an image must be {data, width, height} with at least one pixel");
+  if (!data || !(w >= 1) || !(h >= 1)) throw new ImageError("an image must be {data, width, height} with at least one pixel");
+  if (w * h > MAX_PIXELS) throw new ImageError(`the image is ${w}x${h} pixels; images of at most ${MAX_PIXELS / 1e6} megapixels are accepted`);
   const { size: S, crop_fraction: cf = 1.0, interpolation = "bilinear", resize = "shorter_side", crop = "center" } = spec;
   const filter = FILTERS[interpolation];
   if (!filter || resize !== "shorter_side" || crop !== "center") {
-    throw new TinaEdgeError(`this tina-edge implements preprocessing with bilinear or bicubic shorter-side resize and centre crop; ` +
+    throw new ImageError(`this tina-edge implements preprocessing with bilinear or bicubic shorter-side resize and centre crop; ` +
       `the bundle asks for ${interpolation} ${resize} ${crop}`);
   }
-  let rgb = toRgbOnWhite(data, w, h);
   const scale = S / cf / Math.min(w, h);
   const nw = Math.max(S, roundHalfEven(w * scale)), nh = Math.max(S, roundHalfEven(h * scale));
+  // the shorter side is resized first: a 1x100000 strip would become 128x12800000 (4.9 GB) before the crop
+  if (nw * nh > MAX_PIXELS || nw * h > MAX_PIXELS) {
+    throw new ImageError(`the image is ${w}x${h} pixels: its aspect ratio is too extreme to classify (resizing it would ` +
+      `make ${nw}x${nh} pixels); crop it to the object first`);
+  }
+  let rgb = toRgbOnWhite(data, w, h);
   let cw = w, ch = h;
   if (nw !== w || nh !== h) {
     if (nw !== w) { rgb = pass(rgb, w, h, nw, h, coefficients(w, nw, filter), 0); cw = nw; }

@@ -33,3 +33,71 @@ test("node CLI: same labels and tensors as Python's model.onnx within 1e-5", () 
   assert.match(again.stderr, /already exists/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("node CLI on a full disk (RLIMIT_FSIZE): exit 2, one error line, no output and no temp file left", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-full-"));
+  try {
+    const cmd = `ulimit -f 2000; exec "${process.execPath}" "${path.join(JS, "bin/tina-edge.mjs")}" personalize "dog, cat" ` +
+      `-o "${path.join(dir, "m.onnx")}" --head "${path.join(dir, "h.json")}" --bundle "${env().bundle}"`;
+    const r = spawnSync("bash", ["-c", cmd], { encoding: "utf8" });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /^error: cannot write .*m\.onnx and .*h\.json \(EFBIG\); nothing was written/);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
+    assert.deepEqual(fs.readdirSync(dir), []);
+    const same = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, cat", "-o",
+      path.join(dir, "x"), "--head", path.join(dir, ".", "x"), "--bundle", env().bundle], { encoding: "utf8" });
+    assert.equal(same.status, 2);
+    assert.match(same.stderr, /name the same file/);
+    assert.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("node CLI: a seed above 2**53 is recorded exactly in the model and the head", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-seed-"));
+  try {
+    const seed = "18446744073709551557";
+    const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, cat", "--seed", seed,
+      "-o", path.join(dir, "m.onnx"), "--head", path.join(dir, "h.json"), "--bundle", env().bundle, "--json"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).seed, seed);
+    const meta = readModelMetadata(fs.readFileSync(path.join(dir, "m.onnx")));
+    assert.match(meta.sampler, new RegExp(`"seed": ${seed},`));
+    assert.match(fs.readFileSync(path.join(dir, "h.json"), "utf8"), new RegExp(`"seed": ${seed},`));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("node CLI predict: a Python-written model.onnx on a PNG gives Python's probabilities (its preprocess metadata)", async () => {
+  const { default: sharp } = await import("sharp");
+  const v = vectors();
+  const c = v.cases[0];
+  if (!c.photo_probabilities) return; // a bundle without template.input.preprocess
+  const ph = v.preprocess[v.preprocess.length - 1];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-predict-"));
+  try {
+    await sharp(Buffer.from(ph.data, "base64"), { raw: { width: ph.width, height: ph.height, channels: ph.channels } })
+      .png().toFile(path.join(dir, "photo.png"));
+    fs.writeFileSync(path.join(dir, "notes.txt"), "not an image");
+    const model = path.join(env().models, c.model);
+    const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, dir, "--json", "--top", "2"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /note: 1 path\(s\) were not used, e\.g\. .*notes\.txt \(not an image suffix\)/);
+    const [row] = JSON.parse(r.stdout);
+    const want = c.photo_probabilities[0];
+    const best = want.indexOf(Math.max(...want));
+    assert.equal(row.label, c.labels[best]);
+    assert.ok(Math.abs(row.probability - want[best]) <= 1e-5, `${row.probability} vs ${want[best]}`);
+    const t = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, path.join(dir, "photo.png"), "--min-prob", "1"],
+      { encoding: "utf8" });
+    assert.equal(t.status, 0, t.stderr);
+    assert.match(t.stdout, /photo\.png\tunknown\t/);
+    const bad = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "predict", model, path.join(dir, "notes.txt")], { encoding: "utf8" });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /^error: cannot read .*notes\.txt as an image/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -133,3 +133,43 @@ test("predict prepares photos of any size as the bundle says (photo bundles)", {
   assert.ok(d <= TOL, `photo probabilities: max abs diff ${d}`);
   assert.throws(() => prepareImage({ data: new Uint8Array(10), width: 2, height: 2 }, { size: 8 }), /values per pixel/);
 });
+
+test("a JS-written model.onnx carries Python's metadata_props, preprocess included (all but producer)", async () => {
+  for (const c of v.cases) {
+    const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed), descriptions: c.descriptions });
+    const js = readModelMetadata(clf.toModelBytes());
+    const py = readModelMetadata(fs.readFileSync(path.join(env().models, c.model)));
+    assert.match(js.producer, /^tina-edge-js /);
+    delete js.producer;
+    delete py.producer;
+    assert.deepEqual(js, py, c.prompt);
+    assert.deepEqual(Object.keys(js), Object.keys(py)); // the same order too
+    if (tina.manifest.template.input.preprocess) assert.ok(js.preprocess, "photo bundles record how to prepare photos");
+  }
+});
+
+test("novelty warnings: seen/new names, nearest known names and confusable pairs as Python reports them", async () => {
+  for (const { prompt, report } of v.novelty) {
+    const got = await tina.novelty(prompt);
+    assert.deepEqual(got.seen, report.seen, prompt);
+    assert.deepEqual(got.new, report.new, prompt);
+    assert.deepEqual(got.confusable.map(([a, b]) => [a, b]), report.confusable.map(([a, b]) => [a, b]), prompt);
+    got.names.forEach((n, i) => {
+      assert.deepEqual(n.nearest.map(([m]) => m), report.names[i].nearest.map(([m]) => m), `${prompt}: ${n.name}`);
+      n.nearest.forEach(([, s], j) => assert.ok(Math.abs(s - report.names[i].nearest[j][1]) <= 1e-5, `${n.name}: cosine ${s}`));
+    });
+  }
+});
+
+test("predict(images, {minProb}): below it an image is 'unknown' with index -1; out of range is refused", async () => {
+  const clf = await tina.personalize(v.cases[0].prompt, { seed: BigInt(v.cases[0].seed) });
+  const plain = await clf.predict(images);
+  const top = plain.map((p) => Math.max(...p.probabilities));
+  const cut = (Math.min(...top) + Math.max(...top)) / 2;
+  const gated = await clf.predict(images, { minProb: cut });
+  gated.forEach((p, i) => {
+    if (top[i] < Math.fround(cut)) assert.deepEqual([p.label, p.index], ["unknown", -1]);
+    else assert.deepEqual([p.label, p.index], [plain[i].label, plain[i].index]);
+  });
+  for (const bad of [1.5, -0.1, NaN, "0.5"]) await assert.rejects(clf.predict(images, { minProb: bad }), /minProb must be a number from 0 to 1/);
+});

@@ -22,7 +22,7 @@ from tina_edge.runtime.contracts import IMAGE, LOGITS
 from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 2  # 2: + preprocess vectors (js/test/prepare.mjs rebuilds older files)
+FORMAT = 4  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 
@@ -94,6 +94,83 @@ def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
     return out
 
 
+# Prompts every port must parse as runtime/prompt.py does (names, or refused). NEW_RULES marks the
+# issue-20 rules (NFKC, Unicode commas, refused zero-width characters, look-alike letters): a port
+# checks them only against a Python that has them (prompt_vectors records which).
+PROMPTS: tuple = (
+    "dog, cat", "  Dog ,cat  ,  horse ", ["dog,cat", "horse"], "Crème brûlée, E\u0301CLAIR", "dog\tbig, cat\nsmall",
+    "dog\x00, cat\x1b[31m", "dog\x1ccat, bird", "Dog, dog", "dog, , cat", "", " , ", "dog,", "\u202edog, cat",
+    "dog, c\u2066at", "Straße, STRASSE", "🐶, 🐱", "👨\u200d👩\u200d👧, cat", "a" * 250 + ", " + "a" * 240 + "b",
+    "\u0301, cat", "\u3164, cat", "кот, собака",
+)
+NEW_RULE_PROMPTS: tuple = (
+    "dog, cat，horse", "dog、cat", "dog﹐cat", "dog､cat", "dog, ｄｏｇ", "cat, c\u0430t", "ﬁsh, fish",
+    "dog\u200b, cat", "d\u200bog, cat", "\ufeffdog, cat", "dog\u00adgie, cat", "dog, cat\u2060",
+    "ΑΒΓ, abc", "\u0441\u0430\u0442, cat",
+)
+
+
+NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat")
+
+
+def _prompt_outcome(prompt) -> dict[str, Any]:
+    from ..runtime.errors import PromptError
+    from ..runtime.prompt import parse_classes
+
+    try:
+        return {"names": parse_classes(prompt)}
+    except PromptError:
+        return {"error": "PromptError"}
+
+
+def prompt_vectors() -> dict[str, Any]:
+    """Python's outcome per prompt; `new_rules`: whether this Python implements the issue-20 rules."""
+    from ..runtime.errors import PromptError
+    from ..runtime.prompt import parse_classes
+
+    try:
+        new_rules = len(parse_classes("dog，cat")) == 2
+    except PromptError:
+        new_rules = False
+    cases = [{"prompt": p, **_prompt_outcome(p)} for p in PROMPTS]
+    cases += [{"prompt": p, "new_rule": True, **_prompt_outcome(p)} for p in NEW_RULE_PROMPTS]
+    return {"new_rules": new_rules, "cases": cases}
+
+
+def manifest_vectors(bundle: str | os.PathLike) -> dict[str, Any]:
+    """Manifest bytes and what Python makes of them: the id a content hashes to (compute_bundle_id,
+    on tricky JSON: floats, big integers, escapes, non-ASCII keys) and accept/refuse of the id check."""
+    import base64
+
+    from ..runtime.errors import BundleError
+    from ..runtime.manifest import compute_bundle_id, parse_manifest
+
+    raw = (Path(bundle) / "manifest.json").read_bytes()
+    d = json.loads(raw)
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    ids = []
+    tricky = [r'{"a": 1.0, "b": 1e-05, "c": 1E16, "d": -0.0, "e": 100, "f": 1.50, "g": 123456789012345678901234567890}',
+              r'{"z": "\u00fcn\u00efcode \ud83d\ude00 \u2028", "\u00e9": [1, 2.5e-7, true, null, false], "A": {"y": 1, "x": "\\\"/\b\f\n\r\t\u0001\u007f"}}',
+              r'{"k": 1, "k": 2, "bundle_id": "x", "\ud83d\ude00": 0, "\uffff": 1, "n": 1e400, "m": 5e-324}',
+              r'{"big": 1.7976931348623157e308, "small": 0.1, "int": -0, "e": 2E+3}']
+    for text in tricky:
+        ids.append({"json": b64(text.encode("utf-8")), "id": compute_bundle_id(json.loads(text))})
+    ids.append({"json": b64(raw), "id": compute_bundle_id(d)})
+
+    def outcome(data: bytes) -> dict[str, Any]:
+        try:
+            m, ident = parse_manifest(data)
+        except BundleError:
+            return {"error": "BundleError"}
+        return {"id": ident} if m.bundle_id == ident else {"error": "BundleError", "stale_id": True}
+
+    edited = dict(d, producer=str(d.get("producer", "")) + " (edited)")
+    fixed = dict(edited, bundle_id=compute_bundle_id(edited))
+    checks = [raw, json.dumps(edited).encode(), json.dumps(fixed).encode(), json.dumps(fixed, ensure_ascii=False, indent=1).encode(),
+              b"\xef\xbb\xbf" + raw, raw[:-20], b"\xff" + raw[1:], b"[" * 2000 + b"]" * 2000]
+    return {"ids": ids, "checks": [{"data": b64(c), **outcome(c)} for c in checks]}
+
+
 def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float32).astype(np.float64).tolist()  # exact float32 values
 
@@ -117,6 +194,9 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "splitmix64_seed0": [str(int(x)) for x in splitmix64_words(0, 0, 3)],
         "images": {"seed": IMAGE_SEED, "shape": list(images.shape)},
         "preprocess": preprocess_vectors(m.template.input.preprocess),
+        "prompts": prompt_vectors(),
+        "manifests": manifest_vectors(bundle),
+        "novelty": [{"prompt": q, "report": p.novelty(q)} for q in NOVELTY_PROMPTS],
         "cases": [],
     }
     for i, c in enumerate(_cases(m)):

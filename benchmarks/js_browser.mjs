@@ -1,0 +1,98 @@
+// Browser figures of the JavaScript package (issue 24), in headless Chromium against a local static
+// server: an esbuild-bundled app (js/test/bundler.test.mjs's recipe) on the default bundle.
+//   first visit:     bytes transferred until the first personalize is possible (empty caches)
+//   returning visit: page load -> ready (sessions made), bytes transferred (Cache API + HTTP cache)
+//   warm personalize of 10 classes (names cached / every name encoded), predict of one photo
+//   responsiveness:  the longest main-thread stall (gap between 4 ms timer ticks) during personalize + predict
+//   cd js && node ../benchmarks/js_browser.mjs [--json OUT]     (needs Chromium: see browser/chromium.mjs)
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../js");
+const { serveStatic } = await import(path.join(JS, "browser/static.mjs"));
+const { findChromium } = await import(path.join(JS, "browser/chromium.mjs"));
+const { buildWorker } = await import(path.join(JS, "browser/build.mjs"));
+const { env } = await import(path.join(JS, "test/helpers.mjs"));
+const esbuild = await import(path.join(JS, "node_modules/esbuild/lib/main.js"));
+const { default: puppeteer } = await import(path.join(JS, "node_modules/puppeteer-core/lib/esm/puppeteer/puppeteer-core.js"));
+
+const APP = `import { TinaEdge } from "tina-edge";
+const mode = new URLSearchParams(location.search).get("mode") ?? "worker";
+const options = { wasmPaths: new URL("./", import.meta.url).href, numThreads: 1 };
+window.tinaReady = (mode === "worker" ? TinaEdge.inWorker("/bundle/", { ...options, workerUrl: new URL("./worker.mjs", import.meta.url) })
+  : TinaEdge.fromBundle("/bundle/", options)).then((t) => { window.tina = t; return performance.now(); });
+`;
+
+const chromium = findChromium();
+if (!chromium) process.exit(0);
+const e = env();
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-bench-"));
+fs.mkdirSync(path.join(dir, "node_modules"));
+fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));
+fs.writeFileSync(path.join(dir, "app.mjs"), APP);
+await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, format: "esm", platform: "browser", target: "es2022",
+  minify: true, outfile: path.join(dir, "out/app.js"), logLevel: "error" });
+await buildWorker(path.join(dir, "out"));
+fs.writeFileSync(path.join(dir, "out/index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
+const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", e.bundle]]);
+const m = JSON.parse(fs.readFileSync(path.join(e.bundle, "manifest.json"), "utf8"));
+const ten = m.training.vocabulary.filter((v) => typeof v === "string").slice(0, 10).join(", ");
+const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function visit(page, mode, reload) {
+  const before = { ...srv.counts };
+  if (reload) await page.reload();
+  else await page.goto(`${srv.url}/app/index.html?mode=${mode}`);
+  const ready = await page.evaluate(() => window.tinaReady);
+  return { ready_ms: +ready.toFixed(0), bytes: srv.counts.bytes - before.bytes, requests: srv.counts.requests - before.requests };
+}
+
+const out = { load_average: os.loadavg().map((x) => +x.toFixed(1)), chromium: null, bundle_id: m.bundle_id, machine: `${os.cpus().length} cores (${os.cpus()[0]?.model}), shared and heavily loaded`, modes: {} };
+for (const mode of ["worker", "main"]) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-profile-"));
+  const browser = await puppeteer.launch({ executablePath: chromium, headless: true, userDataDir,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
+  try {
+    out.chromium = await browser.version();
+    const page = await browser.newPage();
+    const first = await visit(page, mode, false);
+    const again = await visit(page, mode, true);
+    const warm = [], fresh = [], predict = [];
+    const photo = { data: Array.from({ length: 301 * 200 * 3 }, (_, i) => (i * 37) % 256), width: 301, height: 200 };
+    for (let i = 0; i < 6; i++) {
+      warm.push(await page.evaluate(async (p) => { const t = performance.now(); window.clf = await window.tina.personalize(p); return performance.now() - t; }, ten));
+      await page.evaluate(() => window.tina.clearCache());
+      fresh.push(await page.evaluate(async (p) => { const t = performance.now(); await window.tina.personalize(p); return performance.now() - t; }, ten));
+      predict.push(await page.evaluate(async (ph) => {
+        const im = { data: new Uint8Array(ph.data), width: ph.width, height: ph.height };
+        const t = performance.now(); await window.clf.predict(im); return performance.now() - t;
+      }, photo));
+    }
+    // the page's responsiveness: the longest gap between 4 ms timer ticks while personalize + predict run
+    // (the longtask observer reported nothing in headless Chromium, in either mode)
+    const longest = await page.evaluate(async (p) => {
+      let last = performance.now(), gap = 0;
+      const h = setInterval(() => { const n = performance.now(); gap = Math.max(gap, n - last); last = n; }, 4);
+      await new Promise((r) => setTimeout(r, 50));
+      gap = 0; last = performance.now();
+      const clf = await window.tina.personalize(p, { seed: 7 });
+      await clf.predict({ data: new Uint8Array(128 * 128 * 3), width: 128, height: 128 });
+      await new Promise((r) => setTimeout(r, 50));
+      clearInterval(h);
+      return gap;
+    }, ten);
+    out.modes[mode] = { first_visit: first, returning_visit: again, warm_personalize_10_ms: +med(warm.slice(1)).toFixed(1),
+      warm_personalize_10_uncached_ms: +med(fresh.slice(1)).toFixed(1), predict_one_301x200_photo_ms: +med(predict.slice(1)).toFixed(1),
+      longest_main_thread_stall_during_personalize_predict_ms: +longest.toFixed(0) };
+  } finally {
+    await browser.close();
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+}
+await srv.close();
+fs.rmSync(dir, { recursive: true, force: true });
+console.log(JSON.stringify(out, null, 2));
+const j = process.argv.indexOf("--json");
+if (j > 0) fs.writeFileSync(process.argv[j + 1], JSON.stringify(out, null, 2) + "\n");

@@ -1,0 +1,10 @@
+// What both entry points (index.mjs: browser, node.mjs: node) export besides TinaEdge itself.
+export { Bundle, sliceClasses, checkSeed, VERSION } from "./core.mjs";
+export * from "./errors.mjs";
+export { PersonalizedClassifier, readModelMetadata, fillTemplate, HEAD_FORMAT, UNKNOWN } from "./classifier.mjs";
+export { portableNormal, standardNormal64, splitmix64Word } from "./noise.mjs";
+export { parseClasses, descriptionTexts, classKey } from "./prompt.mjs";
+export { prepareImage, toRgbOnWhite } from "./preprocess.mjs";
+export { computeBundleId, parseManifest } from "./manifest.mjs";
+export { noveltyLines, readNpy } from "./novelty.mjs";
+export { PersonalizedModel } from "./model.mjs";

@@ -1,0 +1,97 @@
+// Novelty warnings, the twin of tina_edge/runtime/novelty.py: per prompt name, whether it is in the
+// bundle's training vocabulary ("seen") or not ("new", with its nearest known names by cosine of
+// text embeddings), and pairs of prompt texts close enough to be confused (cosine >= 0.6).
+import { BundleError } from "./errors.mjs";
+import { classKey } from "./prompt.mjs";
+
+export const CONFUSABLE_COSINE = 0.6;
+export const NEAREST = 3;
+
+function half(h) {
+  const s = h >> 15 ? -1 : 1;
+  const e = (h >> 10) & 31;
+  const f = h & 1023;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+/** A .npy file (float16 or float32, little-endian, C order, no pickles) -> {shape, data: Float32Array}. */
+export function readNpy(bytes, name = "array.npy") {
+  const bad = (why) => new BundleError(`bundle file ${name} is not a numpy array: ${why}`);
+  if (bytes.byteLength < 10 || String.fromCharCode(...bytes.subarray(1, 6)) !== "NUMPY" || bytes[0] !== 0x93) throw bad("no NUMPY magic");
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const major = bytes[6];
+  const hlen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true);
+  const start = (major === 1 ? 10 : 12) + hlen;
+  const header = new TextDecoder().decode(bytes.subarray(major === 1 ? 10 : 12, start));
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  const fortran = /'fortran_order':\s*True/.test(header);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? "").split(",").map((x) => x.trim()).filter(Boolean).map(Number);
+  if (fortran || !["<f2", "<f4"].includes(descr)) throw bad(`dtype ${descr}${fortran ? " (Fortran order)" : ""} is not float16/float32`);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const size = descr === "<f2" ? 2 : 4;
+  if (start + n * size > bytes.byteLength) throw bad("truncated");
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = size === 2 ? half(dv.getUint16(start + 2 * i, true)) : dv.getFloat32(start + 4 * i, true);
+  return { shape, data };
+}
+
+function unitRows(data, rows, D) {
+  const out = new Float32Array(rows * D);
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let j = 0; j < D; j++) s += data[r * D + j] ** 2;
+    const norm = Math.max(Math.sqrt(s), 1e-12);
+    for (let j = 0; j < D; j++) out[r * D + j] = data[r * D + j] / norm;
+  }
+  return out;
+}
+
+const dot = (a, i, b, j, D) => { let s = 0; for (let d = 0; d < D; d++) s += a[i * D + d] * b[j * D + d]; return s; };
+const r3 = (x) => Math.round(x * 1000) / 1000;
+
+/**
+ * The report Python's Personalizer.novelty returns (to_dict): {seen, new, nearest, confusable, threshold, names}.
+ * `emb`: Float32Array [k * D] of the prompt texts; `vocabEmb`: async () => Float32Array [V * D] or null.
+ */
+export async function noveltyReport(names, emb, D, vocabulary, vocabEmb, { threshold = CONFUSABLE_COSINE, nearest = NEAREST } = {}) {
+  const vocab = (vocabulary ?? []).filter((v) => typeof v === "string");
+  const keys = new Set(vocab.map(classKey));
+  const e = unitRows(emb, names.length, D);
+  const items = names.map((n) => ({ name: n, known: keys.has(classKey(n)), nearest: [] }));
+  if (vocab.length && vocabEmb && items.some((i) => !i.known)) {
+    const V = unitRows(await vocabEmb(), vocab.length, D);
+    items.forEach((item, i) => {
+      if (item.known) return;
+      const sims = vocab.map((_, j) => dot(V, j, e, i, D));
+      const order = sims.map((_, j) => j).sort((a, b) => sims[b] - sims[a] || a - b).slice(0, nearest);
+      item.nearest = order.map((j) => [vocab[j], sims[j]]);
+    });
+  }
+  const pairs = [];
+  for (let a = 0; a < names.length; a++) for (let b = a + 1; b < names.length; b++) {
+    const s = dot(e, a, e, b, D);
+    if (s >= threshold) pairs.push([names[a], names[b], s]);
+  }
+  pairs.sort((x, y) => y[2] - x[2]);
+  return {
+    seen: items.filter((i) => i.known).map((i) => i.name), new: items.filter((i) => !i.known).map((i) => i.name),
+    nearest: Object.fromEntries(items.filter((i) => !i.known).map((i) => [i.name, i.nearest.map(([m, s]) => [m, r3(s)])])),
+    confusable: pairs.map(([a, b, s]) => [a, b, r3(s)]), threshold,
+    names: items,
+  };
+}
+
+/** One human line per new name and per confusable pair (novelty.py lines()). */
+export function noveltyLines(report) {
+  const out = [];
+  for (const n of report.names) {
+    if (!n.known) {
+      const near = n.nearest.map(([m, s]) => `${m} (${s.toFixed(2)})`).join(", ") || "none";
+      out.push(`'${n.name}' is not in the training vocabulary; nearest known names: ${near}`);
+    }
+  }
+  for (const [a, b, s] of report.confusable) out.push(`'${a}' and '${b}' are close in meaning (cosine ${s.toFixed(2)}): their classes may be confused`);
+  return out;
+}

@@ -1,0 +1,89 @@
+// TinaEdge.inWorker: the page's side. The bundle, its sessions and the classifiers live in a Web
+// Worker (worker.mjs); the page keeps proxies with the same methods, all async. Images go over as
+// decoded pixels or as transferred ImageBitmaps (decoded off the main thread), so no task on the
+// page lasts longer than a postMessage.
+import * as errors from "./errors.mjs";
+
+function rebuild(err) {
+  const Cls = errors[err.name] && errors[err.name].prototype instanceof Error ? errors[err.name] : Error;
+  const e = new Cls(err.message);
+  if (Cls === Error) e.name = err.name;
+  return e;
+}
+
+class Channel {
+  constructor(worker, onProgress) {
+    this.worker = worker;
+    this.pending = new Map();
+    this.next = 1;
+    this.onProgress = onProgress;
+    worker.addEventListener("message", (ev) => {
+      const m = ev.data;
+      if (m?.progress) return this.onProgress?.(m.progress);
+      const p = this.pending.get(m?.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.error) p.reject(rebuild(m.error));
+      else p.resolve(m.result);
+    });
+    worker.addEventListener("error", (ev) => {
+      const e = new errors.TinaEdgeError(`the tina-edge worker failed to start or crashed (${ev.message ?? "no message"}); ` +
+        "check workerUrl (bundled apps: build src/worker.mjs as its own entry)");
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    });
+  }
+  call(op, args = [], transfer = []) {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, args }, transfer);
+    });
+  }
+}
+
+async function toTransferable(im) {
+  if (im && im.data && im.width && im.height) return im;
+  if (typeof createImageBitmap === "function") return createImageBitmap(im); // decoded off the main thread
+  throw new errors.ImageError("pass {data, width, height} or an image source createImageBitmap accepts");
+}
+
+/** A classifier living in the worker: the same methods as PersonalizedClassifier, all async. */
+export class WorkerClassifier {
+  constructor(channel, d) {
+    Object.assign(this, d);
+    this._ch = channel;
+  }
+  async predict(images, options) {
+    const list = await Promise.all((Array.isArray(images) ? images : [images]).map(toTransferable));
+    const transfer = list.filter((x) => typeof ImageBitmap !== "undefined" && x instanceof ImageBitmap);
+    return this._ch.call("predict", [this.handle, list, options ?? {}], transfer);
+  }
+  toModelBytes() { return this._ch.call("modelBytes", [this.handle]); }
+  toHead() { return this._ch.call("head", [this.handle]); }
+  toHeadText() { return this._ch.call("headText", [this.handle]); }
+  metadata() { return this._ch.call("metadata", [this.handle]); }
+  /** Free this classifier's tensors in the worker. */
+  release() { return this._ch.call("release", [this.handle]); }
+}
+
+/** TinaEdge in a Web Worker: personalize and predict run off the page's main thread. */
+export class WorkerTinaEdge {
+  static async open(url, { workerUrl, worker, progress, ...options } = {}) {
+    const w = worker ?? new Worker(workerUrl ?? new URL("./worker.mjs", import.meta.url), { type: "module" });
+    const ch = new Channel(w, progress);
+    const base = String(new URL(String(url), globalThis.location?.href ?? undefined));
+    const info = await ch.call("open", [base, options]);
+    return Object.assign(new WorkerTinaEdge(), info, { _ch: ch, worker: w });
+  }
+  async personalize(classes, options) { return new WorkerClassifier(this._ch, await this._ch.call("personalize", [classes, options ?? {}])); }
+  async fromHead(head) { return new WorkerClassifier(this._ch, await this._ch.call("fromHead", [head])); }
+  novelty(classes, options) { return this._ch.call("novelty", [classes, options ?? {}]); }
+  encode(texts) { return this._ch.call("encode", [texts]); }
+  clearCache() { return this._ch.call("clearCache"); }
+  /** Release the sessions and end the worker. */
+  async dispose() {
+    await this._ch.call("dispose").catch(() => {});
+    this.worker.terminate?.();
+  }
+}

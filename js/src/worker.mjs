@@ -1,0 +1,64 @@
+// The worker side of TinaEdge.inWorker (worker-client.mjs): the bundle, its sessions and every
+// classifier live here, so personalize and predict never block the page. Messages:
+// {id, op, args} -> {id, result} | {id, error: {name, message}}; progress events {progress}.
+import { TinaEdge, toPixels } from "./index.mjs";
+
+const scope = globalThis.self ?? globalThis;
+let tina = null;
+const classifiers = new Map();
+let next = 1;
+
+const describe = (handle, clf) => ({ handle, labels: clf.labels, params: clf.params, prompt: clf.prompt, texts: clf.texts, sampler: clf.sampler,
+  bundleId: clf.bundleId, timings: clf.timings, k: clf.k });
+
+function pixels(im) {
+  if (im && im.data && im.width && im.height) return im;
+  return toPixels(im); // an ImageBitmap transferred by the page: drawn here, on an OffscreenCanvas
+}
+
+const ops = {
+  async open(url, options) {
+    tina = await TinaEdge.fromBundle(url, { ...options, progress: (p) => scope.postMessage({ progress: p }) });
+    return { manifest: tina.manifest, backend: tina.backend, timings: tina.timings, inputSize: tina.inputSize, kMax: tina.kMax };
+  },
+  async personalize(classes, options) {
+    const clf = await tina.personalize(classes, options);
+    const h = next++;
+    classifiers.set(h, clf);
+    return describe(h, clf);
+  },
+  async predict(handle, images, options) {
+    const out = await classifiers.get(handle).predict(images.map(pixels), options);
+    images.forEach((im) => im?.close?.());
+    return out;
+  },
+  async fromHead(head) {
+    const { PersonalizedClassifier } = await import("./classifier.mjs");
+    const clf = PersonalizedClassifier.fromHead(tina, head);
+    const h = next++;
+    classifiers.set(h, clf);
+    return describe(h, clf);
+  },
+  async modelBytes(handle) { return classifiers.get(handle).toModelBytes(); },
+  async head(handle) { return classifiers.get(handle).toHead(); },
+  async headText(handle) { return classifiers.get(handle).toHeadText(); },
+  async metadata(handle) { return classifiers.get(handle).metadata(); },
+  async release(handle) { classifiers.delete(handle); },
+  async novelty(classes, options) { return tina.novelty(classes, options); },
+  async encode(texts) { return tina.encode(texts); },
+  async clearCache() { tina.clearCache(); },
+  async dispose() { classifiers.clear(); tina?.dispose(); tina = null; },
+};
+
+scope.addEventListener("message", async (ev) => {
+  const { id, op, args } = ev.data ?? {};
+  if (!(op in ops)) return;
+  try {
+    if (op !== "open" && !tina) throw Object.assign(new Error("the worker has no bundle open"), { name: "TinaEdgeError" });
+    const result = await ops[op](...(args ?? []));
+    const transfer = result instanceof Uint8Array ? [result.buffer] : [];
+    scope.postMessage({ id, result }, transfer);
+  } catch (e) {
+    scope.postMessage({ id, error: { name: e?.name ?? "Error", message: String(e?.message ?? e) } });
+  }
+});

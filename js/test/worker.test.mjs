@@ -1,0 +1,50 @@
+// TinaEdge.inWorker's protocol (src/worker.mjs + src/worker-client.mjs), run in a node worker thread
+// over a local static server: the same labels and weights as in-thread, errors of the same class.
+import test from "node:test";
+import assert from "node:assert/strict";
+import { Worker } from "node:worker_threads";
+import path from "node:path";
+import * as ortWeb from "onnxruntime-web";
+import { TinaEdge, PromptError, ArgumentError } from "../src/index.mjs";
+import { serveStatic } from "../browser/static.mjs";
+import { env, vectors, fixedImages, maxAbsDiff, JS } from "./helpers.mjs";
+
+function webWorkerLike(file) {
+  const w = new Worker(file);
+  return {
+    addEventListener(type, f) {
+      if (type === "message") w.on("message", (data) => f({ data }));
+      if (type === "error") w.on("error", (e) => f({ message: e.message }));
+    },
+    postMessage: (m, transfer) => w.postMessage(m, transfer),
+    terminate: () => w.terminate(),
+  };
+}
+
+test("inWorker: personalize, predict, head and model bytes from the worker match the in-thread classifier", async () => {
+  ortWeb.env.wasm.numThreads = 1;
+  const srv = await serveStatic([["/b/", env().bundle]]);
+  try {
+    const v = vectors();
+    const c = v.cases[0];
+    const events = [];
+    const remote = await TinaEdge.inWorker(`${srv.url}/b/`, { worker: webWorkerLike(path.join(JS, "test/worker-shim.mjs")),
+      progress: (p) => events.push(p), cache: false });
+    assert.equal(remote.backend, "onnxruntime-web (wasm)");
+    assert.ok(events.some((e) => e.file === remote.manifest.text_encoder.model && e.loaded === e.total));
+    const clf = await remote.personalize(c.prompt, { seed: BigInt(c.seed) });
+    assert.deepEqual(clf.labels, c.labels);
+    const images = fixedImages(BigInt(v.images.seed), v.images.shape);
+    const pred = await clf.predict(images, { minProb: 0 });
+    assert.ok(maxAbsDiff(pred.flatMap((p) => Array.from(p.probabilities)), c.probabilities.flat()) <= 1e-5);
+    const head = await clf.toHead();
+    assert.deepEqual(head.labels, c.labels);
+    const bytes = await clf.toModelBytes();
+    assert.ok(bytes instanceof Uint8Array && bytes.byteLength > 1e6);
+    await assert.rejects(remote.personalize("dog, Dog"), (e) => e instanceof PromptError && /named twice/.test(e.message));
+    await assert.rejects(clf.predict(images, { minProb: 2 }), (e) => e instanceof ArgumentError);
+    await remote.dispose();
+  } finally {
+    await srv.close();
+  }
+});
