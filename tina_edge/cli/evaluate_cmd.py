@@ -30,6 +30,10 @@ def _report_left_out(data) -> None:
     if data.skipped_files:
         _note(f"note: {len(data.skipped_files)} file(s) are not images in class folders (by suffix) and were "
               f"not used, e.g. {data.skipped_files[0]}")
+    if data.unusable:
+        from ..runtime.evaluation import describe_unusable
+
+        _note("note: " + describe_unusable(data.unusable) + "; the accuracy counts only the images that were read")
 
 
 def _pyplot():

@@ -122,34 +122,37 @@ def _package_dir() -> Path:
     return _real(Path(pkg_init).parent)
 
 
-def check_outputs(outputs: Sequence[Output], *, force: bool, reads: Sequence[tuple[Path, str]] = ()) -> None:
+def check_outputs(outputs: Sequence[Output], *, force: bool, reads: Sequence[tuple] = ()) -> None:
     """The output policy of every command that writes, before any work: raise ModelFileError unless
 
     - each path has the right shape (a file path, its directory exists; an existing file only with --force);
     - no path is inside the installed tina-edge package (its embedded bundle, its code) or holds it;
-    - no path is, or is inside, anything the command reads (`reads`: (path, what) pairs, e.g. the model,
-      the photo folder, the bundle): --force replaces outputs, never inputs (hard links and symlinks too);
+    - no path is, or is inside, anything the command reads (`reads`: (path, what[, whole_tree]) e.g. the
+      model, the photo folder): --force replaces outputs, never inputs (hard links and symlinks too); with
+      whole_tree False (a bundle directory) only its existing files are refused, a new file beside them is not;
     - no two outputs are one file.
     The writes themselves go through runtime/atomic.py (AtomicFiles for several files at once).
     """
-    protected = [(_package_dir(), "the installed tina-edge package")] + [(_real(Path(p)), w) for p, w in reads]
+    protected = [(_package_dir(), "the installed tina-edge package", True)]
+    protected += [(_real(Path(r[0])), r[1], r[2] if len(r) > 2 else True) for r in reads]
     for o in outputs:
         _check_shape(o, force)
         real = _real(o.path)
-        for src, what in protected:
-            if _inside(real, src) or _same_file(o.path, src):
+        exists = o.path.exists() or o.path.is_symlink()
+        for src, what, whole in protected:
+            if (_inside(real, src) and (whole or exists)) or _same_file(o.path, src):
                 if not src.is_dir():
                     where = what
-                elif o.path.exists() or o.path.is_symlink():
+                elif exists:
                     where = f"a file of {what}"
                 else:
                     where = f"inside {what}"
                 raise ModelFileError(f"{o.what} {o.path} is {where} ({src}); --force replaces outputs, never what "
                                      "the command reads or installs: choose another path")
-            if o.kind == "dir" and _inside(src, real):
+            if o.kind == "dir" and _inside(src, real):  # replacing it (--force) would delete the input
                 raise ModelFileError(f"{o.what} {o.path} holds {what} ({src}); choose a directory that holds nothing "
                                      "the command reads")
-        twin = _twins(o.path, [src for src, _ in protected if src.is_dir()])
+        twin = _twins(o.path, [src for src, _, _ in protected if src.is_dir()])
         if twin is not None:
             raise ModelFileError(f"{o.what} {o.path} is a hard link to {twin}, which this command reads or installs; "
                                  "choose another path")
@@ -165,4 +168,4 @@ def bundle_reads(bundle: str | os.PathLike | None) -> list[tuple[Path, str]]:
     if bundle is None:
         return []
     b = Path(bundle)
-    return [(b, "the bundle in use" if b.is_dir() else "a file of the bundle in use")]
+    return [(b, "the bundle in use", False) if b.is_dir() else (b, "a file of the bundle in use")]
