@@ -67,9 +67,14 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
             kind = _stat_kind(p)
             if kind == "dir":
                 try:
-                    files = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.is_file())
+                    entries = sorted(c for c in p.iterdir() if not c.name.startswith(".") and not c.is_dir())
                 except OSError as e:
                     raise ImageError(f"cannot list directory {p}: {e.strerror or e}") from None
+                files = [c for c in entries if c.is_file()]
+                for c in entries:  # never skipped silently, never opened (a FIFO would block)
+                    if not c.is_file():
+                        raise ImageError(f"{c} is not a regular file (a pipe, socket, device or broken link); "
+                                         "remove it from the folder or pass the image files")
                 if not files:
                     raise ImageError(f"directory {p} holds no image files")
                 out.extend((str(c), c) for c in files)
