@@ -13,8 +13,8 @@ Folder rules (shared with `tina-edge predict` on directories):
 - Inside a walked directory only files with an image suffix (IMAGE_SUFFIXES, any case) are used;
   other files (`*_boxes.txt`, `README`, ...) are skipped and counted, never silently read as images.
   A file named explicitly is always used, whatever its suffix.
-- Class folders match the model's labels case-, whitespace- and underscore-insensitively
-  ("Sea_Lion" = "sea lion"); folders that match no label are reported and not used, labels
+- Class folders match the model's labels by class identity (`prompt.class_key`: case, width, whitespace,
+  "_" and "-" ignored: "Sea_Lion" = "sea lion"); a model with two labels of one identity is refused; folders that match no label are reported and not used, labels
   without a folder are reported and get no recall.
 """
 
@@ -147,8 +147,9 @@ def describe_unusable(unusable: Sequence[tuple[Path, str]], shown: int = 5) -> s
 
 
 def folder_key(name: str) -> str:
-    """How a class folder's name is compared with a label: case, whitespace and '_' do not matter."""
-    return class_key(name.replace("_", " "))
+    """How a class folder's name is compared with a label: class identity (prompt.class_key), the same
+    rule that refuses "sea_lion, sea lion" as one class named twice."""
+    return class_key(name)
 
 
 @dataclass
@@ -171,7 +172,13 @@ def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledI
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory; pass a folder that holds one folder per class")
-    keys = {folder_key(lab): i for i, lab in enumerate(labels)}
+    keys: dict[str, int] = {}
+    for i, lab in enumerate(labels):  # a model made elsewhere may name one class twice: no folder could tell them apart
+        j = keys.setdefault(folder_key(lab), i)
+        if j != i:
+            raise DatasetError(f"the model's labels {labels[j]!r} and {lab!r} are one class name (case, width, "
+                               "spacing, '_' and '-' are ignored), so no folder can be matched to one of them; "
+                               "evaluate a model whose labels are distinct")
     matched: dict[int, Path] = {}
     unmatched: list[str] = []
     loose: list[Path] = []
