@@ -93,8 +93,8 @@ def plot_confusion(ev, path: Path, *, overwrite: bool = False) -> Path:
 def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads, force=False):
     """Check MODEL on DIR, which holds one folder of photos per class.
 
-    Folders match the model's labels ignoring case, whitespace and '_'; folders that match no
-    label are reported and not used. Prints accuracy, per-class recall and the confusion matrix
+    Folders match the model's labels as class names do (case, width, whitespace, '_' and '-' are
+    ignored); folders that match no label, and entries that cannot be read, are reported and not used. Prints accuracy, per-class recall and the confusion matrix
     (a progress bar on a terminal).
     """
     from ..runtime.classifier import PersonalizedClassifier

@@ -95,14 +95,14 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
 @click.option("--images", multiple=True, metavar="NAME=IMG[,IMG...]",
               help="Prompt class NAME (also listed in CLASSES) with example image files or directories instead of "
                    "its name; their CLIP image embeddings are averaged (repeatable; needs a CLIP bundle).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files (never an input or a bundle file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
 @click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
 @click.option("--head-only", is_flag=True,
-              help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
-                   "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
+              help="Write only the k x (D+1) head (features -> logits, labels) and the shared trunk.onnx beside "
+                   "it (reused when it is this bundle's; trunk bundles only); predict finds the trunk there.")
 def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
                 force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
