@@ -57,7 +57,10 @@ class Output:
 
 def _real(p: Path) -> Path:
     """The path with every symlink resolved (the final component too when it exists)."""
-    return Path(os.path.realpath(p))
+    try:
+        return Path(os.path.realpath(p))
+    except (OSError, ValueError) as e:  # ValueError: an embedded NUL
+        raise ModelFileError(f"cannot use the path {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _inside(p: Path, d: Path) -> bool:

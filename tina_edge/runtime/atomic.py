@@ -112,6 +112,12 @@ def _link_or_rename(src: Path, dst: Path) -> bool:
     return False
 
 
+def _some(paths: list[Path], shown: int = 3) -> str:
+    """'a, b, c and 7 more' for a message that must stay one readable line."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(map(str, paths[:shown])) + more
+
+
 class AtomicFiles:
     """Several files that appear as one unit: all of them new, or none (the old ones as they were).
 
@@ -148,9 +154,10 @@ class AtomicFiles:
         try:
             tmp = _write_temp(path, data)
         except BaseException as e:
+            nothing = self._nothing()
             self.discard()
             if isinstance(e, OSError):
-                raise ModelFileError(f"cannot write {path}: {e.strerror or e}; {self._nothing()}") from e
+                raise ModelFileError(f"cannot write {path}: {e.strerror or e}; {nothing}") from e
             raise
         self._staged.append((tmp, path))
         return path
@@ -158,8 +165,7 @@ class AtomicFiles:
     def _nothing(self) -> str:
         if len(self._staged) < 1:
             return "nothing was written"
-        names = ", ".join(str(t) for t in self.targets)
-        return f"nothing was written (nor {names}, which were to be written with it)"
+        return f"nothing was written (the outputs are written together: not {_some(self.targets)} either)"
 
     def discard(self) -> None:
         """Remove every staged temp (nothing of this unit is in place yet)."""
@@ -190,10 +196,10 @@ class AtomicFiles:
             left = self._roll_back(placed)
             self.discard()
             if left:
-                raise ModelFileError(f"writing {', '.join(map(str, targets))} failed ({getattr(e, 'strerror', None) or e}) "
+                raise ModelFileError(f"writing {_some(targets)} failed ({getattr(e, 'strerror', None) or e}) "
                                      f"and could not be undone: {'; '.join(left)}") from e
             if isinstance(e, OSError):
-                raise ModelFileError(f"cannot write {', '.join(map(str, targets))}: {e.strerror or e}; "
+                raise ModelFileError(f"cannot write {_some(targets)}: {e.strerror or e}; "
                                      "nothing was written (existing files were left as they were)") from e
             raise
         for _, backup in placed:

@@ -2,7 +2,8 @@
 
 Accepted items: file paths (an allow-list of raster formats: JPEG, PNG, WebP, GIF, BMP, TIFF;
 never EPS/PostScript or any format whose decoder starts a program), directories (every regular, non-hidden file
-directly inside, sorted by name; a file that is not an image is an error, not skipped), PIL images
+directly inside, sorted by name; a file that is not an image, a pipe, a device or a broken link is an
+error, not skipped), PIL images
 and numpy uint8 arrays [H, W], [H, W, 1], [H, W, 3], [H, W, 4] or batches [N, H, W(, C)] with
 C in 1, 3, 4. Conversions: EXIF orientation is applied; grey, palette, CMYK, 16-bit etc. are
 converted to RGB by Pillow; an alpha channel is dropped (not composited). Images of another size
