@@ -94,8 +94,9 @@ def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads, for
     """Check MODEL on DIR, which holds one folder of photos per class.
 
     Folders match the model's labels as class names do (case, width, whitespace, '_' and '-' are
-    ignored); folders that match no label, and entries that cannot be read, are reported and not used. Prints accuracy, per-class recall and the confusion matrix
-    (a progress bar on a terminal).
+    ignored); folders that match no label, and entries that cannot be read, are reported and not
+    used. Prints accuracy, per-class recall and the confusion matrix (a progress bar on a terminal).
+    --plot never replaces the model, a photo or an existing file (that one only with --force).
     """
     from ..runtime.classifier import PersonalizedClassifier
     from ..runtime.evaluation import evaluate as run_evaluation
