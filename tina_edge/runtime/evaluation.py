@@ -167,20 +167,21 @@ class LabelledImages:
     unusable: list[tuple[Path, str]] = field(default_factory=list)  # (entry, why): never dropped silently
 
 
-def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledImages:
-    """Match root's sub-folders to labels and list each matched folder's images (recursively)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root} is not a directory; pass a folder that holds one folder per class")
+def _label_keys(labels: Sequence[str]) -> dict[str, int]:
+    """folder_key -> label index; a model made elsewhere may name one class twice, which no folder could tell apart."""
     keys: dict[str, int] = {}
-    for i, lab in enumerate(labels):  # a model made elsewhere may name one class twice: no folder could tell them apart
+    for i, lab in enumerate(labels):
         j = keys.setdefault(folder_key(lab), i)
         if j != i:
             raise DatasetError(f"the model's labels {labels[j]!r} and {lab!r} are one class name (case, width, "
                                "spacing, '_' and '-' are ignored), so no folder can be matched to one of them; "
                                "evaluate a model whose labels are distinct")
-    matched: dict[int, Path] = {}
-    unmatched: list[str] = []
+    return keys
+
+
+def _top_level(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """root's own entries, not recursed: (folders, loose regular files, unusable entries with the reason)."""
+    folders: list[Path] = []
     loose: list[Path] = []
     unusable: list[tuple[Path, str]] = []
     try:
@@ -195,12 +196,25 @@ def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledI
         except OSError as e:
             unusable.append((child, _unusable_reason(e)))
             continue
-        if not stat.S_ISDIR(mode):
-            if stat.S_ISREG(mode):
-                loose.append(child)
-            else:
-                unusable.append((child, "not a regular file (a pipe, socket or device)"))
-            continue
+        if stat.S_ISDIR(mode):
+            folders.append(child)
+        elif stat.S_ISREG(mode):
+            loose.append(child)
+        else:
+            unusable.append((child, "not a regular file (a pipe, socket or device)"))
+    return folders, loose, unusable
+
+
+def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledImages:
+    """Match root's sub-folders to labels and list each matched folder's images (recursively)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a directory; pass a folder that holds one folder per class")
+    keys = _label_keys(labels)
+    matched: dict[int, Path] = {}
+    unmatched: list[str] = []
+    folders, loose, unusable = _top_level(root)
+    for child in folders:
         i = keys.get(folder_key(child.name))
         if i is None:
             unmatched.append(child.name)
