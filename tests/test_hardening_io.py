@@ -283,10 +283,7 @@ def test_foreign_model_with_external_data_is_refused(tmp_path):
 # ============================================================================ item 7: prompts
 
 SAME_TOKENS = [
-    ("dog, do\u200bg", "named twice"),  # zero-width space
     ("dog, \u00addog", "named twice"),  # soft hyphen
-    ("\ufeffdog, dog", "named twice"),  # BOM
-    ("dog, d\u2060og", "named twice"),  # word joiner
     ("café, cafe", "read the same to this bundle's text encoder"),  # the tokenizer strips accents
     ("caf\u0065\u0301, cafe", "read the same"),  # combining accent
 ]
@@ -306,6 +303,10 @@ INVISIBLE = [
     ("\u200d\u0301, dog", "has no visible characters"),
     ("\u202egod, cat", "bidirectional control"),
     ("dog, c\u2066at\u2069", "bidirectional control"),
+    # zero-width space, BOM, word joiner: refused since issue 20 (they were dropped, then found duplicates)
+    ("dog, do\u200bg", "zero-width characters"),
+    ("\ufeffdog, dog", "zero-width characters"),
+    ("dog, d\u2060og", "zero-width characters"),
 ]
 
 

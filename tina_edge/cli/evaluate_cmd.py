@@ -30,6 +30,10 @@ def _report_left_out(data) -> None:
     if data.skipped_files:
         _note(f"note: {len(data.skipped_files)} file(s) are not images in class folders (by suffix) and were "
               f"not used, e.g. {data.skipped_files[0]}")
+    if data.unusable:
+        from ..runtime.evaluation import describe_unusable
+
+        _note("note: " + describe_unusable(data.unusable) + "; the accuracy counts only the images that were read")
 
 
 def _pyplot():
@@ -47,7 +51,7 @@ def _pyplot():
     return plt
 
 
-def plot_confusion(ev, path: Path) -> Path:
+def plot_confusion(ev, path: Path, *, overwrite: bool = False) -> Path:
     """Write the row-normalised confusion matrix (counts in the cells) as a PNG, atomically."""
     from ..runtime.atomic import atomic_write_bytes
 
@@ -71,7 +75,7 @@ def plot_confusion(ev, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue(), overwrite=True)
+    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
 
 
 @click.command("evaluate")
@@ -85,27 +89,34 @@ def plot_confusion(ev, path: Path) -> Path:
 @click.option("--batch-size", type=click.IntRange(1, None), default=256, show_default=True,
               help="Images decoded and classified at once (bounds memory).")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
-def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads):
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot file.")
+def evaluate(model, directory, as_json, plot, min_prob, batch_size, threads, force=False):
     """Check MODEL on DIR, which holds one folder of photos per class.
 
-    Folders match the model's labels ignoring case, whitespace and '_'; folders that match no
-    label are reported and not used. Prints accuracy, per-class recall and the confusion matrix
-    (a progress bar on a terminal).
+    Folders match the model's labels as class names do (case, width, whitespace, '_' and '-' are
+    ignored); folders that match no label, and entries that cannot be read, are reported and not
+    used. Prints accuracy, per-class recall and the confusion matrix (a progress bar on a terminal).
+    --plot never replaces the model, a photo or an existing file (that one only with --force).
     """
     from ..runtime.classifier import PersonalizedClassifier
     from ..runtime.evaluation import evaluate as run_evaluation
     from ..runtime.evaluation import labelled_images
 
-    from .output import _echo_json
+    from .output import Output, _echo_json, check_outputs
 
     if plot is not None:
         _pyplot()  # fail before the work, not after it
     clf = PersonalizedClassifier.load(model, threads=threads)
+    if plot is not None:  # never over the model, its trunk, a photo, or the installation
+        reads = [(Path(model), "the model"), (Path(directory), "the photo folder")]
+        if clf.is_head:
+            reads.append((Path(model).parent / "trunk.onnx", "the model's trunk"))
+        check_outputs([Output(plot, "--plot")], force=force, reads=reads)
     data = labelled_images(directory, clf.labels)
     _report_left_out(data)
     ev = run_evaluation(clf, data, min_prob=min_prob, batch_size=batch_size)
     if plot is not None:
-        plot_confusion(ev, plot)
+        plot_confusion(ev, plot, overwrite=force)
         _note(f"wrote {plot}")
     if as_json:
         _echo_json(ev.to_dict())

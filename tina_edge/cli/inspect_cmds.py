@@ -32,12 +32,14 @@ def predict(model, images, top, min_prob, batch_size, as_json, trunk):
     One line per file: its path, then the answer (with --min-prob) and the --top labels.
     """
     from ..runtime.classifier import PersonalizedClassifier
-    from ..runtime.evaluation import expand_paths
+    from ..runtime.evaluation import describe_unusable, expand_paths
 
     clf = PersonalizedClassifier.load(model, trunk=trunk)
-    files, skipped = expand_paths(list(images))  # class folders included; only image suffixes in folders
+    files, skipped, unusable = expand_paths(list(images))  # class folders included; only image suffixes in folders
     if skipped:
         _echo(f"note: {len(skipped)} file(s) without an image suffix were not used, e.g. {skipped[0]}")
+    if unusable:
+        _echo("note: " + describe_unusable(unusable))
     rows = _predict_rows(clf, files, top, batch_size, min_prob)
     if as_json:
         _echo_json(list(rows))  # printed only when every image succeeded: always one valid JSON document

@@ -5,6 +5,7 @@ Torch-free (imports tina_edge.runtime only); registered in `runtime_cmds.COMMAND
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -13,47 +14,20 @@ import click
 
 from ..runtime.errors import ModelFileError, PromptError, UnknownClassError
 from ..runtime.samplers import SAMPLERS
-from .output import _echo, _echo_json
+from .output import Output, _echo, _echo_json, bundle_reads, check_outputs
 
 
 MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
 
-def _output_path(output: str, force: bool) -> Path:
-    """-o must name a file: no trailing slash, not a directory; an existing file only with --force."""
-    if not output or output.endswith(("/", os.sep)) or Path(output).name in ("", ".", ".."):
-        raise ModelFileError(f"-o {output!r} names a directory; give a file path such as model.onnx")
-    p = Path(output)
-    try:
-        exists = p.exists() or p.is_symlink()
-        if p.is_dir():
-            raise ModelFileError(f"cannot write {p}: it is a directory; give a file path such as {p / 'model.onnx'}")
-        parent_ok = p.parent.is_dir()
-    except (OSError, ValueError) as e:
-        raise ModelFileError(f"cannot write {output!r}: {getattr(e, 'strerror', None) or e}") from None
-    if exists and not force:
-        raise ModelFileError(f"{p} already exists; choose another path or pass --force to overwrite it")
-    if not parent_ok:
-        raise ModelFileError(f"cannot write {p}: the directory {p.parent} does not exist")
-    return p
-
-
-def _refuse_bundle_files(output: Path, bundle) -> None:
-    """Even with --force, -o may not replace a file of the bundle in use (its manifest, a graph, the archive)."""
-    try:
-        st = os.lstat(output)
-    except OSError:
-        return  # nothing there yet: nothing of the bundle can be replaced
-    mine = (st.st_dev, st.st_ino)
-    names = [*bundle.manifest.files, "manifest.json"]
-    candidates = [(n, bundle.root / n) for n in names] + [(str(bundle.source), bundle.source)]
-    for name, path in candidates:
-        try:
-            other = os.lstat(path)
-        except OSError:
-            continue
-        if (other.st_dev, other.st_ino) == mine:
-            raise ModelFileError(f"{output} is a file of the bundle in use ({name}); choose another output path "
-                                 "(--force never replaces a bundle's own files)")
+def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None) -> list[tuple[Path, str]]:
+    """What personalize reads, which no output may replace: the bundle (the embedded one is inside the
+    package, which check_outputs always protects), the --batch file, the --images files and folders."""
+    out = bundle_reads(bundle)
+    if batch_file is not None:
+        out.append((Path(batch_file), "the --batch prompt file"))
+    for files in (images or {}).values():
+        out += [(Path(f), "an --images example") for f in files]
+    return out
 
 
 def _describe_option(describe: tuple[str, ...]) -> dict[str, str] | None:
@@ -121,14 +95,14 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
 @click.option("--images", multiple=True, metavar="NAME=IMG[,IMG...]",
               help="Prompt class NAME (also listed in CLASSES) with example image files or directories instead of "
                    "its name; their CLIP image embeddings are averaged (repeatable; needs a CLIP bundle).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files (never an input or a bundle file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
 @click.option("--head", "head_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the portable head JSON (labels + generated tensors + bundle id; docs/PORTABLE.md).")
 @click.option("--head-only", is_flag=True,
-              help="Write only the k x (D+1) head (features -> logits, labels) and, if absent, the shared "
-                   "trunk.onnx beside it (trunk bundles only); predict finds the trunk there.")
+              help="Write only the k x (D+1) head (features -> logits, labels) and the shared trunk.onnx beside "
+                   "it (reused when it is this bundle's; trunk bundles only); predict finds the trunk there.")
 def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
                 force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
@@ -151,12 +125,14 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     t0 = time.perf_counter()
     names = parse_classes(list(classes))  # CLASSES as one prompt: the labels, in order
     descriptions, image_prompts = _describe_option(describe), _images_option(images)
-    output = _output_path(output, force)
-    head_file = _output_path(str(head_file), force) if head_file is not None else None  # checked before any work
+    outs = [Output(output, "-o")]
+    output = Path(output)
+    if head_file is not None:
+        outs.append(Output(Path(head_file), "--head"))
+    if head_only:  # reused when it is already this bundle's trunk (checked once the trunk is known)
+        outs.append(Output(output.parent / "trunk.onnx", "the trunk.onnx that --head-only writes beside -o", may_exist=True))
+    check_outputs(outs, force=force, reads=_reads(bundle, images=image_prompts))  # before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
-    for target in (output, head_file):
-        if target is not None:
-            _refuse_bundle_files(target, p.bundle)
     t1 = time.perf_counter()
     try:
         clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
@@ -164,34 +140,61 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     except UnknownClassError as e:
         raise _in_option_words(e) from None
     t2 = time.perf_counter()
-    _save_outputs(clf, output, head_file, force=force, head_only=head_only)
+    written = _save_outputs(clf, output, head_file, force=force, head_only=head_only)
     nov = p.novelty(names, descriptions=descriptions)
     timings = {"milliseconds": (time.perf_counter() - t0) * 1000, "generate_milliseconds": (t2 - t1) * 1000}
     if as_json:
-        _echo_json({"output": str(output), "labels": clf.labels, "seen": nov["seen"], "new": nov["new"],
+        _echo_json({"output": str(output), "written": [str(w) for w in written], "labels": clf.labels,
+                    "seen": nov["seen"], "new": nov["new"],
                     "nearest_known": nov["nearest"], "confusable": nov["confusable"], **clf.meta.sampler,
                     "image_prompts": clf.meta.image_prompts or {}, "bundle_id": p.manifest.bundle_id,
                     **{k: round(v, 1) for k, v in timings.items()}})
     else:
-        _report(output, clf, nov, p.manifest.bundle_id, timings)
+        _report(output, clf, nov, p.manifest.bundle_id, timings, written)
 
 
-def _save_outputs(clf, output: Path, head_file: Path | None, *, force: bool, head_only: bool) -> None:
-    """model.onnx (or its head-only form, plus trunk.onnx beside it if absent) and the optional head JSON."""
-    clf.save(output, overwrite=force, head_only=head_only)
-    if head_only and not (output.parent / "trunk.onnx").exists():
-        clf.save_trunk(output.parent / "trunk.onnx")
-    if head_file is not None:
-        from ..runtime.portable import save_head
+def _save_outputs(clf, output: Path, head_file: Path | None, *, force: bool, head_only: bool) -> list[Path]:
+    """model.onnx (or its head-only form, plus the trunk.onnx beside it) and the optional head JSON,
+    committed as one unit: all of them, or none (runtime/atomic.py AtomicFiles)."""
+    from ..runtime.atomic import AtomicFiles
 
-        save_head(clf, head_file, overwrite=force)
+    with AtomicFiles(overwrite=force) as unit:
+        unit.add(output, clf.model_bytes(head_only=head_only))
+        if head_only:
+            trunk, data = output.parent / "trunk.onnx", clf.trunk_bytes()
+            if not _same_bytes(trunk, data):
+                if (trunk.exists() or trunk.is_symlink()) and not force:
+                    raise ModelFileError(f"{trunk} is not the trunk of this bundle (another bundle's, or changed); "
+                                         "pass --force to replace it, or write the head into another directory")
+                unit.add(trunk, data)
+        if head_file is not None:
+            from ..runtime.portable import head_bytes
+
+            unit.add(head_file, head_bytes(clf))
+        targets = unit.targets
+    return targets
 
 
-def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, float]) -> None:
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """Whether path is a regular file holding exactly data (read only when the sizes agree)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, float], written: list[Path]) -> None:
     """The human summary on stderr: labels, image prompts, novelty, sampler and timings."""
     by_images = clf.meta.image_prompts or {}
     s = clf.meta.sampler
     _echo(f"wrote {output}: {len(clf.labels)} classes, labels in this order: {', '.join(clf.labels)}")
+    if len(written) > 1:
+        _echo("  also wrote " + ", ".join(str(w) for w in written[1:]))
     if by_images:
         _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
     if nov["seen"]:
@@ -254,6 +257,7 @@ def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
 def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sampler, seed, candidates, force, threads,
                        expected_id: str | None = None) -> None:
     """One model per prompt line, all from one Personalizer (sessions made once), JSON summary on stdout."""
+    from ..runtime.atomic import AtomicFiles
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import check_class_count
 
@@ -263,29 +267,36 @@ def _personalize_batch(batch_file: Path, out_dir: Path, *, bundle, steps, sample
         raise ModelFileError(f"with --batch, -o names a directory for the models; {out_dir} is a file")
     if not out_dir.parent.is_dir():
         raise ModelFileError(f"cannot write into {out_dir}: the directory {out_dir.parent} does not exist")
+    targets = [out_dir / f"{i:03d}-{_slug(names)}.onnx" for i, (_, _, names) in enumerate(prompts, 1)]
+    made_dir = not out_dir.exists()  # a new directory is checked as a whole; in an existing one, each model
+    outs = ([Output(out_dir, "with --batch, -o", kind="dir")] if made_dir
+            else [Output(t, f"the model of line {no}") for t, (no, _, _) in zip(targets, prompts)])
+    check_outputs(outs, force=force, reads=_reads(bundle, batch_file=batch_file))
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expected_id)
-    targets = []
-    for i, (no, _, names) in enumerate(prompts, 1):
+    for no, _, names in prompts:
         try:
             check_class_count(names, p.manifest.k_max)
         except PromptError as e:
             raise PromptError(f"{batch_file} line {no}: {e}") from None
-        targets.append(out_dir / f"{i:03d}-{_slug(names)}.onnx")
-    for t in targets:
-        _refuse_bundle_files(t, p.bundle)
-    clash = [t for t in targets if t.exists() or t.is_symlink()]
-    if clash and not force:
-        raise ModelFileError(f"{clash[0]} already exists ({len(clash)} of the outputs do); pass --force to overwrite them")
     out_dir.mkdir(exist_ok=True)
     models = []
-    for (no, prompt, names), target in zip(prompts, targets):
-        t1 = time.perf_counter()
-        clf = p.personalize(names, steps=steps, sampler=sampler, seed=seed, candidates=candidates)
-        clf.save(target, overwrite=force)
-        nov = p.novelty(names)
-        models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
-                       "seen": nov["seen"], "new": nov["new"], "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
-        _echo(f"wrote {target}: {', '.join(clf.labels)}")
+    try:  # all the models appear together at the end, or none (an interruption leaves nothing behind)
+        with AtomicFiles(overwrite=force) as unit:
+            for (no, prompt, names), target in zip(prompts, targets):
+                t1 = time.perf_counter()
+                clf = p.personalize(names, steps=steps, sampler=sampler, seed=seed, candidates=candidates)
+                unit.add(target, clf.to_bytes())
+                nov = p.novelty(names)
+                models.append({"line": no, "prompt": prompt, "output": str(target), "labels": clf.labels,
+                               "seen": nov["seen"], "new": nov["new"],
+                               "milliseconds": round((time.perf_counter() - t1) * 1000, 1)})
+    except BaseException:
+        if made_dir:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if still empty
+        raise
+    for m in models:
+        _echo(f"wrote {m['output']}: {', '.join(m['labels'])}")
     s = clf.meta.sampler
     _echo_json({
         "count": len(models), "output_dir": str(out_dir), "bundle_id": p.manifest.bundle_id,

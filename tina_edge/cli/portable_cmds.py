@@ -29,6 +29,9 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
     from ..runtime.atomic import atomic_output_dir
     from ..runtime.bundle import open_bundle
 
+    from .output import Output, bundle_reads, check_outputs
+
+    check_outputs([Output(output, "-o", kind="dir")], force=force, reads=bundle_reads(bundle))
     b = open_bundle(bundle)  # verified before anything is copied
     try:
         with atomic_output_dir(output, overwrite=force) as tmp:

@@ -234,8 +234,9 @@ def diffusion(workdir, text_encoder, hidden, layers, heads, chunk_size, slot_con
 @train.command("prior-only")
 @click.option("--ckpt", required=True, type=click.Path(dir_okay=False, exists=True), help="a checkpoint with a text prior")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the new checkpoint")
+@click.option("--force", is_flag=True, help="overwrite an existing -o file")
 @user_errors
-def prior_only_cmd(ckpt, output):
+def prior_only_cmd(ckpt, output, force):
     """Write a checkpoint whose generator returns its text prior alone (the correction zeroed).
 
     On the photo universe it scores higher on names never seen in training and the same on seen ones
@@ -243,8 +244,11 @@ def prior_only_cmd(ckpt, output):
     _need_torch()
     from tina_edge.train.diffusion.checkpoint import prior_only_checkpoint
 
+    from .output import Output, check_outputs
+
     if Path(output).resolve() == Path(ckpt).resolve():
         raise TinaEdgeError("-o must name a new file; the checkpoint is not overwritten")
+    check_outputs([Output(output, "-o")], force=force, reads=[(Path(ckpt), "the checkpoint")])
     click.echo(json.dumps(prior_only_checkpoint(ckpt, output), indent=1))
 
 
@@ -325,6 +329,11 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
     from ..runtime.errors import BundleError
     from ..runtime.manifest import EvaluationSummary
 
+    from .output import Output, check_outputs
+
+    reads = [(Path(ckpt), "the checkpoint")]  # a work dir beside it is fine; -o holding it (with --force) is not
+    reads += [(Path(eval_json), "the --eval file")] if eval_json else []
+    check_outputs([Output(output, "-o", kind="dir")], force=force, reads=reads)
     log = (lambda m: None)  # the progress bar (stderr) names each stage
     evaluation = None
     if eval_json:

@@ -73,14 +73,13 @@ def _check_target(path: Path, overwrite: bool, kind: str) -> None:
             raise ModelFileError(f"cannot write the directory {path}: a file of that name exists")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write `data` to `path` atomically; refuse an existing file unless `overwrite`."""
-    path = Path(path)
-    _check_target(path, overwrite, "file")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
-    except OSError as e:
-        raise ModelFileError(f"cannot write {path}: {e.strerror or e}") from e
+def _exists_error(path: Path) -> ModelFileError:
+    return ModelFileError(f"{path} already exists; choose another path or allow overwriting (--force)")
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """data in a fsynced temp sibling of path (mode as a new file would get); the temp is removed on any error."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         try:
@@ -92,29 +91,150 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool 
             os.fsync(fd)
         finally:
             os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # link() fails if the target appeared meanwhile: no check-then-replace race
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ModelFileError(f"{path} already exists; choose another path or allow overwriting (--force)") from None
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
-                    raise
-                if path.exists():  # filesystem without hard links
-                    raise ModelFileError(f"{path} already exists; choose another path or allow overwriting (--force)") from None
-                os.replace(tmp, path)
-            else:
-                tmp.unlink()
-    except BaseException as e:
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(e, OSError):
-            raise ModelFileError(f"cannot write {path}: {e.strerror or e}; nothing was written") from e
         raise
-    _fsync_dir(path.parent)
-    return path
+    return tmp
+
+
+def _link_or_rename(src: Path, dst: Path) -> bool:
+    """Make dst name src's file without replacing an existing dst: link() (src stays, True), or on a
+    filesystem without hard links a rename after an existence check (src is gone, False)."""
+    try:  # link() fails if the target appeared meanwhile: no check-then-replace race
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        raise _exists_error(dst) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+    if dst.exists() or dst.is_symlink():
+        raise _exists_error(dst)
+    os.replace(src, dst)
+    return False
+
+
+def _some(paths: list[Path], shown: int = 3) -> str:
+    """'a, b, c and 7 more' for a message that must stay one readable line."""
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(map(str, paths[:shown])) + more
+
+
+class AtomicFiles:
+    """Several files that appear as one unit: all of them new, or none (the old ones as they were).
+
+    `add` writes each file to a fsynced temp sibling; `commit` then moves every temp into place,
+    keeping a hard-linked backup of each file it replaces. Any failure (ENOSPC, EFBIG, SIGTERM as an
+    exception, ...) before or during the commit removes the temps, deletes the files this unit
+    created and puts the backups back: the caller may say "nothing was written". Use it as a context
+    manager (commit on a clean exit, roll back on any exception) or call commit/discard yourself.
+    """
+
+    def __init__(self, *, overwrite: bool = False):
+        self.overwrite = overwrite
+        self._staged: list[tuple[Path, Path]] = []  # (temp, target)
+
+    def __enter__(self) -> "AtomicFiles":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    @property
+    def targets(self) -> list[Path]:
+        return [t for _, t in self._staged]
+
+    def add(self, path: str | os.PathLike, data: bytes) -> Path:
+        """Stage `data` for `path` (checked now, written to a temp sibling now, in place at commit)."""
+        path = Path(path)
+        if path in self.targets:
+            raise ModelFileError(f"{path} is named twice among the outputs; give each output its own path")
+        _check_target(path, self.overwrite, "file")
+        try:
+            tmp = _write_temp(path, data)
+        except BaseException as e:
+            nothing = self._nothing()
+            self.discard()
+            if isinstance(e, OSError):
+                raise ModelFileError(f"cannot write {path}: {e.strerror or e}; {nothing}") from e
+            raise
+        self._staged.append((tmp, path))
+        return path
+
+    def _nothing(self) -> str:
+        if len(self._staged) < 1:
+            return "nothing was written"
+        return f"nothing was written (the outputs are written together: not {_some(self.targets)} either)"
+
+    def discard(self) -> None:
+        """Remove every staged temp (nothing of this unit is in place yet)."""
+        for tmp, _ in self._staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self._staged.clear()
+
+    def commit(self) -> list[Path]:
+        """Move every staged file into place, or none: on failure the unit is rolled back."""
+        placed: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
+        targets = self.targets
+        try:
+            for tmp, path in self._staged:
+                if self.overwrite and (path.exists() or path.is_symlink()):
+                    backup = Path(tempfile.mktemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".old"))
+                    _link_or_rename(path, backup)  # a hard link (the old file stays in place) or, failing that, a rename
+                    placed.append((path, backup))
+                    os.replace(tmp, path)
+                elif self.overwrite:
+                    placed.append((path, None))
+                    os.replace(tmp, path)
+                else:
+                    if _link_or_rename(tmp, path):
+                        tmp.unlink()
+                    placed.append((path, None))
+        except BaseException as e:
+            left = self._roll_back(placed)
+            self.discard()
+            if left:
+                raise ModelFileError(f"writing {_some(targets)} failed ({getattr(e, 'strerror', None) or e}) "
+                                     f"and could not be undone: {'; '.join(left)}") from e
+            if isinstance(e, OSError):
+                raise ModelFileError(f"cannot write {_some(targets)}: {e.strerror or e}; "
+                                     "nothing was written (existing files were left as they were)") from e
+            raise
+        for _, backup in placed:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        for d in {p.parent for p in targets}:
+            _fsync_dir(d)
+        self._staged.clear()
+        return targets
+
+    @staticmethod
+    def _roll_back(placed: list[tuple[Path, Path | None]]) -> list[str]:
+        """Undo the renames of a failed commit, newest first; returns what could not be undone."""
+        left = []
+        for path, backup in reversed(placed):
+            try:
+                if backup is not None:
+                    os.replace(backup, path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+            except OSError as e:
+                left.append(f"{path} is the new file ({e.strerror})" if backup is None
+                            else f"{path} is the new file and the old one is in {backup} ({e.strerror})")
+        return left
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write `data` to `path` atomically; refuse an existing file unless `overwrite`."""
+    with AtomicFiles(overwrite=overwrite) as unit:
+        unit.add(path, data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = True) -> Path:

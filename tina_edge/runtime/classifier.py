@@ -148,16 +148,23 @@ class PersonalizedClassifier:
 
         head_only=True writes the k x (D+1) head (features -> logits) with the labels; every head of
         one bundle shares the trunk (`save_trunk`)."""
+        return atomic_write_bytes(path, self.model_bytes(head_only=head_only), overwrite=overwrite)
+
+    def model_bytes(self, *, head_only: bool = False) -> bytes:
+        """What `save` writes: the model, or with head_only its k x (D+1) head (for a unit of several files)."""
         if head_only and not self.is_head:
             from .head import head_model, trunk_sha256
 
-            data = head_model(self.params, self.meta, trunk_sha256(self.trunk_model())).SerializeToString(deterministic=True)
-            return atomic_write_bytes(path, data, overwrite=overwrite)
-        return atomic_write_bytes(path, self.to_bytes(), overwrite=overwrite)
+            return head_model(self.params, self.meta, trunk_sha256(self.trunk_model())).SerializeToString(deterministic=True)
+        return self.to_bytes()
+
+    def trunk_bytes(self) -> bytes:
+        """What `save_trunk` writes: the shared trunk (image uint8 NHWC -> features) head-only models need."""
+        return self.trunk_model().SerializeToString(deterministic=True)
 
     def save_trunk(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the shared trunk (image uint8 NHWC -> features) that head-only models need."""
-        return atomic_write_bytes(path, self.trunk_model().SerializeToString(deterministic=True), overwrite=overwrite)
+        return atomic_write_bytes(path, self.trunk_bytes(), overwrite=overwrite)
 
     def _sess(self):
         if self._session is None:

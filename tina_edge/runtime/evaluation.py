@@ -7,22 +7,27 @@ answers give on the same files.
 
 Folder rules (shared with `tina-edge predict` on directories):
 - A directory is walked recursively, in sorted order; hidden files and folders (".name") are skipped.
+- Nothing else disappears silently: an unreadable folder, a broken link, a link loop, a pipe or device
+  (even one named .jpg, which is never opened) is listed in `unusable` with the reason, and the CLI
+  says so; symbolic links to folders are followed once.
 - Inside a walked directory only files with an image suffix (IMAGE_SUFFIXES, any case) are used;
   other files (`*_boxes.txt`, `README`, ...) are skipped and counted, never silently read as images.
   A file named explicitly is always used, whatever its suffix.
-- Class folders match the model's labels case-, whitespace- and underscore-insensitively
-  ("Sea_Lion" = "sea lion"); folders that match no label are reported and not used, labels
+- Class folders match the model's labels by class identity (`prompt.class_key`: case, width, whitespace,
+  "_" and "-" ignored: "Sea_Lion" = "sea lion"); a model with two labels of one identity is refused; folders that match no label are reported and not used, labels
   without a folder are reported and get no recall.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -40,49 +45,111 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".
 # ------------------------------------------------------------------------------- image folders
 
 
-def walk_images(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
-    """(image files, skipped non-image files) under root, recursively, sorted, hidden entries left out."""
-    images: list[Path] = []
-    skipped: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
+class FolderWalk(NamedTuple):
+    """What a walk found: images, other regular files (no image suffix), and entries that could not be
+    used at all with the reason (an unreadable folder, a broken link, a link loop, a pipe or device)."""
+
+    images: list[Path]
+    other: list[Path]
+    unusable: list[tuple[Path, str]]
+
+
+def _unusable_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if e.errno == errno.ENOENT:
+        return "a broken symbolic link"
+    return f"cannot be read ({e.strerror or e})"
+
+
+def walk_images(root: str | os.PathLike) -> FolderWalk:
+    """Everything under root, recursively, in sorted order (a folder's files, then its sub-folders),
+    hidden entries left out. Nothing is dropped silently: entries that cannot be used are listed with
+    the reason. Only stat() is called, never open(), so a FIFO named .jpg cannot block the walk; symbolic
+    links to folders are followed once (a loop or a second link to a folder already walked is reported)."""
+    out = FolderWalk([], [], [])
+    root = Path(root)
+    try:
+        st = os.stat(root)
+    except OSError as e:
+        out.unusable.append((root, _unusable_reason(e)))
+        return out
+    visited = {(st.st_dev, st.st_ino)}
+    stack: list[tuple[Path, frozenset]] = [(root, frozenset(visited))]
+    while stack:
+        d, ancestors = stack.pop()
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            out.unusable.append((d, f"a folder that cannot be listed ({e.strerror or e})"))
+            continue
+        subdirs: list[tuple[Path, frozenset]] = []
+        for name in names:
             if name.startswith("."):
                 continue
-            p = Path(dirpath) / name
-            if not p.is_file():
+            p = d / name
+            try:
+                st = os.stat(p)
+            except OSError as e:
+                out.unusable.append((p, _unusable_reason(e)))
                 continue
-            (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
-    return images, skipped
+            key = (st.st_dev, st.st_ino)
+            if stat.S_ISDIR(st.st_mode):
+                if key in ancestors:
+                    out.unusable.append((p, "a symbolic link loop (it leads back to a folder above it)"))
+                elif key in visited:
+                    out.unusable.append((p, "a second link to a folder already walked"))
+                else:
+                    visited.add(key)
+                    subdirs.append((p, ancestors | {key}))
+            elif stat.S_ISREG(st.st_mode):
+                (out.images if p.suffix.lower() in IMAGE_SUFFIXES else out.other).append(p)
+            else:
+                out.unusable.append((p, "not a regular file (a pipe, socket or device)"))
+        stack.extend(reversed(subdirs))
+    return out
 
 
-def expand_paths(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
-    """Files as given plus the image files of every directory, recursively: (files, skipped).
+def expand_paths(paths: Sequence[str | os.PathLike]) -> FolderWalk:
+    """Files as given plus the image files of every directory, recursively: (files, other files, unusable).
 
     A directory with no image file anywhere inside is an ImageError that says what it did hold.
     """
-    files: list[Path] = []
-    skipped: list[Path] = []
+    out = FolderWalk([], [], [])
     for item in paths:
         p = Path(item)
         if not p.is_dir():
-            files.append(p)  # existence and readability are checked by the image loader, per file
+            out.images.append(p)  # existence and readability are checked by the image loader, per file
             continue
-        found, other = walk_images(p)
-        if not found:
-            what = f" (only {len(other)} other file(s), e.g. {other[0].name})" if other else ""
+        found = walk_images(p)
+        if found.unusable and found.unusable[0][0] == p:
+            raise ImageError(f"directory {p} {found.unusable[0][1]}")
+        if not found.images:
+            what = f" (only {len(found.other)} other file(s), e.g. {found.other[0].name})" if found.other else ""
+            if found.unusable:
+                what += f" ({len(found.unusable)} unusable entr{'y' if len(found.unusable) == 1 else 'ies'}, e.g. " \
+                        f"{found.unusable[0][0].name}: {found.unusable[0][1]})"
             raise ImageError(
                 f"directory {p} holds no image files{what}; images need one of the suffixes "
                 + ", ".join(sorted(IMAGE_SUFFIXES))
             )
-        files.extend(found)
-        skipped.extend(other)
-    return files, skipped
+        out.images.extend(found.images)
+        out.other.extend(found.other)
+        out.unusable.extend(found.unusable)
+    return out
+
+
+def describe_unusable(unusable: Sequence[tuple[Path, str]], shown: int = 5) -> str:
+    """One line naming what was left out and why: 'N entries could not be used: a (why), b (why) ...'."""
+    n = len(unusable)
+    items = "; ".join(f"{p} ({why})" for p, why in unusable[:shown]) + (" ..." if n > shown else "")
+    return f"{n} entr{'y' if n == 1 else 'ies'} could not be used and {'was' if n == 1 else 'were'} left out: {items}"
 
 
 def folder_key(name: str) -> str:
-    """How a class folder's name is compared with a label: case, whitespace and '_' do not matter."""
-    return class_key(name.replace("_", " "))
+    """How a class folder's name is compared with a label: class identity (prompt.class_key), the same
+    rule that refuses "sea_lion, sea lion" as one class named twice."""
+    return class_key(name)
 
 
 @dataclass
@@ -97,6 +164,45 @@ class LabelledImages:
     unmatched_folders: list[str] = field(default_factory=list)
     missing_labels: list[str] = field(default_factory=list)
     skipped_files: list[Path] = field(default_factory=list)
+    unusable: list[tuple[Path, str]] = field(default_factory=list)  # (entry, why): never dropped silently
+
+
+def _label_keys(labels: Sequence[str]) -> dict[str, int]:
+    """folder_key -> label index; a model made elsewhere may name one class twice, which no folder could tell apart."""
+    keys: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        j = keys.setdefault(folder_key(lab), i)
+        if j != i:
+            raise DatasetError(f"the model's labels {labels[j]!r} and {lab!r} are one class name (case, width, "
+                               "spacing, '_' and '-' are ignored), so no folder can be matched to one of them; "
+                               "evaluate a model whose labels are distinct")
+    return keys
+
+
+def _top_level(root: Path) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """root's own entries, not recursed: (folders, loose regular files, unusable entries with the reason)."""
+    folders: list[Path] = []
+    loose: list[Path] = []
+    unusable: list[tuple[Path, str]] = []
+    try:
+        children = sorted(root.iterdir())
+    except OSError as e:
+        raise DatasetError(f"cannot list {root}: {e.strerror or e}; pass a readable folder") from None
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        try:
+            mode = os.stat(child).st_mode
+        except OSError as e:
+            unusable.append((child, _unusable_reason(e)))
+            continue
+        if stat.S_ISDIR(mode):
+            folders.append(child)
+        elif stat.S_ISREG(mode):
+            loose.append(child)
+        else:
+            unusable.append((child, "not a regular file (a pipe, socket or device)"))
+    return folders, loose, unusable
 
 
 def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledImages:
@@ -104,16 +210,11 @@ def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledI
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a directory; pass a folder that holds one folder per class")
-    keys = {folder_key(lab): i for i, lab in enumerate(labels)}
+    keys = _label_keys(labels)
     matched: dict[int, Path] = {}
     unmatched: list[str] = []
-    loose: list[Path] = []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if not child.is_dir():
-            loose.append(child)
-            continue
+    folders, loose, unusable = _top_level(root)
+    for child in folders:
         i = keys.get(folder_key(child.name))
         if i is None:
             unmatched.append(child.name)
@@ -133,16 +234,18 @@ def labelled_images(root: str | os.PathLike, labels: Sequence[str]) -> LabelledI
     targets: list[int] = []
     skipped = list(loose)
     for i in sorted(matched):
-        found, other = walk_images(matched[i])
-        files.extend(found)
-        targets.extend([i] * len(found))
-        skipped.extend(other)
+        found = walk_images(matched[i])
+        files.extend(found.images)
+        targets.extend([i] * len(found.images))
+        skipped.extend(found.other)
+        unusable.extend(found.unusable)
     if not files:
         raise DatasetError(f"the class folders of {root} hold no image files (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})")
     return LabelledImages(
         root=root, labels=list(labels), files=files, targets=np.asarray(targets, dtype=np.int64),
         folders={labels[i]: p.name for i, p in sorted(matched.items())}, unmatched_folders=unmatched,
         missing_labels=[lab for i, lab in enumerate(labels) if i not in matched], skipped_files=skipped,
+        unusable=unusable,
     )
 
 
@@ -231,6 +334,7 @@ class Evaluation:
             d.update({
                 "folders": self.data.folders, "unmatched_folders": self.data.unmatched_folders,
                 "missing_labels": self.data.missing_labels, "skipped_files": len(self.data.skipped_files),
+                "unusable": [{"path": str(p), "reason": why} for p, why in self.data.unusable],
             })
         return d
 
@@ -238,6 +342,9 @@ class Evaluation:
         """Accuracy, a per-class recall table and the confusion matrix, for a terminal."""
         w = max(8, *(len(c) for c in self.columns))
         lines = [f"accuracy  {self.accuracy:.4f}  ({self.correct}/{self.n} images)"]
+        if self.data is not None and self.data.unusable:
+            lines.append(f"left out  {len(self.data.unusable)} entr{'y' if len(self.data.unusable) == 1 else 'ies'} "
+                         "that could not be read (see the note above)")
         if self.min_prob is not None:
             lines.append(f"unknown   {self.unknown} image(s) below min_prob {self.min_prob:g} (counted as wrong)")
         lines.append("")

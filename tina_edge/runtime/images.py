@@ -2,7 +2,8 @@
 
 Accepted items: file paths (an allow-list of raster formats: JPEG, PNG, WebP, GIF, BMP, TIFF;
 never EPS/PostScript or any format whose decoder starts a program), directories (every regular, non-hidden file
-directly inside, sorted by name; a file that is not an image is an error, not skipped), PIL images
+directly inside, sorted by name; a file that is not an image, a pipe, a device or a broken link is an
+error, not skipped), PIL images
 and numpy uint8 arrays [H, W], [H, W, 1], [H, W, 3], [H, W, 4] or batches [N, H, W(, C)] with
 C in 1, 3, 4. Conversions: EXIF orientation is applied; grey, palette, CMYK, 16-bit etc. are
 converted to RGB by Pillow; an alpha channel is dropped (not composited). Images of another size
@@ -67,9 +68,14 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
             kind = _stat_kind(p)
             if kind == "dir":
                 try:
-                    files = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.is_file())
+                    entries = sorted(c for c in p.iterdir() if not c.name.startswith(".") and not c.is_dir())
                 except OSError as e:
                     raise ImageError(f"cannot list directory {p}: {e.strerror or e}") from None
+                files = [c for c in entries if c.is_file()]
+                for c in entries:  # never skipped silently, never opened (a FIFO would block)
+                    if not c.is_file():
+                        raise ImageError(f"{c} is not a regular file (a pipe, socket, device or broken link); "
+                                         "remove it from the folder or pass the image files")
                 if not files:
                     raise ImageError(f"directory {p} holds no image files")
                 out.extend((str(c), c) for c in files)

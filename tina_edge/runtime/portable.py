@@ -47,8 +47,12 @@ def head_dict(clf: Any) -> dict[str, Any]:
 
 def save_head(clf: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the head JSON atomically (refuses an existing file unless overwrite)."""
-    data = (json.dumps(head_dict(clf), ensure_ascii=False) + "\n").encode("utf-8")
-    return atomic_write_bytes(path, data, overwrite=overwrite)
+    return atomic_write_bytes(path, head_bytes(clf), overwrite=overwrite)
+
+
+def head_bytes(clf: Any) -> bytes:
+    """The head JSON as `save_head` writes it (UTF-8, one trailing newline)."""
+    return (json.dumps(head_dict(clf), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def read_head(source: str | os.PathLike | Mapping[str, Any]) -> tuple[list[str], dict[str, np.ndarray], dict[str, Any]]:
