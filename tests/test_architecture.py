@@ -123,3 +123,21 @@ def test_export_shows_its_torch_free_half():
         importlib.import_module("tina_edge.export.generate")
     for p in (PKG / "export" / "portable").glob("*.py"):  # convert runs these without the [train] extra
         assert "import torch" not in p.read_text() and "require_torch" not in p.read_text(), p.name
+
+
+def test_every_import_inside_the_package_names_a_module_that_exists():
+    """Lazy imports inside functions too: a module moved without its importers is found here, not in a user's run."""
+    mods = {module_name(p) for p in PKG.rglob("*.py")}
+    bad = []
+    for p in PKG.rglob("*.py"):
+        mod = module_name(p)
+        pkg = mod if p.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tina_edge")):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                if base not in mods:
+                    bad.append(f"{p.relative_to(PKG.parent)}:{node.lineno} imports {base}")
+    assert bad == []

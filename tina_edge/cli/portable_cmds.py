@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import shutil
 from pathlib import Path
 
 import click
 
-from ..runtime.errors import BundleError
 
 
 @click.command("convert")
@@ -26,8 +25,9 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
     """Copy BUNDLE (default: the embedded one) to -o, add generate.onnx and tokenizer_config.json and
     rewrite template.onnx with its weights as graph inputs (one template for every runtime) (what the JavaScript package and other ports need); --ort for mobile."""
     from ..export.portable.generate import add_portable_files
-    from ..runtime.atomic import atomic_output_dir
+    from ..runtime.atomic import atomic_output_dir, atomic_write_bytes
     from ..runtime.bundle import open_bundle
+    from ..runtime.manifest import write_manifest
 
     from .output import Output, bundle_reads, check_outputs
 
@@ -36,9 +36,10 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
     try:
         with atomic_output_dir(output, overwrite=force) as tmp:
             tmp = Path(tmp)
-            for name in sorted(set(b.manifest.files) | {"manifest.json"}):
+            for name in sorted(b.manifest.files):  # the verified bytes, never a second read of the source
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(b.path(name), tmp / name)
+                atomic_write_bytes(tmp / name, b.data(name))
+            write_manifest(tmp, copy.deepcopy(b.manifest))
             m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8)
             if to_ort:
                 from ..export.portable.ort_format import convert_bundle_to_ort

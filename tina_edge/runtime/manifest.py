@@ -319,7 +319,7 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Manifes
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n"
     _m, ident = parse_manifest(text.encode("utf-8"))  # what we write, we can read, with the same id
     assert ident == manifest.bundle_id, (ident, manifest.bundle_id)
-    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+    from .atomic import atomic_write_text
+
+    atomic_write_text(bundle_dir / MANIFEST_NAME, text)
     return manifest

@@ -114,8 +114,8 @@ NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten
 
 
 def _prompt_outcome(prompt) -> dict[str, Any]:
-    from ..runtime.errors import PromptError
-    from ..runtime.prompt import parse_classes
+    from ...runtime.errors import PromptError
+    from ...runtime.prompt import parse_classes
 
     try:
         return {"names": parse_classes(prompt)}
@@ -125,8 +125,8 @@ def _prompt_outcome(prompt) -> dict[str, Any]:
 
 def prompt_vectors() -> dict[str, Any]:
     """Python's outcome per prompt; `new_rules`: whether this Python implements the issue-20 rules."""
-    from ..runtime.errors import PromptError
-    from ..runtime.prompt import parse_classes
+    from ...runtime.errors import PromptError
+    from ...runtime.prompt import parse_classes
 
     try:
         new_rules = len(parse_classes("dog，cat")) == 2
@@ -142,8 +142,8 @@ def manifest_vectors(bundle: str | os.PathLike) -> dict[str, Any]:
     on tricky JSON: floats, big integers, escapes, non-ASCII keys) and accept/refuse of the id check."""
     import base64
 
-    from ..runtime.errors import BundleError
-    from ..runtime.manifest import compute_bundle_id, parse_manifest
+    from ...runtime.errors import BundleError
+    from ...runtime.manifest import compute_bundle_id, parse_manifest
 
     raw = (Path(bundle) / "manifest.json").read_bytes()
     d = json.loads(raw)
