@@ -2,9 +2,9 @@
 // vectors in test/conformance.test.mjs). Rules:
 // - NFKC ("ｄｏｇ" is "dog", "ﬁsh" is "fish"); names split on "," and the ideographic comma "、"
 //   (NFKC already turns "，", "﹐" into "," and "､" into "、");
-// - control characters (Cc) dropped, any whitespace run (Python's str.isspace) one space, ends stripped;
-// - refused: bidirectional controls and zero-width / invisible format characters (Cf, except the
-//   joiners ZWJ/ZWNJ that emoji and Indic spelling need, and the "filler" letters), naming each;
+// - control characters (Cc), the other invisible format characters (Cf: soft hyphen, ...) and the
+//   "filler" letters dropped, any whitespace run (Python's str.isspace) one space, ends stripped;
+// - refused: bidirectional controls and zero-width characters (ZERO_WIDTH), naming each;
 //   a name with nothing visible; an empty name between commas; a name given twice, where case
 //   (full case folding), spacing and look-alike letters (Cyrillic "а" for Latin "a", ...) are ignored;
 // - names longer than MAX_NAME_CHARS characters are truncated before the duplicate check.
@@ -16,6 +16,7 @@ export const MAX_DESCRIPTION_CHARS = 1000;
 
 const KEEP_FORMAT = new Set(["\u200c", "\u200d"]);
 const BIDI = new Set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069");
+const ZERO_WIDTH = new Set("\u200b\u2060\ufeff\u180e"); // Python's ZERO_WIDTH: refused, not dropped
 const FILLERS = new Set("\u115f\u1160\u3164\uffa0\u2800\u034f\u180e");
 // Python's str.isspace: bidi types WS, B, S and category Zs
 const PY_SPACE = /[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/u;
@@ -35,7 +36,10 @@ const CONFUSABLES = new Map(Object.entries({
 
 const codepoints = (s) => [...s].map((c) => "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0"));
 
-function dropped(ch) { return CC.test(ch); }
+function dropped(ch) {
+  if (BIDI.has(ch) || ZERO_WIDTH.has(ch) || KEEP_FORMAT.has(ch)) return false; // refused (or kept) by checkText
+  return CC.test(ch) || CF.test(ch) || FILLERS.has(ch);
+}
 
 /** NFKC, control characters dropped, whitespace runs one space, ends stripped (names and descriptions). */
 export function cleanText(s) {
@@ -55,7 +59,7 @@ export function checkText(s, what) {
     throw new PromptError(`${what} contains bidirectional control characters (${codepoints(bidi.join("")).join(", ")}) ` +
       "that make text display as something else; remove them");
   }
-  const hidden = [...new Set([...s].filter((ch) => (CF.test(ch) && !KEEP_FORMAT.has(ch)) || FILLERS.has(ch)))];
+  const hidden = [...new Set([...s].filter((ch) => ZERO_WIDTH.has(ch)))];
   if (hidden.length) {
     throw new PromptError(`${what} contains invisible characters (${codepoints(hidden.join("")).join(", ")}) ` +
       "that make two names look alike; remove them");
