@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tina_edge.runtime.contracts import ATTENTION_MASK, INPUT_IDS
+
 
 DEFAULT_MAX_TOKENS = 16  # class names are short; 16 tokens hold every name we have seen (CLIP's cut)
 
@@ -45,8 +47,8 @@ class TextEncoder(ABC):
         out = []
         for i in range(0, len(texts), batch_size):
             tok = self.tokenize(texts[i : i + batch_size])
-            ids = torch.from_numpy(tok["input_ids"])
-            mask = torch.from_numpy(tok["attention_mask"])
+            ids = torch.from_numpy(tok[INPUT_IDS])
+            mask = torch.from_numpy(tok[ATTENTION_MASK])
             out.append(module(ids, mask).float().numpy())
         return np.concatenate(out).astype(np.float32)
 

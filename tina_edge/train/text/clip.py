@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tina_edge.runtime.contracts import ATTENTION_MASK, INPUT_IDS
 from tina_edge.runtime.atomic import atomic_write_bytes, atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import sha256_file
@@ -145,7 +146,7 @@ class OpenCLIPEncoder(TextEncoder):
         # real tokens are those up to the last end-of-text; not `ids != 0`, as 0 is the token "!"
         eot = ids == self.tokenizer.eot_token_id
         mask = np.flip(np.cumsum(np.flip(eot, 1), 1), 1) > 0
-        return {"input_ids": ids, "attention_mask": mask.astype(np.int64)}
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask.astype(np.int64)}
 
     def torch_module(self) -> nn.Module:
         return self._text

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tina_edge.runtime.contracts import ATTENTION_MASK, INPUT_IDS
 from tina_edge.runtime.atomic import atomic_save_npy, atomic_write_json
 from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.runtime.manifest import sha256_file
@@ -134,8 +135,8 @@ class SentenceTransformerEncoder(TextEncoder):
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         enc = self.hf_tokenizer(_as_list(texts), padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="np")
-        return {"input_ids": enc["input_ids"].astype(np.int64),
-                "attention_mask": enc["attention_mask"].astype(np.int64)}
+        # the exported graph's input names are the Hugging Face tokenizer's own keys
+        return {INPUT_IDS: enc[INPUT_IDS].astype(np.int64), ATTENTION_MASK: enc[ATTENTION_MASK].astype(np.int64)}
 
     def torch_module(self) -> nn.Module:
         return self._module
