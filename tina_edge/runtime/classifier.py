@@ -19,11 +19,13 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
-from .model_meta import ModelMetadata
+from .model_meta import ModelMetadata, check_preprocess
 from .onnx_checks import external_tensors, parse_model
 from .sessions import make_session
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
+MAX_INPUT_SIDE = 2048  # a model's declared input height and width: the manifest's bound (template.input.height)
+MAX_BATCH_BYTES = 64 << 20  # decoded input pixels held at once: a batch of larger inputs is split
 
 if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
@@ -86,9 +88,10 @@ class PersonalizedClassifier:
         self._bytes: bytes | None = None
         self._session = None
         self._lock = threading.Lock()
-        dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-        hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][1:3]
-        self.input_size: tuple[int, int] | None = (hw[0], hw[1]) if len(hw) == 2 and all(hw) else None
+        if self.meta.preprocess is not None:  # a ModelMetadata given as is is checked like one read from props
+            check_preprocess(self.meta.preprocess, "the model")
+        self.input_size: tuple[int, int] | None = _image_hw(model)
+        _check_input_size(self.input_size, self.meta.preprocess, "the model")
 
     @property
     def k(self) -> int:
@@ -228,6 +231,11 @@ class PersonalizedClassifier:
             raise ImageError(f"batch_size must be an integer from 1 to 1000000, got {batch_size!r:.40}")
         min_prob = check_min_prob(min_prob)
         items = expand_items(images)
+        side = (self.meta.preprocess or {}).get("size")
+        hw = (side, side) if side else self.input_size
+        if hw is not None:  # a batch of large inputs is split: its decoded pixels stay bounded
+            per_batch = max(1, MAX_BATCH_BYTES // (hw[0] * hw[1] * 3))
+            batch_size = per_batch if batch_size is None else min(int(batch_size), per_batch)
         if not items:
             raise ImageError("no images were given")
         names: list[str] = []
@@ -283,6 +291,7 @@ class PersonalizedClassifier:
                                  "a personalized model must be one self-contained file")
         meta = ModelMetadata.from_props({m.key: m.value for m in model.metadata_props}, p)
         check_classifier_contract(model, len(meta.labels), p)
+        _check_input_size(_image_hw(model), meta.preprocess, p)
         from onnx import numpy_helper
 
         names = set(meta.params or ())
@@ -347,6 +356,27 @@ def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> 
             raise ModelFileError(f"{p}: output {name!r} must be [N, k], it is {_fmt_dims(od)}")
         if ot.HasField("shape") and od[1] is not None and od[1] != 0 and od[1] != k:
             raise ModelFileError(f"{p}: output {name!r} has {od[1]} classes but its labels metadata names {k}")
+
+
+def _image_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """(H, W) of an NHWC `image` input when both are fixed; None for dynamic sizes and head-only models."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][1:3]
+    return (hw[0], hw[1]) if len(hw) == 2 and all(hw) else None
+
+
+def _check_input_size(hw: tuple[int, int] | None, preprocess: Mapping[str, Any] | None, p: Path | str) -> None:
+    """A declared image input is at most MAX_INPUT_SIDE on a side (every photo is resized to it) and,
+    with a photo policy, the policy's square size."""
+    if hw is None:
+        return
+    if max(hw) > MAX_INPUT_SIDE:
+        raise ModelFileError(f"{p} takes {hw[0]}x{hw[1]}-pixel images; a classifier input may be at most "
+                             f"{MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}")
+    size = (preprocess or {}).get("size")
+    if size is not None and hw != (size, size):
+        raise ModelFileError(f"{p} takes {hw[0]}x{hw[1]}-pixel images but its 'preprocess' metadata prepares "
+                             f"{size}x{size}; re-create the model with `tina-edge personalize`")
 
 
 def _fmt_dims(dims: list[int | None]) -> str:
