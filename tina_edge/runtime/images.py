@@ -92,7 +92,7 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
     return out
 
 
-_STRIP_PIXELS = 1 << 20  # pixels converted at a time: a conversion holds the source, the RGB result and one strip
+_STRIP_PIXELS = 1 << 18  # pixels converted at a time: a conversion holds the source, the RGB result and one strip
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
@@ -252,14 +252,15 @@ def open_image(p: Path, size: tuple[int, int] | None = None) -> Image.Image:
         raise ImageError(f"{p} is not a readable image ({msg})") from None
 
 
+def rgb_image(src: Path | Image.Image, name: str, size: tuple[int, int] | None = None) -> Image.Image:
+    """A file (decoded towards `size`) or a PIL image -> upright RGB PIL image, alpha on white."""
+    if isinstance(src, Path):
+        return to_rgb_on_white(open_image(src, size), str(src), own=True)
+    return to_rgb_on_white(src, name)
+
+
 def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
-    im = open_image(p, size)
-    try:
-        return _resize(to_rgb_on_white(im, str(p), own=True), size)
-    except ImageError:
-        raise
-    except Exception as e:  # a conversion of a damaged image can still fail
-        raise ImageError(f"{p} is not a readable image ({' '.join(str(e).split())[:120] or type(e).__name__})") from None
+    return _resize(rgb_image(p, str(p), size), size)
 
 
 def _array_images(a: np.ndarray, name: str) -> list[np.ndarray]:
