@@ -111,6 +111,8 @@ def test_decoded_images_are_bounded_to_what_fits_the_memory_budget(tmp_path):
     big = _png(tmp_path / "big.png", 4200, 4000, b"\x10\x20\x30\x40")  # 16.8 MP RGBA: 134 MB decoded
     with pytest.raises(ImageError, match=r"big.png is 4200x4000 pixels; images of at most 12.8 megapixels"):
         load_prepared(big, PreprocessSpec(size=128))
+    with pytest.raises(ImageError, match=r"<image 0> is 4200x4000 pixels; images of at most"):
+        load_images(Image.open(big), (8, 8))  # opened lazily by the caller: decoding it is ours to bound
     assert images_mod.MAX_PIXELS >= 4032 * 3024  # a 12 MP phone photo is decoded in full
 
 

@@ -183,9 +183,9 @@ def to_rgb_on_white(im: Image.Image, name: str = "the image", *, own: bool = Fal
     `own`: the image is ours (decoded here) and may be turned in place. An RGB image is returned as is."""
     from PIL import Image
 
-    try:
+    try:  # an image still to be decoded (a lazily opened PIL image: `tile` set) is bounded like a file
+        check_size(im.width, im.height, name, decoded=bool(getattr(im, "tile", None)))
         im = _upright(im, own=own)
-        check_size(im.width, im.height, name, decoded=False)
         if im.mode == "RGB":
             return im
         convert = _strip_converter(im, name)
