@@ -207,9 +207,13 @@ def test_models_declaring_huge_inputs_are_refused_at_load(tmp_path):
 
 def test_batches_of_large_inputs_are_split(tmp_path):
     clf = PersonalizedClassifier.load(_foreign(tmp_path / "m.onnx", 1024, 1024))
-    sizes = [len(names) for names, _ in clf.iter_predict([np.zeros((4, 4, 3), np.uint8)] * 22)]
-    assert sizes == [21, 1]  # 64 MiB of 1024 x 1024 x 3 inputs at a time, not all 22 (66 MiB)
-    assert clf.predict([np.zeros((4, 4, 3), np.uint8)] * 22).probabilities.shape == (22, 2)
+    sizes = [len(names) for names, _ in clf.iter_predict([np.zeros((4, 4, 3), np.uint8)] * 30)]
+    assert sizes == [22, 8]  # cut once 64 MiB of 1024 x 1024 x 3 inputs are held, not all 30 (90 MiB)
+    assert [len(n) for n, _ in clf.iter_predict([np.zeros((4, 4, 3), np.uint8)] * 30, batch_size=8)] == [8, 8, 8, 6]
+    dynamic = PersonalizedClassifier.load(_foreign(tmp_path / "any.onnx", "H", "W"))  # native sizes: bounded by bytes
+    assert dynamic.input_size is None
+    sizes = [len(names) for names, _ in dynamic.iter_predict([np.zeros((1000, 1000, 3), np.uint8)] * 25)]
+    assert sizes == [23, 2]  # 23 x 3 MB >= 64 MiB
 
 
 # ============================================================================ 7: one validator of `preprocess`

@@ -231,15 +231,11 @@ class PersonalizedClassifier:
             raise ImageError(f"batch_size must be an integer from 1 to 1000000, got {batch_size!r:.40}")
         min_prob = check_min_prob(min_prob)
         items = expand_items(images)
-        side = (self.meta.preprocess or {}).get("size")
-        hw = (side, side) if side else self.input_size
-        if hw is not None:  # a batch of large inputs is split: its decoded pixels stay bounded
-            per_batch = max(1, MAX_BATCH_BYTES // (hw[0] * hw[1] * 3))
-            batch_size = per_batch if batch_size is None else min(int(batch_size), per_batch)
         if not items:
             raise ImageError("no images were given")
         names: list[str] = []
         imgs: list[np.ndarray] = []
+        held = 0  # bytes of decoded images waiting in `imgs`
         pre = self.meta.preprocess
         if pre:  # photos: shorter side + centre crop, alpha on white, as the bundle recorded (runtime/preprocess.py)
             from .preprocess import PreprocessSpec, load_prepared
@@ -249,9 +245,13 @@ class PersonalizedClassifier:
             got = list(load_prepared([src], spec)) if pre else load_one(src, name, self.input_size)
             names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
             imgs.extend(got)
-            while batch_size is not None and len(imgs) >= batch_size:
-                yield names[:batch_size], self._prediction(self._run(self._stack(imgs[:batch_size])), min_prob)
-                names, imgs = names[batch_size:], imgs[batch_size:]
+            held += sum(x.nbytes for x in got)
+            # a batch is also cut at MAX_BATCH_BYTES of decoded pixels (large or native-size inputs)
+            while imgs and (len(imgs) >= (batch_size or len(imgs) + 1) or held >= MAX_BATCH_BYTES):
+                n = min(len(imgs), batch_size or len(imgs))
+                yield names[:n], self._prediction(self._run(self._stack(imgs[:n])), min_prob)
+                names, imgs = names[n:], imgs[n:]
+                held = sum(x.nbytes for x in imgs)
         if imgs:
             yield names, self._prediction(self._run(self._stack(imgs)), min_prob)
 
