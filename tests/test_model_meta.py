@@ -63,7 +63,7 @@ def test_a_file_written_by_the_old_writer_loads_unchanged(pz, tmp_path: Path):
     """Every key the old writer could emit (photo preprocessing, image prompts) plus a prop of another
     writer: the typed view reads each, and writes the very same strings back, in the file's order."""
     clf = pz.personalize("dog, cat", seed=1)
-    pre = {"size": 8, "crop": "center", "resize": "shorter", "background": [255, 255, 255]}
+    pre = {"size": 8, "crop": "center", "resize": "shorter_side", "crop_fraction": 0.875}  # a valid policy (issue 20)
     old = {"note": "kept"} | _old_props(["dog", "cat"], "dog, cat", ["dog", None], "b" * 16,
                                         {"sampler": "ddpm", "steps": 50, "seed": 7, "candidates": 1},
                                         ["head.weight", "head.bias"], preprocess=pre, image_prompts={"cat": 3})

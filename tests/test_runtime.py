@@ -324,7 +324,8 @@ def test_predict_file_formats(clf, tmp_path):
     np.testing.assert_array_equal(px[1], np.asarray(Image.open(tmp_path / "b.jpg").convert("RGB")))  # JPEG decoded by PIL
     grey = np.asarray(Image.fromarray(rgb).convert("L"))
     np.testing.assert_array_equal(px[2], np.repeat(grey[:, :, None], 3, axis=2))
-    np.testing.assert_array_equal(px[3], rgb)  # alpha dropped, colours kept
+    on_white = np.asarray(Image.alpha_composite(Image.new("RGBA", (8, 8), (255,) * 4), Image.fromarray(rgba, "RGBA")))[..., :3]
+    np.testing.assert_array_equal(px[3], on_white)  # alpha composited on white (the one RGB converter)
     pal = np.asarray(Image.open(tmp_path / "e_pal.png").convert("RGB"))
     np.testing.assert_array_equal(px[4], pal)
     np.testing.assert_array_equal(px[5], np.asarray(Image.fromarray(big).resize((8, 8), Image.BILINEAR)))
@@ -333,7 +334,7 @@ def test_predict_file_formats(clf, tmp_path):
     # arrays: [H,W], [H,W,1], [H,W,4], batches, PIL images
     np.testing.assert_array_equal(load_images(grey, (8, 8))[0], px[2])
     np.testing.assert_array_equal(load_images(grey[:, :, None], (8, 8))[0], px[2])
-    np.testing.assert_array_equal(load_images(rgba, (8, 8))[0], rgb)
+    np.testing.assert_array_equal(load_images(rgba, (8, 8))[0], on_white)
     assert clf.predict(_images(8)).probabilities.shape == (8, 3)
     assert clf.predict([Image.fromarray(rgb), tmp_path / "a.png"]).probabilities.shape == (2, 3)
 

@@ -19,11 +19,13 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError
 from .images import expand_items, load_one
-from .model_meta import ModelMetadata
+from .model_meta import ModelMetadata, check_preprocess
 from .onnx_checks import external_tensors, parse_model
 from .sessions import make_session
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
+MAX_INPUT_SIDE = 2048  # a model's declared input height and width: the manifest's bound (template.input.height)
+MAX_BATCH_BYTES = 64 << 20  # decoded input pixels held at once: a batch of larger inputs is split
 
 if TYPE_CHECKING:  # onnx is imported where a model is built or read
     import onnx
@@ -86,9 +88,10 @@ class PersonalizedClassifier:
         self._bytes: bytes | None = None
         self._session = None
         self._lock = threading.Lock()
-        dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-        hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][1:3]
-        self.input_size: tuple[int, int] | None = (hw[0], hw[1]) if len(hw) == 2 and all(hw) else None
+        if self.meta.preprocess is not None:  # a ModelMetadata given as is is checked like one read from props
+            check_preprocess(self.meta.preprocess, "the model")
+        self.input_size: tuple[int, int] | None = _image_hw(model)
+        _check_input_size(self.input_size, self.meta.preprocess, "the model")
 
     @property
     def k(self) -> int:
@@ -239,6 +242,7 @@ class PersonalizedClassifier:
             raise ImageError("no images were given")
         names: list[str] = []
         imgs: list[np.ndarray] = []
+        held = 0  # bytes of decoded images waiting in `imgs`
         pre = self.meta.preprocess
         if pre:  # photos: shorter side + centre crop, alpha on white, as the bundle recorded (runtime/preprocess.py)
             from .preprocess import PreprocessSpec, load_prepared
@@ -248,9 +252,13 @@ class PersonalizedClassifier:
             got = list(load_prepared([src], spec)) if pre else load_one(src, name, self.input_size)
             names.extend([name] if len(got) == 1 else [f"{name}[{j}]" for j in range(len(got))])
             imgs.extend(got)
-            while batch_size is not None and len(imgs) >= batch_size:
-                yield names[:batch_size], self._prediction(self._run(self._stack(imgs[:batch_size])), min_prob)
-                names, imgs = names[batch_size:], imgs[batch_size:]
+            held += sum(x.nbytes for x in got)
+            # a batch is also cut at MAX_BATCH_BYTES of decoded pixels (large or native-size inputs)
+            while imgs and (len(imgs) >= (batch_size or len(imgs) + 1) or held >= MAX_BATCH_BYTES):
+                n = min(len(imgs), batch_size or len(imgs))
+                yield names[:n], self._prediction(self._run(self._stack(imgs[:n])), min_prob)
+                names, imgs = names[n:], imgs[n:]
+                held = sum(x.nbytes for x in imgs)
         if imgs:
             yield names, self._prediction(self._run(self._stack(imgs)), min_prob)
 
@@ -290,6 +298,7 @@ class PersonalizedClassifier:
                                  "a personalized model must be one self-contained file")
         meta = ModelMetadata.from_props({m.key: m.value for m in model.metadata_props}, p)
         check_classifier_contract(model, len(meta.labels), p)
+        _check_input_size(_image_hw(model), meta.preprocess, p)
         from onnx import numpy_helper
 
         names = set(meta.params or ())
@@ -354,6 +363,27 @@ def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> 
             raise ModelFileError(f"{p}: output {name!r} must be [N, k], it is {_fmt_dims(od)}")
         if ot.HasField("shape") and od[1] is not None and od[1] != 0 and od[1] != k:
             raise ModelFileError(f"{p}: output {name!r} has {od[1]} classes but its labels metadata names {k}")
+
+
+def _image_hw(model: onnx.ModelProto) -> tuple[int, int] | None:
+    """(H, W) of an NHWC `image` input when both are fixed; None for dynamic sizes and head-only models."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][1:3]
+    return (hw[0], hw[1]) if len(hw) == 2 and all(hw) else None
+
+
+def _check_input_size(hw: tuple[int, int] | None, preprocess: Mapping[str, Any] | None, p: Path | str) -> None:
+    """A declared image input is at most MAX_INPUT_SIDE on a side (every photo is resized to it) and,
+    with a photo policy, the policy's square size."""
+    if hw is None:
+        return
+    if max(hw) > MAX_INPUT_SIDE:
+        raise ModelFileError(f"{p} takes {hw[0]}x{hw[1]}-pixel images; a classifier input may be at most "
+                             f"{MAX_INPUT_SIDE}x{MAX_INPUT_SIDE}")
+    size = (preprocess or {}).get("size")
+    if size is not None and hw != (size, size):
+        raise ModelFileError(f"{p} takes {hw[0]}x{hw[1]}-pixel images but its 'preprocess' metadata prepares "
+                             f"{size}x{size}; re-create the model with `tina-edge personalize`")
 
 
 def _fmt_dims(dims: list[int | None]) -> str:

@@ -23,24 +23,27 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, ImageError
-from .images import expand_items, load_one
+from .images import expand_items, load_one, rgb_image
 from .text_encoder import make_session
 
 
-def clip_resize_crop(image: np.ndarray, size: int) -> np.ndarray:
+def clip_resize_crop(image: np.ndarray | Any, size: int) -> np.ndarray:
     """RGB uint8 [H, W, 3] of any size -> [size, size, 3] exactly as open_clip's eval transform.
 
     Same arithmetic as torchvision's Resize(size) on a PIL image (shorter side -> size, longer
     side int(size * long / short), no-op when already that size) and CenterCrop (round-half-even
     offsets); images smaller than `size` are upscaled first, so the crop never pads.
     """
-    h, w = image.shape[:2]
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     from PIL import Image
 
-    im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
+    if isinstance(image, Image.Image):  # an RGB PIL image (`images.rgb_image`): no array copy of a big photo
+        im, (w, h) = image, image.size
+    else:
+        h, w = image.shape[:2]
+        im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)  # bounded: images.MAX_ASPECT refused longer strips
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if (new_h, new_w) != (h, w):
         im = im.resize((new_w, new_h), Image.BICUBIC)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
@@ -83,10 +86,11 @@ class ImageEncoderSession:
         """Load and resize/crop items to uint8 [n, S, S, 3] (what the graph takes)."""
         out: list[np.ndarray] = []
         for name, src in expand_items(items):
-            for img in load_one(src, name, None):  # native size; EXIF orientation applied, RGB
-                if min(img.shape[:2]) < 1:
-                    raise ImageError(f"{name} is empty ({img.shape[1]}x{img.shape[0]} pixels)")
-                out.append(clip_resize_crop(img, self.image_size))
+            if isinstance(src, np.ndarray):
+                imgs = load_one(src, name, None)  # native size, RGB, alpha on white
+            else:  # a file or PIL image stays one PIL image at native size (upright, RGB, alpha on white)
+                imgs = [rgb_image(src, name)]
+            out.extend(clip_resize_crop(img, self.image_size) for img in imgs)
         if not out:
             raise ImageError("no images were given")
         return np.stack(out)

@@ -5,11 +5,13 @@ never EPS/PostScript or any format whose decoder starts a program), directories 
 directly inside, sorted by name; a file that is not an image, a pipe, a device or a broken link is an
 error, not skipped), PIL images
 and numpy uint8 arrays [H, W], [H, W, 1], [H, W, 3], [H, W, 4] or batches [N, H, W(, C)] with
-C in 1, 3, 4. Conversions: EXIF orientation is applied; grey, palette, CMYK, 16-bit etc. are
-converted to RGB by Pillow; an alpha channel is dropped (not composited). Images of another size
-are resized to (H, W) with Pillow's bilinear filter, without keeping the aspect ratio.
+C in 1, 3, 4. Conversions (`to_rgb_on_white`, the one RGB converter): EXIF orientation is applied;
+alpha is composited on white; grey, palette, CMYK, 16-bit and [0, 1] float images are converted to
+RGB; any other mode or value range is an ImageError. Images of another size are resized to (H, W)
+with Pillow's bilinear filter, without keeping the aspect ratio.
 Decoding is bounded: at most MAX_PIXELS pixels after JPEG draft decoding (a huge photo is decoded
-at a reduced scale, no bigger than needed); every decoder failure is an ImageError naming the file.
+at a reduced scale, no bigger than needed), no strip longer than MAX_ASPECT:1; every decoder
+failure is an ImageError naming the file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from .errors import ImageError
 # Decoders Pillow may use for image files. EPS/PS would start Ghostscript; others (PSD, ICNS, ...)
 # are rarely photos and widen the attack surface. Formats are named as Pillow's plugins name them.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-MAX_PIXELS = 64_000_000  # decoded pixels per image (after JPEG draft scaling): ~256 MB as RGBA
+# Decoded pixels per image (after JPEG draft scaling; a bigger JPEG is decoded at 1/2, 1/4 or 1/8 scale):
+# Pillow holds 4 bytes a pixel and a conversion one RGB copy, so ~100 MB at most, which keeps a whole
+# `tina-edge predict` under 300 MB. A 12 MP phone photo (4032 x 3024) is decoded in full.
+MAX_PIXELS = 12_800_000
+MAX_ASPECT = 50  # longer side / shorter side: a 1 x 100 000 strip is not a photo, and its resize is huge
 
 if TYPE_CHECKING:  # Pillow is imported when an image file or PIL image is actually handled
     from PIL import Image
@@ -92,17 +98,113 @@ def expand_items(items: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    from PIL import Image, ImageOps
+_STRIP_PIXELS = 1 << 18  # pixels converted at a time: a conversion holds the source, the RGB result and one strip
+_ORIENTATION = 0x0112  # the EXIF tag
 
-    im = ImageOps.exif_transpose(im) or im
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    return im if im.mode == "RGB" else im.convert("RGB")
+
+def check_size(w: int, h: int, name: str, *, decoded: bool = True) -> None:
+    """Refuse an image before anything proportional to it is allocated: no pixels, more than
+    MAX_PIXELS (files: `decoded`; an in-memory image is already paid for), or a strip thinner than
+    1:MAX_ASPECT, whose resized intermediate would be huge (a 1x100000 PNG is 475 bytes)."""
+    if w < 1 or h < 1:
+        raise ImageError(f"{name} is an empty image ({w}x{h} pixels)")
+    if decoded and w * h > MAX_PIXELS:
+        raise ImageError(f"{name} is {w}x{h} pixels; images of at most {MAX_PIXELS / 1e6:g} megapixels "
+                         "are decoded (shrink it first)")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{name} is {w}x{h} pixels, a strip longer than {MAX_ASPECT}:1; crop it to the part "
+                         "to classify first")
+
+
+def _upright(im: Image.Image, *, own: bool) -> Image.Image:
+    """EXIF orientation applied; a copy only when a turn is needed and the image is not ours to change."""
+    from PIL import ImageOps
+
+    if im.getexif().get(_ORIENTATION, 1) not in range(2, 9):
+        return im
+    if own:
+        ImageOps.exif_transpose(im, in_place=True)
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _on_white(rgba: Image.Image) -> Image.Image:
+    from PIL import Image
+
+    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(bg, rgba).convert("RGB")
+
+
+def _extrema(im: Image.Image) -> tuple[float, float]:
+    lo, hi = im.getextrema()
+    return float(lo), float(hi)
+
+
+def _strip_converter(im: Image.Image, name: str):
+    """The conversion of one strip of `im` to RGB, chosen (and checked) once for the whole image."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):
+        return lambda s: _on_white(s.convert("RGBA"))
+    if mode == "La":  # premultiplied grey + alpha: Pillow converts it only to LA
+        return lambda s: _on_white(s.convert("LA").convert("RGBA"))
+    if mode in ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return lambda s: s.convert("RGB")
+    if mode.startswith("I;16"):  # 16-bit grey: round(v * 255 / 65535), exactly
+        return lambda s: _grey(((np.asarray(s).astype(np.uint32) * 510 + 65535) // 131070).astype(np.uint8))
+    if mode == "I":  # 32-bit integers: 8-bit values kept, 16-bit values scaled; anything else is not a photo
+        lo, hi = _extrema(im)
+        if lo < 0 or hi > 65535:
+            raise ImageError(f"{name} is a 32-bit integer image with values from {lo:g} to {hi:g}; "
+                             "save it as 8-bit RGB (or 16-bit grey, 0..65535)")
+        den = 131070 if hi > 255 else 510
+        return lambda s: _grey(((np.asarray(s).astype(np.int64) * 510 + den // 2) // den).astype(np.uint8))
+    if mode == "F":  # floating point: only [0, 1] has an unambiguous meaning (0 black, 1 white)
+        lo, hi = _extrema(im)
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ImageError(f"{name} is a floating-point image with values from {lo:g} to {hi:g}; "
+                             "give values in [0, 1], or save it as 8-bit RGB")
+        return lambda s: _grey(_float_to_uint8(np.asarray(s), name))
+    raise ImageError(f"{name} has image mode {mode!r:.20}, which cannot be converted to RGB here; save it as 8-bit RGB")
+
+
+def _float_to_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise ImageError(f"{name} is a floating-point image with values outside [0, 1] (or NaN); "
+                         "give values in [0, 1], or save it as 8-bit RGB")
+    return np.floor(a.astype(np.float64) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _grey(a: np.ndarray) -> Image.Image:
+    from PIL import Image
+
+    return Image.fromarray(a, "L").convert("RGB")
+
+
+def to_rgb_on_white(im: Image.Image, name: str = "the image", *, own: bool = False) -> Image.Image:
+    """The one RGB converter: EXIF orientation applied, alpha composited on white (a transparent PNG
+    is not black), grey / palette / CMYK / YCbCr / 16-bit / [0, 1] float converted; any other mode
+    or value range is an ImageError. Strip by strip, so it holds at most the source and its RGB copy.
+    `own`: the image is ours (decoded here) and may be turned in place. An RGB image is returned as is."""
+    from PIL import Image
+
+    try:  # an image still to be decoded (a lazily opened PIL image: `tile` set) is bounded like a file
+        check_size(im.width, im.height, name, decoded=bool(getattr(im, "tile", None)))
+        im = _upright(im, own=own)
+        if im.mode == "RGB":
+            return im
+        convert = _strip_converter(im, name)
+        out = Image.new("RGB", im.size)
+        rows = max(1, _STRIP_PIXELS // im.width)
+        for y in range(0, im.height, rows):
+            box = (0, y, im.width, min(im.height, y + rows))
+            out.paste(convert(im.crop(box)), box[:2])
+        return out
+    except ImageError:
+        raise
+    except Exception as e:  # a lazily decoded or damaged image can fail here with any decoder error
+        raise ImageError(f"{name} cannot be converted to RGB ({' '.join(str(e).split())[:120] or type(e).__name__})") from None
 
 
 def _resize(im: Image.Image, size: tuple[int, int] | None) -> np.ndarray:
@@ -131,7 +233,7 @@ def open_image(p: Path, size: tuple[int, int] | None = None) -> Image.Image:
     """The one way an image *file* is decoded: allow-listed formats only (never a decoder that starts
     a program), bounded pixels (JPEG draft decoding towards `size` (H, W), or with None only as far as
     the pixel limit requires), every decoder failure one ImageError naming the file. Returns a loaded
-    PIL image in its own mode (callers convert)."""
+    PIL image, EXIF orientation applied, in its own mode (callers convert)."""
     from PIL import Image  # Pillow is imported on first use, keeping `import tina_edge.runtime` light
 
     try:
@@ -142,14 +244,9 @@ def open_image(p: Path, size: tuple[int, int] | None = None) -> Image.Image:
             with Image.open(f, formats=ALLOWED_FORMATS) as im:
                 if im.format == "JPEG":  # decode a big photo at 1/2, 1/4 or 1/8 scale, no smaller than needed
                     _draft(im, size)
-                w, h = im.size
-                if w < 1 or h < 1:
-                    raise ImageError(f"{p} is an empty image ({w}x{h} pixels)")
-                if w * h > MAX_PIXELS:
-                    raise ImageError(f"{p} is {w}x{h} pixels; images of at most {MAX_PIXELS // 1_000_000} megapixels "
-                                     "are decoded (shrink it first)")
+                check_size(im.width, im.height, str(p))  # before any pixel is decoded
                 im.load()
-                return im.copy()  # detached from the file, which closes here
+                return _upright(im, own=True)  # leaving `with` only lets go of the file, not the pixels
     except ImageError:
         raise
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
@@ -161,14 +258,15 @@ def open_image(p: Path, size: tuple[int, int] | None = None) -> Image.Image:
         raise ImageError(f"{p} is not a readable image ({msg})") from None
 
 
+def rgb_image(src: Path | Image.Image, name: str, size: tuple[int, int] | None = None) -> Image.Image:
+    """A file (decoded towards `size`) or a PIL image -> upright RGB PIL image, alpha on white."""
+    if isinstance(src, Path):
+        return to_rgb_on_white(open_image(src, size), str(src), own=True)
+    return to_rgb_on_white(src, name)
+
+
 def _open_file(p: Path, size: tuple[int, int] | None) -> np.ndarray:
-    im = open_image(p, size)
-    try:
-        return _resize(_to_rgb(im), size)
-    except ImageError:
-        raise
-    except Exception as e:  # a conversion of a damaged image can still fail
-        raise ImageError(f"{p} is not a readable image ({' '.join(str(e).split())[:120] or type(e).__name__})") from None
+    return _resize(rgb_image(p, str(p), size), size)
 
 
 def _array_images(a: np.ndarray, name: str) -> list[np.ndarray]:
@@ -177,10 +275,14 @@ def _array_images(a: np.ndarray, name: str) -> list[np.ndarray]:
     if a.dtype != np.uint8:
         raise ImageError(f"{name} has dtype {a.dtype}; pass uint8 RGB values 0..255 (e.g. (x * 255).astype(np.uint8))")
     if a.ndim == 2:
-        return [np.repeat(a[:, :, None], 3, axis=2)]
+        return _array_images(a[:, :, None], name)
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        c = a.shape[2]
-        return [np.repeat(a, 3, axis=2) if c == 1 else np.ascontiguousarray(a[:, :, :3])]
+        check_size(a.shape[1], a.shape[0], name, decoded=False)
+        if a.shape[2] == 4:  # alpha on white, like every other image
+            from PIL import Image
+
+            return [np.asarray(to_rgb_on_white(Image.fromarray(np.ascontiguousarray(a), "RGBA"), name))]
+        return [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else np.ascontiguousarray(a)]
     if a.ndim == 3:
         raise ImageError(f"{name} has shape {a.shape}; pass [H, W, 3] for one image or [N, H, W, 1] for grey batches")
     if a.ndim == 4 and a.shape[3] in (1, 3, 4):
@@ -193,12 +295,7 @@ def load_one(src: Any, name: str, size: tuple[int, int] | None) -> list[np.ndarr
     if isinstance(src, Path):
         return [_open_file(src, size)]
     if _is_pil(src):
-        if src.width < 1 or src.height < 1:
-            raise ImageError(f"{name} is an empty image ({src.width}x{src.height} pixels)")
-        try:
-            return [_resize(_to_rgb(src), size)]
-        except Exception as e:  # a lazily decoded PIL image can fail here with any decoder error
-            raise ImageError(f"{name} cannot be converted to RGB: {' '.join(str(e).split())[:120]}") from None
+        return [_resize(to_rgb_on_white(src, name), size)]
     imgs = _array_images(src, name)
     if size is None:
         return imgs

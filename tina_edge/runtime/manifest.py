@@ -221,6 +221,21 @@ def _check_bounds(m: Manifest) -> None:
     m.evaluation.check()
 
 
+def _check_preprocess(inp: InputSpec) -> None:
+    """template.input.preprocess: None, or a policy the one validator accepts, for a square input of its size."""
+    if inp.preprocess is None:
+        return
+    from .preprocess import PreprocessSpec
+
+    try:
+        spec = PreprocessSpec.from_dict(inp.preprocess)
+    except (ValueError, TypeError) as e:
+        raise BundleError(f"manifest field template.input.preprocess is invalid ({e}); re-export the bundle") from None
+    if (inp.height, inp.width) != (spec.size, spec.size):
+        raise BundleError(f"manifest field template.input.preprocess.size is {spec.size} but template.input is "
+                          f"{inp.height}x{inp.width}; re-export the bundle")
+
+
 def _check_files(m: Manifest) -> None:
     """File keys are normalised, unique (also case-insensitively), with a sha256 and a bounded size."""
     folded: dict[str, str] = {}
@@ -244,6 +259,7 @@ def _validate(m: Manifest) -> None:
     _check_types(m)
     _check_bounds(m)
     _check_files(m)
+    _check_preprocess(m.template.input)
     for what, name in bundle_files(m):
         _check_relative(name, what)
         if name not in m.files:

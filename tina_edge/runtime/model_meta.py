@@ -95,6 +95,8 @@ class ModelMetadata:
         if "preprocess" in props and pre is None:
             raise ModelFileError(f"{where}: its 'preprocess' metadata is not a JSON object; re-create the model "
                                  "with `tina-edge personalize`")
+        if pre is not None:
+            check_preprocess(pre, where)
         params = _loads(props.get("params"), list)
         return cls(
             labels=got,
@@ -122,6 +124,18 @@ class ModelMetadata:
             return f"{s['sampler']}-{s['steps']} seed {s['seed']}"
         except KeyError:
             return "?"
+
+
+def check_preprocess(pre: dict[str, Any], where: Path | str) -> None:
+    """The model's photo policy, checked by the one validator (`PreprocessSpec.from_dict`) when the
+    model loads, so a foreign model's bad policy is refused by `info` as by `predict`."""
+    from .preprocess import PreprocessSpec
+
+    try:
+        PreprocessSpec.from_dict(pre)
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{where}: its 'preprocess' metadata is invalid ({e}); re-create the model "
+                             "with `tina-edge personalize`") from None
 
 
 def parse_labels(raw: str | None, where: Path | str) -> list[str]:
