@@ -71,12 +71,14 @@ def test_image_folder_classes_sizes_and_pixels(tmp_path: Path) -> None:
     assert ds.images.shape == (5, 32, 32, 3) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int64
     assert ds.labels.tolist() == [0, 0, 1, 1, 1]  # notes.txt ignored
-    # bird: grey.png (28x28 L -> resized 32x32, 3 equal channels), rgba.png (alpha dropped)
+    # bird: grey.png (28x28 L -> resized 32x32, 3 equal channels), rgba.png (alpha composited on white)
     grey = ds.images[0]
     assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 0], grey[..., 2])
     expected = np.asarray(Image.fromarray(src["grey"]).resize((32, 32), Image.Resampling.BILINEAR))
     assert np.array_equal(grey[..., 0], expected)
-    assert np.array_equal(ds.images[1], src["rgba"][..., :3])
+    rgba = src["rgba"].astype(np.float64)  # alpha composited on white, as the runtime does for predict
+    on_white = rgba[..., :3] * rgba[..., 3:] / 255.0 + 255.0 * (1.0 - rgba[..., 3:] / 255.0)
+    assert np.abs(ds.images[1].astype(np.float64) - on_white).max() <= 1.0
     # truck: a.png, b.PNG exact; c.jpg close (lossy)
     assert np.array_equal(ds.images[2], src["exact"][0])
     assert np.array_equal(ds.images[3], src["exact"][1])

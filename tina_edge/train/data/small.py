@@ -57,20 +57,20 @@ _CACHE_VERSION = 1
 
 
 def _decode_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """One photo as uint8 [size, size, 3]: decoded and converted by the runtime's own code (allow-listed
+    formats, bounded pixels, EXIF orientation, alpha on white), then resized bilinearly."""
+    from PIL import Image
+
+    from tina_edge.runtime.errors import ImageError
+    from tina_edge.runtime.images import open_image, to_rgb_on_white
 
     try:
-        with Image.open(path, formats=_PIL_FORMATS) as im:
-            if im.mode != "RGB":
-                # RGBA/LA/P with transparency: convert() drops alpha (no compositing); grey is
-                # replicated to 3 channels.
-                im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DatasetError(
-            f"cannot read image {path}: {e}; delete or replace the file and load again") from e
+        im = to_rgb_on_white(open_image(Path(path), (size, size)), str(path), own=True)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+    except (ImageError, OSError, ValueError) as e:
+        raise DatasetError(f"cannot read image {path}: {e}; delete or replace the file and load again") from e
 
 
 def _decode_all(paths: Sequence[Path], size: int, desc: str) -> np.ndarray:
