@@ -141,3 +141,13 @@ def test_every_import_inside_the_package_names_a_module_that_exists():
                 if base not in mods:
                     bad.append(f"{p.relative_to(PKG.parent)}:{node.lineno} imports {base}")
     assert bad == []
+
+
+def test_errors_are_named_for_what_they_are():
+    """Only the CLI's catch-all mapping (cli/errors.py) raises the bare base class; every other error
+    a user can cause has a specific type from runtime/errors.py."""
+    bare = [f"{p.relative_to(PKG).as_posix()}:{node.lineno}" for p in PKG.rglob("*.py")
+            for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)
+            and getattr(node.exc.func, "id", None) == "TinaEdgeError"]
+    assert [b for b in bare if not b.startswith("cli/errors.py")] == []

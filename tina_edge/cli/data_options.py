@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import DatasetError
 
 
 @dataclass
@@ -35,7 +35,7 @@ class DataOptions:
         """Every named data folder exists (TinaEdgeError naming the first that does not)."""
         for p in [self.tiny_imagenet, self.cifar10, self.fashion_mnist, *self.image_folder, *self.cifar_pickle]:
             if p and not Path(p).is_dir():
-                raise TinaEdgeError(f"data folder {p} does not exist")
+                raise DatasetError(f"data folder {p} does not exist")
 
     def load(self) -> tuple[Any, Any]:
         """(train, test) ImageDatasets of the 32-px universe, read on the first call only."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import InstallError
 
 
 def _note(msg: str) -> None:
@@ -44,7 +44,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise TinaEdgeError(
+        raise InstallError(
             '--plot needs matplotlib, which the runtime install leaves out: pip install matplotlib '
             '(or pip install "tina-edge[plot]")'
         ) from None

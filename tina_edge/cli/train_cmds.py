@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
+from ..runtime.errors import TRAIN_EXTRA_HINT, ArgumentError, ExportError, InstallError
 from tina_edge.train.configs import (DEFAULT_PRIOR_MAP, PRIOR_MAPS, DenoiserConfig, DiffusionOptions, EvalOptions, GenericConfig,
                                      TemplateConfig, TrainConfig)
 from tina_edge.train.workdir import WorkDir, WorkDirError
@@ -32,7 +32,7 @@ def _need_torch():
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
+        raise InstallError(TRAIN_EXTRA_HINT) from None
 
 
 @click.group()
@@ -86,7 +86,7 @@ def features(workdir, data, size, train_per_class, test_per_class, holdout_fract
 
     data.check()
     if not 0.0 < holdout_fraction < 1.0:
-        raise TinaEdgeError(f"--holdout-fraction must lie strictly between 0 and 1, got {holdout_fraction}")
+        raise ArgumentError(f"--holdout-fraction must lie strictly between 0 and 1, got {holdout_fraction}")
     setup_distributed()
     spec = data.universe_spec(train_per_class=train_per_class or None, test_per_class=test_per_class or None, seed=seed)
     out = stage_features(workdir, spec, size=size, holdout_fraction=holdout_fraction, holdout_seed=seed,
@@ -127,7 +127,7 @@ def generic(workdir, data, template, k_max, blocks, widths, stem_stride, epochs,
 
     k_max, epochs = k_max or _default(TemplateConfig, "k_max"), epochs or _default(GenericConfig, "epochs")
     if not 2 <= k_max <= 100:
-        raise TinaEdgeError(f"--k-max must be between 2 and 100, got {k_max}")
+        raise ArgumentError(f"--k-max must be between 2 and 100, got {k_max}")
     tr, te = data.load()
     cfg = TemplateConfig(name=template, k_max=k_max, blocks_per_stage=blocks,
                          widths=[int(w) for w in widths.split(",")], stem_stride=stem_stride)
@@ -160,7 +160,7 @@ def zoo(workdir, data, holdout, n_tasks, n_id, n_ood, k_max, shard, group, steps
     except ValueError:
         i, n = -1, 0
     if not 0 <= i < n:
-        raise TinaEdgeError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
+        raise ArgumentError(f"--shard must look like i/n with 0 <= i < n, got {shard!r}")
     if _universe(workdir, "zoo") == "photos":
         from tina_edge.train.stages.photos import stage_zoo_head
         from tina_edge.train.diffusion.trainer import setup_distributed
@@ -247,7 +247,7 @@ def prior_only_cmd(ckpt, output, force):
     from .output import Output, check_outputs
 
     if Path(output).resolve() == Path(ckpt).resolve():
-        raise TinaEdgeError("-o must name a new file; the checkpoint is not overwritten")
+        raise ArgumentError("-o must name a new file; the checkpoint is not overwritten")
     check_outputs([Output(output, "-o")], force=force, reads=[(Path(ckpt), "the checkpoint")])
     click.echo(json.dumps(prior_only_checkpoint(ckpt, output), indent=1))
 
@@ -262,7 +262,7 @@ def _parse_shots(text: str | None) -> tuple[int, ...]:
     except ValueError:
         shots = ()
     if not shots or shots[0] < 1:
-        raise TinaEdgeError(f"--image-prompts takes positive image counts separated by commas, e.g. 1,5,10; got {text!r}")
+        raise ArgumentError(f"--image-prompts takes positive image counts separated by commas, e.g. 1,5,10; got {text!r}")
     return shots
 
 
@@ -291,7 +291,7 @@ def eval_cmd(workdir, data, ckpt, sampler, steps, seed, out, image_prompts):
         from tina_edge.train.stages.photos import stage_eval_head
 
         if image_prompts is not None:
-            raise TinaEdgeError("--image-prompts needs a CLIP checkpoint of the 32-px universe; this work directory "
+            raise WorkDirError("--image-prompts needs a CLIP checkpoint of the 32-px universe; this work directory "
                                 "holds the photo universe")
         stage_eval_head(workdir, opts)
         click.echo(report.read_text())
@@ -340,7 +340,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
         try:
             evaluation = EvaluationSummary.from_eval_json(json.loads(Path(eval_json).read_text()))
         except (ValueError, KeyError, TypeError, BundleError) as e:
-            raise TinaEdgeError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
+            raise ArgumentError(f"{eval_json} is not an eval.json written by `tina-edge train eval`: {e}") from None
     calibration = None
     if quantize_trunk:
         from tina_edge.train.stages.photos import calibration_photos
@@ -354,7 +354,7 @@ def export_cmd(ckpt, output, text_encoder, quantize, quantize_denoiser, sampler,
                           progress=True, quantize_trunk=quantize_trunk, calibration=calibration)
     except OSError as e:  # e.g. a full disk mid-export: atomic_output_dir already removed the partial bundle
         where = f" (writing {Path(os.fsdecode(e.filename)).name})" if getattr(e, "filename", None) else ""
-        raise TinaEdgeError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "
+        raise ExportError(f"export to {output} failed: {e.strerror or e}{where}; no bundle was written "
                             "and an existing one was left as it was") from None
     if as_json:
         click.echo(json.dumps(s, indent=1, default=str))

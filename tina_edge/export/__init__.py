@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .._moved import register_moved
-from ..runtime.errors import TRAIN_EXTRA_HINT, TinaEdgeError
+from ..runtime.errors import TRAIN_EXTRA_HINT, InstallError
 
 
 def require_torch() -> None:
@@ -18,7 +18,7 @@ def require_torch() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise TinaEdgeError(TRAIN_EXTRA_HINT) from None
+        raise InstallError(TRAIN_EXTRA_HINT) from None
 
 
 # the torch-free rewriters moved into export/portable/ (issue 19); their old paths say so

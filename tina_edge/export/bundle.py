@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from .. import __version__
 from ..runtime.atomic import atomic_output_dir
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import ArgumentError, ExportError, TextEncoderError
 from ..runtime.noise import PortableNoise
 from ..runtime.manifest import DenoiserSpec, DiffusionSpec, EvaluationSummary, Manifest, TemplateSpec, write_manifest
 from tina_edge.train.diffusion.process import sample
@@ -88,7 +88,7 @@ def _open_checkpoint(ckpt_path: str | Path, text_encoder: str | None, evaluation
     enc_spec = text_encoder or rec.spec
     encoder = build_text_encoder(enc_spec)
     if encoder.dim != rec.dim:
-        raise TinaEdgeError(f"text encoder {enc_spec!r} makes {encoder.dim}-d embeddings but the checkpoint "
+        raise TextEncoderError(f"text encoder {enc_spec!r} makes {encoder.dim}-d embeddings but the checkpoint "
                             f"was trained on {rec.dim}-d ones")
     if evaluation is None:
         ev = WorkDir(Path(ckpt_path).parent).eval_json
@@ -111,7 +111,7 @@ def _export_graphs(tmp: Path, ck, encoder, summary: dict, *, quantize, quantize_
         diff = image_prompt_parity(encoder, tmp / te_spec.image_encoder, te_spec.image_size)
         summary["image_encoder"]["runtime_max_abs_diff_vs_open_clip"] = diff
         if not diff <= 1e-4:
-            raise TinaEdgeError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
+            raise ExportError(f"runtime image path (resize, crop, ONNX) differs from open_clip by {diff:.2e} (> 1e-4)")
         done_stage()
     log("exporting denoiser ...")
     den = ck.denoiser(ema=True)
@@ -185,7 +185,7 @@ def _check_personalize_parity(tmp: Path, ck, summary: dict, quantize_denoiser: s
     # the reference is fed the runtime's own embeddings, so only a quantized denoiser may differ
     tol = 1e-3 if not quantize_denoiser else float("inf")
     if not summary["personalize_max_abs_diff"] <= tol:
-        raise TinaEdgeError(f"runtime personalize differs from the torch reference by "
+        raise ExportError(f"runtime personalize differs from the torch reference by "
                             f"{summary['personalize_max_abs_diff']:.2e} (> {tol})")
 
 
@@ -201,9 +201,9 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
     quantize_trunk="int8" quantizes the template's frozen trunk (static, calibrated on `calibration`,
     uint8 photos [N, H, W, 3] at the template's input size); the generated head stays float."""
     if quantize_trunk not in (None, "int8"):
-        raise TinaEdgeError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
+        raise ArgumentError(f"--quantize-trunk supports int8 only, got {quantize_trunk!r}")
     if quantize_trunk and calibration is None:
-        raise TinaEdgeError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
+        raise ArgumentError("an int8 trunk needs calibration photos (the work dir's universe provides them)")
     from tina_edge.train.text.encoders import OpenCLIPEncoder
 
     t0 = time.time()

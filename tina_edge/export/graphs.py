@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import torch.nn as nn
 
 from ..runtime.contracts import batch_axes, input_names, output_names
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import ExportError
 from ..runtime.sessions import make_session
 from tina_edge.train.diffusion.denoiser import TinaDenoiser
 from tina_edge.train.zoo.templates import ParamLayout, build_model
@@ -86,7 +86,7 @@ def export_denoiser(model: TinaDenoiser, path: str | Path, *, opset: int = 17) -
     got = _session(path).run(outs, feeds)[0]
     diff = float(np.abs(got - ref).max())
     if not diff <= FP32_TOLERANCE:
-        raise TinaEdgeError(f"ONNX denoiser differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
+        raise ExportError(f"ONNX denoiser differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
     return {"max_abs_diff": diff, "batch": 8, "bytes": path.stat().st_size}
 
 
@@ -150,7 +150,7 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
     inits = {i.name: i for i in model.graph.initializer}
     for s in layout.specs:
         if s.name not in inits or list(inits[s.name].dims) != s.shape:
-            raise TinaEdgeError(f"template export lost the generated tensor {s.name!r} as an initializer; "
+            raise ExportError(f"template export lost the generated tensor {s.name!r} as an initializer; "
                                 "the runtime could not fill it")
     _free_class_dims(model)
     onnx.checker.check_model(model, full_check=True)
@@ -179,8 +179,8 @@ def export_template(layout: ParamLayout, generic_state: dict[str, torch.Tensor],
         sess = make_session(filled.SerializeToString(), None, (), level="all", error=None)
         logits, probs = sess.run(output_names("template"), {IMAGE: images.numpy()})
         if logits.shape != (8, k) or not np.allclose(probs.sum(1), 1.0, atol=1e-5):
-            raise TinaEdgeError(f"template graph gave shape {logits.shape} for k={k}")
+            raise ExportError(f"template graph gave shape {logits.shape} for k={k}")
         worst = max(worst, float(np.abs(logits - ref).max()))
     if not worst <= FP32_TOLERANCE * 10:
-        raise TinaEdgeError(f"ONNX template differs from PyTorch by {worst:.2e}")
+        raise ExportError(f"ONNX template differs from PyTorch by {worst:.2e}")
     return {"max_abs_diff_logits": worst, "k_checked": ks, "bytes": path.stat().st_size}

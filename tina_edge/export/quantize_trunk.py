@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from tina_edge.runtime.contracts import IMAGE
-from ..runtime.errors import TinaEdgeError
+from ..runtime.errors import ExportError
 from ..runtime.head import HEAD_WEIGHT
 
 
@@ -44,7 +44,7 @@ def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.nda
     model = onnx.load(str(src))
     head = [n.name for n in model.graph.node if HEAD_WEIGHT in n.input]
     if not head:
-        raise TinaEdgeError("template has no fc.weight head: only trunk templates can get an int8 trunk")
+        raise ExportError("template has no fc.weight head: only trunk templates can get an int8 trunk")
     consumers = {o for n in model.graph.node if n.name in head for o in n.output}
     exclude = head + [n.name for n in model.graph.node if any(i in consumers for i in n.input)]
     calibration = np.asarray(calibration, dtype=np.uint8)
@@ -56,5 +56,5 @@ def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.nda
     q = onnx.load(str(dst))
     inits = {i.name: i for i in q.graph.initializer}
     if HEAD_WEIGHT not in inits or inits[HEAD_WEIGHT].data_type != onnx.TensorProto.FLOAT:
-        raise TinaEdgeError("int8 quantization changed the generated head; the runtime could not fill it")
+        raise ExportError("int8 quantization changed the generated head; the runtime could not fill it")
     return {"calibration_images": int(len(calibration)), "bytes": dst.stat().st_size, "excluded_nodes": exclude}

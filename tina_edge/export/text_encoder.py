@@ -31,7 +31,7 @@ from . import require_torch
 require_torch()  # the install hint, not a bare ModuleNotFoundError
 import torch  # noqa: E402
 
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import ArgumentError, ExportError, TextEncoderError
 from tina_edge.runtime.manifest import TextEncoderSpec
 from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
 from tina_edge.runtime.tokenizer import Tokenizer
@@ -109,7 +109,7 @@ def write_tokenizer(encoder: TextEncoder, path: Path) -> tuple[str, int]:
         tok.enable_padding(length=encoder.max_tokens, pad_id=pad_id, pad_token=tok.id_to_token(pad_id))
         tok.save(str(path))
         return "none", pad_id
-    raise TinaEdgeError(f"no tokenizer export for text encoder kind {encoder.kind!r}")
+    raise TextEncoderError(f"no tokenizer export for text encoder kind {encoder.kind!r}")
 
 
 # ------------------------------------------------------------------------------ ONNX
@@ -171,7 +171,7 @@ def quantize_model(src: Path, dst: Path, quantize: str, exclude: tuple[str, ...]
         model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
         atomic_save_onnx(dst, model)
     else:
-        raise TinaEdgeError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
+        raise ArgumentError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
     onnx.checker.check_model(onnx.load(str(dst)))
 
 
@@ -189,7 +189,7 @@ def _tokenizer_checked(encoder: TextEncoder, out_dir: Path) -> tuple[Tokenizer, 
     ids, mask = tok(PARITY_TEXTS)
     if not (np.array_equal(ids, ref[INPUT_IDS]) and np.array_equal(mask, ref[ATTENTION_MASK])):
         bad = [t for t, a, b in zip(PARITY_TEXTS, ids, ref[INPUT_IDS]) if not np.array_equal(a, b)]
-        raise TinaEdgeError(f"exported tokenizer disagrees with the training tokenizer on {bad[:3]!r}")
+        raise ExportError(f"exported tokenizer disagrees with the training tokenizer on {bad[:3]!r}")
     return tok, cleaning, pad_id, ids, mask
 
 
@@ -209,7 +209,7 @@ def _export_fp32_checked(encoder: TextEncoder, module: torch.nn.Module, path: Pa
     got, batch8 = _ort_text(path, ids, mask), _ort_text(path, ids[:8], mask[:8])
     diff = float(max(np.abs(got - ref).max(), np.abs(batch8 - ref[:8]).max()))
     if not diff <= FP32_TOLERANCE:
-        raise TinaEdgeError(f"ONNX text encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
+        raise ExportError(f"ONNX text encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
     return ref, diff
 
 
@@ -239,7 +239,7 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | os.PathLike, *, qua
     or the tokenizer does not reproduce PyTorch.
     """
     if quantize not in QUANTIZE:
-        raise TinaEdgeError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
+        raise ArgumentError(f"unknown quantization {quantize!r}; use None, 'int8' or 'fp16'")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok, cleaning, pad_id, ids, mask = _tokenizer_checked(encoder, out_dir)
@@ -269,7 +269,7 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     When `spec` is given, returns it with image_encoder and image_size filled in.
     """
     if not isinstance(encoder, OpenCLIPEncoder):
-        raise TinaEdgeError(f"only open_clip encoders have an image tower, not {encoder.kind!r}")
+        raise TextEncoderError(f"only open_clip encoders have an image tower, not {encoder.kind!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     S = encoder.image_size
@@ -284,7 +284,7 @@ def export_image_encoder(encoder: OpenCLIPEncoder, out_dir: str | os.PathLike, *
     prep = encoder.encode_images(list(images))  # open_clip's own PIL preprocessing path
     diff = float(np.abs(got - ref).max())
     if not diff <= FP32_TOLERANCE:
-        raise TinaEdgeError(f"ONNX image encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
+        raise ExportError(f"ONNX image encoder differs from PyTorch by {diff:.2e} (> {FP32_TOLERANCE})")
     report = {"max_abs_diff_fp32": diff, "max_abs_diff_vs_open_clip_preprocess": float(np.abs(got - prep).max()),
               "bytes": path.stat().st_size, "image_size": S}
     if spec is not None:

@@ -44,6 +44,30 @@ class ModelFileError(TinaEdgeError):
     """A personalized model file or output path cannot be read or written."""
 
 
+class InstallError(TinaEdgeError, ImportError):
+    """An optional part is not installed (the [train] extra, matplotlib, WordNet's data files); says what to install."""
+
+
+class CheckpointError(TinaEdgeError):
+    """A Tina checkpoint is missing, damaged, unsafe (a pickle) or lacks what the command needs."""
+
+
+class TextEncoderError(TinaEdgeError, ValueError):
+    """A text encoder spec, folder or weights cannot be built into an encoder."""
+
+
+class TrainingError(TinaEdgeError, ValueError):
+    """A training or evaluation stage cannot run on what it was given (a stage not run yet, too few classes, ...)."""
+
+
+class WorkDirError(TrainingError):
+    """A work directory that is not what the command needs (another universe, a stage not run yet)."""
+
+
+class ExportError(TinaEdgeError):
+    """Export could not produce a faithful bundle: a parity check failed, or a conversion step did."""
+
+
 class UnknownClassError(PromptError):
     """Descriptions or example images name a class that is not in the prompt.
 

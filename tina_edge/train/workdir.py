@@ -21,14 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tina_edge.runtime.atomic import atomic_write_json
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import WorkDirError
 
 UNIVERSES = ("photos", "small")
 RECORD = "workdir.json"
-
-
-class WorkDirError(TinaEdgeError):
-    """A work directory that is not what the command needs (another universe, a stage not run yet)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from io import StringIO
 from pathlib import Path
 
 from tina_edge.runtime.atomic import atomic_write_text
-from ...runtime.errors import TinaEdgeError
+from ...runtime.errors import ExportError
 from ...runtime.manifest import Manifest, read_manifest, write_manifest
 
 REQUIRED_OPERATORS = "required_operators.config"
@@ -45,7 +45,7 @@ def convert_bundle_to_ort(bundle_dir: str | os.PathLike) -> Manifest:
     m = read_manifest(root)
     graphs = {k: v for k, v in _graphs(m).items() if v.endswith(".onnx")}
     if not graphs:
-        raise TinaEdgeError(f"bundle {root} has no .onnx session graphs left to convert")
+        raise ExportError(f"bundle {root} has no .onnx session graphs left to convert")
     renamed = _convert_graphs(root, graphs)
     return _rewrite_manifest(root, m, renamed)
 
@@ -81,12 +81,12 @@ def _convert_graphs(root: Path, graphs: dict[str, str]) -> dict[str, str]:
             produced = out / Path(name).with_suffix(f"{suffix}.ort")
             target = str(Path(name).with_suffix(".ort"))
             if not produced.is_file():
-                raise TinaEdgeError(f"onnxruntime did not convert {name} to ORT format")
+                raise ExportError(f"onnxruntime did not convert {name} to ORT format")
             os.replace(produced, root / target)
             renamed[name] = target
         cfg = next(out.glob("required_operators*.config"), None)
         if cfg is None:
-            raise TinaEdgeError("onnxruntime wrote no required_operators.config")
+            raise ExportError("onnxruntime wrote no required_operators.config")
         lines = cfg.read_text(encoding="utf-8").splitlines()
         lines = [  # the tool names its temp paths; name the bundle's files instead
             ("# - " + Path(line[4:]).name.replace(suffix + ".ort", ".ort")) if line.startswith("# - ") else line

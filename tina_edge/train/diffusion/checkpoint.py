@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import CheckpointError
 from tina_edge.runtime.manifest_sections import TrainingInfo
 from tina_edge.train.diffusion.denoiser import DenoiserConfig, RowTokenDenoiser, TinaDenoiser, build_denoiser
 from tina_edge.train.diffusion.process import Schedule
@@ -76,10 +76,10 @@ class CheckpointMeta:
     def from_dict(cls, d: Any, where: str | Path = "checkpoint") -> "CheckpointMeta":
         """Check and type the stored metadata; a TinaEdgeError says what is wrong, never a KeyError later."""
         if not isinstance(d, dict) or d.get("format") != CHECKPOINT_FORMAT:
-            raise TinaEdgeError(f"{where} is a safetensors file but not a tina-edge checkpoint (no tina_edge metadata)")
+            raise CheckpointError(f"{where} is a safetensors file but not a tina-edge checkpoint (no tina_edge metadata)")
         bad = [k for k, t in REQUIRED if not isinstance(d.get(k), t)]
         if bad:  # fail here with one sentence, not with a KeyError deep inside export
-            raise TinaEdgeError(f"{where} is a damaged tina-edge checkpoint: its metadata lacks {', '.join(bad)}")
+            raise CheckpointError(f"{where} is a damaged tina-edge checkpoint: its metadata lacks {', '.join(bad)}")
         known = {f.name for f in fields(cls)} - {"extra"}
         return cls(**{k: v for k, v in d.items() if k in known},
                    extra={k: v for k, v in d.items() if k not in known and k != "format"})
@@ -96,7 +96,7 @@ class CheckpointMeta:
         """The encoder record export needs (its dim and spec), or a TinaEdgeError saying why there is none."""
         enc = self.encoder
         if enc.dim is None:
-            raise TinaEdgeError(f"checkpoint {where} does not record its text encoder; it was not written by "
+            raise CheckpointError(f"checkpoint {where} does not record its text encoder; it was not written by "
                                 "`tina-edge train diffusion`")
         return enc
 
@@ -106,7 +106,7 @@ class CheckpointMeta:
         if self.seen:
             return list(self.seen)
         if self.classes is None:
-            raise TinaEdgeError("this checkpoint records no class names; it was not written by `tina-edge train diffusion`")
+            raise CheckpointError("this checkpoint records no class names; it was not written by `tina-edge train diffusion`")
         return list(self.classes)
 
     def training_info(self, quantize_trunk: str | None = None) -> TrainingInfo:
@@ -176,19 +176,19 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
     path = Path(path)
     if not path.is_file():
-        raise TinaEdgeError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     with open(path, "rb") as f:
         head = f.read(9)
     # safetensors = u64 header length + '{'; its first byte may be 0x80 ("PK" too), so only then sniff
     if head[8:9] != b"{" and (head[:1] == b"\x80" or head[:2] == b"PK"):
-        raise TinaEdgeError(f"{path} looks like a pickle/torch.save file; tina-edge only loads safetensors "
+        raise CheckpointError(f"{path} looks like a pickle/torch.save file; tina-edge only loads safetensors "
                             "checkpoints (pickles can execute code). Convert it with safetensors first.")
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("tina_edge", "{}"))
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for malformed headers
-        raise TinaEdgeError(f"{path} is not a valid safetensors checkpoint: {e}") from None
+        raise CheckpointError(f"{path} is not a valid safetensors checkpoint: {e}") from None
     CheckpointMeta.from_dict(meta, path)  # format and required fields, one sentence if damaged
     return Checkpoint(tensors, meta)
 
@@ -203,7 +203,7 @@ def prior_only_checkpoint(src, dst) -> dict:
     """
     ck = read_checkpoint(src)
     if not ck.meta["denoiser"].get("text_prior"):
-        raise TinaEdgeError(f"{src} has no text prior (train it with `train diffusion --text-prior`)")
+        raise CheckpointError(f"{src} has no text prior (train it with `train diffusion --text-prior`)")
     tensors = dict(ck.tensors)
     for prefix in ("model.", "ema."):
         for name in RowTokenDenoiser.CORRECTION_OUTPUT:

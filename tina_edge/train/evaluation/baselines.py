@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import TrainingError
 from tina_edge.train.prior.ridge import RidgeMap, fit_ridge  # noqa: F401 (the ridge baselines' map)
 from tina_edge.train.zoo.templates import ParamLayout
 
@@ -34,7 +34,7 @@ from tina_edge.train.zoo.templates import ParamLayout
 def check_head_layout(layout: ParamLayout) -> None:
     """Baselines exist for generated heads only (every generated tensor has a class axis 0)."""
     if any(s.class_axis != 0 for s in layout.specs):
-        raise TinaEdgeError(f"row baselines need a head template (every generated tensor per class); "
+        raise TrainingError(f"row baselines need a head template (every generated tensor per class); "
                             f"{layout.cfg.name!r} also generates shared tensors")
 
 
@@ -90,7 +90,7 @@ def nearest_known(query: np.ndarray, vocab_emb: np.ndarray, vocab_class: np.ndar
     sims = v @ q
     ok = np.array([c not in exclude for c in vocab_class])
     if not ok.any():
-        raise TinaEdgeError("every known class is already in the task; nothing left to look up")
+        raise TrainingError("every known class is already in the task; nothing left to look up")
     j = int(np.argmax(np.where(ok, sims, -np.inf)))
     return int(vocab_class[j]), float(sims[j])
 

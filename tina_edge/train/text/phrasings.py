@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tina_edge.train.workdir import WorkDir
 from tina_edge.runtime.atomic import atomic_save_npz
-from tina_edge.runtime.errors import TinaEdgeError
+from tina_edge.runtime.errors import InstallError
 
 WORDNET_DIRS = ("/usr/share/wordnet", "/usr/share/wordnet/dict", "/usr/local/share/wordnet")
 
@@ -60,7 +60,7 @@ class WordNet:
                 self.root = d
                 break
         else:
-            raise TinaEdgeError("WordNet 3.0 not found: apt-get install wordnet-base (or pass its folder, "
+            raise InstallError("WordNet 3.0 not found: apt-get install wordnet-base (or pass its folder, "
                                 f"the one holding data.noun); looked in {', '.join(map(str, cands))}")
         self._syn: dict[str, Synset] | None = None
         self._first: dict[str, str] | None = None
