@@ -16,6 +16,7 @@ name (zero-shot with respect to the denoiser, which only saw text embeddings in 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,30 @@ def summarize(rows: list[dict], holdout: list[str]) -> dict:
     return out
 
 
-def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluation") -> Path:
-    """eval.json + report.md (tables) + accuracy_vs_k.png (matplotlib)."""
+def _write_report_files(out_dir: str | Path, result: dict, json_name: str, lines: list[str], plot_name: str,
+                        draw: Callable) -> Path:
+    """The report's three files, each atomic: the result as JSON, report.md, and the plot `draw(plt)`
+    returns (skipped without matplotlib, which the runtime install leaves out)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "eval.json", result, indent=1)
+    atomic_write_json(out_dir / json_name, result, indent=1)
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return out_dir / "report.md"
+    fig = draw(plt)
+    fig.tight_layout()
+    atomic_save_figure(out_dir / plot_name, fig, dpi=110)
+    plt.close(fig)
+    return out_dir / "report.md"
+
+
+def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluation") -> Path:
+    """eval.json + report.md (tables) + accuracy_vs_k.png (matplotlib)."""
     s = result["summary"]
     lines = [f"# {title}", "", f"Sampler: {result['sampler']} ({result['steps']} steps), seed {result['seed']}; "
              f"sampling all tasks took {result['sampling_seconds']:.1f} s.", "",
@@ -145,13 +165,8 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
         for h, r in list(s["holdout_recall_per_class"].items()) + [("all held-out", s["holdout_recall"])]:
             lines.append(f"| {h} | " + " | ".join(f"{r[m]:.1f}" for m in METHODS) + " |")
     lines += ["", "![accuracy vs k](accuracy_vs_k.png)", ""]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines))
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def draw(plt):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
         for ax, kind in zip(axes, ("id", "ood")):
             per_k = s[kind]["per_k"]
@@ -163,12 +178,9 @@ def write_report(result: dict, out_dir: str | Path, title: str = "Tina evaluatio
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("test accuracy (%)")
         axes[1].legend()
-        fig.tight_layout()
-        atomic_save_figure(out_dir / "accuracy_vs_k.png", fig, dpi=110)
-        plt.close(fig)
-    except ImportError:
-        pass
-    return out_dir / "report.md"
+        return fig
+
+    return _write_report_files(out_dir, result, "eval.json", lines, "accuracy_vs_k.png", draw)
 
 
 # ------------------------------------------------------------------------------ image prompts
@@ -335,20 +347,12 @@ def compare_report_lines(summary: dict) -> list[str]:
 
 def write_compare_report(result: dict, out_dir: str | Path, title: str = "Tina vs baselines") -> Path:
     """compare.json + report.md + baselines.png (held-out recall and ID accuracy per method, ± SE)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "compare.json", result, indent=1)
     s = result["summary"]
     lines = [f"# {title}", "", "Differences are paired per task (same tasks, same images): mean ± paired SE "
              "[SE over held-out classes]; positive = Tina better.", *result.get("notes", [])]
     lines += compare_report_lines(s) + ["", "![baselines](baselines.png)", ""]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines))
-    try:
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def draw(plt):
         panels = [(k, "recall" if s[k]["recall"] else "acc") for k in ("ood", "id", "gloss", "phrasing") if k in s]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
         for ax, (kind, metric) in zip(axes[0], panels):
@@ -359,9 +363,6 @@ def write_compare_report(result: dict, out_dir: str | Path, title: str = "Tina v
             ax.set_xticks(range(len(ms_)), ms_, rotation=60, ha="right")
             ax.set_title(f"{kind}: {'probe recall' if metric == 'recall' else 'accuracy'} (%)")
             ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        atomic_save_figure(out_dir / "baselines.png", fig, dpi=110)
-        plt.close(fig)
-    except ImportError:
-        pass
-    return out_dir / "report.md"
+        return fig
+
+    return _write_report_files(out_dir, result, "compare.json", lines, "baselines.png", draw)
