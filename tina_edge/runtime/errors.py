@@ -44,6 +44,10 @@ class ModelFileError(TinaEdgeError):
     """A personalized model file or output path cannot be read or written."""
 
 
+class RunError(TinaEdgeError):
+    """A graph run was stopped: it ran past the time limit per run (runtime/sessions.py `run_graph`)."""
+
+
 class UnknownClassError(PromptError):
     """Descriptions or example images name a class that is not in the prompt.
 

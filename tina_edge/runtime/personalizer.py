@@ -29,7 +29,7 @@ from .class_prompts import Descriptions, description_texts, match_images, wants_
 from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
-from .sessions import make_session
+from .sessions import make_session, run_graph
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
@@ -260,7 +260,7 @@ class Personalizer:
 
     def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"x_t": x, "timestep": np.full((x.shape[0],), t, dtype=np.int64), "class_emb": emb, "class_mask": mask}
-        x0 = self._denoiser.run(["x0"], feeds)[0]
+        x0 = run_graph(self._denoiser, ["x0"], feeds, what=f"bundle file {self.manifest.denoiser.model}")[0]
         if x0.shape != x.shape:
             raise BundleError(f"the denoiser returned shape {x0.shape} for input {x.shape}; the bundle is broken")
         return np.asarray(x0, dtype=np.float32)
@@ -321,7 +321,8 @@ class Personalizer:
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
         gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
-            x = np.asarray(gen.run(["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x})[0], np.float32)
+            x = np.asarray(run_graph(gen, ["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x},
+                                     what=f"bundle file {self.manifest.portable['generate']['model']}")[0], np.float32)
         for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
