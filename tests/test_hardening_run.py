@@ -242,6 +242,7 @@ def test_a_bad_time_limit_setting_is_refused(monkeypatch, value):
         sessions.run_time_limit()
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
 def test_a_python_signal_handler_stops_a_run_in_progress():
     """Python runs handlers between bytecodes; a run in progress used to hold them off to its end."""
     class Stop(Exception):
@@ -287,6 +288,7 @@ main()
 """
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("sig,code,line", [
     (signal.SIGTERM, 143, "terminated by SIGTERM; no partial output was left behind"),
     (signal.SIGINT, 130, "interrupted; no partial output was left behind"),

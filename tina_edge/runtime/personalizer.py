@@ -128,7 +128,8 @@ class Personalizer:
 
     def _lazy(self, name: str, build: Callable[[], Any]) -> Any:
         """The attribute `name`, built by `build()` the first time it is asked for (one lock for all of
-        them: concurrent first uses build it once, and nothing half-built is ever seen)."""
+        them: concurrent first uses build it once, and nothing half-built is ever seen; a first build
+        makes other first builds wait, never a call whose parts are already built)."""
         value = getattr(self, name)
         if value is None:
             with self._lazy_lock:
