@@ -26,16 +26,15 @@ CLIP_PATTERN = r"""(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p
 # Every regular expression a tokenizer.json may carry (Split pre-tokenizers, Replace normalizers and
 # decoders). `tokenizers` runs them with Oniguruma, a backtracking engine: a pattern such as (a+)+$
 # takes exponential time on "aaaa...b" and ends in a Rust panic (or does not end), so a bundle may only
-# use the patterns of the tokenizers real text encoders ship. Each is a flat alternation of
-# single-quantified classes (no nested quantifiers), which matches in linear time.
+# use the patterns of the text encoders tina-edge exports: CLIP's (ours, and Hugging Face's form of it)
+# and the whitespace collapses of CLIP's and sentencepiece-converted normalizers; BERT and MPNet
+# tokenizers (sentence-transformers) use none. Each is an alternation of single-quantified character
+# classes that start differently, which Oniguruma matches in linear time.
 KNOWN_REGEXES = frozenset({
     CLIP_PATTERN,
     r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",  # Hugging Face CLIP pre-tokenizer
     r"\s+",  # Hugging Face CLIP normalizer: whitespace runs -> one space
-    r" {2,}",  # T5 / sentencepiece-converted normalizers
-    # GPT-4 (cl100k) and Llama-3 pre-tokenizer; Qwen2's differs in \p{N} alone
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+    r" {2,}",  # sentencepiece-converted normalizers (T5, XLM-R based encoders)
 })
 
 
