@@ -6,7 +6,7 @@ Nothing imported from here may import torch, open_clip or transformers (tests/te
 from . import errors
 from .bundle import LoadedBundle, default_bundle_path, open_bundle
 from .classifier import PersonalizedClassifier, Prediction
-from .errors import BundleError, ImageError, ModelFileError, PromptError, SettingsError, TinaEdgeError
+from .errors import BundleError, ImageError, ModelFileError, PromptError, RunError, SettingsError, TinaEdgeError
 from .personalizer import Personalizer
 from .prompt import check_class_count, parse_classes
 
@@ -19,6 +19,7 @@ __all__ = [
     "Personalizer",
     "Prediction",
     "PromptError",
+    "RunError",
     "SettingsError",
     "TinaEdgeError",
     "check_class_count",

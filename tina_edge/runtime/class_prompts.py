@@ -60,9 +60,17 @@ def aligned_descriptions(names: list[str], descriptions: Descriptions) -> list[s
 
 def description_texts(names: list[str], descriptions: Descriptions) -> list[str]:
     """The text encoded for each class: its cleaned description, else its name (PromptError if unusable)."""
+    return resolve_descriptions(names, descriptions)[0]
+
+
+def resolve_descriptions(names: list[str], descriptions: Descriptions) -> tuple[list[str], list[str | None] | None]:
+    """(the text encoded for each class, the descriptions aligned with the classes or None), matched once.
+
+    The aligned list is what `match_images` takes to refuse a class given both a description and
+    images, so a caller matches the description names to the classes a single time."""
     descs = aligned_descriptions(names, descriptions)
     if descs is None:
-        return list(names)
+        return list(names), None
     texts = []
     for n, d in zip(names, descs):
         if d is None:
@@ -77,7 +85,7 @@ def description_texts(names: list[str], descriptions: Descriptions) -> list[str]
         if not d or not is_visible(d):
             raise PromptError(f"the description of {n!r} is empty; leave it out to use the class name")
         texts.append(d)
-    return texts
+    return texts, descs
 
 
 def wants_images(images: Any) -> bool:
@@ -86,12 +94,15 @@ def wants_images(images: Any) -> bool:
 
 
 def match_images(names: list[str], images: Mapping[str, Any] | None, descriptions: Descriptions) -> dict[int, Any]:
-    """{class index: its images} from the user's {class name: images}; one source per class."""
+    """{class index: its images} from the user's {class name: images}; one source per class.
+
+    `descriptions` as the user gave them, or already aligned (`resolve_descriptions`), which is not matched again."""
     if images is None:
         return {}
     if not isinstance(images, Mapping):
         raise PromptError("images must map class names to example images, e.g. {'cat': ['cat1.jpg', 'cat2.jpg']}")
     keys = {class_key(n): i for i, n in enumerate(names)}
+    descs = aligned_descriptions(names, descriptions) if images else None
     out: dict[int, Any] = {}
     for key, items in images.items():
         if not isinstance(key, str):
@@ -99,7 +110,6 @@ def match_images(names: list[str], images: Mapping[str, Any] | None, description
         i = class_index(keys, key, names, "images")
         if i in out:
             raise PromptError(f"images for the class {names[i]!r} are given twice; give them under one name")
-        descs = aligned_descriptions(names, descriptions)
         if descs is not None and descs[i] is not None:
             raise PromptError(f"the class {names[i]!r} has both a description and images; give one of the two")
         if items is None or (isinstance(items, (list, tuple)) and len(items) == 0):

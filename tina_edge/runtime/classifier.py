@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .errors import ArgumentError, ImageError, ModelFileError
+from .errors import ArgumentError, ImageError, ModelFileError, TinaEdgeError
 from .images import expand_items, load_one
 from .model_meta import ModelMetadata, check_preprocess
 from .onnx_checks import external_tensors, parse_model
-from .sessions import make_session
+from .sessions import make_session, run_graph
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
 MAX_INPUT_SIDE = 2048  # a model's declared input height and width: the manifest's bound (template.input.height)
@@ -184,15 +184,21 @@ class PersonalizedClassifier:
         return self._trunk_session
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        n = int(x.shape[0])
+        hint = "it does not run on its declared input; use a model made by tina-edge personalize"
+        what = f"the model (on a batch of shape {list(x.shape)})"
         try:
             if self.is_head:  # head-only form: the shared trunk once, then the k x (D+1) head
-                feats = self._trunk_sess().run(["features"], {"image": x})[0]
-                probs = self._sess().run(["probabilities"], {"features": feats})[0]
+                feats = run_graph(self._trunk_sess(), ["features"], {"image": x}, what=f"the trunk (on a batch of shape "
+                                  f"{list(x.shape)})", error=ModelFileError, hint=hint, items=n)[0]
+                probs = run_graph(self._sess(), ["probabilities"], {"features": feats}, what=what,
+                                  error=ModelFileError, hint=hint, items=n)[0]
             else:
-                probs = self._sess().run(["probabilities"], {"image": x})[0]
-        except ModelFileError:
+                probs = run_graph(self._sess(), ["probabilities"], {"image": x}, what=what, error=ModelFileError,
+                                  hint=hint, items=n)[0]
+        except TinaEdgeError:
             raise
-        except Exception as e:  # onnxruntime's own error types: a model that does not run on its declared input
+        except Exception as e:  # onnxruntime's own error types while creating a session for the model
             raise ModelFileError(f"the model cannot classify a batch of shape {list(x.shape)}: {' '.join(str(e).split())[:200]}") from None
         probs = np.asarray(probs, dtype=np.float32)
         if probs.shape != (x.shape[0], self.k):

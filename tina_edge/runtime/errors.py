@@ -68,6 +68,10 @@ class ExportError(TinaEdgeError):
     """Export could not produce a faithful bundle: a parity check failed, or a conversion step did."""
 
 
+class RunError(TinaEdgeError):
+    """A graph run was stopped: it ran past the time limit per run (runtime/sessions.py `run_graph`)."""
+
+
 class UnknownClassError(PromptError):
     """Descriptions or example images name a class that is not in the prompt.
 

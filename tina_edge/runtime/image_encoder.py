@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import BundleError, ImageError
 from .images import expand_items, load_one, rgb_image
-from .text_encoder import make_session
+from .sessions import make_session, run_graph
 
 
 def clip_resize_crop(image: np.ndarray | Any, size: int) -> np.ndarray:
@@ -70,6 +70,7 @@ class ImageEncoderSession:
                  batch_size: int = 32, what: str = "image encoder"):
         model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
         self.image_size = int(image_size)
+        self.what = f"image encoder {model_path}"
         self.session = make_session(model, threads, what=what)
         ins = self.session.get_inputs()
         if [i.name for i in ins] != ["image"]:
@@ -97,7 +98,7 @@ class ImageEncoderSession:
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         """Already preprocessed uint8 [n, S, S, 3] -> [n, D]."""
-        res = [self.session.run(["embeddings"], {"image": batch[i : i + self.batch_size]})[0]
+        res = [run_graph(self.session, ["embeddings"], {"image": batch[i : i + self.batch_size]}, what=self.what)[0]
                for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(res).astype(np.float32, copy=False)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,11 @@ from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .model_meta import ModelMetadata
-from .class_prompts import Descriptions, description_texts, match_images, wants_images
+from .class_prompts import Descriptions, description_texts, match_images, resolve_descriptions, wants_images
 from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
-from .sessions import make_session
+from .sessions import make_session, run_graph
 from .template import denormalise, fill_template
 
 MAX_CANDIDATES = 64
@@ -67,8 +67,13 @@ class Personalizer:
         self.threads = threads
         self._text = text_encoder
         self._denoiser = denoiser
-        self._image = image_encoder  # created on first use: text-only callers never load the image tower
-        self._image_lock = threading.Lock()
+        # built on first use, each once, by `_lazy` under one lock: text-only callers never load the
+        # image tower, DDIM without use_generate never loads generate.onnx, ...
+        self._image = image_encoder
+        self._gen = None  # the bundle's generate.onnx session
+        self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
+        self._trunk = None  # the shared trunk cut from the template (head-only models)
+        self._lazy_lock = threading.RLock()
         self._template = bundle.template_proto
         self._schedule = NoiseSchedule.from_spec(self.manifest.diffusion)
 
@@ -119,10 +124,20 @@ class Personalizer:
         if not (self.use_generate and isinstance(gen, dict) and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
                 and [int(t) for t in smp.timesteps] == gen.get("timesteps")):
             return None
-        with self._image_lock:  # created once, on first use
-            if getattr(self, "_gen", None) is None:
-                self._gen = _session(self.bundle.data(gen["model"]), gen["model"], self.threads)
-        return self._gen
+        return self._lazy("_gen", lambda: _session(self.bundle.data(gen["model"]), gen["model"], self.threads))
+
+    def _lazy(self, name: str, build: Callable[[], Any]) -> Any:
+        """The attribute `name`, built by `build()` the first time it is asked for (one lock for all of
+        them: concurrent first uses build it once, and nothing half-built is ever seen; a first build
+        makes other first builds wait, never a call whose parts are already built)."""
+        value = getattr(self, name)
+        if value is None:
+            with self._lazy_lock:
+                value = getattr(self, name)
+                if value is None:
+                    value = build()
+                    setattr(self, name, value)
+        return value
 
     # ------------------------------------------------------------------ helpers
 
@@ -148,16 +163,16 @@ class Personalizer:
                 f"this bundle's text encoder ({te.name}) has no image tower; prompt with class names or "
                 "descriptions, or use a bundle exported from a CLIP (open_clip) checkpoint"
             )
-        with self._image_lock:
-            if self._image is None:
-                from .image_encoder import ImageEncoderSession
+        return self._lazy("_image", self._build_image_encoder)
 
-                te = self.manifest.text_encoder
-                if not te.image_size:
-                    raise BundleError("the manifest lists an image encoder without its image_size; re-export the bundle")
-                self._image = ImageEncoderSession(self.bundle.data(te.image_encoder), te.image_size, threads=self.threads,
-                                                  what=te.image_encoder)
-        return self._image
+    def _build_image_encoder(self):
+        from .image_encoder import ImageEncoderSession
+
+        te = self.manifest.text_encoder
+        if not te.image_size:
+            raise BundleError("the manifest lists an image encoder without its image_size; re-export the bundle")
+        return ImageEncoderSession(self.bundle.data(te.image_encoder), te.image_size, threads=self.threads,
+                                   what=te.image_encoder)
 
     def encode_images(self, images: Any) -> np.ndarray:
         """Image embeddings float32 [n, D] of the bundle's image tower (L2-normalised, one per image)."""
@@ -169,21 +184,25 @@ class Personalizer:
         return emb
 
     def _image_prompts(self, names: list[str], images: Mapping[str, Any] | None,
-                       descriptions: Descriptions) -> dict[int, Any]:
-        """{class index: its images} (runtime/class_prompts.py matches the names)."""
+                       aligned: list[str | None] | None) -> dict[int, Any]:
+        """{class index: its images} (runtime/class_prompts.py matches the names); `aligned`: the
+        descriptions already matched to the classes (resolve_descriptions)."""
         if wants_images(images):
             self._image_encoder()  # refuse bundles without an image tower before reading any image
-        return match_images(names, images, descriptions)
+        return match_images(names, images, aligned)
 
     def class_embeddings(self, classes: str | Sequence[str], *, descriptions: Descriptions = None,
                          images: Mapping[str, Any] | None = None) -> np.ndarray:
         """The conditioning rows float32 [k, D], in prompt order (what `personalize` feeds the denoiser)."""
         names = parse_classes(classes)
-        return self._conditioning(names, descriptions, images)[0]
+        return self._conditioning(names, *resolve_descriptions(names, descriptions), images)[0]
 
-    def _conditioning(self, names: list[str], descriptions, images) -> tuple[np.ndarray, list, dict[str, int]]:
-        by_image = self._image_prompts(names, images, descriptions)
-        texts = description_texts(names, descriptions)
+    def _conditioning(self, names: list[str], texts: list[str], aligned: list[str | None] | None,
+                      images) -> tuple[np.ndarray, list, dict[str, int]]:
+        """(conditioning rows [k, D], the text of each class or None where images prompt it, image counts)
+        from the classes' prompts, resolved once (`resolve_descriptions`: texts, aligned descriptions)."""
+        by_image = self._image_prompts(names, images, aligned)
+        texts = list(texts)
         self._check_token_duplicates(names, [None if i in by_image else t for i, t in enumerate(texts)])
         text_idx = [i for i in range(len(names)) if i not in by_image]
         emb = np.zeros((len(names), self.manifest.text_encoder.embedding_dim), dtype=np.float32)
@@ -211,9 +230,7 @@ class Personalizer:
         names = parse_classes(classes)
 
         def vocab_emb():  # once per Personalizer, and only when some name is new
-            if self.__dict__.get("_vocab_emb") is None:
-                self._vocab_emb = self._vocabulary_embeddings()
-            return self._vocab_emb
+            return self._lazy("_vocab_emb", self._vocabulary_embeddings)
 
         return novelty_report(names, self.encode(description_texts(names, descriptions)), self.manifest.vocabulary,
                               vocab_emb).to_dict()
@@ -236,11 +253,6 @@ class Personalizer:
         many = getattr(self._text, "encode_many", None)  # batched: a whole vocabulary, uncached
         return many(vocab) if many else self.encode(vocab)
 
-    @staticmethod
-    def _texts(names: list[str], descriptions: Descriptions) -> list[str]:
-        """Kept for export/conformance.py (outside this change): use class_prompts.description_texts."""
-        return description_texts(names, descriptions)
-
     def _check_token_duplicates(self, names: list[str], texts: list[str | None]) -> None:
         """Two classes whose texts become the same token ids (accents the tokenizer strips, truncation,
         invisible characters) would get the same embedding: the classifier could not tell them apart."""
@@ -260,7 +272,7 @@ class Personalizer:
 
     def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"x_t": x, "timestep": np.full((x.shape[0],), t, dtype=np.int64), "class_emb": emb, "class_mask": mask}
-        x0 = self._denoiser.run(["x0"], feeds)[0]
+        x0 = run_graph(self._denoiser, ["x0"], feeds, what=f"bundle file {self.manifest.denoiser.model}")[0]
         if x0.shape != x.shape:
             raise BundleError(f"the denoiser returned shape {x0.shape} for input {x.shape}; the bundle is broken")
         return np.asarray(x0, dtype=np.float32)
@@ -289,9 +301,9 @@ class Personalizer:
         """
         names = parse_classes(classes)
         check_class_count(names, self.manifest.k_max)
-        description_texts(names, descriptions)  # cheap checks first, before any image is read
+        texts, aligned = resolve_descriptions(names, descriptions)  # cheap checks first, before any image is read
         smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
-        emb, texts, image_counts = self._conditioning(names, descriptions, images)
+        emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
         x = self._sample(smp, emb, seed, C)
         params = denormalise(x[consensus_index(x) if C > 1 else 0], self.manifest.template.layout, len(names))
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
@@ -321,7 +333,8 @@ class Personalizer:
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
         gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
-            x = np.asarray(gen.run(["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x})[0], np.float32)
+            x = np.asarray(run_graph(gen, ["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x},
+                                     what=f"bundle file {self.manifest.portable['generate']['model']}")[0], np.float32)
         for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)
@@ -342,8 +355,6 @@ class Personalizer:
 
     def trunk_model(self):
         """The bundle's shared trunk (image -> features), cut from the template once (head templates only)."""
-        if getattr(self, "_trunk", None) is None:
-            from .head import extract_trunk
+        from .head import extract_trunk
 
-            self._trunk = extract_trunk(self._template)
-        return self._trunk
+        return self._lazy("_trunk", lambda: extract_trunk(self._template))

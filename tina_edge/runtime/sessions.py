@@ -9,9 +9,15 @@ kept, heap pages freed by its creation) reaches all of them at once.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from .errors import BundleError
+from .errors import ArgumentError, BundleError, RunError, TinaEdgeError
 
 # onnxruntime 1.32 segfaults while creating a session for an fp16 CLIP text graph unless one of
 # these is off (found by bisection); NCHWc only re-lays out convolutions, which encoders barely use.
@@ -34,8 +40,9 @@ def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
     """
     import onnxruntime as ort
 
+    _silence_onnxruntime(ort)
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only: onnxruntime's warnings would add raw, coloured lines to stderr
+    opts.log_severity_level = QUIET  # onnxruntime's own log lines are raw and coloured; its errors reach us as exceptions
     opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                      "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                      "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
@@ -58,6 +65,109 @@ def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
     _drop_model_bytes(sess)
     return_freed_memory()
     return sess
+
+
+QUIET = 4  # onnxruntime's FATAL: nothing it logs reaches stderr (its failures become this package's errors)
+_silenced = False
+
+
+def _silence_onnxruntime(ort) -> None:
+    """Quiet onnxruntime's process-wide default logger once (session and run loggers are set per object)."""
+    global _silenced
+    if not _silenced:
+        ort.set_default_logger_severity(QUIET)
+        _silenced = True
+
+
+# ------------------------------------------------------------------ running a graph
+
+RUN_TIME_LIMIT_ENV = "TINA_EDGE_RUN_TIME_LIMIT"
+RUN_TIME_LIMIT_S = 600.0
+"""Seconds one graph run may take (per ITEMS_PER_LIMIT items for batched runs); the environment
+variable overrides it ("inf": no limit). Generous on purpose: a real bundle's slowest run (an image
+batch through CLIP's tower on a slow CPU) takes seconds; a graph that runs for minutes is broken."""
+ITEMS_PER_LIMIT = 64  # a classifier batch of N images may take ceil(N / 64) limits
+TERMINATE_GRACE_S = 2.0  # how long a stopped run may take to notice the flag (checked between nodes)
+_POLL_S = 0.05  # the waiting thread wakes this often, so a signal's Python handler runs promptly
+
+
+def run_time_limit() -> float:
+    """The limit per graph run in seconds: $TINA_EDGE_RUN_TIME_LIMIT, else RUN_TIME_LIMIT_S."""
+    raw = os.environ.get(RUN_TIME_LIMIT_ENV, "").strip()
+    if not raw:
+        return RUN_TIME_LIMIT_S
+    try:
+        limit = float(raw)
+    except ValueError:
+        limit = math.nan
+    if not limit > 0:
+        raise ArgumentError(f"{RUN_TIME_LIMIT_ENV}={raw!r:.40} is not a number of seconds above 0 (or inf for no limit)")
+    return limit
+
+
+def run_graph(session: Any, outputs: Sequence[str], feeds: Mapping[str, Any], *, what: str,
+              error: type[TinaEdgeError] = BundleError, hint: str = "the bundle is broken; re-export it",
+              items: int = 1) -> list:
+    """`session.run`, interruptible and bounded in time; every failure is one of this package's errors.
+
+    Why a thread: onnxruntime holds the calling thread until the graph ends, and Python runs signal
+    handlers only between bytecodes, so SIGTERM or Ctrl-C waited for the run (a runaway graph: for
+    ever). The run goes to a worker thread while the caller waits in short slices; when the wait is
+    interrupted (KeyboardInterrupt, the CLI's Terminated) or the limit passes, `RunOptions.terminate`
+    stops the graph at its next node. onnxruntime's failure becomes `error` ("{what} failed ...; {hint}"),
+    the time limit a RunError.
+    """
+    import onnxruntime as ort
+
+    limit = run_time_limit() * max(1, math.ceil(int(items) / ITEMS_PER_LIMIT))
+    ro = ort.RunOptions()
+    ro.log_severity_level = QUIET
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["out"] = session.run(list(outputs), dict(feeds), ro)
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread, which maps it
+            box["err"] = e
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name="tina-edge-run", daemon=True)
+    deadline = time.monotonic() + limit
+    try:
+        worker.start()
+        while not done.wait(_POLL_S) and time.monotonic() < deadline:
+            pass
+    except BaseException:  # Ctrl-C, SIGTERM (the CLI raises Terminated): stop the graph, then unwind
+        _stop(ro, done)
+        raise
+    if not done.is_set():
+        _stop(ro, done)
+        raise RunError(f"{what} ran longer than the limit of {limit:g} s per run and was stopped; {hint} "
+                       f"(or raise the limit with {RUN_TIME_LIMIT_ENV}=SECONDS)")
+    err = box.get("err")
+    if err is not None:
+        raise error(f"{what} failed while running ({_ort_detail(err)}); {hint}") from None
+    return box["out"]
+
+
+def _ort_detail(err: BaseException) -> str:
+    """onnxruntime's message on one line, without its status-code boilerplate (what failed, and why)."""
+    text = " ".join(str(err).split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: ",
+                  lambda m: f"{m.group(1)} node {m.group(2)!r}: " if m.group(2) else f"{m.group(1)} node: ", text)
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ [^)]*\)\s*", "", text)  # the C++ source line and signature
+    text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= 240 else text[:240].rsplit(" ", 1)[0] + " ..."
+
+
+def _stop(ro: Any, done: threading.Event) -> None:
+    """Ask onnxruntime to end the run at its next node, and give it a moment to do so."""
+    if not done.is_set():
+        ro.terminate = True
+        done.wait(TERMINATE_GRACE_S)
 
 
 def _drop_model_bytes(sess) -> None:

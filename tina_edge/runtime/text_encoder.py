@@ -18,7 +18,7 @@ from .tokenizer import Tokenizer
 
 # make_session lives in sessions.py (the one session factory); imported here, where tools and
 # image_encoder have always found it.
-from .sessions import SAFE_DISABLED_OPTIMIZERS, make_session  # noqa: E402,F401
+from .sessions import SAFE_DISABLED_OPTIMIZERS, make_session, run_graph  # noqa: E402,F401
 
 
 class TextEncoderSession:
@@ -27,6 +27,7 @@ class TextEncoderSession:
     def __init__(self, model: bytes | str | os.PathLike, tokenizer: Tokenizer, *, threads: int | None = None,
                  batch_size: int = 64, what: str = "text encoder", cache_size: int = 1024):
         model_path = what if isinstance(model, (bytes, bytearray, memoryview)) else model
+        self.what = f"text encoder {model_path}"
         self.tokenizer = tokenizer
         self.session = make_session(model, threads, what=what)
         names = {i.name for i in self.session.get_inputs()}
@@ -80,7 +81,7 @@ class TextEncoderSession:
         if self.dynamic_length:
             n = max(1, int(mask.sum()))
             ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
-        row = np.asarray(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)[0]
+        row = np.asarray(self._run(ids, mask), dtype=np.float32)[0]
         row.setflags(write=False)  # shared through the cache: nobody may edit it in place
         return row
 
@@ -100,6 +101,13 @@ class TextEncoderSession:
             if self.dynamic_length:
                 n = max(1, int(mask.sum(1).max()))
                 ids, mask = np.ascontiguousarray(ids[:, :n]), np.ascontiguousarray(mask[:, :n])
-            out.append(np.asarray(self.session.run(["embeddings"], {"input_ids": ids, "attention_mask": mask})[0],
-                                  dtype=np.float32))
+            out.append(np.asarray(self._run(ids, mask), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, self.dim or 0), np.float32)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One graph run (runtime/sessions.py: interruptible, bounded in time, failures as BundleError).
+
+        A tokenizer id beyond the encoder's embedding rows fails here: the tokenizer and the encoder
+        do not belong together."""
+        return run_graph(self.session, ["embeddings"], {"input_ids": ids, "attention_mask": mask}, what=self.what,
+                         hint="its tokenizer and graph do not belong together or the graph is broken; re-export the bundle")[0]

@@ -178,6 +178,7 @@ def _floats(a: np.ndarray) -> list:
 def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
                   n_images: int = 4) -> dict[str, Any]:
     """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
+    from ...runtime.class_prompts import description_texts
     from ...runtime.personalizer import Personalizer
     from ...runtime.portable import head_dict
     from ...runtime.prompt import parse_classes
@@ -201,7 +202,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
     }
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
-        texts = p._texts(names, c["descriptions"])
+        texts = description_texts(names, c["descriptions"])
         ids, _mask = p._text.tokenizer(texts)
         clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
         pred = clf.predict(images)
