@@ -32,7 +32,7 @@ def call_name(node: ast.Call) -> str:
 # ---------------------------------------------------------------- graph value names: runtime/contracts.py
 UNIQUE_GRAPH_NAMES = {"x_t", "timestep", "class_emb", "class_mask", "x0", "input_ids", "attention_mask"}
 SHARED_GRAPH_NAMES = {"image", "features", "logits", "probabilities", "embeddings", "noise", "params"}
-GRAPH_CALLS = ("run", "make_tensor_value_info", "make_node", "export")
+GRAPH_CALLS = ("run", "run_graph", "make_tensor_value_info", "make_node", "export")
 
 
 def graph_name_literals(tree: ast.AST) -> list[tuple[int, str]]:

@@ -24,20 +24,20 @@ from typing import Any
 
 import numpy as np
 import onnx
-from tina_edge.runtime.contracts import ATTENTION_MASK, BATCH, EMBEDDINGS, IMAGE, INPUT_IDS, batch_axes, input_names
-from tina_edge.runtime.atomic import atomic_save_onnx
+
 from . import require_torch
 
 require_torch()  # the install hint, not a bare ModuleNotFoundError
 import torch  # noqa: E402
 
-from tina_edge.runtime.errors import ArgumentError, ExportError, TextEncoderError
-from tina_edge.runtime.manifest import TextEncoderSpec
-from tina_edge.runtime.text_encoder import TextEncoderSession, make_session
-from tina_edge.runtime.tokenizer import Tokenizer
-from tina_edge.train.text.encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder
-
-from tina_edge.runtime.contracts import IMAGE_MODEL, TEXT_MODEL, TOKENIZER  # the bundle's file names, declared once
+from tina_edge.runtime.atomic import atomic_save_onnx  # noqa: E402
+from tina_edge.runtime.contracts import (ATTENTION_MASK, BATCH, EMBEDDINGS, IMAGE, IMAGE_MODEL, INPUT_IDS,  # noqa: E402
+                                         TEXT_MODEL, TOKENIZER, batch_axes, input_names)
+from tina_edge.runtime.errors import ArgumentError, ExportError, TextEncoderError  # noqa: E402
+from tina_edge.runtime.manifest import TextEncoderSpec  # noqa: E402
+from tina_edge.runtime.text_encoder import TextEncoderSession, make_session  # noqa: E402
+from tina_edge.runtime.tokenizer import CLIP_PATTERN, Tokenizer  # noqa: E402
+from tina_edge.train.text.encoders import OpenCLIPEncoder, SentenceTransformerEncoder, TextEncoder  # noqa: E402
 
 FP32_TOLERANCE = 1e-4
 QUANTIZE = (None, "int8", "fp16")
@@ -51,7 +51,6 @@ PARITY_TEXTS = [
 
 CLIP_SPECIALS = ("<start_of_text>", "<end_of_text>")
 # open_clip's SimpleTokenizer pattern (compiled there with re.IGNORECASE)
-CLIP_PATTERN = r"""(?i)<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 # ------------------------------------------------------------------------------ tokenizer.json

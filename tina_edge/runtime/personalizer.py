@@ -21,6 +21,8 @@ import numpy as np
 
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
+from .conditioning import pad_to_slots
+from .contracts import CLASS_EMB, CLASS_MASK, NOISE, TIMESTEP, X0, X_T
 from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
@@ -271,8 +273,8 @@ class Personalizer:
             seen[key] = i
 
     def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"x_t": x, "timestep": np.full((x.shape[0],), t, dtype=np.int64), "class_emb": emb, "class_mask": mask}
-        x0 = run_graph(self._denoiser, ["x0"], feeds, what=f"bundle file {self.manifest.denoiser.model}")[0]
+        feeds = {X_T: x, TIMESTEP: np.full((x.shape[0],), t, dtype=np.int64), CLASS_EMB: emb, CLASS_MASK: mask}
+        x0 = run_graph(self._denoiser, [X0], feeds, what=f"bundle file {self.manifest.denoiser.model}")[0]
         if x0.shape != x.shape:
             raise BundleError(f"the denoiser returned shape {x0.shape} for input {x.shape}; the bundle is broken")
         return np.asarray(x0, dtype=np.float32)
@@ -324,16 +326,13 @@ class Personalizer:
 
     def _sample(self, smp: Any, emb: np.ndarray, seed: int, C: int) -> np.ndarray:
         """C normalised parameter vectors [C, P] for the conditioning rows `emb` [k, D]."""
-        k, K, P = emb.shape[0], self.manifest.k_max, self.manifest.denoiser.param_count
-        class_emb = np.zeros((C, K, emb.shape[1]), dtype=np.float32)
-        class_emb[:, :k] = emb
-        mask = np.zeros((C, K), dtype=np.float32)
-        mask[:, :k] = 1.0
+        P = self.manifest.denoiser.param_count
+        class_emb, mask = pad_to_slots([emb] * C, self.manifest.k_max)  # the same task for every candidate
         rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
         x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
         gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
-            x = np.asarray(run_graph(gen, ["x0"], {"class_emb": class_emb, "class_mask": mask, "noise": x},
+            x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x},
                                      what=f"bundle file {self.manifest.portable['generate']['model']}")[0], np.float32)
         for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .contracts import ATTENTION_MASK, EMBEDDINGS, INPUT_IDS, input_names
 from .errors import BundleError
 from .tokenizer import Tokenizer
 
@@ -31,8 +32,8 @@ class TextEncoderSession:
         self.tokenizer = tokenizer
         self.session = make_session(model, threads, what=what)
         names = {i.name for i in self.session.get_inputs()}
-        if names != {"input_ids", "attention_mask"}:
-            raise BundleError(f"text encoder {model_path} has inputs {sorted(names)}, expected input_ids, attention_mask")
+        if names != set(input_names("text_encoder")):
+            raise BundleError(f"text encoder {model_path} has inputs {sorted(names)}, expected {', '.join(input_names('text_encoder'))}")
         shape = self.session.get_inputs()[0].shape
         if isinstance(shape[1], int) and shape[1] != tokenizer.max_tokens:
             raise BundleError(f"text encoder takes {shape[1]} tokens but the tokenizer makes {tokenizer.max_tokens}")
@@ -109,5 +110,5 @@ class TextEncoderSession:
 
         A tokenizer id beyond the encoder's embedding rows fails here: the tokenizer and the encoder
         do not belong together."""
-        return run_graph(self.session, ["embeddings"], {"input_ids": ids, "attention_mask": mask}, what=self.what,
+        return run_graph(self.session, [EMBEDDINGS], {INPUT_IDS: ids, ATTENTION_MASK: mask}, what=self.what,
                          hint="its tokenizer and graph do not belong together or the graph is broken; re-export the bundle")[0]
