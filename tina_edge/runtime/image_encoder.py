@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .contracts import EMBEDDINGS, IMAGE
 from .errors import BundleError, ImageError
 from .images import expand_items, load_one, rgb_image
 from .sessions import make_session, run_graph
@@ -98,7 +99,7 @@ class ImageEncoderSession:
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         """Already preprocessed uint8 [n, S, S, 3] -> [n, D]."""
-        res = [run_graph(self.session, ["embeddings"], {"image": batch[i : i + self.batch_size]}, what=self.what)[0]
+        res = [run_graph(self.session, [EMBEDDINGS], {IMAGE: batch[i : i + self.batch_size]}, what=self.what)[0]
                for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(res).astype(np.float32, copy=False)
 
