@@ -4,7 +4,10 @@ export declare const VERSION: string;
 
 /** Every error this package raises on purpose; the message says what to do. */
 export declare class TinaEdgeError extends Error {}
-export declare class PromptError extends TinaEdgeError {}
+export declare class PromptError extends TinaEdgeError {
+  /** The prompt rule that refused the input, as Python's `e.rule` ("duplicate", "confusable", ...). */
+  readonly rule?: string;
+}
 export declare class BundleError extends TinaEdgeError {}
 export declare class ImageError extends TinaEdgeError {}
 export declare class ArgumentError extends TinaEdgeError {}
