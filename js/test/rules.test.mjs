@@ -125,6 +125,25 @@ test("a manifest's and a model's preprocess policy go through the one validator"
   }
 });
 
+test("a model's 'preprocess' metadata goes through the one validator (Python's model_meta.check_preprocess)", async () => {
+  const { decodeModel } = await import("../src/classifier.mjs");
+  const { loadModel, ModelFileError } = await import("../src/node.mjs");
+  const bytes = fs.readFileSync(path.join(env().models, "case0.onnx"));
+  const withPolicy = (pre) => {
+    const m = decodeModel(bytes);
+    m.metadata_props = [...m.metadata_props.filter((p) => p.key !== "preprocess"), { key: "preprocess", value: pre }];
+    return m.$type.encode(m).finish();
+  };
+  for (const [pre, why] of [['{"size": 64, "crop_fraction": NaN}', "crop_fraction must be a number in [0.5, 1], got nan"],
+    ['{"size": 64.0}', "preprocessing size must be an integer in 8..1024, got 64.0"], ['[64]', "preprocessing must be a JSON object, got list"]]) {
+    await assert.rejects(loadModel(withPolicy(pre)), (e) => e instanceof ModelFileError &&
+      e.message === `model.onnx: its 'preprocess' metadata is invalid (${why}); re-create the model with \`tina-edge personalize\``, pre);
+  }
+  const model = await loadModel(withPolicy('{"size": 64, "interpolation": "nearest"}'));
+  assert.deepEqual(model.preprocess, { size: 64, resize: "shorter_side", crop: "center", crop_fraction: 1, interpolation: "nearest",
+    alpha: "white", grey: "replicate" });
+});
+
 test("manifest vectors: Python's bundle id for tricky JSON, and its accept/refuse", async () => {
   for (const c of v.manifests.ids) {
     const bytes = new Uint8Array(Buffer.from(c.json, "base64"));
