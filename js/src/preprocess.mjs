@@ -40,7 +40,7 @@ function roundHalfEven(x) {
 /** Per output index: first input index, count, and 22-bit fixed-point weights (Pillow's precompute_coeffs),
  * for the input range [in0, in1) (Pillow's resize box; float32 like Pillow's). */
 function coefficients(inSize, outSize, filter, in0 = 0, in1 = inSize) {
-  const scale = (in1 - in0) / outSize;
+  const scale = Math.fround(in1 - in0) / outSize; // Pillow: float in0, in1, their difference in float
   const filterscale = Math.max(scale, 1.0);
   const support = filter.support * filterscale;
   const out = [];
@@ -64,15 +64,16 @@ function coefficients(inSize, outSize, filter, in0 = 0, in1 = inSize) {
 
 const clip8 = (ss) => Math.min(255, Math.max(0, Math.floor(ss / ONE)));
 
-/** One separable pass over an RGB image along `axis` (0: horizontal, from source row y0 on; 1: vertical). */
-function pass(src, w, h, outW, outH, coeffs, axis, y0 = 0) {
+/** One separable pass over an RGB image `w` pixels wide along `axis` (0: horizontal, output row y reads
+ * source row y + off; 1: vertical, output column x reads source column x + off). */
+function pass(src, w, outW, outH, coeffs, axis, off = 0) {
   const dst = new Uint8Array(outW * outH * 3);
   for (let y = 0; y < outH; y++) {
     for (let x = 0; x < outW; x++) {
       const { xmin, k } = coeffs[axis === 0 ? x : y];
       let s0 = ONE / 2, s1 = ONE / 2, s2 = ONE / 2;
       for (let t = 0; t < k.length; t++) {
-        const i = axis === 0 ? ((y + y0) * w + xmin + t) * 3 : ((xmin + t) * w + x) * 3;
+        const i = axis === 0 ? ((y + off) * w + xmin + t) * 3 : ((xmin + t) * w + x + off) * 3;
         s0 += src[i] * k[t]; s1 += src[i + 1] * k[t]; s2 += src[i + 2] * k[t];
       }
       const o = (y * outW + x) * 3;
@@ -133,15 +134,23 @@ function resize(rgb, w, h, outW, outH, interpolation, box = [0, 0, w, h]) {
   const filter = FILTERS[interpolation];
   const needH = outW !== w || b0 !== 0 || b2 !== outW;
   const needV = outH !== h || b1 !== 0 || b3 !== outH;
-  const cv = coefficients(h, outH, filter, b1, b3);
-  let cur = rgb, curH = h;
-  if (needH) {
-    const first = cv[0].xmin, last = cv[outH - 1].xmin + cv[outH - 1].k.length;
-    for (const c of cv) c.xmin -= first;
-    cur = pass(rgb, w, h, outW, last - first, coefficients(w, outW, filter, b0, b2), 0, first);
-    curH = last - first;
+  const ch = coefficients(w, outW, filter, b0, b2), cv = coefficients(h, outH, filter, b1, b3);
+  const used = (c) => [c[0].xmin, c[c.length - 1].xmin + c[c.length - 1].k.length]; // first, end source index
+  if (needH && needV && outH < h && 2 * (w - outW) < h - outH) {
+    // Pillow 13 runs the vertical pass first here (found by experiment on every order-sensitive case: the
+    // intermediate rounding to uint8 makes the order visible); over the columns the horizontal pass reads only
+    const [first, end] = used(ch);
+    for (const c of ch) c.xmin -= first;
+    return pass(pass(rgb, w, end - first, outH, cv, 1, first), end - first, outW, outH, ch, 0);
   }
-  if (needV) cur = pass(cur, outW, curH, outW, outH, cv, 1);
+  let cur = rgb, curW = w;
+  if (needH) { // over the rows the vertical pass reads only
+    const [first, end] = used(cv);
+    for (const c of cv) c.xmin -= first;
+    cur = pass(rgb, w, outW, end - first, ch, 0, first);
+    curW = outW;
+  }
+  if (needV) cur = pass(cur, curW, curW, outH, cv, 1);
   return cur;
 }
 

@@ -69,6 +69,10 @@ PREPROCESS_CASES = (
     ("RGB", 600, 12, {"size": 256, "crop_fraction": 0.5}),
     ("RGBA", 500, 10, {"size": 256, "crop_fraction": 0.8, "interpolation": "bicubic"}),
     ("RGB", 20, 1000, {"size": 256, "crop_fraction": 0.5, "interpolation": "nearest"}),  # a 50:1 strip
+    # tall photos shrunk: Pillow 13 runs the vertical pass first (the uint8 rounding between passes shows it)
+    ("RGB", 45, 311, {"size": 16, "crop_fraction": 0.875, "interpolation": "bicubic"}),
+    ("LA", 58, 801, {"size": 16, "crop_fraction": 0.875}),
+    ("RGB", 16, 433, {"size": 256, "crop_fraction": 0.6}),  # and through the box path
 )
 
 
