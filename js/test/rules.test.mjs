@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseClasses, classKey, TinaEdge, PromptError, BundleError, TinaEdgeError, ImageError } from "../src/node.mjs";
-import { skeleton } from "../src/prompt.mjs";
+import { skeleton, descriptionTexts } from "../src/prompt.mjs";
 import { preprocessSpec, prepareImage } from "../src/preprocess.mjs";
 import { parseManifest, parseExact, computeBundleId, pyFloat } from "../src/manifest.mjs";
 import { env, vectors } from "./helpers.mjs";
@@ -48,6 +48,20 @@ test("class key vectors: Python's class_key and skeleton (case folding, widths, 
   assert.ok(v.prompts.keys.length >= 20);
   for (const { name, key, skeleton: sk } of v.prompts.keys) {
     assert.deepEqual([classKey(name), skeleton(name)], [key, sk], JSON.stringify(name));
+  }
+});
+
+test("description vectors: Python's description_texts (cleaning, matching by class key, refusals and messages)", () => {
+  assert.ok(v.prompts.descriptions.length >= 10);
+  for (const c of v.prompts.descriptions) {
+    let got;
+    try {
+      got = { texts: descriptionTexts(c.names, c.descriptions) };
+    } catch (e) {
+      assert.ok(e instanceof PromptError, String(e));
+      got = { error: e.message };
+    }
+    assert.deepEqual(got, c.texts ? { texts: c.texts } : { error: c.error }, JSON.stringify(c.descriptions).slice(0, 80));
   }
 });
 

@@ -151,6 +151,16 @@ KEY_NAMES: tuple = (
     "\u0421\u0410\u0422", "\u0451\u0457", "\u2126", "\u212a", "\u00b5", "\u1c80\u1c84", "e\u0301", "dog\u00ad", "\u0345",
 )
 
+# (class names, descriptions): what class_prompts.description_texts makes of them, or its message.
+DESCRIPTION_CASES: tuple = (
+    (["dog", "cat"], ["a \uff46\uff4c\uff55\uff46\uff46\uff59  dog\u00ad", None]),
+    (["dog", "cat"], {"Dog": "good boy", "CAT": "meow"}), (["sea lion", "cat"], {"Sea_Lion": "big"}),
+    (["dog", "cat"], {"horse": "x"}), (["dog", "it's"], {"dog": "a", "DOG": "b"}),
+    (["dog", "cat"], ["x\u202ey", None]), (["dog", "cat"], ["x\u200by", None]), (["dog", "cat"], ["   ", None]),
+    (["dog", "cat"], ["a" * 1001, None]), (["it's", 'say "hi"'], ["\u200b", None]),
+    (["dog", "cat"], ["\ufb01ne \uff57\uff49\uff44\uff45", "caf\u0065\u0301"]), (["dog", "cat"], ["\U0001f468\u200d\U0001f469", None]),
+)
+
 
 def _prompt_outcome(prompt) -> dict[str, Any]:
     from ...runtime.errors import PromptError
@@ -184,7 +194,20 @@ def prompt_vectors() -> dict[str, Any]:
     cases = [case(p) for p in PROMPTS]
     cases += [case(p, new_rule=True) for p in NEW_RULE_PROMPTS + CONFORMANCE_PROMPTS + EXTRA_PROMPTS]
     keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n)} for n in KEY_NAMES]
-    return {"new_rules": new_rules, "cases": cases, "keys": keys}
+    return {"new_rules": new_rules, "cases": cases, "keys": keys, "descriptions": _description_vectors()}
+
+
+def _description_vectors() -> list[dict[str, Any]]:
+    from ...runtime.class_prompts import description_texts
+    from ...runtime.errors import TinaEdgeError
+
+    out = []
+    for names, descs in DESCRIPTION_CASES:
+        try:
+            out.append({"names": names, "descriptions": descs, "texts": description_texts(names, descs)})
+        except TinaEdgeError as e:
+            out.append({"names": names, "descriptions": descs, "error": str(e)})
+    return out
 
 
 # Preprocessing policies (a manifest's template.input.preprocess, a model's `preprocess` metadata):
