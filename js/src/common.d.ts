@@ -4,7 +4,10 @@ export declare const VERSION: string;
 
 /** Every error this package raises on purpose; the message says what to do. */
 export declare class TinaEdgeError extends Error {}
-export declare class PromptError extends TinaEdgeError {}
+export declare class PromptError extends TinaEdgeError {
+  /** The prompt rule that refused the input, as Python's `e.rule` ("duplicate", "confusable", ...). */
+  readonly rule?: string;
+}
 export declare class BundleError extends TinaEdgeError {}
 export declare class ImageError extends TinaEdgeError {}
 export declare class ArgumentError extends TinaEdgeError {}
@@ -155,7 +158,10 @@ export declare function readModelMetadata(modelBytes: Uint8Array): Record<string
 export declare function fillTemplate(templateBytes: Uint8Array, params: Record<string, Tensor>, k: number,
   metadata: Record<string, string>): Uint8Array;
 export declare function parseClasses(prompt: string | string[]): string[];
+/** The one notion of class identity (Python's class_key): NFKC, case-folded, "_", "-" and spaces one. */
 export declare function classKey(name: string): string;
+/** classKey with Greek and Cyrillic look-alikes of Latin letters replaced (Python's skeleton). */
+export declare function skeleton(name: string): string;
 export declare function descriptionTexts(names: string[], descriptions: PersonalizeOptions["descriptions"]): string[];
 export declare function checkSeed(seed: number | bigint | string): bigint;
 export declare function computeBundleId(tree: unknown): Promise<string>;
@@ -170,9 +176,11 @@ export declare function splitmix64Word(seed: number | bigint, n: number | bigint
 /** The manifest's template.input.preprocess (docs/PORTABLE.md). */
 export interface PreprocessSpec {
   size: number; resize?: "shorter_side"; crop?: "center"; crop_fraction?: number;
-  interpolation?: "bilinear" | "bicubic"; alpha?: "white"; grey?: "replicate";
+  interpolation?: "bilinear" | "bicubic" | "nearest"; alpha?: "white"; grey?: "replicate";
 }
+/** The one validator of a photo policy (Python's PreprocessSpec.from_dict): the full policy, or an error with its message. */
+export declare function preprocessSpec(policy: unknown): Required<PreprocessSpec>;
 /** A photo of any size -> RGB bytes at size x size, byte-identical to Python's runtime.preprocess.prepare. */
-export declare function prepareImage(image: ImageLike, spec: PreprocessSpec): ImageLike;
+export declare function prepareImage(image: ImageLike, spec: PreprocessSpec, name?: string): ImageLike;
 /** Grey, grey+alpha, RGB or RGBA bytes -> RGB bytes with alpha composited on white (Pillow's arithmetic). */
 export declare function toRgbOnWhite(data: Uint8Array | Uint8ClampedArray, width: number, height: number): Uint8Array;

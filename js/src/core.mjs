@@ -9,7 +9,26 @@ import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION 
 import { parseClasses, descriptionTexts } from "./prompt.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
 import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
-import { parseManifest, checkBundleId } from "./manifest.mjs";
+import { parseManifest, checkBundleId, subtree } from "./manifest.mjs";
+import { preprocessSpec } from "./preprocess.mjs";
+
+/** template.input.preprocess: absent, or a policy the one validator accepts, for a square input of its size
+ * (Python's manifest._check_preprocess). */
+function checkPreprocess(tree, manifest) {
+  const node = subtree(tree, "template", "input", "preprocess");
+  if (!node || node.t === "n") return;
+  let spec;
+  try {
+    spec = preprocessSpec(node);
+  } catch (e) {
+    throw new BundleError(`manifest field template.input.preprocess is invalid (${e.message}); re-export the bundle`);
+  }
+  const { height, width } = manifest.template.input ?? {};
+  if (height !== spec.size || width !== spec.size) {
+    throw new BundleError(`manifest field template.input.preprocess.size is ${spec.size} but template.input is ` +
+      `${height}x${width}; re-export the bundle`);
+  }
+}
 import { noveltyReport, readNpy } from "./novelty.mjs";
 
 export const VERSION = "0.1.0";
@@ -50,6 +69,7 @@ export class Bundle {
     }
     // the id pins every file's sha256 and every setting: a hand-edited manifest is refused, as in Python
     checkBundleId(manifest, id, options.where ?? "the bundle");
+    checkPreprocess(tree, manifest);
     const p = manifest.portable || {};
     if (!p.generate || !p.template_inputs || !p.tokenizer_config) {
       throw new BundleError(

@@ -5,8 +5,14 @@ export class TinaEdgeError extends Error {
     super(message);
   }
 }
-/** The class prompt (names, descriptions) is unusable. */
-export class PromptError extends TinaEdgeError {}
+/** The class prompt (names, descriptions) is unusable; `rule`: which prompt rule refused it (Python's `e.rule`:
+ * "empty", "stray-comma", "invisible", "bidi", "zero-width", "mixed-script", "duplicate", "confusable", ...). */
+export class PromptError extends TinaEdgeError {
+  constructor(message, rule) {
+    super(message);
+    if (rule !== undefined) this.rule = rule;
+  }
+}
 /** The bundle (manifest, files, hashes, download) is unusable. */
 export class BundleError extends TinaEdgeError {}
 /** An image cannot be read or classified. */

@@ -127,7 +127,7 @@ class Parser {
   }
 }
 
-function codePointCompare(a, b) {
+export function codePointCompare(a, b) {
   const x = [...a].map((c) => c.codePointAt(0));
   const y = [...b].map((c) => c.codePointAt(0));
   for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];

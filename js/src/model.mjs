@@ -2,8 +2,9 @@
 // policy come from its metadata_props, the input size from its graph; no bundle needed. The twin
 // of Python's PersonalizedClassifier.load for standalone models (head-only forms need the trunk: not here).
 import { readModelMetadata, checkMinProb, UNKNOWN, decodeModel } from "./classifier.mjs";
-import { prepareImage } from "./preprocess.mjs";
-import { ModelFileError, ImageError } from "./errors.mjs";
+import { prepareImage, preprocessSpec } from "./preprocess.mjs";
+import { parseExact } from "./manifest.mjs";
+import { ModelFileError, ImageError, ArgumentError } from "./errors.mjs";
 
 export class PersonalizedModel {
   constructor(ort, session, meta, [H, W]) {
@@ -29,7 +30,12 @@ export class PersonalizedModel {
     }
     let pre = null;
     if (meta.preprocess) {
-      try { pre = JSON.parse(meta.preprocess); } catch { throw new ModelFileError(`${where} has an unreadable 'preprocess' metadata value`); }
+      try {
+        pre = preprocessSpec(parseExact(meta.preprocess, "the 'preprocess' metadata", ArgumentError));
+      } catch (e) { // Python's model_meta.check_preprocess
+        throw new ModelFileError(`${where}: its 'preprocess' metadata is invalid (${e.message}); re-create the model ` +
+          "with `tina-edge personalize`");
+      }
     }
     const dims = model.graph.input.find((i) => i.name === "image")?.type?.tensor_type?.shape?.dim ?? [];
     const [H, W] = [Number(dims[1]?.dim_value ?? 0), Number(dims[2]?.dim_value ?? 0)];

@@ -8,6 +8,7 @@ function rebuild(err) {
   const Cls = errors[err.name] && errors[err.name].prototype instanceof Error ? errors[err.name] : Error;
   const e = new Cls(err.message);
   if (Cls === Error) e.name = err.name;
+  if (err.rule !== undefined) e.rule = err.rule; // PromptError's rule survives the Worker boundary
   return e;
 }
 

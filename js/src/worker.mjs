@@ -59,6 +59,6 @@ scope.addEventListener("message", async (ev) => {
     const transfer = result instanceof Uint8Array ? [result.buffer] : [];
     scope.postMessage({ id, result }, transfer);
   } catch (e) {
-    scope.postMessage({ id, error: { name: e?.name ?? "Error", message: String(e?.message ?? e) } });
+    scope.postMessage({ id, error: { name: e?.name ?? "Error", message: String(e?.message ?? e), rule: e?.rule } });
   }
 });

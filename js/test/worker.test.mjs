@@ -41,7 +41,7 @@ test("inWorker: personalize, predict, head and model bytes from the worker match
     assert.deepEqual(head.labels, c.labels);
     const bytes = await clf.toModelBytes();
     assert.ok(bytes instanceof Uint8Array && bytes.byteLength > 1e6);
-    await assert.rejects(remote.personalize("dog, Dog"), (e) => e instanceof PromptError && /named twice/.test(e.message));
+    await assert.rejects(remote.personalize("dog, Dog"), (e) => e instanceof PromptError && /named twice/.test(e.message) && e.rule === "duplicate");
     await assert.rejects(clf.predict(images, { minProb: 2 }), (e) => e instanceof ArgumentError);
     await remote.dispose();
   } finally {
