@@ -141,7 +141,7 @@ def _check_scripts(name: str, what: str) -> None:
     for word in re.findall(r"[^\W\d_]+", name):
         scripts = {_script(ch) for ch in word} - {None}
         if len(scripts) > 1:
-            odd = min(scripts, key=lambda sc: sum(_script(ch) == sc for ch in word))
+            odd = min(sorted(scripts), key=lambda sc: sum(_script(ch) == sc for ch in word))  # ties: alphabetical
             chars = ", ".join(f"{ch} U+{ord(ch):04X}" for ch in dict.fromkeys(ch for ch in word if _script(ch) == odd))
             raise _error(f'{what} ("{name}") mixes {" and ".join(sorted(x.title() for x in scripts))} letters in one '
                          f"word ({chars} is {odd.title()}); type it in one alphabet", "mixed-script")
