@@ -147,8 +147,8 @@ def test_a_file_swapped_after_the_check_is_never_used(bundle, base_bundle, monke
     """Sessions and protos are built from the hashed bytes, not by re-opening the path."""
     real = rb.verify_bundle_dir
 
-    def verify_then_swap(root):
-        out = real(root)
+    def verify_then_swap(root, *args):
+        out = real(root, *args)
         for name in ("denoiser.onnx", "text_encoder.onnx", "template.onnx", "tokenizer.json"):
             (root / name).write_bytes(b"swapped after the check")  # a re-open would now fail or differ
         return out

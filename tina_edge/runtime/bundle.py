@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from .archive import open_archive
 from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
-from .onnx_checks import external_tensors, inline_external, parse_model
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, bundle_files, check_bundle_id, parse_manifest
+from .onnx_checks import external_tensors, inline_external, parse_model, unbounded_control_flow
 from .sessions import make_session
 
 
@@ -150,12 +150,15 @@ def _load_onnx(name: str, blobs: dict[str, bytes], files: dict[str, Any]) -> onn
         raise BundleError(f"bundle file {name} is not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     if not model.graph.node and not model.graph.output:
         raise BundleError(f"bundle file {name} is not a readable ONNX model (empty or truncated graph)")
+    why = unbounded_control_flow(model)
+    if why:
+        raise BundleError(f"bundle file {name} could run unbounded: {why}; bundle graphs hold no such control flow")
     parent = PurePosixPath(name).parent
     inlined = False
     for where, t, loc in list(external_tensors(model)):
         rel = str(parent / loc) if str(parent) != "." else loc
         p = PurePosixPath(loc)
-        if not loc or p.is_absolute() or ".." in p.parts or rel not in files or rel not in blobs or rel == name:
+        if not loc or p.is_absolute() or ".." in p.parts or rel not in files or rel == name:
             raise BundleError(
                 f"bundle file {name} keeps tensor {t.name!r:.80} ({where}) in external data {loc!r:.120}, "
                 "which is not a file listed in the manifest"
@@ -329,26 +332,63 @@ def _read_manifest_bytes(root: Path) -> bytes:
         return f.read(MAX_MANIFEST_BYTES + 1)
 
 
-def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, bytes]]:
-    """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes."""
+class _VerifiedFiles(dict):
+    """name -> verified bytes. The files manifest fields name are read up front; any other listed file
+    only when a graph keeps external data in it (an unused one is never read into memory)."""
+
+    def __init__(self, root: Path, files: dict[str, Any]):
+        super().__init__()
+        self._root, self._files = root, files
+
+    def __missing__(self, name: str) -> bytes:
+        if name not in self._files:
+            raise KeyError(name)
+        data = self[name] = _read_file(self._root, name, self._files[name])
+        return data
+
+
+def _check_vocabulary_embeddings(blobs: dict[str, bytes], m: Manifest) -> None:
+    """The .npy header says float [len(vocabulary), embedding_dim], no pickles (the data is read on first use)."""
+    import io
+
+    import numpy as np
+
+    name, want = m.text_encoder.vocabulary_embeddings, (len(m.vocabulary), m.text_encoder.embedding_dim)
+    f = io.BytesIO(blobs[name])
     try:
-        m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
-        blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
-        ort_graphs: list[tuple[str, str]] = []
-        tpl = _check_graphs(blobs, m, ort_graphs)
-        if m.bundle_id != ident:
-            raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
-                              f"{ident!r}; the bundle was modified after export (re-export it)")
-        # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
-        # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
-        for name, role in ort_graphs:
-            _check_ort_graph(blobs, name, role)
-    except BundleError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
-        # validation assumes well-typed fields; a wrongly typed one must still end as a BundleError
-        raise BundleError(f"manifest.json has a malformed field ({type(e).__name__}: {str(e)[:160]})") from None
-    return m, tpl, blobs
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(f, max_header_size=10_000)
+    except (ValueError, OSError, SyntaxError) as e:
+        raise BundleError(f"bundle file {name} is not a numpy array: {str(e)[:160]}") from None
+    if shape != want or dtype.kind != "f" or len(blobs[name]) < f.tell() + dtype.itemsize * want[0] * want[1]:
+        raise BundleError(f"bundle file {name} holds {dtype}{list(shape)}; the manifest promises float {list(want)} "
+                          "(training.vocabulary x text_encoder.embedding_dim)")
+
+
+def verify_bundle_dir(root: Path, expected_id: str | None = None,
+                      where: str | os.PathLike | None = None) -> tuple[Manifest, onnx.ModelProto, dict[str, bytes]]:
+    """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes.
+
+    The manifest's id (and the pinned one) is checked before any listed file is read."""
+    m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
+    check_bundle_id(m, ident, where or root, expected_id)
+    blobs = _VerifiedFiles(root, m.files)
+    for _what, name in bundle_files(m):
+        blobs[name]  # noqa: B018  (read and verified now: size, sha256)
+    ort_graphs: list[tuple[str, str]] = []
+    tpl = _check_graphs(blobs, m, ort_graphs)
+    if m.text_encoder.vocabulary_embeddings:
+        _check_vocabulary_embeddings(blobs, m)
+    unused = sorted(set(m.files) - set(blobs))
+    if unused:
+        raise BundleError(f"manifest field files lists {unused[0]!r:.120}, which no part of the bundle uses (no manifest "
+                          "field names it and no graph keeps external data in it); remove it from the bundle")
+    # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
+    # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
+    for name, role in ort_graphs:
+        _check_ort_graph(blobs, name, role)
+    return m, tpl, dict(blobs)
 
 
 def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | None = None) -> LoadedBundle:
@@ -368,12 +408,9 @@ def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | Non
     elif not src.is_file():  # a FIFO or device would block or stream forever
         raise BundleError(f"bundle {src} is neither a directory nor a regular archive file")
     else:
-        root, tmp = open_archive(src)
+        root, tmp = open_archive(src, expected_id)  # the id and the pin are checked before anything is extracted
     try:
-        manifest, tpl, blobs = verify_bundle_dir(root)
-        if expected_id is not None and manifest.bundle_id != expected_id.strip().lower():
-            raise BundleError(f"bundle {src} has id {manifest.bundle_id} but {expected_id.strip()!r:.40} was expected; "
-                              "refusing a bundle other than the one pinned")
+        manifest, tpl, blobs = verify_bundle_dir(root, expected_id, src)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()

@@ -89,3 +89,55 @@ def inline_external(t: onnx.TensorProto, blob: bytes) -> None:
     t.raw_data = blob[offset:end]
     del t.external_data[:]
     t.data_location = 0
+
+
+MAX_LOOP_TRIPS = 1000  # a Loop runs at most this many times: the DDPM steps of Tina's T = 1000 (generate.onnx)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [a.g for a in node.attribute if a.HasField("g")] + [g for a in node.attribute for g in a.graphs]
+
+
+def _loop_trips(node: onnx.NodeProto, graph: onnx.GraphProto) -> int | None:
+    """The Loop's trip count when it is a constant int64 scalar initializer the caller cannot feed, else None."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    name = node.input[0] if node.input else ""
+    init = next((t for t in graph.initializer if t.name == name), None)
+    if not name or init is None or any(i.name == name for i in graph.input) or _is_external(init):
+        return None
+    try:
+        v = numpy_helper.to_array(init)
+    except Exception:  # a malformed tensor: not a usable constant
+        return None
+    return int(v) if v.shape == () and v.dtype == np.int64 else None
+
+
+def unbounded_control_flow(model: onnx.ModelProto) -> str | None:
+    """Why a graph could run unbounded, or None. Allowed: `If` (runs one branch once) and `Loop` with a
+    constant trip count of at most MAX_LOOP_TRIPS in the main graph (generate.onnx's DDIM steps), neither
+    holding further subgraphs. Refused: Scan, SequenceMap, a Loop counted by a tensor or a condition
+    only (its trip count is data: 2^63 hangs the process), nesting, any subgraph in a model function."""
+    for f in model.functions:
+        for node in f.node:
+            if _subgraphs(node):
+                return f"model function {f.name!r:.60} holds a {node.op_type} with a subgraph"
+    for node in model.graph.node:
+        subs = _subgraphs(node)
+        if not subs:
+            continue
+        where = f"node {node.name or node.op_type!r:.60} ({node.op_type})"
+        if node.op_type not in ("If", "Loop") or node.domain not in ("", "ai.onnx"):
+            return f"{where} holds a subgraph; only If and a Loop of constant trip count are allowed"
+        for sub in subs:
+            inner = next((n for n in sub.node if _subgraphs(n)), None)
+            if inner is not None:
+                return f"{where} nests a {inner.op_type} with a subgraph"
+        if node.op_type == "Loop":
+            trips = _loop_trips(node, model.graph)
+            if trips is None:
+                return f"{where} has no constant trip count (an int64 scalar initializer)"
+            if not 0 <= trips <= MAX_LOOP_TRIPS:
+                return f"{where} runs {trips} times; at most {MAX_LOOP_TRIPS} are allowed"
+    return None
