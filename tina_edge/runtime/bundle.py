@@ -96,11 +96,12 @@ def _open_nofollow(cur: Path) -> int:
     return os.open(cur, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
 
 
-def _read_file(root: Path, name: str, entry: dict[str, Any]) -> bytes:
+def _read_file(root: Path, name: str, entry: dict[str, Any], *, keep: bool = True) -> bytes:
     """Read a listed file ONCE and return its bytes, after checking them against size and sha256.
 
     It must be a regular file inside root with no symlink on its way. The bytes returned are the
     bytes hashed: callers build sessions and protos from them, never from the path again.
+    keep=False: a file the runtime does not use is hashed block by block and b"" returned (bounded memory).
     """
     cur = root
     for part in PurePosixPath(name).parts:
@@ -129,10 +130,16 @@ def _read_file(root: Path, name: str, entry: dict[str, Any]) -> bytes:
             raise BundleError(f"bundle file {name} is not a regular file")
         if fst.st_size != want_size:
             raise BundleError(f"bundle file {name} has {fst.st_size} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-        data = f.read(want_size + 1)
-    if len(data) != want_size:
-        raise BundleError(f"bundle file {name} has {len(data)} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-    if hashlib.sha256(data).hexdigest() != str(entry.get("sha256", "")).lower():
+        h, n, data = hashlib.sha256(), 0, b""
+        for block in iter(lambda: f.read(want_size + 1 if keep else 1 << 20), b""):
+            h.update(block)
+            n += len(block)
+            data = block if keep else b""
+            if keep or n > want_size:
+                break
+    if n != want_size:
+        raise BundleError(f"bundle file {name} has {n} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
+    if h.hexdigest() != str(entry.get("sha256", "")).lower():
         raise BundleError(f"bundle file {name} does not match its sha256 in the manifest; the bundle is damaged or was modified")
     return data
 
@@ -334,7 +341,8 @@ def _read_manifest_bytes(root: Path) -> bytes:
 
 class _VerifiedFiles(dict):
     """name -> verified bytes. The files manifest fields name are read up front; any other listed file
-    only when a graph keeps external data in it (an unused one is never read into memory)."""
+    only when a graph keeps external data in it. The rest (e.g. required_operators.config of an ORT
+    bundle) is hashed block by block and never held in memory (`hash_unused`)."""
 
     def __init__(self, root: Path, files: dict[str, Any]):
         super().__init__()
@@ -345,6 +353,12 @@ class _VerifiedFiles(dict):
             raise KeyError(name)
         data = self[name] = _read_file(self._root, name, self._files[name])
         return data
+
+    def hash_unused(self) -> dict[str, bytes]:
+        """Verify every listed file not read yet without keeping it; the plain dict of the used ones."""
+        for name in sorted(set(self._files) - set(self)):
+            _read_file(self._root, name, self._files[name], keep=False)
+        return dict(self)
 
 
 def _check_vocabulary_embeddings(blobs: dict[str, bytes], m: Manifest) -> None:
@@ -380,15 +394,12 @@ def verify_bundle_dir(root: Path, expected_id: str | None = None,
     tpl = _check_graphs(blobs, m, ort_graphs)
     if m.text_encoder.vocabulary_embeddings:
         _check_vocabulary_embeddings(blobs, m)
-    unused = sorted(set(m.files) - set(blobs))
-    if unused:
-        raise BundleError(f"manifest field files lists {unused[0]!r:.120}, which no part of the bundle uses (no manifest "
-                          "field names it and no graph keeps external data in it); remove it from the bundle")
+    verified = blobs.hash_unused()
     # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
     # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
     for name, role in ort_graphs:
-        _check_ort_graph(blobs, name, role)
-    return m, tpl, dict(blobs)
+        _check_ort_graph(verified, name, role)
+    return m, tpl, verified
 
 
 def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | None = None) -> LoadedBundle:
