@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 import unicodedata
+
+import numpy as np
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,10 +16,13 @@ from hypothesis import strategies as st
 from runtime_fixtures import make_tiny_bundle
 
 from tina_edge.runtime import open_bundle
+from tina_edge.runtime.contracts import SAMPLERS
 from tina_edge.runtime.errors import BundleError, PromptError
+from tina_edge.runtime.manifest import LIMITS, MIN_STD, TEMPLATE_FORMS, bundle_files, compute_bundle_id
 from tina_edge.runtime.prompt import MAX_NAME_CHARS, class_key, parse_classes
 
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 prompt_text = st.text(alphabet=st.characters(), max_size=80) | st.lists(st.text(max_size=20), max_size=6)
 
@@ -56,37 +63,123 @@ def _paths(obj, prefix=()):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=30)
-    | st.sampled_from(["../x.onnx", "/etc/passwd", "denoiser.onnx", "sub/../template.onnx", "a\x00b", "C:\\x"]),
+    | st.sampled_from([0, -1, 1, 3, 2**31, 2**63, 10**9, 1e-30, 1e30, "../x.onnx", "/etc/passwd", "denoiser.onnx",
+                       "sub/../template.onnx", "a\x00b", "C:\\x", "./template.onnx", "manifest.json", "ddpm", "x" * 300]),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
     max_leaves=6,
 )
+RULED = ("schema_version", "text_encoder", "diffusion", "denoiser", "template", "files", "producer", "portable")
+_STRINGS = ["../x.onnx", "/etc/passwd", "denoiser.onnx", "sub/../template.onnx", "a\x00b", "C:\\x", "./template.onnx",
+            "manifest.json", "tokenizer.json", "", "x" * 300, "ddpm", "ddim", "sample", "epsilon", "linear", "cosine",
+            "inputs", "initializers", "uint8", "float32", "NHWC", "NCHW", "0" * 64, "A" * 64, "head.weight", "head.bias"]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_manifest_mutations_give_bundle_error(fuzz_bundle, data):
-    d, base = fuzz_bundle
+def _value_like(old):
+    """Mostly a value of the same JSON type (so the rules, not the type checks, are what is tested)."""
+    if isinstance(old, bool) or old is None or isinstance(old, (list, dict)):
+        return json_values
+    if isinstance(old, int):
+        return st.integers(-2**40, 2**40) | st.sampled_from([0, -1, 1, 2, 3, 4, 5, 7, 1000, 1001, 2**31, 2**63, 10**20]) | st.floats()
+    if isinstance(old, float):
+        return st.floats(allow_nan=True) | st.sampled_from([0.0, -0.0, 1e-30, 1e-13, 0.01, 0.5, 1.0, 2.0, 3.5e38, 1e39]) | st.integers(-5, 5)
+    return st.sampled_from(_STRINGS) | st.text(max_size=30)
+
+
+def _mutate(base: dict, data) -> tuple[dict, list[tuple]]:
+    """1-3 deletions or replacements, mostly in the sections the manifest rules check."""
     m = copy.deepcopy(base)
-    paths = [p for p in _paths(m) if p]
+    paths = [p for p in _paths(m) if p and p[0] != "bundle_id"]
+    ruled = [p for p in paths if p[0] in RULED]
+    done = []
     for _ in range(data.draw(st.integers(1, 3))):
-        path = data.draw(st.sampled_from(paths))
+        path = data.draw(st.sampled_from(ruled) if data.draw(st.integers(0, 9)) else st.sampled_from(paths))
         parent = m
         try:
             for key in path[:-1]:
                 parent = parent[key]
-            if data.draw(st.booleans()) and isinstance(parent, (dict, list)):
+            if isinstance(parent, (dict, list)) and data.draw(st.integers(0, 4)) == 0:
                 del parent[path[-1]]
             else:
-                parent[path[-1]] = data.draw(json_values)
+                old = parent[path[-1]]
+                parent[path[-1]] = data.draw(_value_like(old) if data.draw(st.integers(0, 4)) else json_values)
+            done.append(path)
         except (KeyError, IndexError, TypeError):
             pass  # an earlier mutation removed or replaced this path
-    text = json.dumps(m, allow_nan=True)
-    (d / "manifest.json").write_text(text)
+    return m, done
+
+
+def _words(text: str) -> str:
+    return text.lower().replace("_", " ")
+
+
+def _names_a_mutated_field(message: str, mutated: list[tuple]) -> bool:
+    """The refusal names the field (or the file) that was changed: some key on a mutated path."""
+    return any(isinstance(k, str) and k and _words(k) in _words(message) for path in mutated for k in path)
+
+
+def _assert_follows_the_rules(m) -> None:
+    """What an accepted manifest must satisfy, restated from docs/RELIABILITY.md (not by calling the validator):
+    a deleted rule lets some mutation through, and this fails."""
+    te, dif, den, tm = m.text_encoder, m.diffusion, m.denoiser, m.template
+    ints = {"diffusion.num_train_timesteps": dif.num_train_timesteps, "diffusion.default_steps": dif.default_steps,
+            "text_encoder.embedding_dim": te.embedding_dim, "text_encoder.max_tokens": te.max_tokens,
+            "text_encoder.pad_id": te.pad_id, "denoiser.k_max": den.k_max, "denoiser.param_count": den.param_count,
+            "denoiser.embedding_dim": den.embedding_dim, "template.input.height": tm.input.height,
+            "template.input.width": tm.input.width, "template.input.channels": tm.input.channels}
+    for key, v in ints.items():
+        lo, hi = LIMITS[key]
+        assert type(v) is int and lo <= v <= hi, (key, v)
+    assert den.embedding_dim == te.embedding_dim and den.k_max * den.embedding_dim <= LIMITS["conditioning.floats"][1]
+    assert all(type(x) is float and math.isfinite(x) for x in (dif.beta_start, dif.beta_end))
+    assert 0 < dif.beta_start <= dif.beta_end < 1 and dif.default_steps <= dif.num_train_timesteps
+    assert (dif.prediction_type, dif.beta_schedule, dif.default_sampler in SAMPLERS) == ("sample", "linear", True)
+    for s in (te.kind, te.name, te.cleaning, tm.name, m.producer):
+        assert isinstance(s, str) and len(s) <= LIMITS["string.chars"][1]
+    assert (tm.input.dtype, tm.input.layout, tm.form in TEMPLATE_FORMS) == ("uint8", "NHWC", True)
+    for x in tm.input.mean + tm.input.std:
+        assert type(x) in (int, float) and math.isfinite(x)
+    assert all(abs(np.float32(x)) >= MIN_STD for x in tm.input.std) and len(tm.input.mean) == len(tm.input.std) == 3
+    offset = 0
+    for t in tm.layout:
+        assert t.offset == offset and all(type(s) is int and 1 <= s for s in t.shape) and 1 <= len(t.shape) <= 8
+        assert t.class_axis is None or (type(t.class_axis) is int and t.shape[t.class_axis] == den.k_max)
+        assert math.isfinite(t.mean) and abs(np.float32(t.std)) >= MIN_STD
+        offset += t.numel
+    assert offset == den.param_count
+    for name, entry in m.files.items():
+        parts = name.split("/")
+        assert name and not name.startswith("/") and ".." not in parts and "" not in parts and "." not in parts
+        assert "\\" not in name and ":" not in name and name.isprintable() and name != "manifest.json"
+        assert type(entry["bytes"]) is int and 0 <= entry["bytes"] <= LIMITS["file.bytes"][1]
+        assert re.fullmatch("[0-9a-f]{64}", entry["sha256"])
+    for _what, name in bundle_files(m):
+        assert name in m.files
+
+
+# derandomize: the same examples on every run and machine (a failure reproduces; no example database needed)
+RULES = settings(max_examples=300, deadline=None, derandomize=True, database=None, print_blob=True,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@RULES
+@given(data=st.data())
+def test_manifest_mutations_give_bundle_error(fuzz_bundle, data):
+    """A mutated manifest, re-hashed consistently (its bundle_id recomputed as the exporter does), so the
+    id check passes and the manifest rules are what refuses it: a BundleError naming the changed field,
+    or a bundle that follows every rule."""
+    d, base = fuzz_bundle
+    m, mutated = _mutate(base, data)
+    m["bundle_id"] = compute_bundle_id(m)
+    (d / "manifest.json").write_text(json.dumps(m, allow_nan=True))
     try:
         b = open_bundle(d)
     except BundleError as e:
-        assert str(e)
-    else:  # a harmless mutation (evaluation, training, producer, ...): the bundle must be complete
-        assert b.manifest.template.param_count == b.manifest.denoiser.param_count
+        msg = str(e)
+        assert type(e) is BundleError and msg and "\n" not in msg, msg
+        assert "modified after export" not in msg and "malformed field" not in msg, msg
+        assert _names_a_mutated_field(msg, mutated), (mutated, msg)
+    else:  # a harmless mutation (evaluation, training, producer, ...): the bundle follows every rule
+        _assert_follows_the_rules(b.manifest)
+        b.close()
     finally:
         (d / "manifest.json").write_text(json.dumps(base))

@@ -285,15 +285,17 @@ def _validate(m: Manifest) -> None:
         if name not in m.files:
             raise BundleError(f"manifest field {what} names {name!r}, which is not listed in files")
     off = 0
-    for t in m.template.layout:
-        if t.offset != off or any((not isinstance(s, int)) or s <= 0 for s in t.shape):
-            raise BundleError(f"manifest template.layout is inconsistent at tensor {t.name!r}")
+    for i, t in enumerate(m.template.layout):
+        if t.offset != off:
+            raise BundleError(f"manifest field template.layout[{i}].offset of tensor {t.name!r:.40} is {t.offset}; "
+                              f"the tensors follow each other, so it must be {off}")
         if t.class_axis is not None and t.shape[t.class_axis] != m.denoiser.k_max:
-            raise BundleError(f"tensor {t.name!r} has a class axis that is not K_max long")
+            raise BundleError(f"manifest field template.layout[{i}].shape of tensor {t.name!r:.40} is {t.shape}: its class "
+                              f"axis {t.class_axis} must be denoiser.k_max = {m.denoiser.k_max} long")
         off += t.numel
     if off != m.denoiser.param_count:
         raise BundleError(
-            f"manifest template.layout holds {off} parameters but the denoiser makes {m.denoiser.param_count}"
+            f"manifest template.layout holds {off} parameters but denoiser.param_count is {m.denoiser.param_count}"
         )
     if m.diffusion.prediction_type != "sample":
         raise BundleError(f"unsupported diffusion.prediction_type {m.diffusion.prediction_type!r:.40}")
