@@ -75,36 +75,71 @@ _STRINGS = ["../x.onnx", "/etc/passwd", "denoiser.onnx", "sub/../template.onnx",
 
 
 def _value_like(old):
-    """Mostly a value of the same JSON type (so the rules, not the type checks, are what is tested)."""
+    """Mostly a value of the same JSON type, often a boundary (so the rules, not the type checks, are tested)."""
     if isinstance(old, bool) or old is None or isinstance(old, (list, dict)):
         return json_values
     if isinstance(old, int):
-        return st.integers(-2**40, 2**40) | st.sampled_from([0, -1, 1, 2, 3, 4, 5, 7, 1000, 1001, 2**31, 2**63, 10**20]) | st.floats()
+        edge = st.sampled_from([0, -1, 1, 2, 3, 4, 5, 7, 1000, 1001, 4097, 2**20, 2**28 + 1, 2**31, 2**63, 10**20])
+        return st.one_of(edge, edge, st.integers(-2**40, 2**40), st.floats())
     if isinstance(old, float):
-        return st.floats(allow_nan=True) | st.sampled_from([0.0, -0.0, 1e-30, 1e-13, 0.01, 0.5, 1.0, 2.0, 3.5e38, 1e39]) | st.integers(-5, 5)
+        edge = st.sampled_from([0.0, -0.0, 1e-30, 1e-13, 0.01, 0.03, 0.5, 1.0, 2.0, 3.5e38, 1e39, -1e39])
+        return st.one_of(edge, edge, st.floats(allow_nan=True), st.integers(-5, 5))
     return st.sampled_from(_STRINGS) | st.text(max_size=30)
 
 
+def _plain_relative(name: str) -> bool:
+    """The documented rule for file names: relative, normalised, printable, no '..', '\\' or ':'."""
+    parts = name.split("/")
+    return bool(name) and len(name) <= 255 and not name.startswith("/") and ".." not in parts and "" not in parts \
+        and "." not in parts and "\\" not in name and ":" not in name and name.isprintable() and name != "manifest.json"
+
+
+def _rename_file(m: dict, new: str) -> list[tuple]:
+    """Rename a listed file and every field naming it (a path trick the id and the hashes cannot see)."""
+    files = m.get("files")
+    if not isinstance(files, dict) or not files:
+        return []
+    old = sorted(files)[len(new) % len(files)]
+    files[new] = files.pop(old)
+    # a refusal may name a well-formed new name ("bundle file x is missing"), never a path trick
+    done = [("files", new) if _plain_relative(new) else ("files",)]
+    for path in list(_paths(m)):
+        parent = m
+        for key in path[:-1]:
+            parent = parent[key]
+        if path and path[0] != "files" and parent[path[-1]] == old:
+            parent[path[-1]] = new
+            done.append(path)
+    return done
+
+
 def _mutate(base: dict, data) -> tuple[dict, list[tuple]]:
-    """1-3 deletions or replacements, mostly in the sections the manifest rules check."""
+    """1-3 deletions, replacements or file renames. The place is drawn group by group (the keys of one
+    object or list: text_encoder, template.input.std, files['x'], ...) so every rule gets its share."""
     m = copy.deepcopy(base)
     paths = [p for p in _paths(m) if p and p[0] != "bundle_id"]
-    ruled = [p for p in paths if p[0] in RULED]
+    groups = sorted({p[:-1] for p in paths if p[0] in RULED} | {()})
     done = []
     for _ in range(data.draw(st.integers(1, 3))):
-        path = data.draw(st.sampled_from(ruled) if data.draw(st.integers(0, 9)) else st.sampled_from(paths))
-        parent = m
+        if data.draw(st.integers(0, 9)) == 0:
+            done += _rename_file(m, data.draw(st.sampled_from(_STRINGS)))
+            continue
+        group = data.draw(st.sampled_from(groups))
         try:
-            for key in path[:-1]:
+            parent = m
+            for key in group:
                 parent = parent[key]
-            if isinstance(parent, (dict, list)) and data.draw(st.integers(0, 4)) == 0:
-                del parent[path[-1]]
+            keys = sorted(parent) if isinstance(parent, dict) else list(range(len(parent)))
+            key = data.draw(st.sampled_from(keys)) if keys else None
+            if key is None:
+                continue
+            if data.draw(st.integers(0, 4)) == 0:
+                del parent[key]
             else:
-                old = parent[path[-1]]
-                parent[path[-1]] = data.draw(_value_like(old) if data.draw(st.integers(0, 4)) else json_values)
-            done.append(path)
+                parent[key] = data.draw(_value_like(parent[key]) if data.draw(st.integers(0, 4)) else json_values)
+            done.append(group + (key,))
         except (KeyError, IndexError, TypeError):
-            pass  # an earlier mutation removed or replaced this path
+            pass  # an earlier mutation removed or replaced this place
     return m, done
 
 
@@ -147,9 +182,7 @@ def _assert_follows_the_rules(m) -> None:
         offset += t.numel
     assert offset == den.param_count
     for name, entry in m.files.items():
-        parts = name.split("/")
-        assert name and not name.startswith("/") and ".." not in parts and "" not in parts and "." not in parts
-        assert "\\" not in name and ":" not in name and name.isprintable() and name != "manifest.json"
+        assert _plain_relative(name), name
         assert type(entry["bytes"]) is int and 0 <= entry["bytes"] <= LIMITS["file.bytes"][1]
         assert re.fullmatch("[0-9a-f]{64}", entry["sha256"])
     for _what, name in bundle_files(m):
