@@ -186,7 +186,12 @@ def _check_types(m: Manifest) -> None:
 def _bounded(what: str, value: Any, key: str | None = None) -> None:
     lo, hi = LIMITS[key or what]
     if not (lo <= value <= hi):
-        raise BundleError(f"manifest field {what} is {value!r:.40}; it must be between {lo:g} and {hi:g}")
+        raise BundleError(f"manifest field {what} is {value!r:.40}; it must be between {_num(lo)} and {_num(hi)}")
+
+
+def _num(x: float) -> str:
+    """A limit as written in LIMITS: 536870912, not 5.36871e+08."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _f32(x: float) -> float:
