@@ -447,3 +447,36 @@ def test_a_trunk_reading_a_neighbouring_file_is_refused(head_dir, tmp_path):
     clf = PersonalizedClassifier.load(head)  # finds trunk.onnx beside it
     with pytest.raises(ModelFileError, match=r"trunk.onnx keeps tensor .* in an external file 'secret.bin'"):
         clf.predict([head_dir / "p0.png"])
+
+
+@pytest.mark.slow  # ~5 s: two conversions by onnxruntime's ORT converter
+def test_generate_graphs_with_a_huge_loop_are_refused_onnx_and_ort(tmp_path):
+    """generate.onnx / generate.ort (the portable DDIM Loop) with a trip count of 2^62: refused at load,
+    the .ort one read from its flatbuffer (onnx cannot parse it; before, nothing checked it at all)."""
+    from click.testing import CliRunner
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    from tina_edge.cli.main import main
+
+    src = make_tiny_bundle(tmp_path / "src")
+    for out, extra in (("onnx", []), ("ort", ["--ort"])):
+        r = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / out), *extra])
+        assert r.exit_code == 0, r.output
+    open_bundle(tmp_path / "ort").close()  # its generate.ort Loop (a constant 10 steps) is allowed
+    gen = onnx.load(str(tmp_path / "onnx" / "generate.onnx"))
+    for init in gen.graph.initializer:
+        if init.name == "gen_trip_count":
+            init.CopyFrom(numpy_helper.from_array(np.array(2**62, np.int64), "gen_trip_count"))
+    onnx.save(gen, str(tmp_path / "onnx" / "generate.onnx"))
+    _rehash(tmp_path / "onnx")
+    with pytest.raises(BundleError, match=r"generate.onnx could run unbounded: node 'ddim_steps' \(Loop\) runs "
+                                          r"4611686018427387904 times; at most 1000 are allowed"):
+        open_bundle(tmp_path / "onnx")
+    conv = tmp_path / "conv"
+    conv.mkdir()
+    onnx.save(gen, str(conv / "generate.onnx"))
+    convert_onnx_models_to_ort(conv, output_dir=conv, optimization_styles=[OptimizationStyle.Fixed])
+    (tmp_path / "ort" / "generate.ort").write_bytes((conv / "generate.ort").read_bytes())
+    _rehash(tmp_path / "ort")
+    with pytest.raises(BundleError, match=r"generate.ort could run unbounded: .*\(Loop\) runs 4611686018427387904 times"):
+        open_bundle(tmp_path / "ort")

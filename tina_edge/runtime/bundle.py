@@ -24,7 +24,7 @@ from .archive import open_archive
 from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, bundle_files, check_bundle_id, parse_manifest
-from .onnx_checks import external_tensors, inline_external, parse_model, unbounded_control_flow
+from .onnx_checks import external_tensors, inline_external, ort_skeleton, parse_model, unbounded_control_flow
 from .sessions import make_session
 
 
@@ -224,9 +224,21 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
     _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
 
 
+def _check_ort_control_flow(blobs: dict[str, bytes], name: str) -> None:
+    """An ORT-format graph's control flow, read from the flatbuffer (onnx cannot parse it)."""
+    try:
+        why = unbounded_control_flow(ort_skeleton(blobs[name]))
+    except ValueError as e:
+        raise BundleError(f"bundle file {name} is not a loadable ORT-format model: {e}") from None
+    if why:
+        raise BundleError(f"bundle file {name} could run unbounded: {why}; bundle graphs hold no such control flow")
+
+
 def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
     """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
-    onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
+    onnxruntime loads it and the contract is checked on the session's inputs and outputs. Its control
+    flow is checked first, on the flatbuffer itself, like an ONNX graph's."""
+    _check_ort_control_flow(blobs, name)
     s = make_session(blobs[name], None, (), level="all", what=name,
                      error="bundle file {what} is not a loadable ORT-format model: {detail}")
     want_in, want_out = CONTRACTS[role]
@@ -267,6 +279,8 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
     roles = {te.model, den.model, tm.model, te.image_encoder}
     for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
         _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
+    for other in sorted(n for n in m.files if n.endswith(".ort") and n not in roles):
+        _check_ort_control_flow(blobs, other)  # generate.ort: its Loop, like generate.onnx's
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])

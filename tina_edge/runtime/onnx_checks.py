@@ -141,3 +141,48 @@ def unbounded_control_flow(model: onnx.ModelProto) -> str | None:
             if not 0 <= trips <= MAX_LOOP_TRIPS:
                 return f"{where} runs {trips} times; at most {MAX_LOOP_TRIPS} are allowed"
     return None
+
+
+def ort_skeleton(data: bytes) -> onnx.ModelProto:
+    """What `unbounded_control_flow` reads, from an ORT-format graph (flatbuffers, which onnx cannot
+    parse): every node's op type, domain, inputs and subgraphs, the graph inputs and the int64 scalar
+    initializers (a Loop's trip count). ValueError if the bytes are not an ORT model."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    def text(b) -> str:
+        return b.decode("utf-8", "replace") if b else ""
+
+    def graph(g, name: str) -> onnx.GraphProto:
+        nodes = []
+        for i in range(g.NodesLength()):
+            n = g.Nodes(i)
+            subs: dict[str, list] = {}
+            for j in range(n.AttributesLength()):
+                a = n.Attributes(j)
+                found = ([a.G()] if a.G() is not None else []) + [a.Graphs(k) for k in range(a.GraphsLength())]
+                if found:
+                    subs[text(a.Name())] = [graph(s, f"{name}/{text(a.Name())}") for s in found]
+            node = helper.make_node(text(n.OpType()), [text(n.Inputs(k)) for k in range(n.InputsLength())], [],
+                                    domain=text(n.Domain()), name=text(n.Name()))
+            for key, gs in subs.items():
+                node.attribute.append(helper.make_attribute(key, gs[0]) if len(gs) == 1 else helper.make_attribute(key, gs))
+            nodes.append(node)
+        inits = []
+        for i in range(g.InitializersLength()):
+            t = g.Initializers(i)
+            if t.DataType() == 7 and t.DimsLength() == 0 and t.RawDataLength() == 8:  # int64 scalar
+                value = np.frombuffer(t.RawDataAsNumpy().tobytes(), "<i8").reshape(())
+                inits.append(numpy_helper.from_array(value, text(t.Name())))
+        ins = [helper.make_empty_tensor_value_info(text(g.Inputs(i))) for i in range(g.InputsLength())]
+        return helper.make_graph(nodes, name, ins, [], initializer=inits)
+
+    try:
+        sess = InferenceSession.InferenceSession.GetRootAs(data, 0)
+        g = sess.Model().Graph() if sess.Model() is not None else None
+    except Exception as e:  # flatbuffers raise on garbage offsets
+        raise ValueError(f"not an ORT-format model ({type(e).__name__})") from None
+    if g is None:
+        raise ValueError("not an ORT-format model (no graph)")
+    return helper.make_model(graph(g, "ort"))
