@@ -480,3 +480,17 @@ def test_generate_graphs_with_a_huge_loop_are_refused_onnx_and_ort(tmp_path):
     _rehash(tmp_path / "ort")
     with pytest.raises(BundleError, match=r"generate.ort could run unbounded: .*\(Loop\) runs 4611686018427387904 times"):
         open_bundle(tmp_path / "ort")
+
+
+def test_generated_tensors_are_bounded_by_what_a_real_head_needs(tiny):
+    """A template in "inputs" form gets zero tensors of its layout's shapes at load, with no bytes behind
+    them: a 2^28-parameter layout (allowed before) allocated 1-2 GB. Now at most 2^22 (a 1 000-class head
+    on a 1 280-d trunk is 1.28 M)."""
+    m = json.loads((tiny / "manifest.json").read_text())
+    n = (1 << 22) + 4
+    m["denoiser"]["param_count"] = n
+    m["template"]["layout"] = [{"name": "head.weight", "shape": [4, n // 4], "offset": 0, "class_axis": 0}]
+    m["bundle_id"] = compute_bundle_id(m)
+    (tiny / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="manifest field denoiser.param_count is 4194308; it must be between 1 and 4194304"):
+        open_bundle(tiny)
