@@ -37,9 +37,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 PEAK_LIMIT = 200e6  # bytes: the issue's bound is 300e6 for a refusal; a bare `tina-edge info` peaks near 60 MB
 
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a big pytest process would
+# report its parent's peak; VmHWM belongs to the new process image only
 _MEASURED = r"""
-import atexit, resource, runpy, sys
-atexit.register(lambda: print("PEAK_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))
+import atexit, runpy, sys
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    print("PEAK_KB", kb, file=sys.stderr)
+atexit.register(_peak)
 sys.argv = ["tina-edge"] + sys.argv[1:]
 runpy.run_module("tina_edge.cli.main", run_name="__main__")
 """

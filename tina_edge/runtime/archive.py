@@ -306,7 +306,8 @@ def _extract_safely(archive: Path, dest: Path, policy: ExtractPolicy) -> None:
             return f
 
         read = _reader(open_tar)
-        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in _tar_members(t, read)), policy)
+        headers = _tar_members(t, read if policy.select else None)  # bundles: the manifest is kept on the way
+        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in headers), policy)
         keep = policy.select(archive, members, read) if policy.select else members
         _write_all(archive, dest, keep, open_tar, policy)
 
@@ -316,7 +317,7 @@ class _reader:
     manifest is kept as the scan passes it (`keep`), so a compressed stream is not decompressed again."""
 
     def __init__(self, open_member):
-        self._open, self._kept = open_member, {}
+        self._open, self._kept, self._depths = open_member, {}, set()
 
     def __call__(self, mem: _Member) -> bytes:
         if id(mem.handle) in self._kept:
@@ -325,8 +326,13 @@ class _reader:
             return f.read(MAX_MANIFEST_BYTES + 1)
 
     def keep(self, info: tarfile.TarInfo) -> None:
+        """Keep the first top-level and the first one-folder-deep manifest.json (the only ones a bundle
+        may use), so memory stays at two manifests' worth whatever the archive holds."""
         name = PurePosixPath(info.name)
-        if info.isreg() and info.size <= MAX_MANIFEST_BYTES and name.name == MANIFEST_NAME and len(name.parts) <= 2:
+        depth = len([p for p in name.parts if p not in (".", "")])
+        if (info.isreg() and info.size <= MAX_MANIFEST_BYTES and name.name == MANIFEST_NAME and depth in (1, 2)
+                and depth not in self._depths):
+            self._depths.add(depth)
             with self._open(_Member(name, info.size, info)) as f:
                 self._kept[id(info)] = (info, f.read(MAX_MANIFEST_BYTES + 1))  # the TarInfo is kept alive with it
 
