@@ -144,16 +144,45 @@ def test_archive_with_a_listed_200_mib_zero_file_is_refused_before_extraction(ti
     assert os.listdir(private_tmp) == []
 
 
-@pytest.mark.slow  # ~3-5 s: 600 MiB are decompressed to walk the tar headers
-def test_a_file_over_the_size_limit_is_refused_from_the_manifest(tiny, tmp_path, private_tmp):
+_GARBAGE = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 64  # a gzip member header, then data no inflater accepts
+
+
+def test_a_file_over_the_size_limit_is_refused_from_the_manifest(tiny, private_tmp):
     """A listed 600 MiB file is over LIMITS["file.bytes"] (512 MiB, sized to the largest real bundle file,
-    an fp32 mpnet text encoder of 438 MB): refused from the manifest, never extracted or read."""
+    an fp32 mpnet text encoder of 438 MB): refused from the manifest, never read (a sparse file here)."""
     assert LIMITS["file.bytes"][1] == 512 * MiB and LIMITS["bundle.bytes"][1] == 1 << 30
+    with open(tiny / "zeros.bin", "wb") as f:
+        f.truncate(600 * MiB)
+    (tiny / "manifest.json").write_text(json.dumps(_list_zero_file(tiny, "zeros.bin", 600 * MiB)))
+    code, lines, seconds, peak = _cli_measured("info", tiny, tmpdir=private_tmp)
+    _assert_one_error(code, lines, "manifest field files['zeros.bin'].bytes is 629145600; it must be between 0 and 536870912")
+    assert peak < PEAK_LIMIT, peak
+
+
+def test_an_archive_member_over_the_size_limit_is_refused_from_its_header(tiny, tmp_path, private_tmp):
+    """A tar member whose header declares 600 MiB is refused from the header: its data (garbage here, so any
+    attempt to decompress it would fail differently) is never read."""
     m = _list_zero_file(tiny, "zeros.bin", 600 * MiB)
-    arch = _gz_tar(tmp_path / "big.tar.gz", [("zeros.bin", 600 * MiB)] + _bundle_entries(tiny, m))
-    code, lines, seconds, peak = _cli_measured("info", arch, tmpdir=private_tmp)
-    _assert_one_error(code, lines, "files['zeros.bin'].bytes", "536870912")
-    assert seconds < 10 and peak < PEAK_LIMIT, (seconds, peak)
+    arch = tmp_path / "big.tar.gz"
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 600 * MiB
+    arch.write_bytes(gzip.compress(info.tobuf(tarfile.PAX_FORMAT)) + _GARBAGE)
+    code, lines, _s, _p = _cli_measured("info", arch, tmpdir=private_tmp)
+    _assert_one_error(code, lines, "big.tar.gz has a member 'zeros.bin' of 629145600 bytes; a bundle file may hold at most 536870912")
+    assert os.listdir(private_tmp) == []
+
+
+def test_a_pin_is_checked_as_soon_as_the_scan_meets_the_manifest(tiny, tmp_path, private_tmp):
+    """manifest.json first, then data that cannot be decompressed: the pin refuses the archive before the
+    scan reaches it (a tar.gz must be decompressed to find its later headers)."""
+    m = _list_zero_file(tiny, "zeros.bin", 300 * MiB)
+    arch = _gz_tar(tmp_path / "pinned.tar.gz", [("manifest.json", json.dumps(m).encode())])
+    arch.write_bytes(arch.read_bytes()[:-len(gzip.compress(b"\0" * 1024))] + _GARBAGE)  # the rest: undecodable
+    real_id = read_manifest(tiny).bundle_id
+    code, lines, _s, _p = _cli_measured("info", "--expect-bundle-id", real_id, arch, tmpdir=private_tmp)
+    _assert_one_error(code, lines, "pinned.tar.gz has id", "refusing a bundle other than the one pinned")
+    code, lines, _s, _p = _cli_measured("info", arch, tmpdir=private_tmp)  # unpinned: the damage is what refuses it
+    _assert_one_error(code, lines, "is damaged and cannot be extracted")
     assert os.listdir(private_tmp) == []
 
 

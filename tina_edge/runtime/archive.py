@@ -50,6 +50,10 @@ class ExtractPolicy:
     overwrite: bool = False  # files already in the destination are replaced (a re-run after an interruption)
     # the members to write, from the scanned ones and a reader of one member's bytes (default: all)
     select: Callable[[Path, list["_Member"], Callable[["_Member"], bytes]], list["_Member"]] | None = None
+    max_member_bytes: int | None = None  # one member, from its header (bundles: LIMITS["file.bytes"])
+    # a top-level manifest met while a tar's headers are scanned, checked at once (bundles: its id and the pin),
+    # so an archive is refused before the members after it are even decompressed
+    early_manifest: Callable[[Path, bytes], None] | None = None
 
 
 class _SafeTarInfo(tarfile.TarInfo):
@@ -134,6 +138,9 @@ def _scan(archive: Path, entries, policy: ExtractPolicy) -> list[_Member]:
         if key in seen and kind != "dir":
             raise err(f"archive {archive.name} holds {str(rel)!r:.120} twice")
         seen.add(key)
+        if kind == "file" and policy.max_member_bytes is not None and size > policy.max_member_bytes:
+            raise err(f"archive {archive.name} has a member {name!r:.120} of {size} bytes; a {noun} file may hold at "
+                      f"most {policy.max_member_bytes}")
         total += size if kind == "file" else 0
         if total > policy.max_bytes:
             raise err(_too_big(archive, policy.max_bytes))
@@ -206,7 +213,13 @@ def bundle_policy(expected_id: str | None = None) -> ExtractPolicy:
     `expected_id`: the pinned bundle id, refused before any listed member is extracted."""
     def select(archive: Path, members: list[_Member], read) -> list[_Member]:
         return _plan(archive, members, read, expected_id)[1]
-    return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=select)
+
+    def early(archive: Path, data: bytes) -> None:
+        m, ident = parse_manifest(data, f"{archive.name}:{MANIFEST_NAME}")
+        check_bundle_id(m, ident, archive, expected_id)
+
+    return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=select,
+                         max_member_bytes=int(LIMITS["file.bytes"][1]), early_manifest=early)
 
 
 def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool = False) -> None:
@@ -305,7 +318,7 @@ def _extract_safely(archive: Path, dest: Path, policy: ExtractPolicy) -> None:
                 raise policy.error(f"archive {archive.name}: cannot read member {mem.handle.name!r}")
             return f
 
-        read = _reader(open_tar)
+        read = _reader(open_tar, archive, policy.early_manifest)
         headers = _tar_members(t, read if policy.select else None)  # bundles: the manifest is kept on the way
         members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in headers), policy)
         keep = policy.select(archive, members, read) if policy.select else members
@@ -316,8 +329,9 @@ class _reader:
     """Bytes of one member (at most a manifest's worth): what a policy's `select` may read. A tar's
     manifest is kept as the scan passes it (`keep`), so a compressed stream is not decompressed again."""
 
-    def __init__(self, open_member):
+    def __init__(self, open_member, archive: Path | None = None, early: Callable[[Path, bytes], None] | None = None):
         self._open, self._kept, self._depths = open_member, {}, set()
+        self._archive, self._early = archive, early
 
     def __call__(self, mem: _Member) -> bytes:
         if id(mem.handle) in self._kept:
@@ -335,6 +349,8 @@ class _reader:
             self._depths.add(depth)
             with self._open(_Member(name, info.size, info)) as f:
                 self._kept[id(info)] = (info, f.read(MAX_MANIFEST_BYTES + 1))  # the TarInfo is kept alive with it
+            if depth == 1 and self._early is not None and self._archive is not None:  # a top-level one is THE manifest
+                self._early(self._archive, self._kept[id(info)][1])
 
 
 def _tar_members(t: tarfile.TarFile, read: _reader | None = None):
