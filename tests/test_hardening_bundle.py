@@ -372,7 +372,7 @@ def test_archive_without_manifest_is_refused(bundle, tmp_path, private_tmp):
 
 @pytest.mark.slow  # ~10 s of decompression in a subprocess
 def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_tmp, monkeypatch):
-    """A member of 2 GiB of zeros (a few MB compressed) under a manifest that does not list it:
+    """A member of 400 MiB of zeros (a few hundred KB compressed) under a manifest that does not list it:
     its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""
     import gzip
 
@@ -382,7 +382,7 @@ def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_t
         for f in sorted(bundle.iterdir()):
             tf.add(f, arcname=f.name)
         info = tarfile.TarInfo("zeros.bin")
-        info.size = 1 << 30
+        info.size = 400 << 20  # under the 512 MiB one-member limit: the total (lowered to 64 MiB) refuses it
 
         class Zeros:
             left = info.size
