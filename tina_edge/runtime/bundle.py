@@ -2,20 +2,21 @@
 
 `open_bundle` accepts a directory or one archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
 Archives are extracted (`runtime/archive.py`) into a private temp directory, refusing absolute paths, '..' components,
-links and special files. Then, in order: the manifest is parsed and validated; every file it
-lists must be a regular file (no symlink anywhere on its path) that stays inside the bundle, with
-the listed size and sha256; the three ONNX graphs (and the optional CLIP image encoder) must
-parse (without external data) and expose the contract inputs/outputs; the template must hold
-every generated tensor with its K_max shape.
+links and special files; their manifest and id (and a pinned id) are checked before any member is
+extracted. Then, in order: the manifest is parsed and validated (JSON depth and size bounded); its
+recorded id must be its content's and the pinned one; every file it lists must be a regular file
+(no symlink anywhere on its path) that stays inside the bundle, with the listed size and sha256
+(`runtime/verified_files.py`; a file nothing uses is hashed, never held); the ONNX graphs (and the
+optional CLIP image encoder) must parse (without external data, with no control flow that could run
+unbounded) and expose the contract inputs/outputs; the template must hold every generated tensor
+with its K_max shape.
 Each failure is a BundleError naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from .archive import open_archive
 from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, bundle_files, check_bundle_id, parse_manifest
+from .manifest import MANIFEST_NAME, Manifest, bundle_files, check_bundle_id, parse_manifest
 from .onnx_checks import external_tensors, inline_external, ort_skeleton, parse_model, unbounded_control_flow
 from .sessions import make_session
+from .verified_files import VerifiedFiles, read_manifest_bytes
 
 
 if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
@@ -90,58 +92,6 @@ def default_bundle_path() -> Path:
 
 
 # ---------------------------------------------------------------------------- checks
-
-
-def _open_nofollow(cur: Path) -> int:
-    return os.open(cur, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-
-
-def _read_file(root: Path, name: str, entry: dict[str, Any], *, keep: bool = True) -> bytes:
-    """Read a listed file ONCE and return its bytes, after checking them against size and sha256.
-
-    It must be a regular file inside root with no symlink on its way. The bytes returned are the
-    bytes hashed: callers build sessions and protos from them, never from the path again.
-    keep=False: a file the runtime does not use is hashed block by block and b"" returned (bounded memory).
-    """
-    cur = root
-    for part in PurePosixPath(name).parts:
-        cur = cur / part
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            raise BundleError(f"bundle file {name} is missing from {root}") from None
-        except (OSError, ValueError) as e:  # ValueError: embedded NUL
-            raise BundleError(f"bundle file {name!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise BundleError(f"bundle file {name} is (or lies under) a symbolic link; bundles must hold plain files")
-    if not stat.S_ISREG(st.st_mode):
-        raise BundleError(f"bundle file {name} is not a regular file")
-    real = Path(os.path.realpath(cur))
-    if not real.is_relative_to(Path(os.path.realpath(root))):
-        raise BundleError(f"bundle file {name} resolves outside the bundle directory")
-    want_size = entry["bytes"]
-    try:
-        fd = _open_nofollow(cur)
-    except OSError as e:
-        raise BundleError(f"bundle file {name} cannot be read: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        fst = os.fstat(f.fileno())
-        if not stat.S_ISREG(fst.st_mode):
-            raise BundleError(f"bundle file {name} is not a regular file")
-        if fst.st_size != want_size:
-            raise BundleError(f"bundle file {name} has {fst.st_size} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-        h, n, data = hashlib.sha256(), 0, b""
-        for block in iter(lambda: f.read(want_size + 1 if keep else 1 << 20), b""):
-            h.update(block)
-            n += len(block)
-            data = block if keep else b""
-            if keep or n > want_size:
-                break
-    if n != want_size:
-        raise BundleError(f"bundle file {name} has {n} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-    if h.hexdigest() != str(entry.get("sha256", "")).lower():
-        raise BundleError(f"bundle file {name} does not match its sha256 in the manifest; the bundle is damaged or was modified")
-    return data
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
@@ -337,44 +287,6 @@ def _stored_elements(init: onnx.TensorProto) -> int:
     return len(init.float_data) + len(init.double_data) + len(init.int32_data)
 
 
-def _read_manifest_bytes(root: Path) -> bytes:
-    p = root / MANIFEST_NAME
-    if os.path.islink(p):
-        raise BundleError(f"{MANIFEST_NAME} of {root} is a symbolic link; bundles must hold plain files")
-    try:
-        fd = _open_nofollow(p)
-    except FileNotFoundError:
-        raise BundleError(f"{root} is not a tina-edge bundle: it has no {MANIFEST_NAME}") from None
-    except OSError as e:
-        raise BundleError(f"cannot read {p}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BundleError(f"{MANIFEST_NAME} of {root} is not a regular file")
-        return f.read(MAX_MANIFEST_BYTES + 1)
-
-
-class _VerifiedFiles(dict):
-    """name -> verified bytes. The files manifest fields name are read up front; any other listed file
-    only when a graph keeps external data in it. The rest (e.g. required_operators.config of an ORT
-    bundle) is hashed block by block and never held in memory (`hash_unused`)."""
-
-    def __init__(self, root: Path, files: dict[str, Any]):
-        super().__init__()
-        self._root, self._files = root, files
-
-    def __missing__(self, name: str) -> bytes:
-        if name not in self._files:
-            raise KeyError(name)
-        data = self[name] = _read_file(self._root, name, self._files[name])
-        return data
-
-    def hash_unused(self) -> dict[str, bytes]:
-        """Verify every listed file not read yet without keeping it; the plain dict of the used ones."""
-        for name in sorted(set(self._files) - set(self)):
-            _read_file(self._root, name, self._files[name], keep=False)
-        return dict(self)
-
-
 def _check_vocabulary_embeddings(blobs: dict[str, bytes], m: Manifest) -> None:
     """The .npy header says float [len(vocabulary), embedding_dim], no pickles (the data is read on first use)."""
     import io
@@ -399,9 +311,9 @@ def verify_bundle_dir(root: Path, expected_id: str | None = None,
     """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes.
 
     The manifest's id (and the pinned one) is checked before any listed file is read."""
-    m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
+    m, ident = parse_manifest(read_manifest_bytes(root), root / MANIFEST_NAME)
     check_bundle_id(m, ident, where or root, expected_id)
-    blobs = _VerifiedFiles(root, m.files)
+    blobs = VerifiedFiles(root, m.files)
     for _what, name in bundle_files(m):
         blobs[name]  # noqa: B018  (read and verified now: size, sha256)
     ort_graphs: list[tuple[str, str]] = []
