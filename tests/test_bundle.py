@@ -16,13 +16,15 @@ import pytest
 from tina_edge.runtime import Personalizer, open_bundle
 from tina_edge.runtime.bundle import default_bundle_path
 from tina_edge.runtime.errors import BundleError
-from tina_edge.runtime.manifest import read_manifest, write_manifest
+from tina_edge.runtime.manifest import compute_bundle_id, read_manifest, write_manifest
 
 
 def _edit_manifest(d: Path, fn) -> None:
+    """Edit the manifest and re-hash its id consistently: the id is checked first, so only the rule can refuse."""
     p = d / "manifest.json"
     m = json.loads(p.read_text())
     fn(m)
+    m["bundle_id"] = compute_bundle_id(m)
     p.write_text(json.dumps(m))
 
 

@@ -85,7 +85,6 @@ def test_shipped_vocabulary_embeddings_are_used_and_checked(bundle):
     assert report["names"][0]["known"] is False and len(report["names"][0]["nearest"]) >= 1
 
     np.save(bundle / "vocabulary_embeddings.npy", fake[:1], allow_pickle=False)
-    write_manifest(bundle, m)  # consistently re-hashed, but the wrong shape
-    p = Personalizer.from_bundle(bundle, threads=1)
-    with pytest.raises(BundleError, match="vocabulary_embeddings.npy holds"):
-        p._vocabulary_embeddings()
+    write_manifest(bundle, m)  # consistently re-hashed, but the wrong shape: refused when the bundle loads
+    with pytest.raises(BundleError, match=r"vocabulary_embeddings.npy holds float16\[1, 8\]; the manifest promises float \[6, 8\]"):
+        Personalizer.from_bundle(bundle, threads=1)

@@ -36,7 +36,7 @@ from tina_edge.runtime import atomic as atomic_mod
 from tina_edge.runtime.atomic import atomic_output_dir
 from tina_edge.runtime.errors import BundleError, ImageError, ModelFileError, PromptError
 from tina_edge.runtime.images import load_images
-from tina_edge.runtime.manifest import read_manifest, write_manifest
+from tina_edge.runtime.manifest import compute_bundle_id, read_manifest, write_manifest
 from tina_edge.runtime.prompt import MAX_NAME_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,6 +229,7 @@ def test_manifest_path_through_a_symlinked_folder_is_refused(bundle, tmp_path):
     m = json.loads(p.read_text())
     m["denoiser"]["model"] = "sub/denoiser.onnx"
     m["files"]["sub/denoiser.onnx"] = m["files"].pop("denoiser.onnx")  # the sha256 matches: only the link is wrong
+    m["bundle_id"] = compute_bundle_id(m)  # re-hashed consistently: the id is checked first
     p.write_text(json.dumps(m))
     with pytest.raises(BundleError, match="sub/denoiser.onnx is .*symbolic link"):
         open_bundle(bundle)

@@ -9,6 +9,7 @@ other bundle; a dataset (`train/archives.py`) is written whole and may hold link
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import stat
 import tarfile
@@ -22,10 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from .errors import BundleError, TinaEdgeError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, parse_manifest
+from .manifest import LIMITS, MANIFEST_NAME, MAX_MANIFEST_BYTES, check_bundle_id, parse_manifest
 
-MAX_ARCHIVE_BYTES = 8 << 30  # unpacked, over all members; the manifest's declared sizes then bound it further
-MAX_ARCHIVE_MEMBERS = 10_000
+# a real bundle: at most LIMITS["bundle.bytes"] of listed files plus its manifest, and files.count (64)
+# files in a few folders; every member header counts, listed or not
+MAX_ARCHIVE_BYTES = int(LIMITS["bundle.bytes"][1]) + MAX_MANIFEST_BYTES
+MAX_ARCHIVE_MEMBERS = 1_000
 MAX_MEMBER_NAME = 1024  # characters of one member path
 MAX_HEADER_BYTES = 64 << 10  # one pax / GNU long-name header
 
@@ -47,6 +50,10 @@ class ExtractPolicy:
     overwrite: bool = False  # files already in the destination are replaced (a re-run after an interruption)
     # the members to write, from the scanned ones and a reader of one member's bytes (default: all)
     select: Callable[[Path, list["_Member"], Callable[["_Member"], bytes]], list["_Member"]] | None = None
+    max_member_bytes: int | None = None  # one member, from its header (bundles: LIMITS["file.bytes"])
+    # a top-level manifest met while a tar's headers are scanned, checked at once (bundles: its id and the pin),
+    # so an archive is refused before the members after it are even decompressed
+    early_manifest: Callable[[Path, bytes], None] | None = None
 
 
 class _SafeTarInfo(tarfile.TarInfo):
@@ -80,6 +87,7 @@ class _Member:
     handle: Any  # ZipInfo or TarInfo
     kind: str = "file"  # "file" | "dir" | "symlink" | "hardlink"
     link: PurePosixPath | None = None  # a link's target, relative to the destination
+    sha256: str | None = None  # bundles: the manifest's hash, checked while the member streams to disk
 
 
 def _link_target(rel: PurePosixPath, kind: str, linkname: str, links: set[PurePosixPath]) -> PurePosixPath | None:
@@ -130,6 +138,9 @@ def _scan(archive: Path, entries, policy: ExtractPolicy) -> list[_Member]:
         if key in seen and kind != "dir":
             raise err(f"archive {archive.name} holds {str(rel)!r:.120} twice")
         seen.add(key)
+        if kind == "file" and policy.max_member_bytes is not None and size > policy.max_member_bytes:
+            raise err(f"archive {archive.name} has a member {name!r:.120} of {size} bytes; a {noun} file may hold at "
+                      f"most {policy.max_member_bytes}")
         total += size if kind == "file" else 0
         if total > policy.max_bytes:
             raise err(_too_big(archive, policy.max_bytes))
@@ -159,11 +170,12 @@ def _check_links(archive: Path, members: list[_Member], policy: ExtractPolicy) -
         m.link = target if m.kind == "hardlink" else m.link
 
 
-def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | None, list[_Member]]:
-    """Find the manifest (top level or inside one folder), parse it, keep only the members it lists.
+def _plan(archive: Path, members: list[_Member], read, expected_id: str | None = None) -> tuple[PurePosixPath | None, list[_Member]]:
+    """Find the manifest (top level or inside one folder), parse it, check its id (and the pinned
+    one) before anything is extracted, keep only the members it lists.
 
     Every listed member must have exactly the declared size, so what is written is bounded by
-    what the manifest declares; unlisted members are never extracted.
+    what the manifest declares, and is hashed as it streams; unlisted members are never extracted.
     """
     members = [m for m in members if m.kind == "file"]  # the bundle policy lets only files and folders through
     tops = {m.rel.parts[0] for m in members}
@@ -176,7 +188,8 @@ def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | 
         raise BundleError(f"archive {archive.name} is not a tina-edge bundle: it has no {MANIFEST_NAME}")
     if man.size > MAX_MANIFEST_BYTES:
         raise BundleError(f"archive {archive.name}: its {MANIFEST_NAME} is {man.size} bytes; at most {MAX_MANIFEST_BYTES >> 20} MiB are allowed")
-    m, _ident = parse_manifest(read(man), f"{archive.name}:{MANIFEST_NAME}")
+    m, ident = parse_manifest(read(man), f"{archive.name}:{MANIFEST_NAME}")
+    check_bundle_id(m, ident, archive, expected_id)
     keep = [man]
     declared = 0
     for mem in members:
@@ -188,19 +201,25 @@ def _plan(archive: Path, members: list[_Member], read) -> tuple[PurePosixPath | 
         if mem.size != want:
             raise BundleError(f"archive {archive.name}: member {name} has {mem.size} bytes but the manifest says {want}")
         declared += want
+        mem.sha256 = str(m.files[name]["sha256"])
         keep.append(mem)
     if declared > MAX_ARCHIVE_BYTES:
         raise BundleError(f"archive {archive.name} declares {declared} bytes of files; at most {MAX_ARCHIVE_BYTES} are allowed")
     return prefix, keep
 
 
-def _bundle_select(archive: Path, members: list[_Member], read) -> list[_Member]:
-    return _plan(archive, members, read)[1]
+def bundle_policy(expected_id: str | None = None) -> ExtractPolicy:
+    """Bundles: plain files only, only those the manifest lists, at most MAX_ARCHIVE_* (read now);
+    `expected_id`: the pinned bundle id, refused before any listed member is extracted."""
+    def select(archive: Path, members: list[_Member], read) -> list[_Member]:
+        return _plan(archive, members, read, expected_id)[1]
 
+    def early(archive: Path, data: bytes) -> None:
+        m, ident = parse_manifest(data, f"{archive.name}:{MANIFEST_NAME}")
+        check_bundle_id(m, ident, archive, expected_id)
 
-def bundle_policy() -> ExtractPolicy:
-    """Bundles: plain files only, only those the manifest lists, at most MAX_ARCHIVE_* (read now)."""
-    return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=_bundle_select)
+    return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=select,
+                         max_member_bytes=int(LIMITS["file.bytes"][1]), early_manifest=early)
 
 
 def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool = False) -> None:
@@ -209,6 +228,7 @@ def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool 
     if overwrite and (out.is_symlink() or out.is_file()):
         out.unlink()  # never write through what a previous run left there
     left = mem.size
+    h = hashlib.sha256() if mem.sha256 is not None else None
     with open(out, "xb") as f:
         while True:
             block = src.read(min(1 << 20, left + 1))
@@ -217,9 +237,14 @@ def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool 
             left -= len(block)
             if left < 0:
                 raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} unpacks to more than its declared {mem.size} bytes")
+            if h is not None:
+                h.update(block)
             f.write(block)
     if left:
         raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} is shorter than its declared {mem.size} bytes")
+    if h is not None and h.hexdigest() != mem.sha256.lower():
+        raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} does not match its sha256 in the manifest; "
+                          "the archive is damaged or was modified")
 
 
 def _write_link(dest: Path, mem: _Member, overwrite: bool) -> None:
@@ -287,36 +312,61 @@ def _extract_safely(archive: Path, dest: Path, policy: ExtractPolicy) -> None:
             _write_all(archive, dest, keep, open_zip, policy)
         return
     with tarfile.open(archive, tarinfo=_SafeTarInfo) as t:
-        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in _tar_members(t)), policy)
-
         def open_tar(mem: _Member):
             f = t.extractfile(mem.handle)
             if f is None:
                 raise policy.error(f"archive {archive.name}: cannot read member {mem.handle.name!r}")
             return f
 
-        keep = policy.select(archive, members, _reader(open_tar)) if policy.select else members
+        read = _reader(open_tar, archive, policy.early_manifest)
+        headers = _tar_members(t, read if policy.select else None)  # bundles: the manifest is kept on the way
+        members = _scan(archive, ((m.name, _tar_kind(m), m.size, m, m.linkname) for m in headers), policy)
+        keep = policy.select(archive, members, read) if policy.select else members
         _write_all(archive, dest, keep, open_tar, policy)
 
 
-def _reader(open_member) -> Callable[[_Member], bytes]:
-    """Bytes of one member (at most a manifest's worth): what a policy's `select` may read."""
-    def read(mem: _Member) -> bytes:
-        with open_member(mem) as f:
+class _reader:
+    """Bytes of one member (at most a manifest's worth): what a policy's `select` may read. A tar's
+    manifest is kept as the scan passes it (`keep`), so a compressed stream is not decompressed again."""
+
+    def __init__(self, open_member, archive: Path | None = None, early: Callable[[Path, bytes], None] | None = None):
+        self._open, self._kept, self._depths = open_member, {}, set()
+        self._archive, self._early = archive, early
+
+    def __call__(self, mem: _Member) -> bytes:
+        if id(mem.handle) in self._kept:
+            return self._kept[id(mem.handle)][1]
+        with self._open(mem) as f:
             return f.read(MAX_MANIFEST_BYTES + 1)
-    return read
+
+    def keep(self, info: tarfile.TarInfo) -> None:
+        """Keep the first top-level and the first one-folder-deep manifest.json (the only ones a bundle
+        may use), so memory stays at two manifests' worth whatever the archive holds."""
+        name = PurePosixPath(info.name)
+        depth = len([p for p in name.parts if p not in (".", "")])
+        if (info.isreg() and info.size <= MAX_MANIFEST_BYTES and name.name == MANIFEST_NAME and depth in (1, 2)
+                and depth not in self._depths):
+            self._depths.add(depth)
+            with self._open(_Member(name, info.size, info)) as f:
+                self._kept[id(info)] = (info, f.read(MAX_MANIFEST_BYTES + 1))  # the TarInfo is kept alive with it
+            if depth == 1 and self._early is not None and self._archive is not None:  # a top-level one is THE manifest
+                self._early(self._archive, self._kept[id(info)][1])
 
 
-def _tar_members(t: tarfile.TarFile):
+def _tar_members(t: tarfile.TarFile, read: _reader | None = None):
     """Iterate headers lazily (tarfile's own list would grow without the member cap)."""
     while True:
         m = t.next()
         if m is None:
             return
+        if read is not None:
+            read.keep(m)
         yield m
 
 
-def open_archive(path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
+def open_archive(path: Path, expected_id: str | None = None) -> tuple[Path, tempfile.TemporaryDirectory]:
+    """Extract a bundle archive into a private temp dir: its manifest is read and its id (and the
+    pinned `expected_id`) checked first; then only listed members, size-capped and hashed as they stream."""
     try:
         is_archive = zipfile.is_zipfile(path) or _is_tar(path)
     except OSError as e:
@@ -328,7 +378,7 @@ def open_archive(path: Path) -> tuple[Path, tempfile.TemporaryDirectory]:
     tmp = tempfile.TemporaryDirectory(prefix="tina-edge-bundle-")
     dest = Path(tmp.name)
     try:
-        extract_safely(path, dest, bundle_policy())
+        extract_safely(path, dest, bundle_policy(expected_id))
     except BundleError:
         tmp.cleanup()
         raise

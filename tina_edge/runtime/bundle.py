@@ -2,20 +2,21 @@
 
 `open_bundle` accepts a directory or one archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
 Archives are extracted (`runtime/archive.py`) into a private temp directory, refusing absolute paths, '..' components,
-links and special files. Then, in order: the manifest is parsed and validated; every file it
-lists must be a regular file (no symlink anywhere on its path) that stays inside the bundle, with
-the listed size and sha256; the three ONNX graphs (and the optional CLIP image encoder) must
-parse (without external data) and expose the contract inputs/outputs; the template must hold
-every generated tensor with its K_max shape.
+links and special files; their manifest and id (and a pinned id) are checked before any member is
+extracted. Then, in order: the manifest is parsed and validated (JSON depth and size bounded); its
+recorded id must be its content's and the pinned one; every file it lists must be a regular file
+(no symlink anywhere on its path) that stays inside the bundle, with the listed size and sha256
+(`runtime/verified_files.py`; a file nothing uses is hashed, never held); the ONNX graphs (and the
+optional CLIP image encoder) must parse (without external data, with no control flow that could run
+unbounded) and expose the contract inputs/outputs; the template must hold every generated tensor
+with its K_max shape.
 Each failure is a BundleError naming the file and the problem.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 from .archive import open_archive
 from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
 from .errors import BundleError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
-from .onnx_checks import external_tensors, inline_external, parse_model
+from .manifest import MANIFEST_NAME, Manifest, bundle_files, check_bundle_id, parse_manifest
+from .onnx_checks import external_tensors, inline_external, ort_skeleton, parse_model, unbounded_control_flow
 from .sessions import make_session
+from .verified_files import VerifiedFiles, read_manifest_bytes
 
 
 if TYPE_CHECKING:  # onnx is imported where a graph is read, so `import tina_edge.runtime` stays light
@@ -92,51 +94,6 @@ def default_bundle_path() -> Path:
 # ---------------------------------------------------------------------------- checks
 
 
-def _open_nofollow(cur: Path) -> int:
-    return os.open(cur, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-
-
-def _read_file(root: Path, name: str, entry: dict[str, Any]) -> bytes:
-    """Read a listed file ONCE and return its bytes, after checking them against size and sha256.
-
-    It must be a regular file inside root with no symlink on its way. The bytes returned are the
-    bytes hashed: callers build sessions and protos from them, never from the path again.
-    """
-    cur = root
-    for part in PurePosixPath(name).parts:
-        cur = cur / part
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
-            raise BundleError(f"bundle file {name} is missing from {root}") from None
-        except (OSError, ValueError) as e:  # ValueError: embedded NUL
-            raise BundleError(f"bundle file {name!r} cannot be read: {getattr(e, 'strerror', None) or e}") from None
-        if stat.S_ISLNK(st.st_mode):
-            raise BundleError(f"bundle file {name} is (or lies under) a symbolic link; bundles must hold plain files")
-    if not stat.S_ISREG(st.st_mode):
-        raise BundleError(f"bundle file {name} is not a regular file")
-    real = Path(os.path.realpath(cur))
-    if not real.is_relative_to(Path(os.path.realpath(root))):
-        raise BundleError(f"bundle file {name} resolves outside the bundle directory")
-    want_size = entry["bytes"]
-    try:
-        fd = _open_nofollow(cur)
-    except OSError as e:
-        raise BundleError(f"bundle file {name} cannot be read: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        fst = os.fstat(f.fileno())
-        if not stat.S_ISREG(fst.st_mode):
-            raise BundleError(f"bundle file {name} is not a regular file")
-        if fst.st_size != want_size:
-            raise BundleError(f"bundle file {name} has {fst.st_size} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-        data = f.read(want_size + 1)
-    if len(data) != want_size:
-        raise BundleError(f"bundle file {name} has {len(data)} bytes but the manifest says {want_size}; the bundle is damaged or was modified")
-    if hashlib.sha256(data).hexdigest() != str(entry.get("sha256", "")).lower():
-        raise BundleError(f"bundle file {name} does not match its sha256 in the manifest; the bundle is damaged or was modified")
-    return data
-
-
 def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
 
@@ -150,12 +107,15 @@ def _load_onnx(name: str, blobs: dict[str, bytes], files: dict[str, Any]) -> onn
         raise BundleError(f"bundle file {name} is not a readable ONNX model ({type(e).__name__}: {str(e)[:200]})") from None
     if not model.graph.node and not model.graph.output:
         raise BundleError(f"bundle file {name} is not a readable ONNX model (empty or truncated graph)")
+    why = unbounded_control_flow(model)
+    if why:
+        raise BundleError(f"bundle file {name} could run unbounded: {why}; bundle graphs hold no such control flow")
     parent = PurePosixPath(name).parent
     inlined = False
     for where, t, loc in list(external_tensors(model)):
         rel = str(parent / loc) if str(parent) != "." else loc
         p = PurePosixPath(loc)
-        if not loc or p.is_absolute() or ".." in p.parts or rel not in files or rel not in blobs or rel == name:
+        if not loc or p.is_absolute() or ".." in p.parts or rel not in files or rel == name:
             raise BundleError(
                 f"bundle file {name} keeps tensor {t.name!r:.80} ({where}) in external data {loc!r:.120}, "
                 "which is not a file listed in the manifest"
@@ -214,9 +174,21 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
     _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
 
 
+def _check_ort_control_flow(blobs: dict[str, bytes], name: str) -> None:
+    """An ORT-format graph's control flow, read from the flatbuffer (onnx cannot parse it)."""
+    try:
+        why = unbounded_control_flow(ort_skeleton(blobs[name]))
+    except ValueError as e:
+        raise BundleError(f"bundle file {name} is not a loadable ORT-format model: {e}") from None
+    if why:
+        raise BundleError(f"bundle file {name} could run unbounded: {why}; bundle graphs hold no such control flow")
+
+
 def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
     """An ORT-format graph (mobile bundles, `tina-edge convert --ort`): onnx cannot parse it, so
-    onnxruntime loads it and the contract is checked on the session's inputs and outputs."""
+    onnxruntime loads it and the contract is checked on the session's inputs and outputs. Its control
+    flow is checked first, on the flatbuffer itself, like an ONNX graph's."""
+    _check_ort_control_flow(blobs, name)
     s = make_session(blobs[name], None, (), level="all", what=name,
                      error="bundle file {what} is not a loadable ORT-format model: {detail}")
     want_in, want_out = CONTRACTS[role]
@@ -257,6 +229,8 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
     roles = {te.model, den.model, tm.model, te.image_encoder}
     for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
         _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
+    for other in sorted(n for n in m.files if n.endswith(".ort") and n not in roles):
+        _check_ort_control_flow(blobs, other)  # generate.ort: its Loop, like generate.onnx's
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
     img = _dims(ins["image"])
@@ -313,42 +287,45 @@ def _stored_elements(init: onnx.TensorProto) -> int:
     return len(init.float_data) + len(init.double_data) + len(init.int32_data)
 
 
-def _read_manifest_bytes(root: Path) -> bytes:
-    p = root / MANIFEST_NAME
-    if os.path.islink(p):
-        raise BundleError(f"{MANIFEST_NAME} of {root} is a symbolic link; bundles must hold plain files")
+def _check_vocabulary_embeddings(blobs: dict[str, bytes], m: Manifest) -> None:
+    """The .npy header says float [len(vocabulary), embedding_dim], no pickles (the data is read on first use)."""
+    import io
+
+    import numpy as np
+
+    name, want = m.text_encoder.vocabulary_embeddings, (len(m.vocabulary), m.text_encoder.embedding_dim)
+    f = io.BytesIO(blobs[name])
     try:
-        fd = _open_nofollow(p)
-    except FileNotFoundError:
-        raise BundleError(f"{root} is not a tina-edge bundle: it has no {MANIFEST_NAME}") from None
-    except OSError as e:
-        raise BundleError(f"cannot read {p}: {e.strerror or e}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BundleError(f"{MANIFEST_NAME} of {root} is not a regular file")
-        return f.read(MAX_MANIFEST_BYTES + 1)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(f, max_header_size=10_000)
+    except (ValueError, OSError, SyntaxError) as e:
+        raise BundleError(f"bundle file {name} is not a numpy array: {str(e)[:160]}") from None
+    if shape != want or dtype.kind != "f" or len(blobs[name]) < f.tell() + dtype.itemsize * want[0] * want[1]:
+        raise BundleError(f"bundle file {name} holds {dtype}{list(shape)}; the manifest promises float {list(want)} "
+                          "(training.vocabulary x text_encoder.embedding_dim)")
 
 
-def verify_bundle_dir(root: Path) -> tuple[Manifest, onnx.ModelProto, dict[str, bytes]]:
-    """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes."""
-    try:
-        m, ident = parse_manifest(_read_manifest_bytes(root), root / MANIFEST_NAME)
-        blobs = {name: _read_file(root, name, entry) for name, entry in m.files.items()}
-        ort_graphs: list[tuple[str, str]] = []
-        tpl = _check_graphs(blobs, m, ort_graphs)
-        if m.bundle_id != ident:
-            raise BundleError(f"the manifest of {root} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
-                              f"{ident!r}; the bundle was modified after export (re-export it)")
-        # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
-        # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
-        for name, role in ort_graphs:
-            _check_ort_graph(blobs, name, role)
-    except BundleError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
-        # validation assumes well-typed fields; a wrongly typed one must still end as a BundleError
-        raise BundleError(f"manifest.json has a malformed field ({type(e).__name__}: {str(e)[:160]})") from None
-    return m, tpl, blobs
+def verify_bundle_dir(root: Path, expected_id: str | None = None,
+                      where: str | os.PathLike | None = None) -> tuple[Manifest, onnx.ModelProto, dict[str, bytes]]:
+    """All checks on an (extracted) bundle directory: the manifest, the parsed template, verified bytes.
+
+    The manifest's id (and the pinned one) is checked before any listed file is read."""
+    m, ident = parse_manifest(read_manifest_bytes(root), root / MANIFEST_NAME)
+    check_bundle_id(m, ident, where or root, expected_id)
+    blobs = VerifiedFiles(root, m.files)
+    for _what, name in bundle_files(m):
+        blobs[name]  # noqa: B018  (read and verified now: size, sha256)
+    ort_graphs: list[tuple[str, str]] = []
+    tpl = _check_graphs(blobs, m, ort_graphs)
+    if m.text_encoder.vocabulary_embeddings:
+        _check_vocabulary_embeddings(blobs, m)
+    verified = blobs.hash_unused()
+    # .ort graphs are checked through an onnxruntime session (onnx cannot parse them): only now,
+    # when every file's size and sha256 AND the manifest's identity are verified (issue 9's contract)
+    for name, role in ort_graphs:
+        _check_ort_graph(verified, name, role)
+    return m, tpl, verified
 
 
 def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | None = None) -> LoadedBundle:
@@ -368,12 +345,9 @@ def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | Non
     elif not src.is_file():  # a FIFO or device would block or stream forever
         raise BundleError(f"bundle {src} is neither a directory nor a regular archive file")
     else:
-        root, tmp = open_archive(src)
+        root, tmp = open_archive(src, expected_id)  # the id and the pin are checked before anything is extracted
     try:
-        manifest, tpl, blobs = verify_bundle_dir(root)
-        if expected_id is not None and manifest.bundle_id != expected_id.strip().lower():
-            raise BundleError(f"bundle {src} has id {manifest.bundle_id} but {expected_id.strip()!r:.40} was expected; "
-                              "refusing a bundle other than the one pinned")
+        manifest, tpl, blobs = verify_bundle_dir(root, expected_id, src)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()

@@ -20,7 +20,7 @@ from .atomic import atomic_write_bytes
 from .errors import ArgumentError, ImageError, ModelFileError, TinaEdgeError
 from .images import expand_items, load_one
 from .model_meta import ModelMetadata, check_preprocess
-from .onnx_checks import external_tensors, parse_model
+from .onnx_checks import external_tensors, parse_model, unbounded_control_flow
 from .sessions import make_session, run_graph
 
 MAX_MODEL_BYTES = 2 << 30  # protobuf cannot hold more in one message anyway
@@ -122,7 +122,10 @@ class PersonalizedClassifier:
         return bool(self._model.graph.input) and self._model.graph.input[0].name == "features"
 
     def trunk_model(self) -> onnx.ModelProto:
-        from .head import extract_trunk
+        """The trunk (image -> features): cut from a standalone model, or for a head-only model the one
+        given, read through the same checks as a model file (no external data, bounded control flow)
+        and matched against the head's required trunk_sha256."""
+        from .head import extract_trunk, trunk_sha256
 
         t = self._trunk() if callable(self._trunk) else self._trunk
         if t is None:
@@ -130,19 +133,16 @@ class PersonalizedClassifier:
                 return extract_trunk(self._model)
             raise ModelFileError("this head-only model needs its trunk: pass trunk=PATH (the trunk.onnx written "
                                  "beside it, or `tina-edge personalize --head-only` again)")
-        if isinstance(t, (str, os.PathLike)):
-            import onnx
-
-            if not Path(t).is_file():
-                raise ModelFileError(f"trunk file {t} does not exist")
-            t = onnx.load(str(t))
-        want = self.meta.trunk_sha256
-        if self.is_head and want:
-            from .head import trunk_sha256
-
-            if trunk_sha256(t) != want:
-                raise ModelFileError("the trunk given is not the one this head was generated for (trunk_sha256 "
-                                     "differs); use the trunk.onnx written with it, from the same bundle")
+        if isinstance(t, (str, bytes, os.PathLike)):
+            p = Path(os.fsdecode(t))
+            t = checked_model(_read_model_bytes(p, "trunk file"), p)
+        elif not hasattr(t, "graph"):
+            raise ModelFileError(f"trunk must be a file path or an onnx.ModelProto, got {type(t).__name__}")
+        else:
+            check_self_contained(t, "the trunk given")
+        if self.is_head and trunk_sha256(t) != _required_trunk_sha(self.meta):
+            raise ModelFileError("the trunk given is not the one this head was generated for (trunk_sha256 "
+                                 "differs); use the trunk.onnx written with it, from the same bundle")
         self._trunk = t
         return t
 
@@ -295,16 +295,12 @@ class PersonalizedClassifier:
             raise ModelFileError(f"the model must be a file path, got {type(path).__name__}")
         p = Path(os.fsdecode(path))
         data = _read_model_bytes(p)
-        try:
-            model = parse_model(data)
-        except Exception as e:
-            raise ModelFileError(f"{p} is not a readable ONNX model ({type(e).__name__})") from None
-        for where, t, loc in external_tensors(model):
-            raise ModelFileError(f"{p} keeps tensor {t.name!r:.80} ({where}) in an external file {loc!r:.120}; "
-                                 "a personalized model must be one self-contained file")
+        model = checked_model(data, p)
         meta = ModelMetadata.from_props({m.key: m.value for m in model.metadata_props}, p)
         check_classifier_contract(model, len(meta.labels), p)
         _check_input_size(_image_hw(model), meta.preprocess, p)
+        if meta.is_head:
+            _required_trunk_sha(meta, p)
         from onnx import numpy_helper
 
         names = set(meta.params or ())
@@ -316,27 +312,57 @@ class PersonalizedClassifier:
         return clf
 
 
-def _read_model_bytes(p: Path) -> bytes:
+def checked_model(data: bytes, p: Path | str) -> onnx.ModelProto:
+    """Parse a model or trunk file's bytes: no tensor in external data (onnxruntime never opens a file
+    of the model's choosing), no control flow that could run unbounded (runtime/onnx_checks.py)."""
+    try:
+        model = parse_model(data)
+    except Exception as e:
+        raise ModelFileError(f"{p} is not a readable ONNX model ({type(e).__name__})") from None
+    check_self_contained(model, p)
+    return model
+
+
+def check_self_contained(model: onnx.ModelProto, p: Path | str) -> None:
+    for where, t, loc in external_tensors(model):
+        raise ModelFileError(f"{p} keeps tensor {t.name!r:.80} ({where}) in an external file {loc!r:.120}; "
+                             "a personalized model or trunk must be one self-contained file")
+    why = unbounded_control_flow(model)
+    if why:
+        raise ModelFileError(f"{p} could run unbounded: {why}; a personalized model or trunk holds no such control flow")
+
+
+def _required_trunk_sha(meta: ModelMetadata, p: Path | str = "this head-only model") -> str:
+    """A head-only model must name the sha256 of its trunk: without it any trunk (or a trunk reading
+    a neighbouring file) would be used unchecked."""
+    want = meta.trunk_sha256
+    if not (isinstance(want, str) and len(want) == 64 and all(c in "0123456789abcdef" for c in want)):
+        raise ModelFileError(f"{p} is a head-only model without a valid trunk_sha256, so the trunk it needs cannot be "
+                             "checked; write it again with `tina-edge personalize --head-only`")
+    return want
+
+
+def _read_model_bytes(p: Path, noun: str = "model file") -> bytes:
     """The model file's bytes, read once; a FIFO or device is refused before any blocking open."""
     import stat as _stat
 
     try:
         st = os.stat(p)
         if _stat.S_ISDIR(st.st_mode):
-            raise ModelFileError(f"model file {p} is a directory; pass a .onnx file")
+            raise ModelFileError(f"{noun} {p} is a directory; pass a .onnx file")
         if not _stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"model file {p} is not a regular file (a device, pipe or socket); pass a .onnx file")
+            raise ModelFileError(f"{noun} {p} is not a regular file (a device, pipe or socket); pass a .onnx file")
         if st.st_size > MAX_MODEL_BYTES:
-            raise ModelFileError(f"model file {p} is {st.st_size} bytes; a model may have at most 2 GiB")
+            raise ModelFileError(f"{noun} {p} is {st.st_size} bytes; a model may have at most 2 GiB")
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as f:
             if not _stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # swapped for a FIFO since the stat
-                raise ModelFileError(f"model file {p} is not a regular file")
+                raise ModelFileError(f"{noun} {p} is not a regular file")
             return f.read(MAX_MODEL_BYTES + 1)
     except FileNotFoundError:
-        raise ModelFileError(f"model file {p} does not exist") from None
+        raise ModelFileError(f"{noun} {p} does not exist") from None
     except (OSError, ValueError) as e:
-        raise ModelFileError(f"cannot read model file {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
+        raise ModelFileError(f"cannot read {noun} {str(p)!r:.200}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> None:

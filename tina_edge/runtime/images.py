@@ -142,7 +142,6 @@ def _extrema(im: Image.Image) -> tuple[float, float]:
 
 def _strip_converter(im: Image.Image, name: str):
     """The conversion of one strip of `im` to RGB, chosen (and checked) once for the whole image."""
-    from PIL import Image
 
     mode = im.mode
     if mode in ("RGBA", "LA", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):

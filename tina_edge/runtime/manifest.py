@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,6 +35,8 @@ from .errors import BundleError
 from .manifest_spec import (  # noqa: F401  (re-exported: the format's types are read from here)
     LIMITS,
     MANIFEST_NAME,
+    MAX_JSON_DEPTH,
+    MAX_JSON_NODES,
     MAX_MANIFEST_BYTES,
     MIN_STD,
     SCHEMA_VERSION,
@@ -93,6 +95,33 @@ def _check_relative(name: Any, what: str) -> str:
     return name
 
 
+def _spec(cls: type, value: Any, where: str, **parsed: Any) -> Any:
+    """A typed section from its JSON object; a missing or unknown key is refused naming the field.
+    `parsed`: keys already turned into their typed form (template.layout, template.input)."""
+    if not isinstance(value, dict):
+        raise BundleError(f"manifest field {where} must be a JSON object, got {type(value).__name__}")
+    known = [f.name for f in fields(cls)]
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        raise BundleError(f"manifest field {where} has an unknown key {unknown[0]!r:.40}; it may hold {', '.join(known)}")
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise BundleError(f"manifest field {where} is missing {', '.join(missing)}")
+    return cls(**(value | parsed))
+
+
+def _template(t: Any) -> TemplateSpec:
+    if not isinstance(t, dict):
+        raise BundleError(f"manifest field template must be a JSON object, got {type(t).__name__}")
+    layout = t.get("layout")
+    if not isinstance(layout, list):
+        raise BundleError("manifest field template.layout must be a list of tensors")
+    tensors = [_spec(TensorSpec, x, f"template.layout[{i}]") for i, x in enumerate(layout[: int(LIMITS["layout.count"][1]) + 1])]
+    inp = _spec(InputSpec, t.get("input", {}), "template.input")
+    return _spec(TemplateSpec, t, "template", layout=tensors, input=inp)
+
+
 def manifest_from_dict(d: Any) -> Manifest:
     """Build and validate a Manifest from parsed JSON; raise BundleError naming the problem."""
     if not isinstance(d, dict):
@@ -102,34 +131,27 @@ def manifest_from_dict(d: Any) -> Manifest:
         raise BundleError(f"manifest.json is missing required fields: {', '.join(missing)}")
     if d["schema_version"] != SCHEMA_VERSION:
         raise BundleError(
-            f"bundle schema version {d['schema_version']!r} is not supported by this tina-edge "
+            f"bundle schema version {d['schema_version']!r:.40} is not supported by this tina-edge "
             f"(it reads version {SCHEMA_VERSION}); re-export the bundle or upgrade tina-edge"
         )
-    try:
-        te = TextEncoderSpec(**d["text_encoder"])
-        diff = DiffusionSpec(**d["diffusion"])
-        den = DenoiserSpec(**d["denoiser"])
-        t = dict(d["template"])
-        layout = [TensorSpec(**x) for x in t.pop("layout")]
-        inp = InputSpec(**t.pop("input", {}))
-        tmpl = TemplateSpec(layout=layout, input=inp, **t)
-        files = d["files"]
-        if not isinstance(files, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()
-        ):
-            raise BundleError("manifest field files must map file names to {sha256, bytes}")
-        m = Manifest(
-            text_encoder=te, diffusion=diff, denoiser=den, template=tmpl, files=dict(files),
-            training=TrainingInfo.from_dict(d.get("training", {}), "training"),
-            evaluation=EvaluationSummary.from_dict(d.get("evaluation", {}), "evaluation"),
-            producer=str(d.get("producer", "")), schema_version=int(d["schema_version"]),
-            bundle_id=str(d.get("bundle_id", "")),
-            portable=dict(d.get("portable") or {}),
-        )
-    except BundleError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise BundleError(f"manifest.json has a malformed field: {e}") from None
+    files = d["files"]
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()):
+        raise BundleError("manifest field files must map file names to {sha256, bytes}")
+    for key in ("producer", "bundle_id"):
+        if not isinstance(d.get(key, ""), str):
+            raise BundleError(f"manifest field {key} must be a string")
+    if not isinstance(d.get("portable") or {}, dict):
+        raise BundleError("manifest field portable must be a JSON object")
+    m = Manifest(
+        text_encoder=_spec(TextEncoderSpec, d["text_encoder"], "text_encoder"),
+        diffusion=_spec(DiffusionSpec, d["diffusion"], "diffusion"),
+        denoiser=_spec(DenoiserSpec, d["denoiser"], "denoiser"),
+        template=_template(d["template"]), files=dict(files),
+        training=TrainingInfo.from_dict(d.get("training", {}), "training"),
+        evaluation=EvaluationSummary.from_dict(d.get("evaluation", {}), "evaluation"),
+        producer=d.get("producer", ""), schema_version=SCHEMA_VERSION, bundle_id=d.get("bundle_id", ""),
+        portable=dict(d.get("portable") or {}),
+    )
     _validate(m)
     return m
 
@@ -164,7 +186,12 @@ def _check_types(m: Manifest) -> None:
 def _bounded(what: str, value: Any, key: str | None = None) -> None:
     lo, hi = LIMITS[key or what]
     if not (lo <= value <= hi):
-        raise BundleError(f"manifest field {what} is {value!r:.40}; it must be between {lo:g} and {hi:g}")
+        raise BundleError(f"manifest field {what} is {value!r:.40}; it must be between {_num(lo)} and {_num(hi)}")
+
+
+def _num(x: float) -> str:
+    """A limit as written in LIMITS: 536870912, not 5.36871e+08."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _f32(x: float) -> float:
@@ -253,6 +280,19 @@ def _check_files(m: Manifest) -> None:
         if not (isinstance(size, int) and not isinstance(size, bool)):
             raise BundleError(f"manifest field files[{name!r}].bytes must be the file's size in bytes")
         _bounded(f"files[{name!r}].bytes", size, "file.bytes")
+    _bounded("files (total bytes)", sum(e["bytes"] for e in m.files.values()), "bundle.bytes")
+
+
+def _check_vocabulary(m: Manifest) -> None:
+    """The work a vocabulary asks of the device is bounded: without the embeddings file every name is
+    encoded at the first new name (10 000 names: a minute), with it the file is [V, D] floats."""
+    te, n = m.text_encoder, len(m.vocabulary)
+    if te.vocabulary_embeddings:
+        _bounded("training.vocabulary x text_encoder.embedding_dim", n * te.embedding_dim, "vocabulary.floats")
+    elif n > LIMITS["vocabulary.encoded"][1]:
+        raise BundleError(f"manifest field training.vocabulary holds {n} names but text_encoder.vocabulary_embeddings "
+                          f"is absent; at most {LIMITS['vocabulary.encoded'][1]:.0f} names are encoded on the device "
+                          "(re-export the bundle: the exporter writes vocabulary_embeddings.npy)")
 
 
 def _validate(m: Manifest) -> None:
@@ -260,20 +300,23 @@ def _validate(m: Manifest) -> None:
     _check_bounds(m)
     _check_files(m)
     _check_preprocess(m.template.input)
+    _check_vocabulary(m)
     for what, name in bundle_files(m):
         _check_relative(name, what)
         if name not in m.files:
             raise BundleError(f"manifest field {what} names {name!r}, which is not listed in files")
     off = 0
-    for t in m.template.layout:
-        if t.offset != off or any((not isinstance(s, int)) or s <= 0 for s in t.shape):
-            raise BundleError(f"manifest template.layout is inconsistent at tensor {t.name!r}")
+    for i, t in enumerate(m.template.layout):
+        if t.offset != off:
+            raise BundleError(f"manifest field template.layout[{i}].offset of tensor {t.name!r:.40} is {t.offset}; "
+                              f"the tensors follow each other, so it must be {off}")
         if t.class_axis is not None and t.shape[t.class_axis] != m.denoiser.k_max:
-            raise BundleError(f"tensor {t.name!r} has a class axis that is not K_max long")
+            raise BundleError(f"manifest field template.layout[{i}].shape of tensor {t.name!r:.40} is {t.shape}: its class "
+                              f"axis {t.class_axis} must be denoiser.k_max = {m.denoiser.k_max} long")
         off += t.numel
     if off != m.denoiser.param_count:
         raise BundleError(
-            f"manifest template.layout holds {off} parameters but the denoiser makes {m.denoiser.param_count}"
+            f"manifest template.layout holds {off} parameters but denoiser.param_count is {m.denoiser.param_count}"
         )
     if m.diffusion.prediction_type != "sample":
         raise BundleError(f"unsupported diffusion.prediction_type {m.diffusion.prediction_type!r:.40}")
@@ -303,8 +346,38 @@ def parse_manifest(data: bytes, where: str | os.PathLike = MANIFEST_NAME) -> tup
         raise BundleError(f"{where} is not valid JSON: {e}") from None
     except RecursionError:  # a crafted '[[[[...' must not end in a traceback
         raise BundleError(f"{where} is not a usable manifest: its JSON is nested too deeply") from None
+    _check_json_shape(d, where)
     m = manifest_from_dict(d)
     return m, compute_bundle_id(d)
+
+
+def _check_json_shape(d: Any, where: str | os.PathLike) -> None:
+    """Bound the depth and the number of values (iteratively) before any code walks the JSON
+    recursively (validation, deepcopy, `info --json`): 600 nested lists must not end in RecursionError."""
+    stack, nodes = [(d, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_JSON_DEPTH:
+            raise BundleError(f"{where} is not a usable manifest: its JSON is nested too deeply "
+                              f"(more than {MAX_JSON_DEPTH} levels)")
+        if nodes > MAX_JSON_NODES:
+            raise BundleError(f"{where} is not a usable manifest: its JSON holds more than {MAX_JSON_NODES} values")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def check_bundle_id(m: Manifest, ident: str, where: str | os.PathLike, expected_id: str | None = None) -> None:
+    """The recorded id must be the content's, and (when an app pins one) the expected id: checked
+    right after the manifest is parsed, before any listed file is read or extracted."""
+    if m.bundle_id != ident:
+        raise BundleError(f"the manifest of {where} records bundle_id {m.bundle_id!r:.40} but its content hashes to "
+                          f"{ident!r}; the bundle was modified after export (re-export it)")
+    if expected_id is not None and ident != expected_id.strip().lower():
+        raise BundleError(f"bundle {where} has id {ident} but {expected_id.strip()!r:.40} was expected; "
+                          "refusing a bundle other than the one pinned")
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:

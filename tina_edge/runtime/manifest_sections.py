@@ -11,7 +11,6 @@ as null: what is read is written back key for key (an old bundle's `info --json`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 

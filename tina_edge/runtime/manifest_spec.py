@@ -24,22 +24,33 @@ LIMITS: dict[str, tuple[float, float]] = {
     "text_encoder.pad_id": (0, 10_000_000),
     "text_encoder.image_size": (1, 1024),
     "denoiser.k_max": (2, 1000),
-    "denoiser.param_count": (1, 1 << 28),
+    # generated parameters: the default bundle's head is 25 620, a 1 000-class head on a 1 280-d trunk 1.28 M;
+    # 4 M floats bound what the runtime allocates without bytes behind it (noise, an "inputs" template's zeros)
+    "denoiser.param_count": (1, 1 << 22),
     "denoiser.embedding_dim": (1, 4096),
     "template.input.height": (1, 2048),
     "template.input.width": (1, 2048),
     "template.input.channels": (3, 3),
-    "file.bytes": (0, 8 << 30),
+    # sizes: the default bundle is 57 MB (largest file 26 MB); an fp32 all-mpnet-base-v2 text encoder
+    # (438 MB) or a CLIP ViT-B/32 text + image tower (~610 MB) are the largest real ones we support
+    "file.bytes": (0, 512 << 20),
+    "bundle.bytes": (1, 1 << 30),  # all listed files together: what an archive may unpack, too
     "files.count": (1, 64),
     "layout.count": (1, 256),
     "layout.rank": (1, 8),
-    "layout.dim": (1, 1 << 28),
+    "layout.dim": (1, 1 << 22),
     "name.chars": (1, 255),
     "string.chars": (0, 200),
     "vocabulary.count": (0, 100_000),
+    # without text_encoder.vocabulary_embeddings every name is encoded on the device at the first new
+    # name (~4 ms a name with MiniLM, 5x that with mpnet): at most this many (the exporter ships the file)
+    "vocabulary.encoded": (0, 1024),
+    "vocabulary.floats": (0, 1 << 24),  # len(vocabulary) x embedding_dim of the embeddings file (64 MB as float32)
     "conditioning.floats": (1, 1 << 20),  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
 }
 MAX_MANIFEST_BYTES = 16 << 20  # a 100 000-name vocabulary fits in a few MiB
+MAX_JSON_DEPTH = 32  # nesting of the manifest's JSON (the default bundle's is 6): code that walks it recursively stays safe
+MAX_JSON_NODES = 1_000_000  # values in the manifest's JSON (the default bundle's: 3 101)
 MIN_STD = 1e-12  # a normalisation std below this (after the float32 cast) is treated as vanishing
 
 
