@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .archive import open_archive
-from .contracts import CONTRACTS, DOUBLE, FLOAT, FLOAT16
+from .contracts import CLASS_EMB, CLASS_MASK, CONTRACTS, DOUBLE, EMBEDDINGS, FLOAT, FLOAT16, IMAGE, X0, X_T
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, Manifest, bundle_files, check_bundle_id, parse_manifest
 from .onnx_checks import external_tensors, inline_external, ort_skeleton, parse_model, unbounded_control_flow
@@ -165,13 +165,13 @@ def _check_image_encoder(blobs: dict[str, bytes], m: Manifest) -> None:
         raise BundleError(f"manifest field text_encoder.image_size must be a positive integer when an image encoder is listed, got {te.image_size!r}")
     model = _load_onnx(te.image_encoder, blobs, m.files)
     ins, outs = _check_contract(model, te.image_encoder, "image_encoder")
-    img = _dims(ins["image"])
+    img = _dims(ins[IMAGE])
     if len(img) != 4:
         raise BundleError(f"bundle file {te.image_encoder}: input image must be [N, S, S, 3], it has {len(img)} axes")
     _expect_dim(te.image_encoder, "input image", img, 1, te.image_size)
     _expect_dim(te.image_encoder, "input image", img, 2, te.image_size)
     _expect_dim(te.image_encoder, "input image", img, 3, 3)
-    _expect_dim(te.image_encoder, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
+    _expect_dim(te.image_encoder, "output embeddings", _dims(outs[EMBEDDINGS]), 1, te.embedding_dim)
 
 
 def _check_ort_control_flow(blobs: dict[str, bytes], name: str) -> None:
@@ -207,7 +207,7 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
     else:
         model = _load_onnx(te.model, blobs, m.files)
         _ins, outs = _check_contract(model, te.model, "text_encoder")
-        _expect_dim(te.model, "output embeddings", _dims(outs["embeddings"]), 1, te.embedding_dim)
+        _expect_dim(te.model, "output embeddings", _dims(outs[EMBEDDINGS]), 1, te.embedding_dim)
         del model
     if te.image_encoder and not te.image_encoder.endswith(".ort"):
         _check_image_encoder(blobs, m)
@@ -216,11 +216,11 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
     else:
         model = _load_onnx(den.model, blobs, m.files)
         ins, outs = _check_contract(model, den.model, "denoiser")
-        _expect_dim(den.model, "input x_t", _dims(ins["x_t"]), 1, den.param_count)
-        _expect_dim(den.model, "output x0", _dims(outs["x0"]), 1, den.param_count)
-        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 1, den.k_max)
-        _expect_dim(den.model, "input class_emb", _dims(ins["class_emb"]), 2, den.embedding_dim)
-        _expect_dim(den.model, "input class_mask", _dims(ins["class_mask"]), 1, den.k_max)
+        _expect_dim(den.model, "input x_t", _dims(ins[X_T]), 1, den.param_count)
+        _expect_dim(den.model, "output x0", _dims(outs[X0]), 1, den.param_count)
+        _expect_dim(den.model, "input class_emb", _dims(ins[CLASS_EMB]), 1, den.k_max)
+        _expect_dim(den.model, "input class_emb", _dims(ins[CLASS_EMB]), 2, den.embedding_dim)
+        _expect_dim(den.model, "input class_mask", _dims(ins[CLASS_MASK]), 1, den.k_max)
         del model
     if den.embedding_dim != te.embedding_dim:
         raise BundleError(
@@ -233,7 +233,7 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
         _check_ort_control_flow(blobs, other)  # generate.ort: its Loop, like generate.onnx's
     tpl = _load_onnx(tm.model, blobs, m.files)
     ins, _outs = _check_contract(tpl, tm.model, "template")
-    img = _dims(ins["image"])
+    img = _dims(ins[IMAGE])
     if len(img) != 4:
         raise BundleError(f"bundle file {tm.model}: input image must be [N, H, W, 3], it has {len(img)} axes")
     _expect_dim(tm.model, "input image", img, 1, tm.input.height)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .contracts import FEATURES, IMAGE, PROBABILITIES, output_names
 from .errors import ArgumentError, ImageError, ModelFileError, TinaEdgeError
 from .images import expand_items, load_one
 from .model_meta import ModelMetadata, check_preprocess
@@ -119,7 +120,7 @@ class PersonalizedClassifier:
     @property
     def is_head(self) -> bool:
         """True for a head-only model (input `features`), which needs the bundle's trunk to predict."""
-        return bool(self._model.graph.input) and self._model.graph.input[0].name == "features"
+        return bool(self._model.graph.input) and self._model.graph.input[0].name == FEATURES
 
     def trunk_model(self) -> onnx.ModelProto:
         """The trunk (image -> features): cut from a standalone model, or for a head-only model the one
@@ -189,12 +190,12 @@ class PersonalizedClassifier:
         what = f"the model (on a batch of shape {list(x.shape)})"
         try:
             if self.is_head:  # head-only form: the shared trunk once, then the k x (D+1) head
-                feats = run_graph(self._trunk_sess(), ["features"], {"image": x}, what=f"the trunk (on a batch of shape "
+                feats = run_graph(self._trunk_sess(), [FEATURES], {IMAGE: x}, what=f"the trunk (on a batch of shape "
                                   f"{list(x.shape)})", error=ModelFileError, hint=hint, items=n)[0]
-                probs = run_graph(self._sess(), ["probabilities"], {"features": feats}, what=what,
+                probs = run_graph(self._sess(), [PROBABILITIES], {FEATURES: feats}, what=what,
                                   error=ModelFileError, hint=hint, items=n)[0]
             else:
-                probs = run_graph(self._sess(), ["probabilities"], {"image": x}, what=what, error=ModelFileError,
+                probs = run_graph(self._sess(), [PROBABILITIES], {IMAGE: x}, what=what, error=ModelFileError,
                                   hint=hint, items=n)[0]
         except TinaEdgeError:
             raise
@@ -369,22 +370,22 @@ def check_classifier_contract(model: onnx.ModelProto, k: int, p: Path | str) -> 
     """Input `image` uint8 rank 4 (NHWC, 3 channels), outputs `logits`/`probabilities` float [N, k]."""
     inits = {i.name for i in model.graph.initializer}
     ins = [i for i in model.graph.input if i.name not in inits]
-    if [i.name for i in ins] == ["features"]:  # head-only form: float features [N, D] from the bundle's trunk
+    if [i.name for i in ins] == [FEATURES]:  # head-only form: float features [N, D] from the bundle's trunk
         ft = ins[0].type.tensor_type
         if not ins[0].type.HasField("tensor_type") or ft.elem_type != 1 or len(ft.shape.dim) != 2:
             raise ModelFileError(f"{p}: a head-only classifier takes float32 'features' [N, D]")
-    elif [i.name for i in ins] != ["image"]:
+    elif [i.name for i in ins] != [IMAGE]:
         raise ModelFileError(f"{p} takes inputs {[i.name for i in ins][:8]}; a tina-edge classifier takes one input 'image'")
     tt = ins[0].type.tensor_type
-    if ins[0].name == "features":
+    if ins[0].name == FEATURES:
         pass
     elif not ins[0].type.HasField("tensor_type") or tt.elem_type != 2:  # uint8
         raise ModelFileError(f"{p}: input 'image' must be a uint8 tensor (RGB values 0..255), it is element type {tt.elem_type}")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-    if ins[0].name == "image" and (not tt.HasField("shape") or len(dims) != 4 or dims[3] not in (None, 3)):
+    if ins[0].name == IMAGE and (not tt.HasField("shape") or len(dims) != 4 or dims[3] not in (None, 3)):
         raise ModelFileError(f"{p}: input 'image' must be [N, H, W, 3] (NHWC RGB), it is {_fmt_dims(dims) if tt.HasField('shape') else 'of unknown rank'}")
     outs = {o.name: o for o in model.graph.output}
-    for name in ("logits", "probabilities"):
+    for name in output_names("template"):
         if name not in outs:
             raise ModelFileError(f"{p} has no output {name!r}; it has {sorted(outs)[:8]}")
         ot = outs[name].type.tensor_type

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .contracts import FEATURES, LOGITS, PROBABILITIES
 from .errors import ModelFileError
 from .model_meta import ModelMetadata
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     import onnx
 
 HEAD_WEIGHT, HEAD_BIAS = "fc.weight", "fc.bias"
-FEATURES = "features"
 
 
 def head_input_name(template: "onnx.ModelProto") -> str:
@@ -76,13 +76,13 @@ def head_model(params: Mapping[str, np.ndarray], meta: ModelMetadata, trunk_sha:
     w = np.ascontiguousarray(params[HEAD_WEIGHT], dtype=np.float32)
     b = np.ascontiguousarray(params[HEAD_BIAS], dtype=np.float32)
     k, d = w.shape
-    nodes = [helper.make_node("Gemm", [FEATURES, HEAD_WEIGHT, HEAD_BIAS], ["logits"], transB=1),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    nodes = [helper.make_node("Gemm", [FEATURES, HEAD_WEIGHT, HEAD_BIAS], [LOGITS], transB=1),
+             helper.make_node("Softmax", [LOGITS], [PROBABILITIES], axis=1)]
     graph = helper.make_graph(
         nodes, "tina_edge_head",
         [helper.make_tensor_value_info(FEATURES, onnx.TensorProto.FLOAT, ["N", d])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", k]),
-         helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["N", k])],
+        [helper.make_tensor_value_info(LOGITS, onnx.TensorProto.FLOAT, ["N", k]),
+         helper.make_tensor_value_info(PROBABILITIES, onnx.TensorProto.FLOAT, ["N", k])],
         initializer=[numpy_helper.from_array(w, HEAD_WEIGHT), numpy_helper.from_array(b, HEAD_BIAS)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tina-edge")
     model.ir_version = 8
