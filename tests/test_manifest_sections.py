@@ -88,3 +88,24 @@ def test_one_builder_from_eval_json():
     assert "tasks" not in s.to_dict() and "seed" not in s.to_dict()  # the summary, not every task row
     with pytest.raises(BundleError, match="summary"):
         EvaluationSummary.from_eval_json({"tasks": []})
+
+
+def test_the_portable_section_is_typed_and_checked():
+    from tina_edge.runtime.errors import BundleError
+    from tina_edge.runtime.manifest_sections import PortableInfo
+
+    good = {"generate": {"model": "generate.onnx", "sampler": "ddim", "eta": 0.0, "steps": 2, "timesteps": [999, 0],
+                         "inputs": ["class_emb", "class_mask", "noise"], "outputs": ["x0", "params"]},
+            "template_inputs": {"model": "template.onnx", "inputs": ["fc.weight"]}, "tokenizer_config": "tokenizer_config.json",
+            "future": {"kept": True}}
+    p = PortableInfo.from_dict(good, "portable")
+    assert p.generate_model == "generate.onnx" and p.generate_timesteps == [999, 0] and p.to_dict() == good
+    assert p.files() == [("portable.generate.model", "generate.onnx"), ("portable.template_inputs.model", "template.onnx"),
+                         ("portable.tokenizer_config", "tokenizer_config.json")]
+    assert not PortableInfo.from_dict({}, "portable") and PortableInfo().files() == []
+    for bad, words in [({"generate": {"model": "g.onnx", "timesteps": [0, 999]}}, "distinct and descending"),
+                       ({"generate": {"model": "g.onnx", "timesteps": [999, 0], "steps": 3}}, "equal the number"),
+                       ({"generate": {"timesteps": [1]}}, "portable.generate.model"),
+                       ({"generate": "generate.onnx"}, "portable.generate must be a JSON object")]:
+        with pytest.raises(BundleError, match=words):
+            PortableInfo.from_dict(bad, "portable")

@@ -48,7 +48,7 @@ def test_generate_onnx_agrees_with_the_numpy_ddim_sampler(tiny, tmp_path, steps)
     d = tmp_path / "b"
     shutil.copytree(tiny, d)
     m = add_portable_files(d, steps=steps)
-    assert m.portable["generate"]["steps"] == steps and len(m.portable["generate"]["timesteps"]) == steps
+    assert m.portable.generate["steps"] == steps and len(m.portable.generate["timesteps"]) == steps
     p = Personalizer.from_bundle(d, threads=1)
     for names, seed in ((["dog", "cat"], 0), (["ship", "dog", "bird", "cat", "frog"], 2**63 - 1)):
         x0, params = _generate(p, d / "generate.onnx", names, seed)
@@ -71,7 +71,7 @@ def test_generate_onnx_takes_a_batch_of_candidates(tiny):
 def test_template_inputs_serves_every_classifier_like_the_filled_template(tiny):
     p = Personalizer.from_bundle(tiny, threads=1)
     m = p.manifest
-    assert m.template.form == "inputs" and m.portable["template_inputs"]["model"] == m.template.model
+    assert m.template.form == "inputs" and m.portable.template_inputs_model == m.template.model
     assert not (tiny / "template_inputs.onnx").exists()  # the trunk is stored once
     model = onnx.load(str(tiny / m.template.model))
     inits = {i.name for i in model.graph.initializer}
@@ -88,9 +88,9 @@ def test_template_inputs_serves_every_classifier_like_the_filled_template(tiny):
 def test_manifest_lists_and_hashes_the_portable_files(tiny):
     b = open_bundle(tiny)
     port = b.manifest.portable
-    for name in (port["generate"]["model"], port["template_inputs"]["model"], port["tokenizer_config"]):
+    for name in (port.generate_model, port.template_inputs_model, port.tokenizer_config):
         assert name in b.manifest.files and b.manifest.files[name]["bytes"] > 0
-    assert port["noise"] == {"generator": "splitmix64-boxmuller", "version": 1, "dtype": "float32", "spec": "docs/PORTABLE.md"}
+    assert port.noise == {"generator": "splitmix64-boxmuller", "version": 1, "dtype": "float32", "spec": "docs/PORTABLE.md"}
     cfg = json.loads((tiny / "tokenizer_config.json").read_text())
     assert cfg["model_max_length"] == b.manifest.text_encoder.max_tokens
     assert cfg["tina_edge"]["pad_id"] == b.manifest.text_encoder.pad_id
@@ -206,12 +206,12 @@ def test_one_template_bundle_refuses_a_template_without_the_weight_inputs(tmp_pa
 def test_older_two_template_bundles_still_open_and_convert_to_one_template(tmp_path):
     """A bundle written before template.form: initializer template.onnx + a second template_inputs.onnx."""
     from tina_edge.export.portable.generate import build_template_inputs
-    from tina_edge.runtime.manifest import read_manifest, write_manifest
+    from tina_edge.runtime.manifest import PortableInfo, read_manifest, write_manifest
 
     old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)
     m = read_manifest(old)
     onnx.save(build_template_inputs(onnx.load(str(old / "template.onnx")), m), str(old / "template_inputs.onnx"))
-    m.portable = {"template_inputs": {"model": "template_inputs.onnx", "inputs": [t.name for t in m.template.layout]}}
+    m.portable = PortableInfo(template_inputs={"model": "template_inputs.onnx", "inputs": [t.name for t in m.template.layout]})
     m.files["template_inputs.onnx"] = {"sha256": "", "bytes": 0}
     write_manifest(old, m)
     b = open_bundle(old)

@@ -21,7 +21,7 @@ def test_ort_bundle_personalizes_identically(tmp_path):
     ort_dir = tmp_path / "ort"
     m = open_bundle(ort_dir).manifest
     assert m.text_encoder.model == "text_encoder.ort" and m.denoiser.model == "denoiser.ort"
-    assert m.portable["generate"]["model"] == "generate.ort"
+    assert m.portable.generate_model == "generate.ort"
     assert not list(ort_dir.glob("denoiser.onnx")) and "required_operators.config" in summary["files"]
     ops = (ort_dir / "required_operators.config").read_text()
     assert "ai.onnx;" in ops and "Gemm" in ops or "MatMul" in ops
@@ -74,7 +74,7 @@ def test_ort_bundle_keeps_one_onnx_template_and_sessions_wait_for_verification(t
     d = tmp_path / "ort"
     m = open_bundle(d).manifest
     assert m.template.model == "template.onnx" and m.template.form == "inputs"
-    assert m.portable["template_inputs"]["model"] == "template.ort" and {"template.onnx", "template.ort"} <= set(m.files)
+    assert m.portable.template_inputs_model == "template.ort" and {"template.onnx", "template.ort"} <= set(m.files)
     made = []
     real = bundle_mod.make_session
     monkeypatch.setattr(bundle_mod, "make_session", lambda *a, **k: made.append(k.get("what")) or real(*a, **k))

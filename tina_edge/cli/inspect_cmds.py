@@ -115,12 +115,12 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         f"sampler     {dif.default_sampler}, {dif.default_steps} steps by default; T={dif.num_train_timesteps}, "
         f"{dif.beta_schedule} betas {dif.beta_start:g}..{dif.beta_end:g}, predicts x0"
     )
-    port = m.portable if isinstance(m.portable, dict) else {}
-    if port.get("generate"):  # docs/PORTABLE.md: what JS and mobile ports use
-        g, nz = port["generate"], port.get("noise", {})
-        out.append(f"portable    {g.get('model')} (ddim {g.get('steps')} steps), {port.get('template_inputs', {}).get('model')}, "
-                   f"{port.get('tokenizer_config')}; noise {nz.get('generator')} v{nz.get('version')}"
-                   + ("; ORT format" if port.get("ort") else ""))
+    port = m.portable
+    if port.generate_model:  # docs/PORTABLE.md: what JS and mobile ports use
+        nz = port.noise or {}
+        out.append(f"portable    {port.generate_model} (ddim {len(port.generate_timesteps)} steps), {port.template_inputs_model}, "
+                   f"{port.tokenizer_config}; noise {nz.get('generator')} v{nz.get('version')}"
+                   + ("; ORT format" if port.ort else ""))
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr, ev = m.training.to_dict(), m.evaluation.to_dict()  # every key, those this version does not know too

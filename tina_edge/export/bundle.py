@@ -232,7 +232,7 @@ def export_bundle(ckpt_path: str | Path, out_dir: str | Path, *, text_encoder: s
                                      done_stage=done_stage)
             manifest = _write_bundle_manifest(tmp, ck, te_spec, evaluation, default_sampler=default_sampler,
                                               default_steps=default_steps, quantize_trunk=quantize_trunk)
-            summary["portable"] = manifest.portable  # e.g. the text encoder's weight-only rewrite
+            summary["portable"] = manifest.portable.to_dict()  # e.g. the text encoder's weight-only rewrite
             done_stage()
             log("checking a whole personalize run against the torch reference ...")
             _check_personalize_parity(tmp, ck, summary, quantize_denoiser)

@@ -49,6 +49,7 @@ from .manifest_spec import (  # noqa: F401  (re-exported: the format's types are
     TemplateSpec,
     TensorSpec,
     TextEncoderSpec,
+    PortableInfo,
     TrainingInfo,
     bundle_files,
 )
@@ -140,8 +141,6 @@ def manifest_from_dict(d: Any) -> Manifest:
     for key in ("producer", "bundle_id"):
         if not isinstance(d.get(key, ""), str):
             raise BundleError(f"manifest field {key} must be a string")
-    if not isinstance(d.get("portable") or {}, dict):
-        raise BundleError("manifest field portable must be a JSON object")
     m = Manifest(
         text_encoder=_spec(TextEncoderSpec, d["text_encoder"], "text_encoder"),
         diffusion=_spec(DiffusionSpec, d["diffusion"], "diffusion"),
@@ -150,7 +149,7 @@ def manifest_from_dict(d: Any) -> Manifest:
         training=TrainingInfo.from_dict(d.get("training", {}), "training"),
         evaluation=EvaluationSummary.from_dict(d.get("evaluation", {}), "evaluation"),
         producer=d.get("producer", ""), schema_version=SCHEMA_VERSION, bundle_id=d.get("bundle_id", ""),
-        portable=dict(d.get("portable") or {}),
+        portable=PortableInfo.from_dict(d.get("portable") or {}, "portable"),
     )
     _validate(m)
     return m

@@ -169,3 +169,68 @@ class EvaluationSummary(_Section):
                 _check_figures(f"evaluation.{name}", getattr(self, name), depth=2)
         _check_text("evaluation.sampler", self.sampler)
         _check_int("evaluation.steps", self.steps)
+
+
+@dataclass
+class PortableInfo(_Section):
+    """The optional portable files (docs/PORTABLE.md) and the starting-noise generator they assume;
+    written by export/portable/generate.py (and ort_format.py), read by the runtime, `info` and the JS
+    package. Empty for bundles exported before them."""
+
+    noise: dict[str, Any] | None = None  # {"generator", "version", "dtype", "spec"}
+    generate: dict[str, Any] | None = None  # {"model", "sampler", "eta", "steps", "timesteps", "inputs", "outputs"}
+    template_inputs: dict[str, Any] | None = None  # {"model", "inputs"}: the template with its weights as graph inputs
+    tokenizer_config: str | None = None  # tokenizer_config.json for standard tokenizer loaders
+    text_encoder: dict[str, Any] | None = None  # {"quantization"}: the text encoder's portable rewrite
+    ort: dict[str, Any] | None = None  # {"optimization", "required_operators", ...}: ORT-format graphs
+    extra: dict[str, Any] = field(default_factory=dict)
+    nulls: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    @property
+    def generate_model(self) -> str | None:
+        """generate.onnx's file name, or None without one."""
+        return self.generate.get("model") if self.generate else None
+
+    @property
+    def generate_timesteps(self) -> list[int]:
+        """The DDIM timesteps generate.onnx runs (descending), [] without it."""
+        return list(self.generate.get("timesteps") or []) if self.generate else []
+
+    @property
+    def template_inputs_model(self) -> str | None:
+        return self.template_inputs.get("model") if self.template_inputs else None
+
+    @property
+    def text_encoder_quantization(self) -> str | None:
+        return self.text_encoder.get("quantization") if self.text_encoder else None
+
+    def files(self) -> list[tuple[str, str]]:
+        """(field, file name) of every portable file the section names (manifest_spec.bundle_files)."""
+        out = [(f"portable.{k}.model", sec["model"]) for k, sec in (("generate", self.generate),
+                                                                     ("template_inputs", self.template_inputs))
+               if sec and sec.get("model") is not None]
+        return out + ([("portable.tokenizer_config", self.tokenizer_config)] if self.tokenizer_config is not None else [])
+
+    def check(self) -> None:
+        for name in ("noise", "generate", "template_inputs", "text_encoder", "ort"):
+            if getattr(self, name) is not None:
+                _check_object(f"portable.{name}", getattr(self, name))
+        _check_text("portable.tokenizer_config", self.tokenizer_config)
+        for name in ("generate", "template_inputs"):
+            sec = getattr(self, name)
+            if sec is not None and not (isinstance(sec.get("model"), str) and 0 < len(sec["model"]) <= NAME_CHARS):
+                raise BundleError(f"manifest field portable.{name}.model must name a file of the bundle")
+        if self.generate is not None:
+            ts = self.generate.get("timesteps")
+            if not (isinstance(ts, list) and 0 < len(ts) <= 1000 and all(isinstance(t, int) and not isinstance(t, bool)
+                                                                       and 0 <= t < 100_000 for t in ts)):
+                raise BundleError("manifest field portable.generate.timesteps must be a list of 1 to 1000 timesteps")
+            if ts != sorted(set(ts), reverse=True):
+                raise BundleError("manifest field portable.generate.timesteps must be distinct and descending")
+            _check_int("portable.generate.steps", self.generate.get("steps"))
+            if self.generate.get("steps") is not None and self.generate["steps"] != len(ts):
+                raise BundleError("manifest field portable.generate.steps must equal the number of its timesteps")
+            _check_number("portable.generate.eta", self.generate.get("eta"))
+            for key in ("inputs", "outputs"):
+                if self.generate.get(key) is not None:
+                    _check_names(f"portable.generate.{key}", self.generate[key])

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from .manifest_sections import EvaluationSummary, TrainingInfo  # noqa: F401  (re-exported with the other sections)
+from .manifest_sections import EvaluationSummary, PortableInfo, TrainingInfo  # noqa: F401  (re-exported with the other sections)
 
 SCHEMA_VERSION = 1
 TEMPLATE_FORMS = ("initializers", "inputs")  # template.form: generated tensors as initializers or graph inputs
@@ -67,14 +67,7 @@ def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
         out.append(("text_encoder.image_encoder", te.image_encoder))
     if te.vocabulary_embeddings:
         out.append(("text_encoder.vocabulary_embeddings", te.vocabulary_embeddings))
-    port = m.portable if isinstance(m.portable, dict) else {}
-    for key in ("generate", "template_inputs"):  # optional portable files (docs/PORTABLE.md)
-        sec = port.get(key)
-        if isinstance(sec, dict) and sec.get("model") is not None:
-            out.append((f"portable.{key}.model", sec["model"]))
-    if port.get("tokenizer_config") is not None:
-        out.append(("portable.tokenizer_config", port["tokenizer_config"]))
-    return out
+    return out + m.portable.files()  # optional portable files (docs/PORTABLE.md)
 
 
 
@@ -174,7 +167,7 @@ class Manifest:
     bundle_id: str = ""
     # optional portable files (generate.onnx, the template with weights as inputs, tokenizer_config.json) and the
     # starting-noise generator; empty for bundles written before them (docs/PORTABLE.md)
-    portable: dict[str, Any] = field(default_factory=dict)
+    portable: PortableInfo = field(default_factory=PortableInfo)
 
     def __post_init__(self) -> None:
         """A section given as its JSON object is parsed (and checked) into its typed form."""
@@ -182,6 +175,8 @@ class Manifest:
             self.training = TrainingInfo.from_dict(self.training, "training")
         if isinstance(self.evaluation, dict):
             self.evaluation = EvaluationSummary.from_dict(self.evaluation, "evaluation")
+        if isinstance(self.portable, dict):
+            self.portable = PortableInfo.from_dict(self.portable, "portable")
 
     @property
     def k_max(self) -> int:
@@ -196,7 +191,7 @@ class Manifest:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, (TrainingInfo, EvaluationSummary)):
+            if isinstance(v, (TrainingInfo, EvaluationSummary, PortableInfo)):
                 out[f.name] = copy.deepcopy(v.to_dict())
             else:
                 out[f.name] = asdict(v) if is_dataclass(v) else copy.deepcopy(v)

@@ -122,11 +122,12 @@ class Personalizer:
 
     def _generate_session(self, smp):
         """The bundle's generate.onnx session when it computes exactly this sampler's run, else None."""
-        gen = self.manifest.portable.get("generate") if isinstance(self.manifest.portable, dict) else None
-        if not (self.use_generate and isinstance(gen, dict) and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
-                and [int(t) for t in smp.timesteps] == gen.get("timesteps")):
+        port = self.manifest.portable
+        if not (self.use_generate and port.generate_model and smp.name == "ddim" and getattr(smp, "eta", 0.0) == 0.0
+                and [int(t) for t in smp.timesteps] == port.generate_timesteps):
             return None
-        return self._lazy("_gen", lambda: _session(self.bundle.data(gen["model"]), gen["model"], self.threads))
+        name = port.generate_model
+        return self._lazy("_gen", lambda: _session(self.bundle.data(name), name, self.threads))
 
     def _lazy(self, name: str, build: Callable[[], Any]) -> Any:
         """The attribute `name`, built by `build()` the first time it is asked for (one lock for all of
@@ -333,7 +334,7 @@ class Personalizer:
         gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
             x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x},
-                                     what=f"bundle file {self.manifest.portable['generate']['model']}")[0], np.float32)
+                                     what=f"bundle file {self.manifest.portable.generate_model}")[0], np.float32)
         for t in smp.timesteps if gen is None else ():
             x0 = self._denoise(x, int(t), class_emb, mask)
             x = smp.step(x0, int(t), x, rng)

@@ -303,7 +303,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
 
     p = Personalizer.from_bundle(bundle, threads=1)
     m = p.manifest
-    if not m.portable.get("generate"):
+    if not m.portable.generate_model:
         raise SystemExit(f"bundle {bundle} has no generate.onnx; run `tina-edge convert {bundle} -o OUT` first")
     H, W = m.template.input.height, m.template.input.width
     images = fixed_images(n_images, H, W)

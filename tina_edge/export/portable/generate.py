@@ -29,7 +29,7 @@ from ...runtime.atomic import atomic_save_onnx, atomic_write_text
 from ...runtime.contracts import (BATCH, CLASS_EMB, CLASS_MASK, CONTRACTS, NOISE, PARAMS, TIMESTEP, X0, X_T, input_names,
                                  output_names)
 from ...runtime.errors import BundleError
-from ...runtime.manifest import Manifest, read_manifest, write_manifest
+from ...runtime.manifest import Manifest, PortableInfo, read_manifest, write_manifest
 from ...runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
 from ...runtime.samplers import make_sampler
 from ...runtime.schedule import NoiseSchedule
@@ -280,7 +280,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     root = Path(bundle_dir)
     m = read_manifest(root)
     te_note = None if keep_dynamic_int8 else _weight_only_text_encoder(root, m)
-    te_note = te_note or (m.portable.get("text_encoder") or {}).get("quantization")  # converted before: keep its note
+    te_note = te_note or m.portable.text_encoder_quantization  # converted before: keep its note
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     atomic_save_onnx(root / GENERATE, gen)
@@ -290,21 +290,19 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         tpl = onnx.load(str(root / m.template.model))
         atomic_save_onnx(root / m.template.model, build_template_inputs(tpl, m))
         m.template.form = "inputs"
-    old_inputs = (m.portable.get("template_inputs") or {}).get("model")
+    old_inputs = m.portable.template_inputs_model
     if old_inputs and old_inputs != m.template.model:  # a bundle converted before: drop its second copy
         m.files.pop(old_inputs, None)
         (root / old_inputs).unlink(missing_ok=True)
     tok = json.loads((root / m.text_encoder.tokenizer).read_text(encoding="utf-8"))
     atomic_write_text(root / TOKENIZER_CONFIG, json.dumps(tokenizer_config(tok, m), indent=2) + "\n")
-    m.portable = {
-        "noise": {"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
-        "generate": {"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,
-                     "inputs": input_names("generate"), "outputs": output_names("generate")},
-        "template_inputs": {"model": m.template.model, "inputs": [t.name for t in m.template.layout]},
-        "tokenizer_config": TOKENIZER_CONFIG,
-    }
-    if te_note:
-        m.portable["text_encoder"] = {"quantization": te_note}
+    m.portable = PortableInfo(
+        noise={"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
+        generate={"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,
+                  "inputs": input_names("generate"), "outputs": output_names("generate")},
+        template_inputs={"model": m.template.model, "inputs": [t.name for t in m.template.layout]},
+        tokenizer_config=TOKENIZER_CONFIG, text_encoder={"quantization": te_note} if te_note else None)
+    m.portable.check()
     m.files = {n: e for n, e in m.files.items()}
     for name in (GENERATE, m.template.model, TOKENIZER_CONFIG):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest

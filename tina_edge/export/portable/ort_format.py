@@ -31,9 +31,7 @@ def _graphs(m: Manifest) -> dict[str, str]:
     g = {"text_encoder.model": m.text_encoder.model, "denoiser.model": m.denoiser.model}
     if m.text_encoder.image_encoder:
         g["text_encoder.image_encoder"] = m.text_encoder.image_encoder
-    for key in ("generate", "template_inputs"):
-        if isinstance(m.portable.get(key), dict):
-            g[f"portable.{key}.model"] = m.portable[key]["model"]
+    g.update({what: name for what, name in m.portable.files() if name.endswith(".onnx")})
     return g
 
 
@@ -102,11 +100,11 @@ def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str]) -> Manif
     if te.image_encoder:
         te.image_encoder = renamed.get(te.image_encoder, te.image_encoder)
     m.denoiser.model = renamed.get(m.denoiser.model, m.denoiser.model)
-    for key in ("generate", "template_inputs"):
-        if isinstance(m.portable.get(key), dict):
-            m.portable[key]["model"] = renamed.get(m.portable[key]["model"], m.portable[key]["model"])
-    m.portable["ort"] = {"optimization": OPTIMIZATION, "required_operators": REQUIRED_OPERATORS,
-                         "converted": sorted(renamed.values())}
+    for sec in (m.portable.generate, m.portable.template_inputs):
+        if sec:
+            sec["model"] = renamed.get(sec["model"], sec["model"])
+    m.portable.ort = {"optimization": OPTIMIZATION, "required_operators": REQUIRED_OPERATORS,
+                      "converted": sorted(renamed.values())}
     keep = {m.template.model}  # the template stays ONNX (writing model.onnx edits it) even when it is also
     # the portable template_inputs graph (template.form "inputs"): the .ort copy serves minimal builds
     files = {n: e for n, e in m.files.items() if n not in renamed or n in keep}
