@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -272,10 +272,8 @@ def test_every_manifest_number_is_bounded(bundle, name, mutate, words):
     d = json.loads(p.read_text())
     mutate(d)
     p.write_text(json.dumps(d))
-    t0 = time.perf_counter()
-    with pytest.raises(BundleError) as e:
+    with pytest.raises(BundleError) as e:  # (no wall-clock bound: it failed under load, issue 20)
         open_bundle(bundle)
-    assert time.perf_counter() - t0 < 5
     assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
@@ -322,10 +320,14 @@ def test_oversized_pax_header_fails_fast(bundle, tmp_path, private_tmp):
     info = tarfile.TarInfo("notes.txt")
     info.pax_headers = {"comment": "x" * (4 << 20)}  # 4 MiB of header that tarfile would read into memory
     arch = _tar_of(tmp_path / "pax.tar", bundle, (info, b""))
-    t0 = time.perf_counter()
-    with pytest.raises(BundleError, match="extended header"):
-        open_bundle(arch)
-    assert time.perf_counter() - t0 < 5
+    tracemalloc.start()  # what is allocated, not how long it takes (a timing bound failed under load, issue 20)
+    try:
+        with pytest.raises(BundleError, match="extended header"):
+            open_bundle(arch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # the 4 MiB header was never read into memory
     assert os.listdir(private_tmp) == []
     one_error_line(run("info", arch), "extended header")
 
@@ -370,34 +372,27 @@ def test_archive_without_manifest_is_refused(bundle, tmp_path, private_tmp):
     assert os.listdir(private_tmp) == []
 
 
-@pytest.mark.slow  # ~10 s of decompression in a subprocess
-def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_tmp, monkeypatch):
-    """A member of 2 GiB of zeros (a few MB compressed) under a manifest that does not list it:
-    its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""
+def test_compressed_bomb_is_refused_at_its_header(bundle, tmp_path, private_tmp, monkeypatch):
+    """A member that declares 1 GiB (a few MB of gzip) under a manifest that does not list it is
+    refused from its header alone, once the sum passes the limit: nothing of it is decompressed.
+
+    Deterministic (issue 20: a wall-clock bound was load-dependent): the archive ends 1 MiB into the
+    member, so an implementation that read or decompressed the member before refusing would hit the
+    truncated end and fail with another message."""
     import gzip
 
     monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 64 << 20)
     arch = tmp_path / "bomb.tar.gz"
-    with gzip.open(arch, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w|") as tf:
-        for f in sorted(bundle.iterdir()):
-            tf.add(f, arcname=f.name)
-        info = tarfile.TarInfo("zeros.bin")
-        info.size = 1 << 30
-
-        class Zeros:
-            left = info.size
-
-            def read(self, n=-1):
-                n = self.left if n < 0 else min(n, self.left)
-                self.left -= n
-                return b"\0" * n
-
-        tf.addfile(info, Zeros())
-    assert arch.stat().st_size < 8 << 20
-    t0 = time.perf_counter()
+    buf = io.BytesIO()
+    tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)  # never closed: no end-of-archive blocks
+    for f in sorted(bundle.iterdir()):
+        tf.add(f, arcname=f.name)
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 1 << 30
+    with gzip.open(arch, "wb", compresslevel=1) as gz:
+        gz.write(buf.getvalue() + info.tobuf(tarfile.PAX_FORMAT) + b"\0" * (1 << 20))  # header, 1 MiB of its 1 GiB
     with pytest.raises(BundleError, match="unpacks to more than"):
         open_bundle(arch)
-    assert time.perf_counter() - t0 < 10
     assert os.listdir(private_tmp) == []
 
 
