@@ -8,7 +8,6 @@ all-MiniLM-L6-v2). Figures behind the thresholds below: BENCHMARKS.md §10.
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ from tina_edge.runtime import Personalizer
 from tina_edge.runtime.bundle import default_bundle_path, open_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TINY = ROOT.parent / "shared" / "data" / "tiny-imagenet-200.tar.gz"
 SEEN = ["goldfish", "school bus", "lemon", "pizza", "koala", "teapot", "sandal", "jellyfish", "barn",
         "golden retriever"]  # all in the training vocabulary
 
@@ -78,33 +76,25 @@ def test_novelty_and_every_k(tina):
         np.testing.assert_allclose(p.probabilities.sum(1), 1.0, atol=1e-5)
 
 
-def _tiny_val_photos(dest: Path, names: list[str], per_class: int) -> dict[str, list[Path]]:
-    """Extract the val photos of `names` (first WordNet name in words.txt) from the shared archive."""
-    with tarfile.open(SHARED_TINY) as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile()}
-        root = next(n.split("/")[0] for n in members if n.endswith("/words.txt"))
-        words = tar.extractfile(members[f"{root}/words.txt"]).read().decode()
-        wnids = set(tar.extractfile(members[f"{root}/wnids.txt"]).read().decode().split())
-        first = {line.split("\t")[0]: line.split("\t")[1].split(",")[0].strip() for line in words.splitlines() if "\t" in line}
-        want = {w: first[w] for w in wnids if first.get(w) in names}
-        ann = tar.extractfile(members[f"{root}/val/val_annotations.txt"]).read().decode().splitlines()
-        out: dict[str, list[Path]] = {n: [] for n in names}
-        for line in ann:
-            file, wnid = line.split("\t")[:2]
-            if wnid in want and len(out[want[wnid]]) < per_class:
-                m = members[f"{root}/val/images/{file}"]
-                m.name = file
-                tar.extract(m, dest, filter="data")
-                out[want[wnid]].append(dest / file)
+def _tiny_val_photos(root: Path, names: list[str], per_class: int) -> dict[str, list[Path]]:
+    """The first `per_class` val photos of each of `names` (first WordNet name in words.txt) in the
+    extracted Tiny-ImageNet folder `root`."""
+    first = {w: n.split(",")[0].strip() for w, n in
+             (line.split("\t")[:2] for line in (root / "words.txt").read_text().splitlines() if "\t" in line)}
+    want = {w: first[w] for w in (root / "wnids.txt").read_text().split() if first.get(w) in names}
+    out: dict[str, list[Path]] = {n: [] for n in names}
+    for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+        file, wnid = line.split("\t")[:2]
+        if wnid in want and len(out[want[wnid]]) < per_class:
+            out[want[wnid]].append(root / "val" / "images" / file)
     return out
 
 
-@pytest.mark.slow  # ~20 s: reads the Tiny-ImageNet archive and classifies 300 real photos
+@pytest.mark.slow  # ~20 s: classifies 300 real photos (and extracts the shared Tiny-ImageNet once per checkout)
 @pytest.mark.realdata
-@pytest.mark.skipif(not SHARED_TINY.is_file(), reason="needs ../shared/data/tiny-imagenet-200.tar.gz")
-def test_generated_models_classify_real_photos(tina, tmp_path):
+def test_generated_models_classify_real_photos(tina, tmp_path, tiny_imagenet):
     pytest.importorskip("PIL")
-    photos = _tiny_val_photos(tmp_path / "val", SEEN, per_class=30)
+    photos = _tiny_val_photos(tiny_imagenet, SEEN, per_class=30)
     assert all(len(v) == 30 for v in photos.values()), {k: len(v) for k, v in photos.items()}
     clf = tina.personalize(SEEN, seed=0)
     clf.save(tmp_path / "model.onnx")

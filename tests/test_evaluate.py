@@ -13,14 +13,15 @@ from click.testing import CliRunner
 from PIL import Image
 from runtime_fixtures import make_tiny_bundle
 
+from shared_data import CIFAR10_ARCHIVE
+
 from tina_edge.cli.main import main
 from tina_edge.runtime import PersonalizedClassifier, Personalizer
 from tina_edge.runtime.bundle import default_bundle_path
 from tina_edge.runtime.errors import ArgumentError, DatasetError
 from tina_edge.runtime.evaluation import confusion_matrix, evaluate, labelled_images
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SHARED_CIFAR = CIFAR10_ARCHIVE  # ../shared/data, or $TINA_EDGE_SHARED_DATA
 
 
 def run(*args):

@@ -7,6 +7,7 @@ extracted copy left behind on errors or SIGTERM. Every case is a real crafted fi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -272,10 +273,8 @@ def test_every_manifest_number_is_bounded(bundle, name, mutate, words):
     d = json.loads(p.read_text())
     mutate(d)
     p.write_text(json.dumps(d))
-    t0 = time.perf_counter()
-    with pytest.raises(BundleError) as e:
+    with pytest.raises(BundleError) as e:  # (no wall-clock bound: it failed under load, issue 20)
         open_bundle(bundle)
-    assert time.perf_counter() - t0 < 5
     assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
@@ -322,10 +321,25 @@ def test_oversized_pax_header_fails_fast(bundle, tmp_path, private_tmp):
     info = tarfile.TarInfo("notes.txt")
     info.pax_headers = {"comment": "x" * (4 << 20)}  # 4 MiB of header that tarfile would read into memory
     arch = _tar_of(tmp_path / "pax.tar", bundle, (info, b""))
-    t0 = time.perf_counter()
-    with pytest.raises(BundleError, match="extended header"):
-        open_bundle(arch)
-    assert time.perf_counter() - t0 < 5
+    small = tarfile.TarInfo("notes.txt")
+    small.pax_headers = {"comment": "x" * 64}  # the same archive with a harmless header: the baseline
+
+    def peak_opening(path, refused: bool) -> int:
+        tracemalloc.start()  # what is allocated, not how long it takes (a timing bound failed under load, issue 20)
+        try:
+            if refused:
+                with pytest.raises(BundleError, match="extended header"):
+                    open_bundle(path)
+            else:
+                with contextlib.suppress(BundleError):  # an unlisted member may be refused for other reasons
+                    open_bundle(path).close()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    base = peak_opening(_tar_of(tmp_path / "small.tar", bundle, (small, b"")), refused=False)
+    peak = peak_opening(arch, refused=True)
+    assert peak < base + (1 << 20), (peak, base)  # the 4 MiB header was never read into memory
     assert os.listdir(private_tmp) == []
     one_error_line(run("info", arch), "extended header")
 
@@ -370,34 +384,27 @@ def test_archive_without_manifest_is_refused(bundle, tmp_path, private_tmp):
     assert os.listdir(private_tmp) == []
 
 
-@pytest.mark.slow  # ~10 s of decompression in a subprocess
-def test_compressed_bomb_fails_fast_in_little_memory(bundle, tmp_path, private_tmp, monkeypatch):
-    """A member of 400 MiB of zeros (a few hundred KB compressed) under a manifest that does not list it:
-    its header alone is refused once the sum passes the limit; nothing is decompressed to disk."""
+def test_compressed_bomb_is_refused_at_its_header(bundle, tmp_path, private_tmp, monkeypatch):
+    """A member that declares 400 MiB (a few MB of gzip) under a manifest that does not list it is
+    refused from its header alone, once the sum passes the limit: nothing of it is decompressed.
+
+    Deterministic (issue 20: a wall-clock bound was load-dependent): the archive ends 1 MiB into the
+    member, so an implementation that read or decompressed the member before refusing would hit the
+    truncated end and fail with another message."""
     import gzip
 
     monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 64 << 20)
     arch = tmp_path / "bomb.tar.gz"
-    with gzip.open(arch, "wb", compresslevel=1) as gz, tarfile.open(fileobj=gz, mode="w|") as tf:
-        for f in sorted(bundle.iterdir()):
-            tf.add(f, arcname=f.name)
-        info = tarfile.TarInfo("zeros.bin")
-        info.size = 400 << 20  # under the 512 MiB one-member limit: the total (lowered to 64 MiB) refuses it
-
-        class Zeros:
-            left = info.size
-
-            def read(self, n=-1):
-                n = self.left if n < 0 else min(n, self.left)
-                self.left -= n
-                return b"\0" * n
-
-        tf.addfile(info, Zeros())
-    assert arch.stat().st_size < 8 << 20
-    t0 = time.perf_counter()
+    buf = io.BytesIO()
+    tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)  # never closed: no end-of-archive blocks
+    for f in sorted(bundle.iterdir()):
+        tf.add(f, arcname=f.name)
+    info = tarfile.TarInfo("zeros.bin")
+    info.size = 400 << 20  # under the one-member limit (512 MiB): the total (lowered to 64 MiB) refuses it
+    with gzip.open(arch, "wb", compresslevel=1) as gz:
+        gz.write(buf.getvalue() + info.tobuf(tarfile.PAX_FORMAT) + b"\0" * (1 << 20))  # header, 1 MiB of its 400 MiB
     with pytest.raises(BundleError, match="unpacks to more than"):
         open_bundle(arch)
-    assert time.perf_counter() - t0 < 10
     assert os.listdir(private_tmp) == []
 
 

@@ -2,7 +2,8 @@
 
 npm test checks the JS port against conformance vectors this Python runtime writes (noise, token
 ids, embeddings, parameters, logits; docs/PORTABLE.md) and the node CLI's model.onnx against the
-Python one. CI installs the node modules (`npm ci`) before pytest; elsewhere this test skips.
+Python one. It runs where js/node_modules exists (after `cd js && npm ci`) and skips elsewhere;
+.ci/run runs `npm ci && npm test` (and `npm run test:browser` when chromium is there) after pytest.
 """
 
 import os

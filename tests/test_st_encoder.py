@@ -7,7 +7,6 @@ itself, with MiniLM's WordPiece tokenizer files; the real all-mpnet-base-v2 is c
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+from text_fixtures import tiny_st_folder  # noqa: E402
 
 from tina_edge.runtime.errors import TinaEdgeError  # noqa: E402
 from tina_edge.train.text.encoders import SentenceTransformerEncoder, build_text_encoder  # noqa: E402
@@ -32,25 +33,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_mpnet(tmp_path_factory) -> Path:
-    import torch
-
-    d = tmp_path_factory.mktemp("tiny-mpnet")
-    src = minilm_dir()
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(src / f, d / f)
-    cfg = transformers.MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                   intermediate_size=64, max_position_embeddings=130, pad_token_id=0)
-    torch.manual_seed(0)
-    transformers.MPNetModel(cfg).save_pretrained(d)
-    (d / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (d / "1_Pooling").mkdir()
-    (d / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                             "pooling_mode_mean_tokens": True}))
-    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
-    return d
+    return tiny_st_folder(tmp_path_factory.mktemp("tiny") / "tiny-mpnet", minilm_dir())
 
 
 def test_st_spec_builds_any_folder_and_matches_sentence_transformers(tiny_mpnet):

@@ -94,11 +94,10 @@ def test_holdout_is_seeded_and_recorded_with_synonyms(tmp_path):
     assert table[0] == {"name": "goldfish", "synonyms": ["Carassius auratus"], "id": "n01443537", "holdout": True}
 
 
-REAL = Path(__file__).resolve().parents[2] / "data" / "tiny-imagenet-200"
-
-
-@pytest.mark.skipif(not (REAL / "wnids.txt").is_file(), reason="extracted Tiny-ImageNet not found at ../data/tiny-imagenet-200")
-def test_real_tiny_imagenet_has_202_classes_500_and_50_per_class():
+@pytest.mark.realdata
+def test_real_tiny_imagenet_has_202_classes_500_and_50_per_class(tiny_imagenet):
+    """The shared copy (conftest's `tiny_imagenet`: ../shared/data's archive, extracted once)."""
+    REAL = tiny_imagenet
     tr = load_tiny_imagenet(REAL, "train")
     va = load_tiny_imagenet(REAL, "val")
     assert len(tr.classes) == 202 and np.bincount(tr.labels).min() == 500

