@@ -36,10 +36,22 @@ def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.nda
     import logging
 
     import onnxruntime as ort
+
+    # the calibration session lists every folded constant, and the quantizer suggests a pre-processing pass
+    # we skip: quiet both for this call only (no global side effect on the caller's logging)
+    old_level, root = logging.getLogger().level, logging.getLogger()
+    ort.set_default_logger_severity(3)
+    root.setLevel(logging.ERROR)
+    try:
+        return _quantize(src, dst, calibration, batch)
+    finally:
+        root.setLevel(old_level)
+        ort.set_default_logger_severity(4)  # the runtime's own setting (runtime/sessions.py silences onnxruntime)
+
+
+def _quantize(src: str | Path, dst: str | Path, calibration: np.ndarray, batch: int) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    ort.set_default_logger_severity(3)  # the calibration session lists every folded constant otherwise
-    logging.getLogger().setLevel(logging.ERROR)  # and the quantizer suggests a pre-processing pass we skip
     src, dst = Path(src), Path(dst)
     model = onnx.load(str(src))
     head = [n.name for n in model.graph.node if HEAD_WEIGHT in n.input]
@@ -57,4 +69,40 @@ def quantize_template_int8(src: str | Path, dst: str | Path, calibration: np.nda
     inits = {i.name: i for i in q.graph.initializer}
     if HEAD_WEIGHT not in inits or inits[HEAD_WEIGHT].data_type != onnx.TensorProto.FLOAT:
         raise ExportError("int8 quantization changed the generated head; the runtime could not fill it")
-    return {"calibration_images": int(len(calibration)), "bytes": dst.stat().st_size, "excluded_nodes": exclude}
+    agreement = check_int8_trunk(model, q, calibration[:batch])
+    return {"calibration_images": int(len(calibration)), "bytes": dst.stat().st_size, "excluded_nodes": exclude,
+            "feature_cosine_min": agreement}
+
+
+MIN_FEATURE_COSINE = 0.9  # measured: 0.98+ on real photos at 128 px; broken quantizations give ~0 or fail to run
+
+
+def check_int8_trunk(float_template: "onnx.ModelProto", int8_template: "onnx.ModelProto", photos: np.ndarray) -> float:
+    """Run both trunks on calibration photos (the batch, and one photo alone) and refuse an int8 trunk
+    that fails to run or whose features point elsewhere: some input sizes quantize into graphs that
+    onnxruntime cannot run ("Invalid input shape") or that return all-zero features. Returns the
+    smallest cosine between float and int8 features."""
+    from ..runtime.contracts import FEATURES
+    from ..runtime.errors import BundleError
+    from ..runtime.head import extract_trunk
+    from ..runtime.sessions import make_session, run_graph
+
+    def features(template, x: np.ndarray) -> np.ndarray:
+        trunk = extract_trunk(template)
+        sess = make_session(trunk.SerializeToString(), 1, what="the int8 check's trunk", error=None)
+        return np.asarray(run_graph(sess, [FEATURES], {IMAGE: x}, what="the trunk", error=BundleError)[0], np.float64)
+
+    worst = 1.0
+    for x in (photos, photos[:1]):
+        ref = features(float_template, x)
+        try:
+            got = features(int8_template, x)
+        except BundleError as e:
+            raise ExportError(f"the int8 trunk does not run on {x.shape[1]}x{x.shape[2]} photos ({e}); export "
+                              "without --quantize-trunk for this input size") from None
+        cos = (ref * got).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1), 1e-12)
+        worst = min(worst, float(cos.min()))
+    if not worst >= MIN_FEATURE_COSINE:
+        raise ExportError(f"the int8 trunk's features point elsewhere than the float trunk's (cosine {worst:.3f} < "
+                          f"{MIN_FEATURE_COSINE}); export without --quantize-trunk for this input size")
+    return worst
