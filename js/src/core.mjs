@@ -11,7 +11,7 @@ import { PersonalizedClassifier } from "./classifier.mjs";
 import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
 import { parseManifest, checkBundleId } from "./manifest.mjs";
 import { noveltyReport, readNpy } from "./novelty.mjs";
-import { maxClasses, groupSizes, joinGroups, calibrateRows } from "./groups.mjs";
+import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
 
 export const VERSION = "0.1.0";
 
@@ -327,7 +327,7 @@ export class TinaEdge {
       }
       return part;
     });
-    const params = G === 1 ? parts[0] : calibrateRows(joinGroups(parts, m.template.layout), m.template.layout, k);
+    const params = G === 1 ? parts[0] : calibrateGroups(joinGroups(parts, m.template.layout), m.template.layout, sizes);
     const g = m.portable.generate;
     const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
     return new PersonalizedClassifier(this, {

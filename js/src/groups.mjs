@@ -2,8 +2,9 @@
 // k > K_max classes are split into ceil(k / K_max) groups of balanced sizes (the first k mod G
 // one class larger), contiguous runs of the prompt; every group starts from the same portable
 // noise (portableNormal(seed, P)) and all run in one generate.onnx batch; the groups' class
-// slices are joined in prompt order and calibrated: every class's weights scaled to the mean
-// row norm of all k classes, every bias set to the mean bias. k <= K_max is one group, as before.
+// slices are joined in prompt order and calibrated (mode "group"): each group's weights scaled so
+// its mean row norm is that of all k classes, its biases shifted so its mean bias is the mean of
+// all k biases. k <= K_max is one group, as before.
 
 export const MAX_CLASSES = 1000;
 
@@ -49,8 +50,11 @@ function classIndexer(shape, ax) {
   return { per: outer * inner, at: (c, j) => (Math.floor(j / inner) * k + c) * inner + (j % inner) };
 }
 
-/** "row" calibration in place (runtime/groups.py calibrate): common row norm, common bias. */
-export function calibrateRows(params, layout, k) {
+/** "group" calibration in place (runtime/groups.py calibrate): one mean row norm and one mean bias for every group. */
+export function calibrateGroups(params, layout, sizes) {
+  const k = sizes.reduce((a, b) => a + b, 0);
+  const starts = [0];
+  for (const n of sizes) starts.push(starts[starts.length - 1] + n);
   const cls = layout.filter((t) => t.class_axis !== null && t.class_axis !== undefined);
   const idx = new Map(cls.map((t) => [t.name, classIndexer(params[t.name].shape, t.class_axis)]));
   const weights = cls.filter((t) => idx.get(t.name).per > 1);
@@ -62,15 +66,16 @@ export function calibrateRows(params, layout, k) {
       const d = params[t.name].data;
       for (let c = 0; c < k; c++) { let s = 0; for (let j = 0; j < per; j++) { const v = d[at(c, j)]; s += v * v; } norm[c] += s; }
     }
-    let mean = 0;
-    for (let c = 0; c < k; c++) { norm[c] = Math.sqrt(norm[c]); mean += norm[c]; }
-    mean /= k;
-    for (const t of weights) {
-      const { per, at } = idx.get(t.name);
-      const d = params[t.name].data;
-      for (let c = 0; c < k; c++) {
-        const s = Math.fround(mean / Math.max(norm[c], 1e-12));
-        for (let j = 0; j < per; j++) { const i = at(c, j); d[i] = d[i] * s; }
+    for (let c = 0; c < k; c++) norm[c] = Math.sqrt(norm[c]);
+    const meanOf = (a, e) => { let s = 0; for (let c = a; c < e; c++) s += norm[c]; return s / (e - a); };
+    const all = meanOf(0, k);
+    for (let g = 0; g < sizes.length; g++) {
+      const a = starts[g], e = starts[g + 1];
+      const s = Math.fround(all / Math.max(meanOf(a, e), 1e-12));
+      for (const t of weights) {
+        const { per, at } = idx.get(t.name);
+        const d = params[t.name].data;
+        for (let c = a; c < e; c++) for (let j = 0; j < per; j++) { const i = at(c, j); d[i] = d[i] * s; }
       }
     }
   }
@@ -78,7 +83,14 @@ export function calibrateRows(params, layout, k) {
     const d = params[t.name].data;
     let s = 0;
     for (let c = 0; c < k; c++) s += d[c];
-    d.fill(Math.fround(s / k), 0, k);
+    const mean = s / k;
+    for (let g = 0; g < sizes.length; g++) {
+      const a = starts[g], e = starts[g + 1];
+      let sg = 0;
+      for (let c = a; c < e; c++) sg += d[c];
+      const shift = Math.fround(mean - sg / (e - a));
+      for (let c = a; c < e; c++) d[c] = d[c] + shift;
+    }
   }
   return params;
 }
