@@ -188,3 +188,13 @@ def test_cli_classes_file(tiny, tmp_path):
     one_error_line(run("personalize", "--classes-file", bad, "-o", tmp_path / "x.onnx", "--bundle", tiny),
                    "is not UTF-8 text")
     one_error_line(run("personalize", "--classes-file", f, "-o", f, "--bundle", tiny, "--force"), "--classes-file")
+
+
+def test_generate_onnx_gives_the_same_grouped_classifier():
+    # generate.onnx (what JS runs) batches the groups like the denoiser loop does
+    loop = Personalizer.from_bundle(threads=1).personalize(NAMES[:50], seed=3)
+    gen = Personalizer.from_bundle(threads=1, use_generate=True)
+    clf = gen.personalize(NAMES[:50], seed=3)
+    assert gen._gen is not None  # the graph ran
+    for n in loop.params:
+        np.testing.assert_allclose(clf.params[n], loop.params[n], atol=1e-5)
