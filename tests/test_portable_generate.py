@@ -145,16 +145,18 @@ def test_personalizer_can_run_generate_onnx_with_the_same_result(tiny):
 
 
 def test_conformance_vectors_hold_what_the_runtime_computes(tiny, tmp_path):
+    from tina_edge.runtime.groups import max_classes
     from tina_edge.export.portable.conformance import fixed_images, write_vectors
 
     doc = write_vectors(tiny, tmp_path / "v.json", model_dir=tmp_path / "models")
     assert json.loads((tmp_path / "v.json").read_text())["bundle_id"] == doc["bundle_id"]
     p = Personalizer.from_bundle(tiny, threads=1)
-    assert len(doc["cases"]) >= 3 and all(len(c["labels"]) <= p.manifest.k_max for c in doc["cases"])
-    c = doc["cases"][0]
-    clf = p.personalize(c["prompt"], seed=int(c["seed"]))
-    for n, t in c["params"].items():
-        np.testing.assert_array_equal(np.asarray(t["data"], np.float32), clf.params[n].reshape(-1))
+    assert len(doc["cases"]) >= 3 and all(len(c["labels"]) <= max_classes(p.manifest.k_max) for c in doc["cases"])
+    assert len(doc["cases"][-1]["labels"]) == 50 > p.manifest.k_max  # a grouped case (issue 23)
+    for c in (doc["cases"][-1], doc["cases"][0]):
+        clf = p.personalize(c["prompt"], seed=int(c["seed"]))
+        for n, t in c["params"].items():
+            np.testing.assert_array_equal(np.asarray(t["data"], np.float32), clf.params[n].reshape(-1))
     imgs = fixed_images(*doc["images"]["shape"][:3])
     np.testing.assert_array_equal(np.asarray(c["probabilities"], np.float32), clf.predict(imgs).probabilities)
     assert (tmp_path / "models" / c["model"]).is_file()

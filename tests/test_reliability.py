@@ -81,8 +81,8 @@ def tree_digest(d: Path) -> dict[str, str]:
 CLI_PROMPT_ERRORS = [
     ([""], "the prompt is empty"),
     (["  "], "the prompt is empty"),
-    (["dog"], 'only 1 class ("dog"); this bundle allows 2 to 4'),
-    (["dog, cat, horse, bird, frog"], "the prompt has 5 classes but this bundle allows 2 to 4"),
+    (["dog"], 'only 1 class ("dog"); this bundle allows 2 to 1000'),
+    ([", ".join(f"c{i}" for i in range(1001))], "the prompt has 1001 classes but this bundle allows 2 to 1000"),
     (["dog,,cat"], "class name 2 of 3 is empty (a stray comma?)"),
     (["dog, Dog "], 'the class "dog" is named twice (as "dog" and "Dog"'),
     (["dog", "cat", "DOG"], 'the class "dog" is named twice'),

@@ -65,7 +65,7 @@ def test_existing_output_refused_then_forced(bundle, tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["dog,,cat"], "class name 2 of 3 is empty"),
     (["dog"], "at least 2 classes"),
-    (["a, b, c, d, e"], "allows 2 to 4"),
+    ([", ".join(f"c{i}" for i in range(1001))], "has 1001 classes but this bundle allows 2 to 1000"),
     (["dog, DOG"], "named twice"),
     (["dog, cat", "--steps", "0"], "steps must be an integer from 1 to 1000"),
     (["dog, cat", "--describe", "horse=big"], "'horse', which is not one of the classes"),

@@ -46,7 +46,7 @@ async function load() {
   time("bundle download (MB)", (bytes / 1e6).toFixed(2));
   const [H, W] = tina.inputSize;
   $("status").textContent = `bundle ${tina.manifest.bundle_id}: ${tina.manifest.text_encoder.name}, ` +
-    `${H}×${W} input, 2–${tina.kMax} classes, ${tina.backend}, ${threads} thread, ${mode === "worker" ? "in a Web Worker" : "on the page's thread"}`;
+    `${H}×${W} input, 2–${tina.maxClasses ?? tina.kMax} classes, ${tina.backend}, ${threads} thread, ${mode === "worker" ? "in a Web Worker" : "on the page's thread"}`;
   $("personalize").disabled = false;
   return { createMs: total, sessionsMs: tina.timings.sessionsMs, bundleBytes: bytes };
 }

@@ -136,6 +136,8 @@ export declare class TinaEdgeBase {
   /** Which onnxruntime runs: "onnxruntime-node", "onnxruntime-web (wasm)" or "custom". */
   readonly backend: string;
   readonly kMax: number;
+  /** The most classes one prompt may name (1000; above kMax they are generated in groups). */
+  readonly maxClasses: number;
   /** [height, width] of the classifier input, from the manifest. */
   readonly inputSize: [number, number];
   readonly timings: { createMs: number; sessionsMs: number; fileMs: number; perSession: Record<string, number>; bytesRead: number };

@@ -30,6 +30,7 @@ function checkPreprocess(tree, manifest) {
   }
 }
 import { noveltyReport, readNpy } from "./novelty.mjs";
+import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
 
 export const VERSION = "0.1.0";
 
@@ -224,6 +225,8 @@ export class TinaEdge {
   }
 
   get kMax() { return this.manifest.denoiser.k_max; }
+  /** The most classes one prompt may name (above kMax: generated in groups, groups.mjs). */
+  get maxClasses() { return maxClasses(this.manifest.denoiser.k_max); }
   get inputSize() { return [this.manifest.template.input.height, this.manifest.template.input.width]; }
 
   /** Token ids and mask per text, exactly as the Python runtime makes them (see docs/PORTABLE.md). */
@@ -301,12 +304,13 @@ export class TinaEdge {
     const m = this.manifest;
     const names = parseClasses(classes);
     const K = m.denoiser.k_max;
+    const limit = maxClasses(K);
     if (names.length < 2) {
       const got = names.length === 1 ? `only 1 class ("${names[0]}")` : "no classes";
-      throw new PromptError(`a classifier needs at least 2 classes but the prompt has ${got}; this bundle allows 2 to ${K}`);
+      throw new PromptError(`a classifier needs at least 2 classes but the prompt has ${got}; this bundle allows 2 to ${limit}`);
     }
-    if (names.length > K) {
-      throw new PromptError(`the prompt has ${names.length} classes but this bundle allows 2 to ${K}; split the task or use a bigger bundle`);
+    if (names.length > limit) {
+      throw new PromptError(`the prompt has ${names.length} classes but this bundle allows 2 to ${limit}; split the task into prompts of at most ${limit} classes`);
     }
     const texts = descriptionTexts(names, descriptions);
     const seedBig = checkSeed(seed);
@@ -314,22 +318,36 @@ export class TinaEdge {
     const D = m.denoiser.embedding_dim;
     const P = m.denoiser.param_count;
     const emb = await this.encode(texts);
-    const classEmb = new Float32Array(K * D);
-    classEmb.set(emb);
-    const mask = new Float32Array(K);
-    mask.fill(1, 0, k);
-    const noise = portableNormal(seedBig, P);
+    // k > K_max: groups of balanced sizes, one batch, the same starting noise each (groups.mjs)
+    const sizes = groupSizes(k, K);
+    const G = sizes.length;
+    const classEmb = new Float32Array(G * K * D);
+    const mask = new Float32Array(G * K);
+    const noise1 = portableNormal(seedBig, P);
+    const noise = new Float32Array(G * P);
+    let start = 0;
+    sizes.forEach((n, g) => {
+      classEmb.set(emb.subarray(start * D, (start + n) * D), g * K * D);
+      mask.fill(1, g * K, g * K + n);
+      noise.set(noise1, g * P);
+      start += n;
+    });
     const t1 = performance.now();
     const res = await this.sessions.generate.run({
-      class_emb: new this.ort.Tensor("float32", classEmb, [1, K, D]),
-      class_mask: new this.ort.Tensor("float32", mask, [1, K]),
-      noise: new this.ort.Tensor("float32", noise, [1, P]),
+      class_emb: new this.ort.Tensor("float32", classEmb, [G, K, D]),
+      class_mask: new this.ort.Tensor("float32", mask, [G, K]),
+      noise: new this.ort.Tensor("float32", noise, [G, P]),
     });
     const flat = res.params.data;
-    const params = {};
-    for (const t of m.template.layout) {
-      params[t.name] = sliceClasses(flat.subarray(t.offset, t.offset + t.shape.reduce((a, b) => a * b, 1)), t, k);
-    }
+    const parts = sizes.map((n, g) => {
+      const part = {};
+      for (const t of m.template.layout) {
+        const at = g * P + t.offset;
+        part[t.name] = sliceClasses(flat.subarray(at, at + t.shape.reduce((a, b) => a * b, 1)), t, n);
+      }
+      return part;
+    });
+    const params = G === 1 ? parts[0] : calibrateGroups(joinGroups(parts, m.template.layout), m.template.layout, sizes);
     const g = m.portable.generate;
     const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
     return new PersonalizedClassifier(this, {

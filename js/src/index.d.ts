@@ -56,6 +56,7 @@ export declare class WorkerTinaEdge {
   readonly manifest: Record<string, any>;
   readonly backend: string;
   readonly kMax: number;
+  readonly maxClasses: number;
   readonly inputSize: [number, number];
   readonly timings: TinaEdgeBase["timings"];
   personalize(classes: string | string[], options?: import("./common.js").PersonalizeOptions): Promise<WorkerClassifier>;

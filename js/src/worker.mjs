@@ -19,7 +19,7 @@ function pixels(im) {
 const ops = {
   async open(url, options) {
     tina = await TinaEdge.fromBundle(url, { ...options, progress: (p) => scope.postMessage({ progress: p }) });
-    return { manifest: tina.manifest, backend: tina.backend, timings: tina.timings, inputSize: tina.inputSize, kMax: tina.kMax };
+    return { manifest: tina.manifest, backend: tina.backend, timings: tina.timings, inputSize: tina.inputSize, kMax: tina.kMax, maxClasses: tina.maxClasses };
   },
   async personalize(classes, options) {
     const clf = await tina.personalize(classes, options);

@@ -173,3 +173,13 @@ test("predict(images, {minProb}): below it an image is 'unknown' with index -1; 
   });
   for (const bad of [1.5, -0.1, NaN, "0.5"]) await assert.rejects(clf.predict(images, { minProb: bad }), /minProb must be a number from 0 to 1/);
 });
+
+test("more classes than K_max: groups of balanced sizes; over 1000 classes refused with Python's sentence", async () => {
+  const { groupSizes, maxClasses } = await import("../src/groups.mjs");
+  assert.deepEqual(groupSizes(50, 20), [17, 17, 16]);
+  assert.deepEqual(groupSizes(20, 20), [20]);
+  assert.equal(tina.maxClasses, maxClasses(tina.kMax));
+  const names = Array.from({ length: tina.maxClasses + 1 }, (_, i) => `c${i}`);
+  await assert.rejects(tina.personalize(names), (e) => e.name === "PromptError" && e.message ===
+    `the prompt has ${names.length} classes but this bundle allows 2 to ${tina.maxClasses}; split the task into prompts of at most ${tina.maxClasses} classes`);
+});

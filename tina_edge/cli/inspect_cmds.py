@@ -101,12 +101,14 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     if as_json:
         _echo_json(m.to_dict(), indent=2)
         return
+    from ..runtime.groups import max_classes
+
     te, dif, den, tm = m.text_encoder, m.diffusion, m.denoiser, m.template
     i = tm.input
     out = [
         f"bundle      {b.source}  (id {m.bundle_id}, schema {m.schema_version}, producer {m.producer or '?'})",
         f"encoder     {te.kind} {te.name}: {te.embedding_dim}-d, max {te.max_tokens} tokens, cleaning {te.cleaning}",
-        f"classes     2 to {den.k_max} (K_max {den.k_max})",
+        f"classes     2 to {max_classes(den.k_max)} (K_max {den.k_max}; more in groups of at most {den.k_max})",
         f"generated   {den.param_count:,} parameters",
         f"template    {tm.name}: image {i.dtype} [N, {i.height}, {i.width}, {i.channels}] {i.layout}, mean {i.mean}, std {i.std}",
     ]

@@ -19,12 +19,15 @@ from .output import Output, _echo, _echo_json, bundle_reads, check_outputs
 
 MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
 
-def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None) -> list[tuple[Path, str]]:
+def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None,
+           classes_file: Path | None = None) -> list[tuple[Path, str]]:
     """What personalize reads, which no output may replace: the bundle (the embedded one is inside the
     package, which check_outputs always protects), the --batch file, the --images files and folders."""
     out = bundle_reads(bundle)
     if batch_file is not None:
         out.append((Path(batch_file), "the --batch prompt file"))
+    if classes_file is not None:
+        out.append((Path(classes_file), "the --classes-file"))
     for files in (images or {}).values():
         out += [(Path(f), "an --images example") for f in files]
     return out
@@ -84,6 +87,9 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
               help="Where to write model.onnx (with --batch: the directory for the models).")
 @click.option("--batch", "batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="FILE with one prompt per line: one model each, into the -o directory; prints a JSON summary.")
+@click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="FILE with one class name per line ('#' lines and blank lines ignored) instead of CLASSES: "
+                   "long class lists (up to 1000 classes).")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None, help="Bundle directory or archive (default: the embedded one).")
 @click.option("--expect-bundle-id", default=None, metavar="ID",
               help="Refuse any bundle whose content id (see `tina-edge info`) is not ID: pin the bundle you shipped.")
@@ -103,8 +109,8 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
 @click.option("--head-only", is_flag=True,
               help="Write only the k x (D+1) head (features -> logits, labels) and the shared trunk.onnx beside "
                    "it (reused when it is this bundle's; trunk bundles only); predict finds the trunk there.")
-def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sampler, seed, candidates, describe, images,
-                force, as_json, threads, head_file=None, head_only=False):
+def personalize(classes, output, batch_file, classes_file, bundle, expect_bundle_id, steps, sampler, seed, candidates,
+                describe, images, force, as_json, threads, head_file=None, head_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
     Each class is prompted by its name, by --describe text, or by --images example pictures
@@ -117,9 +123,21 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
     if batch_file is not None:
         if classes or describe or images:
             raise PromptError("--batch takes its prompts from FILE; leave out CLASSES, --describe and --images")
+        if classes_file is not None:
+            raise PromptError("--batch and --classes-file both name classes; use one of them")
         _personalize_batch(batch_file, Path(output), bundle=bundle, steps=steps, sampler=sampler, seed=seed,
                            candidates=candidates, force=force, threads=threads, expected_id=expect_bundle_id)
         return
+    if classes_file is not None:
+        if classes:
+            raise PromptError("--classes-file names the classes; leave out CLASSES (or drop --classes-file)")
+        from ..runtime.prompt import classes_from_lines
+
+        text = _read_prompt_file(classes_file, "one class name per line, e.g. 'dog'")
+        try:
+            classes = tuple(classes_from_lines(text))
+        except PromptError as e:
+            raise PromptError(f"{classes_file} {e}" if str(e).startswith("line ") else f"{classes_file}: {e}") from None
     if not classes:
         raise PromptError('name the classes, e.g. tina-edge personalize "dog, cat, horse" -o model.onnx (or use --batch FILE)')
     t0 = time.perf_counter()
@@ -131,7 +149,7 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         outs.append(Output(Path(head_file), "--head"))
     if head_only:  # reused when it is already this bundle's trunk (checked once the trunk is known)
         outs.append(Output(output.parent / "trunk.onnx", "the trunk.onnx that --head-only writes beside -o", may_exist=True))
-    check_outputs(outs, force=force, reads=_reads(bundle, images=image_prompts))  # before any work
+    check_outputs(outs, force=force, reads=_reads(bundle, images=image_prompts, classes_file=classes_file))  # before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
     t1 = time.perf_counter()
     try:
@@ -224,6 +242,20 @@ def _slug(names: list[str]) -> str:
     return text[:60].rstrip("-_") or "model"
 
 
+def _read_prompt_file(path: Path, layout: str) -> str:
+    """The UTF-8 text of a --batch or --classes-file FILE (a regular file of at most 16 MiB)."""
+    try:
+        if not path.is_file():  # a FIFO or device would block or stream forever
+            raise PromptError(f"{path} is not a regular file; write {layout} in a text file")
+        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
+            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split it into several files")
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptError(f"{path} is not UTF-8 text; write {layout}") from None
+    except OSError as e:
+        raise PromptError(f"cannot read {path}: {e.strerror}") from None
+
+
 def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line number, prompt text, class names) of every prompt line; blank and '#' lines skipped.
 
@@ -231,16 +263,7 @@ def read_batch_prompts(path: Path) -> list[tuple[int, str, list[str]]]:
     """
     from ..runtime.prompt import parse_classes
 
-    try:
-        if not path.is_file():  # a FIFO or device would block or stream forever
-            raise PromptError(f"{path} is not a regular file; write one prompt per line in a text file")
-        if path.stat().st_size > MAX_BATCH_FILE_BYTES:
-            raise PromptError(f"{path} is larger than {MAX_BATCH_FILE_BYTES >> 20} MiB; split the prompts into several files")
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise PromptError(f"{path} is not UTF-8 text; write one prompt per line, e.g. 'dog, cat, horse'") from None
-    except OSError as e:
-        raise PromptError(f"cannot read {path}: {e.strerror}") from None
+    text = _read_prompt_file(path, "one prompt per line, e.g. 'dog, cat, horse'")
     out = []
     for no, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

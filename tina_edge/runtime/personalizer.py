@@ -27,6 +27,7 @@ from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .model_meta import ModelMetadata
+from .groups import BATCH_ROWS, calibrate, group_sizes, join_groups, max_classes, split_rows
 from .class_prompts import Descriptions, description_texts, match_images, resolve_descriptions, wants_images
 from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
@@ -303,12 +304,11 @@ class Personalizer:
         need a bundle with an image tower. A name that is not a class: `UnknownClassError`.
         """
         names = parse_classes(classes)
-        check_class_count(names, self.manifest.k_max)
+        check_class_count(names, max_classes(self.manifest.k_max))
         texts, aligned = resolve_descriptions(names, descriptions)  # cheap checks first, before any image is read
         smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
         emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
-        x = self._sample(smp, emb, seed, C)
-        params = denormalise(x[consensus_index(x) if C > 1 else 0], self.manifest.template.layout, len(names))
+        params = self._params(smp, emb, seed, C)
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
@@ -325,12 +325,35 @@ class Personalizer:
         smp = make_sampler(name, self._schedule, steps)
         return smp, steps, _int_arg(seed, "seed", 0, 2**63 - 1), _int_arg(candidates, "candidates", 1, MAX_CANDIDATES)
 
-    def _sample(self, smp: Any, emb: np.ndarray, seed: int, C: int) -> np.ndarray:
-        """C normalised parameter vectors [C, P] for the conditioning rows `emb` [k, D]."""
+    def _params(self, smp: Any, emb: np.ndarray, seed: int, C: int, calibration: str | None = None,
+                group: int | None = None) -> dict[str, np.ndarray]:
+        """The classifier's tensors for the conditioning rows `emb` [k, D]: one task when k <= K_max, else
+        groups sampled together and calibrated onto one scale (runtime/groups.py). `calibration` (its
+        mode) and `group` (classes per group, <= K_max) are the benchmark's knobs."""
+        layout, k = self.manifest.template.layout, len(emb)
+        group = min(int(group or self.manifest.k_max), self.manifest.k_max)
+        groups = split_rows(emb, group)
+        x = self._sample(smp, groups, seed, C).reshape(len(groups), C, -1)
+        parts = [denormalise(xg[consensus_index(xg) if C > 1 else 0], layout, len(rows)) for xg, rows in zip(x, groups)]
+        if len(parts) == 1:
+            return parts[0]
+        sizes = group_sizes(k, group)
+        return calibrate(join_groups(parts, layout), layout, sizes, *([calibration] if calibration else []))
+
+    def _sample(self, smp: Any, groups: Sequence[np.ndarray], seed: int, C: int) -> np.ndarray:
+        """Normalised parameter vectors [G * C, P], group-major, for the groups' conditioning rows [k_g, D]:
+        C candidates per group, every group from the same starting noise; at most BATCH_ROWS per run."""
         P = self.manifest.denoiser.param_count
-        class_emb, mask = pad_to_slots([emb] * C, self.manifest.k_max)  # the same task for every candidate
+        tasks = [rows for rows in groups for _ in range(C)]  # the same task for every candidate
         rng = np.random.default_rng(seed)  # step noise only (DDPM / eta > 0)
-        x = initial_noise(seed, (C, P))  # portable: the same x_T in Python, JS, ... (docs/PORTABLE.md)
+        x_T = np.tile(initial_noise(seed, (C, P)), (len(groups), 1))  # portable: the same x_T in Python, JS (docs/PORTABLE.md)
+        out = [self._sample_batch(smp, *pad_to_slots(tasks[a : a + BATCH_ROWS], self.manifest.k_max),
+                                  x_T[a : a + BATCH_ROWS], rng) for a in range(0, len(tasks), BATCH_ROWS)]
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def _sample_batch(self, smp: Any, class_emb: np.ndarray, mask: np.ndarray, x: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+        """One batch of tasks [B, K_max, D] from x_T [B, P] to x_0 [B, P]."""
         gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
             x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x},

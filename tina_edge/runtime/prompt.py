@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from .errors import PromptError
 
 MAX_NAME_CHARS = 200
-MAX_PROMPT_CHARS = 100_000  # a whole prompt; a bundle allows at most K_max (<= 1000) names anyway
+MAX_PROMPT_CHARS = 100_000  # a whole prompt; at most 1000 names (runtime/groups.py MAX_CLASSES) anyway
 MAX_DESCRIPTION_CHARS = 1000
 # Class-name separators: the ASCII comma and every other script's comma (NFKC folds some to ",").
 SEPARATORS = (",", "\uff0c", "\u3001", "\ufe50", "\ufe51", "\uff64", "\ufe10", "\ufe11", "\u060c", "\u055d",
@@ -230,14 +230,31 @@ def parse_classes(prompt: str | Sequence[str]) -> list[str]:
     return names
 
 
+def classes_from_lines(text: str) -> list[str]:
+    """The classes of a classes file (`personalize --classes-file`): one name per line, blank lines and
+    lines starting with "#" ignored, the rest one prompt for `parse_classes` (a line with commas names
+    several classes, as in a prompt); a line's errors are reported with its number."""
+    lines = [(no, line) for no, line in enumerate(str(text).splitlines(), 1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise _error('the classes file names no class; write one class name per line, e.g. "dog"', "empty")
+    for no, line in lines:
+        try:
+            parse_classes(line)
+        except PromptError as e:
+            raise _error(f"line {no}: {e}", getattr(e, "rule", "other")) from None
+    return parse_classes([line for _, line in lines])
+
+
 def check_class_count(names: Sequence[str], k_max: int) -> None:
-    """A classifier needs 2..k_max classes; say the allowed range otherwise."""
+    """A classifier needs 2..k_max classes (k_max: the most a prompt may name, runtime/groups.py
+    `max_classes`); say the allowed range otherwise."""
     k = len(names)
     if k < 2:
         got = f'only 1 class ("{names[0]}")' if k == 1 else "no classes"
         raise PromptError(f"a classifier needs at least 2 classes but the prompt has {got}; this bundle allows 2 to {k_max}")
     if k > k_max:
-        raise PromptError(f"the prompt has {k} classes but this bundle allows 2 to {k_max}; split the task or use a bigger bundle")
+        raise PromptError(f"the prompt has {k} classes but this bundle allows 2 to {k_max}; split the task into prompts of at most {k_max} classes")
 
 
 # Prompts whose outcome every port must reproduce (export/conformance.py can write `prompt_vectors()`

@@ -22,10 +22,12 @@ from tina_edge.runtime.contracts import IMAGE, LOGITS
 from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 5  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
-# (rule, message, class keys, skeletons), preprocessing policies and image aspect limits (js/test/prepare.mjs rebuilds older files)
+FORMAT = 6  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+# (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
+# (grouped generation) (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
+MANY = 50  # classes of the grouped case (K_max < 50)
 
 
 def fixed_images(n: int, height: int, width: int) -> np.ndarray:
@@ -35,11 +37,16 @@ def fixed_images(n: int, height: int, width: int) -> np.ndarray:
 
 
 def _cases(manifest) -> list[dict[str, Any]]:
-    """Prompts for this bundle: seen names, all K_max slots, unseen names, a description."""
-    vocab = [v for v in manifest.vocabulary if isinstance(v, str)]
+    """Prompts for this bundle: seen names, all K_max slots, unseen names, a description, and 50
+    classes (more than K_max: generated in groups, runtime/groups.py)."""
+    from ...runtime.groups import max_classes
+    from ...runtime.prompt import class_key, parse_classes
+
+    keys: set[str] = set()
+    vocab = [v for v in manifest.vocabulary if isinstance(v, str) and not (class_key(v) in keys or keys.add(class_key(v)))]
     K = manifest.k_max
-    names = vocab if len(vocab) >= K else vocab + [f"class number {i}" for i in range(K - len(vocab))]
-    from ...runtime.prompt import parse_classes
+    want = max(K, MANY)
+    names = vocab if len(vocab) >= want else vocab + [f"class number {i}" for i in range(want - len(vocab))]
 
     cases = [
         {"prompt": ", ".join(names[:3]), "seed": 3, "descriptions": None},
@@ -49,8 +56,9 @@ def _cases(manifest) -> list[dict[str, Any]]:
         # accents, case, NFC, punctuation, a name longer than max_tokens (truncation keeps the end token)
         {"prompt": "Crème brûlée, E\u0301CLAIR, t-shirt/top, " + " ".join(["very"] * 30) + " long name", "seed": 5,
          "descriptions": None},
+        {"prompt": ", ".join(names[:MANY]), "seed": 7, "descriptions": None},
     ]
-    return [c for c in cases if len(parse_classes(c["prompt"])) <= K]
+    return [c for c in cases if len(parse_classes(c["prompt"])) <= max_classes(K)]
 
 
 # (mode, width, height, preprocess spec): odd sizes, up- and downscaling, alpha, grey, both filters
