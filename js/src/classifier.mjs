@@ -8,6 +8,7 @@ import ONNX_PROTO from "./onnx-proto.mjs";
 import { TinaEdgeError, ImageError, ModelFileError, ArgumentError } from "./errors.mjs";
 import { pyDumps, toTree, subtree, parseExact } from "./manifest.mjs";
 import { prepareImage } from "./preprocess.mjs";
+import { IMAGE, LOGITS, PROBABILITIES } from "./contracts.mjs";
 
 export const HEAD_FORMAT = "tina-edge-head";
 /** The label predict(images, {minProb}) gives an image whose top probability is below minProb (index -1). */
@@ -163,11 +164,11 @@ export class PersonalizedClassifier {
       }
     });
     const ort = this.tina.ort;
-    const feeds = { image: new ort.Tensor("uint8", x, [list.length, H, W, 3]) };
+    const feeds = { [IMAGE]: new ort.Tensor("uint8", x, [list.length, H, W, 3]) };
     for (const [name, p] of Object.entries(this.params)) feeds[name] = new ort.Tensor("float32", p.data, p.shape);
     const res = await this.tina.sessions.classifier.run(feeds);
-    const probs = res.probabilities.data;
-    const logits = res.logits.data;
+    const probs = res[PROBABILITIES].data;
+    const logits = res[LOGITS].data;
     const k = this.k;
     return list.map((_, n) => {
       const pr = probs.slice(n * k, (n + 1) * k);

@@ -31,6 +31,7 @@ function checkPreprocess(tree, manifest) {
 }
 import { noveltyReport, readNpy } from "./novelty.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
+import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS } from "./contracts.mjs";
 
 export const VERSION = "0.1.0";
 
@@ -287,9 +288,9 @@ export class TinaEdge {
       const padded = batch.map((r) => r.concat(new Array(width - r.length).fill(te.pad_id)));
       const mask = batch.map((r) => r.map(() => 1).concat(new Array(width - r.length).fill(0)));
       const res = await this.sessions.text.run({
-        input_ids: int64Tensor(this.ort, padded, width), attention_mask: int64Tensor(this.ort, mask, width),
+        [INPUT_IDS]: int64Tensor(this.ort, padded, width), [ATTENTION_MASK]: int64Tensor(this.ort, mask, width),
       });
-      idx.forEach((i, j) => out.set(res.embeddings.data.subarray(j * D, (j + 1) * D), i * D));
+      idx.forEach((i, j) => out.set(res[EMBEDDINGS].data.subarray(j * D, (j + 1) * D), i * D));
     }
     return out;
   }
@@ -334,11 +335,11 @@ export class TinaEdge {
     });
     const t1 = performance.now();
     const res = await this.sessions.generate.run({
-      class_emb: new this.ort.Tensor("float32", classEmb, [G, K, D]),
-      class_mask: new this.ort.Tensor("float32", mask, [G, K]),
-      noise: new this.ort.Tensor("float32", noise, [G, P]),
+      [CLASS_EMB]: new this.ort.Tensor("float32", classEmb, [G, K, D]),
+      [CLASS_MASK]: new this.ort.Tensor("float32", mask, [G, K]),
+      [NOISE]: new this.ort.Tensor("float32", noise, [G, P]),
     });
-    const flat = res.params.data;
+    const flat = res[PARAMS].data;
     const parts = sizes.map((n, g) => {
       const part = {};
       for (const t of m.template.layout) {

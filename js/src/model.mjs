@@ -5,6 +5,7 @@ import { readModelMetadata, checkMinProb, UNKNOWN, decodeModel } from "./classif
 import { prepareImage, preprocessSpec } from "./preprocess.mjs";
 import { parseExact } from "./manifest.mjs";
 import { ModelFileError, ImageError, ArgumentError } from "./errors.mjs";
+import { IMAGE, LOGITS, PROBABILITIES } from "./contracts.mjs";
 
 export class PersonalizedModel {
   constructor(ort, session, meta, [H, W]) {
@@ -37,7 +38,7 @@ export class PersonalizedModel {
           "with `tina-edge personalize`");
       }
     }
-    const dims = model.graph.input.find((i) => i.name === "image")?.type?.tensor_type?.shape?.dim ?? [];
+    const dims = model.graph.input.find((i) => i.name === IMAGE)?.type?.tensor_type?.shape?.dim ?? [];
     const [H, W] = [Number(dims[1]?.dim_value ?? 0), Number(dims[2]?.dim_value ?? 0)];
     if (!(H > 0 && W > 0)) throw new ModelFileError(`${where}: input 'image' must be [N, H, W, 3] with fixed H and W`);
     let session;
@@ -66,15 +67,15 @@ export class PersonalizedModel {
       if (im.width !== W || im.height !== H || (c !== 3 && c !== 4)) throw new ImageError(`image ${n} must be RGB or RGBA at ${W} x ${H}`);
       for (let i = 0; i < W * H; i++) for (let j = 0; j < 3; j++) x[(n * H * W + i) * 3 + j] = im.data[i * c + j];
     });
-    const res = await this.session.run({ image: new this.ort.Tensor("uint8", x, [list.length, H, W, 3]) });
+    const res = await this.session.run({ [IMAGE]: new this.ort.Tensor("uint8", x, [list.length, H, W, 3]) });
     const k = this.labels.length;
     return list.map((_, n) => {
-      const pr = res.probabilities.data.slice(n * k, (n + 1) * k);
+      const pr = res[PROBABILITIES].data.slice(n * k, (n + 1) * k);
       let best = 0;
       for (let j = 1; j < k; j++) if (pr[j] > pr[best]) best = j;
       if (minProb !== null && pr[best] < Math.fround(minProb)) best = -1;
       return { label: best < 0 ? UNKNOWN : this.labels[best], index: best, probabilities: pr,
-        logits: res.logits ? res.logits.data.slice(n * k, (n + 1) * k) : null };
+        logits: res[LOGITS] ? res[LOGITS].data.slice(n * k, (n + 1) * k) : null };
     });
   }
 

@@ -7,6 +7,7 @@ import { TinaEdge, PersonalizedClassifier, readModelMetadata } from "../src/node
 import { decodeModel } from "../src/classifier.mjs";
 import { prepareImage } from "../src/node.mjs";
 import { env, vectors, fixedImages, maxAbsDiff } from "./helpers.mjs";
+import { CONTRACTS } from "../src/contracts.mjs";
 
 const TOL = 1e-5;
 const v = vectors();
@@ -40,6 +41,10 @@ for (const [i, c] of v.cases.entries()) {
     assert.deepEqual(pred.map((p) => p.index), argmax);
   });
 }
+
+test("the graph value names are Python's (tina_edge/runtime/contracts.py, declared once)", () => {
+  for (const [role, io] of Object.entries(CONTRACTS)) assert.deepEqual(io, v.contracts[role], role);
+});
 
 test("the standalone model.onnx written in JS holds Python's tensors and labels", async () => {
   const c = v.cases[0];

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from tina_edge.runtime.contracts import IMAGE, LOGITS
+from tina_edge.runtime.contracts import CONTRACTS, IMAGE, LOGITS, input_names, output_names
 from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 6  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 7  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
-# (grouped generation) (js/test/prepare.mjs rebuilds older files)
+# (grouped generation); 7: + the graph contracts (js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 MANY = 50  # classes of the grouped case (K_max < 50)
@@ -325,6 +325,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "preprocess_rules": preprocess_rule_vectors(),
         "manifests": manifest_vectors(bundle),
         "novelty": [{"prompt": q, "report": p.novelty(q)} for q in NOVELTY_PROMPTS],
+        "contracts": {role: [input_names(role), output_names(role)] for role in CONTRACTS},  # graph value names
         "cases": [],
     }
     for i, c in enumerate(_cases(m)):
