@@ -277,6 +277,7 @@ class Personalizer:
         seed: int = 0,
         candidates: int = 1,
         images: Mapping[str, Any] | None = None,
+        photos_only: Any = False,
     ) -> PersonalizedClassifier:
         """Generate a classifier for `classes` (labels in prompt order).
 
@@ -286,14 +287,23 @@ class Personalizer:
         (paths, directories, PIL images or uint8 arrays) whose averaged CLIP image embedding replaces
         the text embedding. Names, descriptions and images mix freely, one source per class; images
         need a bundle with an image tower. A name that is not a class: `UnknownClassError`.
+        On a trunk bundle without an image tower (the default one), `images[name]` are 1-20 photos of
+        the class, fused with its name or description (runtime/photo_prompts.py); `photos_only=True`
+        (every class given photos) or a set of class names makes those labels only labels ("Rex").
         """
         names = parse_classes(classes)
         check_class_count(names, self.manifest.k_max)
         description_texts(names, descriptions)  # cheap checks first, before any image is read
         smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
+        from .photo_prompts import read_photos
+
+        photos = read_photos(self, names, images, descriptions, photos_only)  # trunk bundles: photos read once
+        images = None if photos is not None else images
         emb, texts, image_counts = self._conditioning(names, descriptions, images)
         x = self._sample(smp, emb, seed, C)
         params = denormalise(x[consensus_index(x) if C > 1 else 0], self.manifest.template.layout, len(names))
+        if photos is not None:
+            params, texts, image_counts = photos.apply(params, texts)
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
