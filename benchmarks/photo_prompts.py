@@ -59,7 +59,7 @@ def features(p, files: dict, names: list[str], cache: Path) -> dict[str, tuple[n
     from tina_edge.runtime.head import trunk_sha256
 
     trunk = p.trunk_model()
-    path = cache / f"photo_prompts_{trunk_sha256(trunk)[:16]}.npz"
+    path = cache / f"photo_prompts_{trunk_sha256(trunk)[:16]}_all.npz"  # _all: the runtime's ORT_ENABLE_ALL session
     have = dict(np.load(path)) if path.exists() else {}
     todo = [n for n in names if f"{n}|train" not in have]
     if todo:
@@ -90,12 +90,12 @@ def task_methods(W, b, sup, Xq, tune: list[float] | None) -> dict[str, np.ndarra
            "MAP regression from the name's rows": Xq @ Wm.T + bm,
            "z-fusion 0.5 of name and cosine logits (per photo, not a head)": 0.5 * zscore(zt) + 0.5 * zscore(zc),
            SHIPPED_PHOTOS: Xq @ Wp.T + bp, SHIPPED: Xq @ Wf.T + bf}
-    C = Xs.mean(0)
-    Wr, br = prototype_rows(sup, np.zeros_like(C))
-    out["uncentred prototype rows (photos only)"] = Xq @ Wr.T + br
-    for lam in tune or ():
-        Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, weight=lam)
-        out[f"fusion lam={lam:g}"] = Xq @ Wt.T + bt
+    for centred in (True, False):
+        Wr, br = photo_head_rows(None, None, feats, [False] * k, k, centred=centred)
+        out[f"prototype rows, {'' if centred else 'un'}centred (photos only)"] = Xq @ Wr.T + br
+        for lam in tune or ():
+            Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, weight=lam, centred=centred)
+            out[f"fusion lam={lam:g}{'' if centred else ', uncentred'}"] = Xq @ Wt.T + bt
     return out
 
 

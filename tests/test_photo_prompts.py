@@ -64,6 +64,10 @@ def test_photos_only_labels_that_mean_nothing(pz):
     assert clf.labels == ["Rex", "product 7"] and clf.meta.texts == [None, None]
     pred = clf.predict(np.stack(rex[:2] + bella[:2]))
     assert [int(i) for i in pred.indices] == [0, 0, 1, 1]
+    f = PhotoFeaturizer(pz.trunk_model(), pz.manifest.template.input.preprocess, threads=1)
+    W, b = photo_head_rows(None, None, {0: f.features(rex), 1: f.features(bella)}, [False, False], 2)
+    np.testing.assert_allclose(clf.params["fc.weight"], W, atol=1e-6)  # photos alone: the prototype rows
+    np.testing.assert_allclose(clf.params["fc.bias"], b, atol=1e-6)
     mixed = pz.personalize("goldfish, Rex", steps=5, images={"Rex": rex}, photos_only={"Rex"})
     assert mixed.meta.texts == ["goldfish", None] and mixed.meta.image_prompts == {"Rex": 4}
     assert built_from(mixed.labels, mixed.meta.texts, mixed.meta.image_prompts) == {"goldfish": "name", "Rex": "4 photos"}

@@ -300,7 +300,7 @@ class Personalizer:
         photos = read_photos(self, names, images, descriptions, photos_only)  # trunk bundles: photos read once
         images = None if photos is not None else images
         emb, texts, image_counts = self._conditioning(names, descriptions, images)
-        x = self._sample(smp, emb, seed, C)
+        x = self._sample(smp, emb, seed, C) if photos is None else photos.sample(self, smp, emb, seed, C)
         params = denormalise(x[consensus_index(x) if C > 1 else 0], self.manifest.template.layout, len(names))
         if photos is not None:
             params, texts, image_counts = photos.apply(params, texts)

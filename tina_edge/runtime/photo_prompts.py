@@ -41,6 +41,7 @@ BATCH = 8  # photos per trunk run: peak RSS stays low (one batch of 8 x 128 x 12
 # `benchmarks/photo_prompts.py --tune` on 10-way tasks of SEEN Tiny-ImageNet classes (tuning half)
 # of the default bundle; n between two entries uses the lower entry's weight, beyond 10 the last.
 FUSION_WEIGHTS: dict[int, float] = {1: 1.0, 2: 1.0, 5: 1.0, 10: 1.0}
+CENTRE = True  # prototype rows centred on the mean of the task's photos (chosen by the same --tune run)
 
 
 def fusion_weight(n: int) -> float:
@@ -62,7 +63,9 @@ class PhotoFeaturizer:
 
         self.spec = PreprocessSpec.from_dict(preprocess) if preprocess else PreprocessSpec()
         data = trunk if isinstance(trunk, (bytes, bytearray)) else trunk.SerializeToString()
-        self._session = make_session(bytes(data), threads, what="the bundle's trunk")
+        # predict's trunk session settings (classifier.py: level ALL, no disabled optimizers): the same
+        # numbers as predict, and ALL's NCHWc convolutions are several times faster than EXTENDED here
+        self._session = make_session(bytes(data), threads, (), level="all", what="the bundle's trunk")
         self._input = self._session.get_inputs()[0].name
         self.batch = int(batch)
         self.photos_run = 0  # photos that went through the trunk (tests check: once per photo)
@@ -120,16 +123,18 @@ def _spread(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> float:
 
 
 def photo_head_rows(W_name: np.ndarray | None, b_name: np.ndarray | None, feats: dict[int, np.ndarray],
-                    named: Sequence[bool], k: int, *, weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    named: Sequence[bool], k: int, *, weight: float | None = None,
+                    centred: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Head rows (W [k, D], b [k]) from the name rows (None: no class is named) and the photo
     features of the classes that have photos ({class index: [n_i, D]}); `named[i]`: class i has a
-    name or description the rows should use; `weight` overrides lam(n) (the benchmark's tuning grid).
+    name or description the rows should use; `weight` and `centred` override lam(n) and CENTRE (the
+    benchmark's tuning grid).
     Deterministic, float64 inside, float32 out."""
     if not feats:
         raise PromptError("photo_head_rows needs photos of at least one class")
     idx = sorted(feats)
     X = np.concatenate([np.asarray(feats[i], np.float64) for i in idx])
-    centre = X.mean(0)
+    centre = X.mean(0) if (CENTRE if centred is None else centred) else np.zeros(X.shape[1])
     Wp_some, bp_some = prototype_rows([feats[i] for i in idx], centre)
     D = X.shape[1]
     Wp, bp = np.zeros((k, D)), np.zeros(k)
@@ -244,6 +249,16 @@ class PhotoPrompts:
                 raise PromptError(f"the class {names[i]!r} has {len(pix)} photos; give at most {MAX_PHOTOS_PER_CLASS}")
             feats[i] = fz.run(pix)
         return cls(names, feats, only)
+
+    def sample(self, p: Any, smp: Any, emb: np.ndarray, seed: int, C: int) -> np.ndarray:
+        """The sampler's parameter vectors; skipped (zeros) when every class is photos-only and the
+        head is all the template generates: its rows would all be replaced by prototype rows."""
+        from .head import HEAD_BIAS, HEAD_WEIGHT
+
+        layout = p.manifest.template.layout
+        if len(self.photos_only) == len(self.names) and {t.name for t in layout} <= {HEAD_WEIGHT, HEAD_BIAS}:
+            return np.zeros((C, p.manifest.denoiser.param_count), np.float32)
+        return p._sample(smp, emb, seed, C)
 
     def apply(self, params: dict[str, np.ndarray], texts: list) -> tuple[dict[str, np.ndarray], list, dict[str, int]]:
         """(params with the fused head rows, texts with None for photos-only classes, {class: photo count})."""
