@@ -213,6 +213,7 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
     if len(written) > 1:
         _echo("  also wrote " + ", ".join(str(w) for w in written[1:]))
     if by_images:
+        _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
         _echo("  built from: " + "; ".join(f"{n}: {how}" for n, how in built_from_meta(clf).items()))
     if nov["seen"]:
         _echo(f"  seen in training:  {', '.join(nov['seen'])}")
