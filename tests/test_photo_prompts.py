@@ -14,8 +14,8 @@ from PIL import Image
 from tina_edge.cli.main import main
 from tina_edge.runtime import Personalizer
 from tina_edge.runtime.errors import ImageError, PromptError
-from tina_edge.runtime.photo_prompts import (MAX_PHOTOS_PER_CLASS, PhotoFeaturizer, built_from, fusion_weight,
-                                             photo_head_rows)
+from tina_edge.runtime.photo_prompts import (LOO_GRID, MAX_PHOTOS_PER_CLASS, PhotoFeaturizer, built_from,
+                                             fusion_weight, loo_weight, photo_head_rows)
 
 from cli_checks import one_error_line
 
@@ -115,6 +115,13 @@ def test_head_rows_rule():
     assert W2.shape == (2, 16) and np.isfinite(W2).all()
     with pytest.raises(PromptError, match="needs photos"):
         photo_head_rows(None, None, {1: feats[1]}, [False, False], 2)
+    # leave-one-out picks the photo weight per task: photos win over a name that points the wrong way
+    feats3 = {0: rng.normal(size=(4, 16)) + 3 * np.eye(16)[0], 1: rng.normal(size=(4, 16)) + 3 * np.eye(16)[1]}
+    wrong = np.stack([np.eye(16)[1], np.eye(16)[0]]) * 1.0  # each name row points at the other class
+    right = wrong[::-1].copy()
+    centre = np.concatenate(list(feats3.values())).mean(0)
+    assert loo_weight(wrong, np.zeros(2), feats3, centre, 1.0) >= 4.0
+    assert loo_weight(right, np.zeros(2), feats3, centre, 1.0) == LOO_GRID[0]
     assert fusion_weight(1) > 0 and fusion_weight(3) == fusion_weight(2) and fusion_weight(50) == fusion_weight(10)
 
 
