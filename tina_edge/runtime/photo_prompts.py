@@ -44,7 +44,6 @@ BATCH = 4  # photos per trunk run: peak RSS stays low (batch 8: +11.6 MB peak, P
 # Grid lam in {0.25, 0.5, 0.75, 1, 1.5, 2, 3}, 40 tasks per shot count: 0.5 is best or tied at 1, 2, 5
 # and 10 photos (0.873 / 0.876 / 0.880 / 0.883 against names only 0.873), centred or not within 0.1.
 FUSION_WEIGHTS: dict[int, float] = {1: 0.5, 2: 0.5, 5: 0.5, 10: 0.5}
-ADAPTIVE: tuple[float, float] | None = None  # (lo, hi): lam_c = lo + (hi - lo) * (1 - name evidence of class c)
 # Per task, lam chosen by leave-one-out on the task's own photos when every class with photos has >= 2
 # (no constant tuned on any class; grid fixed a priori); else lam(n). On the seen TUNE half it costs
 # 0.2-0.4 points against lam(n) = 0.5; on held-out classes (evaluated, never tuned on) it gains 7.8 /
@@ -127,14 +126,6 @@ def prototype_rows(feats: Sequence[np.ndarray], centre: np.ndarray) -> tuple[np.
     return W, -(W @ centre)
 
 
-def name_evidence(W: np.ndarray, b: np.ndarray, X: np.ndarray, c: int) -> float:
-    """Mean probability the name rows give class c on its own photos X (1: the name already knows them)."""
-    z = np.asarray(X, np.float64) @ W.T + b
-    z -= z.max(1, keepdims=True)
-    P = np.exp(z)
-    return float((P[:, c] / P.sum(1)).mean())
-
-
 def loo_weight(Wn: np.ndarray, bn: np.ndarray, feats: dict[int, np.ndarray], centre: np.ndarray, sp: float) -> float:
     """The task's photo weight, chosen on its own photos: each photo is scored by the name rows (already
     divided by their spread) plus lam x the prototype rows made WITHOUT it (leave one out; every class
@@ -166,12 +157,11 @@ def _spread(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> float:
 
 def photo_head_rows(W_name: np.ndarray | None, b_name: np.ndarray | None, feats: dict[int, np.ndarray],
                     named: Sequence[bool], k: int, *, weight: float | None = None,
-                    centred: bool | None = None, adaptive: tuple[float, float] | None = None,
-                    loo: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    centred: bool | None = None, loo: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Head rows (W [k, D], b [k]) from the name rows (None: no class is named) and the photo
     features of the classes that have photos ({class index: [n_i, D]}); `named[i]`: class i has a
-    name or description the rows should use; `weight` and `centred` override lam(n) and CENTRE (the
-    benchmark's tuning grid).
+    name or description the rows should use; `weight`, `centred` and `loo` override lam(n), CENTRE
+    and LOO (the benchmark's tuning grid).
     Deterministic, float64 inside, float32 out."""
     if not feats:
         raise PromptError("photo_head_rows needs photos of at least one class")
@@ -198,12 +188,6 @@ def photo_head_rows(W_name: np.ndarray | None, b_name: np.ndarray | None, feats:
     loo = LOO if loo is None else loo
     if loo and weight is None and all(len(feats[i]) >= 2 for i in feats):
         lam[:] = loo_weight(Wn / sn, bn / sn, feats, centre, sp)
-    adaptive = ADAPTIVE if adaptive is None else (adaptive or None)
-    if adaptive is not None:  # lam_c from how well the name rows already recognise class c's own photos
-        lo, hi = adaptive
-        for i in feats:
-            if named[i]:
-                lam[i] = lo + (hi - lo) * (1.0 - name_evidence(Wn, bn, feats[i], i))
     W = Wn / sn + (lam[:, None] * Wp) / sp
     b = bn / sn + lam * bp / sp
     return W.astype(np.float32), b.astype(np.float32)
