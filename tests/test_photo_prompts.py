@@ -169,3 +169,16 @@ def test_cli_bad_photo_input_exits_2(tmp_path):
     one_error_line(CliRunner().invoke(main, ["personalize", "rex", "--from-folders", str(photos), "-o",
                                              str(tmp_path / "d.onnx")]), "leave out CLASSES")
     assert not any((tmp_path / f"{c}.onnx").exists() for c in "abcd")
+
+
+def test_photos_only_needs_a_trunk_bundle(tmp_path):
+    """A bundle whose template has no fc head on a trunk (and no image tower) cannot take photo prompts."""
+    from runtime_fixtures import make_tiny_bundle
+
+    p = Personalizer.from_bundle(make_tiny_bundle(tmp_path / "tiny"), threads=1)
+    with pytest.raises(PromptError, match="photos_only needs a trunk bundle without an image tower"):
+        p.personalize("dog, Rex", images={"Rex": _photos(1, 2)}, photos_only=True)
+    r = CliRunner().invoke(main, ["personalize", "--from-folders", str(_folder(tmp_path / "p" / "rex", 1, 2).parent),
+                                  "--images", f"cat={tmp_path / 'p' / 'rex' / '0.png'}", "--photos-only",
+                                  "--bundle", str(tmp_path / "tiny"), "-o", str(tmp_path / "m.onnx")])
+    one_error_line(r, "photos_only needs a trunk bundle")
