@@ -115,9 +115,10 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
                 force, as_json, threads, head_file=None, head_only=False, from_folders=None, photos_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
-    Each class is prompted by its name, by --describe text, or by --images example pictures
-    (CLIP bundles only), in any mix; the labels follow CLASSES. --batch FILE makes one model per
-    line of FILE with the same bundle sessions.
+    Each class is prompted by its name, by --describe text, or by --images example photos, in any
+    mix; the labels follow CLASSES. On trunk bundles (the default) photos join the name (or, with
+    --photos-only, stand alone); --from-folders DIR takes classes and photos from DIR's sub-folders.
+    --batch FILE makes one model per line of FILE with the same bundle sessions.
     """
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import parse_classes
