@@ -71,6 +71,12 @@ def test_photos_only_labels_that_mean_nothing(pz):
     mixed = pz.personalize("goldfish, Rex", steps=5, images={"Rex": rex}, photos_only={"Rex"})
     assert mixed.meta.texts == ["goldfish", None] and mixed.meta.image_prompts == {"Rex": 4}
     assert built_from(mixed.labels, mixed.meta.texts, mixed.meta.image_prompts) == {"goldfish": "name", "Rex": "4 photos"}
+    nov = pz.novelty(mixed.labels, model=mixed)  # the label 'Rex' is not a name: not in seen / new
+    assert nov["seen"] == ["goldfish"] and nov["new"] == [] and nov["built_from"]["Rex"] == "4 photos"
+    described = pz.personalize("goldfish, Rex", steps=3, descriptions={"goldfish": "an orange pet fish"},
+                               images={"goldfish": rex[:2], "Rex": bella}, photos_only={"Rex"})
+    assert pz.novelty(described.labels, descriptions={"goldfish": "an orange pet fish"}, model=described)[
+        "built_from"] == {"goldfish": "description 'an orange pet fish' + 2 photos", "Rex": "4 photos"}
 
 
 def test_features_computed_once_per_photo(pz):

@@ -15,7 +15,6 @@ import click
 from ..runtime.errors import ModelFileError, PromptError, UnknownClassError
 from ..runtime.samplers import SAMPLERS
 from .output import Output, _echo, _echo_json, bundle_reads, check_outputs
-from .photo_options import built_from_meta
 
 
 MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
@@ -156,15 +155,13 @@ def personalize(classes, output, batch_file, bundle, expect_bundle_id, steps, sa
         raise _in_option_words(e) from None
     t2 = time.perf_counter()
     written = _save_outputs(clf, output, head_file, force=force, head_only=head_only)
-    from .photo_options import named_novelty
-
-    nov = named_novelty(p, clf, descriptions)  # photos-only labels are not names: left out of novelty
+    nov = p.novelty(names, descriptions=descriptions, model=clf)  # photos-only labels are not names: left out
     timings = {"milliseconds": (time.perf_counter() - t0) * 1000, "generate_milliseconds": (t2 - t1) * 1000}
     if as_json:
         _echo_json({"output": str(output), "written": [str(w) for w in written], "labels": clf.labels,
                     "seen": nov["seen"], "new": nov["new"],
                     "nearest_known": nov["nearest"], "confusable": nov["confusable"], **clf.meta.sampler,
-                    "image_prompts": clf.meta.image_prompts or {}, "built_from": built_from_meta(clf),
+                    "image_prompts": clf.meta.image_prompts or {}, "built_from": nov["built_from"],
                     "bundle_id": p.manifest.bundle_id,
                     **{k: round(v, 1) for k, v in timings.items()}})
     else:
@@ -215,7 +212,7 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
         _echo("  also wrote " + ", ".join(str(w) for w in written[1:]))
     if by_images:
         _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
-        _echo("  built from: " + "; ".join(f"{n}: {how}" for n, how in built_from_meta(clf).items()))
+        _echo("  built from: " + "; ".join(f"{n}: {how}" for n, how in nov["built_from"].items()))
     if nov["seen"]:
         _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:

@@ -203,11 +203,17 @@ class Personalizer:
                 texts[i] = None
         return emb, texts, counts
 
-    def novelty(self, classes: str | Sequence[str], *, descriptions: Descriptions = None) -> dict:
+    def novelty(self, classes: str | Sequence[str], *, descriptions: Descriptions = None, model: Any = None) -> dict:
         """Per name: in the training vocabulary ("seen") or not ("new", with its nearest known names);
-        pairs of prompt texts close enough to be confused. See runtime/novelty.py."""
+        pairs of prompt texts close enough to be confused. See runtime/novelty.py. With `model` (a
+        classifier `personalize` made), photos-only labels are left out and `built_from` says per class
+        what it was built from (name, description, N photos: runtime/photo_prompts.py)."""
         from .novelty import novelty_report
 
+        if model is not None:
+            from .photo_prompts import model_novelty
+
+            return model_novelty(self, model, descriptions)
         names = parse_classes(classes)
 
         def vocab_emb():  # once per Personalizer, and only when some name is new

@@ -371,3 +371,20 @@ def class_folders(root: Any) -> dict[str, Any]:
     if not folders:
         raise ImageError(f"{root} holds no class folders; make one sub-folder of photos per class")
     return {f.name: f for f in folders}
+
+
+def model_novelty(p: Any, clf: Any, descriptions: Any) -> dict:
+    """Novelty of the classes of `clf` that have a name or description (a photos-only label is only a
+    label), plus `built_from`: {label: 'name' | "description '...'" | 'N photos' | a mix}."""
+    texts = clf.meta.texts or list(clf.labels)
+    names = [n for n, t in zip(clf.labels, texts) if t is not None]
+    report = {"seen": [], "new": [], "nearest": {}, "confusable": []}
+    if names:
+        if descriptions is not None:
+            from .class_prompts import aligned_descriptions
+
+            keep = set(names)
+            descriptions = [d for n, d in zip(clf.labels, aligned_descriptions(list(clf.labels), descriptions))
+                            if n in keep]
+        report = p.novelty(names, descriptions=descriptions)
+    return {**report, "built_from": built_from(clf.labels, clf.meta.texts, clf.meta.image_prompts)}
