@@ -4,6 +4,9 @@ with the name's rows (runtime/photo_prompts.py), the Python API, the CLI, and wh
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -188,3 +191,26 @@ def test_photos_only_needs_a_trunk_bundle(tmp_path):
                                   "--images", f"cat={tmp_path / 'p' / 'rex' / '0.png'}", "--photos-only",
                                   "--bundle", str(tmp_path / "tiny"), "-o", str(tmp_path / "m.onnx")])
     one_error_line(r, "photos_only needs a trunk bundle")
+
+
+_RSS_CHILD = """
+import numpy as np
+from tina_edge.runtime import Personalizer
+p = Personalizer.from_bundle(threads=1)
+rng = np.random.default_rng(0)
+names = list(p.manifest.vocabulary[:10])
+imgs = {n: [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)] for n in names}
+p.personalize(names, images=imgs).to_bytes()
+print([int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is read from /proc")
+def test_ten_classes_five_photos_within_300mb():
+    """Issue 21: peak RSS <= 300e6 bytes for 10 classes x 5 photos, trunk passes included (fresh process,
+    VmHWM: see test_memory.py for why not ru_maxrss)."""
+    r = subprocess.run([sys.executable, "-c", _RSS_CHILD], capture_output=True, text=True, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    peak = int(r.stdout.strip().splitlines()[-1]) * 1024
+    assert peak <= 300e6, peak

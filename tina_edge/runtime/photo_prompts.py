@@ -36,7 +36,7 @@ import numpy as np
 from .errors import ImageError, PromptError
 
 MAX_PHOTOS_PER_CLASS = 20  # issue 21: 1-20 example photos per class
-BATCH = 4  # photos per trunk run: peak RSS stays low (batch 8: +11.6 MB peak, PHOTO_PROMPTS.md)
+BATCH = 2  # photos per trunk run: ORT's arena keeps one batch's activations (peak, PHOTO_PROMPTS.md)
 
 # lam(n), the weight of the photo part for a class with n photos (name part weight 1), chosen by
 # `benchmarks/photo_prompts.py --tune` on 10-way tasks of SEEN Tiny-ImageNet classes (tuning half)
