@@ -58,7 +58,7 @@ def main() -> None:
     pix = fz.prepared(files)
     rows = {}
     batches = []
-    for bs in (1, 4, 8, 16, 50):
+    for bs in (1, 2, 4, 8, 16, 50):
         def run(bs=bs):
             fz.batch = bs
             fz.run(pix)
