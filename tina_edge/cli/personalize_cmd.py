@@ -19,7 +19,7 @@ from .output import Output, _echo, _echo_json, bundle_reads, check_outputs
 
 MAX_BATCH_FILE_BYTES = 16 << 20  # personalize --batch FILE
 
-def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None,
+def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None, folders=None,
            classes_file: Path | None = None) -> list[tuple[Path, str]]:
     """What personalize reads, which no output may replace: the bundle (the embedded one is inside the
     package, which check_outputs always protects), the --batch file, the --images files and folders."""
@@ -30,6 +30,8 @@ def _reads(bundle, batch_file=None, images: dict[str, list[str]] | None = None,
         out.append((Path(classes_file), "the --classes-file"))
     for files in (images or {}).values():
         out += [(Path(f), "an --images example") for f in files]
+    if folders is not None:
+        out.append((Path(folders), "the --from-folders folder"))
     return out
 
 
@@ -99,8 +101,13 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
 @click.option("--candidates", type=int, default=1, show_default=True, help="Sample C models at once, keep the consensus one.")
 @click.option("--describe", multiple=True, metavar="NAME=TEXT", help="Encode TEXT instead of NAME for that class (repeatable).")
 @click.option("--images", multiple=True, metavar="NAME=IMG[,IMG...]",
-              help="Prompt class NAME (also listed in CLASSES) with example image files or directories instead of "
-                   "its name; their CLIP image embeddings are averaged (repeatable; needs a CLIP bundle).")
+              help="Example photos (files or folders) of class NAME, also listed in CLASSES (repeatable). Trunk "
+                   "bundles (the default): 1-20 photos fused with the name; CLIP bundles: they replace the name.")
+@click.option("--from-folders", "from_folders", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Classes and photos from DIR's sub-folders (one per class, named by its label: the layout "
+                   "`evaluate` reads); trunk bundles only.")
+@click.option("--photos-only", is_flag=True,
+              help="Labels of classes given photos are only labels ('Rex', 'product 7'): build them from photos alone.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files (never an input or a bundle file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None, help="onnxruntime intra-op threads.")
@@ -110,24 +117,27 @@ def _in_option_words(e: UnknownClassError) -> PromptError:
               help="Write only the k x (D+1) head (features -> logits, labels) and the shared trunk.onnx beside "
                    "it (reused when it is this bundle's; trunk bundles only); predict finds the trunk there.")
 def personalize(classes, output, batch_file, classes_file, bundle, expect_bundle_id, steps, sampler, seed, candidates,
-                describe, images, force, as_json, threads, head_file=None, head_only=False):
+                describe, images, force, as_json, threads, head_file=None, head_only=False, from_folders=None,
+                photos_only=False):
     """Generate a classifier for CLASSES ("dog, cat, horse" or dog cat horse) and write it to -o.
 
-    Each class is prompted by its name, by --describe text, or by --images example pictures
-    (CLIP bundles only), in any mix; the labels follow CLASSES. --batch FILE makes one model per
-    line of FILE with the same bundle sessions.
+    Each class is prompted by its name, by --describe text, or by --images example photos, in any
+    mix; the labels follow CLASSES. On trunk bundles (the default) photos join the name (or, with
+    --photos-only, stand alone); --from-folders DIR takes classes and photos from DIR's sub-folders.
+    --batch FILE makes one model per line of FILE with the same bundle sessions.
     """
     from ..runtime.personalizer import Personalizer
     from ..runtime.prompt import parse_classes
 
     if batch_file is not None:
-        if classes or describe or images:
-            raise PromptError("--batch takes its prompts from FILE; leave out CLASSES, --describe and --images")
+        if classes or describe or images or from_folders:
+            raise PromptError("--batch takes its prompts from FILE; leave out CLASSES, --describe, --images and --from-folders")
         if classes_file is not None:
             raise PromptError("--batch and --classes-file both name classes; use one of them")
         _personalize_batch(batch_file, Path(output), bundle=bundle, steps=steps, sampler=sampler, seed=seed,
                            candidates=candidates, force=force, threads=threads, expected_id=expect_bundle_id)
         return
+    t0 = time.perf_counter()
     if classes_file is not None:
         if classes:
             raise PromptError("--classes-file names the classes; leave out CLASSES (or drop --classes-file)")
@@ -138,34 +148,41 @@ def personalize(classes, output, batch_file, classes_file, bundle, expect_bundle
             classes = tuple(classes_from_lines(text))
         except PromptError as e:
             raise PromptError(f"{classes_file} {e}" if str(e).startswith("line ") else f"{classes_file}: {e}") from None
+    if from_folders is not None:  # classes and photos from DIR (cli/photo_options.py)
+        from .photo_options import folder_classes
+
+        classes, image_prompts = folder_classes(from_folders, classes, _images_option(images))
+    else:
+        image_prompts = _images_option(images)
     if not classes:
         raise PromptError('name the classes, e.g. tina-edge personalize "dog, cat, horse" -o model.onnx (or use --batch FILE)')
-    t0 = time.perf_counter()
     names = parse_classes(list(classes))  # CLASSES as one prompt: the labels, in order
-    descriptions, image_prompts = _describe_option(describe), _images_option(images)
+    descriptions = _describe_option(describe)
     outs = [Output(output, "-o")]
     output = Path(output)
     if head_file is not None:
         outs.append(Output(Path(head_file), "--head"))
     if head_only:  # reused when it is already this bundle's trunk (checked once the trunk is known)
         outs.append(Output(output.parent / "trunk.onnx", "the trunk.onnx that --head-only writes beside -o", may_exist=True))
-    check_outputs(outs, force=force, reads=_reads(bundle, images=image_prompts, classes_file=classes_file))  # before any work
+    check_outputs(outs, force=force, reads=_reads(bundle, images=image_prompts, folders=from_folders,
+                                                  classes_file=classes_file))  # before any work
     p = Personalizer.from_bundle(bundle, threads=threads, expected_id=expect_bundle_id)
     t1 = time.perf_counter()
     try:
         clf = p.personalize(names, descriptions=descriptions, steps=steps, sampler=sampler,
-                            seed=seed, candidates=candidates, images=image_prompts)
+                            seed=seed, candidates=candidates, images=image_prompts, photos_only=photos_only)
     except UnknownClassError as e:
         raise _in_option_words(e) from None
     t2 = time.perf_counter()
     written = _save_outputs(clf, output, head_file, force=force, head_only=head_only)
-    nov = p.novelty(names, descriptions=descriptions)
+    nov = p.novelty(names, descriptions=descriptions, model=clf)  # photos-only labels are not names: left out
     timings = {"milliseconds": (time.perf_counter() - t0) * 1000, "generate_milliseconds": (t2 - t1) * 1000}
     if as_json:
         _echo_json({"output": str(output), "written": [str(w) for w in written], "labels": clf.labels,
                     "seen": nov["seen"], "new": nov["new"],
                     "nearest_known": nov["nearest"], "confusable": nov["confusable"], **clf.meta.sampler,
-                    "image_prompts": clf.meta.image_prompts or {}, "bundle_id": p.manifest.bundle_id,
+                    "image_prompts": clf.meta.image_prompts or {}, "built_from": nov["built_from"],
+                    "bundle_id": p.manifest.bundle_id,
                     **{k: round(v, 1) for k, v in timings.items()}})
     else:
         _report(output, clf, nov, p.manifest.bundle_id, timings, written)
@@ -215,6 +232,7 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
         _echo("  also wrote " + ", ".join(str(w) for w in written[1:]))
     if by_images:
         _echo("  prompted by images: " + ", ".join(f"{n} ({c})" for n, c in by_images.items()))
+        _echo("  built from: " + "; ".join(f"{n}: {how}" for n, how in nov["built_from"].items()))
     if nov["seen"]:
         _echo(f"  seen in training:  {', '.join(nov['seen'])}")
     if nov["new"]:

@@ -76,6 +76,7 @@ class Personalizer:
         self._gen = None  # the bundle's generate.onnx session
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._trunk = None  # the shared trunk cut from the template (head-only models)
+        self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
         self._template = bundle.template_proto
         self._schedule = NoiseSchedule.from_spec(self.manifest.diffusion)
@@ -226,11 +227,17 @@ class Personalizer:
                 texts[i] = None
         return emb, texts, counts
 
-    def novelty(self, classes: str | Sequence[str], *, descriptions: Descriptions = None) -> dict:
+    def novelty(self, classes: str | Sequence[str], *, descriptions: Descriptions = None, model: Any = None) -> dict:
         """Per name: in the training vocabulary ("seen") or not ("new", with its nearest known names);
-        pairs of prompt texts close enough to be confused. See runtime/novelty.py."""
+        pairs of prompt texts close enough to be confused. See runtime/novelty.py. With `model` (a
+        classifier `personalize` made), photos-only labels are left out and `built_from` says per class
+        what it was built from (name, description, N photos: runtime/photo_prompts.py)."""
         from .novelty import novelty_report
 
+        if model is not None:
+            from .photo_prompts import model_novelty
+
+            return model_novelty(self, model, descriptions)
         names = parse_classes(classes)
 
         def vocab_emb():  # once per Personalizer, and only when some name is new
@@ -293,6 +300,7 @@ class Personalizer:
         seed: int = 0,
         candidates: int = 1,
         images: Mapping[str, Any] | None = None,
+        photos_only: Any = False,
     ) -> PersonalizedClassifier:
         """Generate a classifier for `classes` (labels in prompt order).
 
@@ -302,13 +310,22 @@ class Personalizer:
         (paths, directories, PIL images or uint8 arrays) whose averaged CLIP image embedding replaces
         the text embedding. Names, descriptions and images mix freely, one source per class; images
         need a bundle with an image tower. A name that is not a class: `UnknownClassError`.
+        On a trunk bundle without an image tower (the default one), `images[name]` are 1-20 photos of
+        the class, fused with its name or description (runtime/photo_prompts.py); `photos_only=True`
+        (every class given photos) or a set of class names makes those labels only labels ("Rex").
         """
         names = parse_classes(classes)
         check_class_count(names, max_classes(self.manifest.k_max))
         texts, aligned = resolve_descriptions(names, descriptions)  # cheap checks first, before any image is read
         smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
+        from .photo_prompts import read_photos
+
+        photos = read_photos(self, names, images, aligned, photos_only)  # trunk bundles: photos read once
+        images = None if photos is not None else images
         emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
-        params = self._params(smp, emb, seed, C)
+        params = self._params(smp, emb, seed, C) if photos is None else photos.params(self, smp, emb, seed, C)
+        if photos is not None:
+            params, texts, image_counts = photos.apply(params, texts)
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
