@@ -34,6 +34,11 @@ export function decodeModel(bytes) {
   return modelType().decode(bytes);
 }
 
+/** Encode an ONNX model message (decodeModel's) back to bytes. */
+export function encodeModel(model) {
+  return modelType().encode(model).finish();
+}
+
 /** metadata_props of an ONNX model as an object: how JS reads `labels` without onnxruntime's API. */
 export function readModelMetadata(bytes) {
   const m = decodeModel(bytes);
@@ -113,7 +118,7 @@ export function fillTemplate(templateBytes, params, k, metadata) {
 }
 
 export class PersonalizedClassifier {
-  constructor(tina, { labels, params, prompt, texts, sampler, timings = {} }) {
+  constructor(tina, { labels, params, prompt, texts, sampler, timings = {}, imagePrompts = null }) {
     this.tina = tina;
     this.labels = labels;
     this.params = params; // name -> {shape, data: Float32Array}
@@ -121,6 +126,7 @@ export class PersonalizedClassifier {
     this.texts = texts;
     this.sampler = sampler;
     this.timings = timings;
+    this.imagePrompts = imagePrompts; // {class: number of photos} of photo prompts (the model records only counts)
     this.bundleId = tina.manifest.bundle_id;
   }
 
@@ -198,6 +204,7 @@ export class PersonalizedClassifier {
     const pre = tree ? subtree(tree, "template", "input", "preprocess") : null;
     if (pre && pre.t === "o") out.preprocess = pyDumps(pre, { sortKeys: true });
     else if (this.tina.manifest.template.input.preprocess) out.preprocess = pyDumps(toTree(this.tina.manifest.template.input.preprocess), { sortKeys: true });
+    if (this.imagePrompts && Object.keys(this.imagePrompts).length) out.image_prompts = pyDumps(toTree(this.imagePrompts), { ensureAscii: false });
     return out;
   }
 

@@ -6,7 +6,8 @@
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
-import { parseClasses, descriptionTexts } from "./prompt.mjs";
+import { parseClasses, descriptionTexts, alignedDescriptions } from "./prompt.mjs";
+import { readPhotos, skipsSampler, zeroParams, applyPhotos } from "./photos.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
 import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
 import { parseManifest, checkBundleId, subtree } from "./manifest.mjs";
@@ -117,7 +118,7 @@ function int64Tensor(ort, rows, width) {
 
 /** The personalizer: one bundle, three onnxruntime sessions created once and reused. */
 export class TinaEdge {
-  constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings }) {
+  constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings, sessionOptions = {} }) {
     this.ort = ort;
     this.bundle = bundle;
     this.manifest = bundle.manifest;
@@ -125,6 +126,8 @@ export class TinaEdge {
     this.sessions = sessions;
     this.templateBytes = templateBytes;
     this.timings = timings;
+    this.sessionOptions = sessionOptions; // the trunk session of photo prompts (photos.mjs) is made alike
+    this._trunk = null;
     // a text's embedding depends on the text alone (see encode), so caching it is exact up to
     // float rounding between batch shapes (1e-7); apps re-use class names. Bounded LRU, like Python's.
     this.cacheSize = 1024;
@@ -134,6 +137,8 @@ export class TinaEdge {
   /** Release the onnxruntime sessions (memory); this object and its classifiers cannot run afterwards. */
   dispose() {
     for (const s of Object.values(this.sessions ?? {})) s?.release?.().catch?.(() => {});
+    this._trunk?.release?.().catch?.(() => {});
+    this._trunk = null;
     this.sessions = {};
     this.templateBytes = null;
     this._cache.clear();
@@ -192,7 +197,7 @@ export class TinaEdge {
     const fileMs = performance.now() - f0;
     const t1 = performance.now();
     return new TinaEdge({
-      ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes,
+      ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes, sessionOptions: opts,
       timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
   }
@@ -299,8 +304,11 @@ export class TinaEdge {
    * Generate a classifier for `classes` ("dog, cat" or ["dog", "cat"]); labels keep the prompt order.
    * @param options.seed integer or BigInt (default 0): the same seed gives the same model as Python
    * @param options.descriptions one text (or null) per class, encoded instead of the name
+   * @param options.images {class name: [photos]} (1-20 per class, each {data, width, height}): on a trunk
+   *   bundle (the default one) fused with the class name, as Python's personalize(images=...)
+   * @param options.photosOnly true (every class given photos) or class names: those labels are only labels
    */
-  async personalize(classes, { seed = 0, descriptions = null } = {}) {
+  async personalize(classes, { seed = 0, descriptions = null, images = null, photosOnly = false } = {}) {
     const t0 = performance.now();
     const m = this.manifest;
     const names = parseClasses(classes);
@@ -313,9 +321,18 @@ export class TinaEdge {
     if (names.length > limit) {
       throw new PromptError(`the prompt has ${names.length} classes but this bundle allows 2 to ${limit}; split the task into prompts of at most ${limit} classes`);
     }
-    const texts = descriptionTexts(names, descriptions);
+    let texts = descriptionTexts(names, descriptions);
     const seedBig = checkSeed(seed);
+    const photos = await readPhotos(this, names, images, descriptions === null ? null : alignedDescriptions(names, descriptions), photosOnly);
     const k = names.length;
+    const g = m.portable.generate;
+    const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
+    const sampler = { sampler: g.sampler, steps: g.steps, seed: seedBig <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedBig) : seedBig.toString(), candidates: 1 };
+    if (photos && skipsSampler(photos, m.template.layout)) { // every row replaced by prototype rows
+      const fused = applyPhotos(photos, zeroParams(m.template.layout, k), texts);
+      return new PersonalizedClassifier(this, { labels: names, params: fused.params, prompt: raw, texts: fused.texts, sampler,
+        imagePrompts: fused.counts, timings: { encodeMs: 0, generateMs: 0, photosMs: performance.now() - t0 } });
+    }
     const D = m.denoiser.embedding_dim;
     const P = m.denoiser.param_count;
     const emb = await this.encode(texts);
@@ -348,13 +365,13 @@ export class TinaEdge {
       }
       return part;
     });
-    const params = G === 1 ? parts[0] : calibrateGroups(joinGroups(parts, m.template.layout), m.template.layout, sizes);
-    const g = m.portable.generate;
-    const raw = typeof classes === "string" ? classes : classes.map(String).join(", ");
+    let params = G === 1 ? parts[0] : calibrateGroups(joinGroups(parts, m.template.layout), m.template.layout, sizes);
+    let imagePrompts = null;
+    const t2 = performance.now();
+    if (photos) ({ params, texts, counts: imagePrompts } = applyPhotos(photos, params, texts));
     return new PersonalizedClassifier(this, {
-      labels: names, params, prompt: raw, texts,
-      sampler: { sampler: g.sampler, steps: g.steps, seed: seedBig <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seedBig) : seedBig.toString(), candidates: 1 },
-      timings: { encodeMs: t1 - t0, generateMs: performance.now() - t1 },
+      labels: names, params, prompt: raw, texts, sampler, imagePrompts,
+      timings: { encodeMs: t1 - t0, generateMs: t2 - t1 },
     });
   }
 }

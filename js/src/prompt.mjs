@@ -265,12 +265,12 @@ export function pyRepr(s) {
 }
 
 /**
- * The text encoded per class (class_prompts.description_texts): its cleaned description, else its name.
+ * Per class the description given (or null), unchecked (class_prompts.aligned_descriptions).
  * `descriptions`: null, an array with one entry (string or null) per class, or an object
  * {class name: description} (names matched by classKey).
  */
-export function descriptionTexts(names, descriptions) {
-  if (descriptions === null || descriptions === undefined) return names.slice();
+export function alignedDescriptions(names, descriptions) {
+  if (descriptions === null || descriptions === undefined) return names.map(() => null);
   let descs;
   if (Array.isArray(descriptions)) {
     if (descriptions.length !== names.length) {
@@ -290,6 +290,13 @@ export function descriptionTexts(names, descriptions) {
   } else {
     throw new PromptError(`descriptions must be an array with one entry (or null) per class, or an object {class: description}; got a ${typeof descriptions}`);
   }
+  return names.map((_, i) => descs[i] ?? null);
+}
+
+/** Per class its cleaned description, else its name (the text encoded). */
+export function descriptionTexts(names, descriptions) {
+  if (descriptions === null || descriptions === undefined) return names.slice();
+  const descs = alignedDescriptions(names, descriptions);
   return names.map((n, i) => {
     const d = descs[i];
     if (d === null || d === undefined) return n;

@@ -22,9 +22,9 @@ from tina_edge.runtime.contracts import CONTRACTS, IMAGE, LOGITS, input_names, o
 from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 
-FORMAT = 7  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 8  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
-# (grouped generation); 7: + the graph contracts (js/test/prepare.mjs rebuilds older files)
+# (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 MANY = 50  # classes of the grouped case (K_max < 50)
@@ -297,6 +297,61 @@ def manifest_vectors(bundle: str | os.PathLike) -> dict[str, Any]:
     return {"ids": ids, "checks": [{"data": b64(c), **outcome(c)} for c in checks]}
 
 
+PHOTO_SIZE = (60, 90)  # height, width of the fixed photos: another size than the input, so prepare resizes
+PHOTO_COUNT = 8  # fixed photos (fixed_images, IMAGE_SEED); cases name them by index, a photo may repeat
+
+
+def _photo_cases(names: list[str]) -> list[dict[str, Any]]:
+    """Photo prompts (issue 21) on a trunk bundle: photos by index into the fixed photos."""
+    a, b, c = names[:3]
+    return [
+        {"prompt": f"{a}, {b}, {c}", "seed": 3, "images": {a: [0, 1], b: [2, 3], c: [4, 5]}, "photos_only": False},
+        {"prompt": "Rex, Bella, product 7", "seed": 0, "images": {"Rex": [0, 1], "Bella": [2, 3, 6], "product 7": [4, 5]},
+         "photos_only": True},  # every class photos-only: the sampler is skipped, a cosine prototype
+        {"prompt": f"{a}, {b}, {c}, Rex", "seed": 11, "images": {b: [7], "Rex": [1, 2, 3]}, "photos_only": ["Rex"],
+         "descriptions": {a: "a photo of something small and furry"}},  # 1 photo: lam(n), no leave-one-out
+    ]
+
+
+def _photo_refusals(names: list[str]) -> list[dict[str, Any]]:
+    """Bad photo requests and Python's message for each (images given as photo indices)."""
+    a, b = names[:2]
+    return [
+        {"prompt": f"{a}, {b}", "images": {a: [0] * 21}, "photos_only": False},
+        {"prompt": f"{a}, {b}", "images": {a: [0], a.upper(): [1]}, "photos_only": False},
+        {"prompt": f"{a}, {b}", "images": {}, "photos_only": True},
+        {"prompt": f"{a}, {b}", "images": {a: [0, 1], b: [2]}, "photos_only": [a], "descriptions": {a: "a small pet"}},
+        {"prompt": f"{a}, {b}", "images": {"nothing like it": [0]}, "photos_only": False},
+        {"prompt": f"{a}, {b}", "images": {a: [0]}, "photos_only": [b]},
+        {"prompt": f"{a}, {b}", "images": {a: []}, "photos_only": False},
+        {"prompt": f"{a}, {b}", "images": {a: [0]}, "photos_only": "yes"},
+    ]
+
+
+def photo_vectors(p, names: list[str], images: np.ndarray) -> dict[str, Any]:
+    """Per photo case: the fused params, probabilities on `images` and metadata; per refusal its message."""
+    from ...runtime.errors import TinaEdgeError
+
+    photos = fixed_images(PHOTO_COUNT, *PHOTO_SIZE)
+    pick = lambda spec: {n: [photos[j] for j in idx] for n, idx in spec.items()}  # noqa: E731
+    cases = []
+    for c in _photo_cases(names):
+        clf = p.personalize(c["prompt"], seed=c["seed"], images=pick(c["images"]), photos_only=c["photos_only"],
+                            descriptions=c.get("descriptions"))
+        cases.append({**c, "seed": str(c["seed"]), "labels": clf.labels, "metadata": clf.meta.to_props(),
+                      "params": {n: {"shape": list(a.shape), "data": _floats(a.reshape(-1))} for n, a in clf.params.items()},
+                      "probabilities": _floats(clf.predict(images).probabilities)})
+    refusals = []
+    for c in _photo_refusals(names):
+        try:
+            p.personalize(c["prompt"], images=pick(c["images"]), photos_only=c["photos_only"], descriptions=c.get("descriptions"))
+        except TinaEdgeError as e:
+            refusals.append({**c, "error": str(e)})
+        else:  # pragma: no cover - a refusal that stopped refusing is a bug to see
+            raise AssertionError(f"photo request {c} was not refused")
+    return {"seed": IMAGE_SEED, "shape": [PHOTO_COUNT, *PHOTO_SIZE], "cases": cases, "refusals": refusals}
+
+
 def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float32).astype(np.float64).tolist()  # exact float32 values
 
@@ -328,6 +383,10 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "contracts": {role: [input_names(role), output_names(role)] for role in CONTRACTS},  # graph value names
         "cases": [],
     }
+    from ...runtime.photo_prompts import supports_photo_prompts
+
+    if supports_photo_prompts(p):  # photo prompts through the bundle's trunk (issue 21)
+        doc["photos"] = photo_vectors(p, [parse_classes(c["prompt"]) for c in _cases(m)][0], images)
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
         texts = description_texts(names, c["descriptions"])
