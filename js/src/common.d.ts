@@ -97,6 +97,14 @@ export interface PersonalizeOptions {
   seed?: number | bigint | string;
   /** One text (or null) per class, or {class name: text}, encoded instead of the class name. */
   descriptions?: (string | null)[] | Record<string, string> | null;
+  /**
+   * Photo prompts (trunk bundles such as the default one): {class name: 1-20 photos}, each photo
+   * {data, width, height} (any size; prepared as predict prepares it). Fused with the class name or
+   * description, as Python's personalize(images=...); the model records only how many photos each class had.
+   */
+  images?: Record<string, ImageLike | ImageLike[]> | null;
+  /** true (every class given photos) or class names: those labels are only labels ("Rex"); default false. */
+  photosOnly?: boolean | string[];
 }
 
 export interface NoveltyReport {
@@ -112,15 +120,18 @@ export declare class PersonalizedClassifier {
   readonly labels: string[];
   readonly params: Record<string, Tensor>;
   readonly prompt: string;
-  readonly texts: string[];
+  /** The text encoded per class; null for a photos-only class (its label is only a label). */
+  readonly texts: (string | null)[];
   readonly sampler: Sampler;
   readonly bundleId: string;
-  readonly timings: { encodeMs?: number; generateMs?: number };
+  /** Photo prompts: {class: number of photos}, what the model records of them (null without photos). */
+  readonly imagePrompts: Record<string, number> | null;
+  readonly timings: { encodeMs?: number; generateMs?: number; photosMs?: number };
   readonly k: number;
   /** Classify decoded images: of any size (grey/grey+alpha/RGB/RGBA) when the bundle's manifest has
    * template.input.preprocess, else RGB/RGBA at the bundle's input size. */
   predict(images: ImageLike | ImageLike[], options?: PredictOptions): Promise<Prediction[]>;
-  /** metadata_props of the standalone model, the strings Python writes (labels, prompt, texts, bundle_id, sampler, params, producer, preprocess). */
+  /** metadata_props of the standalone model, the strings Python writes (labels, prompt, texts, bundle_id, sampler, params, producer, preprocess, image_prompts). */
   metadata(): Record<string, string>;
   /** The standalone model.onnx: the bundle's template with this classifier's tensors filled in. */
   toModelBytes(): Uint8Array;

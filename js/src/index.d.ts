@@ -18,6 +18,14 @@ export interface BrowserFromBundleOptions extends FromBundleOptions {
   numThreads?: number;
 }
 
+/** personalize's options in the browser: photo prompts may also be canvases, bitmaps and <img> elements. */
+export interface BrowserPersonalizeOptions extends Omit<import("./common.js").PersonalizeOptions, "images"> {
+  images?: Record<string, ImageSource | ImageSource[]> | null;
+}
+
+/** `options` with each photo prompt turned into pixels by `convert` (used by personalize and the worker). */
+export declare function photosAsPixels<T extends { images?: unknown } | null | undefined>(options: T, convert: (source: ImageSource) => ImageLike): T;
+
 /** What personalize returns in the browser: predict also takes canvases, bitmaps and <img> elements. */
 export interface BrowserClassifier extends PersonalizedClassifier {
   predict(images: ImageSource | ImageSource[], options?: PredictOptions): Promise<Prediction[]>;
@@ -38,11 +46,12 @@ export declare class WorkerClassifier {
   readonly labels: string[];
   readonly params: Record<string, import("./common.js").Tensor>;
   readonly prompt: string;
-  readonly texts: string[];
+  readonly texts: (string | null)[];
   readonly sampler: import("./common.js").Sampler;
   readonly bundleId: string;
+  readonly imagePrompts: Record<string, number> | null;
   readonly k: number;
-  readonly timings: { encodeMs?: number; generateMs?: number };
+  readonly timings: { encodeMs?: number; generateMs?: number; photosMs?: number };
   predict(images: ImageSource | ImageSource[], options?: PredictOptions): Promise<Prediction[]>;
   toModelBytes(): Promise<Uint8Array>;
   toHead(): Promise<import("./common.js").Head>;
@@ -59,7 +68,7 @@ export declare class WorkerTinaEdge {
   readonly maxClasses: number;
   readonly inputSize: [number, number];
   readonly timings: TinaEdgeBase["timings"];
-  personalize(classes: string | string[], options?: import("./common.js").PersonalizeOptions): Promise<WorkerClassifier>;
+  personalize(classes: string | string[], options?: BrowserPersonalizeOptions): Promise<WorkerClassifier>;
   fromHead(head: import("./common.js").Head | string): Promise<WorkerClassifier>;
   novelty(classes: string | string[], options?: Pick<import("./common.js").PersonalizeOptions, "descriptions">): Promise<import("./common.js").NoveltyReport>;
   encode(texts: string[]): Promise<Float32Array>;
@@ -72,7 +81,7 @@ export declare class TinaEdge extends TinaEdgeBase {
   static inWorker(url: string, options?: WorkerOptions): Promise<WorkerTinaEdge>;
   /** A bundle folder served over HTTP: files checked as they arrive, progress, Cache API. */
   static fromBundle(url: string, options?: BrowserFromBundleOptions): Promise<TinaEdge>;
-  personalize(classes: string | string[], options?: import("./common.js").PersonalizeOptions): Promise<BrowserClassifier>;
+  personalize(classes: string | string[], options?: BrowserPersonalizeOptions): Promise<BrowserClassifier>;
 }
 export default TinaEdge;
 

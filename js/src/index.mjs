@@ -61,6 +61,16 @@ export function toPixels(source) {
   return { data: d.data, width: w, height: h };
 }
 
+/** options with each photo prompt (options.images: {class: source | sources}) turned into pixels by `convert`. */
+export function photosAsPixels(options, convert) {
+  const images = options?.images;
+  if (!images || typeof images !== "object" || Array.isArray(images)) return options;
+  const one = (im) => (im && im.data && im.width && im.height ? im : convert(im));
+  const out = {};
+  for (const [name, list] of Object.entries(images)) out[name] = Array.isArray(list) ? list.map(one) : list == null ? list : one(list);
+  return { ...options, images: out };
+}
+
 export class TinaEdge extends Core {
   /** Fetch a bundle from `url` (a directory served over HTTP) and create its wasm sessions. */
   /**
@@ -90,9 +100,9 @@ export class TinaEdge extends Core {
     return WorkerTinaEdge.open(url, options);
   }
 
-  /** Personalize, then wrap predict so it accepts canvases, bitmaps and <img> elements too. */
+  /** Personalize (photo prompts may be canvases, bitmaps, <img> elements), then wrap predict so it accepts them too. */
   async personalize(classes, options) {
-    const clf = await super.personalize(classes, options);
+    const clf = await super.personalize(classes, photosAsPixels(options, toPixels));
     const [H, W] = this.inputSize;
     const predict = clf.predict.bind(clf);
     const prepared = Boolean(this.manifest.template.input.preprocess); // photos: predict prepares them as Python does

@@ -77,7 +77,24 @@ export class WorkerTinaEdge {
     const info = await ch.call("open", [base, options]);
     return Object.assign(new WorkerTinaEdge(), info, { _ch: ch, worker: w });
   }
-  async personalize(classes, options) { return new WorkerClassifier(this._ch, await this._ch.call("personalize", [classes, options ?? {}])); }
+  /** options.images (photo prompts): pixel arrays go by structured clone, image sources as transferred bitmaps. */
+  async personalize(classes, options) {
+    const opts = { ...(options ?? {}) };
+    const transfer = [];
+    if (opts.images && typeof opts.images === "object" && !Array.isArray(opts.images)) {
+      const images = {};
+      for (const [name, list] of Object.entries(opts.images)) {
+        const conv = async (im) => {
+          const x = await toTransferable(im);
+          if (typeof ImageBitmap !== "undefined" && x instanceof ImageBitmap) transfer.push(x);
+          return x;
+        };
+        images[name] = Array.isArray(list) ? await Promise.all(list.map(conv)) : list == null ? list : await conv(list);
+      }
+      opts.images = images;
+    }
+    return new WorkerClassifier(this._ch, await this._ch.call("personalize", [classes, opts], transfer));
+  }
   async fromHead(head) { return new WorkerClassifier(this._ch, await this._ch.call("fromHead", [head])); }
   novelty(classes, options) { return this._ch.call("novelty", [classes, options ?? {}]); }
   encode(texts) { return this._ch.call("encode", [texts]); }

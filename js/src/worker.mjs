@@ -1,14 +1,14 @@
 // The worker side of TinaEdge.inWorker (worker-client.mjs): the bundle, its sessions and every
 // classifier live here, so personalize and predict never block the page. Messages:
 // {id, op, args} -> {id, result} | {id, error: {name, message}}; progress events {progress}.
-import { TinaEdge, toPixels } from "./index.mjs";
+import { TinaEdge, toPixels, photosAsPixels } from "./index.mjs";
 
 const scope = globalThis.self ?? globalThis;
 let tina = null;
 const classifiers = new Map();
 let next = 1;
 
-const describe = (handle, clf) => ({ handle, labels: clf.labels, params: clf.params, prompt: clf.prompt, texts: clf.texts, sampler: clf.sampler,
+const describe = (handle, clf) => ({ handle, labels: clf.labels, params: clf.params, prompt: clf.prompt, texts: clf.texts, sampler: clf.sampler, imagePrompts: clf.imagePrompts,
   bundleId: clf.bundleId, timings: clf.timings, k: clf.k });
 
 function pixels(im) {
@@ -22,7 +22,9 @@ const ops = {
     return { manifest: tina.manifest, backend: tina.backend, timings: tina.timings, inputSize: tina.inputSize, kMax: tina.kMax, maxClasses: tina.maxClasses };
   },
   async personalize(classes, options) {
-    const clf = await tina.personalize(classes, options);
+    const opts = photosAsPixels(options, pixels); // photo prompts: pixel arrays (structured clone) or transferred bitmaps
+    const clf = await tina.personalize(classes, opts);
+    for (const list of Object.values(options?.images ?? {})) for (const im of [].concat(list ?? [])) im?.close?.();
     const h = next++;
     classifiers.set(h, clf);
     return describe(h, clf);

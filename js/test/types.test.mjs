@@ -31,6 +31,13 @@ const tina = await TinaEdge.fromBundle(undefined as unknown as string, { progres
 const clf = await tina.personalize("dog, cat", { seed: 2n ** 60n, descriptions: { dog: "a small dog" } });
 const px = { data: new Uint8Array(12), width: 2, height: 2 };
 const [p] = await clf.predict(px, { minProb: 0.5 });
+const byPhotos = await tina.personalize("Rex, Bella", { images: { Rex: [px, px], Bella: px }, photosOnly: true });
+const counts: Record<string, number> | null = byPhotos.imagePrompts;
+const firstText: string | null = byPhotos.texts[0];
+await tina.personalize("dog, Rex", { images: { Rex: [px] }, photosOnly: ["Rex"] });
+// @ts-expect-error photosOnly is true, false or class names
+await tina.personalize("dog, Rex", { images: { Rex: [px] }, photosOnly: "Rex" });
+console.log(counts, firstText);
 const label: string = p.label;
 const seed: number | string = clf.sampler.seed;
 const again = PersonalizedClassifier.fromHead(tina, clf.toHead());
@@ -74,7 +81,10 @@ const pix = toPixels(img);
 await PersonalizedClassifier.fromHead(tina, "{}").predict(img);
 await TinaEdge.fromBundle("/bundle/", { cache: false, wasmPaths: "/ort/" });
 const w = await TinaEdge.inWorker("/bundle/", { workerUrl: "/worker.mjs", wasmPaths: "/ort/" });
-const wc = await w.personalize("dog, cat", { seed: "18446744073709551615" });
+const wc = await w.personalize("dog, cat", { seed: "18446744073709551615", images: { dog: [img, document.createElement("canvas")] } });
+const wCounts: Record<string, number> | null = wc.imagePrompts;
+await tina.personalize("dog, cat", { images: { cat: [img, px] } });
+console.log(wCounts);
 const preds = await wc.predict(img, { minProb: 0.3 });
 const mb: Uint8Array = await wc.toModelBytes();
 // @ts-expect-error worker methods are async

@@ -37,6 +37,18 @@ test("inWorker: personalize, predict, head and model bytes from the worker match
     const images = fixedImages(BigInt(v.images.seed), v.images.shape);
     const pred = await clf.predict(images, { minProb: 0 });
     assert.ok(maxAbsDiff(pred.flatMap((p) => Array.from(p.probabilities)), c.probabilities.flat()) <= 1e-5);
+    if (v.photos) { // photo prompts: pixel arrays go to the worker by structured clone
+      const pc = v.photos.cases[0];
+      const photos = fixedImages(BigInt(v.photos.seed), v.photos.shape);
+      const images = Object.fromEntries(Object.entries(pc.images).map(([n, idx]) => [n, idx.map((j) => photos[j])]));
+      const byPhotos = await remote.personalize(pc.prompt, { seed: BigInt(pc.seed), images, photosOnly: pc.photos_only });
+      assert.deepEqual(byPhotos.imagePrompts, JSON.parse(pc.metadata.image_prompts));
+      for (const [name, t] of Object.entries(pc.params)) {
+        const d = maxAbsDiff(byPhotos.params[name].data, t.data);
+        assert.ok(d <= 1e-5, `${name} (wasm, in the worker): max abs diff ${d}`);
+      }
+      assert.equal((await byPhotos.metadata()).image_prompts, pc.metadata.image_prompts);
+    }
     const head = await clf.toHead();
     assert.deepEqual(head.labels, c.labels);
     const bytes = await clf.toModelBytes();
