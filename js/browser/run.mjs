@@ -6,7 +6,7 @@
 //        synthetic pictures), SCREENSHOT (default js/.cache/demo.png), BROWSER_JSON (write figures)
 import fs from "node:fs";
 import path from "node:path";
-import { env, vectors, maxAbsDiff } from "../test/helpers.mjs";
+import { env, vectors, maxAbsDiff, fixedImages } from "../test/helpers.mjs";
 import { serveStatic } from "./static.mjs";
 import { findChromium } from "./chromium.mjs";
 import { buildWorker } from "./build.mjs";
@@ -63,6 +63,35 @@ try {
   const med = (xs) => xs.slice(1).sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
   const warm = med(runs);
   const warmFresh = med(fresh);
+  // photo prompts (issue 21): Python's photo case 0 in the browser (pixels as in the vectors), then
+  // 10 classes x 5 photos through the page's per-class pickers (setClassPhotos), warm, median of 5
+  let photoParamDiff = null, photoPersonalizeMs = null;
+  if (v.photos) {
+    const pc = v.photos.cases[0];
+    const shots = fixedImages(BigInt(v.photos.seed), v.photos.shape).map((im) => ({ ...im, data: Array.from(im.data) }));
+    const spec = Object.fromEntries(Object.entries(pc.images).map(([n, idx]) => [n, idx.map((j) => shots[j])]));
+    const gotPhotos = await page.evaluate(async (prompt, seed, spec, only) => {
+      const images = Object.fromEntries(Object.entries(spec).map(([n, l]) => [n, l.map((im) => ({ ...im, data: Uint8Array.from(im.data) }))]));
+      const clf = await window.tinaDemo.tina.personalize(prompt, { seed: BigInt(seed), images, photosOnly: only });
+      return Object.fromEntries(Object.entries(clf.params).map(([n, t]) => [n, Array.from(t.data)]));
+    }, pc.prompt, pc.seed, spec, pc.photos_only);
+    photoParamDiff = Math.max(...Object.entries(pc.params).map(([n, t]) => maxAbsDiff(gotPhotos[n], t.data)));
+    const ten = v.cases[1].prompt.split(",").map((x) => x.trim()).slice(0, 10);
+    await page.$eval("#classes", (el, value) => { el.value = value; }, ten.join(", "));
+    await page.evaluate((names) => {
+      names.forEach((name, c) => window.tinaDemo.setClassPhotos(name, [0, 1, 2, 3, 4].map((i) => {
+        const cv = new OffscreenCanvas(160 + 8 * i, 120 + 4 * c);
+        const g = cv.getContext("2d");
+        g.fillStyle = `hsl(${36 * c}, 60%, ${30 + 8 * i}%)`; g.fillRect(0, 0, cv.width, cv.height);
+        g.fillStyle = "#fff"; g.beginPath(); g.arc(60 + 5 * i, 50, 10 + 3 * c, 0, 7); g.fill();
+        return cv;
+      })));
+    }, ten);
+    const photoRuns = [];
+    for (let i = 0; i < 6; i++) photoRuns.push((await page.evaluate(() => window.tinaDemo.personalize())).ms);
+    photoPersonalizeMs = med(photoRuns);
+    await page.evaluate((names) => names.forEach((n) => window.tinaDemo.setClassPhotos(n, [])), ten);
+  }
   // photos: files from TINA_EDGE_PHOTOS through the file picker, else synthetic canvases
   const dir = process.env.TINA_EDGE_PHOTOS;
   if (dir && fs.existsSync(dir)) {
@@ -102,11 +131,13 @@ try {
     personalize_uncached_parts_ms: parts.map((p) => [+p.encodeMs.toFixed(1), +p.generateMs.toFixed(1)]),
     per_session_ms: Object.fromEntries(Object.entries(await page.evaluate(() => window.tinaDemo.tina.timings.perSession)).map(([k, x]) => [k, +x.toFixed(0)])),
     files_ms: +(await page.evaluate(() => window.tinaDemo.tina.timings.fileMs)).toFixed(0), predict_one_photo_ms: +predict.toFixed(2),
-    params_max_abs_diff_vs_python: paramDiff, screenshot: shot, errors,
+    params_max_abs_diff_vs_python: paramDiff, photo_params_max_abs_diff_vs_python: photoParamDiff,
+    warm_personalize_10_classes_5_photos_ms: photoPersonalizeMs === null ? null : +photoPersonalizeMs.toFixed(1), screenshot: shot, errors,
   };
   console.log(JSON.stringify(figures, null, 2));
   if (process.env.BROWSER_JSON) fs.writeFileSync(process.env.BROWSER_JSON, JSON.stringify(figures, null, 2) + "\n");
   if (errors.length) { console.error("page errors:", errors); failed = true; }
+  if (photoParamDiff !== null && !(photoParamDiff <= 1e-5)) { console.error(`browser photo-prompt parameters differ from Python's by ${photoParamDiff}`); failed = true; }
   if (!(paramDiff <= 1e-5)) { console.error(`browser parameters differ from Python's by ${paramDiff}`); failed = true; }
 } finally {
   await browser.close();

@@ -12,6 +12,8 @@ const timings = new Map();
 let tina = null;
 let clf = null;
 const photos = [];
+// photo prompts (issue 21): per class name, its example photos as pixels and whether the label is only a label
+const classPhotos = new Map();
 
 function time(name, ms) {
   timings.set(name, ms);
@@ -51,11 +53,60 @@ async function load() {
   return { createMs: total, sessionsMs: tina.timings.sessionsMs, bundleBytes: bytes };
 }
 
+/** The class names of the text box (as the prompt splits them, roughly: for the per-class photo pickers). */
+const classNames = () => $("classes").value.split(/[,\uff0c\u3001]/).map((n) => n.trim()).filter(Boolean);
+
+/** One row per class: a file picker (several photos), a camera-frame button, the count, "photos only". */
+function renderClassPhotos() {
+  const box = $("class-photos");
+  box.innerHTML = "";
+  for (const name of classNames()) {
+    const entry = classPhotos.get(name) ?? { pixels: [], only: false };
+    const row = document.createElement("div");
+    row.className = "class-photo";
+    row.innerHTML = `<span class="name"></span><label class="button">Photos… <input type="file" accept="image/*" multiple hidden></label>` +
+      `<button class="snap" ${$("video").hidden ? "hidden" : ""}>+ camera</button><span class="count"></span>` +
+      `<label><input type="checkbox" class="only"> photos only</label><button class="clear">clear</button>`;
+    row.querySelector(".name").textContent = name;
+    const count = () => { row.querySelector(".count").textContent = `${entry.pixels.length} photo${entry.pixels.length === 1 ? "" : "s"}`; };
+    count();
+    row.querySelector(".only").checked = entry.only;
+    row.querySelector(".only").addEventListener("change", (e) => { entry.only = e.target.checked; classPhotos.set(name, entry); });
+    row.querySelector("input[type=file]").addEventListener("change", async (e) => {
+      for (const f of e.target.files) entry.pixels.push(toPixels(await createImageBitmap(f)));
+      classPhotos.set(name, entry); count();
+    });
+    row.querySelector(".snap").addEventListener("click", () => { entry.pixels.push(toPixels($("video"))); classPhotos.set(name, entry); count(); });
+    row.querySelector(".clear").addEventListener("click", () => { entry.pixels = []; entry.only = false; classPhotos.set(name, entry); renderClassPhotos(); });
+    box.append(row);
+  }
+}
+
+/** personalize's photo options from the pickers: {images, photosOnly} of the classes in the text box. */
+function photoOptions() {
+  const names = new Set(classNames());
+  const images = {}, only = [];
+  for (const [name, e] of classPhotos) {
+    if (!names.has(name) || !e.pixels.length) continue;
+    images[name] = e.pixels;
+    if (e.only) only.push(name);
+  }
+  return Object.keys(images).length ? { images, photosOnly: only } : {};
+}
+
+/** Photos for a class (sources: canvases, bitmaps, <img> or {data, width, height}), for the headless test too. */
+function setClassPhotos(name, sources, only = false) {
+  classPhotos.set(name, { pixels: sources.map(toPixels), only });
+  renderClassPhotos();
+}
+
 async function personalize(text = $("classes").value, seed = Number($("seed").value || 0)) {
   const t0 = performance.now();
-  clf = await tina.personalize(text, { seed });
+  const photo = photoOptions();
+  clf = await tina.personalize(text, { seed, ...photo });
   const ms = performance.now() - t0;
-  time(`personalize, ${clf.k} classes (ms)`, ms);
+  const nPhotos = Object.values(photo.images ?? {}).reduce((a, l) => a + l.length, 0);
+  time(`personalize, ${clf.k} classes${nPhotos ? ` + ${nPhotos} photos` : ""} (ms)`, ms);
   $("labels").textContent = `labels: ${clf.labels.join(", ")}`;
   const a = $("download");
   a.href = URL.createObjectURL(new Blob([await clf.toModelBytes()], { type: "application/octet-stream" }));
@@ -109,6 +160,8 @@ async function render() {
 }
 
 $("personalize").addEventListener("click", () => personalize().catch(showError));
+$("classes").addEventListener("input", renderClassPhotos);
+renderClassPhotos();
 $("files").addEventListener("change", async (e) => {
   for (const f of e.target.files) await addPhoto(await createImageBitmap(f), f.name).catch(showError);
 });
@@ -117,6 +170,7 @@ $("camera").addEventListener("click", async () => {
     const v = $("video");
     v.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
     v.hidden = false; $("snap").hidden = false;
+    renderClassPhotos(); // each class row gets its "+ camera" button
     await v.play();
   } catch (e) { showError(e); }
 });
@@ -128,5 +182,5 @@ function showError(e) {
 }
 
 const ready = load().catch((e) => { showError(e); throw e; });
-window.tinaDemo = { ready, personalize, addPhoto, render, timings: () => Object.fromEntries(timings),
+window.tinaDemo = { ready, personalize, addPhoto, render, setClassPhotos, timings: () => Object.fromEntries(timings),
   get tina() { return tina; }, get clf() { return clf; } };

@@ -340,9 +340,10 @@ function photosOnlyIndices(names, photosOnly, photoIdx) {
  * no photos; refusals as Python's. `aligned`: per class its description or null.
  */
 export async function readPhotos(tina, names, images, aligned, photosOnly) {
-  if (!wantsImages(images) && !photosOnly) return null;
+  const asksOnly = Array.isArray(photosOnly) || photosOnly instanceof Set ? [...photosOnly].length > 0 : Boolean(photosOnly); // Python's truth
+  if (!wantsImages(images) && !asksOnly) return null;
   if (!supportsPhotoPrompts(tina)) {
-    if (photosOnly) {
+    if (asksOnly) {
       throw new PromptError("photos_only needs a trunk bundle without an image tower (such as the default one); " +
         "with this bundle, images already replace the class name");
     }

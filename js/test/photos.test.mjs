@@ -72,3 +72,11 @@ test("fusion rule: photos-only tasks are a cosine prototype; lam(n) step-wise", 
   assert.ok(score([0, 2, 0], 1) > score([0, 2, 0], 0));
   assert.throws(() => photoHeadRows(null, null, new Map([[0, feats.get(0)]]), [false, false], 2, D), /a class without a name needs photos/);
 });
+
+test("no photos and an empty photosOnly list is a plain personalize, as in Python (an empty collection is false)", async () => {
+  const c = v.cases[0];
+  const plain = await tina.personalize(c.prompt, { seed: BigInt(c.seed) });
+  const empty = await tina.personalize(c.prompt, { seed: BigInt(c.seed), images: {}, photosOnly: [] });
+  assert.deepEqual(Array.from(empty.params["fc.weight"].data), Array.from(plain.params["fc.weight"].data));
+  assert.equal(empty.metadata().image_prompts, undefined);
+});
