@@ -80,3 +80,21 @@ test("no photos and an empty photosOnly list is a plain personalize, as in Pytho
   assert.deepEqual(Array.from(empty.params["fc.weight"].data), Array.from(plain.params["fc.weight"].data));
   assert.equal(empty.metadata().image_prompts, undefined);
 });
+
+test("a bad photo is refused naming its class and index; nothing is generated", async () => {
+  const c = ph.cases[0];
+  const [a] = c.labels;
+  await assert.rejects(tina.personalize(c.prompt, { images: { [a]: [photos[0], { data: new Uint8Array(3), width: 0, height: 1 }] } }),
+    (e) => e.name === "ImageError" && e.message.startsWith(`class '${a}': image 1: `));
+});
+
+test("photo prompts on a bundle with an image tower are refused (this package fuses photos through a trunk only)", async () => {
+  const m = tina.manifest;
+  const tower = Object.assign(Object.create(Object.getPrototypeOf(tina)), tina,
+    { manifest: { ...m, text_encoder: { ...m.text_encoder, image_encoder: "image_encoder.onnx" } } });
+  const c = ph.cases[0];
+  await assert.rejects(tower.personalize(c.prompt, { images: { [c.labels[0]]: [photos[0]] } }),
+    /prompts with photos only on trunk bundles without an image tower/);
+  await assert.rejects(tower.personalize(c.prompt, { images: { [c.labels[0]]: [photos[0]] }, photosOnly: true }),
+    /^photos_only needs a trunk bundle without an image tower \(such as the default one\); with this bundle, images already replace the class name$/);
+});
