@@ -238,26 +238,11 @@ def photos_only_indices(names: list[str], photos_only: Any, photo_idx: set[int])
 
 
 def match_photos(names: list[str], images: Any, descriptions: Any) -> dict[int, Any]:
-    """{class index: its photos}; unlike CLIP image prompts, a name or description may join them."""
-    from collections.abc import Mapping
+    """{class index: its photos} (class_prompts.match_images' rules); unlike CLIP image prompts, a name
+    or description may join them, so descriptions are not checked against photos here."""
+    from .class_prompts import match_images
 
-    from .class_prompts import class_index
-    from .prompt import class_key
-
-    if not isinstance(images, Mapping):
-        raise PromptError("images must map class names to example images, e.g. {'cat': ['cat1.jpg', 'cat2.jpg']}")
-    keys = {class_key(n): i for i, n in enumerate(names)}
-    out: dict[int, Any] = {}
-    for key, items in images.items():
-        if not isinstance(key, str):
-            raise PromptError(f"images must be keyed by class name, got {type(key).__name__} {key!r:.40}")
-        i = class_index(keys, key, names, "images")
-        if i in out:
-            raise PromptError(f"images for the class {names[i]!r} are given twice; give them under one name")
-        if items is None or (isinstance(items, (list, tuple)) and len(items) == 0):
-            raise PromptError(f"no images are given for the class {names[i]!r}; give at least one or leave it out")
-        out[i] = items
-    return out
+    return match_images(names, images, None)
 
 
 class PhotoPrompts:
