@@ -31,8 +31,10 @@ LEVELS = ("basic", "extended", "all")
 
 def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
                  disabled_optimizers: tuple[str, ...] = SAFE_DISABLED_OPTIMIZERS, *, what: str = "model",
-                 level: str = "extended", error: str | None = "cannot load ONNX model {what}: {detail}; re-export the bundle"):
+                 level: str = "extended", error: str | None = "cannot load ONNX model {what}: {detail}; re-export the bundle",
+                 save_optimized: str | os.PathLike | None = None):
     """One CPU InferenceSession from verified bytes (or a path, for tools); `threads` caps intra-op threads.
+    `save_optimized` (tools: export/portable/static_shapes.py) writes the graph as optimised at `level`.
 
     Bundles pass bytes: the session runs exactly what was hashed, never a file re-opened by path.
     `error` is the BundleError message ({what}, {detail}) a model onnxruntime refuses raises; None lets
@@ -49,6 +51,8 @@ def make_session(model: bytes | str | os.PathLike, threads: int | None = None,
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    if save_optimized is not None:
+        opts.optimized_model_filepath = str(save_optimized)
     is_bytes = isinstance(model, (bytes, bytearray, memoryview))
     src = bytes(model) if is_bytes else str(model)
     if not is_bytes:

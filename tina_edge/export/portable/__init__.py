@@ -7,5 +7,6 @@ torch exporters (export/bundle.py, graphs.py, text_encoder.py) have written the 
                      tokenizer_config.json, the manifest's `portable` section
     weight_only.py   int8 / float16 weight storage rewrites that keep outputs batch-independent
     ort_format.py    ORT-format graphs and required_operators.config for onnxruntime-mobile
+    static_shapes.py the template's run-time padding as constants (phones: NNAPI / CoreML in one partition)
     conformance.py   the vectors that check the JavaScript package against the Python runtime
 """
