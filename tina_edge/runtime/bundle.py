@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .archive import open_archive
 from .contracts import CLASS_EMB, CLASS_MASK, CONTRACTS, DOUBLE, EMBEDDINGS, FLOAT, FLOAT16, IMAGE, X0, X_T
 from .errors import BundleError
 from .manifest import MANIFEST_NAME, Manifest, bundle_files, check_bundle_id, parse_manifest
@@ -345,6 +344,8 @@ def open_bundle(path: str | os.PathLike | None = None, *, expected_id: str | Non
     elif not src.is_file():  # a FIFO or device would block or stream forever
         raise BundleError(f"bundle {src} is neither a directory nor a regular archive file")
     else:
+        from .archive import open_archive  # archives only: directory bundles never import tarfile, zipfile, lzma
+
         root, tmp = open_archive(src, expected_id)  # the id and the pin are checked before anything is extracted
     try:
         manifest, tpl, blobs = verify_bundle_dir(root, expected_id, src)
