@@ -145,11 +145,12 @@ print(hwm() - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads VmHWM from /proc")
 def test_session_creation_folds_one_float_copy_per_weight(tmp_path):
     """The rewrite's point (BENCHMARKS.md §10.4): creating a session for the old form peaked with
-    three folded float copies of each weight; the current form folds one. Eight 1024 x 1024 int8
-    weights are 32 MiB in float32; measured here the old form peaks 32-48 MiB higher (55 MiB on the
-    MiniLM). Half a copy is the bound, so allocator noise cannot fail it."""
-    q = _dynamic_int8(tmp_path, "QUInt8", k=1024, n=1024, layers=8)
-    old = _old_form(q, layers=8)
+    three folded float copies of each weight; the current form folds one. Sixteen 1024 x 1024 int8
+    weights are 64 MiB in float32; measured here the old form peaks 52-72 MiB higher (55 MiB on the
+    MiniLM), and the peaks themselves move by up to 16 MiB from run to run. Half a float copy (32 MiB)
+    is the bound: with eight weights the margin was one allocator wobble and CI once saw 15.96 MiB."""
+    q = _dynamic_int8(tmp_path, "QUInt8", k=1024, n=1024, layers=16)
+    old = _old_form(q, layers=16)
     onnx.save(old, str(tmp_path / "old.onnx"))
     dynamic_int8_to_weight_only(q)
     onnx.save(q, str(tmp_path / "new.onnx"))
@@ -159,8 +160,8 @@ def test_session_creation_folds_one_float_copy_per_weight(tmp_path):
                            capture_output=True, text=True, check=True)
         peaks[form] = float(r.stdout.strip().splitlines()[-1])
     print(json.dumps({k: round(v, 1) for k, v in peaks.items()}))
-    _check_form(q, signed=False, layers=8)
-    assert peaks["old"] - peaks["new"] >= 16, peaks
+    _check_form(q, signed=False, layers=16)
+    assert peaks["old"] - peaks["new"] >= 32, peaks
 
 
 def test_make_session_does_not_keep_the_model_bytes():
