@@ -44,20 +44,8 @@ def convert_bundle_to_ort(bundle_dir: str | os.PathLike) -> Manifest:
     graphs = {k: v for k, v in _graphs(m).items() if v.endswith(".onnx")}
     if not graphs:
         raise ExportError(f"bundle {root} has no .onnx session graphs left to convert")
-    static = _static_template(root, m)  # phones: the trunk's padding as constants (static_shapes.py)
-    renamed = _convert_graphs(root, graphs)
-    return _rewrite_manifest(root, m, renamed, static)
-
-
-def _static_template(root: Path, m: Manifest) -> dict:
-    """The template rewritten with static padding, checked against the original on random photos."""
-    import numpy as np
-
-    from .static_shapes import static_template
-
-    rng = np.random.default_rng(0)
-    generated = {t.name: (rng.standard_normal(t.shape) * 0.05).astype(np.float32) for t in m.template.layout}
-    return static_template(root / m.template.model, generated, m.template.input.height, m.template.input.width)
+    renamed = _convert_graphs(root, graphs)  # the template's padding is static already (add_portable_files)
+    return _rewrite_manifest(root, m, renamed)
 
 
 def _run_converter(src: Path, out: Path) -> None:
@@ -105,7 +93,7 @@ def _convert_graphs(root: Path, graphs: dict[str, str]) -> dict[str, str]:
     return renamed
 
 
-def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str], static: dict | None = None) -> Manifest:
+def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str]) -> Manifest:
     """The manifest names the .ort files (the template stays ONNX); the converted .onnx files go."""
     te = m.text_encoder
     te.model = renamed.get(te.model, te.model)
@@ -116,7 +104,7 @@ def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str], static: 
         if sec:
             sec["model"] = renamed.get(sec["model"], sec["model"])
     m.portable.ort = {"optimization": OPTIMIZATION, "required_operators": REQUIRED_OPERATORS,
-                      "converted": sorted(renamed.values())} | ({"static_shapes": static} if static else {})
+                      "converted": sorted(renamed.values())}
     keep = {m.template.model}  # the template stays ONNX (writing model.onnx edits it) even when it is also
     # the portable template_inputs graph (template.form "inputs"): the .ort copy serves minimal builds
     files = {n: e for n, e in m.files.items() if n not in renamed or n in keep}
