@@ -159,9 +159,10 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="only the fusion-weight grid on the TUNE half of seen classes")
     ap.add_argument("--no-grid", action="store_true", help="with --tune: leave out the fixed-lam grid")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the embedded one)")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    p = Personalizer.from_bundle(threads=1)
+    p = Personalizer.from_bundle(a.bundle, threads=1)
     files = tiny_classes(a.tiny)
     held = [n for n in p.manifest.training.holdout_classes if n in files]
     vocab = set(p.manifest.vocabulary)

@@ -42,9 +42,10 @@ def main() -> None:
     ap.add_argument("--tiny", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--rss", action="store_true")
+    ap.add_argument("--bundle", default=None, help="bundle directory (default: the embedded one)")
     a = ap.parse_args()
     images = photo_files(a.tiny)
-    p = Personalizer.from_bundle(threads=1)
+    p = Personalizer.from_bundle(a.bundle, threads=1)
     if a.rss:  # what an app does: make the model and serialise it (as test_memory.py measures)
         p.personalize(CLASSES, images=images).to_bytes()
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6:.1f} MB "
