@@ -36,6 +36,7 @@ from tina_edge.runtime.atomic import atomic_write_text  # noqa: E402
 from tina_edge.train.text.phrasings import FALLBACK_WNIDS, WordNet, key  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "data" / "everyday_words.json"
+KEYS = ROOT / "tina_edge" / "export" / "portable" / "everyday_keys.json"  # the training part only, shipped
 
 STOP = {"entity", "physical entity", "object", "whole", "unit", "artifact", "artefact", "instrumentality",
         "instrumentation", "device", "container", "structure", "construction", "organism", "being", "animal",
@@ -207,6 +208,11 @@ def main() -> None:
     data = build(json.loads(a.manifest.read_text()), tin_wnids(a.tin_words), WordNet())
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    keys = {c["class"]: [w["word"] for w in c["train"]] for c in data["classes"] if not c["holdout_class"] and c["train"]}
+    about = ("Everyday words of seen classes, the TRAINING part of benchmarks/data/everyday_words.json "
+             "(written by benchmarks/everyday_words_build.py; never a held-out class or a held-out word): "
+             "extra text-prior keys added by export/portable/everyday_keys.py.")
+    atomic_write_text(KEYS, json.dumps({"about": about, "words": keys}, indent=1, ensure_ascii=False) + "\n")
     cl = data["classes"]
     seen = [c for c in cl if not c["holdout_class"]]
     print(f"{len(cl)} classes; seen classes: {sum(len(c['train']) for c in seen)} train words, "
