@@ -127,9 +127,12 @@ def score(p, tasks, feats, labels, classes, hold) -> dict[str, np.ndarray]:
             out.setdefault(f"{kind}_name", []).append(np.mean(pred[y == j] == j))
             pred, y = head_pred(p, names, 1000 + i, feats, labels, t, {names[j]: word})
             out.setdefault(f"{kind}_word", []).append(np.mean(pred[y == j] == j))
+            out.setdefault(f"{kind}_word_taskacc", []).append(np.mean(pred[y != j] == y[y != j]))
     for i, t in enumerate(tasks["holdout"]):
         pred, y = head_pred(p, [classes[c] for c in t], 5000 + i, feats, labels, t)
         out.setdefault("holdout", []).append(np.mean([np.mean(pred[y == j] == j) for j, c in enumerate(t) if classes[c] in hold]))
+        others = np.isin(y, [j for j, c in enumerate(t) if classes[c] not in hold])
+        out.setdefault("holdout_seen_acc", []).append(np.mean(pred[others] == y[others]))
     for i, t in enumerate(tasks["id10"]):
         pred, y = head_pred(p, [classes[c] for c in t], 9000 + i, feats, labels, t)
         out.setdefault("id10", []).append(np.mean(pred == y))
@@ -143,16 +146,19 @@ def ratio(word: np.ndarray, name: np.ndarray) -> tuple[float, float]:
 
 def table(res: dict[str, dict[str, np.ndarray]]) -> str:
     lines = ["| bundle | held-out everyday words: recall word / name (ratio ± SE) | training-part words (ratio) "
-             "| held-out class recall (k 2-20) | 10-way seen accuracy |", "|---|---|---|---|---|"]
+             "| other slots' accuracy, word tasks | held-out class recall (k 2-20) | seen slots' accuracy in those tasks "
+             "| 10-way seen accuracy |", "|---|---|---|---|---|---|---|"]
     for b, r in res.items():
         e, t = ratio(r["everyday_word"], r["everyday_name"]), ratio(r["train_words_word"], r["train_words_name"])
         lines.append(f"| {b} | {r['everyday_word'].mean():.1f} / {r['everyday_name'].mean():.1f} (**{e[0]:.3f} ± {e[1]:.3f}**) "
-                     f"| {t[0]:.3f} ± {t[1]:.3f} | {r['holdout'].mean():.1f} | {r['id10'].mean():.1f} |")
+                     f"| {t[0]:.3f} ± {t[1]:.3f} | {r['everyday_word_taskacc'].mean():.1f} | {r['holdout'].mean():.1f} "
+                     f"| {r['holdout_seen_acc'].mean():.1f} | {r['id10'].mean():.1f} |")
     if len(res) == 2:
         (na, a), (nb, b) = res.items()
         lines.append("")
         lines.append(f"Paired differences, {nb} − {na} (mean ± SE over tasks):")
-        for k in ("everyday_word", "everyday_name", "train_words_word", "holdout", "id10"):
+        for k in ("everyday_word", "everyday_name", "everyday_word_taskacc", "train_words_word", "holdout",
+                  "holdout_seen_acc", "id10"):
             d = b[k] - a[k]
             lines.append(f"- {k}: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} tasks)")
     return "\n".join(lines)

@@ -83,6 +83,26 @@ def find_prior(model) -> PriorTensors | None:
     return None
 
 
+def scale_ridge_norm(model, scale: float) -> bool:
+    """Multiply the ridge rows' weight norm (the zoo's norm the prior calibrates to, a scalar the
+    export folded into Div(norm, Sqrt(sum w^2))) by `scale`. Keys are solved afterwards, so every key
+    keeps its row and only texts away from the keys get larger rows."""
+    from onnx import numpy_helper
+
+    inits = _initializers(model)
+    for g in _graphs(model.graph):
+        prod = _producers(g)
+        for n in g.node:
+            src = prod.get(n.input[1]) if n.op_type == "Div" and len(n.input) == 2 else None
+            if src is not None and src.op_type == "Sqrt" and n.input[0] in inits:
+                t = inits[n.input[0]]
+                v = numpy_helper.to_array(t)
+                if v.size == 1:
+                    t.CopyFrom(numpy_helper.from_array((v * scale).astype(v.dtype), t.name))
+                    return True
+    return False
+
+
 def _initializers(model) -> dict[str, Any]:
     return {i.name: i for g in _graphs(model.graph) for i in g.initializer}
 
@@ -139,7 +159,8 @@ def solve_keys(prior, keys: np.ndarray, taus: np.ndarray, targets: np.ndarray, r
 
 
 def add_everyday_keys(model, encode: Callable[[list[str]], np.ndarray], words: dict[str, list[str]],
-                      class_names: list[str], tau: float = WORD_TAU) -> int:
+                      class_names: list[str], tau: float = WORD_TAU, name_tau: float | None = None,
+                      norm_scale: float = 1.0) -> int:
     """Append the words' keys to `model`'s prior in place; returns how many keys were added (0: none).
 
     `class_names` are the seen classes whose names are the prior's keys (bundle order is not assumed:
@@ -169,13 +190,15 @@ def add_everyday_keys(model, encode: Callable[[list[str]], np.ndarray], words: d
                 owner.append(int(row.argmax()))
     if not texts:
         return 0
-    prior = prior_function(model, pt)
-    _, eff = prior(old.astype(np.float32))  # every seen name's effective row, as the bundle has it now
+    _, eff = prior_function(model, pt)(old.astype(np.float32))  # every seen name's row, as the bundle has it now
     new = np.asarray(encode(texts), np.float64)
     new /= np.linalg.norm(new, axis=1, keepdims=True)
+    if norm_scale != 1.0:
+        scale_ridge_norm(model, norm_scale)
+    prior = prior_function(model, pt)
     kdt = numpy_helper.to_array(keys_t).dtype
     keys = np.concatenate([old, new]).astype(kdt).astype(np.float64)  # solve with the keys the graph will hold
-    taus = np.concatenate([np.full(len(old), tau_old[0]), np.full(len(new), tau)])
+    taus = np.concatenate([np.full(len(old), tau_old[0] if name_tau is None else name_tau), np.full(len(new), tau)])
     res = solve_keys(prior, keys.astype(np.float32), taus, np.concatenate([eff, eff[owner]]))
     rdt = numpy_helper.to_array(inits[pt.residuals]).dtype
     keys_t.CopyFrom(numpy_helper.from_array(keys.T.astype(kdt), pt.keys))
@@ -196,7 +219,8 @@ def bundle_encoder(root: Path, m) -> Callable[[list[str]], np.ndarray]:
     return lambda texts: np.asarray(enc.encode(list(texts)), np.float32)
 
 
-def apply_to_bundle(root: str | Path, m, words: dict[str, list[str]] | None = None, tau: float = WORD_TAU) -> int:
+def apply_to_bundle(root: str | Path, m, words: dict[str, list[str]] | None = None, tau: float = WORD_TAU,
+                    norm_scale: float = 1.0) -> int:
     """Add the everyday keys to every graph file of the bundle that holds the prior (denoiser.onnx,
     and any other graph named in the manifest's files); records the count in training.text_prior.
     Returns the keys added (0: no kernel prior, no matching class, or done before)."""
@@ -220,10 +244,11 @@ def apply_to_bundle(root: str | Path, m, words: dict[str, list[str]] | None = No
         if find_prior(model) is None:
             continue
         encode = encode or bundle_encoder(root, m)
-        n = add_everyday_keys(model, encode, words, seen, tau)
+        n = add_everyday_keys(model, encode, words, seen, tau, norm_scale=norm_scale)
         if n:
             atomic_save_onnx(root / name, model)
             added = n
     if added:
-        tp["everyday_keys"] = {"keys": added, "tau": tau, "words": "export/portable/everyday_keys.json"}
+        tp["everyday_keys"] = {"keys": added, "tau": tau, "norm_scale": norm_scale,
+                               "words": "export/portable/everyday_keys.json"}
     return added
