@@ -170,3 +170,21 @@ def test_convert_adds_the_keys_once_and_the_bundle_still_personalizes(tmp_path):
     add_portable_files(b)  # converting again leaves the keys as they are
     assert (b / "denoiser.onnx").read_bytes() == before
     assert read_manifest(b).training.text_prior["everyday_keys"] == rec
+
+
+def test_a_graph_dividing_by_prior_tau_in_another_layout_is_left_alone(setup):
+    e, m, encode = setup
+    g = m.graph
+    div = next(n for n in g.node if n.op_type == "Div" and n.input[1] == "prior.tau")
+    div.input[0] = "class_emb"  # no MatMul(emb, keys) - 1 before it any more
+    b = m.SerializeToString()
+    assert ek.find_prior(m) is None
+    assert ek.add_everyday_keys(m, encode, {"cat": ["kitty"]}, ["cat", "dog", "car"]) == 0
+    assert m.SerializeToString() == b
+
+
+def test_words_of_another_encoder_or_a_missing_words_file_add_nothing(setup, tmp_path):
+    e, m, encode = setup
+    assert ek.load_words(tmp_path / "absent.json") == {}
+    wide = lambda texts: np.ones((len(texts), D + 1), np.float32)  # noqa: E731
+    assert ek.add_everyday_keys(m, wide, {"cat": ["kitty"]}, ["cat", "dog", "car"]) == 0

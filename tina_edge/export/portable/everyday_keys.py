@@ -62,24 +62,36 @@ def _through_cast(name: str, prod: dict[str, Any]) -> str:
 
 
 def find_prior(model) -> PriorTensors | None:
-    """The kernel term's tensors, or None when no graph of `model` divides by prior.tau."""
+    """The kernel term's tensors, or None when no graph of `model` divides by prior.tau in the
+    exported layout MatMul(emb, keys) - 1 -> / tau -> Exp -> MatMul(., residuals) -> Add(ridge, .)
+    (any other layout is left alone: convert then adds no keys)."""
+    inits = _initializers(model)
     for g in _graphs(model.graph):
         prod = _producers(g)
         cons: dict[str, list] = {}
         for n in g.node:
             for i in n.input:
                 cons.setdefault(i, []).append(n)
+
+        def one(nodes, op):
+            return nodes[0] if nodes and len(nodes) == 1 and nodes[0].op_type == op else None
+
         div = next((n for n in g.node if n.op_type == "Div" and len(n.input) == 2 and n.input[1] == TAU), None)
         if div is None:
             continue
-        sub = prod[div.input[0]]
-        mm = prod[sub.input[0]]
-        exp = cons[div.output[0]][0]
-        mm2 = cons[exp.output[0]][0]
-        add = cons[mm2.output[0]][0]
+        sub = prod.get(div.input[0])
+        mm = prod.get(sub.input[0]) if sub is not None and sub.op_type == "Sub" else None
+        exp = one(cons.get(div.output[0]), "Exp")
+        mm2 = one(cons.get(exp.output[0]), "MatMul") if exp is not None else None
+        add = one(cons.get(mm2.output[0]), "Add") if mm2 is not None else None
+        if mm is None or mm.op_type != "MatMul" or add is None or mm2.input[0] != exp.output[0]:
+            return None
+        keys, res = _through_cast(mm.input[1], prod), _through_cast(mm2.input[1], prod)
+        if keys not in inits or res not in inits or len(inits[keys].dims) != 2 or len(inits[res].dims) != 2 \
+                or inits[keys].dims[1] != inits[res].dims[0]:
+            return None
         ridge = add.input[0] if add.input[1] == mm2.output[0] else add.input[1]
-        return PriorTensors(g, mm.input[0], _through_cast(mm.input[1], prod), _through_cast(mm2.input[1], prod),
-                            ridge, add.output[0])
+        return PriorTensors(g, mm.input[0], keys, res, ridge, add.output[0])
     return None
 
 
@@ -148,7 +160,9 @@ def prior_function(model, pt: PriorTensors) -> Callable[[np.ndarray, np.ndarray 
 
 
 def load_words(path: str | Path = WORDS_FILE) -> dict[str, list[str]]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))["words"]
+    """{class: [training words]}; empty when the file is not installed (convert then adds no keys)."""
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8"))["words"] if path.is_file() else {}
 
 
 def solve_keys(prior, keys: np.ndarray, taus: np.ndarray, targets: np.ndarray, ridge_l2: float = 1e-6) -> np.ndarray:
@@ -181,6 +195,8 @@ def add_everyday_keys(model, encode: Callable[[list[str]], np.ndarray], words: d
     if not named:
         return 0
     e_names = np.asarray(encode(named), np.float64)
+    if e_names.shape[1] != old.shape[1]:
+        return 0  # another encoder than the prior's
     match = (e_names / np.linalg.norm(e_names, axis=1, keepdims=True)) @ (old / np.linalg.norm(old, axis=1, keepdims=True)).T
     texts, owner = [], []
     for c, row in zip(named, match):
