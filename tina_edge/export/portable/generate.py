@@ -287,18 +287,23 @@ def _static_template_note(root: Path, m: Manifest, tpl: Any, wanted: bool) -> di
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
-                       static_template: bool = True) -> Manifest:
+                       static_template: bool = True, everyday_keys: bool = True) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
     A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
-    embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly."""
+    embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly.
+    everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle)."""
     import onnx
 
     root = Path(bundle_dir)
     m = read_manifest(root)
     te_note = None if keep_dynamic_int8 else _weight_only_text_encoder(root, m)
     te_note = te_note or m.portable.text_encoder_quantization  # converted before: keep its note
+    if everyday_keys:
+        from .everyday_keys import apply_to_bundle
+
+        apply_to_bundle(root, m)
     den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     atomic_save_onnx(root / GENERATE, gen)
