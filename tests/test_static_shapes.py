@@ -35,39 +35,31 @@ def test_the_default_template_gets_constant_padding_and_the_same_outputs(tmp_pat
 
 
 @pytest.mark.slow
-def test_convert_ort_writes_a_bundle_whose_models_have_static_padding(tmp_path):
+def test_convert_makes_the_padding_static_once_same_outputs_and_can_keep_it(tmp_path):
+    """`convert` (and `--ort`) ships the static template; `--keep-template-shapes` keeps the original
+    bytes; both personalize the same classifier; converting again changes nothing."""
     from click.testing import CliRunner
 
     from tina_edge.cli.main import main
     from tina_edge.runtime import Personalizer
+    from tina_edge.runtime.manifest import read_manifest
 
-    r = CliRunner().invoke(main, ["convert", "-o", str(tmp_path / "mobile"), "--ort"])
-    assert r.exit_code == 0, r.output
-    mobile = Personalizer.from_bundle(tmp_path / "mobile", threads=1)
-    assert mobile.manifest.portable.template_inputs["static_shapes"]["pad_nodes"][1] == 0
-    a = Personalizer.from_bundle(threads=1).personalize("goldfish, lemon, pizza", seed=0)
-    b = mobile.personalize("goldfish, lemon, pizza", seed=0)
+    for name, extra in (("mobile", ["--ort"]), ("kept", ["--keep-template-shapes"])):
+        r = CliRunner().invoke(main, ["convert", "-o", str(tmp_path / name), *extra])
+        assert r.exit_code == 0, r.output
+    mobile, kept = read_manifest(tmp_path / "mobile"), read_manifest(tmp_path / "kept")
+    note = mobile.portable.template_inputs["static_shapes"]
+    assert note["pad_nodes"][1] == 0 and note["ceil_nodes"][1] == 0 and note["max_abs_diff"] <= 1e-5
+    if "static_shapes" not in (read_manifest(DEFAULT).portable.template_inputs or {}):
+        assert "static_shapes" not in kept.portable.template_inputs
+        assert kept.files["template.onnx"] == read_manifest(DEFAULT).files["template.onnx"]  # byte-identical
+    a = Personalizer.from_bundle(tmp_path / "kept", threads=1).personalize("goldfish, lemon, pizza", seed=0)
+    b = Personalizer.from_bundle(tmp_path / "mobile", threads=1).personalize("goldfish, lemon, pizza", seed=0)
     x = np.random.default_rng(2).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
     np.testing.assert_allclose(b.predict(x).probabilities, a.predict(x).probabilities, atol=1e-5)
     model = onnx.load_from_string(b.to_bytes())
     assert ops(model).get("Pad", 0) == 0 and ops(model).get("Ceil", 0) == 0 and ops(model).get("Shape", 0) <= 5
-
-
-@pytest.mark.slow
-def test_convert_makes_the_padding_static_once_and_can_keep_it(tmp_path):
-    from click.testing import CliRunner
-
-    from tina_edge.cli.main import main
-    from tina_edge.runtime.manifest import read_manifest
-
-    for name, extra in (("static", []), ("kept", ["--keep-template-shapes"])):
-        r = CliRunner().invoke(main, ["convert", "-o", str(tmp_path / name), *extra])
-        assert r.exit_code == 0, r.output
-    static, kept = read_manifest(tmp_path / "static"), read_manifest(tmp_path / "kept")
-    assert static.portable.template_inputs["static_shapes"]["max_abs_diff"] <= 1e-5
-    assert ops(onnx.load(str(tmp_path / "static/template.onnx"))).get("Ceil", 0) == 0
-    assert "static_shapes" not in kept.portable.template_inputs
-    assert kept.files["template.onnx"] == read_manifest(DEFAULT).files["template.onnx"]  # byte-identical
-    r = CliRunner().invoke(main, ["convert", str(tmp_path / "static"), "-o", str(tmp_path / "again")])
-    assert r.exit_code == 0, r.output
-    assert read_manifest(tmp_path / "again").bundle_id == static.bundle_id  # converting twice changes nothing
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "kept"), "-o", str(tmp_path / "again")])
+    r2 = CliRunner().invoke(main, ["convert", str(tmp_path / "again"), "-o", str(tmp_path / "twice")])
+    assert r.exit_code == 0 and r2.exit_code == 0, r.output + r2.output
+    assert read_manifest(tmp_path / "twice").bundle_id == read_manifest(tmp_path / "again").bundle_id
