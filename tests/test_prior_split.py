@@ -190,3 +190,38 @@ def test_the_converted_manifest_follows_the_schema(converted):
     d["portable"]["prior"]["outputs"] = ["rows"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate(d)
+
+
+def test_info_names_the_prior_graph(converted):
+    r = CliRunner().invoke(main, ["info", str(converted)])
+    assert r.exit_code == 0, r.output
+    assert "prior       prior.onnx: the text prior, once per personalize (denoiser.onnx reads its rows)" in r.output
+    r = CliRunner().invoke(main, ["info", str(default_bundle_path())])
+    assert r.exit_code == 0 and "prior.onnx" not in r.output
+
+
+def test_conformance_prior_rows_are_what_the_runtime_feeds(converted):
+    from tina_edge.export.portable.conformance import prior_vectors
+
+    p = Personalizer.from_bundle(converted, threads=1)
+    doc = prior_vectors(p, ["goldfish", "oboe"])
+    assert doc["shape"] == [1, 20, 1281] and len(doc["rows"]) == 2 * 1281
+    emb = np.zeros((1, 20, 384), np.float32)
+    emb[0, :2] = p.encode(["goldfish", "oboe"])
+    rows = p._prior_rows(emb)[PRIOR]
+    assert np.array_equal(np.asarray(doc["rows"], np.float32), rows[0, :2].reshape(-1))
+    assert prior_vectors(Personalizer.from_bundle(threads=1), ["goldfish", "oboe"]) is None
+
+
+@pytest.mark.slow
+def test_an_ort_format_split_bundle_gives_the_golden_params(tmp_path):
+    out = tmp_path / "ort"
+    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out), "--ort"])
+    assert r.exit_code == 0, r.output
+    m = read_manifest(out)
+    assert m.portable.prior_model == "prior.ort" and m.denoiser.model == "denoiser.ort"
+    saved = np.load(OUT, allow_pickle=False)
+    for use_generate in (False, True):
+        clf = Personalizer.from_bundle(out, threads=1, use_generate=use_generate).personalize("goldfish, school bus, sneaker", seed=0)
+        for n, a in clf.params.items():
+            assert a.tobytes() == saved[f"ddim_default/params/{n}"].tobytes(), (use_generate, n)
