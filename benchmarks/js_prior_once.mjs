@@ -37,7 +37,7 @@ const out = { node: process.version, machine: `${os.cpus().length} cores (${os.c
   load_average_before: loadBefore, load_average_after: os.loadavg().map((x) => +x.toFixed(2)), figures: {} };
 for (const [label, xs] of Object.entries(times)) {
   out.figures[label] = { bundle_id: tinas[label].manifest.bundle_id, prior_graph: Boolean(tinas[label].manifest.portable.prior),
-    median_ms: +med(xs).toFixed(2), p10_ms: +pct(xs, 0.1).toFixed(2), p90_ms: +pct(xs, 0.9).toFixed(2) };
+    median_ms: +med(xs).toFixed(2), min_ms: +Math.min(...xs).toFixed(2), p10_ms: +pct(xs, 0.1).toFixed(2), p90_ms: +pct(xs, 0.9).toFixed(2) };
   tinas[label].dispose();
 }
 console.log(JSON.stringify(out, null, 2));
