@@ -225,3 +225,30 @@ def test_an_ort_format_split_bundle_gives_the_golden_params(tmp_path):
         clf = Personalizer.from_bundle(out, threads=1, use_generate=use_generate).personalize("goldfish, school bus, sneaker", seed=0)
         for n, a in clf.params.items():
             assert a.tobytes() == saved[f"ddim_default/params/{n}"].tobytes(), (use_generate, n)
+
+
+def test_a_graph_stored_out_of_order_is_split_in_order():
+    """float16 conversion appends its input Casts at the end of the graph: onnxruntime runs that, the split sorts it."""
+    den = _tiny_denoiser()
+    nodes = list(den.graph.node)
+    del den.graph.node[:]
+    den.graph.node.extend(nodes[2:] + nodes[:2])  # the Unsqueeze and the prior's Cast last
+    prior, cut = split_prior(den)
+    onnx.checker.check_model(prior)
+    onnx.checker.check_model(cut)
+    assert [n.op_type for n in prior.graph.node] == ["Cast", "MatMul", "Tanh"]
+
+
+def test_a_float16_prior_is_left_inside_the_denoiser():
+    from onnx import TensorProto, helper
+
+    den = _tiny_denoiser()
+    for n in den.graph.node:  # the prior's rows leave its scope as float16, and are cast back outside it
+        if n.name == "/prior/Tanh":
+            n.output[0] = "/prior/tanh32"
+        if n.name == "/Mul":
+            n.input[0] = "back32"
+    den.graph.node.insert(4, helper.make_node("Cast", ["/prior/tanh32"], ["/prior/out"], name="/prior/Cast_1", to=TensorProto.FLOAT16))
+    den.graph.node.insert(5, helper.make_node("Cast", ["/prior/out"], ["back32"], name="/Cast_back", to=TensorProto.FLOAT))
+    onnx.checker.check_model(den)
+    assert split_prior(den) is None

@@ -10,7 +10,8 @@ denoiser's normalised space. It depends on the class embeddings only, yet ran in
 the prior graph keeps every node that tensor needs (class_emb [B, K, D] -> prior [B, K, R]), the
 denoiser keeps every node its output needs with that tensor fed as the graph input `prior`. The
 same nodes run on the same values, so the outputs are bit-identical to the unsplit graph's.
-A denoiser without a "/prior/" scope (or one already split) is left alone (None).
+A denoiser without a "/prior/" scope, one already split, or one whose prior rows are not float32
+(a float16-converted denoiser) is left alone (None): the bundle keeps the prior inside its denoiser.
 """
 
 from __future__ import annotations
@@ -56,14 +57,30 @@ def prior_cut(graph) -> str | None:
     return cut[0]
 
 
+def _topological(graph, nodes: list[int]) -> list[int]:
+    """`nodes` in an order where every value is made before it is read (graph order where it allows):
+    onnxruntime runs graphs stored out of order (e.g. float16 conversion appends its input Casts), onnx's checker does not."""
+    made = {o: i for i in nodes for o in graph.node[i].output if o}
+    deps = {i: {made[v] for v in graph.node[i].input if v in made and made[v] != i} for i in nodes}
+    out: list[int] = []
+    done: set[int] = set()
+    while len(out) < len(nodes):
+        ready = [i for i in nodes if i not in done and deps[i] <= done]
+        if not ready:
+            raise BundleError("the denoiser graph has a cycle; its prior cannot be split")
+        out.append(ready[0])
+        done.add(ready[0])
+    return out
+
+
 def _sub_model(model, nodes: list[int], inputs: list, outputs: list, rename: dict[str, str], name: str):
-    """A model of `nodes` (graph order) with the initializers they read, `inputs`/`outputs` value infos."""
+    """A model of `nodes` (made topological) with the initializers they read, `inputs`/`outputs` value infos."""
     import onnx
     from onnx import helper
 
     g = model.graph
     kept = []
-    for i in nodes:
+    for i in _topological(g, nodes):
         c = onnx.NodeProto()
         c.CopyFrom(g.node[i])
         c.input[:] = [rename.get(v, v) for v in c.input]
@@ -99,7 +116,9 @@ def split_prior(denoiser) -> tuple[Any, Any] | None:
     if reads != {CLASS_EMB}:
         raise BundleError(f"the denoiser's text prior reads {sorted(reads)}, not class_emb alone; "
                           "it cannot be computed once per personalize")
-    shape = _cut_shape(denoiser, cut)
+    elem, shape = _cut_type(denoiser, cut)
+    if elem != TensorProto.FLOAT:  # e.g. a float16-converted denoiser: the contract's prior rows are float32
+        return None
     prior_out = helper.make_tensor_value_info(PRIOR, TensorProto.FLOAT, shape)
     prior = _sub_model(denoiser, prior_nodes, [graph_inputs[CLASS_EMB]], [prior_out], {cut: PRIOR}, "tina_prior")
     outs = [o.name for o in g.output]
@@ -110,16 +129,18 @@ def split_prior(denoiser) -> tuple[Any, Any] | None:
     return prior, den
 
 
-def _cut_shape(model, cut: str) -> list:
-    """[batch, K, R] of the cut tensor, from onnx shape inference (unknown axes left symbolic)."""
+def _cut_type(model, cut: str) -> tuple[int, list]:
+    """(element type, [batch, K, R]) of the cut tensor from onnx shape inference (unknown axes left
+    symbolic; an uninferred tensor is taken as float32)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     for vi in inferred.graph.value_info:
         if vi.name == cut:
-            dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-            return [BATCH] + dims[1:] if dims else [BATCH, None, None]
-    return [BATCH, None, None]
+            t = vi.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            return t.elem_type or onnx.TensorProto.FLOAT, [BATCH] + dims[1:] if dims else [BATCH, None, None]
+    return onnx.TensorProto.FLOAT, [BATCH, None, None]
 
 
 def _check_roles(prior, den) -> None:
