@@ -230,10 +230,10 @@ def report(res: dict) -> None:
           f"parameters; " + ", ".join(f"{k} {v}" for k, v in res["weights"].items()) + f"). {res['machine']}. "
           "Timings on a shared machine are noisy; medians are the figure to quote.\n")
     print("### Warm `personalize` (ms; session already created)\n")
-    print(C.md_table(["threads", "sampler", "k", "n", "median", "p90", "text enc.", "denoiser (calls)",
+    print(C.md_table(["threads", "sampler", "k", "n", "median", "p90", "text enc.", "denoiser (calls)", "prior graph",
                       "sampler math", "template fill", "serialise"],
                      [[r["threads"], f"{r['sampler'].upper()}-{r['steps']}", r["k"], r["repeats"], r["median_ms"],
-                       r["p90_ms"], r["encode_ms"], f"{r['denoiser_ms']:.1f} ({r['denoiser_calls']})",
+                       r["p90_ms"], r["encode_ms"], f"{r['denoiser_ms']:.1f} ({r['denoiser_calls']})", r["prior_ms"],
                        r["sampler_math_ms"], r["fill_ms"], r["serialise_ms"]] for r in res["warm"]]))
     print("\nBreakdown columns are per-phase medians; \"sampler math\" is the rest of the call (numpy sampler "
           "steps, checks, denormalisation); template fill is timed alone on the same parameters.")
