@@ -252,3 +252,23 @@ def test_a_float16_prior_is_left_inside_the_denoiser():
     den.graph.node.insert(5, helper.make_node("Cast", ["/prior/out"], ["back32"], name="/Cast_back", to=TensorProto.FLOAT))
     onnx.checker.check_model(den)
     assert split_prior(den) is None
+
+
+@pytest.mark.parametrize("prior, message", [
+    ({"inputs": ["class_emb"]}, "manifest field portable.prior.model must name a file of the bundle"),
+    ({"model": ""}, "manifest field portable.prior.model must name a file of the bundle"),
+    ({"model": "prior.onnx", "outputs": "prior"}, "manifest field portable.prior.outputs must be a list of class names"),
+    ("prior.onnx", "manifest field portable.prior must be a JSON object"),
+])
+def test_a_malformed_prior_section_is_refused(prior, message):
+    from tina_edge.runtime.manifest import PortableInfo
+
+    with pytest.raises(BundleError, match=message):
+        PortableInfo.from_dict({"prior": prior}, "portable")
+
+
+def test_the_prior_section_round_trips_and_lists_its_file(converted):
+    m = read_manifest(converted)
+    assert ("portable.prior.model", PRIOR_MODEL) in m.portable.files()
+    assert m.to_dict()["portable"]["prior"] == json.loads((converted / "manifest.json").read_text())["portable"]["prior"]
+    assert read_manifest(default_bundle_path()).portable.prior_model is None
