@@ -67,13 +67,17 @@ def warm(bundle: str | None, threads: int, prompts: dict[int, list[str]], settin
     tina = Personalizer.from_bundle(bundle, threads=threads)
     tina._text = enc = _Timed(tina._text, "encode")  # the timing proxies see every call personalize makes
     tina._denoiser = den = _Timed(tina._denoiser, "run")
+    prior = None
+    if tina._prior_session() is not None:  # bundles with a prior graph: run once per personalize
+        tina._prior = prior = _Timed(tina._prior, "run")
     rows = []
     for sampler, steps, repeats in settings:
         for k, names in prompts.items():
             tina.personalize(names, sampler=sampler, steps=steps, seed=0)  # warm-up
-            rec: dict[str, list[float]] = {"total": [], "encode": [], "denoiser": [], "fill": [], "serialise": [], "calls": []}
+            rec: dict[str, list[float]] = {"total": [], "encode": [], "denoiser": [], "prior": [], "fill": [], "serialise": [],
+                                           "calls": []}
             for r in range(repeats):
-                enc.reset(), den.reset()
+                enc.reset(), den.reset(), prior and prior.reset()
                 t0 = time.perf_counter()
                 clf = tina.personalize(names, sampler=sampler, steps=steps, seed=r)
                 total = (time.perf_counter() - t0) * 1e3
@@ -82,15 +86,16 @@ def warm(bundle: str | None, threads: int, prompts: dict[int, list[str]], settin
                 t2 = time.perf_counter()
                 clf.to_bytes()
                 t3 = time.perf_counter()
-                for key, v in (("total", total), ("encode", enc.ms), ("denoiser", den.ms), ("fill", (t2 - t1) * 1e3),
+                for key, v in (("total", total), ("encode", enc.ms), ("denoiser", den.ms), ("prior", prior.ms if prior else 0.0),
+                               ("fill", (t2 - t1) * 1e3),
                                ("serialise", (t3 - t2) * 1e3), ("calls", den.calls)):
                     rec[key].append(v)
             med = {key: float(np.median(v)) for key, v in rec.items()}
             s = C.summary(rec["total"])
             rows.append({"threads": threads, "sampler": sampler, "steps": steps, "k": k, "repeats": repeats,
                          "median_ms": s["median"], "p90_ms": s["p90"], "encode_ms": med["encode"],
-                         "denoiser_ms": med["denoiser"], "denoiser_calls": int(med["calls"]),
-                         "sampler_math_ms": max(med["total"] - med["encode"] - med["denoiser"] - med["fill"], 0.0),
+                         "denoiser_ms": med["denoiser"], "denoiser_calls": int(med["calls"]), "prior_ms": med["prior"],
+                         "sampler_math_ms": max(med["total"] - med["encode"] - med["denoiser"] - med["prior"] - med["fill"], 0.0),
                          "fill_ms": med["fill"], "serialise_ms": med["serialise"],
                          "end_to_end_ms": s["median"] + med["serialise"]})
             print(f"  threads={threads} {sampler}-{steps} k={k}: {s['median']:.1f} ms", file=sys.stderr)
@@ -225,10 +230,10 @@ def report(res: dict) -> None:
           f"parameters; " + ", ".join(f"{k} {v}" for k, v in res["weights"].items()) + f"). {res['machine']}. "
           "Timings on a shared machine are noisy; medians are the figure to quote.\n")
     print("### Warm `personalize` (ms; session already created)\n")
-    print(C.md_table(["threads", "sampler", "k", "n", "median", "p90", "text enc.", "denoiser (calls)",
+    print(C.md_table(["threads", "sampler", "k", "n", "median", "p90", "text enc.", "denoiser (calls)", "prior graph",
                       "sampler math", "template fill", "serialise"],
                      [[r["threads"], f"{r['sampler'].upper()}-{r['steps']}", r["k"], r["repeats"], r["median_ms"],
-                       r["p90_ms"], r["encode_ms"], f"{r['denoiser_ms']:.1f} ({r['denoiser_calls']})",
+                       r["p90_ms"], r["encode_ms"], f"{r['denoiser_ms']:.1f} ({r['denoiser_calls']})", r["prior_ms"],
                        r["sampler_math_ms"], r["fill_ms"], r["serialise_ms"]] for r in res["warm"]]))
     print("\nBreakdown columns are per-phase medians; \"sampler math\" is the rest of the call (numpy sampler "
           "steps, checks, denormalisation); template fill is timed alone on the same parameters.")

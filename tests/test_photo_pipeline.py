@@ -288,5 +288,6 @@ def test_imagenet_text_prior_trains_exports_and_lists_its_vocabulary(workdir, tm
     assert s["personalize_max_abs_diff"] < 1e-3
     p = Personalizer.from_bundle(out, threads=1)
     assert "tench" in p.manifest.vocabulary and p.manifest.training.text_prior["kind"] == "imagenet"
+    assert p.manifest.portable.prior_model == "prior.onnx"  # export writes the split layout (issue 22): the prior once
     clf = p.personalize(["goldfish", "tench", "zebra"], seed=0)
     assert clf.predict([np.full((40, 40, 3), 120, np.uint8)]).probabilities.shape == (1, 3)

@@ -40,7 +40,8 @@ def _generate(p, path, names, seed, C=1):
     mask = np.zeros((C, K), np.float32)
     mask[:, :k] = 1
     noise = portable_normal(seed, (C, m.denoiser.param_count))
-    return _sess(path).run(["x0", "params"], {"class_emb": ce, "class_mask": mask, "noise": noise})
+    feeds = {"class_emb": ce, "class_mask": mask, "noise": noise} | p._prior_rows(ce)  # + prior rows: split bundles
+    return _sess(path).run(["x0", "params"], feeds)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4, 25])

@@ -59,7 +59,7 @@ def test_personalize_starts_from_the_portable_noise(tmp_path):
     m = p.manifest
     seen = []
     real = p._denoise
-    p._denoise = lambda x, t, e, mk: (seen.append(x.copy()), real(x, t, e, mk))[1]
+    p._denoise = lambda x, t, e, mk, *prior: (seen.append(x.copy()), real(x, t, e, mk, *prior))[1]
     p.personalize("dog, cat", steps=3, seed=2**63 - 1)
     np.testing.assert_array_equal(seen[0], portable_normal(2**63 - 1, (1, m.denoiser.param_count)))
     a = p.personalize("dog, cat", seed=8).to_bytes()

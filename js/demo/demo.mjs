@@ -24,7 +24,7 @@ function time(name, ms) {
 async function bundleBytes() {
   const m = tina.manifest;
   const used = new Set([m.text_encoder.model, m.text_encoder.tokenizer, m.portable.tokenizer_config, m.portable.generate.model,
-    m.portable.template_inputs.model, m.template.model]); // one-template bundles name template.onnx twice
+    m.portable.template_inputs.model, m.template.model, ...(m.portable.prior ? [m.portable.prior.model] : [])]); // one-template bundles name template.onnx twice
   return [...used].reduce((s, n) => s + m.files[n].bytes, 0);
 }
 

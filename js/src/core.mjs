@@ -32,7 +32,7 @@ function checkPreprocess(tree, manifest) {
 }
 import { noveltyReport, readNpy } from "./novelty.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
-import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS } from "./contracts.mjs";
+import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS, PRIOR } from "./contracts.mjs";
 
 export const VERSION = "0.1.0";
 
@@ -116,7 +116,7 @@ function int64Tensor(ort, rows, width) {
   return new ort.Tensor("int64", data, [rows.length, width]);
 }
 
-/** The personalizer: one bundle, three onnxruntime sessions created once and reused. */
+/** The personalizer: one bundle, its onnxruntime sessions (text, [prior,] generate, classifier) created once and reused. */
 export class TinaEdge {
   constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings, sessionOptions = {} }) {
     this.ort = ort;
@@ -167,7 +167,9 @@ export class TinaEdge {
     const f0 = performance.now();
     // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
     // one download per file: a one-template bundle names template.onnx twice (template.model = portable.template_inputs.model)
-    const names = [...new Set([te.model, m.portable.generate.model, m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
+    const priorModel = m.portable.prior?.model; // split bundles: the text prior's own graph, run once per personalize
+    const names = [...new Set([te.model, ...(priorModel ? [priorModel] : []), m.portable.generate.model,
+      m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
     const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
     const make = async (name) => {
@@ -191,13 +193,14 @@ export class TinaEdge {
     // smallest first: it pays onnxruntime's one-time start-up while the big files still download
     const classifier = await make(m.portable.template_inputs.model);
     const text = await make(te.model);
+    const prior = priorModel ? await make(priorModel) : null;
     const generate = await make(m.portable.generate.model);
     const templateBytes = loadTemplate ? await files[m.template.model] : null;
     await Promise.all(Object.values(files));
     const fileMs = performance.now() - f0;
     const t1 = performance.now();
     return new TinaEdge({
-      ort, bundle, tokenizer, sessions: { text, generate, classifier }, templateBytes, sessionOptions: opts,
+      ort, bundle, tokenizer, sessions: { text, generate, classifier, ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
       timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
   }
@@ -351,11 +354,14 @@ export class TinaEdge {
       start += n;
     });
     const t1 = performance.now();
-    const res = await this.sessions.generate.run({
+    const feeds = {
       [CLASS_EMB]: new this.ort.Tensor("float32", classEmb, [G, K, D]),
       [CLASS_MASK]: new this.ort.Tensor("float32", mask, [G, K]),
       [NOISE]: new this.ort.Tensor("float32", noise, [G, P]),
-    });
+    };
+    // split bundles (manifest portable.prior): the prior rows once, read by every step of generate.onnx
+    if (this.sessions.prior) feeds[PRIOR] = (await this.sessions.prior.run({ [CLASS_EMB]: feeds[CLASS_EMB] }))[PRIOR];
+    const res = await this.sessions.generate.run(feeds);
     const flat = res[PARAMS].data;
     const parts = sizes.map((n, g) => {
       const part = {};

@@ -7,7 +7,7 @@ import { TinaEdge, PersonalizedClassifier, readModelMetadata } from "../src/node
 import { decodeModel } from "../src/classifier.mjs";
 import { prepareImage } from "../src/node.mjs";
 import { env, vectors, fixedImages, maxAbsDiff } from "./helpers.mjs";
-import { CONTRACTS } from "../src/contracts.mjs";
+import { CLASS_EMB, CONTRACTS, PRIOR } from "../src/contracts.mjs";
 
 const TOL = 1e-5;
 const v = vectors();
@@ -41,6 +41,26 @@ for (const [i, c] of v.cases.entries()) {
     assert.deepEqual(pred.map((p) => p.index), argmax);
   });
 }
+
+test("the prior graph (portable.prior): Python's prior rows, computed once and fed to generate.onnx", async (t) => {
+  const prior = tina.manifest.portable.prior;
+  if (!v.prior) {
+    assert.equal(prior, undefined);
+    assert.equal(tina.sessions.prior, undefined);
+    return t.skip("this bundle has its prior inside the denoiser (no portable.prior)");
+  }
+  assert.deepEqual([prior.inputs, prior.outputs], CONTRACTS.prior);
+  assert.deepEqual(tina.manifest.portable.generate.inputs, CONTRACTS.generate_on_prior[0]);
+  const [, K, R] = v.prior.shape;
+  const D = tina.manifest.denoiser.embedding_dim;
+  const k = v.prior.texts.length;
+  const classEmb = new Float32Array(K * D);
+  classEmb.set(await tina.encode(v.prior.texts));
+  const rows = (await tina.sessions.prior.run({ [CLASS_EMB]: new tina.ort.Tensor("float32", classEmb, [1, K, D]) }))[PRIOR];
+  assert.deepEqual(Array.from(rows.dims), [1, K, R]);
+  const d = maxAbsDiff(rows.data.subarray(0, k * R), v.prior.rows);
+  assert.ok(d <= TOL, `prior rows: max abs diff ${d}`);
+});
 
 test("the graph value names are Python's (tina_edge/runtime/contracts.py, declared once)", () => {
   for (const [role, io] of Object.entries(CONTRACTS)) assert.deepEqual(io, v.contracts[role], role);

@@ -44,6 +44,8 @@ test("the default-bundle package: filled at pack time from a portable bundle, lo
     const files = pack(dir);
     for (const f of ["manifest.json", "text_encoder.onnx", "generate.onnx", "template.onnx", "tokenizer.json"]) assert.ok(files.includes(f), f);
     assert.ok(!files.includes("denoiser.onnx") && !files.includes("fill.mjs"));
+    const prior = JSON.parse(fs.readFileSync(path.join(env().bundle, "manifest.json"), "utf8")).portable.prior;
+    assert.equal(files.includes("prior.onnx"), Boolean(prior), "prior.onnx ships exactly when the manifest names it");
     const tina = await TinaEdge.fromBundle(dir);
     const clf = await tina.personalize("dog, cat", { seed: 0 });
     assert.deepEqual(clf.labels, ["dog", "cat"]);

@@ -42,12 +42,13 @@ def photos() -> np.ndarray:
             [(128, 128), (64, 64), (300, 200), (97, 311), (128, 128), (40, 500)]]
 
 
-def compute() -> dict[str, np.ndarray]:
+def compute(bundle: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The vectors of `bundle` (None: the embedded default bundle)."""
     from tina_edge.runtime import Personalizer
 
     out: dict[str, np.ndarray] = {}
-    plain = Personalizer.from_bundle(threads=1)
-    gen = Personalizer.from_bundle(threads=1, use_generate=True)
+    plain = Personalizer.from_bundle(bundle, threads=1)
+    gen = Personalizer.from_bundle(bundle, threads=1, use_generate=True)
     out["texts/embeddings"] = plain.encode(TEXTS)
     for name, classes, kw, use_gen in CASES:
         clf = (gen if use_gen else plain).personalize(classes, **kw)

@@ -123,6 +123,8 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         out.append(f"portable    {port.generate_model} (ddim {len(port.generate_timesteps)} steps), {port.template_inputs_model}, "
                    f"{port.tokenizer_config}; noise {nz.get('generator')} v{nz.get('version')}"
                    + ("; ORT format" if port.ort else ""))
+        if port.prior_model:  # the text prior's own graph, run once per personalize (export/portable/prior_split.py)
+            out.append(f"prior       {port.prior_model}: the text prior, once per personalize ({m.denoiser.model} reads its rows)")
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr, ev = m.training.to_dict(), m.evaluation.to_dict()  # every key, those this version does not know too

@@ -197,6 +197,19 @@ def _check_ort_graph(blobs: dict[str, bytes], name: str, role: str) -> None:
         raise BundleError(f"bundle file {name} ({role}) lacks {missing}")
 
 
+def _check_prior(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[str, str]]) -> None:
+    """The prior graph a split bundle names (portable.prior): class_emb [B, K, D] -> prior [B, K, R]."""
+    name = m.portable.prior_model
+    if not name:
+        return
+    if name.endswith(".ort"):
+        ort_graphs.append((name, "prior"))
+        return
+    ins, _outs = _check_contract(_load_onnx(name, blobs, m.files), name, "prior")
+    _expect_dim(name, "input class_emb", _dims(ins[CLASS_EMB]), 1, m.denoiser.k_max)
+    _expect_dim(name, "input class_emb", _dims(ins[CLASS_EMB]), 2, m.denoiser.embedding_dim)
+
+
 def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[str, str]]) -> onnx.ModelProto:
     """Parse and check every ONNX graph; append (file, role) of each .ort graph to `ort_graphs`, whose
     session-based check the caller runs once the bundle's identity is verified too."""
@@ -210,11 +223,12 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
         del model
     if te.image_encoder and not te.image_encoder.endswith(".ort"):
         _check_image_encoder(blobs, m)
+    den_role = "denoiser_on_prior" if m.portable.prior_model else "denoiser"  # its prior cut out, or inside
     if den.model.endswith(".ort"):
-        ort_graphs.append((den.model, "denoiser"))
+        ort_graphs.append((den.model, den_role))
     else:
         model = _load_onnx(den.model, blobs, m.files)
-        ins, outs = _check_contract(model, den.model, "denoiser")
+        ins, outs = _check_contract(model, den.model, den_role)
         _expect_dim(den.model, "input x_t", _dims(ins[X_T]), 1, den.param_count)
         _expect_dim(den.model, "output x0", _dims(outs[X0]), 1, den.param_count)
         _expect_dim(den.model, "input class_emb", _dims(ins[CLASS_EMB]), 1, den.k_max)
@@ -225,7 +239,8 @@ def _check_graphs(blobs: dict[str, bytes], m: Manifest, ort_graphs: list[tuple[s
         raise BundleError(
             f"manifest: the denoiser expects {den.embedding_dim}-d class embeddings but the text encoder makes {te.embedding_dim}-d"
         )
-    roles = {te.model, den.model, tm.model, te.image_encoder}
+    _check_prior(blobs, m, ort_graphs)
+    roles = {te.model, den.model, tm.model, te.image_encoder, m.portable.prior_model}
     for other in sorted(n for n in m.files if n.endswith(".onnx") and n not in roles):
         _load_onnx(other, blobs, m.files)  # any further graph (generate.onnx, ...): parses, no unlisted external data
     for other in sorted(n for n in m.files if n.endswith(".ort") and n not in roles):

@@ -15,11 +15,13 @@ IMAGE_MODEL = "image_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 DENOISER = "denoiser.onnx"
 TEMPLATE = "template.onnx"
+PRIOR_MODEL = "prior.onnx"  # the text prior cut from the denoiser (export/portable/prior_split.py)
 
 # Graph value names: every exporter, runtime feed, test and conformance vector uses these constants.
 INPUT_IDS, ATTENTION_MASK, EMBEDDINGS = "input_ids", "attention_mask", "embeddings"  # text / image encoders
 X_T, TIMESTEP, CLASS_EMB, CLASS_MASK, X0 = "x_t", "timestep", "class_emb", "class_mask", "x0"  # denoiser
 NOISE, PARAMS = "noise", "params"  # generate.onnx: x_T in, x0 and de-normalised parameters out
+PRIOR = "prior"  # prior.onnx out, the split denoiser / generate.onnx in: prior rows [B, K, R], normalised
 IMAGE, FEATURES, LOGITS, PROBABILITIES = "image", "features", "logits", "probabilities"  # classifier, trunk, head
 
 # role -> ({input: element type}, {output: element type}), in graph order
@@ -27,6 +29,11 @@ CONTRACTS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "text_encoder": ({INPUT_IDS: INT64, ATTENTION_MASK: INT64}, {EMBEDDINGS: FLOAT}),
     "denoiser": ({X_T: FLOAT, TIMESTEP: INT64, CLASS_EMB: FLOAT, CLASS_MASK: FLOAT}, {X0: FLOAT}),
     "generate": ({CLASS_EMB: FLOAT, CLASS_MASK: FLOAT, NOISE: FLOAT}, {X0: FLOAT, PARAMS: FLOAT}),
+    # bundles whose manifest names a prior graph (portable.prior): the prior runs once per personalize
+    # and the denoiser steps (and generate.onnx's loop) read its rows instead of recomputing them
+    "prior": ({CLASS_EMB: FLOAT}, {PRIOR: FLOAT}),
+    "denoiser_on_prior": ({X_T: FLOAT, TIMESTEP: INT64, CLASS_EMB: FLOAT, CLASS_MASK: FLOAT, PRIOR: FLOAT}, {X0: FLOAT}),
+    "generate_on_prior": ({CLASS_EMB: FLOAT, CLASS_MASK: FLOAT, NOISE: FLOAT, PRIOR: FLOAT}, {X0: FLOAT, PARAMS: FLOAT}),
     "template": ({IMAGE: UINT8}, {LOGITS: FLOAT, PROBABILITIES: FLOAT}),  # also every personalized model.onnx
     "trunk": ({IMAGE: UINT8}, {FEATURES: FLOAT}),  # the template cut before its head (head-only models)
     "head": ({FEATURES: FLOAT}, {LOGITS: FLOAT, PROBABILITIES: FLOAT}),  # a head-only model on the trunk

@@ -183,6 +183,9 @@ class PortableInfo(_Section):
     tokenizer_config: str | None = None  # tokenizer_config.json for standard tokenizer loaders
     text_encoder: dict[str, Any] | None = None  # {"quantization"}: the text encoder's portable rewrite
     ort: dict[str, Any] | None = None  # {"optimization", "required_operators", ...}: ORT-format graphs
+    # {"model", "inputs", "outputs"}: the text prior cut from the denoiser (export/portable/prior_split.py);
+    # when set, denoiser.model and generate.onnx read its `prior` rows, computed once per personalize
+    prior: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -197,6 +200,11 @@ class PortableInfo(_Section):
         return list(self.generate.get("timesteps") or []) if self.generate else []
 
     @property
+    def prior_model(self) -> str | None:
+        """The prior graph's file name, or None (the denoiser computes the prior itself)."""
+        return self.prior.get("model") if self.prior else None
+
+    @property
     def template_inputs_model(self) -> str | None:
         return self.template_inputs.get("model") if self.template_inputs else None
 
@@ -207,16 +215,17 @@ class PortableInfo(_Section):
     def files(self) -> list[tuple[str, str]]:
         """(field, file name) of every portable file the section names (manifest_spec.bundle_files)."""
         out = [(f"portable.{k}.model", sec["model"]) for k, sec in (("generate", self.generate),
-                                                                     ("template_inputs", self.template_inputs))
+                                                                     ("template_inputs", self.template_inputs),
+                                                                     ("prior", self.prior))
                if sec and sec.get("model") is not None]
         return out + ([("portable.tokenizer_config", self.tokenizer_config)] if self.tokenizer_config is not None else [])
 
     def check(self) -> None:
-        for name in ("noise", "generate", "template_inputs", "text_encoder", "ort"):
+        for name in ("noise", "generate", "template_inputs", "text_encoder", "ort", "prior"):
             if getattr(self, name) is not None:
                 _check_object(f"portable.{name}", getattr(self, name))
         _check_text("portable.tokenizer_config", self.tokenizer_config)
-        for name in ("generate", "template_inputs"):
+        for name in ("generate", "template_inputs", "prior"):
             sec = getattr(self, name)
             if sec is not None and not (isinstance(sec.get("model"), str) and 0 < len(sec["model"]) <= NAME_CHARS):
                 raise BundleError(f"manifest field portable.{name}.model must name a file of the bundle")
@@ -234,3 +243,6 @@ class PortableInfo(_Section):
             for key in ("inputs", "outputs"):
                 if self.generate.get(key) is not None:
                     _check_names(f"portable.generate.{key}", self.generate[key])
+        for key in ("inputs", "outputs"):
+            if self.prior is not None and self.prior.get(key) is not None:
+                _check_names(f"portable.prior.{key}", self.prior[key])

@@ -22,7 +22,7 @@ import numpy as np
 from .. import __version__
 from .bundle import LoadedBundle, open_bundle
 from .conditioning import pad_to_slots
-from .contracts import CLASS_EMB, CLASS_MASK, NOISE, TIMESTEP, X0, X_T
+from .contracts import CLASS_EMB, CLASS_MASK, NOISE, PRIOR, TIMESTEP, X0, X_T
 from .classifier import PersonalizedClassifier
 from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
@@ -74,6 +74,7 @@ class Personalizer:
         # image tower, DDIM without use_generate never loads generate.onnx, ...
         self._image = image_encoder
         self._gen = None  # the bundle's generate.onnx session
+        self._prior = None  # the bundle's prior graph session (portable.prior: run once per batch, not per step)
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
@@ -117,6 +118,8 @@ class Personalizer:
         den = _session(b.data(b.manifest.denoiser.model), b.manifest.denoiser.model, threads)
         b.release(te.model, te.tokenizer, b.manifest.denoiser.model)  # sessions hold their own copy (~35 MB saved)
         p = cls(b, enc, den, threads=threads)
+        if p._prior_session() is not None:  # every personalize runs it: built now, its bytes released
+            b.release(b.manifest.portable.prior_model)
         p.use_generate = bool(use_generate)
         return p
 
@@ -130,6 +133,22 @@ class Personalizer:
             return None
         name = port.generate_model
         return self._lazy("_gen", lambda: _session(self.bundle.data(name), name, self.threads))
+
+    def _prior_session(self):
+        """The prior graph's session for a bundle that names one (portable.prior), else None."""
+        name = self.manifest.portable.prior_model
+        if not name:
+            return None
+        return self._lazy("_prior", lambda: _session(self.bundle.data(name), name, self.threads))
+
+    def _prior_rows(self, class_emb: np.ndarray) -> dict[str, np.ndarray]:
+        """{"prior": rows [B, K, R]} computed once for a batch's class slots, or {} when the denoiser
+        computes its prior itself (bundles without a prior graph): the extra feed of every step."""
+        s = self._prior_session()
+        if s is None:
+            return {}
+        rows = run_graph(s, [PRIOR], {CLASS_EMB: class_emb}, what=f"bundle file {self.manifest.portable.prior_model}")[0]
+        return {PRIOR: np.asarray(rows, np.float32)}
 
     def _lazy(self, name: str, build: Callable[[], Any]) -> Any:
         """The attribute `name`, built by `build()` the first time it is asked for (one lock for all of
@@ -281,8 +300,11 @@ class Personalizer:
                                   "(same tokens after its normalisation and truncation); name each class distinctly")
             seen[key] = i
 
-    def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {X_T: x, TIMESTEP: np.full((x.shape[0],), t, dtype=np.int64), CLASS_EMB: emb, CLASS_MASK: mask}
+    def _denoise(self, x: np.ndarray, t: int, emb: np.ndarray, mask: np.ndarray,
+                 prior: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """One denoiser step; `prior`: the batch's prior rows (`_prior_rows`) for a split bundle."""
+        feeds = {X_T: x, TIMESTEP: np.full((x.shape[0],), t, dtype=np.int64), CLASS_EMB: emb, CLASS_MASK: mask,
+                 **(prior if prior is not None else self._prior_rows(emb))}
         x0 = run_graph(self._denoiser, [X0], feeds, what=f"bundle file {self.manifest.denoiser.model}")[0]
         if x0.shape != x.shape:
             raise BundleError(f"the denoiser returned shape {x0.shape} for input {x.shape}; the bundle is broken")
@@ -372,11 +394,12 @@ class Personalizer:
                       rng: np.random.Generator) -> np.ndarray:
         """One batch of tasks [B, K_max, D] from x_T [B, P] to x_0 [B, P]."""
         gen = self._generate_session(smp)
+        prior = self._prior_rows(class_emb)  # once for all steps (split bundles; {} otherwise)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
-            x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x},
+            x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x, **prior},
                                      what=f"bundle file {self.manifest.portable.generate_model}")[0], np.float32)
         for t in smp.timesteps if gen is None else ():
-            x0 = self._denoise(x, int(t), class_emb, mask)
+            x0 = self._denoise(x, int(t), class_emb, mask, prior)
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):
             raise BundleError("the denoiser produced non-finite parameters; the bundle is broken")

@@ -12,8 +12,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const FILES = ["manifest.json", "text_encoder.onnx", "generate.onnx", "template.onnx", "tokenizer.json", "tokenizer_config.json",
-  "vocabulary_embeddings.npy"];
+const FILES = ["manifest.json", "text_encoder.onnx", "prior.onnx", "generate.onnx", "template.onnx", "tokenizer.json",
+  "tokenizer_config.json", "vocabulary_embeddings.npy"]; // prior.onnx: bundles with a prior graph (portable.prior)
 
 export function fill(source, dest = HERE) {
   const m = JSON.parse(fs.readFileSync(path.join(source, "manifest.json"), "utf8"));

@@ -23,9 +23,10 @@ from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 from .rule_vectors import manifest_vectors, preprocess_rule_vectors, prompt_vectors
 
-FORMAT = 8  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 9  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
-# (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files)
+# (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files);
+# 9: + the prior rows of a bundle with a prior graph (portable.prior, issue 22)
 IMAGE_SEED = 20240522
 NOISE_SEEDS = (0, 1, 42, 2**63 - 1, 2**64 - 1)
 MANY = 50  # classes of the grouped case (K_max < 50)
@@ -173,6 +174,19 @@ def photo_vectors(p, names: list[str], images: np.ndarray) -> dict[str, Any]:
     return {"seed": IMAGE_SEED, "shape": [PHOTO_COUNT, *PHOTO_SIZE], "cases": cases, "refusals": refusals}
 
 
+def prior_vectors(p, texts: list[str]) -> dict[str, Any] | None:
+    """The prior graph's rows (portable.prior) for `texts` in the first class slots, None without one:
+    a port runs prior.onnx on the same embeddings and feeds its rows to generate.onnx."""
+    from ...runtime.conditioning import pad_to_slots
+    from ...runtime.contracts import PRIOR
+
+    if not p.manifest.portable.prior_model:
+        return None
+    class_emb, _mask = pad_to_slots([p.encode(texts)], p.manifest.k_max)
+    rows = p._prior_rows(class_emb)[PRIOR]
+    return {"texts": list(texts), "shape": list(rows.shape), "rows": _floats(rows[0, :len(texts)].reshape(-1))}
+
+
 def _floats(a: np.ndarray) -> list:
     return np.asarray(a, dtype=np.float32).astype(np.float64).tolist()  # exact float32 values
 
@@ -208,6 +222,9 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
 
     if supports_photo_prompts(p):  # photo prompts through the bundle's trunk (issue 21)
         doc["photos"] = photo_vectors(p, [parse_classes(c["prompt"]) for c in _cases(m)][0], images)
+    prior = prior_vectors(p, description_texts(parse_classes(_cases(m)[0]["prompt"]), None))
+    if prior is not None:
+        doc["prior"] = prior
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
         texts = description_texts(names, c["descriptions"])

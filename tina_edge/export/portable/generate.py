@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ...runtime.atomic import atomic_save_onnx, atomic_write_text
-from ...runtime.contracts import (BATCH, CLASS_EMB, CLASS_MASK, CONTRACTS, NOISE, PARAMS, TIMESTEP, X0, X_T, input_names,
-                                 output_names)
+from ...runtime.contracts import (BATCH, CLASS_EMB, CLASS_MASK, CONTRACTS, NOISE, PARAMS, PRIOR, PRIOR_MODEL, TIMESTEP, X0,
+                                 X_T, input_names, output_names)
 from ...runtime.errors import BundleError
 from ...runtime.manifest import Manifest, PortableInfo, read_manifest, write_manifest
 from ...runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
@@ -115,12 +115,18 @@ def build_generate(denoiser, manifest: Manifest, steps: int | None = None):
 
     ts, c = _step_table(manifest, steps)
     g = _hoist_constants(denoiser.graph)
-    if not set(input_names("denoiser")) <= {i.name for i in g.input} or [o.name for o in g.output] != output_names("denoiser"):
+    role = _denoiser_role(g)
+    if not set(input_names(role)) <= {i.name for i in g.input} or [o.name for o in g.output] != output_names(role):
         raise BundleError("the denoiser graph does not have the contract inputs/outputs; generate.onnx cannot wrap it")
     step, outer = _ddim_loop_body(g, ts, c)
     model = _generate_model(denoiser, g, step, outer, manifest, ts)
     onnx.checker.check_model(model)
     return model, ts
+
+
+def _denoiser_role(g) -> str:
+    """"denoiser_on_prior" for a denoiser split by prior_split.py (it reads the prior rows), else "denoiser"."""
+    return "denoiser_on_prior" if PRIOR in {i.name for i in g.input} else "denoiser"
 
 
 def _ddim_loop_body(g, ts: list[int], c: np.ndarray):
@@ -138,7 +144,7 @@ def _ddim_loop_body(g, ts: list[int], c: np.ndarray):
             helper.make_node("Gather", ["gen_timesteps", "iter_1d"], ["t_1d"]),
             helper.make_node("Shape", ["x_in"], ["batch_1d"], start=0, end=1),
             helper.make_node("Expand", ["t_1d", "batch_1d"], ["timestep_b"])]
-    body += _prefixed(g, p, inits | {CLASS_EMB, CLASS_MASK}, {X_T: "x_in", TIMESTEP: "timestep_b"})
+    body += _prefixed(g, p, inits | {CLASS_EMB, CLASS_MASK, PRIOR}, {X_T: "x_in", TIMESTEP: "timestep_b"})
     body += [helper.make_node("Gather", [f"gen_coef{j}", "iter_1d"], [f"coef{j}"]) for j in range(4)]
     body += [  # x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)
         helper.make_node("Cast", ["x_in"], ["xt64"], to=TensorProto.DOUBLE),
@@ -185,8 +191,10 @@ def _generate_model(denoiser, g, step, outer: list, manifest: Manifest, ts: list
              helper.make_node("Add", ["params_scaled", "layout_mean"], [PARAMS])]
     K, D = manifest.denoiser.k_max, manifest.denoiser.embedding_dim
     shapes = {CLASS_EMB: [BATCH, K, D], CLASS_MASK: [BATCH, K], NOISE: [BATCH, P], X0: [BATCH, P], PARAMS: [BATCH, P]}
-    ins, outs = CONTRACTS["generate"]
-    inputs = [helper.make_tensor_value_info(n, t, shapes[n]) for n, t in ins.items()]
+    split = _denoiser_role(g) == "denoiser_on_prior"  # generate.onnx reads the prior rows prior.onnx made once
+    ins, outs = CONTRACTS["generate_on_prior" if split else "generate"]
+    den_in = {i.name: i for i in g.input}
+    inputs = [den_in[n] if n == PRIOR else helper.make_tensor_value_info(n, t, shapes[n]) for n, t in ins.items()]
     outputs = [helper.make_tensor_value_info(n, t, shapes[n]) for n, t in outs.items()]
     graph = helper.make_graph(nodes, "tina_generate", inputs, outputs, initializer=list(g.initializer) + outer)
     opset = max([o.version for o in denoiser.opset_import if o.domain in ("", "ai.onnx")] + [17])
@@ -286,6 +294,29 @@ def _static_template_note(root: Path, m: Manifest, tpl: Any, wanted: bool) -> di
     return static_template(root / m.template.model, generated, m.template.input.height, m.template.input.width)
 
 
+def _split_prior(root: Path, m: Manifest):
+    """(denoiser, the manifest's `portable.prior` section or None): the text prior cut from the denoiser
+    into prior.onnx (prior_split.py; denoiser.onnx rewritten to read its rows), kept as it is when the
+    bundle was split before, None for a denoiser without a prior."""
+    import onnx
+
+    from .prior_split import split_prior
+
+    den = onnx.load(str(root / m.denoiser.model))
+    cut = split_prior(den)
+    if cut is not None:
+        prior, den = cut
+        atomic_save_onnx(root / PRIOR_MODEL, prior)
+        atomic_save_onnx(root / m.denoiser.model, den)
+    elif PRIOR not in {i.name for i in den.graph.input}:
+        return den, None
+    elif not m.portable.prior_model:
+        raise BundleError(f"{m.denoiser.model} reads prior rows but the manifest names no prior graph; the bundle is broken")
+    else:
+        return den, dict(m.portable.prior)
+    return den, {"model": PRIOR_MODEL, "inputs": input_names("prior"), "outputs": output_names("prior")}
+
+
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
                        static_template: bool = True, everyday_keys: bool = True) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
@@ -304,7 +335,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         from .everyday_keys import apply_to_bundle
 
         apply_to_bundle(root, m)
-    den = onnx.load(str(root / m.denoiser.model))
+    den, prior = _split_prior(root, m)
     gen, ts = build_generate(den, m, steps)
     atomic_save_onnx(root / GENERATE, gen)
     # ONE template serves both runtimes (the trunk is stored once): template.model becomes the graph
@@ -324,12 +355,13 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     m.portable = PortableInfo(
         noise={"generator": NOISE_GENERATOR, "version": NOISE_VERSION, "dtype": "float32", "spec": "docs/PORTABLE.md"},
         generate={"model": GENERATE, "sampler": "ddim", "eta": 0.0, "steps": len(ts), "timesteps": ts,
-                  "inputs": input_names("generate"), "outputs": output_names("generate")},
+                  "inputs": [i.name for i in gen.graph.input], "outputs": output_names("generate")},
         template_inputs={"model": m.template.model, "inputs": [t.name for t in m.template.layout]}
         | ({"static_shapes": static} if static else {}),
-        tokenizer_config=TOKENIZER_CONFIG, text_encoder={"quantization": te_note} if te_note else None)
+        tokenizer_config=TOKENIZER_CONFIG, text_encoder={"quantization": te_note} if te_note else None,
+        prior=prior)
     m.portable.check()
     m.files = {n: e for n, e in m.files.items()}
-    for name in (GENERATE, m.template.model, TOKENIZER_CONFIG):
+    for name in (GENERATE, m.template.model, TOKENIZER_CONFIG, m.denoiser.model) + ((PRIOR_MODEL,) if prior else ()):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
     return write_manifest(root, m)

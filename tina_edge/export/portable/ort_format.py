@@ -100,7 +100,7 @@ def _rewrite_manifest(root: Path, m: Manifest, renamed: dict[str, str]) -> Manif
     if te.image_encoder:
         te.image_encoder = renamed.get(te.image_encoder, te.image_encoder)
     m.denoiser.model = renamed.get(m.denoiser.model, m.denoiser.model)
-    for sec in (m.portable.generate, m.portable.template_inputs):
+    for sec in (m.portable.generate, m.portable.template_inputs, m.portable.prior):
         if sec:
             sec["model"] = renamed.get(sec["model"], sec["model"])
     m.portable.ort = {"optimization": OPTIMIZATION, "required_operators": REQUIRED_OPERATORS,
