@@ -157,7 +157,8 @@ def test_convert_adds_the_keys_once_and_the_bundle_still_personalizes(tmp_path):
     rec = m.training.text_prior["everyday_keys"]
     assert rec["keys"] == sum(len(v) for v in ek.load_words().values())
     p = Personalizer.from_bundle(b, threads=1)
-    for name in ("denoiser.onnx", "generate.onnx"):
+    assert m.portable.prior_model == "prior.onnx"  # the keys went in before the prior was cut out
+    for name in ("prior.onnx",):
         g = onnx.load(str(b / name))
         prior = ek.prior_function(g, ek.find_prior(g))
         _, raw = prior(p.encode(["cat", "kitty", "refrigerator", "icebox"]))
@@ -166,9 +167,9 @@ def test_convert_adds_the_keys_once_and_the_bundle_still_personalizes(tmp_path):
         assert np.corrcoef(raw[2, :-1], raw[3, :-1])[0, 1] > 0.97, name
     clf = p.personalize(["kitty", "dog", "refrigerator"], seed=0)
     assert clf.params["fc.weight"].shape == (3, 1280)
-    before = (b / "denoiser.onnx").read_bytes()
+    before = (b / "prior.onnx").read_bytes(), (b / "denoiser.onnx").read_bytes()
     add_portable_files(b)  # converting again leaves the keys as they are
-    assert (b / "denoiser.onnx").read_bytes() == before
+    assert ((b / "prior.onnx").read_bytes(), (b / "denoiser.onnx").read_bytes()) == before
     assert read_manifest(b).training.text_prior["everyday_keys"] == rec
 
 

@@ -217,7 +217,7 @@ def test_conformance_prior_rows_are_what_the_runtime_feeds(converted):
 @pytest.mark.slow
 def test_an_ort_format_split_bundle_gives_the_golden_params(tmp_path):
     out = tmp_path / "ort"
-    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out), "--ort"])
+    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out), "--ort", "--no-everyday-keys"])
     assert r.exit_code == 0, r.output
     m = read_manifest(out)
     assert m.portable.prior_model == "prior.ort" and m.denoiser.model == "denoiser.ort"
