@@ -63,7 +63,7 @@ def cifar_photos(root: Path, split: str, per_class: int) -> tuple[list[str], lis
 
 
 def fashion_photos(root: Path, split: str, per_class: int) -> tuple[np.ndarray, list[str]]:
-    """(uint8 [N, 28, 28] grey photos, class names) of Fashion-MNIST idx(.gz) files, first per_class each."""
+    """(uint8 [N, 28, 28, 1] grey photos, class names) of Fashion-MNIST idx(.gz) files, first per_class each."""
     prefix = "train" if split == "train" else "t10k"
 
     def read(stem: str, offset: int) -> np.ndarray:
@@ -74,7 +74,7 @@ def fashion_photos(root: Path, split: str, per_class: int) -> tuple[np.ndarray, 
     grey = read(f"{prefix}-images-idx3-ubyte", 16).reshape(-1, 28, 28)
     labels = read(f"{prefix}-labels-idx1-ubyte", 8)
     idx = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-    return grey[idx], [FASHION[c] for c in labels[idx]]
+    return grey[idx][..., None], [FASHION[c] for c in labels[idx]]  # [N, H, W, 1]: a batch
 
 
 def features(p, items, batch: int = 256) -> np.ndarray:

@@ -229,7 +229,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 JPEG folders DIR/<train|test>/<class>/*.jpg")
     ap.add_argument("--fashion-mnist", type=Path, default=None, help="Fashion-MNIST idx(.gz) files directory")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
-    ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50: half, k = 100: a quarter)")
+    ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50, 100: half as many)")
     ap.add_argument("--finetune-max", type=int, default=250, help="fit the fine-tuned head up to this many classes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cost", action="store_true")
@@ -240,7 +240,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     res: dict = {}
     if not args.no_accuracy:
-        n = {2: args.tasks, 10: args.tasks, 20: args.tasks, 50: max(2, args.tasks // 2), 100: max(2, args.tasks // 4)}
+        n = {2: args.tasks, 10: args.tasks, 20: args.tasks, 50: max(2, args.tasks // 2), 100: max(2, args.tasks // 2)}
         res = run_accuracy(Bench(args), n, args.seed, args.finetune_max)
         print(tables(res))
         if args.plot:
