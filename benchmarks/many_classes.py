@@ -53,14 +53,14 @@ class Bench:
         self.p = Personalizer.from_bundle(args.bundle, threads=1)
         key = trunk_key(self.p)
         self.val = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "test", 50)
-        self.train = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "train", 50)
+        self.train = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "train", args.train_per_class)
         assert self.val["names"] == self.train["names"]
         self.names = self.val["names"]
         tr = self.p.manifest.training
         hold, known = set(tr.holdout_classes), set(tr.classes)
         self.seen = [i for i, n in enumerate(self.names) if n in known and n not in hold]
         self.held = [i for i, n in enumerate(self.names) if n in hold]
-        self.W, self.B = refs.cached_probe(args.cache / f"probe_{len(self.names)}_{key}.npz",
+        self.W, self.B = refs.cached_probe(args.cache / f"probe_{len(self.names)}_{args.train_per_class}_{key}.npz",
                                            self.train["features"], self.train["labels"])
         self.emb = self.p.class_embeddings(self.names)
         self.unit = self.emb / np.linalg.norm(self.emb, axis=1, keepdims=True)
@@ -230,6 +230,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fashion-mnist", type=Path, default=None, help="Fashion-MNIST idx(.gz) files directory")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
     ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50, 100: half as many)")
+    ap.add_argument("--train-per-class", type=int, default=50, help="train photos per class for the probe and the fine-tuned head")
     ap.add_argument("--finetune-max", type=int, default=250, help="fit the fine-tuned head up to this many classes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cost", action="store_true")
