@@ -143,10 +143,11 @@ def cached_small(p, cifar: Path | None, fashion: Path | None, cache: Path, split
 
 
 def universe(p, tin: Path, cifar: Path | None, fashion: Path | None, cache: Path, split: str, per_class: int) -> dict:
-    """{features, labels, names}: Tiny-ImageNet plus (when given) CIFAR-10 and Fashion-MNIST, one label space;
+    """{features, labels, names, n_tin (the first n_tin names are Tiny-ImageNet's)}: Tiny-ImageNet plus (when given) CIFAR-10 and Fashion-MNIST, one label space;
     a small-set class named like a Tiny-ImageNet class (Fashion-MNIST `sandal`) joins that class."""
     t = cached(p, tin, cache, "val" if split == "test" else "train", per_class)
     names = [str(n) for n in t["names"]]
+    n_tin = len(names)
     feats, labels = [t["features"]], [t["labels"]]
     if cifar or fashion:
         s = cached_small(p, cifar, fashion, cache, split, per_class)
@@ -157,4 +158,4 @@ def universe(p, tin: Path, cifar: Path | None, fashion: Path | None, cache: Path
             lab.append(names.index(n))
         feats.append(s["features"])
         labels.append(np.asarray(lab, np.int64))
-    return {"features": np.concatenate(feats), "labels": np.concatenate(labels), "names": names}
+    return {"features": np.concatenate(feats), "labels": np.concatenate(labels), "names": names, "n_tin": n_tin}

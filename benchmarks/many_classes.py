@@ -53,15 +53,19 @@ class Bench:
         self.p = Personalizer.from_bundle(args.bundle, threads=1)
         key = trunk_key(self.p)
         self.val = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "test", 50)
-        self.train = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "train", args.train_per_class)
-        assert self.val["names"] == self.train["names"]
+        counts = [int(n) for n in str(args.train_per_class).split(",")]
+        self.trains = {n: universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "train", n) for n in counts}
+        assert all(t["names"] == self.val["names"] for t in self.trains.values())
         self.names = self.val["names"]
         tr = self.p.manifest.training
         hold, known = set(tr.holdout_classes), set(tr.classes)
         self.seen = [i for i, n in enumerate(self.names) if n in known and n not in hold]
         self.held = [i for i, n in enumerate(self.names) if n in hold]
-        self.W, self.B = refs.cached_probe(args.cache / f"probe_{len(self.names)}_{args.train_per_class}_{key}.npz",
-                                           self.train["features"], self.train["labels"])
+        self.tin_seen = [i for i in self.seen if i < self.val["n_tin"]]  # the issue's "Tiny-ImageNet 100-way"
+        self.probes = {n: refs.cached_probe(args.cache / f"probe_{len(self.names)}_{n}_{key}.npz", t["features"], t["labels"])
+                       for n, t in self.trains.items()}
+        self.tag = (lambda n: "") if len(counts) == 1 else (lambda n: f" ({n}/class)")
+        self.W, self.B = self.probes[counts[0]]  # the nearest-seen lookup's rows
         self.emb = self.p.class_embeddings(self.names)
         self.unit = self.emb / np.linalg.norm(self.emb, axis=1, keepdims=True)
         self.prior, self.prior_note = refs.prior_only(self.p, args.bundle)
@@ -69,19 +73,20 @@ class Bench:
         self.vocab = refs.Vocabulary(self.p)
         self.lookups: list[dict[str, str]] = []
 
-    def finetuned(self, cls) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.flatnonzero(np.isin(self.train["labels"], cls))
+    def finetuned(self, cls, train: dict) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.flatnonzero(np.isin(train["labels"], cls))
         pos = {c: j for j, c in enumerate(cls)}
-        return refs.fit_probe(self.train["features"][idx], np.array([pos[v] for v in self.train["labels"][idx]]))
+        return refs.fit_probe(train["features"][idx], np.array([pos[v] for v in train["labels"][idx]]))
 
     def methods(self, cls, held_out: bool, finetune: bool) -> dict[str, tuple]:
         """{method: (W, b)} for the task `cls` (class indices)."""
         out = {f"generated/{m}": wb for m, wb in refs.generated(self.p, self.emb[cls], ("group", "none", "row")).items()}
         if self.prior is not None:
             out["prior alone"] = refs.generated(self.prior, self.emb[cls])["group"]
-        out["probe"] = (self.W[cls], self.B[cls])
-        if finetune:
-            out["fine-tuned"] = self.finetuned(cls)
+        for n, (W, B) in self.probes.items():
+            out["probe" + self.tag(n)] = (W[cls], B[cls])
+        for n, train in self.trains.items() if finetune else ():
+            out["fine-tuned" + self.tag(n)] = self.finetuned(cls, train)
         if held_out:
             names = [self.names[c] for c in cls]
             emb, chosen = self.vocab.substitute(names, {self.names[c] for c in self.held}, self.emb[cls])
@@ -109,13 +114,15 @@ def run_accuracy(bn: Bench, n_tasks: dict, seed: int, finetune_max: int) -> dict
     rng = np.random.default_rng(seed)
     F, L = bn.val["features"], bn.val["labels"]
     res: dict = {"seen": {}, "heldout": {}, "grouping": {}}
-    for k in list(KS) + ["all seen"]:
-        tasks = [bn.seen] if k == "all seen" else [list(rng.choice(bn.seen, k, replace=False)) for _ in range(n_tasks[k])]
+    for k in list(KS) + ["all seen", "100 TIN"]:
+        pool = bn.tin_seen if k == "100 TIN" else bn.seen
+        tasks = ([bn.seen] if k == "all seen" else
+                 [list(rng.choice(pool, int(str(k).split()[0]), replace=False)) for _ in range(n_tasks[100 if k == "100 TIN" else k])])
         rows: dict[str, list] = {}
         for cls in tasks:
             for m, (w, b) in bn.methods(cls, False, len(cls) <= finetune_max).items():
                 rows.setdefault(m, []).append(accuracy(w, b, F, L, cls))
-        key = f"all seen ({len(bn.seen)})" if k == "all seen" else str(k)
+        key = {"all seen": f"all seen ({len(bn.seen)})", "100 TIN": "100, Tiny-ImageNet only"}.get(str(k), str(k))
         res["seen"][key] = summarise(rows, REF)
         print(f"seen k={key}: " + ", ".join(f"{m} {v['acc']:.1f}" for m, v in res["seen"][key].items()), file=sys.stderr)
     held = set(bn.held)
@@ -199,18 +206,19 @@ def plot(res: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     seen = res["seen"]
-    for m in ("generated/group", "prior alone", "fine-tuned", "probe"):
-        pts = [(x_of(k), row[m]["acc"]) for k, row in seen.items() if m in row]
+    for m in ["generated/group", "prior alone"] + [m for m in next(iter(seen.values())) if m.startswith(("fine-tuned", "probe"))]:
+        pts = [(x_of(k), row[m]["acc"]) for k, row in seen.items() if m in row and "only" not in k]
         if pts:
             ax[0].plot(*zip(*pts), marker="o", label=m + (" (runtime)" if m == REF else ""))
     ax[0].set(xscale="log", xlabel="k (classes per prompt; last: all seen)", ylabel="accuracy %",
               title="seen classes (Tiny-ImageNet, CIFAR-10, Fashion-MNIST)")
     ho = res["heldout"]
-    for m in ("generated/group", "prior alone", "nearest vocabulary", "nearest seen (probe row)", "probe"):
+    probes = [m for m in next(iter(ho.values())) if m.startswith("probe")]
+    for m in ["generated/group", "prior alone", "nearest vocabulary", "nearest seen (probe row)"] + probes:
         pts = [(x_of(k), row[m]["recall"]) for k, row in ho.items() if m in row]
         if pts:
-            ax[1].plot(*zip(*pts), marker="o", label=m + (" (saw their photos)" if m == "probe" else ""),
-                       linestyle=":" if m == "probe" else "-")
+            ax[1].plot(*zip(*pts), marker="o", label=m + (" (saw their photos)" if m.startswith("probe") else ""),
+                       linestyle=":" if m.startswith("probe") else "-")
     ax[1].set(xscale="log", xlabel="k (classes per prompt, ~20 % held out; last: all)", ylabel="held-out recall %",
               title="held-out classes in mixed tasks")
     for a in ax:
@@ -230,7 +238,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--fashion-mnist", type=Path, default=None, help="Fashion-MNIST idx(.gz) files directory")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
     ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50, 100: half as many)")
-    ap.add_argument("--train-per-class", type=int, default=50, help="train photos per class for the probe and the fine-tuned head")
+    ap.add_argument("--train-per-class", default="50",
+                    help="train photos per class for the probe and the fine-tuned head; several (50,200): one of each per count")
     ap.add_argument("--finetune-max", type=int, default=250, help="fit the fine-tuned head up to this many classes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cost", action="store_true")
