@@ -204,12 +204,18 @@ def plot(res: dict, path: Path) -> None:
     def x_of(k: str) -> int:
         return int(k.split("(")[-1].rstrip(")")) if "(" in k else int(k)
 
+    colours = {"generated/group": "C0", "prior alone": "C1", "nearest vocabulary": "C2", "nearest seen (probe row)": "C3"}
+    refs_ = sorted({m for row in res["seen"].values() for m in row if m.startswith(("probe", "fine"))})
+
+    def colour(m: str) -> str:  # one colour per method in both panels
+        return colours.get(m) or f"C{4 + refs_.index(m)}"
+
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     seen = res["seen"]
     for m in ["generated/group", "prior alone"] + [m for m in next(iter(seen.values())) if m.startswith(("fine-tuned", "probe"))]:
         pts = [(x_of(k), row[m]["acc"]) for k, row in seen.items() if m in row and "only" not in k]
         if pts:
-            ax[0].plot(*zip(*pts), marker="o", label=m + (" (runtime)" if m == REF else ""))
+            ax[0].plot(*zip(*pts), marker="o", color=colour(m), label=m + (" (runtime)" if m == REF else ""))
     ax[0].set(xscale="log", xlabel="k (classes per prompt; last: all seen)", ylabel="accuracy %",
               title="seen classes (Tiny-ImageNet, CIFAR-10, Fashion-MNIST)")
     ho = res["heldout"]
@@ -217,7 +223,7 @@ def plot(res: dict, path: Path) -> None:
     for m in ["generated/group", "prior alone", "nearest vocabulary", "nearest seen (probe row)"] + probes:
         pts = [(x_of(k), row[m]["recall"]) for k, row in ho.items() if m in row]
         if pts:
-            ax[1].plot(*zip(*pts), marker="o", label=m + (" (saw their photos)" if m.startswith("probe") else ""),
+            ax[1].plot(*zip(*pts), marker="o", color=colour(m), label=m + (" (saw their photos)" if m.startswith("probe") else ""),
                        linestyle=":" if m.startswith("probe") else "-")
     ax[1].set(xscale="log", xlabel="k (classes per prompt, ~20 % held out; last: all)", ylabel="held-out recall %",
               title="held-out classes in mixed tasks")
