@@ -4,8 +4,10 @@
 //   returning visit: page load -> ready (sessions made), bytes transferred (Cache API + HTTP cache)
 //   warm personalize of 10 classes (names cached / every name encoded), predict of one photo
 //   responsiveness:  the longest main-thread stall (gap between 4 ms timer ticks) during personalize + predict
-//   cd js && node ../benchmarks/js_browser.mjs [--classes N] [--json OUT]     (needs Chromium: see browser/chromium.mjs)
+//   cd js && node ../benchmarks/js_browser.mjs [--classes N] [--bundle DIR] [--json OUT]   (needs Chromium: see browser/chromium.mjs)
 // --classes N: personalize N classes instead of 10 (above K_max: in groups, issue 23)
+// --bundle DIR: a bundle with portable files (generate.onnx) instead of the repository's default one;
+//   without --bundle, test/prepare.mjs's bundle ($TINA_EDGE_BUNDLE, else the default, converted if need be)
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -28,7 +30,8 @@ window.tinaReady = (mode === "worker" ? TinaEdge.inWorker("/bundle/", { ...optio
 
 const chromium = findChromium();
 if (!chromium) process.exit(0);
-const e = env();
+const bi = process.argv.indexOf("--bundle");
+const e = bi > 0 ? { bundle: path.resolve(process.argv[bi + 1]) } : env(); // --bundle: no conformance vectors needed
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-bench-"));
 fs.mkdirSync(path.join(dir, "node_modules"));
 fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));

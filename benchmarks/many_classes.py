@@ -1,16 +1,16 @@
-"""Many classes with the default bundle (K_max 20): accuracy against k, the grouping design, the cost.
+"""Many classes with one bundle (K_max 20, groups above it): accuracy against k for every method, the cost.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/many_classes.py --tin /tmp/tinyimagenet/tiny-imagenet-200 \\
-        --cache /tmp/many-classes-cache --plot benchmarks/many_classes.png [--cost]
+        --cifar10 /tmp/cifar10x/cifar10 --fashion-mnist /usr/share/datasets/fashion-mnist \\
+        --cache /tmp/many-classes-cache --plot benchmarks/many_classes.png [--cost] [--bundle DIR]
 
-Tiny-ImageNet val photos (50 per class), features from the bundle's trunk (benchmarks/_tin_features.py),
-so a generated head's accuracy is exactly argmax(features @ W.T + b). Seen classes: the bundle's
-training classes; held out: its `holdout_classes`. References: a logistic-regression probe fitted on
-the train photos of all Tiny-ImageNet classes (50 per class; the bundle ships no generic head),
-restricted to a task's classes; a fine-tuned head (the same probe fitted on the task's classes
-only, k <= 100); for held-out classes the nearest-seen-name lookup (each held-out name takes the
-probe row of the nearest seen name by the bundle's text embedding, not already in the task).
-SE: paired over tasks (one task: paired over classes).
+Real test photos (Tiny-ImageNet val, CIFAR-10 and Fashion-MNIST test: 50 per class; 221 classes with
+all three), features from the bundle's trunk (benchmarks/_tin_features.py, cached by the trunk's
+sha256), so a head's accuracy is exactly argmax(features @ W.T + b). Seen classes: the bundle's
+training classes; held out: its `holdout_classes`. Methods: benchmarks/_many_refs.py. SE: paired
+against the runtime's method (generated/group) over tasks (one task: over its classes).
+`--cost` (personalize time and RSS at k = 100, sizes, predict time against k): benchmarks/_many_cost.py;
+`--cost --no-accuracy --bundle DIR` times another bundle without any photos.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _tin_features import cached  # noqa: E402
+import _many_refs as refs  # noqa: E402
+from _tin_features import trunk_key, universe  # noqa: E402
 
 KS = (2, 10, 20, 50, 100)
-MODES = ("none", "group", "row-norm", "row")
-
-
-def fit_probe(x: np.ndarray, y: np.ndarray, C: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression on standardised features, returned as rows on raw features."""
-    from sklearn.linear_model import LogisticRegression
-
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    lr = LogisticRegression(C=C, max_iter=300).fit((x - mu) / sd, y)
-    w = lr.coef_ / sd
-    return w.astype(np.float32), (lr.intercept_ - w @ mu).astype(np.float32)
+REF = "generated/group"
 
 
 def accuracy(w, b, feats, labels, cls) -> tuple[float, np.ndarray]:
@@ -56,69 +44,56 @@ def accuracy(w, b, feats, labels, cls) -> tuple[float, np.ndarray]:
     return 100.0 * float(np.mean(pred == y)), rec
 
 
-def draw(rng, pool, k, n):
-    return [list(rng.choice(pool, size=k, replace=False)) for _ in range(n)]
-
-
 class Bench:
-    def __init__(self, tin: Path, cache: Path):
+    """Photos' features, the bundle's Personalizer and its prior-only twin, the probe, the vocabulary."""
+
+    def __init__(self, args):
         from tina_edge.runtime import Personalizer
 
-        self.val = cached(tin, cache, "val", 50)
-        self.train = cached(tin, cache, "train", 50)
-        self.names = [str(n) for n in self.val["names"]]
-        self.p = Personalizer.from_bundle(threads=1)
+        self.p = Personalizer.from_bundle(args.bundle, threads=1)
+        key = trunk_key(self.p)
+        self.val = universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "test", 50)
+        counts = [int(n) for n in str(args.train_per_class).split(",")]
+        self.trains = {n: universe(self.p, args.tin, args.cifar10, args.fashion_mnist, args.cache, "train", n) for n in counts}
+        assert all(t["names"] == self.val["names"] for t in self.trains.values())
+        self.names = self.val["names"]
         tr = self.p.manifest.training
-        hold = set(tr.holdout_classes)
-        known = set(tr.classes)
+        hold, known = set(tr.holdout_classes), set(tr.classes)
         self.seen = [i for i, n in enumerate(self.names) if n in known and n not in hold]
         self.held = [i for i, n in enumerate(self.names) if n in hold]
-        probe = cache / "probe_all.npz"
-        if not probe.is_file():
-            from tina_edge.runtime.atomic import atomic_save_npz
-
-            t = time.time()
-            w, b = fit_probe(self.train["features"], self.train["labels"])
-            print(f"probe on {len(self.names)} classes fitted in {time.time() - t:.0f} s", file=sys.stderr)
-            atomic_save_npz(probe, w=w, b=b)
-        with np.load(probe) as z:
-            self.W, self.B = z["w"], z["b"]
+        self.tin_seen = [i for i in self.seen if i < self.val["n_tin"]]  # the issue's "Tiny-ImageNet 100-way"
+        self.probes = {n: refs.cached_probe(args.cache / f"probe_{len(self.names)}_{n}_{key}.npz", t["features"], t["labels"])
+                       for n, t in self.trains.items()}
+        self.tag = (lambda n: "") if len(counts) == 1 else (lambda n: f" ({n}/class)")
+        self.W, self.B = self.probes[counts[0]]  # the nearest-seen lookup's rows
         self.emb = self.p.class_embeddings(self.names)
-        self.smp = self.p._settings(None, None, 0, 1)[0]
+        self.unit = self.emb / np.linalg.norm(self.emb, axis=1, keepdims=True)
+        self.prior, self.prior_note = refs.prior_only(self.p, args.bundle)
+        print(f"prior alone: {self.prior_note}", file=sys.stderr)
+        self.vocab = refs.Vocabulary(self.p)
+        self.lookups: list[dict[str, str]] = []
 
-    def generated(self, cls, modes=MODES, group=None, seed=0) -> dict[str, tuple]:
-        from tina_edge.runtime.groups import calibrate, group_sizes
-
-        raw = self.p._params(self.smp, self.emb[cls], seed, 1, calibration="none", group=group)
-        lay = self.p.manifest.template.layout
-        sizes = group_sizes(len(cls), min(group or 20, 20))
-        out = {}
-        for m in modes:
-            q = calibrate(raw, lay, sizes, m) if len(sizes) > 1 else raw
-            out[m] = (q["fc.weight"], q["fc.bias"])
-        return out
-
-    def nearest(self, cls) -> tuple[np.ndarray, np.ndarray]:
-        """Probe rows; each held-out class takes the row of its nearest seen name (not in the task)."""
-        used = set(cls)
-        rows = []
-        for c in cls:
-            if c in self.held:
-                cand = [s for s in self.seen if s not in used] or self.seen  # all seen in the task: any
-                s = cand[int(np.argmax(self.emb[cand] @ self.emb[c]))]
-                used.add(s)
-                rows.append(s)
-            else:
-                rows.append(c)
-        return self.W[rows], self.B[rows]
-
-    def finetuned(self, cls) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.flatnonzero(np.isin(self.train["labels"], cls))
+    def finetuned(self, cls, train: dict) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.flatnonzero(np.isin(train["labels"], cls))
         pos = {c: j for j, c in enumerate(cls)}
-        w, b = fit_probe(self.train["features"][idx], np.array([pos[v] for v in self.train["labels"][idx]]))
-        if len(cls) == 2:  # sklearn's binary form: one row
-            w, b = np.concatenate([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
-        return w, b
+        return refs.fit_probe(train["features"][idx], np.array([pos[v] for v in train["labels"][idx]]))
+
+    def methods(self, cls, held_out: bool, finetune: bool) -> dict[str, tuple]:
+        """{method: (W, b)} for the task `cls` (class indices)."""
+        out = {f"generated/{m}": wb for m, wb in refs.generated(self.p, self.emb[cls], ("group", "none", "row")).items()}
+        if self.prior is not None:
+            out["prior alone"] = refs.generated(self.prior, self.emb[cls])["group"]
+        for n, (W, B) in self.probes.items():
+            out["probe" + self.tag(n)] = (W[cls], B[cls])
+        for n, train in self.trains.items() if finetune else ():
+            out["fine-tuned" + self.tag(n)] = self.finetuned(cls, train)
+        if held_out:
+            names = [self.names[c] for c in cls]
+            emb, chosen = self.vocab.substitute(names, {self.names[c] for c in self.held}, self.emb[cls])
+            self.lookups.append(chosen)
+            out["nearest vocabulary"] = refs.generated(self.p, emb)["group"]
+            out["nearest seen (probe row)"] = refs.nearest_seen(self.W, self.B, self.unit, cls, self.seen, set(self.held))
+        return out
 
 
 def se(diffs) -> float:
@@ -126,168 +101,96 @@ def se(diffs) -> float:
     return float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
-def run_accuracy(bn: Bench, n_tasks: dict[int, int], seed: int, finetune_max: int) -> dict:
+def held_tasks(rng, bn: Bench, k, n: int) -> list[list[int]]:
+    """Mixed tasks: round(k * held/all) held-out classes (at least 1), the rest seen, shuffled."""
+    if k == "all":
+        return [bn.seen + bn.held]
+    nh = max(1, round(k * len(bn.held) / (len(bn.held) + len(bn.seen))))
+    return [list(rng.permutation(list(rng.choice(bn.held, nh, replace=False)) + list(rng.choice(bn.seen, k - nh, replace=False))))
+            for _ in range(n)]
+
+
+def run_accuracy(bn: Bench, n_tasks: dict, seed: int, finetune_max: int) -> dict:
     rng = np.random.default_rng(seed)
     F, L = bn.val["features"], bn.val["labels"]
     res: dict = {"seen": {}, "heldout": {}, "grouping": {}}
-    ks = list(KS) + ["all seen"]
-    for k in ks:
-        tasks = [bn.seen] if k == "all seen" else draw(rng, bn.seen, k, n_tasks[k])
+    for k in list(KS) + ["all seen", "100 TIN"]:
+        pool = bn.tin_seen if k == "100 TIN" else bn.seen
+        tasks = ([bn.seen] if k == "all seen" else
+                 [list(rng.choice(pool, int(str(k).split()[0]), replace=False)) for _ in range(n_tasks[100 if k == "100 TIN" else k])])
         rows: dict[str, list] = {}
         for cls in tasks:
-            g = bn.generated(cls)
-            for m, (w, b) in g.items():
-                rows.setdefault(f"generated/{m}", []).append(accuracy(w, b, F, L, cls))
-            rows.setdefault("probe", []).append(accuracy(bn.W[cls], bn.B[cls], F, L, cls))
-            if k != "all seen" and k <= finetune_max:
-                rows.setdefault("fine-tuned", []).append(accuracy(*bn.finetuned(cls), F, L, cls))
-        res["seen"][str(k)] = summarise(rows, "generated/group")
-        print(f"seen k={k}: " + ", ".join(f"{m} {v['acc']:.1f}" for m, v in res["seen"][str(k)].items()), file=sys.stderr)
-    for k in [10, 20, 50, 100, "all"]:
-        if k == "all":
-            tasks = [bn.seen + bn.held]
-        else:
-            nh = max(1, round(k * len(bn.held) / (len(bn.held) + len(bn.seen))))
-            tasks = [list(rng.permutation(list(rng.choice(bn.held, nh, replace=False)) + list(rng.choice(bn.seen, k - nh, replace=False))))
-                     for _ in range(n_tasks[k])]
+            for m, (w, b) in bn.methods(cls, False, len(cls) <= finetune_max).items():
+                rows.setdefault(m, []).append(accuracy(w, b, F, L, cls))
+        key = {"all seen": f"all seen ({len(bn.seen)})", "100 TIN": "100, Tiny-ImageNet only"}.get(str(k), str(k))
+        res["seen"][key] = summarise(rows, REF)
+        print(f"seen k={key}: " + ", ".join(f"{m} {v['acc']:.1f}" for m, v in res["seen"][key].items()), file=sys.stderr)
+    held = set(bn.held)
+    for k in [2] + list(KS[1:]) + ["all"]:
         rows = {}
-        for cls in tasks:
-            hmask = np.isin(cls, bn.held)
-            g = bn.generated(cls, modes=("none", "group", "row"))
-            for m, (w, b) in g.items():
+        for cls in held_tasks(rng, bn, k, n_tasks.get(k, 1)):
+            hmask = np.isin(cls, list(held))
+            for m, (w, b) in bn.methods(cls, True, False).items():
                 acc, rec = accuracy(w, b, F, L, cls)
-                rows.setdefault(f"generated/{m}", []).append((acc, rec[hmask]))
-            for name, (w, b) in (("probe", (bn.W[cls], bn.B[cls])), ("nearest-seen", bn.nearest(cls))):
-                acc, rec = accuracy(w, b, F, L, cls)
-                rows.setdefault(name, []).append((acc, rec[hmask]))
-        res["heldout"][str(k)] = summarise(rows, "generated/group", recall=True)
-        print(f"held-out k={k}: " + ", ".join(f"{m} {v['recall']:.1f}" for m, v in res["heldout"][str(k)].items()), file=sys.stderr)
-    # grouping itself: the same 20 classes in 1 group of 20, 2 of 10, 4 of 5 (calibrated "row" and not)
-    tasks = draw(rng, bn.seen, 20, n_tasks[20])
-    rows = {}
-    for cls in tasks:
+                rows.setdefault(m, []).append((acc, rec[hmask], rec[~hmask]))
+        key = f"all ({len(bn.seen) + len(bn.held)})" if k == "all" else str(k)
+        res["heldout"][key] = summarise(rows, REF, recall=True)
+        print(f"held-out k={key}: " + ", ".join(f"{m} {v['recall']:.1f}" for m, v in res["heldout"][key].items()), file=sys.stderr)
+    rows = {}  # grouping itself: the same 20 seen classes in 1 group of 20, 2 of 10, 4 of 5
+    for cls in [list(rng.choice(bn.seen, 20, replace=False)) for _ in range(n_tasks[20])]:
         for gsz in (20, 10, 5):
-            g = bn.generated(cls, modes=("none", "group", "row"), group=gsz)
-            for m, (w, b) in g.items():
+            for m, (w, b) in refs.generated(bn.p, bn.emb[cls], ("none", "group", "row"), group=gsz).items():
                 if gsz == 20 and m != "none":
                     continue
                 rows.setdefault(f"groups of {gsz}" + ("" if gsz == 20 else f"/{m}"), []).append(accuracy(w, b, F, L, cls))
     res["grouping"]["20"] = summarise(rows, "groups of 20")
+    res["prior_note"] = bn.prior_note
+    res["lookup_examples"] = bn.lookups[:3] + bn.lookups[-1:]
     return res
 
 
 def summarise(rows: dict[str, list], ref: str, recall: bool = False) -> dict:
-    """Per method: mean accuracy (and held-out recall), paired SE against `ref` over tasks (or classes)."""
+    """Per method: mean accuracy (and held-out / seen recall), paired SE against `ref` over tasks (or classes)."""
     out = {}
     for m, r in rows.items():
-        accs = np.array([a for a, _ in r])
+        accs = np.array([a[0] for a in r])
         d = {"acc": float(accs.mean()), "tasks": len(r)}
-        if len(r) > 1:
-            d["se_vs_ref"] = se(accs - np.array([a for a, _ in rows[ref]]))
-        else:  # one task: paired over its classes
-            d["se_vs_ref"] = se(r[0][1] - rows[ref][0][1])
+        d["se_vs_ref"] = se(accs - np.array([a[0] for a in rows[ref]])) if len(r) > 1 else se(r[0][1] - rows[ref][0][1])
         if recall:
-            recs = [np.mean(x) for _, x in r]
-            d["recall"] = float(np.mean(recs))
-            d["recall_se_vs_ref"] = (se(np.array(recs) - np.array([np.mean(x) for _, x in rows[ref]])) if len(r) > 1
-                                     else se(r[0][1] - rows[ref][0][1]))
+            for name, i in (("recall", 1), ("seen_recall", 2)):
+                recs = np.array([np.mean(x[i]) for x in r])
+                d[name] = float(recs.mean())
+                d[name + "_se_vs_ref"] = (se(recs - np.array([np.mean(x[i]) for x in rows[ref]])) if len(r) > 1
+                                          else se(r[0][i] - rows[ref][0][i]))
         out[m] = d
     return out
 
 
-# ------------------------------------------------------------------------------------- cost
-
-_RSS_CHILD = r"""
-import sys, json, numpy as np
-from tina_edge.runtime import Personalizer
-p = Personalizer.from_bundle(threads=1)
-names = json.loads(sys.argv[1])
-c = p.personalize(names)
-c.predict(np.zeros((8, 128, 128, 3), np.uint8))
-hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
-print(int(hwm) / 1024)
-"""
+def _pm(v: dict, m: str, key: str = "acc", se_key: str = "se_vs_ref") -> str:
+    s = f"{v[key]:.1f}"
+    return f"**{s}**" if m == REF else s + ("" if math.isnan(v[se_key]) else f" ± {v[se_key]:.1f}")
 
 
-def run_cost(bn: Bench) -> dict:
-    import os
-
-    vocab = list(bn.p.manifest.vocabulary)
-    res: dict = {}
-    names100 = [bn.names[i] for i in bn.seen[:100]]
-    bn.p.personalize(names100)  # names now cached
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        c = bn.p.personalize(names100)
-        ts.append(time.perf_counter() - t)
-    res["personalize_ms_k100"] = 1000 * float(np.median(ts))
-    names20 = names100[:20]
-    bn.p.personalize(names20)
-    ts = []
-    for _ in range(7):
-        t = time.perf_counter()
-        bn.p.personalize(names20)
-        ts.append(time.perf_counter() - t)
-    res["personalize_ms_k20"] = 1000 * float(np.median(ts))
-    from tina_edge.runtime.prompt import class_key, skeleton
-
-    keys: set[str] = set()
-    big = [v for v in vocab if not ({class_key(v), skeleton(v)} & keys or keys.update({class_key(v), skeleton(v)}))][:1000]
-    bn.p.personalize(big)
-    t = time.perf_counter()
-    bn.p.personalize(big)
-    res["personalize_ms_k1000"] = 1000 * (time.perf_counter() - t)
-    res["model_onnx_bytes_k100"] = len(c.model_bytes())
-    res["head_onnx_bytes_k100"] = len(c.model_bytes(head_only=True))
-    res["head_numbers_k100"] = int(c.params["fc.weight"].size + c.params["fc.bias"].size)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    for k, names in (("20", names20), ("100", names100), ("1000", big)):
-        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, json.dumps(names)], env=env, capture_output=True,
-                             text=True, check=True)
-        res[f"peak_rss_mb_k{k}"] = float(out.stdout.strip().splitlines()[-1])
-    x = np.zeros((64, 128, 128, 3), np.uint8)
-    res["predict_ms_64"] = {}
-    for k, names in (("2", names100[:2]), ("20", names20), ("100", names100), ("1000", big)):
-        c = bn.p.personalize(names)
-        c.predict(x)
-        ts = []
-        for _ in range(5):
-            t = time.perf_counter()
-            c.predict(x)
-            ts.append(time.perf_counter() - t)
-        res["predict_ms_64"][k] = 1000 * float(np.median(ts))
-    return res
-
-
-def print_tables(res: dict) -> None:
-    print("## Seen classes: accuracy % (SE paired vs generated/group, the runtime's)\n")
+def tables(res: dict) -> str:
+    """The accuracy tables as markdown."""
+    out = ["### Seen classes: accuracy % (± SE paired vs generated/group, the runtime's)\n"]
     seen = res["seen"]
-    methods = list(next(iter(seen.values())).keys())
-    print("| k | tasks | " + " | ".join(methods) + " |")
-    print("|---" * (len(methods) + 2) + "|")
+    methods = list(dict.fromkeys(m for row in seen.values() for m in row))
+    out += ["| k | tasks | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
     for k, row in seen.items():
-        cells = [f"{row[m]['acc']:.1f}" + (f" ± {row[m]['se_vs_ref']:.1f}" if m in row and not math.isnan(row[m]['se_vs_ref'])
-                                          and m != "generated/group" else "") if m in row else "-" for m in methods]
-        print(f"| {k} | {row['probe']['tasks']} | " + " | ".join(cells) + " |")
-    print("\n## Held-out classes in mixed tasks: held-out recall % (task accuracy %), SE paired vs generated/group\n")
+        out.append(f"| {k} | {row[REF]['tasks']} | " + " | ".join(_pm(row[m], m) if m in row else "-" for m in methods) + " |")
+    out.append("\n### Held-out classes in mixed tasks: held-out recall % (task accuracy %), ± SE paired vs generated/group\n")
     ho = res["heldout"]
     methods = list(next(iter(ho.values())).keys())
-    print("| k | tasks | " + " | ".join(methods) + " |")
-    print("|---" * (len(methods) + 2) + "|")
+    out += ["| k | tasks | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
     for k, row in ho.items():
-        cells = [f"{row[m]['recall']:.1f}" + ("" if m == "generated/group" else f" ± {row[m]['recall_se_vs_ref']:.1f}")
-                 + f" ({row[m]['acc']:.1f})" for m in methods]
-        print(f"| {k} | {row['probe']['tasks']} | " + " | ".join(cells) + " |")
-    print("\n## The same 20 seen classes generated in groups: accuracy % (SE paired vs one group of 20)\n")
+        out.append(f"| {k} | {row[REF]['tasks']} | " + " | ".join(
+            _pm(row[m], m, "recall", "recall_se_vs_ref") + f" ({row[m]['acc']:.1f})" for m in methods) + " |")
+    out.append("\n### The same 20 seen classes generated in groups: accuracy % (± SE paired vs one group of 20)\n")
     g = res["grouping"]["20"]
-    print("| " + " | ".join(g) + " |")
-    print("|---" * len(g) + "|")
-    print("| " + " | ".join(f"{v['acc']:.1f}" + ("" if m == "groups of 20" else f" ± {v['se_vs_ref']:.1f}") for m, v in g.items()) + " |")
-    if "cost" in res:
-        print("\n## Cost\n")
-        for key, v in res["cost"].items():
-            print(f"- {key}: {v if not isinstance(v, float) else round(v, 1)}")
+    out += ["| " + " | ".join(g) + " |", "|---" * len(g) + "|",
+            "| " + " | ".join(f"{v['acc']:.1f}" + ("" if m == "groups of 20" else f" ± {v['se_vs_ref']:.1f}") for m, v in g.items()) + " |"]
+    return "\n".join(out)
 
 
 def plot(res: dict, path: Path) -> None:
@@ -298,48 +201,70 @@ def plot(res: dict, path: Path) -> None:
 
     from tina_edge.runtime.atomic import atomic_save_figure
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    def x_of(k: str) -> int:
+        return int(k.split("(")[-1].rstrip(")")) if "(" in k else int(k)
+
+    colours = {"generated/group": "C0", "prior alone": "C1", "nearest vocabulary": "C2", "nearest seen (probe row)": "C3"}
+    refs_ = sorted({m for row in res["seen"].values() for m in row if m.startswith(("probe", "fine"))})
+
+    def colour(m: str) -> str:  # one colour per method in both panels
+        return colours.get(m) or f"C{4 + refs_.index(m)}"
+
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     seen = res["seen"]
-    ks = list(seen)
-    xs = [int(k) if k.isdigit() else 161 for k in ks]
-    for m in ("generated/group", "generated/row", "probe", "fine-tuned"):
-        pts = [(x, seen[k][m]["acc"]) for x, k in zip(xs, ks) if m in seen[k]]
-        ax[0].plot(*zip(*pts), marker="o", label=m)
-    ax[0].set(xscale="log", xlabel="k (classes per prompt)", ylabel="accuracy %", title="seen Tiny-ImageNet classes")
-    ax[0].legend()
+    for m in ["generated/group", "prior alone"] + [m for m in next(iter(seen.values())) if m.startswith(("fine-tuned", "probe"))]:
+        pts = [(x_of(k), row[m]["acc"]) for k, row in seen.items() if m in row and "only" not in k]
+        if pts:
+            ax[0].plot(*zip(*pts), marker="o", color=colour(m), label=m + (" (runtime)" if m == REF else ""))
+    ax[0].set(xscale="log", xlabel="k (classes per prompt; last: all seen)", ylabel="accuracy %",
+              title="seen classes (Tiny-ImageNet, CIFAR-10, Fashion-MNIST)")
     ho = res["heldout"]
-    ks = list(ho)
-    xs = [int(k) if k.isdigit() else 202 for k in ks]
-    for m in ("generated/group", "generated/row", "probe", "nearest-seen"):
-        ax[1].plot(xs, [ho[k][m]["recall"] for k in ks], marker="o", label=m)
-    ax[1].set(xscale="log", xlabel="k (classes per prompt)", ylabel="held-out recall %", title="held-out classes in mixed tasks")
-    ax[1].legend()
+    probes = [m for m in next(iter(ho.values())) if m.startswith("probe")]
+    for m in ["generated/group", "prior alone", "nearest vocabulary", "nearest seen (probe row)"] + probes:
+        pts = [(x_of(k), row[m]["recall"]) for k, row in ho.items() if m in row]
+        if pts:
+            ax[1].plot(*zip(*pts), marker="o", color=colour(m), label=m + (" (saw their photos)" if m.startswith("probe") else ""),
+                       linestyle=":" if m.startswith("probe") else "-")
+    ax[1].set(xscale="log", xlabel="k (classes per prompt, ~20 % held out; last: all)", ylabel="held-out recall %",
+              title="held-out classes in mixed tasks")
+    for a in ax:
+        a.set_xticks([2, 10, 20, 50, 100, 200])
+        a.set_xticklabels(["2", "10", "20", "50", "100", "200"])
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
     fig.tight_layout()
     atomic_save_figure(path, fig, dpi=110)
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, default=None, help="bundle directory or archive (default: the embedded one)")
     ap.add_argument("--tin", type=Path, default=Path("/tmp/tinyimagenet/tiny-imagenet-200"))
+    ap.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 JPEG folders DIR/<train|test>/<class>/*.jpg")
+    ap.add_argument("--fashion-mnist", type=Path, default=None, help="Fashion-MNIST idx(.gz) files directory")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
-    ap.add_argument("--tasks", type=int, default=20, help="tasks per k (k=50: half, k=100: a quarter)")
-    ap.add_argument("--finetune-max", type=int, default=100)
+    ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50, 100: half as many)")
+    ap.add_argument("--train-per-class", default="50",
+                    help="train photos per class for the probe and the fine-tuned head; several (50,200): one of each per count")
+    ap.add_argument("--finetune-max", type=int, default=250, help="fit the fine-tuned head up to this many classes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cost", action="store_true")
+    ap.add_argument("--repeats", type=int, default=11, help="timed calls per cost figure (medians)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
-    bn = Bench(args.tin, args.cache)
-    n = {2: args.tasks, 10: args.tasks, 20: args.tasks, 50: max(2, args.tasks // 2), 100: max(2, args.tasks // 4)}
-    res = {} if args.no_accuracy else run_accuracy(bn, n, args.seed, args.finetune_max)
-    if args.cost:
-        res["cost"] = run_cost(bn)
-    if res.get("seen"):
-        print_tables(res)
+    res: dict = {}
+    if not args.no_accuracy:
+        n = {2: args.tasks, 10: args.tasks, 20: args.tasks, 50: max(2, args.tasks // 2), 100: max(2, args.tasks // 2)}
+        res = run_accuracy(Bench(args), n, args.seed, args.finetune_max)
+        print(tables(res))
         if args.plot:
             plot(res, args.plot)
-    elif "cost" in res:
+    if args.cost:
+        from _many_cost import run_cost
+
+        res["cost"] = run_cost(args.bundle, args.repeats)
         print(json.dumps(res["cost"], indent=1))
     if args.json_out:
         from tina_edge.runtime.atomic import atomic_write_json
