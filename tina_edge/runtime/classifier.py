@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -62,18 +62,28 @@ class PersonalizedClassifier:
 
     def __init__(
         self,
-        model: onnx.ModelProto,
+        model: onnx.ModelProto | Callable[[], onnx.ModelProto],
         labels: Sequence[str],
         params: Mapping[str, np.ndarray] | None = None,
         metadata: Mapping[str, str] | ModelMetadata | None = None,
         *,
         threads: int | None = None,
         trunk: Any = None,
+        like: onnx.ModelProto | None = None,
     ):
         """`metadata`: what the model says about itself (default: parsed from the model's metadata_props,
         which dict-form `metadata` overrides); `trunk`: for head-only use, the trunk graph (ModelProto,
-        path, or a callable returning one)."""
-        self._model = model
+        path, or a callable returning one). `model` may be a callable that builds the model on first use,
+        with `like` a graph of the same inputs and base metadata_props (the template it fills): writing
+        the 13 MB template copy is most of a warm personalize, and an app that only keeps the params
+        or the head never needs it."""
+        if callable(model):
+            if like is None:
+                raise TypeError("a model built on first use needs `like`, the graph it is built from")
+            self._make_model, self._model_proto, shape = model, None, like
+            self._model_lock = threading.Lock()
+        else:
+            self._make_model, self._model_proto, shape = None, model, model
         self._trunk = trunk
         self._trunk_session = None
         self.labels = list(labels)
@@ -81,7 +91,7 @@ class PersonalizedClassifier:
         if isinstance(metadata, ModelMetadata):
             self.meta = replace(metadata, labels=self.labels)
         else:
-            props = {p.key: p.value for p in model.metadata_props} | dict(metadata or {})
+            props = {p.key: p.value for p in shape.metadata_props} | dict(metadata or {})
             self.meta = ModelMetadata.from_props(props, "the model", labels=self.labels)
         self.threads = threads
         self._bytes: bytes | None = None
@@ -89,8 +99,16 @@ class PersonalizedClassifier:
         self._lock = threading.Lock()
         if self.meta.preprocess is not None:  # a ModelMetadata given as is is checked like one read from props
             check_preprocess(self.meta.preprocess, "the model")
-        self.input_size: tuple[int, int] | None = image_hw(model)
+        self.input_size: tuple[int, int] | None = image_hw(shape)
         check_input_size(self.input_size, self.meta.preprocess, "the model")
+
+    @property
+    def _model(self) -> onnx.ModelProto:
+        if self._model_proto is None:
+            with self._model_lock:  # not self._lock: sessions are built under it from the model
+                if self._model_proto is None:
+                    self._model_proto = self._make_model()
+        return self._model_proto
 
     @property
     def k(self) -> int:

@@ -351,8 +351,9 @@ class Personalizer:
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
-        model = fill_template(self._template, params, len(names), meta.to_props())
-        return PersonalizedClassifier(model, names, params, threads=self.threads, trunk=self.trunk_model)
+        props, tpl = meta.to_props(), self._template  # the model is written when first used (classifier.py)
+        return PersonalizedClassifier(lambda: fill_template(tpl, params, len(names), props), names, params, props,
+                                      threads=self.threads, trunk=self.trunk_model, like=tpl)
 
     def _settings(self, sampler: str | None, steps: int | None, seed: int, candidates: int) -> tuple[Any, int, int, int]:
         """(sampler, steps, seed, candidates), checked; defaults from the manifest (DDPM: all T steps)."""
