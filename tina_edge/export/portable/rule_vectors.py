@@ -42,6 +42,9 @@ EXTRA_PROMPTS: tuple = (
     "y" * 199 + " z, " + "y" * 199, ["dog", 3], ["dog", "cat\ud800"], "a," * 50_001, b"dog, cat", b"dog, \xff",
     "\u0391lpha, alpha", "\u0391\u039b\u03a6\u0391, alpha", "\u0445\u0443\u0439, xyi", "\u0458\u0430\u0455, jas",
     "\u0440\u043e\u0440, \u03c1\u03bf\u03c1", "caf\u00e9, cafe", "i\u0307, I",
+    # qualifiers (issue 22): one class however spaced and cased; two senses are two classes
+    "mouse (rodent), Mouse(Rodent)", "mouse (rodent), mouse (computer)", "mouse_( rodent ), mouse", "(x), x",
+    "crane\uff08bird\uff09, crane", "a (b) (c), a (b)",
 )
 # Names whose class key and skeleton a port must reproduce exactly (case folding, widths, separators).
 KEY_NAMES: tuple = (
@@ -93,7 +96,10 @@ def prompt_vectors() -> dict[str, Any]:
 
     cases = [case(p) for p in PROMPTS]
     cases += [case(p, new_rule=True) for p in NEW_RULE_PROMPTS + CONFORMANCE_PROMPTS + EXTRA_PROMPTS]
-    keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n)} for n in KEY_NAMES]
+    from ...runtime.prompt import split_qualifier
+
+    keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n), "split": list(split_qualifier(n))}
+            for n in KEY_NAMES]
     return {"new_rules": new_rules, "cases": cases, "keys": keys, "descriptions": _description_vectors()}
 
 

@@ -1,0 +1,169 @@
+"""The bundle's word-sense table (senses.json), built from WordNet 3.0 without torch.
+
+Why: the training vocabulary took ImageNet's lemmas, so an everyday word can be a class in a rare
+sense (`mouse` is ImageNet's computer mouse). The runtime needs, for every noun with several senses
+a camera can see, those senses in the order a name alone should take them, a short tag to write the
+sense with ("mouse (rodent)": what is encoded, and what a user may type), the words a qualifier may
+use, and which sense the vocabulary's entry is. It reads them from this file (runtime/senses.py),
+never WordNet itself.
+
+Visible senses: WordNet nouns of the lexicographer files of things a photo shows (VISIBLE: animals,
+artifacts, foods, plants, natural objects, body parts) and the organism tops ("plant, flora").
+Persons are left out (a pupil or a pitcher, as a role, is not a look), as are named individuals
+(Hart Crane) and proper-name senses (the ship Monitor). The order for a name alone (`_order`):
+1. senses whose own name is the word (the synset's first lemma, lower case) before senses where
+   it is a secondary synonym (`bulb` is the plant part before the light bulb, whose name is
+   "light bulb");
+2. WordNet's tagged frequency where it has evidence (a count of at least EVIDENCE): `mouse` the
+   rodent (14) before the device (0);
+3. else the sense this bundle's vocabulary was trained on (`monitor` the display, `ram` the sheep);
+4. else organisms, then foods, plants, artifacts, natural objects, body parts (LEX_PRIORITY):
+   artifacts are often named after animals (crane, mouse), rarely the other way round;
+5. else WordNet's order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from ...runtime.atomic import atomic_write_text
+from ...runtime.prompt import class_key
+from .wordnet import Synset, WordNet, find_wordnet
+
+SENSES = "senses.json"
+FORMAT = "tina-edge-senses"
+VERSION = 1
+VISIBLE = ("animal", "food", "plant", "artifact", "object", "body")
+LEX_PRIORITY = {"animal": 0, "food": 1, "plant": 2, "tops": 2, "artifact": 3, "object": 4, "body": 5}
+EVIDENCE = 3  # tagged occurrences in WordNet's corpus that count as evidence of the more frequent sense
+ORGANISM = 4  # offset of organism.n.01 (n00004475): tops senses under it are visible
+MAX_KEYS = 12
+# everyday category words a tag prefers to a technical hypernym ("bat (animal)", not "bat (placental)")
+CATEGORY_WORDS = ("rodent", "bird", "fish", "insect", "snake", "lizard", "reptile", "dog", "cat", "mammal",
+                  "animal", "fruit", "vegetable", "tree", "flower", "plant", "drink", "food", "dish", "garment",
+                  "shoe", "furniture", "vehicle", "boat", "aircraft", "weapon", "tool", "container", "musical instrument",
+                  "machine", "device", "building", "structure", "toy", "fabric", "body part")
+
+
+def visible(wn: WordNet, s: Synset) -> bool:
+    """A sense a photo can show: a VISIBLE lexicographer file, or an organism top ("plant, flora")."""
+    if s.instance_of:
+        return False
+    if s.lexfile in VISIBLE:
+        return True
+    return s.lexfile == "tops" and any(a.offset == 4475 for a in wn.ancestors(s))
+
+
+def _primary(word: str, s: Synset) -> bool:
+    """The sense's own name is the word (its first lemma, as a common noun)."""
+    first = s.lemmas[0]
+    return first == first.lower() and class_key(first.replace("_", " ")) == word
+
+
+def _tag(wn: WordNet, s: Synset) -> str:
+    """The nearest everyday category above the sense, else its direct hypernym's name."""
+    anc = wn.ancestors(s, depth=8)
+    for a in anc:
+        for lemma in a.lemmas[:1]:
+            if lemma.replace("_", " ").lower() in CATEGORY_WORDS:
+                return lemma.replace("_", " ").lower()
+    return anc[0].lemmas[0].replace("_", " ").lower() if anc else s.lexfile
+
+
+def _keys(wn: WordNet, word: str, s: Synset) -> list[str]:
+    """Words a qualifier may use for the sense: its other names, its ancestors' names, its file's name."""
+    out: dict[str, None] = {}
+    for lemma in s.lemmas:
+        k = class_key(lemma.replace("_", " "))
+        out[k] = None
+        for part in k.split():
+            if part != word:
+                out[part] = None
+    for a in wn.ancestors(s, depth=6):
+        out[class_key(a.lemmas[0].replace("_", " "))] = None
+    out[s.lexfile] = None
+    out.pop(word, None)
+    return list(out)[:MAX_KEYS]
+
+
+def _order(word: str, senses: list[tuple[int, Synset, int]], vocab_wnids: set[str]) -> list[tuple[int, Synset, int]]:
+    """(sense number, synset, count) in the order a name alone takes them (the module's rule)."""
+    def key(item):
+        no, s, count = item
+        return (not _primary(word, s), -(count if count >= EVIDENCE else 0), s.wnid not in vocab_wnids,
+                LEX_PRIORITY.get(s.lexfile, 9), no)
+    return sorted(senses, key=key)
+
+
+def word_senses(wn: WordNet, word: str, vocab_wnids: set[str] = frozenset()) -> list[dict]:
+    """The visible senses of `word`, ordered for a name alone, with distinct tags."""
+    key = class_key(word)
+    items = [(i + 1, s, wn.count(word, i + 1)) for i, s in enumerate(wn.senses(word))]
+    items = _order(key, [it for it in items if visible(wn, it[1])], set(vocab_wnids))
+    out, used = [], set()
+    for no, s, count in items:
+        tag = _tag(wn, s)
+        if tag in used or tag == key:  # two senses under one category: the sense's own other name, else its parent
+            alt = [l.replace("_", " ").lower() for l in s.lemmas if class_key(l.replace("_", " ")) != key]
+            anc = wn.ancestors(s, depth=1)
+            tag = next((t for t in alt + [a.lemmas[0].replace("_", " ").lower() for a in anc] if t not in used), s.wnid)
+        used.add(tag)
+        out.append({"wnid": s.wnid, "tag": tag, "lexfile": s.lexfile, "rank": no, "count": count,
+                    "keys": _keys(wn, key, s), "gloss": s.gloss.split(";")[0][:120]})
+    return out
+
+
+def imagenet_wnids() -> set[str]:
+    """The ImageNet-1k synsets (Tiny-ImageNet's 200 are among them): what the vocabulary's names were."""
+    text = resources.files(__package__).joinpath("imagenet_wnids.txt").read_text(encoding="ascii")
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def vocabulary_synsets(wn: WordNet, vocabulary: Sequence[str], known: set[str]) -> dict[str, str]:
+    """class_key -> wnid of every vocabulary name: its ImageNet synset where the name is one's lemma
+    (the first lemma first), else the name's first visible sense by `_order` (CIFAR-10/Fashion-MNIST)."""
+    out: dict[str, str] = {}
+    for name in vocabulary:
+        word = name.split("/", 1)[0]  # "T-shirt/top"
+        synsets = wn.senses(word)
+        hits = [s for s in synsets if s.wnid in known]
+        hits.sort(key=lambda s: class_key(s.lemmas[0].replace("_", " ")) != class_key(word))
+        if hits:
+            out[class_key(name)] = hits[0].wnid
+        else:
+            ordered = word_senses(wn, word)
+            if ordered:
+                out[class_key(name)] = ordered[0]["wnid"]
+    return out
+
+
+def build_senses(wn: WordNet, vocabulary: Sequence[str], words: Iterable[str] | None = None) -> dict:
+    """The senses table: every noun with two or more visible senses (or `words`), and the vocabulary's
+    synsets of those names."""
+    vocab = vocabulary_synsets(wn, vocabulary, imagenet_wnids())
+    vocab_wnids = set(vocab.values())
+    table: dict[str, list] = {}
+    for lemma in (wn.index if words is None else [w.lower().replace(" ", "_") for w in words]):
+        if lemma.replace("_", "").replace("-", "").isdigit():
+            continue
+        word = lemma.replace("_", " ")
+        senses = word_senses(wn, word, vocab_wnids) if len(wn.index.get(lemma, ())) > 1 else []
+        if len(senses) >= 2:
+            table[class_key(word)] = [[s["wnid"], s["tag"], s["lexfile"], s["rank"], " ".join(s["keys"])]
+                                      for s in senses]
+    return {"format": FORMAT, "version": VERSION, "source": "WordNet 3.0",
+            "fields": ["wnid", "tag", "lexfile", "wordnet_sense_number", "qualifier_keys"],
+            "words": table, "vocabulary": {k: v for k, v in sorted(vocab.items()) if k in table}}
+
+
+def write_senses(bundle_dir: str | Path, vocabulary: Sequence[str], wordnet: str | Path | None = None) -> str | None:
+    """Write senses.json into the bundle (None, nothing written, when WordNet is not installed)."""
+    root = find_wordnet(wordnet)
+    if root is None:
+        return None
+    table = build_senses(WordNet(root), vocabulary)
+    atomic_write_text(Path(bundle_dir) / SENSES, json.dumps(table, ensure_ascii=False, separators=(",", ":")) + "\n")
+    return SENSES
