@@ -50,7 +50,8 @@ EXTRA_PROMPTS: tuple = (
 KEY_NAMES: tuple = (
     "Sea_Lion", "sea-lion", "\uff53\uff45\uff41 \uff4c\uff49\uff4f\uff4e", "Stra\u00dfe", "\u1e9e", "\u039f\u0394\u039f\u03a3",
     "\u03bf\u03b4\u03bf\u03c2", "\u0130stanbul", "\u01c5", "\ufb00", "t\u2011shirt", "a\u200db", "  x__y  ", "_lead",
-    "\u13a0\u13f8\uab70", "\u1f88", "\u0422\u0430\u0442", "\u0442\u0430\u0442", "\u03a4\u03b1\u03c4",
+    "\u13a0\u13f8\uab70", "\u1f88", "Mouse(Rodent)", "mouse ( rodent )", "mouse_-_(computer)", "(x)", "x ()", "a ((b))",
+    "a (b) (c)", "x( y  z )", "crane\uff08bird\uff09", "b(\u0430)", "z (\u200by)", "\u0422\u0430\u0442", "\u0442\u0430\u0442", "\u03a4\u03b1\u03c4",
     "\u0421\u0410\u0422", "\u0451\u0457", "\u2126", "\u212a", "\u00b5", "\u1c80\u1c84", "e\u0301", "dog\u00ad", "\u0345",
 )
 
