@@ -25,6 +25,8 @@ class NameNovelty:
     name: str
     known: bool  # in the training vocabulary (case-insensitive)
     nearest: list[tuple[str, float]] = field(default_factory=list)  # known names, cosine; new names only
+    sense: dict | None = None  # the sense an ambiguous name was read in, its alternatives, how to choose (senses.py)
+    warning: str | None = None  # nearest known names far, or of another kind: what to do
 
 
 @dataclass
@@ -52,12 +54,28 @@ class NoveltyReport:
         """One human line per new name and per confusable pair."""
         out = []
         for n in self.names:
+            if n.sense:
+                out.append(f"'{n.name}' is read as {n.sense['sense']} ({n.sense['how']}); {n.sense['choose']}")
             if not n.known:
                 near = ", ".join(f"{m} ({s:.2f})" for m, s in n.nearest) or "none"
                 out.append(f"'{n.name}' is not in the training vocabulary; nearest known names: {near}")
+            if n.warning:
+                out.append(f"'{n.name}': {n.warning}")
         for a, b, s in self.confusable:
             out.append(f"'{a}' and '{b}' are close in meaning (cosine {s:.2f}): their classes may be confused")
         return out
+
+
+FAR_COSINE = 0.5  # below: the nearest known name is far; the generator guesses
+
+
+def far_warning(nearest: list[tuple[str, float]]) -> str | None:
+    """Item 5 (issue 22): say when a new name's nearest known names are far, and what to do."""
+    if nearest and nearest[0][1] < FAR_COSINE:
+        return (f"its nearest known names are far (best cosine {nearest[0][1]:.2f} < {FAR_COSINE}): the classifier is "
+                "a guess; describe the class in words the bundle knows (descriptions), add example photos, or "
+                "qualify the name, e.g. \"bat (animal)\"")
+    return None
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -66,15 +84,20 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[str],
                    vocab_emb: Callable[[], np.ndarray] | np.ndarray | None, *,
-                   threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST) -> NoveltyReport:
+                   threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST,
+                   senses: Sequence | None = None) -> NoveltyReport:
     """Report for prompt `names` with embeddings `emb` [k, D] (what personalize encodes).
 
     `vocab_emb` (array or a callable, evaluated only when some name is new) embeds `vocabulary`.
+    `senses`: one runtime/senses.py Resolution (or None) per name: an ambiguous name is "seen" only
+    in the vocabulary's own sense ("mouse" read as the rodent is new: the vocabulary's mouse is the device).
     """
     vocab = [v for v in vocabulary if isinstance(v, str)]
     keys = {class_key(v) for v in vocab}
     e = _unit(np.asarray(emb, dtype=np.float32))
-    items = [NameNovelty(n, class_key(n) in keys) for n in names]
+    senses = list(senses) if senses is not None else [None] * len(names)
+    items = [NameNovelty(n, class_key(n) in keys if r is None else (r.word in keys and r.seen),
+                         sense=r.to_dict() if r is not None else None) for n, r in zip(names, senses)]
     if vocab and vocab_emb is not None and any(not i.known for i in items):
         V = _unit(np.asarray(vocab_emb() if callable(vocab_emb) else vocab_emb, dtype=np.float32))
         for i, item in enumerate(items):
@@ -82,6 +105,7 @@ def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[s
                 sims = V @ e[i]
                 top = np.argsort(-sims)[:nearest]
                 item.nearest = [(vocab[j], float(sims[j])) for j in top]
+                item.warning = far_warning(item.nearest)
     sim = e @ e.T
     pairs = [(names[a], names[b], float(sim[a, b])) for a in range(len(names)) for b in range(a + 1, len(names))
              if sim[a, b] >= threshold]

@@ -269,6 +269,17 @@ def _weight_only_text_encoder(root: Path, m: Manifest) -> str | None:
     return f"weight-only int8 ({n} MatMuls as MatMul(x, Cast(W)) * scale: batch-independent, portable)"
 
 
+def _add_senses(root: Path, m: Manifest) -> None:
+    """senses.json from WordNet 3.0 when it is installed (export/portable/senses.py); a bundle converted
+    before keeps its table, one converted without WordNet has none and resolves names as before."""
+    from .senses import write_senses
+
+    name = write_senses(root, m.vocabulary)
+    if name:
+        m.text_encoder.senses = name
+        m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
+
+
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
@@ -303,6 +314,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         template_inputs={"model": m.template.model, "inputs": [t.name for t in m.template.layout]},
         tokenizer_config=TOKENIZER_CONFIG, text_encoder={"quantization": te_note} if te_note else None)
     m.portable.check()
+    _add_senses(root, m)
     m.files = {n: e for n, e in m.files.items()}
     for name in (GENERATE, m.template.model, TOKENIZER_CONFIG):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest

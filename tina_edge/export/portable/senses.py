@@ -11,11 +11,11 @@ Visible senses: WordNet nouns of the lexicographer files of things a photo shows
 artifacts, foods, plants, natural objects, body parts) and the organism tops ("plant, flora").
 Persons are left out (a pupil or a pitcher, as a role, is not a look), as are named individuals
 (Hart Crane) and proper-name senses (the ship Monitor). The order for a name alone (`_order`):
-1. senses whose own name is the word (the synset's first lemma, lower case) before senses where
+1. WordNet's tagged frequency where it has evidence (a count of at least EVIDENCE): `mouse` the
+   rodent (14) before the device (0), `tie` the necktie (5) before the tie beam (1);
+2. senses whose own name is the word (the synset's first lemma, lower case) before senses where
    it is a secondary synonym (`bulb` is the plant part before the light bulb, whose name is
    "light bulb");
-2. WordNet's tagged frequency where it has evidence (a count of at least EVIDENCE): `mouse` the
-   rodent (14) before the device (0);
 3. else the sense this bundle's vocabulary was trained on (`monitor` the display, `ram` the sheep);
 4. else organisms, then foods, plants, artifacts, natural objects, body parts (LEX_PRIORITY):
    artifacts are often named after animals (crane, mouse), rarely the other way round;
@@ -38,11 +38,11 @@ FORMAT = "tina-edge-senses"
 VERSION = 1
 VISIBLE = ("animal", "food", "plant", "artifact", "object", "body")
 LEX_PRIORITY = {"animal": 0, "food": 1, "plant": 2, "tops": 2, "artifact": 3, "object": 4, "body": 5}
-EVIDENCE = 3  # tagged occurrences in WordNet's corpus that count as evidence of the more frequent sense
+EVIDENCE = 4  # tagged occurrences in WordNet's corpus that count as evidence of the more frequent sense
 ORGANISM = 4  # offset of organism.n.01 (n00004475): tops senses under it are visible
 MAX_KEYS = 12
 # everyday category words a tag prefers to a technical hypernym ("bat (animal)", not "bat (placental)")
-CATEGORY_WORDS = ("rodent", "bird", "fish", "insect", "snake", "lizard", "reptile", "dog", "cat", "mammal",
+CATEGORY_WORDS = ("poultry", "meat", "seafood", "rodent", "bird", "fish", "insect", "snake", "lizard", "reptile", "dog", "cat", "mammal",
                   "animal", "fruit", "vegetable", "tree", "flower", "plant", "drink", "food", "dish", "garment",
                   "shoe", "furniture", "vehicle", "boat", "aircraft", "weapon", "tool", "container", "musical instrument",
                   "machine", "device", "building", "structure", "toy", "fabric", "body part")
@@ -93,7 +93,7 @@ def _order(word: str, senses: list[tuple[int, Synset, int]], vocab_wnids: set[st
     """(sense number, synset, count) in the order a name alone takes them (the module's rule)."""
     def key(item):
         no, s, count = item
-        return (not _primary(word, s), -(count if count >= EVIDENCE else 0), s.wnid not in vocab_wnids,
+        return (-(count if count >= EVIDENCE else 0), not _primary(word, s), s.wnid not in vocab_wnids,
                 LEX_PRIORITY.get(s.lexfile, 9), no)
     return sorted(senses, key=key)
 
@@ -167,3 +167,27 @@ def write_senses(bundle_dir: str | Path, vocabulary: Sequence[str], wordnet: str
     table = build_senses(WordNet(root), vocabulary)
     atomic_write_text(Path(bundle_dir) / SENSES, json.dumps(table, ensure_ascii=False, separators=(",", ":")) + "\n")
     return SENSES
+
+
+def measure(table, cases: dict, encode) -> dict:
+    """How often `table` (a runtime SenseTable) resolves the words of `cases` (tests/data/ambiguous_words.json)
+    to the expected sense, alone and with their context names; the misses, for the report."""
+    from ...runtime.prompt import parse_classes
+
+    alone, ctx, misses = [], [], []
+    for e in cases["words"]:
+        r = table.resolve([e["word"]], encode)[0]
+        got = r.sense.wnid if r else None
+        alone.append(got == e["alone"])
+        if got != e["alone"]:
+            misses.append({"prompt": e["word"], "expected": e["alone"], "got": got, "as": r.sense.text(r.word) if r else None})
+        for c in e.get("contexts", []):
+            names = parse_classes([e["word"], c["others"]])
+            r = table.resolve(names, encode)[0]
+            got = r.sense.wnid if r else None
+            ctx.append(got == c["expected"])
+            if got != c["expected"]:
+                misses.append({"prompt": ", ".join(names), "expected": c["expected"], "got": got,
+                               "as": r.sense.text(r.word) if r else None})
+    return {"alone": sum(alone) / len(alone), "alone_n": len(alone), "context": sum(ctx) / max(len(ctx), 1),
+            "context_n": len(ctx), "misses": misses}
