@@ -4,17 +4,23 @@ Why: the training vocabulary took ImageNet's lemmas, so `mouse` was "seen" as th
 and `bat` leaned on baseball. With a senses table (export/portable/senses.py writes it from WordNet
 3.0; bundles without one behave exactly as before) a name with several visible senses resolves:
 1. a qualifier the user wrote, "mouse (rodent)" (runtime/prompt.py grammar), picks the sense whose
-   tag or qualifier keys hold it, else the sense whose text is closest to it in the text encoder;
-2. else the prompt's other names: the sense whose text ("mouse (device)") is closest (cosine) to
-   one of them wins when it beats the name-alone sense by CONTEXT_MARGIN ("mouse, keyboard, monitor");
+   tag or qualifier keys hold it ("rodent", "computer", "animal"), else the first sense of the
+   qualifier's kind ("crane (machine)": a machine is an artifact);
+2. else the prompt's other names: each one the table knows votes for the sense it is close family
+   of (a common hypernym at most 2 levels up from both: "keyboard" and the computer mouse meet at
+   device), else, when it is an animal, a food or a plant, for the first sense of that kind
+   ("chicken, cow, pig"); another sense wins with half the votes or more and more than the first's;
 3. else the table's first sense: the most frequent one a camera can see.
-A class whose resolved sense is not the vocabulary's sense of that name is encoded as "name (tag)"
-and is not "seen in training"; the vocabulary's own sense is encoded as the bare name, as trained.
+No text encoding is needed to resolve, so every port resolves alike from the same table.
+A vocabulary name resolved to a sense other than the vocabulary's is encoded as "name (tag)" and is
+not "seen in training"; another name is encoded as "name (tag)" when the encoder reads the bare
+name closer to another of its senses (`bat` alone is closer to "bat (club)": written "bat (mammal)").
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,18 +30,20 @@ from .errors import BundleError
 from .prompt import class_key, split_qualifier
 
 FORMAT, VERSION = "tina-edge-senses", 1
-# how much closer (cosine) a sense's text must be to another prompt name than the name-alone sense's
-# text is, for the context to switch senses (measured on tests/data/ambiguous_words.json: benchmarks/notes/senses.md)
-CONTEXT_MARGIN = 0.05
+KINDS = ("animal", "food", "plant", "artifact", "object", "body")
+# kinds specific enough that a context name of that kind points to a name's sense of that kind
+# ("chicken, cow, pig": animals); an artifact must be close family instead ("mouse, keyboard")
+CONTEXT_KINDS = ("animal", "food", "plant")
 
 
 @dataclass(frozen=True)
 class Sense:
     wnid: str  # WordNet 3.0 synset id, "n02330245"
     tag: str  # the word written after the name: "rodent" -> "mouse (rodent)"
-    lexfile: str  # WordNet lexicographer file: animal, artifact, food, ...
+    kind: str  # one of KINDS (WordNet's lexicographer file of the sense)
     rank: int  # WordNet's sense number of the word
     keys: tuple[str, ...] = ()  # words a qualifier may use: other names, ancestors, the file's name
+    family: frozenset[int] = frozenset()  # hypernyms up to 2 levels up (indices into the table's nodes)
 
     def text(self, word: str) -> str:
         return f"{word} ({self.tag})"
@@ -48,8 +56,9 @@ class Resolution:
     word: str  # class key of the name without its qualifier
     sense: Sense
     alternatives: list[Sense]
-    how: str  # "qualifier", "context: <other name>", "most frequent visible sense"
+    how: str  # "qualifier", "context: <other names>", "most frequent visible sense"
     vocabulary_wnid: str | None = None  # the vocabulary's sense of `word`, when the word is in it
+    tagged: bool = True  # not in the vocabulary: whether the bare word reads as another sense (set by `sense_texts`)
 
     @property
     def seen(self) -> bool:
@@ -57,8 +66,11 @@ class Resolution:
 
     @property
     def text(self) -> str:
-        """What the text encoder reads: the bare word for the vocabulary's own sense, else "word (tag)"."""
-        return self.word if self.seen else self.sense.text(self.word)
+        """What the text encoder reads: the bare word for the vocabulary's own sense (or, for a word not in
+        the vocabulary, when the encoder reads the bare word as this sense anyway), else "word (tag)"."""
+        if self.seen or (self.vocabulary_wnid is None and not self.tagged):
+            return self.word
+        return self.sense.text(self.word)
 
     def to_dict(self) -> dict:
         return {"sense": self.sense.text(self.word), "wnid": self.sense.wnid, "how": self.how, "encoded_as": self.text,
@@ -78,28 +90,55 @@ class Resolution:
 class SenseTable:
     words: dict[str, list[Sense]]
     vocabulary: dict[str, str] = field(default_factory=dict)  # class key -> wnid of the vocabulary's sense
+    nouns: dict[str, tuple[str, frozenset[int]]] = field(default_factory=dict)  # other visible nouns: kind, family
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "senses.json") -> "SenseTable":
         """Parse and check the table (the bundle verified its size and sha256); BundleError if malformed."""
         try:
-            d = json.loads(data.decode("utf-8"))
+            d = json.loads(_inflate(data, what).decode("utf-8"))
             if d.get("format") != FORMAT or d.get("version") != VERSION:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}, expected {FORMAT!r} {VERSION}")
             words = {}
             for word, rows in d["words"].items():
-                words[str(word)] = [Sense(str(w), str(t), str(lf), int(r), tuple(str(k).split()))
-                                    for w, t, lf, r, k in rows]
+                words[str(word)] = [Sense(str(w), str(t), str(k), int(r), tuple(str(q).split()), _family(f))
+                                    for w, t, k, r, q, f in rows]
                 if len(words[word]) < 2:
                     raise ValueError(f"{word!r} has fewer than 2 senses")
             vocab = {str(k): str(v) for k, v in d.get("vocabulary", {}).items()}
+            nouns = {}
+            for k, text in d.get("nouns", {}).items():
+                for line in str(text).split("\n"):
+                    w, _, f = line.partition("\t")
+                    nouns[w] = (str(k), _family(f))
+            bad = {s.kind for ss in words.values() for s in ss} | {k for k, _ in nouns.values()}
+            if bad - set(KINDS):
+                raise ValueError(f"unknown kind {sorted(bad - set(KINDS))[0]!r}; kinds are {', '.join(KINDS)}")
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
             raise BundleError(f"bundle file {what} is not a usable senses table: {str(e)[:200]}") from None
-        return cls(words, vocab)
+        return cls(words, vocab, nouns)
 
-    def resolve(self, names: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> list[Resolution | None]:
+    def noun(self, name: str) -> tuple[str | None, frozenset[int]] | None:
+        """(kind, family) of a name as a context name: for an ambiguous one no kind and the family of all
+        its senses (it may be read in any of them); a plural ("keys") as its singular; None when unknown."""
+        word = split_qualifier(name)[0]
+        for w in (word, word[:-1] if word.endswith("s") else None, word[:-2] if word.endswith("es") else None):
+            if w and w in self.words:
+                return None, frozenset().union(*(s.family for s in self.words[w]))
+            if w and w in self.nouns:
+                return self.nouns[w]
+        return None
+
+    def resolve(self, names: Sequence[str]) -> list[Resolution | None]:
         """One Resolution per name with several visible senses (None for the others), in prompt order.
-        `encode` (the bundle's text encoder, cached) is called only when a context or a qualifier needs it."""
+        Twice: an ambiguous context name counts first by the family of all its senses, then as the
+        sense the first pass gave it ("chicken, cow, pig": cow and pig are animals once resolved)."""
+        infos = [self.noun(n) for n in names]
+        first = self._resolve(names, infos)
+        infos = [(r.sense.kind, r.sense.family) if r is not None else i for r, i in zip(first, infos)]
+        return self._resolve(names, infos)
+
+    def _resolve(self, names: Sequence[str], infos: list) -> list[Resolution | None]:
         out: list[Resolution | None] = []
         for i, name in enumerate(names):
             word, qual = split_qualifier(name)
@@ -107,32 +146,63 @@ class SenseTable:
             if not senses:
                 out.append(None)
                 continue
-            others = [n for j, n in enumerate(names) if j != i]
-            sense, how = (self._by_qualifier(word, qual, senses, encode) if qual is not None
-                          else self._by_context(word, senses, others, encode))
+            others = [(n, infos[j]) for j, n in enumerate(names) if j != i and infos[j] is not None]
+            sense, how = self._by_qualifier(qual, senses) if qual is not None else self._by_context(senses, others)
             out.append(Resolution(name, word, sense, [s for s in senses if s is not sense], how,
                                   self.vocabulary.get(word)))
         return out
 
-    @staticmethod
-    def _by_qualifier(word: str, qual: str, senses: list[Sense], encode) -> tuple[Sense, str]:
+    def _by_qualifier(self, qual: str, senses: list[Sense]) -> tuple[Sense, str]:
         for s in senses:
             if qual == s.tag or qual in s.keys or qual == s.wnid:
                 return s, "qualifier"
-        q, S = _unit(encode([qual])), _unit(encode([s.text(word) for s in senses]))
-        return senses[int(np.argmax(S @ q[0]))], "qualifier, closest meaning"
+        k = self.words[qual][0].kind if qual in self.words else (self.noun(qual) or (None,))[0]
+        for s in senses:
+            if s.kind == k:
+                return s, f"qualifier: {qual} is a kind of {k}"
+        return senses[0], "qualifier not recognised: most frequent visible sense"
 
-    @staticmethod
-    def _by_context(word: str, senses: list[Sense], others: list[str], encode) -> tuple[Sense, str]:
-        if not others:
-            return senses[0], "most frequent visible sense"
-        S, O = _unit(encode([s.text(word) for s in senses])), _unit(encode(others))
-        sim = S @ O.T  # [senses, others]
-        best = sim.max(axis=1)
-        j = int(np.argmax(best))
-        if j != 0 and best[j] - best[0] >= CONTEXT_MARGIN:
-            return senses[j], f"context: {others[int(np.argmax(sim[j]))]}"
+    def _by_context(self, senses: list[Sense], others: list[tuple[str, tuple]]) -> tuple[Sense, str]:
+        """Each other name the table knows (name, (kind, family)) votes for the sense it is close family of,
+        else (an animal, a food or a plant) for the first sense of its kind; a sense other than the first
+        wins with at least half the votes of the known names and more than the first sense's."""
+        votes: Counter = Counter()
+        voters: dict[int, list[str]] = {}
+        for o, (kind, fam) in others:
+            hit = next((i for i, s in enumerate(senses) if s.family & fam), None)
+            if hit is None and kind in CONTEXT_KINDS:
+                hit = next((i for i, s in enumerate(senses) if s.kind == kind), None)
+            if hit is not None:
+                votes[hit] += 1
+                voters.setdefault(hit, []).append(o)
+        if votes:
+            i, n = votes.most_common(1)[0]
+            if i != 0 and 2 * n >= len(others) and n > votes[0]:
+                return senses[i], "context: " + ", ".join(voters[i])
         return senses[0], "most frequent visible sense"
+
+
+MAX_TABLE_BYTES = 32 << 20  # the table once inflated (WordNet's: 1.9 MB); a gzip bomb stops here
+
+
+def _inflate(data: bytes, what: str) -> bytes:
+    """The table's JSON: gzip (the export writes senses.json.gz) inflated at most to MAX_TABLE_BYTES, or plain."""
+    if data[:2] != b"\x1f\x8b":
+        return data
+    import zlib
+
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, MAX_TABLE_BYTES + 1)
+    except zlib.error as e:
+        raise BundleError(f"bundle file {what} is not valid gzip: {e}") from None
+    if len(out) > MAX_TABLE_BYTES or d.unconsumed_tail:
+        raise BundleError(f"bundle file {what} inflates to more than {MAX_TABLE_BYTES} bytes; it is not a senses table")
+    return out
+
+
+def _family(text: str) -> frozenset[int]:
+    return frozenset(int(x) for x in str(text).split())
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -156,10 +226,17 @@ def load_senses(bundle, manifest) -> SenseTable | None:
 def sense_texts(table: SenseTable | None, names: list[str], texts: list[str], aligned: list | None,
                 encode) -> tuple[list[str], list[Resolution | None]]:
     """The texts to encode with each described class's description kept and each ambiguous name
-    written with its resolved sense ("mouse (rodent)"); and the resolutions (None: not ambiguous)."""
+    written with its resolved sense ("mouse (rodent)"); and the resolutions (None: not ambiguous).
+    `encode` is called only for an ambiguous word the vocabulary does not hold: its bare text and its
+    senses' ("bat" against "bat (mammal)", "bat (club)", ...), cached like every name."""
     if table is None:
         return list(texts), [None] * len(names)
-    res = table.resolve(names, encode)
+    res = table.resolve(names)
+    for r in res:
+        if r is not None and r.vocabulary_wnid is None:
+            senses = [r.sense, *r.alternatives]
+            E = _unit(encode([r.word] + [s.text(r.word) for s in senses]))
+            r.tagged = int(np.argmax(E[1:] @ E[0])) != 0
     out = [r.text if r is not None and (aligned is None or aligned[i] is None) else t
            for i, (t, r) in enumerate(zip(texts, res))]
     return out, res

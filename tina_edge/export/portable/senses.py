@@ -24,23 +24,26 @@ Persons are left out (a pupil or a pitcher, as a role, is not a look), as are na
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from ...runtime.atomic import atomic_write_text
+from ...runtime.atomic import atomic_write_bytes
 from ...runtime.prompt import class_key
 from .wordnet import Synset, WordNet, find_wordnet
 
-SENSES = "senses.json"
+SENSES = "senses.json.gz"  # gzip of the JSON table (1.9 MB -> ~0.4 MB)
 FORMAT = "tina-edge-senses"
 VERSION = 1
 VISIBLE = ("animal", "food", "plant", "artifact", "object", "body")
 LEX_PRIORITY = {"animal": 0, "food": 1, "plant": 2, "tops": 2, "artifact": 3, "object": 4, "body": 5}
 EVIDENCE = 4  # tagged occurrences in WordNet's corpus that count as evidence of the more frequent sense
 ORGANISM = 4  # offset of organism.n.01 (n00004475): tops senses under it are visible
-MAX_KEYS = 12
+MAX_KEYS = 8
+NEAR = 2  # levels of hypernyms that make two nouns close family (context; measured in benchmarks/notes/senses.md)
+KEY_DEPTH = 3  # ancestors whose names a qualifier may use ("crane (bird)": bird is 2 levels up)
 # everyday category words a tag prefers to a technical hypernym ("bat (animal)", not "bat (placental)")
 CATEGORY_WORDS = ("poultry", "meat", "seafood", "rodent", "bird", "fish", "insect", "snake", "lizard", "reptile", "dog", "cat", "mammal",
                   "animal", "fruit", "vegetable", "tree", "flower", "plant", "drink", "food", "dish", "garment",
@@ -55,6 +58,13 @@ def visible(wn: WordNet, s: Synset) -> bool:
     if s.lexfile in VISIBLE:
         return True
     return s.lexfile == "tops" and any(a.offset == 4475 for a in wn.ancestors(s))
+
+
+def kind(wn: WordNet, s: Synset) -> str:
+    """The kind of thing a visible sense is: its lexicographer file, the organism tops as plant or animal."""
+    if s.lexfile != "tops":
+        return s.lexfile
+    return "plant" if s.offset == 17222 or any(a.offset == 17222 for a in wn.ancestors(s)) else "animal"
 
 
 def _primary(word: str, s: Synset) -> bool:
@@ -82,9 +92,9 @@ def _keys(wn: WordNet, word: str, s: Synset) -> list[str]:
         for part in k.split():
             if part != word:
                 out[part] = None
-    for a in wn.ancestors(s, depth=6):
+    for a in wn.ancestors(s, depth=KEY_DEPTH):
         out[class_key(a.lemmas[0].replace("_", " "))] = None
-    out[s.lexfile] = None
+    out[kind(wn, s)] = None
     out.pop(word, None)
     return list(out)[:MAX_KEYS]
 
@@ -111,7 +121,7 @@ def word_senses(wn: WordNet, word: str, vocab_wnids: set[str] = frozenset()) -> 
             anc = wn.ancestors(s, depth=1)
             tag = next((t for t in alt + [a.lemmas[0].replace("_", " ").lower() for a in anc] if t not in used), s.wnid)
         used.add(tag)
-        out.append({"wnid": s.wnid, "tag": tag, "lexfile": s.lexfile, "rank": no, "count": count,
+        out.append({"wnid": s.wnid, "tag": tag, "kind": kind(wn, s), "rank": no, "count": count,
                     "keys": _keys(wn, key, s), "gloss": s.gloss.split(";")[0][:120]})
     return out
 
@@ -140,50 +150,85 @@ def vocabulary_synsets(wn: WordNet, vocabulary: Sequence[str], known: set[str]) 
     return out
 
 
+def near(wn: WordNet, s: Synset) -> list[int]:
+    """The synset's hypernyms up to NEAR levels up (its close family: "keyboard" and the computer
+    mouse meet at device, the mouse's grandparent), as offsets."""
+    out: dict[int, None] = {}
+    frontier = [s]
+    for _ in range(NEAR):
+        frontier = [wn.synset(h) for x in frontier for h in (x.hypernyms or x.instance_of)]
+        out.update((x.offset, None) for x in frontier)
+    return list(out)
+
+
 def build_senses(wn: WordNet, vocabulary: Sequence[str], words: Iterable[str] | None = None) -> dict:
-    """The senses table: every noun with two or more visible senses (or `words`), and the vocabulary's
-    synsets of those names."""
+    """The senses table: every noun with two or more visible senses (or only `words`), the vocabulary's
+    synsets of those names, and the kind and close family of every other visible common noun (what a
+    context name is)."""
     vocab = vocabulary_synsets(wn, vocabulary, imagenet_wnids())
     vocab_wnids = set(vocab.values())
+    nodes: dict[int, int] = {}  # offset -> index into "nodes"
+
+    def family(x: Synset) -> str:
+        return " ".join(str(nodes.setdefault(o, len(nodes))) for o in near(wn, x))
+
     table: dict[str, list] = {}
+    nouns: dict[str, list[str]] = {}
     for lemma in (wn.index if words is None else [w.lower().replace(" ", "_") for w in words]):
-        if lemma.replace("_", "").replace("-", "").isdigit():
+        if any(ch.isdigit() for ch in lemma):
             continue
         word = lemma.replace("_", " ")
-        senses = word_senses(wn, word, vocab_wnids) if len(wn.index.get(lemma, ())) > 1 else []
+        offsets = wn.index.get(lemma, ())
+        if len(offsets) == 1:  # one sense: only its kind and family matter (fast path: 82 000 such nouns)
+            x = wn.synset(offsets[0])
+            if words is None and visible(wn, x) and _common(wn, lemma, x.wnid):
+                nouns.setdefault(kind(wn, x), []).append(f"{class_key(word)}\t{family(x)}")
+            continue
+        senses = word_senses(wn, word, vocab_wnids)
         if len(senses) >= 2:
-            table[class_key(word)] = [[s["wnid"], s["tag"], s["lexfile"], s["rank"], " ".join(s["keys"])]
-                                      for s in senses]
+            table[class_key(word)] = [[x["wnid"], x["tag"], x["kind"], x["rank"], " ".join(x["keys"]),
+                                       family(wn.synset(int(x["wnid"][1:])))] for x in senses]
+        elif senses and words is None and _common(wn, lemma, senses[0]["wnid"]):
+            nouns.setdefault(senses[0]["kind"], []).append(f"{class_key(word)}\t{family(wn.synset(int(senses[0]['wnid'][1:])))}")
     return {"format": FORMAT, "version": VERSION, "source": "WordNet 3.0",
-            "fields": ["wnid", "tag", "lexfile", "wordnet_sense_number", "qualifier_keys"],
-            "words": table, "vocabulary": {k: v for k, v in sorted(vocab.items()) if k in table}}
+            "fields": ["wnid", "tag", "kind", "wordnet_sense_number", "qualifier_keys", "family"],
+            "words": table, "vocabulary": {k: v for k, v in sorted(vocab.items()) if k in table},
+            "nouns": {k: "\n".join(sorted(v)) for k, v in sorted(nouns.items())},
+            "nodes": [f"n{o:08d}" for o in nodes]}
+
+
+def _common(wn: WordNet, lemma: str, wnid: str) -> bool:
+    """The word is written in lower case in its sense (a common noun, not a genus or a brand)."""
+    return any(lem == lem.lower() and lem.lower() == lemma for lem in wn.synset(int(wnid[1:])).lemmas)
 
 
 def write_senses(bundle_dir: str | Path, vocabulary: Sequence[str], wordnet: str | Path | None = None) -> str | None:
-    """Write senses.json into the bundle (None, nothing written, when WordNet is not installed)."""
+    """Write senses.json.gz into the bundle (None, nothing written, when WordNet is not installed).
+    gzip with mtime 0: the same table gives the same bytes, so the bundle id is reproducible."""
     root = find_wordnet(wordnet)
     if root is None:
         return None
     table = build_senses(WordNet(root), vocabulary)
-    atomic_write_text(Path(bundle_dir) / SENSES, json.dumps(table, ensure_ascii=False, separators=(",", ":")) + "\n")
+    data = json.dumps(table, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    atomic_write_bytes(Path(bundle_dir) / SENSES, gzip.compress(data, compresslevel=9, mtime=0), overwrite=True)
     return SENSES
 
 
-def measure(table, cases: dict, encode) -> dict:
+def measure(table, cases: dict) -> dict:
     """How often `table` (a runtime SenseTable) resolves the words of `cases` (tests/data/ambiguous_words.json)
     to the expected sense, alone and with their context names; the misses, for the report."""
     from ...runtime.prompt import parse_classes
 
     alone, ctx, misses = [], [], []
     for e in cases["words"]:
-        r = table.resolve([e["word"]], encode)[0]
+        r = table.resolve([e["word"]])[0]
         got = r.sense.wnid if r else None
         alone.append(got == e["alone"])
         if got != e["alone"]:
             misses.append({"prompt": e["word"], "expected": e["alone"], "got": got, "as": r.sense.text(r.word) if r else None})
         for c in e.get("contexts", []):
             names = parse_classes([e["word"], c["others"]])
-            r = table.resolve(names, encode)[0]
+            r = table.resolve(names)[0]
             got = r.sense.wnid if r else None
             ctx.append(got == c["expected"])
             if got != c["expected"]:
