@@ -24,6 +24,7 @@ Persons are left out (a pupil or a pitcher, as a role, is not a look), as are na
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections.abc import Iterable, Sequence
@@ -208,10 +209,16 @@ def write_senses(bundle_dir: str | Path, vocabulary: Sequence[str], wordnet: str
     root = find_wordnet(wordnet)
     if root is None:
         return None
+    atomic_write_bytes(Path(bundle_dir) / SENSES, _table_bytes(str(root), tuple(vocabulary)), overwrite=True)
+    return SENSES
+
+
+@functools.lru_cache(maxsize=4)
+def _table_bytes(root: str, vocabulary: tuple[str, ...]) -> bytes:
+    """The gzipped table, built once per process for a vocabulary (a build reads WordNet for ~10 s)."""
     table = build_senses(WordNet(root), vocabulary)
     data = json.dumps(table, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    atomic_write_bytes(Path(bundle_dir) / SENSES, gzip.compress(data, compresslevel=9, mtime=0), overwrite=True)
-    return SENSES
+    return gzip.compress(data, compresslevel=9, mtime=0)
 
 
 def measure(table, cases: dict) -> dict:
