@@ -223,3 +223,23 @@ def test_the_portable_step_writes_the_table_into_the_manifest(base_bundle, tmp_p
     p = Personalizer.from_bundle(d, threads=1)
     names = p.novelty("mouse, keyboard, monitor")["names"]
     assert names[0]["sense"]["how"] == "context: keyboard, monitor"
+
+
+def test_novelty_flags_far_names_and_names_whose_nearest_known_names_are_another_kind():
+    """Item 5: a new name whose best known neighbour is far, or whose neighbours are all another kind."""
+    from tina_edge.runtime.novelty import novelty_report
+
+    vocab = ["hammer", "wrench", "tabby"]
+    V = np.eye(3, dtype=np.float32)
+    emb = np.array([[0.9, 0.3, 0.0], [0.3, 0.3, 0.3], [0.0, 0.1, 0.99]], np.float32)  # "bat", "zzz", "kitten"
+    kinds = {"hammer": "artifact", "wrench": "artifact", "tabby": "animal", "kitten": "animal", "bat": "animal"}
+    r = novelty_report(["bat", "zzz", "kitten"], emb, vocab, V, nearest=2, kind_of=kinds.get)
+    bat, zzz, kitten = r.names
+    assert bat.warning.startswith("it is a kind of animal but its nearest known names (hammer, wrench) are artifact")
+    assert zzz.warning is None  # cosine 0.58: near enough; its kind unknown
+    assert kitten.warning is None  # its nearest known name is an animal
+    assert any(line.startswith("'bat': it is a kind of animal") for line in r.lines())
+    far = novelty_report(["x", "y"], np.array([[0.4, 0.0, 0.9], [0, 1, 0]], np.float32), ["a", "b", "c"],
+                         np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]], np.float32))
+    assert far.names[0].warning.startswith("its nearest known names are far (best cosine 0.41 < 0.5)")
+    assert far.names[1].warning is None

@@ -78,6 +78,17 @@ def far_warning(nearest: list[tuple[str, float]]) -> str | None:
     return None
 
 
+def kind_warning(own: str | None, nearest: list[tuple[str, float]], kinds: list[str | None]) -> str | None:
+    """Item 5 (issue 22): a new name whose nearest known names are all of another kind of thing."""
+    known = [k for k in kinds if k]
+    if own is None or not known or own in known:
+        return None
+    names = ", ".join(m for (m, _), k in zip(nearest, kinds) if k)
+    return (f"it is a kind of {own} but its nearest known names ({names}) are {' / '.join(dict.fromkeys(known))}: the "
+            "generator leans on the wrong kind of thing; describe the class (descriptions), add example photos, or "
+            "write the name with its sense, e.g. \"bat (animal)\"")
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -85,12 +96,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[str],
                    vocab_emb: Callable[[], np.ndarray] | np.ndarray | None, *,
                    threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST,
-                   senses: Sequence | None = None) -> NoveltyReport:
+                   senses: Sequence | None = None, kind_of: Callable[[str], str | None] | None = None) -> NoveltyReport:
     """Report for prompt `names` with embeddings `emb` [k, D] (what personalize encodes).
 
     `vocab_emb` (array or a callable, evaluated only when some name is new) embeds `vocabulary`.
     `senses`: one runtime/senses.py Resolution (or None) per name: an ambiguous name is "seen" only
     in the vocabulary's own sense ("mouse" read as the rodent is new: the vocabulary's mouse is the device).
+    `kind_of` (the senses table's: animal, food, plant, artifact, ...) lets a new name whose nearest known
+    names are all of another kind be flagged (an animal whose nearest names are tools).
     """
     vocab = [v for v in vocabulary if isinstance(v, str)]
     keys = {class_key(v) for v in vocab}
@@ -105,7 +118,9 @@ def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[s
                 sims = V @ e[i]
                 top = np.argsort(-sims)[:nearest]
                 item.nearest = [(vocab[j], float(sims[j])) for j in top]
-                item.warning = far_warning(item.nearest)
+                own = senses[i].sense.kind if senses[i] is not None else (kind_of(item.name) if kind_of else None)
+                kinds = [kind_of(m) for m, _ in item.nearest] if kind_of else []
+                item.warning = far_warning(item.nearest) or kind_warning(own, item.nearest, kinds)
     sim = e @ e.T
     pairs = [(names[a], names[b], float(sim[a, b])) for a in range(len(names)) for b in range(a + 1, len(names))
              if sim[a, b] >= threshold]
