@@ -19,19 +19,19 @@ CASES = Path(__file__).parent / "data" / "ambiguous_words.json"
 # "seal"; context nouns with their kind and family (indices into "nodes").
 TABLE = {
     "format": "tina-edge-senses", "version": 1, "source": "test",
-    "fields": ["wnid", "tag", "kind", "wordnet_sense_number", "qualifier_keys", "family"],
+    "fields": ["wnid", "tag", "kind", "wordnet_sense_number", "qualifier_keys", "family", "tagged_count"],
     "words": {
-        "mouse": [["n02330245", "rodent", "animal", 1, "rodent placental mammal animal", "0 1"],
-                  ["n03793489", "device", "artifact", 4, "computer mouse computer electronic device device artifact", "2 3"]],
-        "seal": [["n02076196", "mammal", "animal", 9, "pinniped mammal animal", "4 1"],
-                 ["n04159058", "device", "artifact", 2, "stamp device artifact", "3 5"]],
-        "crane": [["n03126707", "device", "artifact", 4, "lifting device device artifact", "11"],
-                  ["n02012849", "bird", "animal", 5, "wading bird bird animal", "12"]],
-        "pig": [["n02395003", "mammal", "animal", 1, "swine mammal animal", "6 1"],
-                ["n03935335", "block", "artifact", 5, "pig iron block artifact", "7"]],
+        "mouse": [["n02330245", "rodent", "animal", 1, "rodent placental mammal animal", "0 1", 0],
+                  ["n03793489", "device", "artifact", 4, "computer mouse computer electronic device device artifact", "2 3", 0]],
+        "seal": [["n02076196", "mammal", "animal", 9, "pinniped mammal animal", "4 1", 0],
+                 ["n04159058", "device", "artifact", 2, "stamp device artifact", "3 5", 0]],
+        "crane": [["n03126707", "device", "artifact", 4, "lifting device device artifact", "11", 0],
+                  ["n02012849", "bird", "animal", 5, "wading bird bird animal", "12", 0]],
+        "pig": [["n02395003", "mammal", "animal", 1, "swine mammal animal", "6 1", 0],
+                ["n03935335", "block", "artifact", 5, "pig iron block artifact", "7", 0]],
     },
     "vocabulary": {"mouse": "n03793489"},
-    "nouns": {"animal": "rat\t0 1\nwalrus\t4 1\ncow\t8 1", "artifact": "keyboard\t3\nenvelope\t5\ncar\t9",
+    "nouns": {"animal": "rat\t0 1\nwalrus\t4 1\ncow\t8 1", "artifact": "keyboard\t3\nenvelope\t5\ncar\t9\nscreen\t3",
               "food": "steak\t10"},
     "nodes": ["n02329401", "n01886756", "n03278248", "n03183080", "n02077923", "n06334820", "n02394477",
               "n02851099", "n01887787", "n03791235", "n07663899", "n03666362", "n02009912"],
@@ -68,6 +68,18 @@ def test_the_other_names_point_to_a_sense_by_family_or_by_kind():
     assert resolved(t, "pig (block), cows, seal")[2][0] == "n02076196"
     # half the known names are enough, unknown names do not count
     assert resolved(t, "mouse, keyboard, zzz, car")[0][0] == "n03793489"
+
+
+def test_a_firm_first_sense_needs_two_context_names_to_move():
+    """WordNet's evidence (tagged 4 times or more) or the vocabulary's sense: one name is not enough."""
+    rows = [list(r) for r in TABLE["words"]["mouse"]]
+    rows[0][6] = 14
+    t = table(words={**TABLE["words"], "mouse": rows})
+    assert resolved(t, "mouse, keyboard")[0][0] == "n02330245"
+    assert resolved(t, "mouse, keyboard, screen")[0] == ("n03793489", "context: keyboard, screen")
+    t = table(vocabulary={"seal": "n02076196"})  # the vocabulary's seal is the animal
+    assert resolved(t, "seal, envelope")[0][0] == "n02076196"
+    assert resolved(table(), "seal, envelope")[0][0] == "n04159058"
 
 
 def test_ambiguous_context_names_count_as_what_they_resolve_to():
@@ -141,8 +153,8 @@ def test_a_bundle_with_a_senses_file_reads_names_in_their_sense(bundle):
     """The tiny bundle's vocabulary holds "dog": here the table says its trained sense is the device."""
     from tina_edge.runtime import Personalizer
 
-    words = {"dog": [["n02084071", "animal", "animal", 1, "canine animal", "0"],
-                     ["n03901548", "device", "artifact", 3, "pawl device", "1"]]}
+    words = {"dog": [["n02084071", "animal", "animal", 1, "canine animal", "0", 0],
+                     ["n03901548", "device", "artifact", 3, "pawl device", "1", 0]]}
     _with_senses(bundle, gzip.compress(json.dumps({**TABLE, "words": words, "vocabulary": {"dog": "n03901548"}}).encode(),
                                        mtime=0))
     manifest = json.loads((bundle / "manifest.json").read_text())

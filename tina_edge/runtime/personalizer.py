@@ -255,12 +255,8 @@ class Personalizer:
         texts, aligned = resolve_descriptions(names, descriptions)
         texts, senses = self._senses(names, texts, aligned)
         table = self._sense_table
-
-        def kind_of(name: str) -> str | None:
-            return (table.noun(name) or (None,))[0] or (table.words[name][0].kind if name in table.words else None)
-
         return novelty_report(names, self.encode(texts), self.manifest.vocabulary, vocab_emb, senses=senses,
-                              kind_of=kind_of if table is not None else None).to_dict()
+                              kind_of=table.kind_of if table is not None else None).to_dict()
 
     def _vocabulary_embeddings(self) -> np.ndarray:
         """[V, D] embeddings of the training vocabulary: the bundle's file when it ships one (read with

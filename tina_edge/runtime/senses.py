@@ -9,7 +9,8 @@ and `bat` leaned on baseball. With a senses table (export/portable/senses.py wri
 2. else the prompt's other names: each one the table knows votes for the sense it is close family
    of (a common hypernym at most 2 levels up from both: "keyboard" and the computer mouse meet at
    device), else, when it is an animal, a food or a plant, for the first sense of that kind
-   ("chicken, cow, pig"); another sense wins with half the votes or more and more than the first's;
+   ("chicken, cow, pig"); another sense wins with half the votes or more, more than the first's,
+   and two votes when the first sense is firm (tagged EVIDENCE times in WordNet, or the vocabulary's);
 3. else the table's first sense: the most frequent one a camera can see.
 No text encoding is needed to resolve, so every port resolves alike from the same table.
 A vocabulary name resolved to a sense other than the vocabulary's is encoded as "name (tag)" and is
@@ -34,6 +35,7 @@ KINDS = ("animal", "food", "plant", "artifact", "object", "body")
 # kinds specific enough that a context name of that kind points to a name's sense of that kind
 # ("chicken, cow, pig": animals); an artifact must be close family instead ("mouse, keyboard")
 CONTEXT_KINDS = ("animal", "food", "plant")
+EVIDENCE = 4  # a first sense tagged this often in WordNet (or the vocabulary's) needs two context names to move
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Sense:
     rank: int  # WordNet's sense number of the word
     keys: tuple[str, ...] = ()  # words a qualifier may use: other names, ancestors, the file's name
     family: frozenset[int] = frozenset()  # hypernyms up to 2 levels up (indices into the table's nodes)
+    count: int = 0  # WordNet's tagged count: EVIDENCE or more and a context needs two names to move off it
 
     def text(self, word: str) -> str:
         return f"{word} ({self.tag})"
@@ -101,8 +104,8 @@ class SenseTable:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}, expected {FORMAT!r} {VERSION}")
             words = {}
             for word, rows in d["words"].items():
-                words[str(word)] = [Sense(str(w), str(t), str(k), int(r), tuple(str(q).split()), _family(f))
-                                    for w, t, k, r, q, f in rows]
+                words[str(word)] = [Sense(str(w), str(t), str(k), int(r), tuple(str(q).split()), _family(f), int(c))
+                                    for w, t, k, r, q, f, c in rows]
                 if len(words[word]) < 2:
                     raise ValueError(f"{word!r} has fewer than 2 senses")
             vocab = {str(k): str(v) for k, v in d.get("vocabulary", {}).items()}
@@ -129,13 +132,21 @@ class SenseTable:
                 return self.nouns[w]
         return None
 
+    def kind_of(self, name: str) -> str | None:
+        """The kind of thing a name is: an ambiguous one's first sense's, else the table's (None: unknown)."""
+        word = split_qualifier(name)[0]
+        return self.words[word][0].kind if word in self.words else (self.noun(name) or (None,))[0]
+
     def resolve(self, names: Sequence[str]) -> list[Resolution | None]:
         """One Resolution per name with several visible senses (None for the others), in prompt order.
-        Twice: an ambiguous context name counts first by the family of all its senses, then as the
-        sense the first pass gave it ("chicken, cow, pig": cow and pig are animals once resolved)."""
-        infos = [self.noun(n) for n in names]
+        Twice: an ambiguous context name counts first by the family of all its senses, then as the sense
+        the first pass gave it (its kind: "chicken, cow, pig" are animals once resolved), falling back
+        on its other senses' family; a qualified one counts as its sense alone."""
+        infos = [None if i is None else (*i, frozenset()) for i in map(self.noun, names)]
         first = self._resolve(names, infos)
-        infos = [(r.sense.kind, r.sense.family) if r is not None else i for r, i in zip(first, infos)]
+        infos = [i if r is None else (r.sense.kind, r.sense.family,
+                                      frozenset() if split_qualifier(r.name)[1] is not None else i[1])
+                 for r, i in zip(first, infos)]
         return self._resolve(names, infos)
 
     def _resolve(self, names: Sequence[str], infos: list) -> list[Resolution | None]:
@@ -147,9 +158,11 @@ class SenseTable:
                 out.append(None)
                 continue
             others = [(n, infos[j]) for j, n in enumerate(names) if j != i and infos[j] is not None]
-            sense, how = self._by_qualifier(qual, senses) if qual is not None else self._by_context(senses, others)
-            out.append(Resolution(name, word, sense, [s for s in senses if s is not sense], how,
-                                  self.vocabulary.get(word)))
+            trained = self.vocabulary.get(word)
+            firm = senses[0].count >= EVIDENCE or senses[0].wnid == trained
+            sense, how = (self._by_qualifier(qual, senses) if qual is not None
+                          else self._by_context(senses, others, 2 if firm else 1))
+            out.append(Resolution(name, word, sense, [s for s in senses if s is not sense], how, trained))
         return out
 
     def _by_qualifier(self, qual: str, senses: list[Sense]) -> tuple[Sense, str]:
@@ -162,14 +175,18 @@ class SenseTable:
                 return s, f"qualifier: {qual} is a kind of {k}"
         return senses[0], "qualifier not recognised: most frequent visible sense"
 
-    def _by_context(self, senses: list[Sense], others: list[tuple[str, tuple]]) -> tuple[Sense, str]:
-        """Each other name the table knows (name, (kind, family)) votes for the sense it is close family of,
+    def _by_context(self, senses: list[Sense], others: list[tuple[str, tuple]], need: int = 1) -> tuple[Sense, str]:
+        """Each other name the table knows (name, (kind, family, other senses' family)) votes for the sense it is close family of,
         else (an animal, a food or a plant) for the first sense of its kind; a sense other than the first
-        wins with at least half the votes of the known names and more than the first sense's."""
+        wins with at least half the votes of the known names, more than the first sense's, and at least
+        `need` (2 when the first sense is firm: WordNet's evidence or the vocabulary's, so one name cannot
+        move "dog" off the animal)."""
         votes: Counter = Counter()
         voters: dict[int, list[str]] = {}
-        for o, (kind, fam) in others:
+        for o, (kind, fam, more) in others:
             hit = next((i for i, s in enumerate(senses) if s.family & fam), None)
+            if hit is None and more:
+                hit = next((i for i, s in enumerate(senses) if s.family & more), None)
             if hit is None and kind in CONTEXT_KINDS:
                 hit = next((i for i, s in enumerate(senses) if s.kind == kind), None)
             if hit is not None:
@@ -177,7 +194,7 @@ class SenseTable:
                 voters.setdefault(hit, []).append(o)
         if votes:
             i, n = votes.most_common(1)[0]
-            if i != 0 and 2 * n >= len(others) and n > votes[0]:
+            if i != 0 and 2 * n >= len(others) and n > votes[0] and n >= need:
                 return senses[i], "context: " + ", ".join(voters[i])
         return senses[0], "most frequent visible sense"
 

@@ -23,7 +23,7 @@ from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 from .rule_vectors import manifest_vectors, preprocess_rule_vectors, prompt_vectors
 
-FORMAT = 9  # 9: + qualifier keys (issue 22); 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 10  # 9: + qualifier keys (issue 22); 10: + senses; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
 # (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files)
 IMAGE_SEED = 20240522
@@ -116,6 +116,23 @@ def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
 
 
 NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat")
+# ambiguous names (issue 22): what a bundle with a senses table reads them as (runtime/senses.py)
+SENSE_PROMPTS = ("mouse, cat", "mouse, keyboard, monitor", "bat, baseball, glove", "crane (machine), truck",
+                 "chicken, cow, pig", "seal, walrus", "Mouse(Computer), dog", "crane, heron", "kiwi, banana, mango")
+
+
+def sense_vectors(p) -> list[dict[str, Any]]:
+    """Per SENSE_PROMPTS prompt: the texts Python encodes and each name's sense report (None: not ambiguous)."""
+    from ...runtime.prompt import parse_classes
+
+    out = []
+    for q in SENSE_PROMPTS:
+        names = parse_classes(q)
+        texts, res = p._senses(names, list(names), None)
+        nov = p.novelty(q)["names"]
+        out.append({"prompt": q, "texts": texts, "senses": [r.to_dict() if r else None for r in res],
+                    "known": [n["known"] for n in nov], "warnings": [n["warning"] for n in nov]})
+    return out
 
 
 PHOTO_SIZE = (60, 90)  # height, width of the fixed photos: another size than the input, so prepare resizes
@@ -180,7 +197,7 @@ def _floats(a: np.ndarray) -> list:
 def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
                   n_images: int = 4) -> dict[str, Any]:
     """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
-    from ...runtime.class_prompts import description_texts
+    from ...runtime.class_prompts import resolve_descriptions
     from ...runtime.personalizer import Personalizer
     from ...runtime.portable import head_dict
     from ...runtime.prompt import parse_classes
@@ -201,6 +218,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "preprocess_rules": preprocess_rule_vectors(),
         "manifests": manifest_vectors(bundle),
         "novelty": [{"prompt": q, "report": p.novelty(q)} for q in NOVELTY_PROMPTS],
+        "senses": sense_vectors(p),
         "contracts": {role: [input_names(role), output_names(role)] for role in CONTRACTS},  # graph value names
         "cases": [],
     }
@@ -210,7 +228,8 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         doc["photos"] = photo_vectors(p, [parse_classes(c["prompt"]) for c in _cases(m)][0], images)
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
-        texts = description_texts(names, c["descriptions"])
+        texts, aligned = resolve_descriptions(names, c["descriptions"])
+        texts = p._senses(names, texts, aligned)[0]  # what personalize encodes (ambiguous names in their sense)
         ids, _mask = p._text.tokenizer(texts)
         clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
         pred = clf.predict(images)

@@ -188,11 +188,11 @@ def build_senses(wn: WordNet, vocabulary: Sequence[str], words: Iterable[str] | 
         senses = word_senses(wn, word, vocab_wnids)
         if len(senses) >= 2:
             table[class_key(word)] = [[x["wnid"], x["tag"], x["kind"], x["rank"], " ".join(x["keys"]),
-                                       family(wn.synset(int(x["wnid"][1:])))] for x in senses]
+                                       family(wn.synset(int(x["wnid"][1:]))), x["count"]] for x in senses]
         elif senses and words is None and _common(wn, lemma, senses[0]["wnid"]):
             nouns.setdefault(senses[0]["kind"], []).append(f"{class_key(word)}\t{family(wn.synset(int(senses[0]['wnid'][1:])))}")
     return {"format": FORMAT, "version": VERSION, "source": "WordNet 3.0",
-            "fields": ["wnid", "tag", "kind", "wordnet_sense_number", "qualifier_keys", "family"],
+            "fields": ["wnid", "tag", "kind", "wordnet_sense_number", "qualifier_keys", "family", "tagged_count"],
             "words": table, "vocabulary": {k: v for k, v in sorted(vocab.items()) if k in table},
             "nouns": {k: "\n".join(sorted(v)) for k, v in sorted(nouns.items())},
             "nodes": [f"n{o:08d}" for o in nodes]}
