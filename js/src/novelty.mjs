@@ -61,10 +61,11 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
   const keys = new Set(vocab.map(classKey));
   const e = unitRows(emb, names.length, D);
   const res = senses ?? names.map(() => null); // senses.mjs resolutions: "seen" only in the vocabulary's sense
-  const items = names.map((n, i) => ({
-    name: n, known: res[i] ? keys.has(res[i].word) && res[i].seen : keys.has(classKey(n)), nearest: [],
-    sense: res[i] ? res[i].toDict() : null, warning: null,
-  }));
+  const items = names.map((n, i) => {
+    const item = { name: n, known: res[i] ? keys.has(res[i].word) && res[i].seen : keys.has(classKey(n)), nearest: [] };
+    if (res[i]) item.sense = res[i].toDict(); // issue 22: written only when set, as Python's to_dict
+    return item;
+  });
   if (vocab.length && vocabEmb && items.some((i) => !i.known)) {
     const V = unitRows(await vocabEmb(), vocab.length, D);
     items.forEach((item, i) => {
@@ -73,7 +74,8 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
       const order = sims.map((_, j) => j).sort((a, b) => sims[b] - sims[a] || a - b).slice(0, nearest);
       item.nearest = order.map((j) => [vocab[j], sims[j]]);
       const own = res[i] ? res[i].sense.kind : (kindOf ? kindOf(item.name) : null);
-      item.warning = farWarning(item.nearest) ?? kindWarning(own, item.nearest, kindOf ? item.nearest.map(([m]) => kindOf(m)) : []);
+      const warning = farWarning(item.nearest) ?? kindWarning(own, item.nearest, kindOf ? item.nearest.map(([m]) => kindOf(m)) : []);
+      if (warning) item.warning = warning;
     });
   }
   const pairs = [];

@@ -19,7 +19,7 @@ test("ambiguous names read in Python's senses: texts, sense reports, seen/new an
     assert.deepEqual(res.map((r) => (r ? r.toDict() : null)), c.senses, c.prompt);
     const nov = await tina.novelty(c.prompt);
     assert.deepEqual(nov.names.map((n) => n.known), c.known, c.prompt);
-    assert.deepEqual(nov.names.map((n) => n.warning), c.warnings, c.prompt);
+    assert.deepEqual(nov.names.map((n) => n.warning ?? null), c.warnings, c.prompt);
   }
   if (tina.manifest.text_encoder.senses) assert.ok(v.senses.some((c) => c.senses.some(Boolean)), "a bundle with a table reads some names in a sense");
 });

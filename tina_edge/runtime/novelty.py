@@ -16,6 +16,7 @@ import numpy as np
 
 from .prompt import class_key
 
+_OPTIONAL = ("sense", "warning")  # issue-22 fields, written only when set (reports of other names keep their bytes)
 CONFUSABLE_COSINE = 0.6  # at or above: warn that two prompt names may be confused
 NEAREST = 3
 
@@ -48,7 +49,7 @@ class NoveltyReport:
         return {"seen": self.seen, "new": self.new,
                 "nearest": {n.name: [[m, round(s, 3)] for m, s in n.nearest] for n in self.names if not n.known},
                 "confusable": [[a, b, round(s, 3)] for a, b, s in self.confusable], "threshold": self.threshold,
-                "names": [asdict(n) for n in self.names]}
+                "names": [{k: v for k, v in asdict(n).items() if v is not None or k not in _OPTIONAL} for n in self.names]}
 
     def lines(self) -> list[str]:
         """One human line per new name and per confusable pair."""

@@ -131,7 +131,7 @@ def sense_vectors(p) -> list[dict[str, Any]]:
         texts, res = p._senses(names, list(names), None)
         nov = p.novelty(q)["names"]
         out.append({"prompt": q, "texts": texts, "senses": [r.to_dict() if r else None for r in res],
-                    "known": [n["known"] for n in nov], "warnings": [n["warning"] for n in nov]})
+                    "known": [n["known"] for n in nov], "warnings": [n.get("warning") for n in nov]})
     return out
 
 
