@@ -76,6 +76,7 @@ class Personalizer:
         self._gen = None  # the bundle's generate.onnx session
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._sense_table = None  # the bundle's senses.json, parsed on first use (None: it has none)
+        self._sense_cache: dict = {}  # prompt -> (texts, resolutions), at most 256 prompts
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
@@ -209,7 +210,16 @@ class Personalizer:
         from .senses import load_senses, sense_texts
 
         table = self._lazy("_sense_table", lambda: load_senses(self.bundle, self.manifest))
-        return sense_texts(table, names, texts, aligned, self.encode)
+        if table is None:
+            return list(texts), [None] * len(names)
+        key = (tuple(names), tuple(texts), None if aligned is None else tuple(d is None for d in aligned))
+        hit = self._sense_cache.get(key)  # a warm personalize of the same prompt resolves nothing again
+        if hit is None:
+            hit = sense_texts(table, names, texts, aligned, self.encode)
+            if len(self._sense_cache) >= 256:
+                self._sense_cache.pop(next(iter(self._sense_cache)), None)
+            self._sense_cache[key] = hit
+        return list(hit[0]), hit[1]
 
     def _conditioning(self, names: list[str], texts: list[str], aligned: list[str | None] | None,
                       images) -> tuple[np.ndarray, list, dict[str, int]]:

@@ -20,6 +20,7 @@ name closer to another of its senses (`bat` alone is closer to "bat (club)": wri
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -45,8 +46,12 @@ class Sense:
     kind: str  # one of KINDS (WordNet's lexicographer file of the sense)
     rank: int  # WordNet's sense number of the word
     keys: tuple[str, ...] = ()  # words a qualifier may use: other names, ancestors, the file's name
-    family: frozenset[int] = frozenset()  # hypernyms up to 2 levels up (indices into the table's nodes)
+    family_text: str = ""  # hypernyms up to 2 levels up (indices into the table's nodes), parsed on first use
     count: int = 0  # WordNet's tagged count: EVIDENCE or more and a context needs two names to move off it
+
+    @functools.cached_property
+    def family(self) -> frozenset[int]:
+        return _family(self.family_text)
 
     def text(self, word: str) -> str:
         return f"{word} ({self.tag})"
@@ -93,7 +98,7 @@ class Resolution:
 class SenseTable:
     words: dict[str, list[Sense]]
     vocabulary: dict[str, str] = field(default_factory=dict)  # class key -> wnid of the vocabulary's sense
-    nouns: dict[str, tuple[str, frozenset[int]]] = field(default_factory=dict)  # other visible nouns: kind, family
+    nouns: dict[str, tuple[str, str]] = field(default_factory=dict)  # other visible nouns: kind, family text
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "senses.json") -> "SenseTable":
@@ -104,16 +109,16 @@ class SenseTable:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}, expected {FORMAT!r} {VERSION}")
             words = {}
             for word, rows in d["words"].items():
-                words[str(word)] = [Sense(str(w), str(t), str(k), int(r), tuple(str(q).split()), _family(f), int(c))
+                words[str(word)] = [Sense(str(w), str(t), str(k), int(r), tuple(str(q).split()), str(f), int(c))
                                     for w, t, k, r, q, f, c in rows]
                 if len(words[word]) < 2:
                     raise ValueError(f"{word!r} has fewer than 2 senses")
             vocab = {str(k): str(v) for k, v in d.get("vocabulary", {}).items()}
-            nouns = {}
+            nouns = {}  # word -> (kind, family text): families are parsed when a prompt names the word
             for k, text in d.get("nouns", {}).items():
                 for line in str(text).split("\n"):
                     w, _, f = line.partition("\t")
-                    nouns[w] = (str(k), _family(f))
+                    nouns[w] = (str(k), f)
             bad = {s.kind for ss in words.values() for s in ss} | {k for k, _ in nouns.values()}
             if bad - set(KINDS):
                 raise ValueError(f"unknown kind {sorted(bad - set(KINDS))[0]!r}; kinds are {', '.join(KINDS)}")
@@ -129,7 +134,8 @@ class SenseTable:
             if w and w in self.words:
                 return None, frozenset().union(*(s.family for s in self.words[w]))
             if w and w in self.nouns:
-                return self.nouns[w]
+                kind, fam = self.nouns[w]
+                return kind, _family(fam)
         return None
 
     def kind_of(self, name: str) -> str | None:
