@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import BundleError
-from .prompt import class_key, split_qualifier
+from .prompt import split_qualifier
 
 FORMAT, VERSION = "tina-edge-senses", 1
 KINDS = ("animal", "food", "plant", "artifact", "object", "body")
