@@ -82,7 +82,7 @@ def timing(bundle: Path, repeats: int) -> None:
         print(f"| {k} | {statistics.median(v):.2f} |")
     from tina_edge.runtime.prompt import parse_classes
 
-    table, names = ps["with senses"]._sense_table, parse_classes(PROMPT)
+    table, names = ps["with senses"]._sense_table.table, parse_classes(PROMPT)
     res = []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -75,8 +75,7 @@ class Personalizer:
         self._image = image_encoder
         self._gen = None  # the bundle's generate.onnx session
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
-        self._sense_table = None  # the bundle's senses.json, parsed on first use (None: it has none)
-        self._sense_cache: dict = {}  # prompt -> (texts, resolutions), at most 256 prompts
+        self._sense_table = None  # the bundle's senses table and resolved prompts (runtime/senses.py), on first use
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
@@ -207,19 +206,16 @@ class Personalizer:
 
     def _senses(self, names: list[str], texts: list[str], aligned) -> tuple[list[str], list]:
         """Texts with ambiguous names written in their resolved sense, and the resolutions (runtime/senses.py)."""
-        from .senses import load_senses, sense_texts
+        from .senses import PromptSenses, load_senses
 
-        table = self._lazy("_sense_table", lambda: load_senses(self.bundle, self.manifest))
-        if table is None:
-            return list(texts), [None] * len(names)
-        key = (tuple(names), tuple(texts), None if aligned is None else tuple(d is None for d in aligned))
-        hit = self._sense_cache.get(key)  # a warm personalize of the same prompt resolves nothing again
-        if hit is None:
-            hit = sense_texts(table, names, texts, aligned, self.encode)
-            if len(self._sense_cache) >= 256:
-                self._sense_cache.pop(next(iter(self._sense_cache)), None)
-            self._sense_cache[key] = hit
-        return list(hit[0]), hit[1]
+        senses = self._lazy("_sense_table", lambda: PromptSenses.of(load_senses(self.bundle, self.manifest)))
+        return senses.texts(names, texts, aligned, self.encode)
+
+    def encoded_texts(self, classes: str | Sequence[str], descriptions: Descriptions = None) -> list[str]:
+        """The text personalize encodes per class: its description, else its name, an ambiguous name
+        written in its sense ("mouse (rodent)") when the bundle has a senses table."""
+        names = parse_classes(classes)
+        return self._senses(names, *resolve_descriptions(names, descriptions))[0]
 
     def _conditioning(self, names: list[str], texts: list[str], aligned: list[str | None] | None,
                       images) -> tuple[np.ndarray, list, dict[str, int]]:
@@ -262,11 +258,9 @@ class Personalizer:
         def vocab_emb():  # once per Personalizer, and only when some name is new
             return self._lazy("_vocab_emb", self._vocabulary_embeddings)
 
-        texts, aligned = resolve_descriptions(names, descriptions)
-        texts, senses = self._senses(names, texts, aligned)
-        table = self._sense_table
+        texts, senses = self._senses(names, *resolve_descriptions(names, descriptions))
         return novelty_report(names, self.encode(texts), self.manifest.vocabulary, vocab_emb, senses=senses,
-                              kind_of=table.kind_of if table is not None else None).to_dict()
+                              kind_of=getattr(self._sense_table.table, "kind_of", None)).to_dict()
 
     def _vocabulary_embeddings(self) -> np.ndarray:
         """[V, D] embeddings of the training vocabulary: the bundle's file when it ships one (read with

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -263,3 +264,34 @@ def sense_texts(table: SenseTable | None, names: list[str], texts: list[str], al
     out = [r.text if r is not None and (aligned is None or aligned[i] is None) else t
            for i, (t, r) in enumerate(zip(texts, res))]
     return out, res
+
+
+class PromptSenses:
+    """A Personalizer's senses: its table (None: the bundle has none) and the prompts resolved so far,
+    so a warm personalize of the same prompt resolves and encodes nothing again."""
+
+    MAX_PROMPTS = 256
+
+    def __init__(self, table: SenseTable | None):
+        self.table = table
+        self._done: dict[tuple, tuple[list[str], list[Resolution | None]]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, table: SenseTable | None) -> "PromptSenses":
+        return cls(table)
+
+    def texts(self, names: list[str], texts: list[str], aligned: list | None,
+              encode) -> tuple[list[str], list[Resolution | None]]:
+        """`sense_texts`, remembered per (names, texts, which classes are described)."""
+        if self.table is None:
+            return list(texts), [None] * len(names)
+        key = (tuple(names), tuple(texts), None if aligned is None else tuple(d is None for d in aligned))
+        hit = self._done.get(key)
+        if hit is None:
+            hit = sense_texts(self.table, names, texts, aligned, encode)
+            with self._lock:  # threads may personalize at once: evict and insert under the lock
+                if len(self._done) >= self.MAX_PROMPTS:
+                    self._done.pop(next(iter(self._done)), None)
+                self._done[key] = hit
+        return list(hit[0]), hit[1]

@@ -197,7 +197,6 @@ def _floats(a: np.ndarray) -> list:
 def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
                   n_images: int = 4) -> dict[str, Any]:
     """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
-    from ...runtime.class_prompts import resolve_descriptions
     from ...runtime.personalizer import Personalizer
     from ...runtime.portable import head_dict
     from ...runtime.prompt import parse_classes
@@ -228,8 +227,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         doc["photos"] = photo_vectors(p, [parse_classes(c["prompt"]) for c in _cases(m)][0], images)
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
-        texts, aligned = resolve_descriptions(names, c["descriptions"])
-        texts = p._senses(names, texts, aligned)[0]  # what personalize encodes (ambiguous names in their sense)
+        texts = p.encoded_texts(names, c["descriptions"])  # descriptions, ambiguous names in their sense
         ids, _mask = p._text.tokenizer(texts)
         clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
         pred = clf.predict(images)
