@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
 
 def _generate(p, path, names, seed, C=1):
     m = p.manifest
-    emb = p.encode(names)
+    emb = p.encode(p.encoded_texts(names))  # what personalize encodes (ambiguous names in their sense, issue 22)
     K, k = m.k_max, len(names)
     ce = np.zeros((C, K, emb.shape[1]), np.float32)
     ce[:, :k] = emb
