@@ -364,4 +364,4 @@ def test_lazy_parts_are_built_once_under_concurrent_first_use(base_bundle, monke
 def test_the_private_texts_shim_is_gone():
     assert not hasattr(Personalizer, "_texts")
     text = (ROOT / "tina_edge" / "export" / "portable" / "conformance.py").read_text()
-    assert "p._texts(" not in text and "description_texts(names" in text
+    assert "p._texts(" not in text and "p.encoded_texts(names" in text  # public (issue 22: senses included)

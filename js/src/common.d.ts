@@ -113,7 +113,13 @@ export interface NoveltyReport {
   nearest: Record<string, [string, number][]>;
   confusable: [string, string, number][];
   threshold: number;
-  names: { name: string; known: boolean; nearest: [string, number][] }[];
+  names: {
+    name: string; known: boolean; nearest: [string, number][];
+    /** Issue 22: the sense an ambiguous name was read in (bundles with senses.json.gz), its alternatives, how to choose. */
+    sense?: { sense: string; wnid: string; how: string; encoded_as: string; alternatives: { sense: string; wnid: string }[]; choose: string };
+    /** Issue 22: the nearest known names are far, or all of another kind, and what to do. */
+    warning?: string;
+  }[];
 }
 
 export declare class PersonalizedClassifier {

@@ -31,6 +31,7 @@ function checkPreprocess(tree, manifest) {
   }
 }
 import { noveltyReport, readNpy } from "./novelty.mjs";
+import { SenseTable, senseTexts } from "./senses.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
 import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS, PRIOR } from "./contracts.mjs";
 
@@ -212,7 +213,8 @@ export class TinaEdge {
   async novelty(classes, { descriptions = null } = {}) {
     const names = parseClasses(classes);
     const D = this.manifest.text_encoder.embedding_dim;
-    const emb = await this.encode(descriptionTexts(names, descriptions));
+    const [texts, senses] = await this._senses(names, descriptionTexts(names, descriptions), descriptions);
+    const emb = await this.encode(texts);
     const vocab = this.manifest.training?.vocabulary ?? [];
     const file = this.manifest.text_encoder.vocabulary_embeddings;
     const vocabEmb = async () => {
@@ -230,7 +232,22 @@ export class TinaEdge {
       this._vocabEmb = data;
       return data;
     };
-    return noveltyReport(names, emb, D, vocab, vocabEmb);
+    const table = await this._senseTable();
+    return noveltyReport(names, emb, D, vocab, vocabEmb, { senses, kindOf: table ? (n) => table.kindOf(n) : null });
+  }
+
+  /** The bundle's senses table (senses.mjs), read on first use; null for a bundle without one. */
+  async _senseTable() {
+    const name = this.manifest.text_encoder.senses;
+    if (!name) return null;
+    if (!this._senseTablePromise) this._senseTablePromise = this.bundle.file(name).then((b) => SenseTable.fromBytes(b, name));
+    return this._senseTablePromise;
+  }
+
+  /** [texts with ambiguous names written in their sense ("mouse (rodent)"), resolutions] (Python's _senses). */
+  async _senses(names, texts, descriptions) {
+    const aligned = descriptions === null ? null : alignedDescriptions(names, descriptions);
+    return senseTexts(await this._senseTable(), names, texts, aligned, (t) => this.encode(t), this.manifest.text_encoder.embedding_dim);
   }
 
   get kMax() { return this.manifest.denoiser.k_max; }
@@ -325,6 +342,7 @@ export class TinaEdge {
       throw new PromptError(`the prompt has ${names.length} classes but this bundle allows 2 to ${limit}; split the task into prompts of at most ${limit} classes`);
     }
     let texts = descriptionTexts(names, descriptions);
+    texts = (await this._senses(names, texts, descriptions))[0]; // "mouse" -> "mouse (rodent)" where the bundle has senses
     const seedBig = checkSeed(seed);
     const photos = await readPhotos(this, names, images, descriptions === null ? null : alignedDescriptions(names, descriptions), photosOnly);
     const k = names.length;

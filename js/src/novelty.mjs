@@ -55,11 +55,17 @@ const r3 = (x) => Math.round(x * 1000) / 1000;
  * The report Python's Personalizer.novelty returns (to_dict): {seen, new, nearest, confusable, threshold, names}.
  * `emb`: Float32Array [k * D] of the prompt texts; `vocabEmb`: async () => Float32Array [V * D] or null.
  */
-export async function noveltyReport(names, emb, D, vocabulary, vocabEmb, { threshold = CONFUSABLE_COSINE, nearest = NEAREST } = {}) {
+export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
+  { threshold = CONFUSABLE_COSINE, nearest = NEAREST, senses = null, kindOf = null } = {}) {
   const vocab = (vocabulary ?? []).filter((v) => typeof v === "string");
   const keys = new Set(vocab.map(classKey));
   const e = unitRows(emb, names.length, D);
-  const items = names.map((n) => ({ name: n, known: keys.has(classKey(n)), nearest: [] }));
+  const res = senses ?? names.map(() => null); // senses.mjs resolutions: "seen" only in the vocabulary's sense
+  const items = names.map((n, i) => {
+    const item = { name: n, known: res[i] ? keys.has(res[i].word) && res[i].seen : keys.has(classKey(n)), nearest: [] };
+    if (res[i]) item.sense = res[i].toDict(); // issue 22: written only when set, as Python's to_dict
+    return item;
+  });
   if (vocab.length && vocabEmb && items.some((i) => !i.known)) {
     const V = unitRows(await vocabEmb(), vocab.length, D);
     items.forEach((item, i) => {
@@ -67,6 +73,9 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb, { thres
       const sims = vocab.map((_, j) => dot(V, j, e, i, D));
       const order = sims.map((_, j) => j).sort((a, b) => sims[b] - sims[a] || a - b).slice(0, nearest);
       item.nearest = order.map((j) => [vocab[j], sims[j]]);
+      const own = res[i] ? res[i].sense.kind : (kindOf ? kindOf(item.name) : null);
+      const warning = farWarning(item.nearest) ?? kindWarning(own, item.nearest, kindOf ? item.nearest.map(([m]) => kindOf(m)) : []);
+      if (warning) item.warning = warning;
     });
   }
   const pairs = [];
@@ -83,14 +92,36 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb, { thres
   };
 }
 
+export const FAR_COSINE = 0.5; // below: the nearest known name is far; the generator guesses (novelty.py)
+
+/** Item 5 (issue 22): a new name whose nearest known names are far. */
+export function farWarning(nearest) {
+  if (!nearest.length || nearest[0][1] >= FAR_COSINE) return null;
+  return `its nearest known names are far (best cosine ${nearest[0][1].toFixed(2)} < ${FAR_COSINE}): the classifier is ` +
+    "a guess; describe the class in words the bundle knows (descriptions), add example photos, or " +
+    'qualify the name, e.g. "bat (animal)"';
+}
+
+/** Item 5 (issue 22): a new name whose nearest known names are all of another kind of thing. */
+export function kindWarning(own, nearest, kinds) {
+  const known = kinds.filter(Boolean);
+  if (own === null || own === undefined || !known.length || known.includes(own)) return null;
+  const names = nearest.filter((_, j) => kinds[j]).map(([m]) => m).join(", ");
+  return `it is a kind of ${own} but its nearest known names (${names}) are ${[...new Set(known)].join(" / ")}: the ` +
+    "generator leans on the wrong kind of thing; describe the class (descriptions), add example photos, or " +
+    'write the name with its sense, e.g. "bat (animal)"';
+}
+
 /** One human line per new name and per confusable pair (novelty.py lines()). */
 export function noveltyLines(report) {
   const out = [];
   for (const n of report.names) {
+    if (n.sense) out.push(`'${n.name}' is read as ${n.sense.sense} (${n.sense.how}); ${n.sense.choose}`);
     if (!n.known) {
       const near = n.nearest.map(([m, s]) => `${m} (${s.toFixed(2)})`).join(", ") || "none";
       out.push(`'${n.name}' is not in the training vocabulary; nearest known names: ${near}`);
     }
+    if (n.warning) out.push(`'${n.name}': ${n.warning}`);
   }
   for (const [a, b, s] of report.confusable) out.push(`'${a}' and '${b}' are close in meaning (cosine ${s.toFixed(2)}): their classes may be confused`);
   return out;

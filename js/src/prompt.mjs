@@ -128,7 +128,19 @@ export function classKey(name) {
     gap = false;
     out += ch;
   }
-  return out;
+  const m = QUALIFIED.exec(out);
+  return m ? `${m[1]} (${m[2]})` : out;
+}
+
+// a class key ending in a qualifier, "name (qualifier)" (runtime/prompt.py _QUALIFIED): one class
+// for "Mouse(Rodent)" and "mouse ( rodent )"; the qualifier picks a sense (runtime/senses.py)
+const QUALIFIED = /^([^()]*[^() ]) ?\( ?([^()]*[^() ]) ?\)$/su;
+
+/** [class key of the name, class key of its qualifier or null]: "Mouse (Rodent)" -> ["mouse", "rodent"]. */
+export function splitQualifier(name) {
+  const key = classKey(name);
+  const m = QUALIFIED.exec(key);
+  return m ? [m[1], m[2]] : [key, null];
 }
 
 const lookalikes = (s) => [...s].map((ch) => LATIN_LOOKALIKES.get(ch) ?? ch).join("");

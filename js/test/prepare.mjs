@@ -33,7 +33,7 @@ function run(args) {
   return r.stdout;
 }
 
-const VECTORS_FORMAT = 9; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
+const VECTORS_FORMAT = 11; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
 const readJSON = (p) => JSON.parse(fs.readFileSync(p, "utf8"));
 
 export function prepare() {

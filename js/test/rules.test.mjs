@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseClasses, classKey, TinaEdge, PromptError, BundleError, TinaEdgeError, ImageError } from "../src/node.mjs";
-import { skeleton, descriptionTexts } from "../src/prompt.mjs";
+import { skeleton, descriptionTexts, splitQualifier } from "../src/prompt.mjs";
 import { preprocessSpec, prepareImage } from "../src/preprocess.mjs";
 import { parseManifest, parseExact, computeBundleId, pyFloat } from "../src/manifest.mjs";
 import { env, vectors } from "./helpers.mjs";
@@ -46,8 +46,9 @@ test("prompt vectors: Python's names, class keys and skeletons, or its refusal (
 
 test("class key vectors: Python's class_key and skeleton (case folding, widths, separators, look-alikes)", () => {
   assert.ok(v.prompts.keys.length >= 20);
-  for (const { name, key, skeleton: sk } of v.prompts.keys) {
+  for (const { name, key, skeleton: sk, split } of v.prompts.keys) {
     assert.deepEqual([classKey(name), skeleton(name)], [key, sk], JSON.stringify(name));
+    assert.deepEqual(splitQualifier(name), split, JSON.stringify(name)); // issue 22: "mouse (rodent)"
   }
 });
 

@@ -141,6 +141,9 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         more = f" ... (+{len(voc) - 30})" if len(voc) > 30 else ""
         out.append(f"vocabulary  {len(voc)} classes: {', '.join(map(str, voc[:30]))}{more}")
     out += _text_prior_lines(tr.get("text_prior"))
+    if te.senses:  # runtime/senses.py (issue 22)
+        out.append(f"senses      {te.senses}: ambiguous names read in their most frequent visible WordNet sense or the "
+                   "one the other names point to; choose one with a qualifier, e.g. \"mouse (rodent)\"")
     if ev and not verbose and _eval_table(ev):
         out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
         out += _eval_table(ev)

@@ -239,6 +239,12 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
         _echo(f"  new (not in training vocabulary, expect lower accuracy): {', '.join(nov['new'])}")
     for n, near in nov["nearest"].items():  # runtime/novelty.py: what the generator will lean on
         _echo(f"  '{n}' is new; nearest known names: " + ", ".join(f"{m} ({c:.2f})" for m, c in near))
+    for item in nov.get("names", []):  # runtime/senses.py: the sense an ambiguous name was read in (issue 22)
+        if item.get("sense"):
+            sense = item["sense"]
+            _echo(f"  '{item['name']}' is read as {sense['sense']} ({sense['how']}); {sense['choose']}")
+        if item.get("warning"):
+            _echo(f"  warning: '{item['name']}': {item['warning']}")
     for a, b, c in nov["confusable"]:
         _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
     _echo(

@@ -46,7 +46,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     # name (~4 ms a name with MiniLM, 5x that with mpnet): at most this many (the exporter ships the file)
     "vocabulary.encoded": (0, 1024),
     "vocabulary.floats": (0, 1 << 24),  # len(vocabulary) x embedding_dim of the embeddings file (64 MB as float32)
-    "conditioning.floats": (1, 1 << 20),  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
+    "conditioning.floats": (1, 1 << 20),
+    "senses.bytes": (0, 8 << 20),  # senses.json (WordNet's ~4 200 ambiguous nouns: 1.3 MB) is parsed whole  # k_max x embedding_dim: class_emb is [candidates <= 64, k_max, D]
 }
 MAX_MANIFEST_BYTES = 16 << 20  # a 100 000-name vocabulary fits in a few MiB
 MAX_JSON_DEPTH = 32  # nesting of the manifest's JSON (the default bundle's is 6): code that walks it recursively stays safe
@@ -67,6 +68,8 @@ def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
         out.append(("text_encoder.image_encoder", te.image_encoder))
     if te.vocabulary_embeddings:
         out.append(("text_encoder.vocabulary_embeddings", te.vocabulary_embeddings))
+    if te.senses:
+        out.append(("text_encoder.senses", te.senses))
     return out + m.portable.files()  # optional portable files (docs/PORTABLE.md)
 
 
@@ -106,6 +109,8 @@ class TextEncoderSpec:
     # float16 .npy [len(training.vocabulary), embedding_dim]: the training vocabulary encoded at export,
     # so the novelty report's nearest known names cost no encoding on the device (1,637 names ~ 6 s)
     vocabulary_embeddings: str | None = None
+    # senses.json: the visible WordNet senses of ambiguous names (runtime/senses.py; issue 22), optional
+    senses: str | None = None
 
 
 @dataclass
@@ -195,4 +200,6 @@ class Manifest:
                 out[f.name] = copy.deepcopy(v.to_dict())
             else:
                 out[f.name] = asdict(v) if is_dataclass(v) else copy.deepcopy(v)
+        if out["text_encoder"].get("senses", "") is None:  # written only when there is one: older readers stay able
+            del out["text_encoder"]["senses"]
         return out

@@ -16,6 +16,7 @@ import numpy as np
 
 from .prompt import class_key
 
+_OPTIONAL = ("sense", "warning")  # issue-22 fields, written only when set (reports of other names keep their bytes)
 CONFUSABLE_COSINE = 0.6  # at or above: warn that two prompt names may be confused
 NEAREST = 3
 
@@ -25,6 +26,8 @@ class NameNovelty:
     name: str
     known: bool  # in the training vocabulary (case-insensitive)
     nearest: list[tuple[str, float]] = field(default_factory=list)  # known names, cosine; new names only
+    sense: dict | None = None  # the sense an ambiguous name was read in, its alternatives, how to choose (senses.py)
+    warning: str | None = None  # nearest known names far, or of another kind: what to do
 
 
 @dataclass
@@ -46,18 +49,45 @@ class NoveltyReport:
         return {"seen": self.seen, "new": self.new,
                 "nearest": {n.name: [[m, round(s, 3)] for m, s in n.nearest] for n in self.names if not n.known},
                 "confusable": [[a, b, round(s, 3)] for a, b, s in self.confusable], "threshold": self.threshold,
-                "names": [asdict(n) for n in self.names]}
+                "names": [{k: v for k, v in asdict(n).items() if v is not None or k not in _OPTIONAL} for n in self.names]}
 
     def lines(self) -> list[str]:
         """One human line per new name and per confusable pair."""
         out = []
         for n in self.names:
+            if n.sense:
+                out.append(f"'{n.name}' is read as {n.sense['sense']} ({n.sense['how']}); {n.sense['choose']}")
             if not n.known:
                 near = ", ".join(f"{m} ({s:.2f})" for m, s in n.nearest) or "none"
                 out.append(f"'{n.name}' is not in the training vocabulary; nearest known names: {near}")
+            if n.warning:
+                out.append(f"'{n.name}': {n.warning}")
         for a, b, s in self.confusable:
             out.append(f"'{a}' and '{b}' are close in meaning (cosine {s:.2f}): their classes may be confused")
         return out
+
+
+FAR_COSINE = 0.5  # below: the nearest known name is far; the generator guesses
+
+
+def far_warning(nearest: list[tuple[str, float]]) -> str | None:
+    """Item 5 (issue 22): say when a new name's nearest known names are far, and what to do."""
+    if nearest and nearest[0][1] < FAR_COSINE:
+        return (f"its nearest known names are far (best cosine {nearest[0][1]:.2f} < {FAR_COSINE}): the classifier is "
+                "a guess; describe the class in words the bundle knows (descriptions), add example photos, or "
+                "qualify the name, e.g. \"bat (animal)\"")
+    return None
+
+
+def kind_warning(own: str | None, nearest: list[tuple[str, float]], kinds: list[str | None]) -> str | None:
+    """Item 5 (issue 22): a new name whose nearest known names are all of another kind of thing."""
+    known = [k for k in kinds if k]
+    if own is None or not known or own in known:
+        return None
+    names = ", ".join(m for (m, _), k in zip(nearest, kinds) if k)
+    return (f"it is a kind of {own} but its nearest known names ({names}) are {' / '.join(dict.fromkeys(known))}: the "
+            "generator leans on the wrong kind of thing; describe the class (descriptions), add example photos, or "
+            "write the name with its sense, e.g. \"bat (animal)\"")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -66,15 +96,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[str],
                    vocab_emb: Callable[[], np.ndarray] | np.ndarray | None, *,
-                   threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST) -> NoveltyReport:
+                   threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST,
+                   senses: Sequence | None = None, kind_of: Callable[[str], str | None] | None = None) -> NoveltyReport:
     """Report for prompt `names` with embeddings `emb` [k, D] (what personalize encodes).
 
     `vocab_emb` (array or a callable, evaluated only when some name is new) embeds `vocabulary`.
+    `senses`: one runtime/senses.py Resolution (or None) per name: an ambiguous name is "seen" only
+    in the vocabulary's own sense ("mouse" read as the rodent is new: the vocabulary's mouse is the device).
+    `kind_of` (the senses table's: animal, food, plant, artifact, ...) lets a new name whose nearest known
+    names are all of another kind be flagged (an animal whose nearest names are tools).
     """
     vocab = [v for v in vocabulary if isinstance(v, str)]
     keys = {class_key(v) for v in vocab}
     e = _unit(np.asarray(emb, dtype=np.float32))
-    items = [NameNovelty(n, class_key(n) in keys) for n in names]
+    senses = list(senses) if senses is not None else [None] * len(names)
+    items = [NameNovelty(n, class_key(n) in keys if r is None else (r.word in keys and r.seen),
+                         sense=r.to_dict() if r is not None else None) for n, r in zip(names, senses)]
     if vocab and vocab_emb is not None and any(not i.known for i in items):
         V = _unit(np.asarray(vocab_emb() if callable(vocab_emb) else vocab_emb, dtype=np.float32))
         for i, item in enumerate(items):
@@ -82,6 +119,9 @@ def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[s
                 sims = V @ e[i]
                 top = np.argsort(-sims)[:nearest]
                 item.nearest = [(vocab[j], float(sims[j])) for j in top]
+                own = senses[i].sense.kind if senses[i] is not None else (kind_of(item.name) if kind_of else None)
+                kinds = [kind_of(m) for m, _ in item.nearest] if kind_of else []
+                item.warning = far_warning(item.nearest) or kind_warning(own, item.nearest, kinds)
     sim = e @ e.T
     pairs = [(names[a], names[b], float(sim[a, b])) for a in range(len(names)) for b in range(a + 1, len(names))
              if sim[a, b] >= threshold]

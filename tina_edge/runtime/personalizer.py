@@ -28,7 +28,7 @@ from .errors import BundleError, ImageError, PromptError, SettingsError
 from .manifest import Manifest
 from .model_meta import ModelMetadata
 from .groups import BATCH_ROWS, calibrate, group_sizes, join_groups, max_classes, split_rows
-from .class_prompts import Descriptions, description_texts, match_images, resolve_descriptions, wants_images
+from .class_prompts import Descriptions, match_images, resolve_descriptions, wants_images
 from .prompt import check_class_count, parse_classes
 from .samplers import initial_noise, make_sampler
 from .schedule import NoiseSchedule
@@ -76,6 +76,7 @@ class Personalizer:
         self._gen = None  # the bundle's generate.onnx session
         self._prior = None  # the bundle's prior graph session (portable.prior: run once per batch, not per step)
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
+        self._sense_table = None  # the bundle's senses table and resolved prompts (runtime/senses.py), on first use
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
@@ -219,7 +220,21 @@ class Personalizer:
                          images: Mapping[str, Any] | None = None) -> np.ndarray:
         """The conditioning rows float32 [k, D], in prompt order (what `personalize` feeds the denoiser)."""
         names = parse_classes(classes)
-        return self._conditioning(names, *resolve_descriptions(names, descriptions), images)[0]
+        texts, aligned = resolve_descriptions(names, descriptions)
+        return self._conditioning(names, self._senses(names, texts, aligned)[0], aligned, images)[0]
+
+    def _senses(self, names: list[str], texts: list[str], aligned) -> tuple[list[str], list]:
+        """Texts with ambiguous names written in their resolved sense, and the resolutions (runtime/senses.py)."""
+        from .senses import PromptSenses, load_senses
+
+        senses = self._lazy("_sense_table", lambda: PromptSenses.of(load_senses(self.bundle, self.manifest)))
+        return senses.texts(names, texts, aligned, self.encode)
+
+    def encoded_texts(self, classes: str | Sequence[str], descriptions: Descriptions = None) -> list[str]:
+        """The text personalize encodes per class: its description, else its name, an ambiguous name
+        written in its sense ("mouse (rodent)") when the bundle has a senses table."""
+        names = parse_classes(classes)
+        return self._senses(names, *resolve_descriptions(names, descriptions))[0]
 
     def _conditioning(self, names: list[str], texts: list[str], aligned: list[str | None] | None,
                       images) -> tuple[np.ndarray, list, dict[str, int]]:
@@ -262,8 +277,9 @@ class Personalizer:
         def vocab_emb():  # once per Personalizer, and only when some name is new
             return self._lazy("_vocab_emb", self._vocabulary_embeddings)
 
-        return novelty_report(names, self.encode(description_texts(names, descriptions)), self.manifest.vocabulary,
-                              vocab_emb).to_dict()
+        texts, senses = self._senses(names, *resolve_descriptions(names, descriptions))
+        return novelty_report(names, self.encode(texts), self.manifest.vocabulary, vocab_emb, senses=senses,
+                              kind_of=getattr(self._sense_table.table, "kind_of", None)).to_dict()
 
     def _vocabulary_embeddings(self) -> np.ndarray:
         """[V, D] embeddings of the training vocabulary: the bundle's file when it ships one (read with
@@ -339,6 +355,7 @@ class Personalizer:
         names = parse_classes(classes)
         check_class_count(names, max_classes(self.manifest.k_max))
         texts, aligned = resolve_descriptions(names, descriptions)  # cheap checks first, before any image is read
+        texts = self._senses(names, texts, aligned)[0]  # "mouse" -> "mouse (rodent)" where the bundle has senses
         smp, steps, seed, C = self._settings(sampler, steps, seed, candidates)
         from .photo_prompts import read_photos
 

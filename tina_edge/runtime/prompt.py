@@ -18,6 +18,10 @@ Rules (each failure is one PromptError sentence; the rules are data below so por
 - Refused: an empty prompt, an empty name between commas (the position is named), two names that
   are one class (`class_key`: NFKC, case-folded, "_", "-" and whitespace are one space), and text
   that is not valid UTF-8 (undecodable command-line bytes arrive as lone surrogates).
+- A name may end in a qualifier in parentheses that picks one of its senses: "mouse (rodent)",
+  "crane (bird)" (runtime/senses.py). Its class key writes it with one space before "(" and none
+  inside: "Mouse(Rodent)" and "mouse ( rodent )" are one class, "mouse (rodent)"; `split_qualifier`
+  gives the keys of the name and of the qualifier.
 `class_key` is the one notion of class identity: duplicates here, evaluate's class folders, the
 classes that descriptions and example images name, and every CLI option that names a class.
 """
@@ -65,6 +69,8 @@ _KEEP_FORMAT = set(JOINERS)
 _BIDI_CONTROLS = set(BIDI_CONTROLS)
 _REFUSED = set(REFUSED_CHARACTERS)
 _SPLIT = re.compile("|".join(map(re.escape, SEPARATORS)))
+# a class key ending in a qualifier: "name (qualifier)", neither part empty nor holding a parenthesis
+_QUALIFIED = re.compile(r"^([^()]*[^() ]) ?\( ?([^()]*[^() ]) ?\)$")
 _KEY_FOLD = re.compile("[" + re.escape("".join(KEY_SEPARATORS)) + r"\s]+")
 _FILLERS = set("\u115f\u1160\u3164\uffa0\u2800\u034f\u180e")  # render as nothing, yet are "letters"
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me", "Cs", "Co", "Cn"}
@@ -126,7 +132,15 @@ def class_key(name: str) -> str:
     ignored, and "_", "-" and whitespace folded to one space ("Sea_Lion" = "sea lion" = "ｓｅａ ｌｉｏｎ")."""
     s = unicodedata.normalize("NFKC", clean_text(unicodedata.normalize("NFKC", name)).casefold())
     s = "".join(ch for ch in s if ch not in _KEEP_FORMAT)
-    return _KEY_FOLD.sub(" ", s).strip()
+    s = _KEY_FOLD.sub(" ", s).strip()
+    m = _QUALIFIED.match(s)
+    return f"{m.group(1)} ({m.group(2)})" if m else s
+
+
+def split_qualifier(name: str) -> tuple[str, str | None]:
+    """(class key of the name, class key of its qualifier or None): "Mouse (Rodent)" -> ("mouse", "rodent")."""
+    m = _QUALIFIED.match(class_key(name))
+    return (m.group(1), m.group(2)) if m else (class_key(name), None)
 
 
 def skeleton(name: str) -> str:

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FILES = ["manifest.json", "text_encoder.onnx", "prior.onnx", "generate.onnx", "template.onnx", "tokenizer.json",
-  "tokenizer_config.json", "vocabulary_embeddings.npy"]; // prior.onnx: bundles with a prior graph (portable.prior)
+  "tokenizer_config.json", "vocabulary_embeddings.npy", "senses.json.gz"]; // prior.onnx, senses.json.gz: where the bundle has them (issue 22)
 
 export function fill(source, dest = HERE) {
   const m = JSON.parse(fs.readFileSync(path.join(source, "manifest.json"), "utf8"));

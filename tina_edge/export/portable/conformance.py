@@ -23,7 +23,7 @@ from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 from .rule_vectors import manifest_vectors, preprocess_rule_vectors, prompt_vectors
 
-FORMAT = 9  # 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 11  # 9: + prior rows; 10: + qualifier keys and senses (issue 22); 11: both; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
 # (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files);
 # 9: + the prior rows of a bundle with a prior graph (portable.prior, issue 22)
@@ -117,6 +117,23 @@ def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
 
 
 NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat")
+# ambiguous names (issue 22): what a bundle with a senses table reads them as (runtime/senses.py)
+SENSE_PROMPTS = ("mouse, cat", "mouse, keyboard, monitor", "bat, baseball, glove", "crane (machine), truck",
+                 "chicken, cow, pig", "seal, walrus", "Mouse(Computer), dog", "crane, heron", "kiwi, banana, mango")
+
+
+def sense_vectors(p) -> list[dict[str, Any]]:
+    """Per SENSE_PROMPTS prompt: the texts Python encodes and each name's sense report (None: not ambiguous)."""
+    from ...runtime.prompt import parse_classes
+
+    out = []
+    for q in SENSE_PROMPTS:
+        names = parse_classes(q)
+        texts, res = p._senses(names, list(names), None)
+        nov = p.novelty(q)["names"]
+        out.append({"prompt": q, "texts": texts, "senses": [r.to_dict() if r else None for r in res],
+                    "known": [n["known"] for n in nov], "warnings": [n.get("warning") for n in nov]})
+    return out
 
 
 PHOTO_SIZE = (60, 90)  # height, width of the fixed photos: another size than the input, so prepare resizes
@@ -194,7 +211,6 @@ def _floats(a: np.ndarray) -> list:
 def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_dir: str | os.PathLike | None = None,
                   n_images: int = 4) -> dict[str, Any]:
     """Compute and write the vectors JSON; with model_dir also the Python CLI's model.onnx per case."""
-    from ...runtime.class_prompts import description_texts
     from ...runtime.personalizer import Personalizer
     from ...runtime.portable import head_dict
     from ...runtime.prompt import parse_classes
@@ -215,6 +231,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         "preprocess_rules": preprocess_rule_vectors(),
         "manifests": manifest_vectors(bundle),
         "novelty": [{"prompt": q, "report": p.novelty(q)} for q in NOVELTY_PROMPTS],
+        "senses": sense_vectors(p),
         "contracts": {role: [input_names(role), output_names(role)] for role in CONTRACTS},  # graph value names
         "cases": [],
     }
@@ -227,7 +244,7 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
         doc["prior"] = prior
     for i, c in enumerate(_cases(m)):
         names = parse_classes(c["prompt"])
-        texts = description_texts(names, c["descriptions"])
+        texts = p.encoded_texts(names, c["descriptions"])  # descriptions, ambiguous names in their sense
         ids, _mask = p._text.tokenizer(texts)
         clf = p.personalize(c["prompt"], seed=c["seed"], descriptions=c["descriptions"])
         pred = clf.predict(images)

@@ -317,6 +317,17 @@ def _split_prior(root: Path, m: Manifest):
     return den, {"model": PRIOR_MODEL, "inputs": input_names("prior"), "outputs": output_names("prior")}
 
 
+def _add_senses(root: Path, m: Manifest) -> None:
+    """senses.json from WordNet 3.0 when it is installed (export/portable/senses.py); a bundle converted
+    before keeps its table, one converted without WordNet has none and resolves names as before."""
+    from .senses import write_senses
+
+    name = write_senses(root, m.vocabulary)
+    if name:
+        m.text_encoder.senses = name
+        m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
+
+
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
                        static_template: bool = True, everyday_keys: bool = True) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
@@ -361,6 +372,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         tokenizer_config=TOKENIZER_CONFIG, text_encoder={"quantization": te_note} if te_note else None,
         prior=prior)
     m.portable.check()
+    _add_senses(root, m)
     m.files = {n: e for n, e in m.files.items()}
     for name in (GENERATE, m.template.model, TOKENIZER_CONFIG, m.denoiser.model) + ((PRIOR_MODEL,) if prior else ()):
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest

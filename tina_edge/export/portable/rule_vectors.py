@@ -42,12 +42,16 @@ EXTRA_PROMPTS: tuple = (
     "y" * 199 + " z, " + "y" * 199, ["dog", 3], ["dog", "cat\ud800"], "a," * 50_001, b"dog, cat", b"dog, \xff",
     "\u0391lpha, alpha", "\u0391\u039b\u03a6\u0391, alpha", "\u0445\u0443\u0439, xyi", "\u0458\u0430\u0455, jas",
     "\u0440\u043e\u0440, \u03c1\u03bf\u03c1", "caf\u00e9, cafe", "i\u0307, I",
+    # qualifiers (issue 22): one class however spaced and cased; two senses are two classes
+    "mouse (rodent), Mouse(Rodent)", "mouse (rodent), mouse (computer)", "mouse_( rodent ), mouse", "(x), x",
+    "crane\uff08bird\uff09, crane", "a (b) (c), a (b)",
 )
 # Names whose class key and skeleton a port must reproduce exactly (case folding, widths, separators).
 KEY_NAMES: tuple = (
     "Sea_Lion", "sea-lion", "\uff53\uff45\uff41 \uff4c\uff49\uff4f\uff4e", "Stra\u00dfe", "\u1e9e", "\u039f\u0394\u039f\u03a3",
     "\u03bf\u03b4\u03bf\u03c2", "\u0130stanbul", "\u01c5", "\ufb00", "t\u2011shirt", "a\u200db", "  x__y  ", "_lead",
-    "\u13a0\u13f8\uab70", "\u1f88", "\u0422\u0430\u0442", "\u0442\u0430\u0442", "\u03a4\u03b1\u03c4",
+    "\u13a0\u13f8\uab70", "\u1f88", "Mouse(Rodent)", "mouse ( rodent )", "mouse_-_(computer)", "(x)", "x ()", "a ((b))",
+    "a (b) (c)", "x( y  z )", "crane\uff08bird\uff09", "b(\u0430)", "z (\u200by)", "\u0422\u0430\u0442", "\u0442\u0430\u0442", "\u03a4\u03b1\u03c4",
     "\u0421\u0410\u0422", "\u0451\u0457", "\u2126", "\u212a", "\u00b5", "\u1c80\u1c84", "e\u0301", "dog\u00ad", "\u0345",
 )
 
@@ -93,7 +97,10 @@ def prompt_vectors() -> dict[str, Any]:
 
     cases = [case(p) for p in PROMPTS]
     cases += [case(p, new_rule=True) for p in NEW_RULE_PROMPTS + CONFORMANCE_PROMPTS + EXTRA_PROMPTS]
-    keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n)} for n in KEY_NAMES]
+    from ...runtime.prompt import split_qualifier
+
+    keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n), "split": list(split_qualifier(n))}
+            for n in KEY_NAMES]
     return {"new_rules": new_rules, "cases": cases, "keys": keys, "descriptions": _description_vectors()}
 
 
