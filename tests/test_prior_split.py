@@ -61,8 +61,8 @@ def test_the_converted_bundle_gives_the_golden_vectors(converted):
     now = compute(converted)
     assert sorted(saved) == sorted(now)
     for key in sorted(saved):
-        if key.endswith("model_sha256"):
-            continue
+        if key.endswith("model_sha256") or key == "novelty_json":  # novelty: convert adds the senses table
+            continue  # ("mouse" alone is the rodent then, not the vocabulary's device: test_senses.py)
         assert saved[key].tobytes() == now[key].tobytes(), key
     old_id, new_id = read_manifest(default_bundle_path()).bundle_id, read_manifest(converted).bundle_id
     clf = Personalizer.from_bundle(converted, threads=1).personalize("goldfish, school bus, sneaker", seed=0)

@@ -239,7 +239,8 @@ def write_vectors(bundle: str | os.PathLike, out: str | os.PathLike, *, model_di
 
     if supports_photo_prompts(p):  # photo prompts through the bundle's trunk (issue 21)
         doc["photos"] = photo_vectors(p, [parse_classes(c["prompt"]) for c in _cases(m)][0], images)
-    prior = prior_vectors(p, description_texts(parse_classes(_cases(m)[0]["prompt"]), None))
+    first = _cases(m)[0]
+    prior = prior_vectors(p, p.encoded_texts(parse_classes(first["prompt"]), first["descriptions"]))
     if prior is not None:
         doc["prior"] = prior
     for i, c in enumerate(_cases(m)):
