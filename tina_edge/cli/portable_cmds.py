@@ -20,8 +20,11 @@ import click
               "(default: the bundle's default_steps).")
 @click.option("--keep-dynamic-int8", is_flag=True, help="Keep a dynamic-int8 text encoder as it is (by default it "
               "becomes weight-only int8: same size, embeddings independent of the batch and equal on every platform).")
+@click.option("--keep-float32", is_flag=True, help="Keep float32 weights in the denoiser, generate.onnx and the "
+              "template's trunk (by default they are stored as float16 + Cast: half the download, same accuracy; "
+              "benchmarks/notes/bundle-size.md).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
+def convert(bundle, output, to_ort, steps, keep_dynamic_int8, keep_float32, force):
     """Copy BUNDLE (default: the embedded one) to -o, add generate.onnx and tokenizer_config.json and
     rewrite template.onnx with its weights as graph inputs (one template for every runtime) (what the JavaScript package and other ports need); --ort for mobile."""
     from ..export.portable.generate import add_portable_files
@@ -40,7 +43,7 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, force):
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(tmp / name, b.data(name))
             write_manifest(tmp, copy.deepcopy(b.manifest))
-            m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8)
+            m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8, keep_float32=keep_float32)
             if to_ort:
                 from ..export.portable.ort_format import convert_bundle_to_ort
 
