@@ -5,7 +5,7 @@
                             Tiny-ImageNet val photos: top-1 agreement, accuracy of each (SE paired over tasks)
   text A B [--words FILE]   text embeddings of bundle B's encoder against A's on real names (the vocabulary,
                             WordNet lemmas): cosine, max |diff|, nearest-vocabulary answers
-  memory BUNDLE             peak RSS of creating the template and generate sessions (run once per bundle)
+  memory GRAPH.onnx         peak RSS growth of creating one session (one process per graph)
 
 Run from the repository root: PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bundle_size.py sizes /tmp/b
 """
@@ -147,23 +147,19 @@ def text(a: Path, b: Path, words_file: Path | None, n_words: int = 500) -> dict:
     return out
 
 
-def memory(bundle: Path) -> dict:
-    """Peak RSS (ru_maxrss) before and after creating the template and generate sessions, 1 thread."""
+def memory(graph: Path) -> dict:
+    """Peak RSS (ru_maxrss) of this process before and after creating one session of `graph`, 1 thread
+    (run it in a fresh process per graph: the peak never goes down)."""
     import resource
 
     import onnxruntime as ort
 
-    from tina_edge.runtime.manifest import read_manifest
-
-    m = read_manifest(bundle)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    out = {"before_mib": before / 1024}
-    for name in (m.template.model, m.portable.generate["model"]):
-        ort.InferenceSession(str(bundle / name), so, providers=["CPUExecutionProvider"])
-        out[f"after_{name}_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"graph": str(graph), "before_mib": round(before, 1), "after_mib": round(after, 1), "grew_mib": round(after - before, 1)}
 
 
 def main() -> None:
