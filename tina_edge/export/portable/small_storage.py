@@ -15,6 +15,8 @@ ModelProto's initializers by size and consumer (no node names):
   as uint8, the attention and FFN-up matrices as int8, the FFN down-projections as float16), and
   every smaller form measured moved the nearest-vocabulary answers of real names (int8 FFN
   down-projections per column or per block of 32, a 4-bit word table; benchmarks/bundle_size.py).
+* int8 trunk kernels (per output channel, `Cast(W_int8) * scale`) were measured too and refused:
+  personalized classifiers agreed with the float32 ones on 96.0 % of photos (float16: 99.9 %).
 
 Older bundles keep working: the runtime reads any of these forms, they are plain onnx graphs.
 """
@@ -78,3 +80,4 @@ def file_weights_to_fp16(path, exclude: frozenset[str] | set[str] = frozenset(),
         onnx.checker.check_model(model)
         atomic_save_onnx(path, model)
     return saved
+
