@@ -62,6 +62,9 @@ def test_only_weights_read_in_weight_slots_become_float16_and_outputs_stay_close
     m = _graph_with_a_loop(rng)
     x = rng.standard_normal((64, 64)).astype(np.float32)
     before = _run(m, {"x": x})
+    kept = onnx.ModelProto()
+    kept.CopyFrom(m)
+    assert float_weights_to_fp16(kept, exclude={"W", "W_body"}) == 0  # excluded by name (a template's layout tensors)
     saved = float_weights_to_fp16(m)
     types = {i.name: i.data_type for i in m.graph.initializer}
     assert types["W_fp16"] == types["W_body_fp16"] == TensorProto.FLOAT16  # a MatMul weight, also inside the Loop body

@@ -51,31 +51,25 @@ def consumers(graph) -> dict[str, list[tuple[str, int]]]:
     return out
 
 
-def float_weights_to_fp16(model, min_elements: int = 1024) -> int:
+def float_weights_to_fp16(model, min_elements: int = 1024, exclude: frozenset[str] | set[str] = frozenset()) -> int:
     """Store each float32 initializer of >= min_elements read only in weight slots as float16 + Cast;
-    returns the bytes saved (0: nothing to do, e.g. a graph converted before)."""
+    returns the bytes saved (0: nothing to do, e.g. a graph converted before). `exclude`: initializer
+    names to keep float32 (a template's layout tensors, when they are initializers)."""
     from .weight_only import store_as_fp16
 
-    return store_as_fp16(model.graph, _weight_selector(model.graph, frozenset(), min_elements))
-
-
-def _weight_selector(graph, exclude, min_elements: int):
-    """store_as_fp16's `select`: large tensors read only in weight slots, not excluded by name."""
-    uses = consumers(graph)
-    return lambda name, a: (name not in exclude and a.size >= min_elements and bool(uses.get(name))
-                            and all(u in WEIGHT_SLOTS for u in uses[name]))
+    uses = consumers(model.graph)
+    return store_as_fp16(model.graph, lambda name, a: (name not in exclude and a.size >= min_elements and bool(uses.get(name))
+                                                       and all(u in WEIGHT_SLOTS for u in uses[name])))
 
 
 def file_weights_to_fp16(path, exclude: frozenset[str] | set[str] = frozenset(), min_elements: int = 1024) -> int:
-    """`float_weights_to_fp16` on an .onnx file, rewritten in place (atomically) when anything changed;
-    `exclude`: initializer names to keep float32 (a template's layout tensors when they are initializers)."""
+    """`float_weights_to_fp16` on an .onnx file, rewritten in place (atomically) when anything changed."""
     import onnx
 
     from ...runtime.atomic import atomic_save_onnx
-    from .weight_only import store_as_fp16
 
     model = onnx.load(str(path))
-    saved = store_as_fp16(model.graph, _weight_selector(model.graph, frozenset(exclude), min_elements))
+    saved = float_weights_to_fp16(model, min_elements, exclude)
     if saved:
         onnx.checker.check_model(model)
         atomic_save_onnx(path, model)
