@@ -4,7 +4,8 @@
 //   returning visit: page load -> ready (sessions made), bytes transferred (Cache API + HTTP cache)
 //   warm personalize of 10 classes (names cached / every name encoded), predict of one photo
 //   responsiveness:  the longest main-thread stall (gap between 4 ms timer ticks) during personalize + predict
-//   cd js && node ../benchmarks/js_browser.mjs [--classes N] [--bundle DIR] [--json OUT]   (needs Chromium: see browser/chromium.mjs)
+//   cd js && node ../benchmarks/js_browser.mjs [--classes N] [--bundle DIR] [--json OUT] [--gzip] [--log]   (needs Chromium: see browser/chromium.mjs)
+// --gzip: the server sends gzip -9 bodies, so "bytes" is what a compressing host transfers; --log: every request on stderr
 // --classes N: personalize N classes instead of 10 (above K_max: in groups, issue 23)
 // --bundle DIR: a bundle with portable files (generate.onnx) instead of the repository's default one;
 //   without --bundle, test/prepare.mjs's bundle ($TINA_EDGE_BUNDLE, else the default, converted if need be)
@@ -40,7 +41,8 @@ await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, fo
   minify: true, outfile: path.join(dir, "out/app.js"), logLevel: "error" });
 await buildWorker(path.join(dir, "out"));
 fs.writeFileSync(path.join(dir, "out/index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
-const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", e.bundle]]);
+const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", e.bundle]], { gzip: process.argv.includes("--gzip"),
+  log: process.argv.includes("--log") ? (line) => console.error(line) : null });
 const m = JSON.parse(fs.readFileSync(path.join(e.bundle, "manifest.json"), "utf8"));
 const ci = process.argv.indexOf("--classes");
 const N = ci > 0 ? Number(process.argv[ci + 1]) : 10;

@@ -168,10 +168,10 @@ def test_one_template_bundle_writes_the_same_standalone_model_as_a_two_template_
     old = make_tiny_bundle(tmp_path / "old", k_max=5, default_steps=4)
     new = tmp_path / "new"
     shutil.copytree(old, new)
-    add_portable_files(new)
+    add_portable_files(new, keep_float32=True)  # the template form alone (float16 storage: test_small_storage.py)
     again = tmp_path / "again"
     shutil.copytree(new, again)
-    m2 = add_portable_files(again)  # converting twice keeps one template and the same bytes
+    m2 = add_portable_files(again, keep_float32=True)  # converting twice keeps one template and the same bytes
     assert (again / "template.onnx").read_bytes() == (new / "template.onnx").read_bytes()
     assert m2.template.form == "inputs" and "template_inputs.onnx" not in m2.files
     po, pn = Personalizer.from_bundle(old, threads=1), Personalizer.from_bundle(new, threads=1)
@@ -221,7 +221,7 @@ def test_older_two_template_bundles_still_open_and_convert_to_one_template(tmp_p
     assert b.manifest.template.form == "initializers" and "template_inputs.onnx" in b.manifest.files
     new = tmp_path / "new"
     shutil.copytree(old, new)
-    m2 = add_portable_files(new)
+    m2 = add_portable_files(new, keep_float32=True)  # the template form alone (float16 storage: test_small_storage.py)
     assert m2.template.form == "inputs" and "template_inputs.onnx" not in m2.files and not (new / "template_inputs.onnx").exists()
     assert sum(e["bytes"] for e in m2.files.values()) < sum(e["bytes"] for e in b.manifest.files.values()) + \
         m2.files["generate.onnx"]["bytes"] + m2.files["tokenizer_config.json"]["bytes"] + \

@@ -4,14 +4,20 @@
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 
 const TYPES = { ".html": "text/html; charset=utf-8", ".mjs": "text/javascript", ".js": "text/javascript", ".css": "text/css",
   ".json": "application/json", ".wasm": "application/wasm", ".onnx": "application/octet-stream", ".png": "image/png" };
 
-/** Start a server on 127.0.0.1 (port 0: any free one). routes: [[prefix, dir], ...], longest prefix first. */
-export async function serveStatic(routes, { port = 0, log = null } = {}) {
+/**
+ * Start a server on 127.0.0.1 (port 0: any free one). routes: [[prefix, dir], ...], longest prefix first.
+ * gzip: serve gzip -9 bodies (Content-Encoding) to clients that accept them, as a host should (README,
+ * "Hosting a bundle"); counts.bytes then counts the compressed bytes sent.
+ */
+export async function serveStatic(routes, { port = 0, log = null, gzip = false } = {}) {
   const sorted = [...routes].sort((a, b) => b[0].length - a[0].length);
   const counts = { requests: 0, bytes: 0 };
+  const gzipped = new Map(); // file + etag -> compressed bytes, made once
   const server = http.createServer((req, res) => {
     counts.requests++;
     const url = new URL(req.url, "http://x");
@@ -26,8 +32,18 @@ export async function serveStatic(routes, { port = 0, log = null } = {}) {
     }
     const etag = `"${st.size}-${Math.floor(st.mtimeMs)}"`;
     if (req.headers["if-none-match"] === etag) { res.writeHead(304); return res.end(); }
-    res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": st.size,
-      "cache-control": "public, max-age=3600", etag, "access-control-allow-origin": "*" });
+    const headers = { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": st.size,
+      "cache-control": "public, max-age=3600", etag, "access-control-allow-origin": "*" };
+    if (gzip && /\bgzip\b/.test(req.headers["accept-encoding"] ?? "")) {
+      const key = `${file}\n${etag}`;
+      if (!gzipped.has(key)) gzipped.set(key, zlib.gzipSync(fs.readFileSync(file), { level: 9 }));
+      const body = gzipped.get(key);
+      res.writeHead(200, { ...headers, "content-length": body.length, "content-encoding": "gzip", vary: "accept-encoding" });
+      counts.bytes += body.length;
+      log?.(`${req.method} ${url.pathname} ${body.length} (gzip, ${st.size})`);
+      return res.end(req.method === "HEAD" ? undefined : body);
+    }
+    res.writeHead(200, headers);
     counts.bytes += st.size;
     log?.(`${req.method} ${url.pathname} ${st.size}`);
     if (req.method === "HEAD") return res.end();

@@ -38,6 +38,7 @@ from ...runtime.manifest import Manifest, PortableInfo, read_manifest, write_man
 from ...runtime.noise import GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION
 from ...runtime.samplers import make_sampler
 from ...runtime.schedule import NoiseSchedule
+from .small_storage import file_weights_to_fp16
 
 GENERATE = "generate.onnx"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -329,13 +330,16 @@ def _add_senses(root: Path, m: Manifest) -> None:
 
 
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
-                       static_template: bool = True, everyday_keys: bool = True) -> Manifest:
+                       static_template: bool = True, everyday_keys: bool = True,
+                       keep_float32: bool = False) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
     A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
     embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly.
-    everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle)."""
+    everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle).
+    Unless keep_float32, the float32 weights of the denoiser (hence generate.onnx) and the template's
+    trunk are stored as float16 + Cast (small_storage.py): half their bytes, accuracy measured equal."""
     import onnx
 
     root = Path(bundle_dir)
@@ -347,6 +351,9 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
 
         apply_to_bundle(root, m)
     den, prior = _split_prior(root, m)
+    if not keep_float32:  # before generate.onnx is built from it, so both graphs hold the same weights
+        file_weights_to_fp16(root / m.denoiser.model)  # (the prior's big tensors are float16 already)
+        den = onnx.load(str(root / m.denoiser.model))
     gen, ts = build_generate(den, m, steps)
     atomic_save_onnx(root / GENERATE, gen)
     # ONE template serves both runtimes (the trunk is stored once): template.model becomes the graph
@@ -357,6 +364,8 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
         atomic_save_onnx(root / m.template.model, tpl)
         m.template.form = "inputs"
     static = _static_template_note(root, m, tpl, static_template and m.template.input is not None)
+    if not keep_float32:  # after the static rewrite (its optimiser would fold the Casts back to float32)
+        file_weights_to_fp16(root / m.template.model, exclude={t.name for t in m.template.layout})
     old_inputs = m.portable.template_inputs_model
     if old_inputs and old_inputs != m.template.model:  # a bundle converted before: drop its second copy
         m.files.pop(old_inputs, None)

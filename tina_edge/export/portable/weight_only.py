@@ -163,8 +163,9 @@ def store_as_fp16(graph, select) -> int:
     """Replace every float32 initializer for which `select(name, array)` holds by a float16 copy read
     through a Cast back to float32 (same tensor name for the rest of the graph); returns bytes saved.
 
-    The one writer of this form: export/graphs.py stores exact-float16 prior buffers with it, and
-    `float_matmul_weights_to_fp16` the float32 MatMul weights int8 leaves. onnxruntime folds each Cast
+    The one writer of this form: export/graphs.py stores exact-float16 prior buffers with it,
+    `float_matmul_weights_to_fp16` the float32 MatMul weights int8 leaves, and small_storage.py the
+    float32 weights of the denoiser and the template's trunk (`tina-edge convert`). onnxruntime folds each Cast
     into a float tensor when the session is created.
     """
     import numpy as np
