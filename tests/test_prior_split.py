@@ -26,7 +26,7 @@ from tina_edge.runtime.personalizer import Personalizer
 def converted(tmp_path_factory):
     out = tmp_path_factory.mktemp("prior") / "conv"
     r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out),  # the split alone
-                                  "--keep-template-shapes", "--no-everyday-keys"])
+                                  "--keep-template-shapes", "--no-everyday-keys", "--keep-float32"])
     assert r.exit_code == 0, r.output
     return out
 
@@ -73,7 +73,7 @@ def test_the_converted_bundle_gives_the_golden_vectors(converted):
 
 def test_converting_a_split_bundle_again_keeps_it(converted, tmp_path):
     again = tmp_path / "again"
-    r = CliRunner().invoke(main, ["convert", str(converted), "-o", str(again), "--keep-template-shapes", "--no-everyday-keys"])
+    r = CliRunner().invoke(main, ["convert", str(converted), "-o", str(again), "--keep-template-shapes", "--no-everyday-keys", "--keep-float32"])
     assert r.exit_code == 0, r.output
     assert read_manifest(again).portable.prior == read_manifest(converted).portable.prior
     for n in ("denoiser.onnx", PRIOR_MODEL):
@@ -217,7 +217,7 @@ def test_conformance_prior_rows_are_what_the_runtime_feeds(converted):
 @pytest.mark.slow
 def test_an_ort_format_split_bundle_gives_the_golden_params(tmp_path):
     out = tmp_path / "ort"
-    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out), "--ort", "--no-everyday-keys"])
+    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out), "--ort", "--no-everyday-keys", "--keep-float32"])
     assert r.exit_code == 0, r.output
     m = read_manifest(out)
     assert m.portable.prior_model == "prior.ort" and m.denoiser.model == "denoiser.ort"
