@@ -317,14 +317,28 @@ def _split_prior(root: Path, m: Manifest):
     return den, {"model": PRIOR_MODEL, "inputs": input_names("prior"), "outputs": output_names("prior")}
 
 
+def _prior_only(root: Path, m: Manifest, den, prior: dict | None, wanted: bool):
+    """(denoiser, portable.prior) with the correction zeroed when `wanted` (prior_only.py) and
+    `only` recorded whenever the denoiser is the prior alone (asked now, or zeroed before)."""
+    from .prior_only import apply_prior_only
+
+    den, only = apply_prior_only(den, prior, m, m.denoiser.model, wanted)
+    if wanted:
+        atomic_save_onnx(root / m.denoiser.model, den)
+    if prior is not None:
+        prior = {k: v for k, v in prior.items() if k != "only"} | ({"only": True} if only else {})
+    return den, prior
+
+
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
-                       static_template: bool = True, everyday_keys: bool = True) -> Manifest:
+                       static_template: bool = True, everyday_keys: bool = True, prior_only: bool = False) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
     A dynamic-int8 text encoder is rewritten as weight-only int8 unless keep_dynamic_int8: its
     embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly.
-    everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle)."""
+    everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle).
+    prior_only: zero the denoiser's correction, the generator becomes the text prior alone (prior_only.py)."""
     import onnx
 
     root = Path(bundle_dir)
@@ -336,6 +350,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
 
         apply_to_bundle(root, m)
     den, prior = _split_prior(root, m)
+    den, prior = _prior_only(root, m, den, prior, prior_only)
     gen, ts = build_generate(den, m, steps)
     atomic_save_onnx(root / GENERATE, gen)
     # ONE template serves both runtimes (the trunk is stored once): template.model becomes the graph
