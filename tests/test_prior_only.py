@@ -125,3 +125,20 @@ def test_info_says_the_seed_changes_nothing(bundles):
     assert r.exit_code == 0, r.output
     assert "the text prior alone (no denoiser step; seed and noise change nothing)" in r.output
     open_bundle(bundles[1]).close()
+
+
+def test_rows_scatter_by_the_layout_and_other_layouts_are_refused():
+    """Slot j's row = [W_j, b_j]: rows [B, K, R] land at the layout's offsets; no class axis: refused."""
+    from tina_edge.runtime.manifest import TensorSpec
+    from tina_edge.runtime.prior_only import prior_x0, row_segments
+
+    layout = [TensorSpec("w", [3, 2], 0, 0), TensorSpec("b", [3], 6, 0)]
+    assert row_segments(layout, 3, 3) == [(0, 2), (6, 1)]
+    rows = np.arange(9, dtype=np.float32).reshape(1, 3, 3) - 8  # rows [-8 -7 -6], [-5 -4 -3], [-2 -1 0]
+    x = prior_x0(rows, np.array([[1, 1, 0]], np.float32), layout, 9)
+    assert x.tolist() == [[-8, -7, -5, -4, 0, 0, -6, -3, 0]]
+    assert not np.signbit(x[0, [4, 5, 8]]).any()  # masked slot: 0 + (-2 * 0) is +0, as the denoiser graph computes
+    with pytest.raises(BundleError, match=r"^the generated tensor s has no leading class axis of K_max 3; the prior alone"):
+        row_segments([TensorSpec("s", [4], 0, None)], 3, 4)
+    with pytest.raises(BundleError, match=r"^the prior rows hold 4 numbers but the layout's rows hold 3"):
+        row_segments(layout, 3, 4)
