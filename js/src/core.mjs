@@ -362,8 +362,8 @@ export class TinaEdge {
     };
     // split bundles (manifest portable.prior): the prior rows once, read by every step of generate.onnx
     if (this.sessions.prior) feeds[PRIOR] = (await this.sessions.prior.run({ [CLASS_EMB]: feeds[CLASS_EMB] }))[PRIOR];
-    const flat = this.sessions.generate ? (await this.sessions.generate.run(feeds))[PARAMS].data
-      : priorOnlyParams(feeds[PRIOR].data, mask, m.template.layout, G, K, feeds[PRIOR].dims[2], P); // the same floats, no step
+    const flat = isPriorOnly(m) ? priorOnlyParams(feeds[PRIOR].data, mask, m.template.layout, G, K, feeds[PRIOR].dims[2], P)
+      : (await this.sessions.generate.run(feeds))[PARAMS].data; // prior alone: generate.onnx's floats without running it
     const parts = sizes.map((n, g) => {
       const part = {};
       for (const t of m.template.layout) {
