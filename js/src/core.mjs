@@ -33,6 +33,7 @@ function checkPreprocess(tree, manifest) {
 import { noveltyReport, readNpy } from "./novelty.mjs";
 import { SenseTable, senseTexts } from "./senses.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
+import { isPriorOnly, priorOnlyParams } from "./prior-only.mjs";
 import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS, PRIOR } from "./contracts.mjs";
 
 export const VERSION = "0.1.0";
@@ -169,7 +170,7 @@ export class TinaEdge {
     // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
     // one download per file: a one-template bundle names template.onnx twice (template.model = portable.template_inputs.model)
     const priorModel = m.portable.prior?.model; // split bundles: the text prior's own graph, run once per personalize
-    const names = [...new Set([te.model, ...(priorModel ? [priorModel] : []), m.portable.generate.model,
+    const names = [...new Set([te.model, ...(priorModel ? [priorModel] : []), ...(isPriorOnly(m) ? [] : [m.portable.generate.model]),
       m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
     const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
@@ -195,13 +196,13 @@ export class TinaEdge {
     const classifier = await make(m.portable.template_inputs.model);
     const text = await make(te.model);
     const prior = priorModel ? await make(priorModel) : null;
-    const generate = await make(m.portable.generate.model);
+    const generate = isPriorOnly(m) ? null : await make(m.portable.generate.model); // prior alone: never run (prior-only.mjs)
     const templateBytes = loadTemplate ? await files[m.template.model] : null;
     await Promise.all(Object.values(files));
     const fileMs = performance.now() - f0;
     const t1 = performance.now();
     return new TinaEdge({
-      ort, bundle, tokenizer, sessions: { text, generate, classifier, ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
+      ort, bundle, tokenizer, sessions: { text, classifier, ...(generate ? { generate } : {}), ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
       timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
     });
   }
@@ -379,8 +380,8 @@ export class TinaEdge {
     };
     // split bundles (manifest portable.prior): the prior rows once, read by every step of generate.onnx
     if (this.sessions.prior) feeds[PRIOR] = (await this.sessions.prior.run({ [CLASS_EMB]: feeds[CLASS_EMB] }))[PRIOR];
-    const res = await this.sessions.generate.run(feeds);
-    const flat = res[PARAMS].data;
+    const flat = isPriorOnly(m) ? priorOnlyParams(feeds[PRIOR].data, mask, m.template.layout, G, K, feeds[PRIOR].dims[2], P)
+      : (await this.sessions.generate.run(feeds))[PARAMS].data; // prior alone: generate.onnx's floats without running it
     const parts = sizes.map((n, g) => {
       const part = {};
       for (const t of m.template.layout) {

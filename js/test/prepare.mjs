@@ -36,6 +36,25 @@ function run(args) {
 const VECTORS_FORMAT = 11; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
 const readJSON = (p) => JSON.parse(fs.readFileSync(p, "utf8"));
 
+// the same source converted with --prior-only (the generator as the text prior alone) and Python's
+// vectors for it: js/test/prior-only.test.mjs; {} when the source has no text prior to keep alone
+function preparePriorOnly(source, srcManifest) {
+  const bundle = path.join(CACHE, "bundle-prior-only");
+  const vectors = path.join(CACHE, "vectors-prior-only.json");
+  const stamp = path.join(CACHE, "bundle-prior-only.source");
+  const key = `${source}\n${srcManifest.bundle_id}\n${VECTORS_FORMAT}`;
+  if (!(fs.existsSync(stamp) && fs.readFileSync(stamp, "utf8") === key && fs.existsSync(vectors))) {
+    try {
+      run(["-m", "tina_edge.cli.main", "convert", source, "-o", bundle, "--prior-only", "--force"]);
+    } catch {
+      return {};
+    }
+    run(["-m", "tina_edge.export.portable.conformance", "--bundle", bundle, "-o", vectors, "--model-dir", path.join(CACHE, "models-prior-only")]);
+    fs.writeFileSync(stamp, key);
+  }
+  return { priorOnly: { bundle, vectors } };
+}
+
 export function prepare() {
   fs.mkdirSync(CACHE, { recursive: true });
   const source = path.resolve(process.env.TINA_EDGE_BUNDLE ?? path.join(ROOT, "tina_edge/bundles/default"));
@@ -60,7 +79,7 @@ export function prepare() {
     stale = v.bundle_id !== bundleId || v.bundle !== bundle || v.format !== VECTORS_FORMAT;
   }
   if (stale) run(["-m", "tina_edge.export.portable.conformance", "--bundle", bundle, "-o", vectors, "--model-dir", models]);
-  const env = { bundle, vectors, models, root: ROOT };
+  const env = { bundle, vectors, models, root: ROOT, ...preparePriorOnly(source, srcManifest) };
   fs.writeFileSync(path.join(CACHE, "env.json"), JSON.stringify(env, null, 2) + "\n");
   return env;
 }

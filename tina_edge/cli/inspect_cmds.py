@@ -125,6 +125,8 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
                    + ("; ORT format" if port.ort else ""))
         if port.prior_model:  # the text prior's own graph, run once per personalize (export/portable/prior_split.py)
             out.append(f"prior       {port.prior_model}: the text prior, once per personalize ({m.denoiser.model} reads its rows)")
+        if port.prior_only:  # convert --prior-only (export/portable/prior_only.py): the correction is zero
+            out.append("generator   the text prior alone (no denoiser step; seed and noise change nothing)")
     out.append("files")
     out += [f"              {n:<24} {_fmt_bytes(int(e.get('bytes', 0))):>10}  sha256 {str(e.get('sha256'))[:12]}" for n, e in sorted(m.files.items())]
     tr, ev = m.training.to_dict(), m.evaluation.to_dict()  # every key, those this version does not know too

@@ -27,8 +27,12 @@ import click
 @click.option("--keep-float32", is_flag=True, help="Keep float32 weights in the denoiser, generate.onnx and the "
               "template's trunk (by default they are stored as float16 + Cast: half the download, same accuracy; "
               "benchmarks/notes/bundle-size.md).")
+@click.option("--prior-only", is_flag=True, help="Zero the denoiser's learned correction: the generator becomes the text "
+              "prior alone (as good on seen classes, better on new names: BENCHMARKS §15) and personalize runs no "
+              "denoiser step; the seed then changes nothing (export/portable/prior_only.py).")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
-def convert(bundle, output, to_ort, steps, keep_dynamic_int8, keep_template_shapes, no_everyday_keys, keep_float32, force):
+def convert(bundle, output, to_ort, steps, keep_dynamic_int8, keep_template_shapes, no_everyday_keys, keep_float32,
+            prior_only, force):
     """Copy BUNDLE (default: the embedded one) to -o, add generate.onnx and tokenizer_config.json and
     rewrite template.onnx with its weights as graph inputs (one template for every runtime) (what the JavaScript package and other ports need); --ort for mobile."""
     from ..export.portable.generate import add_portable_files
@@ -48,7 +52,8 @@ def convert(bundle, output, to_ort, steps, keep_dynamic_int8, keep_template_shap
                 atomic_write_bytes(tmp / name, b.data(name))
             write_manifest(tmp, copy.deepcopy(b.manifest))
             m = add_portable_files(tmp, steps, keep_dynamic_int8=keep_dynamic_int8, keep_float32=keep_float32,
-                                   static_template=not keep_template_shapes, everyday_keys=not no_everyday_keys)
+                                   static_template=not keep_template_shapes, everyday_keys=not no_everyday_keys,
+                                   prior_only=prior_only)
             if to_ort:
                 from ..export.portable.ort_format import convert_bundle_to_ort
 

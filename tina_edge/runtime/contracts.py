@@ -22,6 +22,9 @@ INPUT_IDS, ATTENTION_MASK, EMBEDDINGS = "input_ids", "attention_mask", "embeddin
 X_T, TIMESTEP, CLASS_EMB, CLASS_MASK, X0 = "x_t", "timestep", "class_emb", "class_mask", "x0"  # denoiser
 NOISE, PARAMS = "noise", "params"  # generate.onnx: x_T in, x0 and de-normalised parameters out
 PRIOR = "prior"  # prior.onnx out, the split denoiser / generate.onnx in: prior rows [B, K, R], normalised
+# torch.onnx's node scope of the denoiser's correction output (RowTokenDenoiser.row_out; x0 = correction + prior):
+# export/portable/prior_only.py zeroes the initializers it reads
+CORRECTION_SCOPE = "/row_out/"
 IMAGE, FEATURES, LOGITS, PROBABILITIES = "image", "features", "logits", "probabilities"  # classifier, trunk, head
 
 # role -> ({input: element type}, {output: element type}), in graph order

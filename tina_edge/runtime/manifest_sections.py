@@ -184,7 +184,8 @@ class PortableInfo(_Section):
     text_encoder: dict[str, Any] | None = None  # {"quantization"}: the text encoder's portable rewrite
     ort: dict[str, Any] | None = None  # {"optimization", "required_operators", ...}: ORT-format graphs
     # {"model", "inputs", "outputs"}: the text prior cut from the denoiser (export/portable/prior_split.py);
-    # when set, denoiser.model and generate.onnx read its `prior` rows, computed once per personalize
+    # when set, denoiser.model and generate.onnx read its `prior` rows, computed once per personalize;
+    # "only": true when the denoiser's correction is zero (export/portable/prior_only.py): the prior alone
     prior: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     nulls: set[str] = field(default_factory=set, repr=False, compare=False)
@@ -203,6 +204,12 @@ class PortableInfo(_Section):
     def prior_model(self) -> str | None:
         """The prior graph's file name, or None (the denoiser computes the prior itself)."""
         return self.prior.get("model") if self.prior else None
+
+    @property
+    def prior_only(self) -> bool:
+        """True when the generator is the text prior alone (portable.prior.only): personalize runs no
+        denoiser step (runtime/prior_only.py); noise and seed change nothing."""
+        return bool(self.prior and self.prior.get("only") is True)
 
     @property
     def template_inputs_model(self) -> str | None:
@@ -246,3 +253,5 @@ class PortableInfo(_Section):
         for key in ("inputs", "outputs"):
             if self.prior is not None and self.prior.get(key) is not None:
                 _check_names(f"portable.prior.{key}", self.prior[key])
+        if self.prior is not None and not isinstance(self.prior.get("only", False), bool):
+            raise BundleError("manifest field portable.prior.only must be true or false")

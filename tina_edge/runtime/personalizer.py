@@ -411,8 +411,10 @@ class Personalizer:
     def _sample_batch(self, smp: Any, class_emb: np.ndarray, mask: np.ndarray, x: np.ndarray,
                       rng: np.random.Generator) -> np.ndarray:
         """One batch of tasks [B, K_max, D] from x_T [B, P] to x_0 [B, P]."""
-        gen = self._generate_session(smp)
         prior = self._prior_rows(class_emb)  # once for all steps (split bundles; {} otherwise)
+        if prior and self.manifest.portable.prior_only:  # the prior alone: no step runs (runtime/prior_only.py)
+            return self._prior_only_sample(smp, prior[PRIOR], mask, rng)
+        gen = self._generate_session(smp)
         if gen is not None:  # the same DDIM steps in one onnxruntime call
             x = np.asarray(run_graph(gen, [X0], {CLASS_EMB: class_emb, CLASS_MASK: mask, NOISE: x, **prior},
                                      what=f"bundle file {self.manifest.portable.generate_model}")[0], np.float32)
@@ -421,6 +423,17 @@ class Personalizer:
             x = smp.step(x0, int(t), x, rng)
         if not np.all(np.isfinite(x)):
             raise BundleError("the denoiser produced non-finite parameters; the bundle is broken")
+        return x
+
+    def _prior_only_sample(self, smp: Any, prior: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """What the steps (or generate.onnx) return when the correction is zero: every x0 prediction is
+        the prior's, and the last step's x_t coefficient is 0 (abar_prev = 1), so x_T is not needed."""
+        from .prior_only import prior_x0
+
+        x0 = prior_x0(prior, mask, self.manifest.template.layout, self.manifest.denoiser.param_count)
+        x = smp.step(x0, int(smp.timesteps[-1]), x0, rng)  # DDIM: x0 itself; DDPM: its last coefficient times x0
+        if not np.all(np.isfinite(x)):
+            raise BundleError("the prior produced non-finite parameters; the bundle is broken")
         return x
 
     def _metadata(self, names: list[str], prompt: str, texts: list, image_counts: dict[str, int],

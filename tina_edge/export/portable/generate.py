@@ -329,9 +329,22 @@ def _add_senses(root: Path, m: Manifest) -> None:
         m.files[name] = {"sha256": "", "bytes": 0}  # filled in by write_manifest
 
 
+def _prior_only(root: Path, m: Manifest, den, prior: dict | None, wanted: bool):
+    """(denoiser, portable.prior) with the correction zeroed when `wanted` (prior_only.py) and
+    `only` recorded whenever the denoiser is the prior alone (asked now, or zeroed before)."""
+    from .prior_only import apply_prior_only
+
+    den, only = apply_prior_only(den, prior, m, m.denoiser.model, wanted)
+    if wanted:
+        atomic_save_onnx(root / m.denoiser.model, den)
+    if prior is not None:
+        prior = {k: v for k, v in prior.items() if k != "only"} | ({"only": True} if only else {})
+    return den, prior
+
+
 def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep_dynamic_int8: bool = False,
-                       static_template: bool = True, everyday_keys: bool = True,
-                       keep_float32: bool = False) -> Manifest:
+                       static_template: bool = True, everyday_keys: bool = True, keep_float32: bool = False,
+                       prior_only: bool = False) -> Manifest:
     """Write generate.onnx and tokenizer_config.json, rewrite the template with its weights as inputs
     and rewrite its manifest (hashes, bundle_id, the `portable` section) through write_manifest.
 
@@ -339,7 +352,8 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
     embeddings would otherwise depend on the batch and differ between CPUs and WebAssembly.
     everyday_keys: add everyday words of seen classes as prior keys (everyday_keys.py; once per bundle).
     Unless keep_float32, the float32 weights of the denoiser (hence generate.onnx) and the template's
-    trunk are stored as float16 + Cast (small_storage.py): half their bytes, accuracy measured equal."""
+    trunk are stored as float16 + Cast (small_storage.py): half their bytes, accuracy measured equal.
+    prior_only: zero the denoiser's correction, the generator becomes the text prior alone (prior_only.py)."""
     import onnx
 
     root = Path(bundle_dir)
@@ -351,6 +365,7 @@ def add_portable_files(bundle_dir: str | Path, steps: int | None = None, *, keep
 
         apply_to_bundle(root, m)
     den, prior = _split_prior(root, m)
+    den, prior = _prior_only(root, m, den, prior, prior_only)
     if not keep_float32:  # before generate.onnx is built from it, so both graphs hold the same weights
         file_weights_to_fp16(root / m.denoiser.model)  # (the prior's big tensors are float16 already)
         den = onnx.load(str(root / m.denoiser.model))
