@@ -49,27 +49,24 @@ def cached_probe(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
 
 def prior_only(p, bundle: Path | None):
     """A Personalizer like p whose denoiser returns the text prior alone, or None (with the reason) when
-    the bundle's denoiser has no correction head to zero (then there is no separate prior to measure)."""
+    the bundle's denoiser has no correction head to zero (then there is no separate prior to measure).
+    The zeroing is `convert --prior-only`'s own (export/portable/prior_only.py: the weights the
+    correction reads, through any storage Cast); a bundle converted so is returned as it is."""
     import onnx
-    from onnx import numpy_helper
 
+    from tina_edge.export.portable.prior_only import correction_initializers, zero_correction
     from tina_edge.runtime.bundle import open_bundle
     from tina_edge.runtime.personalizer import Personalizer, _session
 
+    if p.manifest.portable.prior_only:
+        return p, "the bundle is prior-only already (portable.prior.only)"
     name = p.manifest.denoiser.model
     model = onnx.load_from_string(open_bundle(bundle).data(name))
-    inits = {t.name: t for t in model.graph.initializer}
-    zeroed = []
-    for node in model.graph.node:
-        if node.name.startswith(CORRECTION) or any(o.startswith(CORRECTION) for o in node.output):
-            for i in node.input:
-                if i in inits:
-                    arr = numpy_helper.to_array(inits[i])
-                    inits[i].CopyFrom(numpy_helper.from_array(np.zeros_like(arr), i))
-                    zeroed.append(i)
-    if not zeroed:
+    if not correction_initializers(model.graph):
         return None, f"{name} has no {CORRECTION} correction head"
+    zeroed = zero_correction(model, name)
     q = Personalizer(p.bundle, p._text, _session(model.SerializeToString(), name, 1), threads=1)
+    q._prior = p._prior_session()  # a split bundle's prior graph, shared (its bytes are released once loaded)
     return q, f"zeroed {', '.join(zeroed)}"
 
 

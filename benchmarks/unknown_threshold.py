@@ -80,7 +80,7 @@ def measure_prompt(tina: Personalizer, prompt: str, data: Path, seed: int, per_c
     files_in, targets = limit(inside.files, inside.targets, per_class)
     files_out: list[Path] = []
     for name in inside.unmatched_folders:
-        found, _ = walk_images(data / name)
+        found = walk_images(data / name).images
         files_out.extend(found[:per_class] if per_class else found)
     if not files_out:
         raise SystemExit(f"{data} has no folder outside the prompt {prompt!r}: nothing to reject")
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     tina = Personalizer.from_bundle(a.bundle, threads=a.threads)
     thresholds = [float(x) for x in a.thresholds.split(",") if x.strip()]
-    far = walk_images(a.far)[0] if a.far else []
+    far = walk_images(a.far).images if a.far else []
     if a.far and not far:
         raise SystemExit(f"--far {a.far} holds no image files")
     results = []

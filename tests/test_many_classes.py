@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bundle_variants import with_steps
 from cli_checks import one_error_line
 from runtime_fixtures import make_tiny_bundle
 from tina_edge.cli.main import main
@@ -190,10 +191,12 @@ def test_cli_classes_file(tiny, tmp_path):
     one_error_line(run("personalize", "--classes-file", f, "-o", f, "--bundle", tiny, "--force"), "--classes-file")
 
 
-def test_generate_onnx_gives_the_same_grouped_classifier():
-    # generate.onnx (what JS runs) batches the groups like the denoiser loop does
-    loop = Personalizer.from_bundle(threads=1).personalize(NAMES[:50], seed=3)
-    gen = Personalizer.from_bundle(threads=1, use_generate=True)
+def test_generate_onnx_gives_the_same_grouped_classifier(tmp_path):
+    # generate.onnx (what JS runs) batches the groups like the denoiser loop does; the shipped default
+    # is prior-only (no step runs), so the default with its steps run (`only` dropped)
+    steps = with_steps(tmp_path / "steps")
+    loop = Personalizer.from_bundle(steps, threads=1).personalize(NAMES[:50], seed=3)
+    gen = Personalizer.from_bundle(steps, threads=1, use_generate=True)
     clf = gen.personalize(NAMES[:50], seed=3)
     assert gen._gen is not None  # the graph ran
     for n in loop.params:

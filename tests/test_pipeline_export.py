@@ -94,8 +94,11 @@ def test_bundle_files_and_parity(bundle):
     from tina_edge.runtime.bundle import open_bundle
 
     path, summary = bundle
+    from tina_edge.export.portable.wordnet import find_wordnet
+
+    senses = {"senses.json.gz"} if find_wordnet() else set()  # the WordNet sense table, where WordNet is installed
     assert set(summary["files"]) == {"text_encoder.onnx", "tokenizer.json", "denoiser.onnx", "template.onnx",
-                                     "generate.onnx", "tokenizer_config.json", "vocabulary_embeddings.npy"}
+                                     "generate.onnx", "tokenizer_config.json", "vocabulary_embeddings.npy"} | senses
     # + portable (one template: weights as inputs); + the training vocabulary encoded for the novelty report
     import numpy as np
 

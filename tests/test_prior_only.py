@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+from bundle_variants import with_correction
 from runtime_fixtures import make_tiny_bundle
 from tina_edge.cli.main import main
 from tina_edge.export.portable.prior_only import correction_initializers, is_prior_only, zero_correction
@@ -29,15 +30,20 @@ def _convert(src, out, *extra):
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """(prior-only bundle, the same bundle with `only` dropped from its manifest: the full DDIM path)."""
+    """(source with a correction, prior-only bundle, the prior-only bundle with `only` dropped from its
+    manifest: the full DDIM path over the zeroed correction)."""
     root = tmp_path_factory.mktemp("prior_only")
-    r = _convert(default_bundle_path(), root / "po", "--prior-only")
+    with_correction(root / "raw")
+    r = _convert(root / "raw", root / "src")
+    assert r.exit_code == 0, r.output
+    assert not read_manifest(root / "src").portable.prior_only  # a non-zero correction: not the prior alone
+    r = _convert(root / "src", root / "po", "--prior-only")
     assert r.exit_code == 0, r.output
     shutil.copytree(root / "po", root / "steps")
     m = read_manifest(root / "steps")
     m.portable.prior = {k: v for k, v in m.portable.prior.items() if k != "only"}
     write_manifest(root / "steps", m)
-    return root / "po", root / "steps"
+    return root / "po", root / "steps", root / "src"
 
 
 def _inits(path):
@@ -45,27 +51,28 @@ def _inits(path):
 
 
 def test_convert_zeroes_the_correction_and_records_it(bundles):
-    po, _ = bundles
+    po, _, source = bundles
     m = read_manifest(po)
     assert m.portable.prior_only and m.portable.prior["only"] is True
     den = onnx.load(str(po / "denoiser.onnx"))
     names = correction_initializers(den.graph)
     assert "row_out.bias" in names and len(names) == 2  # the MatMul weight (torch names it onnx::MatMul_N) and the bias
-    src = _inits(default_bundle_path() / "denoiser.onnx")
-    assert all(np.any(src[n]) for n in names)  # the committed bundle's correction is not zero
+    src = _inits(source / "denoiser.onnx")
+    assert all(np.any(src[n]) for n in names)  # the source's correction is not zero
     for graph in ("denoiser.onnx", "generate.onnx"):
         w = _inits(po / graph)
         assert all(w[n].shape == src[n].shape and not np.any(w[n]) for n in names), graph
     w = _inits(po / "denoiser.onnx")
     assert all(np.array_equal(w[n], src[n]) for n in w if n not in names and n in src)  # nothing else changed
-    assert is_prior_only(den) and not is_prior_only(onnx.load(str(default_bundle_path() / "denoiser.onnx")))
+    assert is_prior_only(den) and not is_prior_only(onnx.load(str(source / "denoiser.onnx")))
+    assert is_prior_only(onnx.load(str(default_bundle_path() / "denoiser.onnx")))  # the shipped default: the prior alone
 
 
 @pytest.mark.parametrize("prompt, seed", [("cat, dog", 0), ("sea cucumber, obelisk, tabby cat, goldfish", 7),
                                           (", ".join(f"thing {i}" for i in range(25)), 3)])  # 25: two groups
 def test_the_shortcut_is_bit_identical_to_the_steps(bundles, prompt, seed):
     """DDIM in Python steps, DDIM as generate.onnx, DDPM: the same bytes without running a step."""
-    po, steps = bundles
+    po, steps, _ = bundles
     short = Personalizer.from_bundle(po, threads=1)
     full = Personalizer.from_bundle(steps, threads=1)
     short._denoiser = None  # would fail if a step ran
@@ -90,7 +97,7 @@ def _digest(d):
 
 
 def test_converting_twice_changes_nothing(bundles, tmp_path):
-    po, _ = bundles
+    po, _, _ = bundles
     for extra in (["--prior-only"], []):  # a prior-only bundle stays one without the flag too
         r = _convert(po, tmp_path / f"again{len(extra)}", *extra)
         assert r.exit_code == 0, r.output
@@ -142,3 +149,11 @@ def test_rows_scatter_by_the_layout_and_other_layouts_are_refused():
         row_segments([TensorSpec("s", [4], 0, None)], 3, 4)
     with pytest.raises(BundleError, match=r"^the prior rows hold 4 numbers but the layout's rows hold 3"):
         row_segments(layout, 3, 4)
+
+
+def test_personalize_says_no_step_runs(bundles, tmp_path):
+    for bundle, said in ((bundles[0], "the text prior alone (no denoiser step; seed and candidates change nothing), bundle "),
+                         (bundles[1], "ddim 5 steps, seed 0, 1 candidate(s), bundle ")):
+        r = CliRunner().invoke(main, ["personalize", "dog, cat", "-o", str(tmp_path / "m.onnx"), "--bundle", str(bundle), "--force"])
+        assert r.exit_code == 0, r.output
+        assert said in r.output, r.output

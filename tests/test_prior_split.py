@@ -1,7 +1,9 @@
 """The text prior as its own graph (issue 22, item 4): `tina-edge convert` cuts it out of the
-denoiser (export/portable/prior_split.py) and every output stays bit-identical."""
+denoiser (export/portable/prior_split.py) and every output stays bit-identical.
 
-import hashlib
+The shipped default bundle is split already; the tests rebuild the unsplit bundle from it
+(tests/bundle_variants.py: prior.onnx's nodes back inside denoiser.onnx) and split that again."""
+
 import json
 import shutil
 
@@ -10,8 +12,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from bundle_variants import unsplit
 from runtime_fixtures import make_tiny_bundle
-from tests.golden.make_default_bundle_vectors import OUT, compute
+from tests.golden.make_default_bundle_vectors import OUT
 from tina_edge.cli.main import main
 from tina_edge.export.portable.generate import add_portable_files
 from tina_edge.export.portable.prior_split import split_prior
@@ -23,9 +26,15 @@ from tina_edge.runtime.personalizer import Personalizer
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("prior") / "conv"
-    r = CliRunner().invoke(main, ["convert", str(default_bundle_path()), "-o", str(out),  # the split alone
+def raw(tmp_path_factory):
+    """The default bundle before the split: its prior inside denoiser.onnx and generate.onnx."""
+    return unsplit(tmp_path_factory.mktemp("prior") / "raw")
+
+
+@pytest.fixture(scope="module")
+def converted(raw):
+    out = raw.parent / "conv"
+    r = CliRunner().invoke(main, ["convert", str(raw), "-o", str(out),  # the split alone
                                   "--keep-template-shapes", "--no-everyday-keys", "--keep-float32"])
     assert r.exit_code == 0, r.output
     return out
@@ -35,9 +44,10 @@ def _inits(path):
     return {t.name: t for t in onnx.load(str(path)).graph.initializer}
 
 
-def test_convert_writes_the_split_layout(converted):
+def test_convert_writes_the_split_layout(raw, converted):
     m = read_manifest(converted)
-    assert m.portable.prior == {"model": PRIOR_MODEL, "inputs": ["class_emb"], "outputs": [PRIOR]}
+    assert read_manifest(raw).portable.prior is None
+    assert m.portable.prior == {"model": PRIOR_MODEL, "inputs": ["class_emb"], "outputs": [PRIOR], "only": True}  # zero correction
     assert m.portable.generate["inputs"] == input_names("generate_on_prior") == ["class_emb", "class_mask", "noise", PRIOR]
     for name, role in ((PRIOR_MODEL, "prior"), ("denoiser.onnx", "denoiser_on_prior"), ("generate.onnx", "generate_on_prior")):
         g = onnx.load(str(converted / name)).graph
@@ -49,26 +59,24 @@ def test_convert_writes_the_split_layout(converted):
     assert len(prior) >= 3
     assert not prior & set(_inits(converted / "denoiser.onnx")) and not prior & set(_inits(converted / "generate.onnx"))
     sizes = {n: (converted / n).stat().st_size for n in ("denoiser.onnx", "generate.onnx", PRIOR_MODEL)}
-    old = {n: (default_bundle_path() / n).stat().st_size for n in ("denoiser.onnx", "generate.onnx")}
+    old = {n: (raw / n).stat().st_size for n in ("denoiser.onnx", "generate.onnx")}
     assert sizes["denoiser.onnx"] < old["denoiser.onnx"] - 3_000_000 and sizes["generate.onnx"] < old["generate.onnx"] - 3_000_000
     open_bundle(converted).close()
 
 
-def test_the_converted_bundle_gives_the_golden_vectors(converted):
-    """Every golden vector of the committed bundle, bit for bit, from the split bundle (DDIM, DDPM,
-    generate.onnx, candidates, descriptions, 20 slots); the model files differ only in the bundle id."""
+def test_splitting_the_unsplit_bundle_gives_the_shipped_bundle_byte_for_byte(raw, converted):
+    """Merge then split is exact: the same prior.onnx, denoiser.onnx, generate.onnx and manifest as the
+    committed bundle (so every golden vector, tests/test_golden_default_bundle.py), and the unsplit
+    bundle itself already personalizes with the same bits, by the denoiser steps and by generate.onnx."""
+    src = default_bundle_path()
+    assert read_manifest(converted).bundle_id == read_manifest(src).bundle_id
+    for n in sorted(read_manifest(src).files) + ["manifest.json"]:
+        assert (converted / n).read_bytes() == (src / n).read_bytes(), n
     saved = dict(np.load(OUT, allow_pickle=False))
-    now = compute(converted)
-    assert sorted(saved) == sorted(now)
-    for key in sorted(saved):
-        if key.endswith("model_sha256") or key == "novelty_json":  # novelty: convert adds the senses table
-            continue  # ("mouse" alone is the rodent then, not the vocabulary's device: test_senses.py)
-        assert saved[key].tobytes() == now[key].tobytes(), key
-    old_id, new_id = read_manifest(default_bundle_path()).bundle_id, read_manifest(converted).bundle_id
-    clf = Personalizer.from_bundle(converted, threads=1).personalize("goldfish, school bus, sneaker", seed=0)
-    raw = clf.to_bytes()
-    assert new_id.encode() in raw and old_id != new_id
-    assert hashlib.sha256(raw.replace(new_id.encode(), old_id.encode())).digest() == saved["ddim_default/model_sha256"].tobytes()
+    for use_generate in (False, True):
+        clf = Personalizer.from_bundle(raw, threads=1, use_generate=use_generate).personalize("goldfish, school bus, sneaker", seed=0)
+        for n, a in clf.params.items():
+            assert a.tobytes() == saved[f"ddim_default/params/{n}"].tobytes(), (use_generate, n)
 
 
 def test_converting_a_split_bundle_again_keeps_it(converted, tmp_path):
@@ -92,10 +100,10 @@ def test_a_denoiser_without_a_prior_is_left_as_it_is(tmp_path):
     assert "prior" not in json.loads((d / "manifest.json").read_text())["portable"]
 
 
-def test_a_manifest_naming_a_prior_graph_needs_a_denoiser_that_reads_it(converted, tmp_path):
+def test_a_manifest_naming_a_prior_graph_needs_a_denoiser_that_reads_it(raw, converted, tmp_path):
     d = tmp_path / "b"
     shutil.copytree(converted, d)
-    shutil.copy(default_bundle_path() / "denoiser.onnx", d / "denoiser.onnx")  # the prior inside again
+    shutil.copy(raw / "denoiser.onnx", d / "denoiser.onnx")  # the prior inside again
     write_manifest(d, read_manifest(d))
     with pytest.raises(BundleError, match=r"bundle file denoiser.onnx \(denoiser_on_prior\) has no input 'prior'"):
         open_bundle(d)
@@ -193,15 +201,15 @@ def test_the_converted_manifest_follows_the_schema(converted):
         jsonschema.Draft202012Validator(schema).validate(d)
 
 
-def test_info_names_the_prior_graph(converted):
+def test_info_names_the_prior_graph(raw, converted):
     r = CliRunner().invoke(main, ["info", str(converted)])
     assert r.exit_code == 0, r.output
     assert "prior       prior.onnx: the text prior, once per personalize (denoiser.onnx reads its rows)" in r.output
-    r = CliRunner().invoke(main, ["info", str(default_bundle_path())])
+    r = CliRunner().invoke(main, ["info", str(raw)])
     assert r.exit_code == 0 and "prior.onnx" not in r.output
 
 
-def test_conformance_prior_rows_are_what_the_runtime_feeds(converted):
+def test_conformance_prior_rows_are_what_the_runtime_feeds(raw, converted):
     from tina_edge.export.portable.conformance import prior_vectors
 
     p = Personalizer.from_bundle(converted, threads=1)
@@ -211,7 +219,7 @@ def test_conformance_prior_rows_are_what_the_runtime_feeds(converted):
     emb[0, :2] = p.encode(["goldfish", "oboe"])
     rows = p._prior_rows(emb)[PRIOR]
     assert np.array_equal(np.asarray(doc["rows"], np.float32), rows[0, :2].reshape(-1))
-    assert prior_vectors(Personalizer.from_bundle(threads=1), ["goldfish", "oboe"]) is None
+    assert prior_vectors(Personalizer.from_bundle(raw, threads=1), ["goldfish", "oboe"]) is None
 
 
 @pytest.mark.slow
@@ -268,8 +276,8 @@ def test_a_malformed_prior_section_is_refused(prior, message):
         PortableInfo.from_dict({"prior": prior}, "portable")
 
 
-def test_the_prior_section_round_trips_and_lists_its_file(converted):
+def test_the_prior_section_round_trips_and_lists_its_file(raw, converted):
     m = read_manifest(converted)
     assert ("portable.prior.model", PRIOR_MODEL) in m.portable.files()
     assert m.to_dict()["portable"]["prior"] == json.loads((converted / "manifest.json").read_text())["portable"]["prior"]
-    assert read_manifest(default_bundle_path()).portable.prior_model is None
+    assert read_manifest(raw).portable.prior_model is None

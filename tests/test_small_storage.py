@@ -102,33 +102,26 @@ def test_convert_stores_weights_as_float16_unless_keep_float32(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_bundle_converted_small_stays_within_tolerance(tmp_path):
-    """`tina-edge convert` of the committed default bundle: the trunk and the denoiser/generate weights half
-    their size, the text encoder unchanged; the personalized classifier within 1e-4 (parameters) and 1e-2
-    (probabilities; measured 8.4e-6 and 1.9e-3) of the committed bundle's, with the same top-1 answers;
-    --keep-float32 rebuilds the committed bundle exactly (same bundle_id)."""
+def test_the_default_bundle_ships_small_and_converting_it_again_changes_nothing(tmp_path):
+    """The committed default bundle was converted with float16 storage (BENCHMARKS §20, §22: parameters
+    within 1e-4 and the same top-1 answers as its float32 source, measured 8.4e-6 and 99.87% agreement):
+    the trunk's and the denoiser's weights are float16 behind Casts, the text encoder keeps its own
+    storage, and `tina-edge convert` of it gives the same bundle (same bundle_id)."""
     from click.testing import CliRunner
 
     from tina_edge.cli.main import main
-    from tina_edge.export.portable.conformance import fixed_images
     from tina_edge.runtime.bundle import default_bundle_path
 
     src = default_bundle_path()
-    res = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "small")])
+    for name in ("template.onnx", "denoiser.onnx", "generate.onnx"):
+        g = onnx.load(str(src / name)).graph
+        nbytes = {TensorProto.FLOAT16: 0, TensorProto.FLOAT: 0}
+        for t in g.initializer:
+            if t.data_type in nbytes:
+                nbytes[t.data_type] += len(t.raw_data)
+        assert nbytes[TensorProto.FLOAT16] > 0.85 * sum(nbytes.values()), (name, nbytes)  # generate.onnx: 88% (tables stay float32)
+        assert sum(t.data_type == TensorProto.FLOAT16 for t in g.initializer) >= 10, name  # weights, each read through a Cast
+    res = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "again")])
     assert res.exit_code == 0, res.output
-    files = json.loads(res.output.strip().splitlines()[-1])["files"]
-    sizes = {n: (src / n).stat().st_size for n in files}
-    assert files["template.onnx"] < 0.52 * sizes["template.onnx"]
-    assert files["generate.onnx"] < 0.8 * sizes["generate.onnx"] and files["denoiser.onnx"] < 0.8 * sizes["denoiser.onnx"]
-    assert (tmp_path / "small" / "text_encoder.onnx").read_bytes() == (src / "text_encoder.onnx").read_bytes()
-    pa, pb = Personalizer.from_bundle(src, threads=1), Personalizer.from_bundle(tmp_path / "small", threads=1)
-    imgs = fixed_images(8, 128, 128)
-    for prompt, seed in (("goldfish, tabby cat, school bus, lemon, pizza", 0), ("dog, cat", 3)):
-        a, b = pa.personalize(prompt, seed=seed), pb.personalize(prompt, seed=seed)
-        assert max(np.abs(a.params[n] - b.params[n]).max() for n in a.params) < 1e-4
-        ra, rb = a.predict(imgs), b.predict(imgs)
-        assert 0 < np.abs(ra.probabilities - rb.probabilities).max() < 1e-2
-        np.testing.assert_array_equal(ra.probabilities.argmax(1), rb.probabilities.argmax(1))
-    res = CliRunner().invoke(main, ["convert", str(src), "-o", str(tmp_path / "f32"), "--keep-float32"])
-    assert res.exit_code == 0, res.output
-    assert json.loads(res.output.strip().splitlines()[-1])["bundle_id"] == pa.manifest.bundle_id
+    assert json.loads(res.output.strip().splitlines()[-1])["bundle_id"] == Personalizer.from_bundle(src).manifest.bundle_id
+    assert (tmp_path / "again" / "text_encoder.onnx").read_bytes() == (src / "text_encoder.onnx").read_bytes()

@@ -31,7 +31,11 @@ test("fromBundle(url): progress, then a cache directory that makes the next load
   const before = srv.counts.bytes;
   const a = await TinaEdge.fromBundle(`${srv.url}/b`, { cacheDir, progress: (e) => events.push(e) });
   const manifest = a.manifest;
-  const files = new Set([manifest.text_encoder.model, manifest.portable.generate.model, manifest.template.model]);
+  // the graphs a load fetches: a split bundle adds prior.onnx; a prior-only one never fetches generate.onnx
+  const priorOnly = manifest.portable.prior?.only === true;
+  const files = new Set([manifest.text_encoder.model, manifest.template.model,
+    ...(manifest.portable.prior ? [manifest.portable.prior.model] : []), ...(priorOnly ? [] : [manifest.portable.generate.model])]);
+  if (priorOnly) assert.ok(!events.some((e) => e.file === manifest.portable.generate.model), "a prior-only load skips generate.onnx");
   for (const f of files) {
     const last = events.filter((e) => e.file === f).at(-1);
     assert.ok(last, `no progress for ${f}`);

@@ -24,11 +24,12 @@ function webWorkerLike(file) {
 test("inWorker: personalize, predict, head and model bytes from the worker match the in-thread classifier", async () => {
   ortWeb.env.wasm.numThreads = 1;
   const srv = await serveStatic([["/b/", env().bundle]]);
+  let remote = null;
   try {
     const v = vectors();
     const c = v.cases[0];
     const events = [];
-    const remote = await TinaEdge.inWorker(`${srv.url}/b/`, { worker: webWorkerLike(path.join(JS, "test/worker-shim.mjs")),
+    remote = await TinaEdge.inWorker(`${srv.url}/b/`, { worker: webWorkerLike(path.join(JS, "test/worker-shim.mjs")),
       progress: (p) => events.push(p), cache: false });
     assert.equal(remote.backend, "onnxruntime-web (wasm)");
     assert.ok(events.some((e) => e.file === remote.manifest.text_encoder.model && e.loaded === e.total));
@@ -45,7 +46,9 @@ test("inWorker: personalize, predict, head and model bytes from the worker match
       assert.deepEqual(byPhotos.imagePrompts, JSON.parse(pc.metadata.image_prompts));
       for (const [name, t] of Object.entries(pc.params)) {
         const d = maxAbsDiff(byPhotos.params[name].data, t.data);
-        assert.ok(d <= 1e-5, `${name} (wasm, in the worker): max abs diff ${d}`);
+        // 5e-5 (test 74's wasm logits bound): the photo path runs the trunk in wasm, whose conv kernels round
+        // differently from onnxruntime-node's; 1.6e-5..2.2e-5 measured on fc.bias; the in-thread node run stays within 1e-5
+        assert.ok(d <= 5e-5, `${name} (wasm, in the worker): max abs diff ${d}`);
       }
       assert.equal((await byPhotos.metadata()).image_prompts, pc.metadata.image_prompts);
     }
@@ -55,8 +58,8 @@ test("inWorker: personalize, predict, head and model bytes from the worker match
     assert.ok(bytes instanceof Uint8Array && bytes.byteLength > 1e6);
     await assert.rejects(remote.personalize("dog, Dog"), (e) => e instanceof PromptError && /named twice/.test(e.message) && e.rule === "duplicate");
     await assert.rejects(clf.predict(images, { minProb: 2 }), (e) => e instanceof ArgumentError);
-    await remote.dispose();
   } finally {
+    await remote?.dispose(); // a failed assertion must not leave the worker holding the test process open
     await srv.close();
   }
 });

@@ -185,7 +185,7 @@ def personalize(classes, output, batch_file, classes_file, bundle, expect_bundle
                     "bundle_id": p.manifest.bundle_id,
                     **{k: round(v, 1) for k, v in timings.items()}})
     else:
-        _report(output, clf, nov, p.manifest.bundle_id, timings, written)
+        _report(output, clf, nov, p.manifest.bundle_id, timings, written, p.manifest.portable.prior_only)
 
 
 def _save_outputs(clf, output: Path, head_file: Path | None, *, force: bool, head_only: bool) -> list[Path]:
@@ -223,7 +223,8 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, float], written: list[Path]) -> None:
+def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, float], written: list[Path],
+            prior_only: bool = False) -> None:
     """The human summary on stderr: labels, image prompts, novelty, sampler and timings."""
     by_images = clf.meta.image_prompts or {}
     s = clf.meta.sampler
@@ -247,8 +248,10 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
             _echo(f"  warning: '{item['name']}': {item['warning']}")
     for a, b, c in nov["confusable"]:
         _echo(f"  warning: '{a}' and '{b}' are close in meaning (cosine {c:.2f}); their classes may be confused")
+    how = ("the text prior alone (no denoiser step; seed and candidates change nothing)" if prior_only  # portable.prior.only
+           else f"{s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s)")
     _echo(
-        f"  {s['sampler']} {s['steps']} steps, seed {s['seed']}, {s['candidates']} candidate(s), "
+        f"  {how}, "
         f"bundle {bundle_id}; generated in {timings['generate_milliseconds']:.0f} ms ({timings['milliseconds']:.0f} ms in all)"
     )
 
