@@ -137,7 +137,9 @@ try {
   console.log(JSON.stringify(figures, null, 2));
   if (process.env.BROWSER_JSON) fs.writeFileSync(process.env.BROWSER_JSON, JSON.stringify(figures, null, 2) + "\n");
   if (errors.length) { console.error("page errors:", errors); failed = true; }
-  if (photoParamDiff !== null && !(photoParamDiff <= 1e-5)) { console.error(`browser photo-prompt parameters differ from Python's by ${photoParamDiff}`); failed = true; }
+  // photo prompts run the trunk in wasm, whose conv kernels round differently from onnxruntime-node's:
+  // 2.2e-5 on the float16-stored default's fc.bias (BENCHMARKS §20, §22); text prompts keep 1e-5
+  if (photoParamDiff !== null && !(photoParamDiff <= 5e-5)) { console.error(`browser photo-prompt parameters differ from Python's by ${photoParamDiff}`); failed = true; }
   if (!(paramDiff <= 1e-5)) { console.error(`browser parameters differ from Python's by ${paramDiff}`); failed = true; }
 } finally {
   await browser.close();
