@@ -157,7 +157,7 @@ export declare class TinaEdgeBase {
   readonly maxClasses: number;
   /** [height, width] of the classifier input, from the manifest. */
   readonly inputSize: [number, number];
-  readonly timings: { createMs: number; sessionsMs: number; fileMs: number; perSession: Record<string, number>; bytesRead: number };
+  readonly timings: { createMs: number; openMs: number; tokenizerMs: number; sessionsMs: number; fileMs: number; perSession: Record<string, number>; bytesRead: number };
   /** Size of the text-embedding cache (entries). */
   cacheSize: number;
   tokenize(texts: string[]): number[][];

@@ -159,10 +159,12 @@ export class TinaEdge {
     const t0 = performance.now();
     checkProviders(executionProviders ?? sessionOptions.executionProviders);
     const bundle = await Bundle.open(read, { verify, where });
+    const tOpen = performance.now();
     const m = bundle.manifest;
     const te = m.text_encoder;
     const [tokJson, tokCfg] = await Promise.all([bundle.json(te.tokenizer), bundle.json(m.portable.tokenizer_config)]);
     const tokenizer = new Tokenizer(tokJson, tokCfg);
+    const tTok = performance.now();
     const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
     if (executionProviders) opts.executionProviders = executionProviders;
     const perSession = {};
@@ -203,7 +205,8 @@ export class TinaEdge {
     const t1 = performance.now();
     return new TinaEdge({
       ort, bundle, tokenizer, sessions: { text, classifier, ...(generate ? { generate } : {}), ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
-      timings: { createMs: t1 - t0, sessionsMs: t1 - tFiles, fileMs, perSession, bytesRead: bundle.bytesRead },
+      timings: { createMs: t1 - t0, openMs: tOpen - t0, tokenizerMs: tTok - tOpen, sessionsMs: t1 - tFiles, fileMs, perSession,
+        bytesRead: bundle.bytesRead },
     });
   }
 
