@@ -273,10 +273,10 @@ export class TinaEdge {
   }
 
   /**
-   * L2-normalised text embeddings, Float32Array [n * D]. A dynamic-int8 encoder depends on the
-   * batch, so each text runs alone, unpadded, as the Python runtime runs it; a weight-only (or
-   * float) encoder (manifest portable.text_encoder) does not, so texts of equal token length run
-   * together (less work, the same values to 1e-7).
+   * L2-normalised text embeddings, Float32Array [n * D]. Each text runs alone, unpadded, as the
+   * Python runtime runs it: a dynamic-int8 encoder depends on the batch, and even a weight-only one
+   * rounds differently in a batch (onnxruntime picks its kernels by the row count: 1.5e-8 to 3e-8),
+   * so batching texts of equal length would cost the bit-identity with Python.
    */
   async encode(texts) {
     const D = this.manifest.text_encoder.embedding_dim;
@@ -303,15 +303,7 @@ export class TinaEdge {
     const out = new Float32Array(texts.length * D);
     const dynamic = typeof this.sessions.text.inputMetadata?.[0]?.shape?.[1] !== "number";
     const ids = this.tokenize(texts);
-    const groups = [];
-    if (dynamic && this.manifest.portable?.text_encoder) {
-      const byLen = new Map();
-      ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
-      groups.push(...byLen.values());
-    } else {
-      ids.forEach((_, i) => groups.push([i]));
-    }
-    for (const idx of groups) {
+    for (const idx of ids.map((_, i) => [i])) { // one text per run (see encode)
       const batch = idx.map((i) => ids[i]);
       const width = dynamic ? Math.max(1, ...batch.map((r) => r.length)) : te.max_tokens;
       const padded = batch.map((r) => r.concat(new Array(width - r.length).fill(te.pad_id)));

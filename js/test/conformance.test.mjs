@@ -42,6 +42,20 @@ for (const [i, c] of v.cases.entries()) {
   });
 }
 
+test("node + onnxruntime-node is bit-identical to Python: every case's embeddings and parameters", async (t) => {
+  if (tina.backend !== "onnxruntime-node") return t.skip(`backend ${tina.backend}: only onnxruntime-node is held to Python's bits`);
+  for (const [i, c] of v.cases.entries()) {
+    tina.clearCache(); // each text encoded now, alone, as Python encodes it
+    const emb = await tina.encode(c.texts);
+    assert.deepEqual(Array.from(emb), c.embeddings.flat().map(Math.fround), `case ${i}: embeddings`);
+    tina.clearCache();
+    const clf = await tina.personalize(c.prompt, { seed: BigInt(c.seed), descriptions: c.descriptions });
+    for (const [name, want] of Object.entries(c.params)) {
+      assert.deepEqual(Array.from(clf.params[name].data), want.data.map(Math.fround), `case ${i}: ${name}`);
+    }
+  }
+});
+
 test("the prior graph (portable.prior): Python's prior rows, computed once and fed to generate.onnx", async (t) => {
   const prior = tina.manifest.portable.prior;
   if (!v.prior) {
