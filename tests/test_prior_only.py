@@ -131,6 +131,9 @@ def test_info_says_the_seed_changes_nothing(bundles):
     r = CliRunner().invoke(main, ["info", str(bundles[0])])
     assert r.exit_code == 0, r.output
     assert "the text prior alone (no denoiser step; seed and noise change nothing)" in r.output
+    assert "(measured at training, with the denoiser's correction; this bundle runs the text prior alone" in r.output
+    steps = CliRunner().invoke(main, ["info", str(bundles[1])])
+    assert steps.exit_code == 0 and "measured at training, with the denoiser's correction" not in steps.output
     open_bundle(bundles[1]).close()
 
 

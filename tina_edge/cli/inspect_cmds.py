@@ -154,6 +154,9 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         out += [f"              {k}: {v}" for k, v in _flat(ev)]
     else:
         out.append("evaluation  (none recorded)")
+    if ev and port.prior_only:  # the record is training's, of the generator before its correction was zeroed
+        out.append("            (measured at training, with the denoiser's correction; this bundle runs the text prior "
+                   "alone, which BENCHMARKS.md §15 and §21 measured on the same tasks)")
     click.echo("\n".join(safe(line) for line in out))  # manifest strings may hold escape sequences
 
 
