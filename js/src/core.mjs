@@ -273,10 +273,11 @@ export class TinaEdge {
   }
 
   /**
-   * L2-normalised text embeddings, Float32Array [n * D]. Each text runs alone, unpadded, as the
-   * Python runtime runs it: a dynamic-int8 encoder depends on the batch, and even a weight-only one
-   * rounds differently in a batch (onnxruntime picks its kernels by the row count: 1.5e-8 to 3e-8),
-   * so batching texts of equal length would cost the bit-identity with Python.
+   * L2-normalised text embeddings, Float32Array [n * D]. On onnxruntime-node each text runs alone,
+   * unpadded, as the Python runtime runs it: a weight-only encoder rounds a batch differently from a
+   * single row (1.5e-8 to 3e-8), and node is held to Python's bits. A dynamic-int8 encoder depends on
+   * the batch by much more, so it always runs one text at a time. Elsewhere (wasm: within 1e-5 of
+   * Python anyway) texts of equal token length run together: 1.5-2x faster for 10 new names.
    */
   async encode(texts) {
     const D = this.manifest.text_encoder.embedding_dim;
@@ -303,7 +304,15 @@ export class TinaEdge {
     const out = new Float32Array(texts.length * D);
     const dynamic = typeof this.sessions.text.inputMetadata?.[0]?.shape?.[1] !== "number";
     const ids = this.tokenize(texts);
-    for (const idx of ids.map((_, i) => [i])) { // one text per run (see encode)
+    const groups = [];
+    if (dynamic && this.manifest.portable?.text_encoder && this.backend !== "onnxruntime-node") {
+      const byLen = new Map();
+      ids.forEach((r, i) => byLen.set(r.length, [...(byLen.get(r.length) ?? []), i]));
+      groups.push(...byLen.values());
+    } else {
+      ids.forEach((_, i) => groups.push([i])); // one text per run (see encode)
+    }
+    for (const idx of groups) {
       const batch = idx.map((i) => ids[i]);
       const width = dynamic ? Math.max(1, ...batch.map((r) => r.length)) : te.max_tokens;
       const padded = batch.map((r) => r.concat(new Array(width - r.length).fill(te.pad_id)));
