@@ -18,6 +18,7 @@ GOOD = [
     ("犬, кошка, 🐴, chat 🐈", ["犬", "кошка", "🐴", "chat 🐈"]),  # mixed scripts and emoji work
     ("👩\u200d🚀, dog", ["👩\u200d🚀", "dog"]),  # ZWJ emoji sequences are kept (category Cf, not Cc)
     ("Dog, CAT", ["Dog", "CAT"]),  # case is kept in labels
+    ("mouse (rodent), a ((b)), crane\uff08bird\uff09", ["mouse (rodent)", "a ((b))", "crane(bird)"]),  # parentheses pair up
 ]
 
 
@@ -55,6 +56,10 @@ BAD = [
     (b"dog, \xffcat", "not valid UTF-8"),
     (["dog", 3], "must be a string, got int"),
     (42, "must be a string or a list of strings"),
+    # a comma inside a qualifier splits it: refused, not two odd classes "mouse (rodent" and "small)"
+    ("mouse (rodent, small), cat", 'class name 1 of 3 ("mouse (rodent") has unbalanced parentheses; a comma always separates'),
+    ("dog, cat)", 'class name 2 of 2 ("cat)") has unbalanced parentheses'),
+    (")dog(, cat", "unbalanced parentheses"),
 ]
 
 

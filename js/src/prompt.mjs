@@ -7,7 +7,8 @@
 // - refused: bidi controls ("bidi"), zero-width characters and joiners next to a Latin, Greek or
 //   Cyrillic letter, a space or an end ("zero-width"); a name with nothing visible ("invisible");
 //   an empty name between commas ("stray-comma"); a word mixing Latin, Greek and Cyrillic letters
-//   ("mixed-script"); two names with one classKey ("duplicate") or one skeleton ("confusable");
+//   ("mixed-script"); parentheses that do not pair up ("parentheses": "mouse (rodent, small)" splits at
+//   its comma); two names with one classKey ("duplicate") or one skeleton ("confusable");
 // - names longer than MAX_NAME_CHARS characters are truncated before the duplicate check.
 import { PromptError } from "./errors.mjs";
 import { CASEFOLD_EXCEPTIONS, NOT_CONFUSABLE_SCRIPT } from "./unicode-tables.mjs";
@@ -210,6 +211,16 @@ const shown = (raw) => [...pySplitJoin(raw)].slice(0, MAX_NAME_CHARS)
   .map((ch) => (ch === " " || !NOT_PRINTABLE.test(ch) ? ch : "\\u" + ch.codePointAt(0).toString(16).padStart(4, "0"))).join("");
 const scriptName = (ch) => (ch.codePointAt(0) < 0x400 ? "Greek" : "Cyrillic"); // of a LATIN_LOOKALIKES key
 
+/** Every "(" closed by a later ")" (after NFKC, which folds the fullwidth ones). */
+function parenthesesPair(name) {
+  let depth = 0;
+  for (const ch of name) {
+    depth += (ch === "(") - (ch === ")");
+    if (depth < 0) return false;
+  }
+  return depth === 0;
+}
+
 /** Split, normalise and check a class prompt; PromptError (with `rule`) as Python's parse_classes. */
 export function parseClasses(prompt) {
   const raw = pieces(prompt);
@@ -226,6 +237,10 @@ export function parseClasses(prompt) {
     }
     checkText(n, `class name ${i + 1}`);
     checkScripts(n, `class name ${i + 1}`);
+    if (!parenthesesPair(n)) {
+      throw error(`class name ${i + 1} of ${names.length} ("${shown(raw[i])}") has unbalanced parentheses; a comma ` +
+        'always separates classes, so a sense in parentheses holds no comma: write e.g. "mouse (rodent)"', "parentheses");
+    }
   });
   names = names.map((n) => ([...n].length > MAX_NAME_CHARS ? [...n].slice(0, MAX_NAME_CHARS).join("").replace(/ +$/u, "") : n));
   const seen = new Map();

@@ -39,7 +39,7 @@ test("prompt vectors: Python's names, class keys and skeletons, or its refusal (
     if (c.rule) rules.add(c.rule);
     else accepted++;
   }
-  assert.deepEqual([...rules].sort(), ["bidi", "confusable", "duplicate", "empty", "invisible", "mixed-script", "stray-comma",
+  assert.deepEqual([...rules].sort(), ["bidi", "confusable", "duplicate", "empty", "invisible", "mixed-script", "parentheses", "stray-comma",
     "too-long", "utf8", "zero-width"]);
   assert.ok(accepted >= 50, `${accepted} accepted prompts`);
 });

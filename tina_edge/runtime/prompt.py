@@ -21,7 +21,8 @@ Rules (each failure is one PromptError sentence; the rules are data below so por
 - A name may end in a qualifier in parentheses that picks one of its senses: "mouse (rodent)",
   "crane (bird)" (runtime/senses.py). Its class key writes it with one space before "(" and none
   inside: "Mouse(Rodent)" and "mouse ( rodent )" are one class, "mouse (rodent)"; `split_qualifier`
-  gives the keys of the name and of the qualifier.
+  gives the keys of the name and of the qualifier. Refused: a name whose parentheses do not pair up
+  ("mouse (rodent, small)" splits at its comma into "mouse (rodent" and "small)").
 `class_key` is the one notion of class identity: duplicates here, evaluate's class folders, the
 classes that descriptions and example images name, and every CLI option that names a class.
 """
@@ -199,6 +200,16 @@ def _shown(raw: str) -> str:
     return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in raw[:MAX_NAME_CHARS])
 
 
+def _parentheses_pair(name: str) -> bool:
+    """Every "(" closed by a later ")" (after NFKC, which folds the fullwidth ones)."""
+    depth = 0
+    for ch in name:
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def parse_classes(prompt: str | Sequence[str]) -> list[str]:
     """Split, normalise and check a class prompt; raise PromptError for empty, stray-comma, invisible,
     refused-character, mixed-script, look-alike or duplicate names."""
@@ -217,6 +228,10 @@ def parse_classes(prompt: str | Sequence[str]) -> list[str]:
                          "give every class a readable name", "invisible")
         check_text(n, f"class name {i + 1}")
         _check_scripts(n, f"class name {i + 1}")
+        if not _parentheses_pair(n):
+            raise _error(f'class name {i + 1} of {len(names)} ("{_shown(pieces[i])}") has unbalanced parentheses; a comma '
+                         'always separates classes, so a sense in parentheses holds no comma: write e.g. "mouse (rodent)"',
+                         "parentheses")
     names = [n[:MAX_NAME_CHARS].rstrip() if len(n) > MAX_NAME_CHARS else n for n in names]
     seen: dict[str, int] = {}
     looks: dict[str, int] = {}

@@ -45,6 +45,8 @@ EXTRA_PROMPTS: tuple = (
     # qualifiers (issue 22): one class however spaced and cased; two senses are two classes
     "mouse (rodent), Mouse(Rodent)", "mouse (rodent), mouse (computer)", "mouse_( rodent ), mouse", "(x), x",
     "crane\uff08bird\uff09, crane", "a (b) (c), a (b)",
+    # parentheses that do not pair up: a comma inside a qualifier splits it
+    "mouse (rodent, small), cat", "dog, cat)", ")dog(, cat", "smile :), frown", "a ((b), c", "crane\uff08bird, dog",
 )
 # Names whose class key and skeleton a port must reproduce exactly (case folding, widths, separators).
 KEY_NAMES: tuple = (
