@@ -147,8 +147,14 @@ async function main(argv) {
   if (nov.seen.length) say(`  seen in training:  ${nov.seen.join(", ")}`);
   if (nov.new.length) say(`  new (not in training vocabulary, expect lower accuracy): ${nov.new.join(", ")}`);
   for (const [n, near] of Object.entries(nov.nearest)) say(`  '${n}' is new; nearest known names: ` + near.map(([m, c]) => `${m} (${c.toFixed(2)})`).join(", "));
+  for (const item of nov.names ?? []) { // senses (issue 22), as Python's CLI prints them
+    if (item.sense) say(`  '${item.name}' is read as ${item.sense.sense} (${item.sense.how}); ${item.sense.choose}`);
+    if (item.warning) say(`  warning: '${item.name}': ${item.warning}`);
+  }
   for (const [a, b, c] of nov.confusable) say(`  warning: '${a}' and '${b}' are close in meaning (cosine ${c.toFixed(2)}); their classes may be confused`);
-  say(`  ${s.sampler} ${s.steps} steps, seed ${s.seed}, ${s.candidates} candidate(s), bundle ${clf.bundleId}; ` +
+  const how = tina.manifest.portable.prior?.only === true ? "the text prior alone (no denoiser step; seed and candidates change nothing)"
+    : `${s.sampler} ${s.steps} steps, seed ${s.seed}, ${s.candidates} candidate(s)`;
+  say(`  ${how}, bundle ${clf.bundleId}; ` +
     `generated in ${(t2 - t1).toFixed(0)} ms (${(performance.now() - t0).toFixed(0)} ms in all) on ${tina.backend}`);
 }
 

@@ -34,6 +34,25 @@ test("node CLI: same labels and tensors as Python's model.onnx within 1e-5", () 
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test("node CLI summary as Python's: the sense of each ambiguous name, its warnings, and what generated the weights", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-sum-"));
+  try {
+    const r = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, crane (bird)", "-o",
+      path.join(dir, "m.onnx"), "--bundle", env().bundle], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const m = JSON.parse(fs.readFileSync(path.join(env().bundle, "manifest.json"), "utf8"));
+    if (m.text_encoder.senses) {
+      assert.match(r.stderr, /'dog' is read as dog \(animal\) \(most frequent visible sense\); for another sense write /);
+      assert.match(r.stderr, /'crane \(bird\)' is read as crane \(bird\) \(qualifier\)/);
+    }
+    assert.match(r.stderr, m.portable.prior?.only === true
+      ? /the text prior alone \(no denoiser step; seed and candidates change nothing\), bundle /
+      : /ddim \d+ steps, seed 0, 1 candidate\(s\), bundle /);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("node CLI on a full disk (RLIMIT_FSIZE): exit 2, one error line, no output and no temp file left", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-full-"));
   try {
