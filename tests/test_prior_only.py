@@ -160,3 +160,15 @@ def test_personalize_says_no_step_runs(bundles, tmp_path):
         r = CliRunner().invoke(main, ["personalize", "dog, cat", "-o", str(tmp_path / "m.onnx"), "--bundle", str(bundle), "--force"])
         assert r.exit_code == 0, r.output
         assert said in r.output, r.output
+
+
+def test_personalize_json_says_prior_only_and_each_names_sense(bundles, tmp_path):
+    import json
+
+    r = CliRunner().invoke(main, ["personalize", "dog, crane (bird)", "-o", str(tmp_path / "m.onnx"), "--bundle",
+                                  str(bundles[0]), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output.strip().splitlines()[-1])
+    assert d["prior_only"] is True
+    by = {n["name"]: n for n in d["names"]}
+    assert by["crane (bird)"]["sense"]["how"] == "qualifier" and by["dog"]["sense"]["sense"] == "dog (animal)"

@@ -138,7 +138,8 @@ async function main(argv) {
   const s = clf.sampler;
   if (values.json) {
     process.stdout.write(JSON.stringify({ output: values.output, head: values.head ?? null, labels: clf.labels, seen: nov.seen,
-      new: nov.new, nearest_known: nov.nearest, confusable: nov.confusable, ...s, bundle_id: clf.bundleId, backend: tina.backend,
+      new: nov.new, nearest_known: nov.nearest, confusable: nov.confusable, ...s, names: nov.names ?? [],
+      prior_only: tina.manifest.portable.prior?.only === true, bundle_id: clf.bundleId, backend: tina.backend,
       session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) }) + "\n");
     return;
   }

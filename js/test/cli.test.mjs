@@ -45,6 +45,11 @@ test("node CLI summary as Python's: the sense of each ambiguous name, its warnin
       assert.match(r.stderr, /'dog' is read as dog \(animal\) \(most frequent visible sense\); for another sense write /);
       assert.match(r.stderr, /'crane \(bird\)' is read as crane \(bird\) \(qualifier\)/);
     }
+    const j = spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", "dog, crane (bird)", "-o",
+      path.join(dir, "m.onnx"), "--bundle", env().bundle, "--json", "--force"], { encoding: "utf8" });
+    const d = JSON.parse(j.stdout);
+    assert.equal(d.prior_only, m.portable.prior?.only === true);
+    if (m.text_encoder.senses) assert.equal(d.names.find((n) => n.name === "crane (bird)").sense.how, "qualifier");
     assert.match(r.stderr, m.portable.prior?.only === true
       ? /the text prior alone \(no denoiser step; seed and candidates change nothing\), bundle /
       : /ddim \d+ steps, seed 0, 1 candidate\(s\), bundle /);

@@ -182,6 +182,8 @@ def personalize(classes, output, batch_file, classes_file, bundle, expect_bundle
                     "seen": nov["seen"], "new": nov["new"],
                     "nearest_known": nov["nearest"], "confusable": nov["confusable"], **clf.meta.sampler,
                     "image_prompts": clf.meta.image_prompts or {}, "built_from": nov["built_from"],
+                    "names": nov.get("names", []),  # per name: the sense it was read in, its warning (issue 22)
+                    "prior_only": p.manifest.portable.prior_only,  # no denoiser step ran: seed and steps changed nothing
                     "bundle_id": p.manifest.bundle_id,
                     **{k: round(v, 1) for k, v in timings.items()}})
     else:
