@@ -5,9 +5,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { TinaEdge, TinaEdgeError, parseClasses, classKey, loadModel, readImage } from "../src/node.mjs";
+import { TinaEdge, TinaEdgeError, PromptError, parseClasses, classesFromLines, classKey, loadModel, readImage } from "../src/node.mjs";
 
-const USAGE = `usage: tina-edge personalize CLASSES... -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
+const USAGE = `usage: tina-edge personalize (CLASSES... | --classes-file FILE) -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
        tina-edge predict MODEL IMAGES... [--top K] [--min-prob P] [--json]   (files or folders; decoding needs sharp)
        tina-edge info [--bundle DIR|URL]`;
 
@@ -81,6 +81,33 @@ async function predictCmd([model, ...images], values) {
   }
 }
 
+const MAX_CLASSES_FILE_BYTES = 16 << 20; // Python's MAX_BATCH_FILE_BYTES
+
+/** The class names of a --classes-file FILE (a regular UTF-8 file of at most 16 MiB), as Python reads it. */
+function classesFile(file) {
+  const layout = "one class name per line, e.g. 'dog'";
+  let st;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    fail(`cannot read ${file}: ${e.code === "ENOENT" ? "No such file or directory" : e.message}`);
+  }
+  if (!st.isFile()) fail(`${file} is not a regular file; write ${layout} in a text file`);
+  if (st.size > MAX_CLASSES_FILE_BYTES) fail(`${file} is larger than 16 MiB; split it into several files`);
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(fs.readFileSync(file)); // a BOM is dropped, as utf-8-sig
+  } catch {
+    fail(`${file} is not UTF-8 text; write ${layout}`);
+  }
+  try {
+    return classesFromLines(text);
+  } catch (e) {
+    if (!(e instanceof PromptError)) throw e;
+    fail(e.message.startsWith("line ") ? `${file} ${e.message}` : `${file}: ${e.message}`);
+  }
+}
+
 async function main(argv) {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === "-h" || cmd === "--help") { process.stdout.write(USAGE + "\n"); return; }
@@ -90,6 +117,7 @@ async function main(argv) {
       output: { type: "string", short: "o" }, seed: { type: "string", default: "0" }, bundle: { type: "string" },
       head: { type: "string" }, force: { type: "boolean", default: false }, json: { type: "boolean", default: false },
       describe: { type: "string", multiple: true }, top: { type: "string", default: "1" }, "min-prob": { type: "string" },
+      "classes-file": { type: "string" },
     },
   });
   if (cmd === "info") {
@@ -101,7 +129,12 @@ async function main(argv) {
   }
   if (cmd === "predict") return predictCmd(positionals, values);
   if (cmd !== "personalize") fail(`unknown command ${cmd}\n${USAGE}`);
-  if (!positionals.length) fail(`name the classes, e.g. "dog, cat"\n${USAGE}`);
+  let names = positionals;
+  if (values["classes-file"] !== undefined) { // one class name per line (Python's --classes-file)
+    if (positionals.length) fail("--classes-file names the classes; leave out CLASSES (or drop --classes-file)");
+    names = classesFile(values["classes-file"]);
+  }
+  if (!names.length) fail(`name the classes, e.g. "dog, cat"\n${USAGE}`);
   if (!values.output) fail("give the output file with -o model.onnx");
   if (!/^\d{1,20}$/.test(values.seed) || BigInt(values.seed) >= 2n ** 64n) fail(`--seed must be an integer from 0 to 2**64-1, got ${values.seed}`);
   const seed = BigInt(values.seed);
@@ -115,7 +148,6 @@ async function main(argv) {
   }
   const t0 = performance.now();
   const tina = await TinaEdge.fromBundle(values.bundle);
-  const names = positionals;
   let descriptions = null;
   if (values.describe?.length) {
     const list = parseClasses(names);

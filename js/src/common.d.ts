@@ -177,6 +177,8 @@ export declare function readModelMetadata(modelBytes: Uint8Array): Record<string
 export declare function fillTemplate(templateBytes: Uint8Array, params: Record<string, Tensor>, k: number,
   metadata: Record<string, string>): Uint8Array;
 export declare function parseClasses(prompt: string | string[]): string[];
+/** The classes of a classes file: one name per line, blank and "#" lines ignored (Python's classes_from_lines). */
+export declare function classesFromLines(text: string): string[];
 /** The one notion of class identity (Python's class_key): NFKC, case-folded, "_", "-" and spaces one. */
 export declare function classKey(name: string): string;
 /** classKey with Greek and Cyrillic look-alikes of Latin letters replaced (Python's skeleton). */

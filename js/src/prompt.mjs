@@ -211,6 +211,31 @@ const shown = (raw) => [...pySplitJoin(raw)].slice(0, MAX_NAME_CHARS)
   .map((ch) => (ch === " " || !NOT_PRINTABLE.test(ch) ? ch : "\\u" + ch.codePointAt(0).toString(16).padStart(4, "0"))).join("");
 const scriptName = (ch) => (ch.codePointAt(0) < 0x400 ? "Greek" : "Cyrillic"); // of a LATIN_LOOKALIKES key
 
+// Python's str.splitlines boundaries (\r\n is one)
+const LINE_BREAK = /\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]/u;
+const pyStrip = (s) => { const cs = [...s]; let a = 0, b = cs.length; while (a < b && isSpace(cs[a])) a++; while (b > a && isSpace(cs[b - 1])) b--; return cs.slice(a, b).join(""); };
+
+/**
+ * The classes of a classes file (`personalize --classes-file`, Python's classes_from_lines): one name per
+ * line, blank lines and lines starting with "#" ignored, a line with commas naming several classes; a
+ * line's error carries its number.
+ */
+export function classesFromLines(text) {
+  const parts = String(text).split(LINE_BREAK);
+  if (parts.length && parts[parts.length - 1] === "") parts.pop(); // splitlines drops the last break's empty tail
+  const lines = parts.map((line, i) => [i + 1, line]).filter(([, line]) => pyStrip(line) && !pyStrip(line).startsWith("#"));
+  if (!lines.length) throw error('the classes file names no class; write one class name per line, e.g. "dog"', "empty");
+  for (const [no, line] of lines) {
+    try {
+      parseClasses(line);
+    } catch (e) {
+      if (e instanceof PromptError) throw error(`line ${no}: ${e.message}`, e.rule ?? "other");
+      throw e;
+    }
+  }
+  return parseClasses(lines.map(([, line]) => line));
+}
+
 /** Every "(" closed by a later ")" (after NFKC, which folds the fullwidth ones). */
 function parenthesesPair(name) {
   let depth = 0;

@@ -58,6 +58,30 @@ test("node CLI summary as Python's: the sense of each ambiguous name, its warnin
   }
 });
 
+test("node CLI --classes-file: one class per line as Python reads it; a bad line exits 2 with its number", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-cf-"));
+  try {
+    const good = path.join(dir, "shop.txt"), bad = path.join(dir, "bad.txt");
+    fs.writeFileSync(good, "\ufeff# my shop\r\ngoldfish\r\nschool bus, lemon\n\npizza\n");
+    fs.writeFileSync(bad, "dog\nmouse (rodent, small)\n");
+    const cli = (...a) => spawnSync(process.execPath, [path.join(JS, "bin/tina-edge.mjs"), "personalize", ...a, "--bundle", env().bundle],
+      { encoding: "utf8" });
+    const r = cli("--classes-file", good, "-o", path.join(dir, "m.onnx"), "--json");
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).labels, ["goldfish", "school bus", "lemon", "pizza"]);
+    const e = cli("--classes-file", bad, "-o", path.join(dir, "n.onnx"));
+    assert.equal(e.status, 2);
+    assert.equal(e.stderr.trim().split("\n").length, 1);
+    assert.match(e.stderr, /bad\.txt line 2: class name 1 of 2 \("mouse \(rodent"\) has unbalanced parentheses/);
+    assert.ok(!fs.existsSync(path.join(dir, "n.onnx")));
+    const both = cli("dog, cat", "--classes-file", good, "-o", path.join(dir, "o.onnx"));
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /--classes-file names the classes; leave out CLASSES/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("node CLI on a full disk (RLIMIT_FSIZE): exit 2, one error line, no output and no temp file left", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-full-"));
   try {

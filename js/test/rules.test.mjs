@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseClasses, classKey, TinaEdge, PromptError, BundleError, TinaEdgeError, ImageError } from "../src/node.mjs";
-import { skeleton, descriptionTexts, splitQualifier } from "../src/prompt.mjs";
+import { skeleton, descriptionTexts, splitQualifier, classesFromLines } from "../src/prompt.mjs";
 import { preprocessSpec, prepareImage } from "../src/preprocess.mjs";
 import { parseManifest, parseExact, computeBundleId, pyFloat } from "../src/manifest.mjs";
 import { env, vectors } from "./helpers.mjs";
@@ -42,6 +42,21 @@ test("prompt vectors: Python's names, class keys and skeletons, or its refusal (
   assert.deepEqual([...rules].sort(), ["bidi", "confusable", "duplicate", "empty", "invisible", "mixed-script", "parentheses", "stray-comma",
     "too-long", "utf8", "zero-width"]);
   assert.ok(accepted >= 50, `${accepted} accepted prompts`);
+});
+
+test("classes-file vectors: Python's classes_from_lines (line breaks, comments, blank lines, a bad line by its number)", () => {
+  assert.ok(v.prompts.classes_files.length >= 10);
+  for (const c of v.prompts.classes_files) {
+    const want = c.names ? { names: c.names } : { rule: c.rule, message: c.message };
+    let got;
+    try {
+      got = { names: classesFromLines(c.text) };
+    } catch (e) {
+      assert.ok(e instanceof PromptError, String(e));
+      got = { rule: e.rule, message: e.message };
+    }
+    assert.deepEqual(got, want, JSON.stringify(c.text));
+  }
 });
 
 test("class key vectors: Python's class_key and skeleton (case folding, widths, separators, look-alikes)", () => {

@@ -103,7 +103,30 @@ def prompt_vectors() -> dict[str, Any]:
 
     keys = [{"name": n, "key": class_key(n), "skeleton": skeleton(n), "split": list(split_qualifier(n))}
             for n in KEY_NAMES]
-    return {"new_rules": new_rules, "cases": cases, "keys": keys, "descriptions": _description_vectors()}
+    return {"new_rules": new_rules, "cases": cases, "keys": keys, "descriptions": _description_vectors(),
+            "classes_files": _classes_file_vectors()}
+
+
+# Texts of `personalize --classes-file` files: line breaks as str.splitlines reads them, comments, blank lines,
+# commas inside a line, and a bad line reported by its number.
+CLASSES_FILES: tuple = (
+    "dog\ncat\n", "# pets\n\ndog\r\ncat\r\n  \n#x, y\nhorse", "dog, cat\nhorse", "dog\rcat\u2028bird\x0bfish\x85ant",
+    "  # only a comment\n\n", "", "dog\ncat\ndog", "dog\n\u202ecat\n", "dog\nmouse (rodent, small)\ncat",
+    "\ufeffdog\ncat", "dog\n\n\n", "  dog  \n\tcat",
+)
+
+
+def _classes_file_vectors() -> list[dict[str, Any]]:
+    from ...runtime.errors import PromptError
+    from ...runtime.prompt import classes_from_lines
+
+    out = []
+    for text in CLASSES_FILES:
+        try:
+            out.append({"text": text, "names": classes_from_lines(text)})
+        except PromptError as e:
+            out.append({"text": text, "error": "PromptError", "rule": getattr(e, "rule", "other"), "message": str(e)})
+    return out
 
 
 def _description_vectors() -> list[dict[str, Any]]:
