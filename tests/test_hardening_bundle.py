@@ -410,7 +410,7 @@ def test_compressed_bomb_is_refused_at_its_header(bundle, tmp_path, private_tmp,
 
 _SLOW_INFO = r"""
 import sys, time
-import tina_edge.runtime.archive as rb
+import tina_edge.runtime.archive_write as rb  # pass 2: the member writer
 real = rb._write_member
 def slow(*a, **k):
     real(*a, **k)

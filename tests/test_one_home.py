@@ -68,7 +68,7 @@ def test_the_graph_name_check_finds_a_restated_name():
 # ---------------------------------------------------------------- file writes: runtime/atomic.py
 WRITE_EXCEPTIONS = {
     "runtime/atomic.py": "the owner",
-    "runtime/archive.py": "extraction streams members into a fresh temporary directory, size-capped",
+    "runtime/archive_write.py": "extraction streams members into a fresh temporary directory, size-capped",
     "train/zoo/features.py": "resumable memmaps: rows count only once their done flag is set",
     "export/bundle.py": "renames a quantizer's output file inside the directory atomic_output_dir commits whole",
     "export/portable/ort_format.py": "onnxruntime's ORT converter writes by path inside the bundle being built",

@@ -9,19 +9,17 @@ other bundle; a dataset (`train/archives.py`) is written whole and may hold link
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import stat
 import tarfile
 import tempfile
 import zipfile
 import zlib
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from .archive_write import write_all as _write_all
 from .errors import BundleError, TinaEdgeError
 from .manifest import LIMITS, MANIFEST_NAME, MAX_MANIFEST_BYTES, check_bundle_id, parse_manifest
 
@@ -220,60 +218,6 @@ def bundle_policy(expected_id: str | None = None) -> ExtractPolicy:
 
     return ExtractPolicy("bundle", BundleError, MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS, select=select,
                          max_member_bytes=int(LIMITS["file.bytes"][1]), early_manifest=early)
-
-
-def _write_member(dest: Path, mem: _Member, src, archive: Path, overwrite: bool = False) -> None:
-    out = dest.joinpath(*mem.rel.parts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and (out.is_symlink() or out.is_file()):
-        out.unlink()  # never write through what a previous run left there
-    left = mem.size
-    h = hashlib.sha256() if mem.sha256 is not None else None
-    with open(out, "xb") as f:
-        while True:
-            block = src.read(min(1 << 20, left + 1))
-            if not block:
-                break
-            left -= len(block)
-            if left < 0:
-                raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} unpacks to more than its declared {mem.size} bytes")
-            if h is not None:
-                h.update(block)
-            f.write(block)
-    if left:
-        raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} is shorter than its declared {mem.size} bytes")
-    if h is not None and h.hexdigest() != mem.sha256.lower():
-        raise BundleError(f"archive {archive.name}: member {str(mem.rel)!r} does not match its sha256 in the manifest; "
-                          "the archive is damaged or was modified")
-
-
-def _write_link(dest: Path, mem: _Member, overwrite: bool) -> None:
-    out = dest.joinpath(*mem.rel.parts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if overwrite and (out.is_symlink() or out.is_file()):
-        out.unlink()
-    if mem.kind == "symlink":
-        os.symlink(str(mem.link), out)
-        return
-    src = dest.joinpath(*mem.link.parts)  # type: ignore[union-attr]  # checked: a file of the archive
-    try:
-        os.link(src, out)
-    except OSError:  # a filesystem without hard links: a copy reads the same
-        shutil.copyfile(src, out)
-
-
-def _write_all(archive: Path, dest: Path, keep: list[_Member], open_member, policy: ExtractPolicy) -> None:
-    """Pass 2: folders, then files (size-capped), then links (their targets exist by then)."""
-    for mem in keep:
-        if mem.kind == "dir":
-            dest.joinpath(*mem.rel.parts).mkdir(parents=True, exist_ok=True)
-    for mem in keep:
-        if mem.kind == "file":
-            with open_member(mem) as src:
-                _write_member(dest, mem, src, archive, policy.overwrite)
-    for mem in keep:
-        if mem.kind in ("symlink", "hardlink"):
-            _write_link(dest, mem, policy.overwrite)
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:
