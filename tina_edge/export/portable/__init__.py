@@ -3,8 +3,9 @@
 `tina-edge convert` runs them without the [train] extra; `tina-edge export` runs them after the
 torch exporters (export/bundle.py, graphs.py, text_encoder.py) have written the graphs:
 
-    generate.py      generate.onnx (the DDIM steps in one graph), the template in input form,
+    generate.py      add_portable_files: every conversion step in order, the template in input form,
                      tokenizer_config.json, the manifest's `portable` section
+    generate_graph.py generate.onnx as a graph (the DDIM steps around the denoiser in one Loop)
     weight_only.py   int8 / float16 weight storage rewrites that keep outputs batch-independent
     ort_format.py    ORT-format graphs and required_operators.config for onnxruntime-mobile
     static_shapes.py the template's run-time padding as constants (phones: NNAPI / CoreML in one partition)

@@ -100,7 +100,6 @@ def _sub_model(model, nodes: list[int], inputs: list, outputs: list, rename: dic
 def split_prior(denoiser) -> tuple[Any, Any] | None:
     """(prior model, denoiser taking `prior` as an input) cut from `denoiser`; None when it has no
     prior to split (no "/prior/" scope, or already a `prior` input)."""
-    import onnx
     from onnx import TensorProto, helper
 
     g = denoiser.graph
