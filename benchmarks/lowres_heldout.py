@@ -31,17 +31,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, default=None, help="the bundle to measure (default: embedded)")
     ap.add_argument("--reference", type=Path, required=True, help="the bundle many_classes measured (its features cache)")
-    ap.add_argument("--tin", type=Path, default=Path("/tmp/tinyimagenet/tiny-imagenet-200"))
-    ap.add_argument("--cifar10", type=Path, required=True)
-    ap.add_argument("--fashion-mnist", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
+    mc.add_photo_arguments(ap, required=True)
     ap.add_argument("--tasks", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     from tina_edge.runtime import Personalizer
 
-    bn = mc.Bench(argparse.Namespace(bundle=a.reference, tin=a.tin, cifar10=a.cifar10, fashion_mnist=a.fashion_mnist,
-                                     cache=a.cache, train_per_class="50"))
+    bn = mc.reference_bench(a, a.reference)
     new = Personalizer.from_bundle(a.bundle, threads=1)
     F, L = bn.val["features"], bn.val["labels"]
     lowres = [i for i in bn.held if i >= bn.val["n_tin"]]  # held-out classes whose photos are not Tiny-ImageNet's

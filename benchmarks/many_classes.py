@@ -236,13 +236,25 @@ def plot(res: dict, path: Path) -> None:
     atomic_save_figure(path, fig, dpi=110)
 
 
+def add_photo_arguments(ap: argparse.ArgumentParser, required: bool = False) -> None:
+    """The photo sources and the feature cache every many-classes benchmark reads (one set of flags)."""
+    ap.add_argument("--tin", type=Path, default=Path("/tmp/tinyimagenet/tiny-imagenet-200"))
+    ap.add_argument("--cifar10", type=Path, default=None, required=required,
+                    help="CIFAR-10 JPEG folders DIR/<train|test>/<class>/*.jpg")
+    ap.add_argument("--fashion-mnist", type=Path, default=None, required=required, help="Fashion-MNIST idx(.gz) files directory")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
+
+
+def reference_bench(args: argparse.Namespace, bundle: Path | None) -> "Bench":
+    """The Bench of `bundle` on add_photo_arguments' photos (50 train photos per class), as many_classes measured it."""
+    return Bench(argparse.Namespace(bundle=bundle, tin=args.tin, cifar10=args.cifar10, fashion_mnist=args.fashion_mnist,
+                                    cache=args.cache, train_per_class="50"))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", type=Path, default=None, help="bundle directory or archive (default: the embedded one)")
-    ap.add_argument("--tin", type=Path, default=Path("/tmp/tinyimagenet/tiny-imagenet-200"))
-    ap.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 JPEG folders DIR/<train|test>/<class>/*.jpg")
-    ap.add_argument("--fashion-mnist", type=Path, default=None, help="Fashion-MNIST idx(.gz) files directory")
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
+    add_photo_arguments(ap)
     ap.add_argument("--tasks", type=int, default=20, help="tasks per k <= 20 (k = 50, 100: half as many)")
     ap.add_argument("--train-per-class", default="50",
                     help="train photos per class for the probe and the fine-tuned head; several (50,200): one of each per count")

@@ -58,17 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, required=True, help="the prior-only bundle")
     ap.add_argument("--reference", type=Path, default=None, help="the bundle many_classes measured (default: embedded)")
-    ap.add_argument("--tin", type=Path, default=Path("/tmp/tinyimagenet/tiny-imagenet-200"))
-    ap.add_argument("--cifar10", type=Path, default=None)
-    ap.add_argument("--fashion-mnist", type=Path, default=None)
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/many-classes-cache"))
+    mc.add_photo_arguments(ap)
     ap.add_argument("--tasks", type=int, default=20)
     a = ap.parse_args()
     from tina_edge.runtime import Personalizer
 
-    ref_args = argparse.Namespace(bundle=a.reference, tin=a.tin, cifar10=a.cifar10, fashion_mnist=a.fashion_mnist,
-                                  cache=a.cache, train_per_class="50")
-    bn = mc.Bench(ref_args)
+    bn = mc.reference_bench(a, a.reference)
     n = {2: a.tasks, 10: a.tasks, 20: a.tasks, 50: max(2, a.tasks // 2), 100: max(2, a.tasks // 2)}
     seen, held = replay(np.random.default_rng(0), bn, n)
     po = Personalizer.from_bundle(a.bundle, threads=1)
