@@ -55,7 +55,7 @@ def unsplit(dst: Path, src: Path | None = None) -> Path:
     """The bundle as it was before the prior split: prior.onnx's nodes and weights back inside
     denoiser.onnx (read from class_emb, writing the rows the denoiser read as its `prior` input), no
     prior graph in the manifest, generate.onnx built again around that denoiser (export's own builder)."""
-    from tina_edge.export.portable.generate import build_generate
+    from tina_edge.export.portable.generate_graph import build_generate
     from tina_edge.runtime.contracts import input_names
 
     shutil.copytree(src or default_bundle_path(), dst)

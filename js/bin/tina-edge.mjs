@@ -6,6 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { TinaEdge, TinaEdgeError, PromptError, parseClasses, classesFromLines, classKey, loadModel, readImage } from "../src/node.mjs";
+import { isPriorOnly } from "../src/prior-only.mjs";
 
 const USAGE = `usage: tina-edge personalize (CLASSES... | --classes-file FILE) -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
        tina-edge predict MODEL IMAGES... [--top K] [--min-prob P] [--json]   (files or folders; decoding needs sharp)
@@ -171,7 +172,7 @@ async function main(argv) {
   if (values.json) {
     process.stdout.write(JSON.stringify({ output: values.output, head: values.head ?? null, labels: clf.labels, seen: nov.seen,
       new: nov.new, nearest_known: nov.nearest, confusable: nov.confusable, ...s, names: nov.names ?? [],
-      prior_only: tina.manifest.portable.prior?.only === true, bundle_id: clf.bundleId, backend: tina.backend,
+      prior_only: isPriorOnly(tina.manifest), bundle_id: clf.bundleId, backend: tina.backend,
       session_ms: +(t1 - t0).toFixed(1), generate_ms: +(t2 - t1).toFixed(1) }) + "\n");
     return;
   }
@@ -185,7 +186,7 @@ async function main(argv) {
     if (item.warning) say(`  warning: '${item.name}': ${item.warning}`);
   }
   for (const [a, b, c] of nov.confusable) say(`  warning: '${a}' and '${b}' are close in meaning (cosine ${c.toFixed(2)}); their classes may be confused`);
-  const how = tina.manifest.portable.prior?.only === true ? "the text prior alone (no denoiser step; seed and candidates change nothing)"
+  const how = isPriorOnly(tina.manifest) ? "the text prior alone (no denoiser step; seed and candidates change nothing)"
     : `${s.sampler} ${s.steps} steps, seed ${s.seed}, ${s.candidates} candidate(s)`;
   say(`  ${how}, bundle ${clf.bundleId}; ` +
     `generated in ${(t2 - t1).toFixed(0)} ms (${(performance.now() - t0).toFixed(0)} ms in all) on ${tina.backend}`);

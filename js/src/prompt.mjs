@@ -213,7 +213,6 @@ const scriptName = (ch) => (ch.codePointAt(0) < 0x400 ? "Greek" : "Cyrillic"); /
 
 // Python's str.splitlines boundaries (\r\n is one)
 const LINE_BREAK = /\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]/u;
-const pyStrip = (s) => { const cs = [...s]; let a = 0, b = cs.length; while (a < b && isSpace(cs[a])) a++; while (b > a && isSpace(cs[b - 1])) b--; return cs.slice(a, b).join(""); };
 
 /**
  * The classes of a classes file (`personalize --classes-file`, Python's classes_from_lines): one name per
@@ -223,7 +222,8 @@ const pyStrip = (s) => { const cs = [...s]; let a = 0, b = cs.length; while (a <
 export function classesFromLines(text) {
   const parts = String(text).split(LINE_BREAK);
   if (parts.length && parts[parts.length - 1] === "") parts.pop(); // splitlines drops the last break's empty tail
-  const lines = parts.map((line, i) => [i + 1, line]).filter(([, line]) => pyStrip(line) && !pyStrip(line).startsWith("#"));
+  // Python: line.strip() and not line.lstrip().startswith("#"); pySplitJoin strips as str.strip does
+  const lines = parts.map((line, i) => [i + 1, line, pySplitJoin(line)]).filter(([, , t]) => t && !t.startsWith("#"));
   if (!lines.length) throw error('the classes file names no class; write one class name per line, e.g. "dog"', "empty");
   for (const [no, line] of lines) {
     try {
