@@ -3,7 +3,6 @@ correction output zeroed in the graphs (export/portable/prior_only.py), `portabl
 personalize skipping every denoiser step with parameters bit-identical to running them."""
 
 import hashlib
-import shutil
 
 import numpy as np
 import onnx
@@ -11,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from bundle_variants import with_correction
+from bundle_variants import with_correction, with_steps
 from runtime_fixtures import make_tiny_bundle
 from tina_edge.cli.main import main
 from tina_edge.export.portable.prior_only import correction_initializers, is_prior_only, zero_correction
 from tina_edge.runtime.bundle import default_bundle_path, open_bundle
 from tina_edge.runtime.errors import BundleError
-from tina_edge.runtime.manifest import PortableInfo, read_manifest, write_manifest
+from tina_edge.runtime.manifest import PortableInfo, read_manifest
 from tina_edge.runtime.personalizer import Personalizer
 
 FLAGS = ["--keep-template-shapes", "--no-everyday-keys"]  # what this test does not need: faster
@@ -39,10 +38,7 @@ def bundles(tmp_path_factory):
     assert not read_manifest(root / "src").portable.prior_only  # a non-zero correction: not the prior alone
     r = _convert(root / "src", root / "po", "--prior-only")
     assert r.exit_code == 0, r.output
-    shutil.copytree(root / "po", root / "steps")
-    m = read_manifest(root / "steps")
-    m.portable.prior = {k: v for k, v in m.portable.prior.items() if k != "only"}
-    write_manifest(root / "steps", m)
+    with_steps(root / "steps", root / "po")
     return root / "po", root / "steps", root / "src"
 
 
