@@ -38,3 +38,42 @@ export declare class PersonalizedModel {
 }
 /** Load a standalone model.onnx (path or bytes) on onnxruntime-node when installed. */
 export declare function loadModel(fileOrBytes: string | Uint8Array, options?: { ort?: unknown; quiet?: boolean }): Promise<PersonalizedModel>;
+
+/** evaluate(): accuracy, per-class recall and the confusion matrix of answers against true classes. */
+export interface Evaluation {
+  readonly labels: string[];
+  /** The labels, plus "unknown" last when a minProb was given. */
+  readonly columns: string[];
+  /** confusion[i][j]: images of labels[i] answered columns[j]. */
+  readonly confusion: number[][];
+  readonly minProb: number | null;
+  readonly n: number;
+  readonly correct: number;
+  readonly accuracy: number;
+  /** Recall per label; null for a label with no images. */
+  readonly perClass: Record<string, number | null>;
+  /** Images answered "unknown" (below minProb; counted as wrong). */
+  readonly unknown: number;
+}
+/** What a walk of evaluate's folder found (the CLI's src/image-folders.mjs labelledImages), for the JSON and text forms. */
+export interface LabelledFolder {
+  folders: Record<string, string>;
+  unmatchedFolders: string[];
+  missingLabels: string[];
+  skippedFiles: string[];
+  unusable: [string, string][];
+}
+/**
+ * Evaluate answers: `targets` the true label index per image; `predictions` per image predict()'s result
+ * or its probability vector, answered by predict's rule (first largest; "unknown" below minProb).
+ */
+export declare function evaluate(labels: string[], targets: ArrayLike<number>,
+  predictions: Array<{ probabilities: ArrayLike<number> } | ArrayLike<number>>, options?: { minProb?: number | null }): Evaluation;
+/** The JSON Python's `tina-edge evaluate --json` prints (accuracy, per_class, confusion, labels, columns, n, min_prob, unknown, ...). */
+export declare function evaluationDict(ev: Evaluation, data?: LabelledFolder | null): Record<string, unknown>;
+/** The text Python's `tina-edge evaluate` prints: accuracy, per-class recall table, confusion matrix. */
+export declare function formatEvaluation(ev: Evaluation, data?: LabelledFolder | null): string;
+/** [k][k(+1)] counts of (true, answered) pairs; an answer -1 goes to the extra "unknown" column. */
+export declare function confusionMatrix(targets: ArrayLike<number>, answers: ArrayLike<number>, k: number, withUnknown: boolean): number[][];
+/** predict's answer for one probability vector: the first largest index, -1 below minProb. */
+export declare function answerIndex(probabilities: ArrayLike<number>, minProb?: number | null): number;

@@ -14,6 +14,7 @@ import { urlReader } from "./fetch.mjs";
 import { PersonalizedModel } from "./model.mjs";
 
 export * from "./exports.mjs";
+export { evaluate, evaluationDict, formatEvaluation, confusionMatrix, answerIndex } from "./evaluate.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO_BUNDLE = path.resolve(HERE, "../../tina_edge/bundles/default");

@@ -54,13 +54,19 @@ console.log(label, seed, lines, bytes, text, e, tina.backend);
 
 test("node consumer (nodenext, no DOM lib): compiles; browser-only helpers are not there", () => {
   const r = compile("node", { module: "nodenext", moduleResolution: "nodenext", lib: ["es2022"], types: ["node"] },
-    `import { TinaEdge, PersonalizedClassifier, TinaEdgeError, BundleError, noveltyLines, defaultBundle, loadModel, readImage } from "tina-edge";
+    `import { TinaEdge, PersonalizedClassifier, TinaEdgeError, BundleError, noveltyLines, defaultBundle, loadModel, readImage,
+  evaluate, evaluationDict, formatEvaluation } from "tina-edge";
 import * as te from "tina-edge";
 ${COMMON}
 await TinaEdge.fromBundle("https://example.com/b/", { cacheDir: false, read: async (name) => new Uint8Array(name.length) });
 const model = await loadModel("model.onnx");
 const [mp] = await model.predict(await readImage("x.jpg"), { minProb: 0.2 });
 console.log(mp.label, model.labels);
+const ev = evaluate(model.labels, [0, 1], [mp, [0.2, 0.8]], { minProb: 0.5 });
+const recall: number | null = ev.perClass[model.labels[0]];
+console.log(ev.accuracy + ev.unknown, recall, formatEvaluation(ev), evaluationDict(ev).accuracy, ev.confusion[0][0]);
+// @ts-expect-error predictions are predict()'s results or probability vectors
+evaluate(model.labels, [0], ["cat"]);
 console.log(defaultBundle());
 // @ts-expect-error toPixels draws on a canvas: browser only
 te.toPixels(px);
