@@ -9,6 +9,10 @@
 // --classes N: personalize N classes instead of 10 (above K_max: in groups, issue 23)
 // --bundle DIR: a bundle with portable files (generate.onnx) instead of the repository's default one;
 //   without --bundle, test/prepare.mjs's bundle ($TINA_EDGE_BUNDLE, else the default, converted if need be)
+// --visits N: N returning visits (reloads) per mode instead of 1; ready and timings are then medians, each visit listed
+// --quick: the visits only (no warm personalize, predict or stall figures)
+// --preload: fromBundle / inWorker with preload: true (the classifier's session made before ready, as before issue 24)
+// after the returning visit(s): its first personalize (names not cached) and first predict, the cost of what was left lazy
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -24,7 +28,7 @@ const { default: puppeteer } = await import(path.join(JS, "node_modules/puppetee
 
 const APP = `import { TinaEdge } from "tina-edge";
 const mode = new URLSearchParams(location.search).get("mode") ?? "worker";
-const options = { wasmPaths: new URL("./", import.meta.url).href, numThreads: 1 };
+const options = { wasmPaths: new URL("./", import.meta.url).href, numThreads: 1, preload: new URLSearchParams(location.search).has("preload") };
 window.tinaReady = (mode === "worker" ? TinaEdge.inWorker("/bundle/", { ...options, workerUrl: new URL("./worker.mjs", import.meta.url) })
   : TinaEdge.fromBundle("/bundle/", options)).then((t) => { window.tina = t; return performance.now(); });
 `;
@@ -52,7 +56,7 @@ const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 async function visit(page, mode, reload) {
   const before = { ...srv.counts };
   if (reload) await page.reload();
-  else await page.goto(`${srv.url}/app/index.html?mode=${mode}`);
+  else await page.goto(`${srv.url}/app/index.html?mode=${mode}${process.argv.includes("--preload") ? "&preload" : ""}`);
   const ready = await page.evaluate(() => window.tinaReady);
   return { ready_ms: +ready.toFixed(0), bytes: srv.counts.bytes - before.bytes, requests: srv.counts.requests - before.requests };
 }
@@ -66,8 +70,25 @@ for (const mode of ["worker", "main"]) {
     out.chromium = await browser.version();
     const page = await browser.newPage();
     const first = await visit(page, mode, false);
-    const again = await visit(page, mode, true);
-    again.timings = await page.evaluate(() => window.tina.timings); // where a returning visit's time goes (core.mjs)
+    const vi = process.argv.indexOf("--visits");
+    const visits = [];
+    for (let i = 0; i < (vi > 0 ? Number(process.argv[vi + 1]) : 1); i++) {
+      const v = await visit(page, mode, true);
+      v.timings = await page.evaluate(() => window.tina.timings); // where a returning visit's time goes (core.mjs)
+      // what the first use costs after ready (names not cached; predict makes the classifier's session if lazy)
+      Object.assign(v, await page.evaluate(async (p) => {
+        const t0 = performance.now();
+        window.clf = await window.tina.personalize(p);
+        const t1 = performance.now();
+        await window.clf.predict({ data: new Uint8Array(128 * 128 * 3), width: 128, height: 128 });
+        const t2 = performance.now();
+        return { first_personalize_ms: +(t1 - t0).toFixed(0), first_predict_ms: +(t2 - t1).toFixed(0) };
+      }, ten));
+      visits.push(v);
+    }
+    const again = visits.length === 1 ? visits[0] : { ...Object.fromEntries(["ready_ms", "bytes", "requests", "first_personalize_ms", "first_predict_ms"]
+      .map((k) => [k, med(visits.map((v) => v[k]))])), visits };
+    if (process.argv.includes("--quick")) { out.modes[mode] = { first_visit: first, returning_visit: again }; continue; }
     const warm = [], fresh = [], predict = [];
     const photo = { data: Array.from({ length: 301 * 200 * 3 }, (_, i) => (i * 37) % 256), width: 301, height: 200 };
     for (let i = 0; i < 6; i++) {

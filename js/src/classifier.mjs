@@ -142,7 +142,7 @@ export class PersonalizedClassifier {
    */
   async predict(images, { minProb = null } = {}) {
     minProb = checkMinProb(minProb);
-    if (!this.tina.sessions?.classifier) throw new TinaEdgeError("this TinaEdge was disposed; open the bundle again");
+    if (this.tina.disposed || !this.tina.sessions) throw new TinaEdgeError("this TinaEdge was disposed; open the bundle again");
     let list = Array.isArray(images) ? images : [images];
     const [H, W] = this.tina.inputSize;
     const pre = this.tina.manifest.template.input.preprocess;
@@ -172,7 +172,9 @@ export class PersonalizedClassifier {
     const ort = this.tina.ort;
     const feeds = { [IMAGE]: new ort.Tensor("uint8", x, [list.length, H, W, 3]) };
     for (const [name, p] of Object.entries(this.params)) feeds[name] = new ort.Tensor("float32", p.data, p.shape);
-    const res = await this.tina.sessions.classifier.run(feeds);
+    // made on the first predict (TinaEdge.classifierSession), shared by every classifier of this bundle
+    const session = this.tina.sessions.classifier ?? await this.tina.classifierSession();
+    const res = await session.run(feeds);
     const probs = res[PROBABILITIES].data;
     const logits = res[LOGITS].data;
     const k = this.k;

@@ -84,6 +84,11 @@ export interface FromBundleOptions {
   sessionOptions?: Record<string, unknown>;
   /** Load template.onnx so that toModelBytes() works (default true). */
   loadTemplate?: boolean;
+  /**
+   * Make the classifier's session (the one predict runs) before fromBundle resolves. Default false: it is
+   * made on the first predict, so personalize is possible sooner (see TinaEdgeBase.preload).
+   */
+  preload?: boolean;
   /** Only "wasm" (browser) or "cpu" (onnxruntime-node): others, WebGPU included, raise BackendError. */
   executionProviders?: ("wasm" | "cpu")[];
   /** A custom file reader (name -> bytes) instead of fetch / the file system. */
@@ -165,6 +170,11 @@ export declare class TinaEdgeBase {
   encode(texts: string[]): Promise<Float32Array>;
   /** Forget cached text embeddings. */
   clearCache(): void;
+  /**
+   * Make the classifier's session now (it is otherwise made on the first predict, once, however many
+   * predicts start together): the first predict is then as fast as the later ones.
+   */
+  preload(): Promise<void>;
   /** Release the onnxruntime sessions; this object cannot run afterwards. */
   dispose(): void;
   /** Which names the bundle was trained on, nearest known names of the others, confusable pairs. */

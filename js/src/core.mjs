@@ -120,7 +120,7 @@ function int64Tensor(ort, rows, width) {
 
 /** The personalizer: one bundle, its onnxruntime sessions (text, [prior,] generate, classifier) created once and reused. */
 export class TinaEdge {
-  constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings, sessionOptions = {} }) {
+  constructor({ ort, bundle, tokenizer, sessions, templateBytes, timings, sessionOptions = {}, makeClassifier = null }) {
     this.ort = ort;
     this.bundle = bundle;
     this.manifest = bundle.manifest;
@@ -130,6 +130,10 @@ export class TinaEdge {
     this.timings = timings;
     this.sessionOptions = sessionOptions; // the trunk session of photo prompts (photos.mjs) is made alike
     this._trunk = null;
+    // the classifier's session (template_inputs.model) serves predict only, so it is made on the first
+    // predict (or preload()), once: personalize never waits for it (issue 24, a returning visit's ready)
+    this._makeClassifier = makeClassifier;
+    this._classifierPromise = null;
     // a text's embedding depends on the text alone (see encode), so caching it is exact up to
     // float rounding between batch shapes (1e-7); apps re-use class names. Bounded LRU, like Python's.
     this.cacheSize = 1024;
@@ -139,12 +143,46 @@ export class TinaEdge {
   /** Release the onnxruntime sessions (memory); this object and its classifiers cannot run afterwards. */
   dispose() {
     for (const s of Object.values(this.sessions ?? {})) s?.release?.().catch?.(() => {});
+    this._makeClassifier = null; // a classifier session still being made is released when it arrives (classifierSession)
+    this._classifierPromise = null;
     this._trunk?.release?.().catch?.(() => {});
     this._trunk = null;
     this.sessions = {};
     this.templateBytes = null;
     this._cache.clear();
     this.disposed = true;
+  }
+
+  /**
+   * The classifier's onnxruntime session (the template with the generated tensors as inputs), which
+   * every predict runs: made on first use, once, however many predicts ask at the same time.
+   */
+  async classifierSession() {
+    if (this.disposed) throw new TinaEdgeError("this TinaEdge was disposed; open the bundle again");
+    if (this.sessions.classifier) return this.sessions.classifier;
+    if (!this._classifierPromise) {
+      const make = this._makeClassifier;
+      this._classifierPromise = make().then((s) => {
+        if (this.disposed || this._makeClassifier !== make) { // disposed while it was being made
+          s?.release?.().catch?.(() => {});
+          throw new TinaEdgeError("this TinaEdge was disposed; open the bundle again");
+        }
+        this.sessions.classifier = s;
+        return s;
+      }, (e) => {
+        if (this._makeClassifier === make) this._classifierPromise = null; // a later predict may try again
+        throw e;
+      });
+    }
+    return this._classifierPromise;
+  }
+
+  /**
+   * Make the classifier's session now instead of on the first predict (fromBundle's `preload: true`
+   * does it before ready): the first predict is then as fast as the later ones.
+   */
+  async preload() {
+    await this.classifierSession();
   }
 
   /** Forget cached text embeddings (e.g. to time the text encoder). */
@@ -155,9 +193,12 @@ export class TinaEdge {
    * @param ort onnxruntime module (onnxruntime-web or onnxruntime-node)
    * @param read async (file name) -> Uint8Array
    */
-  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true, where } = {}) {
+  static async create(ort, read, { executionProviders, verify = true, sessionOptions = {}, loadTemplate = true, preload = false, where } = {}) {
     const t0 = performance.now();
     checkProviders(executionProviders ?? sessionOptions.executionProviders);
+    const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
+    if (executionProviders) opts.executionProviders = executionProviders;
+    startBackend(ort, opts); // onnxruntime-web's one-time start-up runs while the bundle opens and the tokenizer parses
     const bundle = await Bundle.open(read, { verify, where });
     const tOpen = performance.now();
     const m = bundle.manifest;
@@ -165,49 +206,40 @@ export class TinaEdge {
     const [tokJson, tokCfg] = await Promise.all([bundle.json(te.tokenizer), bundle.json(m.portable.tokenizer_config)]);
     const tokenizer = new Tokenizer(tokJson, tokCfg);
     const tTok = performance.now();
-    const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
-    if (executionProviders) opts.executionProviders = executionProviders;
     const perSession = {};
     const f0 = performance.now();
     // every download (and hash check) starts now, overlapping onnxruntime's wasm start-up
     // one download per file: a one-template bundle names template.onnx twice (template.model = portable.template_inputs.model)
     const priorModel = m.portable.prior?.model; // split bundles: the text prior's own graph, run once per personalize
+    const classifierModel = m.portable.template_inputs.model;
     const names = [...new Set([te.model, ...(priorModel ? [priorModel] : []), ...(isPriorOnly(m) ? [] : [m.portable.generate.model]),
-      m.portable.template_inputs.model, ...(loadTemplate ? [m.template.model] : [])])];
+      classifierModel, ...(loadTemplate ? [m.template.model] : [])])];
     const files = Object.fromEntries(names.map((n) => [n, bundle.file(n)]));
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
-    const make = async (name) => {
-      const bytes = await files[name];
-      const s0 = performance.now();
-      try {
-        const s = await ort.InferenceSession.create(bytes, opts);
-        perSession[name] = performance.now() - s0;
-        return s;
-      } catch (e) {
-        const msg = String(e?.message || e);
-        if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|node|opset/i.test(msg)) {
-          throw new BackendError(`onnxruntime could not start (${msg.slice(0, 200)}): in a bundled app it cannot find its ` +
-            "WebAssembly file: copy node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.{wasm,mjs} to your site and pass " +
-            "wasmPaths: '/where/they/are/' to fromBundle (README, \"Bundlers\")");
-        }
-        throw new BundleError(`onnxruntime cannot load bundle file ${name}: ${msg.slice(0, 300)}`);
-      }
-    };
+    const make = (name) => createSession(ort, name, files[name], opts, perSession);
     const tFiles = performance.now();
-    // smallest first: it pays onnxruntime's one-time start-up while the big files still download
-    const classifier = await make(m.portable.template_inputs.model);
-    const text = await make(te.model);
+    // smallest first: it pays whatever is left of onnxruntime's start-up while the big files still download.
+    // The classifier's session is not made here: predict makes it (classifierSession), personalize never needs it
     const prior = priorModel ? await make(priorModel) : null;
+    const text = await make(te.model);
     const generate = isPriorOnly(m) ? null : await make(m.portable.generate.model); // prior alone: never run (prior-only.mjs)
     const templateBytes = loadTemplate ? await files[m.template.model] : null;
     await Promise.all(Object.values(files));
+    const makeClassifier = lazySession(ort, classifierModel, files[classifierModel], opts, perSession);
     const fileMs = performance.now() - f0;
     const t1 = performance.now();
-    return new TinaEdge({
-      ort, bundle, tokenizer, sessions: { text, classifier, ...(generate ? { generate } : {}), ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
+    const tina = new TinaEdge({
+      ort, bundle, tokenizer, sessions: { text, ...(generate ? { generate } : {}), ...(prior ? { prior } : {}) }, templateBytes, sessionOptions: opts,
+      makeClassifier,
       timings: { createMs: t1 - t0, openMs: tOpen - t0, tokenizerMs: tTok - tOpen, sessionsMs: t1 - tFiles, fileMs, perSession,
         bytesRead: bundle.bytesRead },
     });
+    if (preload) {
+      await tina.preload();
+      const t2 = performance.now();
+      Object.assign(tina.timings, { createMs: t2 - t0, sessionsMs: t2 - tFiles });
+    }
+    return tina;
   }
 
   /**
@@ -402,6 +434,56 @@ export class TinaEdge {
       labels: names, params, prompt: raw, texts, sampler, imagePrompts,
       timings: { encodeMs: t1 - t0, generateMs: t2 - t1 },
     });
+  }
+}
+
+/** An onnxruntime session of bundle file `name` (bytes: a promise), its creation time in perSession; errors as BundleError/BackendError. */
+async function createSession(ort, name, bytesPromise, opts, perSession) {
+  const bytes = await bytesPromise;
+  const s0 = performance.now();
+  try {
+    const s = await ort.InferenceSession.create(bytes, opts);
+    perSession[name] = performance.now() - s0;
+    return s;
+  } catch (e) {
+    const msg = String(e?.message || e);
+    if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|node|opset/i.test(msg)) {
+      throw new BackendError(`onnxruntime could not start (${msg.slice(0, 200)}): in a bundled app it cannot find its ` +
+        "WebAssembly file: copy node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.{wasm,mjs} to your site and pass " +
+        "wasmPaths: '/where/they/are/' to fromBundle (README, \"Bundlers\")");
+    }
+    throw new BundleError(`onnxruntime cannot load bundle file ${name}: ${msg.slice(0, 300)}`);
+  }
+}
+
+/**
+ * A maker of the session of `name` for later: it holds that file's bytes alone (not the other files'),
+ * until the session is made.
+ */
+function lazySession(ort, name, bytesPromise, opts, perSession) {
+  let bytes = bytesPromise;
+  return async () => {
+    const s = await createSession(ort, name, bytes, opts, perSession);
+    bytes = null;
+    return s;
+  };
+}
+
+// A one-node graph (Identity, opset 13, 65 bytes): making a session of it starts onnxruntime-web's
+// one-time start-up (fetching and compiling its WebAssembly) at once. onnxruntime-web shares that
+// start-up with every later session, so the bundle's opening and the tokenizer's parse overlap it.
+const IDENTITY_MODEL = Uint8Array.from([8, 7, 58, 55, 10, 16, 10, 1, 120, 18, 1, 121, 34, 8, 73, 100, 101, 110, 116, 105, 116, 121, 18, 1,
+  116, 90, 15, 10, 1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 66, 4,
+  10, 0, 16, 13]);
+
+/** onnxruntime-web only (node has no start-up to hide); a failure is left to the bundle's first session, which reports it. */
+function startBackend(ort, opts) {
+  if (!ort?.env?.versions?.web || typeof ort.InferenceSession?.create !== "function") return;
+  try {
+    Promise.resolve(ort.InferenceSession.create(IDENTITY_MODEL, { executionProviders: opts.executionProviders }))
+      .then((s) => s?.release?.(), () => {}).catch(() => {});
+  } catch {
+    // the same error comes back from the first real session
   }
 }
 

@@ -73,6 +73,8 @@ export declare class WorkerTinaEdge {
   novelty(classes: string | string[], options?: Pick<import("./common.js").PersonalizeOptions, "descriptions">): Promise<import("./common.js").NoveltyReport>;
   encode(texts: string[]): Promise<Float32Array>;
   clearCache(): Promise<void>;
+  /** Make the classifier's session in the worker now rather than on the first predict. */
+  preload(): Promise<void>;
   dispose(): Promise<void>;
 }
 

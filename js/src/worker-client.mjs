@@ -99,6 +99,8 @@ export class WorkerTinaEdge {
   novelty(classes, options) { return this._ch.call("novelty", [classes, options ?? {}]); }
   encode(texts) { return this._ch.call("encode", [texts]); }
   clearCache() { return this._ch.call("clearCache"); }
+  /** Make the classifier's session in the worker now rather than on the first predict (TinaEdge.preload). */
+  async preload() { await this._ch.call("preload"); }
   /** Release the sessions and end the worker. */
   async dispose() {
     await this._ch.call("dispose").catch(() => {});

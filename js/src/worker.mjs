@@ -49,6 +49,7 @@ const ops = {
   async novelty(classes, options) { return tina.novelty(classes, options); },
   async encode(texts) { return tina.encode(texts); },
   async clearCache() { tina.clearCache(); },
+  async preload() { await tina.preload(); },
   async dispose() { classifiers.clear(); tina?.dispose(); tina = null; },
 };
 
