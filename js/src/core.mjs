@@ -198,7 +198,6 @@ export class TinaEdge {
     checkProviders(executionProviders ?? sessionOptions.executionProviders);
     const opts = { graphOptimizationLevel: "extended", ...sessionOptions };
     if (executionProviders) opts.executionProviders = executionProviders;
-    startBackend(ort, opts); // onnxruntime-web's one-time start-up runs while the bundle opens and the tokenizer parses
     const bundle = await Bundle.open(read, { verify, where });
     const tOpen = performance.now();
     const m = bundle.manifest;
@@ -218,8 +217,9 @@ export class TinaEdge {
     Object.values(files).forEach((p) => p.catch(() => {})); // failures surface where the file is awaited
     const make = (name) => createSession(ort, name, files[name], opts, perSession);
     const tFiles = performance.now();
-    // smallest first: it pays whatever is left of onnxruntime's start-up while the big files still download.
-    // The classifier's session is not made here: predict makes it (classifierSession), personalize never needs it
+    // smallest first: it pays onnxruntime's one-time start-up while the big files still download. The classifier's
+    // session is not made here: predict makes it (classifierSession); personalize never needs it (issue 24: a returning
+    // visit's ready)
     const prior = priorModel ? await make(priorModel) : null;
     const text = await make(te.model);
     const generate = isPriorOnly(m) ? null : await make(m.portable.generate.model); // prior alone: never run (prior-only.mjs)
@@ -467,24 +467,6 @@ function lazySession(ort, name, bytesPromise, opts, perSession) {
     bytes = null;
     return s;
   };
-}
-
-// A one-node graph (Identity, opset 13, 65 bytes): making a session of it starts onnxruntime-web's
-// one-time start-up (fetching and compiling its WebAssembly) at once. onnxruntime-web shares that
-// start-up with every later session, so the bundle's opening and the tokenizer's parse overlap it.
-const IDENTITY_MODEL = Uint8Array.from([8, 7, 58, 55, 10, 16, 10, 1, 120, 18, 1, 121, 34, 8, 73, 100, 101, 110, 116, 105, 116, 121, 18, 1,
-  116, 90, 15, 10, 1, 120, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 98, 15, 10, 1, 121, 18, 10, 10, 8, 8, 1, 18, 4, 10, 2, 8, 1, 66, 4,
-  10, 0, 16, 13]);
-
-/** onnxruntime-web only (node has no start-up to hide); a failure is left to the bundle's first session, which reports it. */
-function startBackend(ort, opts) {
-  if (!ort?.env?.versions?.web || typeof ort.InferenceSession?.create !== "function") return;
-  try {
-    Promise.resolve(ort.InferenceSession.create(IDENTITY_MODEL, { executionProviders: opts.executionProviders }))
-      .then((s) => s?.release?.(), () => {}).catch(() => {});
-  } catch {
-    // the same error comes back from the first real session
-  }
 }
 
 /**
