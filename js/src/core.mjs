@@ -447,7 +447,9 @@ async function createSession(ort, name, bytesPromise, opts, perSession) {
     return s;
   } catch (e) {
     const msg = String(e?.message || e);
-    if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|node|opset/i.test(msg)) {
+    // "node" as a graph word, not inside a file name (onnxruntime-web's own loader is ort.node.min.mjs)
+    const graphWords = msg.replace(/[\w./-]*\.m?js\b/g, "");
+    if (/wasm|webassembly|backend|fetch|import/i.test(msg) && !/protobuf|model|graph|\bnode\b|opset/i.test(graphWords)) {
       throw new BackendError(`onnxruntime could not start (${msg.slice(0, 200)}): in a bundled app it cannot find its ` +
         "WebAssembly file: copy node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.{wasm,mjs} to your site and pass " +
         "wasmPaths: '/where/they/are/' to fromBundle (README, \"Bundlers\")");
