@@ -6,7 +6,7 @@
 
 import { Tokenizer } from "@huggingface/tokenizers";
 import { portableNormal, GENERATOR as NOISE_GENERATOR, VERSION as NOISE_VERSION } from "./noise.mjs";
-import { parseClasses, descriptionTexts, alignedDescriptions } from "./prompt.mjs";
+import { parseClasses, descriptionTexts, alignedDescriptions, classKey } from "./prompt.mjs";
 import { readPhotos, skipsSampler, zeroParams, applyPhotos } from "./photos.mjs";
 import { PersonalizedClassifier } from "./classifier.mjs";
 import { TinaEdgeError, BundleError, PromptError, ArgumentError, BackendError } from "./errors.mjs";
@@ -32,6 +32,7 @@ function checkPreprocess(tree, manifest) {
 }
 import { noveltyReport, readNpy } from "./novelty.mjs";
 import { SenseTable, senseTexts } from "./senses.mjs";
+import { NameTable } from "./name-table.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
 import { isPriorOnly, priorOnlyParams } from "./prior-only.mjs";
 import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS, PRIOR } from "./contracts.mjs";
@@ -272,6 +273,41 @@ export class TinaEdge {
     return noveltyReport(names, emb, D, vocab, vocabEmb, { senses, kindOf: table ? (n) => table.kindOf(n) : null });
   }
 
+  /**
+   * What the prior reads for each text (Python's Personalizer.conditioning_texts): the bundle's name
+   * table where it holds the text (name-table.mjs), else `encode`. Only the conditioning reads the
+   * table; sense resolution and novelty compare the encoder's own readings.
+   */
+  async conditioningTexts(texts) {
+    const D = this.manifest.text_encoder.embedding_dim;
+    // the table never holds a vocabulary name: a prompt of known names does not fetch it
+    this._vocabKeys ??= new Set((this.manifest.training?.vocabulary ?? []).filter((v) => typeof v === "string").map(classKey));
+    const table = texts.some((t) => !this._vocabKeys.has(classKey(t))) ? await this._nameTable() : null;
+    const rows = texts.map((t) => table?.get(t) ?? null);
+    const miss = texts.filter((_, i) => rows[i] === null);
+    const enc = miss.length ? await this.encode(miss) : null;
+    const out = new Float32Array(texts.length * D);
+    let next = 0; // the next encoded row
+    rows.forEach((r, i) => {
+      if (r === null) { r = enc.subarray(next * D, (next + 1) * D); next += 1; }
+      out.set(r, i * D);
+    });
+    return out;
+  }
+
+  /** The bundle's name table (name-table.mjs), read on the first conditioning; null for a bundle without one. */
+  async _nameTable() {
+    const te = this.manifest.text_encoder;
+    if (!te.name_table) return null;
+    if (!te.name_vectors) throw new BundleError("the manifest names text_encoder.name_table without text_encoder.name_vectors; re-export the bundle");
+    if (!this._nameTablePromise) {
+      this._nameTablePromise = Promise.all([this.bundle.file(te.name_table), this.bundle.file(te.name_vectors)])
+        .then(([t, v]) => NameTable.fromBytes(t, v, te.embedding_dim, te.name_table));
+      this._nameTablePromise.catch(() => { this._nameTablePromise = null; }); // a later personalize may try again
+    }
+    return this._nameTablePromise;
+  }
+
   /** The bundle's senses table (senses.mjs), read on first use; null for a bundle without one. */
   async _senseTable() {
     const name = this.manifest.text_encoder.senses;
@@ -393,7 +429,7 @@ export class TinaEdge {
     }
     const D = m.denoiser.embedding_dim;
     const P = m.denoiser.param_count;
-    const emb = await this.encode(texts);
+    const emb = await this.conditioningTexts(texts);
     // k > K_max: groups of balanced sizes, one batch, the same starting noise each (groups.mjs)
     const sizes = groupSizes(k, K);
     const G = sizes.length;

@@ -17,7 +17,7 @@ function half(h) {
 }
 
 /** A .npy file (float16 or float32, little-endian, C order, no pickles) -> {shape, data: Float32Array}. */
-export function readNpy(bytes, name = "array.npy") {
+export function readNpy(bytes, name = "array.npy", { int8 = false } = {}) {
   const bad = (why) => new BundleError(`bundle file ${name} is not a numpy array: ${why}`);
   if (bytes.byteLength < 10 || String.fromCharCode(...bytes.subarray(1, 6)) !== "NUMPY" || bytes[0] !== 0x93) throw bad("no NUMPY magic");
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -28,8 +28,13 @@ export function readNpy(bytes, name = "array.npy") {
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*True/.test(header);
   const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? "").split(",").map((x) => x.trim()).filter(Boolean).map(Number);
-  if (fortran || !["<f2", "<f4"].includes(descr)) throw bad(`dtype ${descr}${fortran ? " (Fortran order)" : ""} is not float16/float32`);
   const n = shape.reduce((a, b) => a * b, 1);
+  if (int8) { // the name table's vectors (name-table.mjs): int8 only
+    if (fortran || descr !== "|i1") throw bad(`dtype ${descr}${fortran ? " (Fortran order)" : ""} is not int8`);
+    if (start + n > bytes.byteLength) throw bad("truncated");
+    return { shape, data: new Int8Array(bytes.buffer.slice(bytes.byteOffset + start, bytes.byteOffset + start + n)) };
+  }
+  if (fortran || !["<f2", "<f4"].includes(descr)) throw bad(`dtype ${descr}${fortran ? " (Fortran order)" : ""} is not float16/float32`);
   const size = descr === "<f2" ? 2 : 4;
   if (start + n * size > bytes.byteLength) throw bad("truncated");
   const data = new Float32Array(n);

@@ -17,8 +17,9 @@ const senseText = (word, s) => `${word} (${s.tag})`;
 const family = (text) => new Set(String(text).split(/\s+/).filter(Boolean).map(Number));
 const meets = (a, b) => { for (const x of a) if (b.has(x)) return true; return false; };
 
-/** The table's JSON bytes: gzip inflated at most to MAX_TABLE_BYTES, or the bytes as they are. */
-async function inflate(bytes, what) {
+/** A bundle table's JSON bytes: gzip inflated at most to `limit` bytes, or the bytes as they are
+ * (the senses table and the name table, name-table.mjs, read their files through it). */
+export async function inflateBounded(bytes, what, limit = MAX_TABLE_BYTES, kind = "senses table") {
   if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
   const chunks = [];
   let total = 0;
@@ -28,9 +29,9 @@ async function inflate(bytes, what) {
       const { done, value } = await reader.read();
       if (done) break;
       total += value.byteLength;
-      if (total > MAX_TABLE_BYTES) {
+      if (total > limit) {
         await reader.cancel();
-        throw new BundleError(`bundle file ${what} inflates to more than ${MAX_TABLE_BYTES} bytes; it is not a senses table`);
+        throw new BundleError(`bundle file ${what} inflates to more than ${limit} bytes; it is not a ${kind}`);
       }
       chunks.push(value);
     }
@@ -56,7 +57,7 @@ export class SenseTable {
     const bad = (why) => new BundleError(`bundle file ${what} is not a usable senses table: ${why}`.slice(0, 260));
     let d;
     try {
-      d = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await inflate(bytes, what)));
+      d = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await inflateBounded(bytes, what)));
     } catch (e) {
       if (e instanceof BundleError) throw e;
       throw bad(String(e.message ?? e));

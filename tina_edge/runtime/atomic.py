@@ -247,13 +247,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, overwrite: bool = Tr
     return atomic_write_text(path, json.dumps(obj, **dumps) + "\n", overwrite=overwrite)
 
 
-def atomic_save_npy(path: str | os.PathLike, array: Any, *, overwrite: bool = True) -> Path:
-    """One numpy array in .npy format (no pickles), atomically."""
+def npy_bytes(array: Any) -> bytes:
+    """One numpy array as .npy bytes (no pickles): what atomic_save_npy writes, for writers that hash first."""
     import numpy as np
 
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)
-    return atomic_write_bytes(path, buf.getvalue(), overwrite=overwrite)
+    return buf.getvalue()
+
+
+def atomic_save_npy(path: str | os.PathLike, array: Any, *, overwrite: bool = True) -> Path:
+    """One numpy array in .npy format (no pickles), atomically."""
+    return atomic_write_bytes(path, npy_bytes(array), overwrite=overwrite)
 
 
 def atomic_save_npz(path: str | os.PathLike, *, overwrite: bool = True, compressed: bool = False, **arrays: Any) -> Path:

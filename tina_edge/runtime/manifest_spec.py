@@ -70,6 +70,10 @@ def bundle_files(m: "Manifest") -> list[tuple[str, str]]:
         out.append(("text_encoder.vocabulary_embeddings", te.vocabulary_embeddings))
     if te.senses:
         out.append(("text_encoder.senses", te.senses))
+    if te.name_table:
+        out.append(("text_encoder.name_table", te.name_table))
+    if te.name_vectors:
+        out.append(("text_encoder.name_vectors", te.name_vectors))
     return out + m.portable.files()  # optional portable files (docs/PORTABLE.md)
 
 
@@ -111,6 +115,10 @@ class TextEncoderSpec:
     vocabulary_embeddings: str | None = None
     # senses.json: the visible WordNet senses of ambiguous names (runtime/senses.py; issue 22), optional
     senses: str | None = None
+    # name_table.json.gz + name_table.npy: a larger encoder's reading of WordNet's visible nouns as
+    # embeddings in this encoder's space (runtime/name_table.py; issue 22 item 3), optional
+    name_table: str | None = None
+    name_vectors: str | None = None
 
 
 @dataclass
@@ -200,6 +208,7 @@ class Manifest:
                 out[f.name] = copy.deepcopy(v.to_dict())
             else:
                 out[f.name] = asdict(v) if is_dataclass(v) else copy.deepcopy(v)
-        if out["text_encoder"].get("senses", "") is None:  # written only when there is one: older readers stay able
-            del out["text_encoder"]["senses"]
+        for key in ("senses", "name_table", "name_vectors"):  # written only when there is one: older readers stay able
+            if out["text_encoder"].get(key, "") is None:
+                del out["text_encoder"][key]
         return out

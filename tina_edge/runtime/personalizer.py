@@ -28,7 +28,7 @@ from .manifest import Manifest
 from .model_meta import ModelMetadata
 from .groups import max_classes
 from .class_prompts import Descriptions, match_images, resolve_descriptions, wants_images
-from .prompt import check_class_count, parse_classes
+from .prompt import check_class_count, class_key, parse_classes
 from .schedule import NoiseSchedule
 from .template import fill_template
 
@@ -50,6 +50,8 @@ class Personalizer(ParameterGeneration):
         self._prior = None  # the bundle's prior graph session (portable.prior: run once per batch, not per step)
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._sense_table = None  # the bundle's senses table and resolved prompts (runtime/senses.py), on first use
+        self._name_table = None  # the bundle's name table (runtime/name_table.py), on the first conditioning
+        self._vocab_keys: set[str] | None = None  # class keys of the training vocabulary
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
@@ -122,6 +124,30 @@ class Personalizer(ParameterGeneration):
             raise BundleError(f"the text encoder returned shape {emb.shape}, the manifest promises [{len(texts)}, {D}]")
         return emb
 
+    def conditioning_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """What the prior reads for each text, float32 [n, D]: the bundle's name table where it holds the
+        text (a larger encoder's reading of a WordNet noun, runtime/name_table.py), else `encode`.
+        Only the conditioning reads the table; sense resolution and novelty compare encoder readings."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        vocab = self._lazy("_vocab_keys", lambda: {class_key(v) for v in self.manifest.vocabulary if isinstance(v, str)})
+        # the table never holds a vocabulary name: a prompt of known names does not read it
+        new = any(class_key(t) not in vocab for t in texts)
+        table = self._lazy("_name_table", self._load_name_table) if new and self.manifest.text_encoder.name_table else None
+        rows = [table.get(t) for t in texts] if table is not None else [None] * len(texts)
+        miss = [i for i, r in enumerate(rows) if r is None]
+        out = np.zeros((len(texts), self.manifest.text_encoder.embedding_dim), np.float32)
+        if miss:
+            out[miss] = self.encode([texts[i] for i in miss])
+        for i, r in enumerate(rows):
+            if r is not None:
+                out[i] = r
+        return out
+
+    def _load_name_table(self):
+        from .name_table import load_name_table
+
+        return load_name_table(self.bundle, self.manifest)
+
     @property
     def has_image_tower(self) -> bool:
         """Whether the bundle can embed example images (its text encoder is CLIP)."""
@@ -192,7 +218,7 @@ class Personalizer(ParameterGeneration):
         text_idx = [i for i in range(len(names)) if i not in by_image]
         emb = np.zeros((len(names), self.manifest.text_encoder.embedding_dim), dtype=np.float32)
         if text_idx:
-            emb[text_idx] = self.encode([texts[i] for i in text_idx])
+            emb[text_idx] = self.conditioning_texts([texts[i] for i in text_idx])
         counts: dict[str, int] = {}
         if by_image:
             from .image_encoder import mean_embedding

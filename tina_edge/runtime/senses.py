@@ -105,7 +105,7 @@ class SenseTable:
     def from_bytes(cls, data: bytes, what: str = "senses.json") -> "SenseTable":
         """Parse and check the table (the bundle verified its size and sha256); BundleError if malformed."""
         try:
-            d = json.loads(_inflate(data, what).decode("utf-8"))
+            d = json.loads(inflate_bounded(data, what).decode("utf-8"))
             if d.get("format") != FORMAT or d.get("version") != VERSION:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}, expected {FORMAT!r} {VERSION}")
             words = {}
@@ -209,19 +209,20 @@ class SenseTable:
 MAX_TABLE_BYTES = 32 << 20  # the table once inflated (WordNet's: 1.9 MB); a gzip bomb stops here
 
 
-def _inflate(data: bytes, what: str) -> bytes:
-    """The table's JSON: gzip (the export writes senses.json.gz) inflated at most to MAX_TABLE_BYTES, or plain."""
+def inflate_bounded(data: bytes, what: str, limit: int = MAX_TABLE_BYTES, kind: str = "senses table") -> bytes:
+    """A bundle table's JSON: gzip (the export writes *.json.gz) inflated at most to `limit` bytes, or plain.
+    The senses table and the name table (runtime/name_table.py) read their files through it."""
     if data[:2] != b"\x1f\x8b":
         return data
     import zlib
 
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = d.decompress(data, MAX_TABLE_BYTES + 1)
+        out = d.decompress(data, limit + 1)
     except zlib.error as e:
         raise BundleError(f"bundle file {what} is not valid gzip: {e}") from None
-    if len(out) > MAX_TABLE_BYTES or d.unconsumed_tail:
-        raise BundleError(f"bundle file {what} inflates to more than {MAX_TABLE_BYTES} bytes; it is not a senses table")
+    if len(out) > limit or d.unconsumed_tail:
+        raise BundleError(f"bundle file {what} inflates to more than {limit} bytes; it is not a {kind}")
     return out
 
 

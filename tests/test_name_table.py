@@ -1,0 +1,111 @@
+"""The name table (issue 22 item 3): a bundle file of precomputed embeddings for names beyond the
+vocabulary. The writer (export/portable/name_table.py) and the reader (runtime/name_table.py) on the
+tiny bundle; personalize reads a table name from the table and encodes every other text."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from tina_edge.export.portable.name_table import NAME_TABLE, NAME_VECTORS, quantise, table_bytes, write_name_table
+from tina_edge.runtime.errors import BundleError
+from tina_edge.runtime.name_table import NameTable
+
+
+def unit(rng, n, d):
+    v = rng.standard_normal((n, d))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_quantised_vectors_keep_unit_length_and_direction():
+    v = unit(np.random.default_rng(0), 50, 16)
+    q, s = quantise(v)
+    assert q.dtype == np.int8 and s.dtype == np.float32
+    back = q.astype(np.float32) * s[:, None]
+    assert np.allclose(np.linalg.norm(back, axis=1), 1.0, atol=1e-6)
+    assert (np.einsum("nd,nd->n", back, v) > 0.999).all()
+
+
+def test_the_written_table_reads_back_by_class_key_and_sorted():
+    v = unit(np.random.default_rng(1), 3, 8)
+    js, npy = table_bytes(["Sea_Lion", "aardvark", "parking meter"], v, {"encoder": "test"})
+    t = NameTable.from_bytes(js, npy, 8)
+    assert json.loads(gzip.decompress(js))["keys"] == ["aardvark", "parking meter", "sea lion"]
+    for name, row in (("SEA LION", v[0]), ("sea-lion", v[0]), ("Aardvark", v[1]), ("parking  meter", v[2])):
+        got = t.get(name)
+        assert got.dtype == np.float32 and got @ row > 0.999
+    assert t.get("walrus") is None and t.get("sea lion (animal)") is None
+    assert table_bytes(["b", "a"], v[:2], {}) == table_bytes(["b", "a"], v[:2], {})  # reproducible bytes
+    with pytest.raises(ValueError, match="one class key"):
+        table_bytes(["Dog", "dog"], v[:2], {})
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d.update(format="other"), "format"),
+    (lambda d: d.update(keys=d["keys"][:1]), "one length"),
+    (lambda d: d.update(keys=["Upper", "b"]), "class key"),
+    (lambda d: d.update(keys=["a", "a"]), "twice"),
+    (lambda d: d.update(scales=[1.0, -1.0]), "finite positive"),
+    (lambda d: d.update(scales=[1.0, True]), "finite positive"),
+])
+def test_malformed_tables_are_refused(change, match):
+    v = unit(np.random.default_rng(2), 2, 4)
+    js, npy = table_bytes(["a", "b"], v, {})
+    d = json.loads(gzip.decompress(js))
+    change(d)
+    with pytest.raises(BundleError, match=match):
+        NameTable.from_bytes(gzip.compress(json.dumps(d).encode()), npy, 4, "t.json.gz")
+
+
+def test_vectors_of_another_shape_or_type_and_gzip_bombs_are_refused():
+    v = unit(np.random.default_rng(3), 2, 4)
+    js, npy = table_bytes(["a", "b"], v, {})
+    with pytest.raises(BundleError, match=r"int8\[2, 5\]"):
+        NameTable.from_bytes(js, npy, 5)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, v.astype(np.float32))
+    with pytest.raises(BundleError, match="int8"):
+        NameTable.from_bytes(js, buf.getvalue(), 4)
+    with pytest.raises(BundleError, match="not a usable name table"):
+        NameTable.from_bytes(js, b"\x93NUMPY garbage", 4)
+    bomb = gzip.compress(b" " * (17 << 20))
+    with pytest.raises(BundleError, match="inflates to more than"):
+        NameTable.from_bytes(bomb, npy, 4)
+
+
+def test_personalize_reads_table_names_from_the_table_and_encodes_the_rest(bundle):
+    from tina_edge.runtime import Personalizer
+
+    p0 = Personalizer.from_bundle(bundle, threads=1)
+    D = p0.manifest.text_encoder.embedding_dim
+    row = unit(np.random.default_rng(4), 1, D)
+    m = write_name_table(bundle, ["Narwhal"], row, {"encoder": "test"})
+    assert (m.text_encoder.name_table, m.text_encoder.name_vectors) == (NAME_TABLE, NAME_VECTORS)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {NAME_TABLE, NAME_VECTORS} <= set(manifest["files"])
+    p = Personalizer.from_bundle(bundle, threads=1)
+    emb = p.class_embeddings("narwhal, cat")
+    q, s = quantise(row)
+    assert np.array_equal(emb[0], q[0].astype(np.float32) * s[0])  # bit for bit: int8 x scale in float32
+    assert np.array_equal(emb[1], p.encode(["cat"])[0])  # not in the table: encoded
+    assert not np.array_equal(emb[0], p.encode(["narwhal"])[0])
+    assert np.array_equal(p.class_embeddings("cat, dog"), p0.class_embeddings("cat, dog"))
+    clf = p.personalize("narwhal, cat", steps=2)
+    assert clf.labels == ["narwhal", "cat"]
+    assert p.novelty("narwhal, cat")["new"] == ["narwhal"]  # novelty compares the encoder's own reading
+
+
+def test_a_tampered_table_file_is_refused_when_the_bundle_opens(bundle):
+    from tina_edge.runtime import Personalizer
+
+    D = Personalizer.from_bundle(bundle, threads=1).manifest.text_encoder.embedding_dim
+    write_name_table(bundle, ["narwhal"], unit(np.random.default_rng(5), 1, D), {})
+    js = json.loads(gzip.decompress((bundle / NAME_TABLE).read_bytes()))
+    js["keys"] = ["walrus"]
+    (bundle / NAME_TABLE).write_bytes(gzip.compress(json.dumps(js).encode()))
+    with pytest.raises(BundleError, match=NAME_TABLE):
+        Personalizer.from_bundle(bundle, threads=1)
+

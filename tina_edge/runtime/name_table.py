@@ -1,0 +1,89 @@
+"""Names beyond the vocabulary: a larger encoder's reading of WordNet's visible nouns, precomputed.
+
+Why: the prior reads a name only through its embedding, and the bundle's MiniLM reads names it never
+trained on less well than all-mpnet-base-v2: with the same kernel prior, held-out recall (k 2-20)
+is 6.3 points higher with mpnet (BENCHMARKS §24). mpnet itself is 420 MB and slow to start, so the
+bundle carries its answer instead: for each visible WordNet noun, the embedding in the bundle
+encoder's space whose prior row is the mpnet prior's row (solved when the table is built,
+export/name_table.py). A text whose class key is in the table skips the text encoder; every
+other text (descriptions, qualified senses, unknown words) is encoded as before. The vocabulary's
+names, the training synonyms and the everyday keys are never in it: their rows are exact already.
+
+Two bundle files, both listed and hashed by the manifest: `text_encoder.name_table` (gzip JSON:
+format, the class keys, one float32 scale per key) and `text_encoder.name_vectors` (.npy int8
+[N, D]). A vector is int8 x its scale, in float32 (bit-identical in every port: js/src/name-table.mjs).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+
+from .errors import BundleError
+from .prompt import class_key
+from .senses import inflate_bounded
+
+FORMAT, VERSION = "tina-edge-name-table", 1
+MAX_JSON_BYTES = 16 << 20  # the keys and scales once inflated (35 000 WordNet nouns: ~1 MB)
+MAX_NAMES = 200_000  # WordNet 3.0 has 117 798 nouns
+
+
+class NameTable:
+    """class key -> embedding float32 [D] (unit length up to float rounding)."""
+
+    def __init__(self, keys: list[str], vectors: np.ndarray, scales: np.ndarray):
+        self.index = {k: i for i, k in enumerate(keys)}
+        self.vectors = vectors  # int8 [N, D]
+        self.scales = scales  # float32 [N]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @classmethod
+    def from_bytes(cls, table: bytes, vectors: bytes, dim: int, what: str = "name table") -> "NameTable":
+        """Parse and check both files (the bundle verified their sizes and sha256); BundleError if malformed."""
+        try:
+            d = json.loads(inflate_bounded(table, what, MAX_JSON_BYTES, "name table").decode("utf-8"))
+            if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
+                got = (d.get("format"), d.get("version")) if isinstance(d, dict) else (type(d).__name__, None)
+                raise ValueError(f"format {got[0]!r} version {got[1]!r}, expected {FORMAT!r} {VERSION}")
+            keys, scales = d["keys"], d["scales"]
+            if not isinstance(keys, list) or not isinstance(scales, list) or len(keys) != len(scales):
+                raise ValueError("keys and scales must be two lists of one length")
+            if len(keys) > MAX_NAMES:
+                raise ValueError(f"{len(keys)} keys; at most {MAX_NAMES}")
+            if any(not isinstance(k, str) or not k or class_key(k) != k for k in keys):
+                raise ValueError("every key must be a non-empty class key (runtime/prompt.class_key)")
+            if len(set(keys)) != len(keys):
+                raise ValueError("a key is listed twice")
+            if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scales):
+                raise ValueError("every scale must be a finite positive number")
+            vec = np.load(io.BytesIO(vectors), allow_pickle=False)
+        except BundleError:
+            raise
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError, EOFError) as e:
+            raise BundleError(f"bundle file {what} is not a usable name table: {str(e)[:200]}") from None
+        if vec.dtype != np.int8 or vec.shape != (len(keys), dim):
+            raise BundleError(f"the name table's vectors are {vec.dtype}{list(vec.shape)}; its keys and the text "
+                              f"encoder promise int8[{len(keys)}, {dim}]: re-export the bundle")
+        return cls(keys, vec, np.asarray(scales, np.float32))
+
+    def get(self, text: str) -> np.ndarray | None:
+        """The table's embedding of `text` (by its class key), or None when the table does not hold it."""
+        i = self.index.get(class_key(text))
+        if i is None:
+            return None
+        return self.vectors[i].astype(np.float32) * self.scales[i]
+
+
+def load_name_table(bundle, manifest) -> NameTable | None:
+    """The bundle's name table, or None for a bundle without one (every text is encoded)."""
+    te = manifest.text_encoder
+    if not te.name_table:
+        return None
+    if not te.name_vectors:
+        raise BundleError("the manifest names text_encoder.name_table without text_encoder.name_vectors; re-export the bundle")
+    return NameTable.from_bytes(bundle.data(te.name_table), bundle.data(te.name_vectors), te.embedding_dim, te.name_table)
