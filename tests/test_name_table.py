@@ -76,9 +76,10 @@ def test_vectors_of_another_shape_or_type_and_gzip_bombs_are_refused():
         NameTable.from_bytes(bomb, npy, 4)
 
 
-def test_personalize_reads_table_names_from_the_table_and_encodes_the_rest(bundle):
+def test_personalize_reads_table_names_from_the_table_and_encodes_the_rest(bundle, base_bundle):
     from tina_edge.runtime import Personalizer
 
+    bundle_without = base_bundle
     p0 = Personalizer.from_bundle(bundle, threads=1)
     D = p0.manifest.text_encoder.embedding_dim
     row = unit(np.random.default_rng(4), 1, D)
@@ -96,6 +97,14 @@ def test_personalize_reads_table_names_from_the_table_and_encodes_the_rest(bundl
     clf = p.personalize("narwhal, cat", steps=2)
     assert clf.labels == ["narwhal", "cat"]
     assert p.novelty("narwhal, cat")["new"] == ["narwhal"]  # novelty compares the encoder's own reading
+    from click.testing import CliRunner
+
+    from tina_edge.cli.main import main
+
+    r = CliRunner().invoke(main, ["info", str(bundle)])
+    assert r.exit_code == 0, r.output
+    assert "name table  name_table.json.gz: names outside the vocabulary" in r.output
+    assert "name table" not in CliRunner().invoke(main, ["info", str(bundle_without)]).output
 
 
 def test_a_tampered_table_file_is_refused_when_the_bundle_opens(bundle):

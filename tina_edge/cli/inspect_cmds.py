@@ -146,6 +146,9 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     if te.senses:  # runtime/senses.py (issue 22)
         out.append(f"senses      {te.senses}: ambiguous names read in their most frequent visible WordNet sense or the "
                    "one the other names point to; choose one with a qualifier, e.g. \"mouse (rodent)\"")
+    if te.name_table:  # runtime/name_table.py (issue 22 item 3)
+        out.append(f"name table  {te.name_table}: names outside the vocabulary that WordNet lists as visible nouns are read "
+                   "as a larger text encoder reads them (precomputed); other words go through the text encoder")
     if ev and not verbose and _eval_table(ev):
         out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
         out += _eval_table(ev)
