@@ -13,7 +13,8 @@ import { fileURLToPath } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FILES = ["manifest.json", "text_encoder.onnx", "prior.onnx", "generate.onnx", "template.onnx", "tokenizer.json",
-  "tokenizer_config.json", "vocabulary_embeddings.npy", "senses.json.gz"]; // prior.onnx, senses.json.gz: where the bundle has them (issue 22)
+  "tokenizer_config.json", "vocabulary_embeddings.npy", "senses.json.gz", "name_table.json.gz", "name_table.npy"];
+// prior.onnx, senses.json.gz, the name table: where the bundle has them (issue 22)
 
 export function fill(source, dest = HERE) {
   const m = JSON.parse(fs.readFileSync(path.join(source, "manifest.json"), "utf8"));
