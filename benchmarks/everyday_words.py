@@ -75,7 +75,7 @@ def small_features(p, cifar: Path, fmnist: Path, cache: Path, per_class: int) ->
 def photos(p, a) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features and labels (indices into the manifest's classes) of every class with photos."""
     classes = list(p.manifest.training.classes)
-    tin = cached(a.tin, a.cache, "val", a.per_class)
+    tin = cached(p, a.tin, a.cache, "val", a.per_class)
     f_small, n_small = small_features(p, a.cifar, a.fashion_mnist, a.cache, a.per_class)
     names = [str(n) for n in tin["names"][tin["labels"]]] + n_small
     keep = np.array([n in classes for n in names])

@@ -31,6 +31,7 @@ CASES = [
     ("descriptions", "goldfish, school bus",
      {"seed": 1, "descriptions": {"school bus": "a yellow bus for children"}}, False),
     ("new_names_20", ", ".join(f"thing{i}" for i in range(18)) + ", zebra, oboe", {"seed": 2**40}, False),
+    ("name_table", "narwhal, parking meter, goldfish", {"seed": 1}, False),  # two names the bundle's name table holds
 ]
 TEXTS = ["goldfish", "a small domestic feline", "ÉCOLE bus", "mouse", ""]
 
