@@ -282,7 +282,8 @@ export class TinaEdge {
     const D = this.manifest.text_encoder.embedding_dim;
     // the table never holds a vocabulary name: a prompt of known names does not fetch it
     this._vocabKeys ??= new Set((this.manifest.training?.vocabulary ?? []).filter((v) => typeof v === "string").map(classKey));
-    const table = texts.some((t) => !this._vocabKeys.has(classKey(t))) ? await this._nameTable() : null;
+    const table = texts.some((t) => { const k = classKey(t); return !this._vocabKeys.has(k) && NameTable.mayHold(k); })
+      ? await this._nameTable() : null;
     const rows = texts.map((t) => table?.get(t) ?? null);
     const miss = texts.filter((_, i) => rows[i] === null);
     const enc = miss.length ? await this.encode(miss) : null;

@@ -38,7 +38,9 @@ export class NameTable {
     const { keys, scales } = d;
     if (!Array.isArray(keys) || !Array.isArray(scales) || keys.length !== scales.length) throw bad("keys and scales must be two lists of one length");
     if (keys.length > MAX_NAMES) throw bad(`${keys.length} keys; at most ${MAX_NAMES}`);
-    if (keys.some((k) => typeof k !== "string" || !k || classKey(k) !== k)) throw bad("every key must be a non-empty class key (prompt.mjs classKey)");
+    if (keys.some((k) => typeof k !== "string" || !k || classKey(k) !== k || k.includes("("))) {
+      throw bad("every key must be a non-empty class key without a qualifier (prompt.mjs classKey)");
+    }
     if (new Set(keys).size !== keys.length) throw bad("a key is listed twice");
     if (scales.some((s) => typeof s !== "number" || !Number.isFinite(s) || s <= 0)) throw bad("every scale must be a finite positive number");
     const v = readNpy(vectors, what.replace(/\.json(\.gz)?$/, ".npy"), { int8: true });
@@ -47,6 +49,9 @@ export class NameTable {
     }
     return new NameTable(keys, v.data, Float32Array.from(scales), dim);
   }
+
+  /** Whether a class key can be in a table at all: a qualified name ("mouse (rodent)") never is. */
+  static mayHold(key) { return !key.includes("("); }
 
   /** The table's embedding of `text` (by its class key), or null when the table does not hold it. */
   get(text) {

@@ -45,6 +45,7 @@ test("malformed tables and vectors are refused naming the file", async () => {
   await bad({ ...DOC, keys: ["aardvark"] }, v, /one length/);
   await bad({ ...DOC, keys: ["Upper", "b"] }, v, /class key/);
   await bad({ ...DOC, keys: ["a", "a"] }, v, /twice/);
+  await bad({ ...DOC, keys: ["a", "mouse (rodent)"] }, v, /without a qualifier/);
   await bad({ ...DOC, scales: [1, -1] }, v, /finite positive/);
   await bad({ ...DOC, scales: [1, true] }, v, /finite positive/);
   await bad(DOC, v, /int8\[2, 5\]/, 5);

@@ -55,13 +55,13 @@ class NameTable:
                 raise ValueError("keys and scales must be two lists of one length")
             if len(keys) > MAX_NAMES:
                 raise ValueError(f"{len(keys)} keys; at most {MAX_NAMES}")
-            if any(not isinstance(k, str) or not k or class_key(k) != k for k in keys):
-                raise ValueError("every key must be a non-empty class key (runtime/prompt.class_key)")
+            if any(not isinstance(k, str) or not k or class_key(k) != k or "(" in k for k in keys):
+                raise ValueError("every key must be a non-empty class key without a qualifier (runtime/prompt.class_key)")
             if len(set(keys)) != len(keys):
                 raise ValueError("a key is listed twice")
             if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scales):
                 raise ValueError("every scale must be a finite positive number")
-            vec = np.load(io.BytesIO(vectors), allow_pickle=False)
+            vec = _int8_npy(vectors)
         except BundleError:
             raise
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError, EOFError) as e:
@@ -71,12 +71,31 @@ class NameTable:
                               f"encoder promise int8[{len(keys)}, {dim}]: re-export the bundle")
         return cls(keys, vec, np.asarray(scales, np.float32))
 
+    @staticmethod
+    def may_hold(key: str) -> bool:
+        """Whether a class key can be in a table at all: a qualified name ("mouse (rodent)") never is."""
+        return "(" not in key
+
     def get(self, text: str) -> np.ndarray | None:
         """The table's embedding of `text` (by its class key), or None when the table does not hold it."""
         i = self.index.get(class_key(text))
         if i is None:
             return None
         return self.vectors[i].astype(np.float32) * self.scales[i]
+
+
+def _int8_npy(data: bytes) -> np.ndarray:
+    """An int8 .npy read in place (no copy of the 13 MB table; read-only): the header by numpy's own parser."""
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if dtype != np.int8 or fortran or len(shape) != 2:
+        raise ValueError(f"the vectors are {dtype}{list(shape)}{' (Fortran order)' if fortran else ''}, not int8 [N, D]")
+    n = int(np.prod(shape))
+    if f.tell() + n > len(data):
+        raise ValueError("the vectors file is truncated")
+    return np.frombuffer(data, np.int8, n, offset=f.tell()).reshape(shape)
 
 
 def load_name_table(bundle, manifest) -> NameTable | None:

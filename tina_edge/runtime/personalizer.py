@@ -131,7 +131,9 @@ class Personalizer(ParameterGeneration):
         texts = [texts] if isinstance(texts, str) else list(texts)
         vocab = self._lazy("_vocab_keys", lambda: {class_key(v) for v in self.manifest.vocabulary if isinstance(v, str)})
         # the table never holds a vocabulary name: a prompt of known names does not read it
-        new = any(class_key(t) not in vocab for t in texts)
+        from .name_table import NameTable
+
+        new = any((k := class_key(t)) not in vocab and NameTable.may_hold(k) for t in texts)
         table = self._lazy("_name_table", self._load_name_table) if new and self.manifest.text_encoder.name_table else None
         rows = [table.get(t) for t in texts] if table is not None else [None] * len(texts)
         miss = [i for i, r in enumerate(rows) if r is None]
