@@ -6,7 +6,8 @@
 //   responsiveness:  the longest main-thread stall (gap between 4 ms timer ticks) during personalize + predict
 //   cd js && node ../benchmarks/js_browser.mjs [--classes N] [--bundle DIR] [--json OUT] [--gzip] [--log]   (needs Chromium: see browser/chromium.mjs)
 // --gzip: the server sends gzip -9 bodies, so "bytes" is what a compressing host transfers; --log: every request on stderr
-// --classes N: personalize N classes instead of 10 (above K_max: in groups, issue 23)
+// --classes N: personalize N classes instead of 10 (above K_max: in groups, issue 23); --prompt "a, b": these names
+// --visits N: N returning visits (medians); each personalizes once and predicts once after ready (first_use_bytes: what that fetched)
 // --bundle DIR: a bundle with portable files (generate.onnx) instead of the repository's default one;
 //   without --bundle, test/prepare.mjs's bundle ($TINA_EDGE_BUNDLE, else the default, converted if need be)
 // --visits N: N returning visits (reloads) per mode instead of 1; ready and timings are then medians, each visit listed
@@ -50,7 +51,9 @@ const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", e.
 const m = JSON.parse(fs.readFileSync(path.join(e.bundle, "manifest.json"), "utf8"));
 const ci = process.argv.indexOf("--classes");
 const N = ci > 0 ? Number(process.argv[ci + 1]) : 10;
-const ten = m.training.vocabulary.filter((v) => typeof v === "string").slice(0, N).join(", ");
+// --prompt "a, b, c": personalize these names instead of the vocabulary's first N (e.g. names the name table holds)
+const pi = process.argv.indexOf("--prompt");
+const ten = pi > 0 ? process.argv[pi + 1] : m.training.vocabulary.filter((v) => typeof v === "string").slice(0, N).join(", ");
 const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function visit(page, mode, reload) {
@@ -76,6 +79,7 @@ for (const mode of ["worker", "main"]) {
       const v = await visit(page, mode, true);
       v.timings = await page.evaluate(() => window.tina.timings); // where a returning visit's time goes (core.mjs)
       // what the first use costs after ready (names not cached; predict makes the classifier's session if lazy)
+      const beforeUse = srv.counts.bytes;
       Object.assign(v, await page.evaluate(async (p) => {
         const t0 = performance.now();
         window.clf = await window.tina.personalize(p);
@@ -84,6 +88,7 @@ for (const mode of ["worker", "main"]) {
         const t2 = performance.now();
         return { first_personalize_ms: +(t1 - t0).toFixed(0), first_predict_ms: +(t2 - t1).toFixed(0) };
       }, ten));
+      v.first_use_bytes = srv.counts.bytes - beforeUse; // e.g. the name table, fetched by the first prompt that needs it
       visits.push(v);
     }
     const again = visits.length === 1 ? visits[0] : { ...Object.fromEntries(["ready_ms", "bytes", "requests", "first_personalize_ms", "first_predict_ms"]
