@@ -2,6 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { prepare } from "./prepare.mjs";
+import { Worker } from "node:worker_threads";
 import { splitmix64Word } from "../src/noise.mjs";
 
 export const JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -29,4 +30,17 @@ export function maxAbsDiff(a, b) {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** A node worker thread behind the Web Worker interface inWorker expects (test/worker-shim.mjs runs src/worker.mjs). */
+export function webWorkerLike(file) {
+  const w = new Worker(file);
+  return {
+    addEventListener(type, f) {
+      if (type === "message") w.on("message", (data) => f({ data }));
+      if (type === "error") w.on("error", (e) => f({ message: e.message }));
+    },
+    postMessage: (m, transfer) => w.postMessage(m, transfer),
+    terminate: () => w.terminate(),
+  };
 }

@@ -3,14 +3,13 @@
 // onnxruntime-node behind a counting proxy, and onnxruntime-web in a worker thread.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { Worker } from "node:worker_threads";
 import path from "node:path";
 import * as ortNode from "onnxruntime-node";
 import * as ortWeb from "onnxruntime-web";
 import { TinaEdge, TinaEdgeError, BundleError } from "../src/node.mjs";
 import { TinaEdge as WebTinaEdge } from "../src/index.mjs";
 import { serveStatic } from "../browser/static.mjs";
-import { env, vectors, fixedImages, maxAbsDiff, JS } from "./helpers.mjs";
+import { env, vectors, fixedImages, maxAbsDiff, JS, webWorkerLike } from "./helpers.mjs";
 
 /** onnxruntime-node whose InferenceSession.create records each model's size, may wait on `gate` or fail once. */
 function countingOrt() {
@@ -140,18 +139,6 @@ test("preload: true makes the classifier session before ready; preload() makes i
     lazy.tina.dispose();
   }
 });
-
-function webWorkerLike(file) {
-  const w = new Worker(file);
-  return {
-    addEventListener(type, f) {
-      if (type === "message") w.on("message", (data) => f({ data }));
-      if (type === "error") w.on("error", (e) => f({ message: e.message }));
-    },
-    postMessage: (m, transfer) => w.postMessage(m, transfer),
-    terminate: () => w.terminate(),
-  };
-}
 
 test("inWorker (onnxruntime-web): predict after a lazy start, and preload(), give Python's probabilities", async () => {
   ortWeb.env.wasm.numThreads = 1;

@@ -2,24 +2,11 @@
 // over a local static server: the same labels and weights as in-thread, errors of the same class.
 import test from "node:test";
 import assert from "node:assert/strict";
-import { Worker } from "node:worker_threads";
 import path from "node:path";
 import * as ortWeb from "onnxruntime-web";
 import { TinaEdge, PromptError, ArgumentError } from "../src/index.mjs";
 import { serveStatic } from "../browser/static.mjs";
-import { env, vectors, fixedImages, maxAbsDiff, JS } from "./helpers.mjs";
-
-function webWorkerLike(file) {
-  const w = new Worker(file);
-  return {
-    addEventListener(type, f) {
-      if (type === "message") w.on("message", (data) => f({ data }));
-      if (type === "error") w.on("error", (e) => f({ message: e.message }));
-    },
-    postMessage: (m, transfer) => w.postMessage(m, transfer),
-    terminate: () => w.terminate(),
-  };
-}
+import { env, vectors, fixedImages, maxAbsDiff, JS, webWorkerLike } from "./helpers.mjs";
 
 test("inWorker: personalize, predict, head and model bytes from the worker match the in-thread classifier", async () => {
   ortWeb.env.wasm.numThreads = 1;
