@@ -37,17 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import _many_refs as refs  # noqa: E402
 import many_classes as mc  # noqa: E402
 
-
-def shipped_rows(p, emb: np.ndarray) -> np.ndarray:
-    """The bundle's rows [n, R] (weight..., bias) for embeddings [n, D], 20 at a time (the prior is per class)."""
-    out = []
-    for i in range(0, len(emb), 20):
-        W, b = refs.generated(p, emb[i : i + 20])["group"]
-        out.append(np.concatenate([W, b[:, None]], 1))
-    return np.concatenate(out).astype(np.float64)
+from tina_edge.export.name_table import bundle_rows  # noqa: E402
 
 
 def evaluate(bn, variants: dict[str, np.ndarray], args) -> dict:
@@ -61,7 +53,7 @@ def evaluate(bn, variants: dict[str, np.ndarray], args) -> dict:
         rows: dict[str, list] = {}
         for cls in mc.held_tasks(rng, bn, k, args.tasks):
             hmask = np.isin(cls, list(held))
-            base = shipped_rows(bn.p, bn.emb[cls])
+            base = bundle_rows(bn.p, bn.emb[cls])
             for m in ["shipped prior", *variants]:
                 r = base.copy()
                 if m != "shipped prior":
@@ -135,7 +127,7 @@ def main() -> None:
         return encode_short(e, list(texts), cache=args.embedding_cache)
 
     t = time.time()
-    zoo_rows = shipped_rows(p, p.class_embeddings(seen_names))
+    zoo_rows = bundle_rows(p, p.class_embeddings(seen_names))
     kept = training_imagenet_classes(p.manifest)
     fits = {}
     for tag, e in (("MiniLM (control)", mini), ("mpnet", big)):
@@ -150,7 +142,7 @@ def main() -> None:
     variants["mpnet"] = kernel_prior_rows(fits["mpnet"][0], big_names)
     sp = ShippedPrior(p.bundle.path(p.manifest.portable.prior_model))
     print(f"ShippedPrior vs the bundle's rows: max |diff| "
-          f"{np.abs(sp.rows(bn.emb[:20]) - shipped_rows(p, bn.emb[:20])).max():.2e}", file=sys.stderr)
+          f"{np.abs(sp.rows(bn.emb[:20]) - bundle_rows(p, bn.emb[:20])).max():.2e}", file=sys.stderr)
     inv, _ = sp.invert(np.asarray(bn.emb, np.float32), variants["mpnet"])
     variants["mpnet, as a MiniLM-space embedding (inverted)"] = sp.rows(inv).astype(np.float64)
     dims = [int(d) for d in args.pca.split(",") if d]
@@ -164,7 +156,7 @@ def main() -> None:
         from tina_edge.runtime import Personalizer
 
         q = Personalizer.from_bundle(args.table_bundle, threads=1)
-        variants["name table bundle (end to end)"] = shipped_rows(q, q.class_embeddings(names))
+        variants["name table bundle (end to end)"] = bundle_rows(q, q.class_embeddings(names))
     res: dict = {"imagenet_classes": len(kept), "fits": {k: v[1] for k, v in fits.items()}}
     res["heldout"] = evaluate(bn, variants, args)
     if args.json_out:

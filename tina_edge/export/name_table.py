@@ -39,17 +39,22 @@ class ShippedPrior:
         import torch
         from onnx import numpy_helper
 
+        from tina_edge.export.portable.everyday_keys import find_prior
+
         m = onnx.load(str(path))
         init = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in m.graph.initializer}
-        casts = {n.output[0]: init[n.input[0]] for n in m.graph.node if n.op_type == "Cast" and n.input[0] in init}
-        mats = [casts.get(n.input[1], init.get(n.input[1])) for n in m.graph.node if n.op_type == "MatMul"]
-        if len(mats) != 4 or any(x is None for x in mats):
-            raise ValueError(f"{path} is not a kernel prior with residual keys (4 MatMuls over initializers)")
+        pt = find_prior(m)  # the residual keys' kernel term, found as convert finds it
+        cast_of = {n.output[0]: n.input[0] for n in m.graph.node if n.op_type == "Cast"}  # float16 storage
+        weights = [cast_of.get(n.input[1], n.input[1]) for n in m.graph.node if n.op_type == "MatMul"]
+        ridge = [w for w in weights if pt is None or w not in (pt.keys, pt.residuals)]
+        if pt is None or len(ridge) != 2 or any(w not in init for w in ridge):
+            raise ValueError(f"{path} is not a kernel prior with residual keys (convert writes one: prior.onnx)")
 
         def t(a):
             return torch.from_numpy(np.ascontiguousarray(a))
 
-        self.k1, self.coef, self.k2, self.res = (t(x) for x in mats)
+        self.k1, self.coef = t(init[ridge[0]]), t(init[ridge[1]])  # the ridge's kernel keys [D, M], coefficients [M, R]
+        self.k2, self.res = t(init[pt.keys]), t(init[pt.residuals])
         self.gamma = float(init["prior.gamma"].reshape(-1)[0])
         self.weight_norm = float(next(v for k, v in init.items() if k.startswith("onnx::Div")).reshape(-1)[0])
         self.offset, self.center, self.is_weight = t(init["prior.offset"]), t(init["prior.center"]), t(init["prior.is_weight"])
@@ -116,15 +121,9 @@ def training_imagenet_classes(manifest) -> list:
 
 def fit_encoder_prior(encode: Callable[[list[str]], np.ndarray], seen_names: Sequence[str], zoo_rows: np.ndarray, kept: list):
     """fit_kernel_prior on another encoder's embeddings of the pairs the shipped prior was fitted on."""
-    import tina_edge.train.prior.imagenet_rows as ir
-    from tina_edge.train.prior.fit import build_text_prior, imagenet_prior_data
+    from tina_edge.train.prior.fit import build_text_prior, prior_data_of
 
-    orig = ir.imagenet_classes, ir.usable_extras
-    ir.imagenet_classes, ir.usable_extras = (lambda weights=None: kept), (lambda classes, universe: (classes, []))
-    try:
-        extra = imagenet_prior_data(zoo_rows, [], encode)
-    finally:
-        ir.imagenet_classes, ir.usable_extras = orig
+    extra = prior_data_of(kept, [], zoo_rows, encode)
     seen = encode(list(seen_names))
     seen = seen / np.linalg.norm(seen, axis=1, keepdims=True)
     return build_text_prior(zoo_rows=zoo_rows, seen_emb=seen, extra=extra, kernel=True)
@@ -191,29 +190,16 @@ def visible_nouns(wordnet: str | Path | None = None) -> list[str]:
 
 def excluded_keys(manifest) -> set[str]:
     """Class keys whose rows are exact in the bundle's prior: the vocabulary, training synonyms, everyday keys."""
-    import json
-    from importlib import resources
-
     from tina_edge.runtime.prompt import class_key
 
     tr = manifest.training
     out = {class_key(n) for n in tr.vocabulary or []}
     out |= {class_key(s) for syns in (tr.synonyms or {}).values() for s in syns}
-    ek = (tr.text_prior or {}).get("everyday_keys")
-    if ek:
-        words = json.loads(resources.files("tina_edge").joinpath(ek["words"]).read_text(encoding="utf-8"))
-        out |= {class_key(w) for w in _strings(words["words"])}
+    if (tr.text_prior or {}).get("everyday_keys"):
+        from tina_edge.export.portable.everyday_keys import load_words
+
+        out |= {class_key(w) for words in load_words().values() for w in words}
     return out
-
-
-def _strings(x) -> list[str]:
-    if isinstance(x, str):
-        return [x]
-    if isinstance(x, dict):
-        return [s for v in x.values() for s in _strings(v)]
-    if isinstance(x, list):
-        return [s for v in x for s in _strings(v)]
-    return []
 
 
 def build(bundle_dir: Path, encoder: str, wordnet: str | None, steps: int, log=print, cache: str | None = None) -> dict:
@@ -231,7 +217,7 @@ def build(bundle_dir: Path, encoder: str, wordnet: str | None, steps: int, log=p
     tr = m.training
     seen = [n for n in tr.classes if n not in set(tr.holdout_classes or [])]
     zoo_rows = sp.rows(p.encode(seen)).astype(np.float64)
-    check = np.abs(sp.rows(p.encode(seen[:20])) - _bundle_rows(p, seen[:20])).max()
+    check = np.abs(sp.rows(p.encode(seen[:20])) - bundle_rows(p, p.encode(seen[:20]))).max()
     if check > 1e-4:
         raise ValueError(f"the torch reading of the prior graph differs from onnxruntime's by {check:.2e}")
     big = build_text_encoder(encoder)
@@ -258,11 +244,15 @@ def build(bundle_dir: Path, encoder: str, wordnet: str | None, steps: int, log=p
     return source
 
 
-def _bundle_rows(p, names: list[str]) -> np.ndarray:
-    """The bundle's own rows for names (onnxruntime): the check of ShippedPrior."""
+def bundle_rows(p, emb: np.ndarray) -> np.ndarray:
+    """A bundle's own rows [n, R] (weight..., bias) for conditioning rows emb [n, D], through onnxruntime,
+    K_max at a time (the prior is per class): ShippedPrior's check, and the benchmark's baseline."""
     smp = p._settings(None, None, 0, 1)[0]
-    q = p._params(smp, p.encode(names), 0, 1, calibration="none")
-    return np.concatenate([q["fc.weight"], q["fc.bias"][:, None]], 1)
+    out = []
+    for i in range(0, len(emb), p.manifest.k_max):
+        q = p._params(smp, np.asarray(emb[i:i + p.manifest.k_max], np.float32), 0, 1, calibration="none")
+        out.append(np.concatenate([q["fc.weight"], q["fc.bias"][:, None]], 1))
+    return np.concatenate(out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -111,9 +111,17 @@ class PriorData:
 def imagenet_prior_data(zoo_rows: np.ndarray, universe: list[dict], encode) -> PriorData:
     """ImageNet classes usable next to this universe (held-out names excluded), their rows moved to
     the scale of `zoo_rows` [n_seen, R], and the embeddings of their names and definitions."""
-    from tina_edge.train.prior.imagenet_rows import imagenet_classes, norm_matched_rows, usable_extras
+    from tina_edge.train.prior.imagenet_rows import imagenet_classes, usable_extras
 
     kept, dropped = usable_extras(imagenet_classes(), universe)
+    return prior_data_of(kept, dropped, zoo_rows, encode)
+
+
+def prior_data_of(kept: list, dropped: list[str], zoo_rows: np.ndarray, encode) -> PriorData:
+    """PriorData of ImageNet classes already chosen (`kept`; `dropped`: the wnids the holdout excluded):
+    what imagenet_prior_data builds, and what a name table's builder rebuilds from a manifest."""
+    from tina_edge.train.prior.imagenet_rows import norm_matched_rows
+
     rows = norm_matched_rows(np.stack([c.row for c in kept]), *zoo_scale(zoo_rows))
     texts, owner, is_name = [], [], []
     for j, c in enumerate(kept):
