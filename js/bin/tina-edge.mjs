@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { TinaEdge, TinaEdgeError, PromptError, parseClasses, classesFromLines, classKey, loadModel, readImage } from "../src/node.mjs";
 import { isPriorOnly } from "../src/prior-only.mjs";
 import { evaluate, evaluationDict, formatEvaluation } from "../src/evaluate.mjs";
-import { labelledImages } from "../src/image-folders.mjs";
+import { labelledImages, IMAGE_SUFFIXES } from "../src/image-folders.mjs";
 import { imagesOption, folderClasses, decodePhotoPrompts, photoReads, checkNotPhotos, builtFrom } from "../src/photo-args.mjs";
 
 const USAGE = `usage: tina-edge personalize (CLASSES... | --classes-file FILE) -o model.onnx [--seed N] [--bundle DIR|URL] [--head FILE] [--force] [--json]
@@ -44,9 +44,7 @@ function commitAll(outputs) {
   }
 }
 
-const IMAGE_SUFFIX = /\.(jpe?g|png|webp|gif|tiff?|bmp|avif)$/i;
-
-/** Files, and image files in folders (walked recursively, sorted); what was skipped and why is counted. */
+/** Files, and image files in folders (walked recursively, sorted; Python's IMAGE_SUFFIXES, as evaluate takes them); what was skipped and why is counted. */
 function expandPaths(items) {
   const files = [];
   const skipped = [];
@@ -57,7 +55,7 @@ function expandPaths(items) {
       let names;
       try { names = fs.readdirSync(p).sort(); } catch (e) { skipped.push(`${p} (${e.code})`); return; }
       for (const n of names) walk(path.join(p, n), false);
-    } else if (top || (st.isFile() && IMAGE_SUFFIX.test(p))) files.push(p);
+    } else if (top || (st.isFile() && IMAGE_SUFFIXES.includes(path.extname(p).toLowerCase()))) files.push(p);
     else skipped.push(`${p} (${st.isFile() ? "not an image suffix" : "not a regular file"})`);
   };
   for (const it of items) walk(it, true);
