@@ -105,7 +105,46 @@ def make_tasks(classes, hold, words, rng, a) -> dict[str, list]:
         t = [int(x) for x in rng.choice(held, nh, replace=False)] + [int(x) for x in rng.choice(seen, k - nh, replace=False)]
         tasks["holdout"].append([t[i] for i in rng.permutation(k)])
     tasks["id10"] = [[int(x) for x in rng.choice(seen, 10, replace=False)] for _ in range(a.id_tasks)]
+    # drawn last, so the tasks above stay those of earlier runs: the held-out classes' words (all held out)
+    tasks["holdout_words"] = []
+    for entry in words:
+        if not entry["holdout_class"]:
+            continue
+        c = classes.index(entry["class"])
+        for w in entry["train"] + entry["heldout"]:
+            for _ in range(a.per_word):
+                k = int(rng.integers(2, 21))
+                others = [int(o) for o in rng.choice([s for s in seen if s != c], k - 1, replace=False)]
+                j = int(rng.integers(0, k))
+                tasks["holdout_words"].append((others[:j] + [c] + others[j:], j, w["word"]))
+    # typed variants of every seen class's own name, made by rule, not picked: its plural, and a
+    # two-word name written as one word ("school bus" -> "school buses", "schoolbus")
+    tasks["variants"] = []
+    for c in seen:
+        for v in variants(classes[c]):
+            for _ in range(a.per_variant):
+                k = int(rng.integers(2, 21))
+                others = [int(o) for o in rng.choice([s for s in seen if s != c], k - 1, replace=False)]
+                j = int(rng.integers(0, k))
+                tasks["variants"].append((others[:j] + [c] + others[j:], j, v))
     return tasks
+
+
+def variants(name: str) -> list[str]:
+    """A name as people also type it: English plural of its last word; a multi-word name run together."""
+    if not name.isascii() or "/" in name:
+        return []
+    low = name.lower()
+    if low.endswith(("s", "x", "z", "ch", "sh")):
+        plural = name + "es"
+    elif low.endswith("y") and low[-2:-1] not in "aeiou":
+        plural = name[:-1] + "ies"
+    else:
+        plural = name + "s"
+    out = [plural]
+    if " " in name or "-" in name:
+        out.append(name.replace(" ", "").replace("-", ""))
+    return out
 
 
 def head_pred(p, names, seed, feats, labels, cls, descriptions=None):
@@ -120,7 +159,7 @@ def head_pred(p, names, seed, feats, labels, cls, descriptions=None):
 def score(p, tasks, feats, labels, classes, hold) -> dict[str, np.ndarray]:
     """Per task: recall under the name and under the word (word tasks), held-out recall, ID accuracy."""
     out: dict[str, list] = {}
-    for kind in ("everyday", "train_words"):
+    for kind in ("everyday", "train_words", "holdout_words", "variants"):
         for i, (t, j, word) in enumerate(tasks[kind]):
             names = [classes[c] for c in t]
             pred, y = head_pred(p, names, 1000 + i, feats, labels, t)
@@ -146,19 +185,26 @@ def ratio(word: np.ndarray, name: np.ndarray) -> tuple[float, float]:
 
 def table(res: dict[str, dict[str, np.ndarray]]) -> str:
     lines = ["| bundle | held-out everyday words: recall word / name (ratio ± SE) | training-part words (ratio) "
+             "| held-out classes' words: word / name (ratio) | typed variants of seen names (ratio) "
              "| other slots' accuracy, word tasks | held-out class recall (k 2-20) | seen slots' accuracy in those tasks "
-             "| 10-way seen accuracy |", "|---|---|---|---|---|---|---|"]
+             "| 10-way seen accuracy |", "|---|---|---|---|---|---|---|---|---|"]
     for b, r in res.items():
         e, t = ratio(r["everyday_word"], r["everyday_name"]), ratio(r["train_words_word"], r["train_words_name"])
+        h = ratio(r["holdout_words_word"], r["holdout_words_name"]) if "holdout_words_word" in r else (float("nan"),) * 2
+        hw = (f"{r['holdout_words_word'].mean():.1f} / {r['holdout_words_name'].mean():.1f} ({h[0]:.3f} ± {h[1]:.3f})"
+              if "holdout_words_word" in r else "-")
+        tv = ("{:.3f} ± {:.3f}".format(*ratio(r["variants_word"], r["variants_name"])) if "variants_word" in r else "-")
         lines.append(f"| {b} | {r['everyday_word'].mean():.1f} / {r['everyday_name'].mean():.1f} (**{e[0]:.3f} ± {e[1]:.3f}**) "
-                     f"| {t[0]:.3f} ± {t[1]:.3f} | {r['everyday_word_taskacc'].mean():.1f} | {r['holdout'].mean():.1f} "
+                     f"| {t[0]:.3f} ± {t[1]:.3f} | {hw} | {tv} | {r['everyday_word_taskacc'].mean():.1f} | {r['holdout'].mean():.1f} "
                      f"| {r['holdout_seen_acc'].mean():.1f} | {r['id10'].mean():.1f} |")
     if len(res) == 2:
         (na, a), (nb, b) = res.items()
         lines.append("")
         lines.append(f"Paired differences, {nb} − {na} (mean ± SE over tasks):")
-        for k in ("everyday_word", "everyday_name", "everyday_word_taskacc", "train_words_word", "holdout",
-                  "holdout_seen_acc", "id10"):
+        for k in ("everyday_word", "everyday_name", "everyday_word_taskacc", "train_words_word", "holdout_words_word",
+                  "holdout_words_name", "variants_word", "variants_name", "holdout", "holdout_seen_acc", "id10"):
+            if k not in a or k not in b:
+                continue
             d = b[k] - a[k]
             lines.append(f"- {k}: {d.mean():+.2f} ± {d.std(ddof=1) / np.sqrt(len(d)):.2f} ({len(d)} tasks)")
     return "\n".join(lines)
@@ -177,10 +223,13 @@ def main() -> None:
     ap.add_argument("--words", type=Path, default=WORDS)
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--per-word", type=int, default=4)
+    ap.add_argument("--per-variant", type=int, default=2, help="tasks per typed variant of a seen class's name")
     ap.add_argument("--holdout-tasks", type=int, default=300)
     ap.add_argument("--id-tasks", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--paired-with", type=Path, default=None,
+                    help="a --json-out of an earlier run with the same options (other code): differences paired per task")
     a = ap.parse_args()
     words = json.loads(a.words.read_text())["classes"]
     res = {}
@@ -195,7 +244,11 @@ def main() -> None:
         res[bundle] = score(p, tasks, feats, labels, classes, hold)
         print(f"{bundle}: {time.time() - t0:.0f} s", file=sys.stderr)
     print(f"\n{len(tasks['everyday'])} held-out-word task pairs ({a.per_word} per word), {len(tasks['train_words'])} "
-          f"training-word pairs, {len(tasks['holdout'])} held-out-class tasks, {len(tasks['id10'])} 10-way ID tasks\n")
+          f"training-word pairs, {len(tasks['holdout_words'])} held-out classes' word pairs, {len(tasks['variants'])} "
+          f"typed-variant pairs, {len(tasks['holdout'])} held-out-class tasks, {len(tasks['id10'])} 10-way ID tasks\n")
+    if a.paired_with:
+        earlier = {k: np.asarray(v, np.float64) for k, v in next(iter(json.loads(a.paired_with.read_text()).values())).items()}
+        res = {str(a.paired_with): earlier, **res}
     print(table(res))
     if a.json_out:
         from tina_edge.runtime.atomic import atomic_write_json

@@ -33,6 +33,7 @@ function checkPreprocess(tree, manifest) {
 import { noveltyReport, readNpy } from "./novelty.mjs";
 import { SenseTable, senseTexts } from "./senses.mjs";
 import { NameTable } from "./name-table.mjs";
+import { Spellings } from "./spellings.mjs";
 import { maxClasses, groupSizes, joinGroups, calibrateGroups } from "./groups.mjs";
 import { isPriorOnly, priorOnlyParams } from "./prior-only.mjs";
 import { ATTENTION_MASK, CLASS_EMB, CLASS_MASK, EMBEDDINGS, INPUT_IDS, NOISE, PARAMS, PRIOR } from "./contracts.mjs";
@@ -275,17 +276,29 @@ export class TinaEdge {
 
   /**
    * What the prior reads for each text (Python's Personalizer.conditioning_texts): the bundle's name
-   * table where it holds the text (name-table.mjs), else `encode`. Only the conditioning reads the
-   * table; sense resolution and novelty compare the encoder's own readings.
+   * table where it holds the text (name-table.mjs), else `encode`; a text that is neither a known name
+   * nor in the table but spells one ("tshirt", "sneakers": spellings.mjs) is read as that name. Only
+   * the conditioning reads the table and the spellings; sense resolution and novelty compare the
+   * encoder's own readings of the texts as typed.
    */
   async conditioningTexts(texts) {
     const D = this.manifest.text_encoder.embedding_dim;
-    // the table never holds a vocabulary name: a prompt of known names does not fetch it
-    this._vocabKeys ??= new Set((this.manifest.training?.vocabulary ?? []).filter((v) => typeof v === "string").map(classKey));
-    const table = texts.some((t) => { const k = classKey(t); return !this._vocabKeys.has(k) && NameTable.mayHold(k); })
-      ? await this._nameTable() : null;
-    const rows = texts.map((t) => table?.get(t) ?? null);
-    const miss = texts.filter((_, i) => rows[i] === null);
+    const known = this._knownNames();
+    // the table never holds a known name: a prompt of known names does not fetch it
+    const isNew = texts.map((t) => { const k = classKey(t); return !known.has(k) && NameTable.mayHold(k); });
+    const table = isNew.some(Boolean) ? await this._nameTable() : null;
+    const read = [...texts];
+    const rows = texts.map((t, i) => {
+      if (!isNew[i]) return null;
+      const r = table?.get(t) ?? null;
+      if (r === null) {
+        this._spellings ??= new Spellings(known.keys());
+        const spelled = this._spellings.find(classKey(t));
+        if (spelled !== null) read[i] = known.get(spelled);
+      }
+      return r;
+    });
+    const miss = read.filter((_, i) => rows[i] === null);
     const enc = miss.length ? await this.encode(miss) : null;
     const out = new Float32Array(texts.length * D);
     let next = 0; // the next encoded row
@@ -294,6 +307,23 @@ export class TinaEdge {
       out.set(r, i * D);
     });
     return out;
+  }
+
+  /** class key -> the name as the bundle spells it: the training vocabulary, then the training synonyms. */
+  _knownNames() {
+    if (!this._known) {
+      const t = this.manifest.training ?? {};
+      const names = [...(Array.isArray(t.vocabulary) ? t.vocabulary : []),
+        ...Object.values(t.synonyms ?? {}).flatMap((ws) => (Array.isArray(ws) ? ws : []))];
+      const known = new Map();
+      for (const n of names) {
+        if (typeof n !== "string") continue;
+        const k = classKey(n);
+        if (!known.has(k)) known.set(k, n);
+      }
+      this._known = known;
+    }
+    return this._known;
   }
 
   /** The bundle's name table (name-table.mjs), read on the first conditioning; null for a bundle without one. */

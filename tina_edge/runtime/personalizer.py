@@ -51,7 +51,8 @@ class Personalizer(ParameterGeneration):
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._sense_table = None  # the bundle's senses table and resolved prompts (runtime/senses.py), on first use
         self._name_table = None  # the bundle's name table (runtime/name_table.py), on the first conditioning
-        self._vocab_keys: set[str] | None = None  # class keys of the training vocabulary
+        self._vocab_keys: dict[str, str] | None = None  # class key -> name, training vocabulary and synonyms
+        self._spelling_index = None  # known names' other spellings (runtime/spellings.py), on the first unknown text
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
         self._lazy_lock = threading.RLock()
@@ -126,24 +127,46 @@ class Personalizer(ParameterGeneration):
 
     def conditioning_texts(self, texts: Sequence[str]) -> np.ndarray:
         """What the prior reads for each text, float32 [n, D]: the bundle's name table where it holds the
-        text (a larger encoder's reading of a WordNet noun, runtime/name_table.py), else `encode`.
-        Only the conditioning reads the table; sense resolution and novelty compare encoder readings."""
+        text (a larger encoder's reading of a WordNet noun, runtime/name_table.py), else `encode`. A text
+        that is neither a known name nor in the table but spells one ("tshirt", "sneakers":
+        runtime/spellings.py) is read as that name. Only the conditioning reads the table and the
+        spellings; sense resolution and novelty compare encoder readings of the texts as typed."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        vocab = self._lazy("_vocab_keys", lambda: {class_key(v) for v in self.manifest.vocabulary if isinstance(v, str)})
-        # the table never holds a vocabulary name: a prompt of known names does not read it
+        known = self._lazy("_vocab_keys", self._known_names)
+        # the table never holds a known name: a prompt of known names does not read it
         from .name_table import NameTable
 
-        new = any((k := class_key(t)) not in vocab and NameTable.may_hold(k) for t in texts)
+        new = [i for i, t in enumerate(texts) if (k := class_key(t)) not in known and NameTable.may_hold(k)]
         table = self._lazy("_name_table", self._load_name_table) if new and self.manifest.text_encoder.name_table else None
-        rows = [table.get(t) for t in texts] if table is not None else [None] * len(texts)
+        rows: list[np.ndarray | None] = [None] * len(texts)
+        read = list(texts)
+        for i in new:
+            rows[i] = table.get(texts[i]) if table is not None else None
+            if rows[i] is None and (spelled := self._spellings().find(class_key(texts[i]))) is not None:
+                read[i] = known[spelled]
         miss = [i for i, r in enumerate(rows) if r is None]
         out = np.zeros((len(texts), self.manifest.text_encoder.embedding_dim), np.float32)
         if miss:
-            out[miss] = self.encode([texts[i] for i in miss])
+            out[miss] = self.encode([read[i] for i in miss])
         for i, r in enumerate(rows):
             if r is not None:
                 out[i] = r
         return out
+
+    def _known_names(self) -> dict[str, str]:
+        """class key -> the name as the bundle spells it: the training vocabulary, then the training synonyms."""
+        t = self.manifest.training
+        known: dict[str, str] = {}
+        for n in [*(t.vocabulary or []), *(w for ws in (t.synonyms or {}).values() for w in ws)]:
+            if isinstance(n, str):
+                known.setdefault(class_key(n), n)
+        return known
+
+    def _spellings(self):
+        """runtime/spellings.py over the known names (built on the first text that matches nothing)."""
+        from .spellings import Spellings
+
+        return self._lazy("_spelling_index", lambda: Spellings(self._lazy("_vocab_keys", self._known_names)))
 
     def _load_name_table(self):
         from .name_table import load_name_table

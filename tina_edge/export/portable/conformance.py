@@ -23,7 +23,7 @@ from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 from .rule_vectors import manifest_vectors, preprocess_rule_vectors, prompt_vectors
 
-FORMAT = 14  # 14: + a case of name-table names; 13: + classes-file vectors; 12: + the parentheses rule; 9: + prior rows; 10: + qualifier keys and senses (issue 22); 11: both; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 15  # 15: + a case of typed variants of known names (runtime/spellings.py); 14: + a case of name-table names; 13: + classes-file vectors; 12: + the parentheses rule; 9: + prior rows; 10: + qualifier keys and senses (issue 22); 11: both; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
 # (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files);
 # 9: + the prior rows of a bundle with a prior graph (portable.prior, issue 22)
@@ -60,6 +60,8 @@ def _cases(manifest) -> list[dict[str, Any]]:
          "descriptions": None},
         # names outside the vocabulary that a bundle's name table holds (runtime/name_table.py), beside a known one
         {"prompt": "narwhal, parking meter, walrus, " + names[0], "seed": 4, "descriptions": None},
+        # known names as people also type them: a plural, a name run together (runtime/spellings.py)
+        {"prompt": f"{names[1]}s, {names[2].replace(' ', '')}es, tshirts, sneakers", "seed": 6, "descriptions": None},
         {"prompt": ", ".join(names[:MANY]), "seed": 7, "descriptions": None},  # last: the grouped case
     ]
     return [c for c in cases if len(parse_classes(c["prompt"])) <= max_classes(K)]
