@@ -74,14 +74,15 @@ def features(p, files: dict, names: list[str], cache: Path) -> dict[str, tuple[n
     return {n: (have[f"{n}|train"], have[f"{n}|val"]) for n in names}
 
 
-def task_methods(W, b, sup, Xq, tune: list[float] | None) -> dict[str, np.ndarray]:
-    """Query logits of every method for one task (W, b: the name rows; sup: shots per class)."""
+def task_methods(W, b, sup, Xq, tune: list[float] | None, known: list[bool]) -> dict[str, np.ndarray]:
+    """Query logits of every method for one task (W, b: the name rows; sup: shots per class; known[i]:
+    class i's text is a name the bundle knows, as the runtime decides)."""
     k = len(sup)
     Xs, ys = np.concatenate(sup), np.repeat(np.arange(k), [len(s) for s in sup])
     feats = dict(enumerate(sup))
     zt = Xq @ W.T + b
     Wp, bp = photo_head_rows(None, None, feats, [False] * k, k)
-    Wf, bf = photo_head_rows(W, b, feats, [True] * k, k)
+    Wf, bf = photo_head_rows(W, b, feats, [True] * k, k, known=known)
     Wl, bl = logreg(Xs, ys, k)
     Wm, bm = map_logreg(Xs, ys, W, b)
     zc = cosine_prototype_logits(sup, Xq)
@@ -96,19 +97,25 @@ def task_methods(W, b, sup, Xq, tune: list[float] | None) -> dict[str, np.ndarra
         for lam in tune or ():
             Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, weight=lam, centred=centred)
             out[f"fusion lam={lam:g}{'' if centred else ', uncentred'}"] = Xq @ Wt.T + bt
-    for loo in (True, False):
-        Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, loo=loo)
-        out[f"name + photos, lam {'by leave-one-out per task (1 shot: lam(1))' if loo else '= lam(n) (seen-tuned)'}"] = Xq @ Wt.T + bt
+    Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, known=known, loo=True)
+    out["name + photos, lam by leave-one-out per task (the previous rule; 1 photo: lam(1))"] = Xq @ Wt.T + bt
+    Wt, bt = photo_head_rows(W, b, feats, [True] * k, k, known=[True] * k)
+    out["name + photos, every name weighted as a known one (lam 0.5)"] = Xq @ Wt.T + bt
     return out
 
 
-def run_kind(p, F, pool, k, tasks, shots_list, rng, tune=None, names_usable=True) -> dict:
-    """{shots: {method: [(task accuracy, per-class recalls, class names)]}} on seeded tasks of `pool`."""
+def run_kind(p, F, pool, k, tasks, shots_list, rng, tune=None, names_usable=True, descriptions=None) -> dict:
+    """{shots: {method: [(task accuracy, per-class recalls, class names)]}} on seeded tasks of `pool`;
+    `descriptions` {class: text} describe the classes instead of naming them (the --tune-new proxy)."""
+    from tina_edge.runtime.prompt import class_key
+
+    vocab = {class_key(v) for v in p.manifest.vocabulary}
     res: dict = {}
     for t in range(tasks):
         cls = rng.sample(pool, k)
+        known = [descriptions is None and class_key(n) in vocab for n in cls]
         if names_usable:
-            c = p.personalize(cls, seed=0)
+            c = p.personalize(cls, seed=0, descriptions={n: descriptions[n] for n in cls} if descriptions else None)
             W, b = np.asarray(c.params["fc.weight"], np.float64), np.asarray(c.params["fc.bias"], np.float64)
         else:  # photos-only labels: no name rows
             W, b = np.zeros((k, F[cls[0]][0].shape[1])), np.zeros(k)
@@ -116,7 +123,7 @@ def run_kind(p, F, pool, k, tasks, shots_list, rng, tune=None, names_usable=True
         yq = np.repeat(np.arange(k), [len(F[n][1]) for n in cls])
         for shots in shots_list:
             sup = [F[n][0][rng.sample(range(len(F[n][0])), shots)].astype(np.float64) for n in cls]
-            for m, z in task_methods(W, b, sup, Xq, tune).items():
+            for m, z in task_methods(W, b, sup, Xq, tune, known).items():
                 if not names_usable and ("name" in m and "photos only" not in m or m.startswith("fusion")
                                          or m.startswith("z-fusion")):
                     continue
@@ -125,6 +132,19 @@ def run_kind(p, F, pool, k, tasks, shots_list, rng, tune=None, names_usable=True
         print(f"\r  task {t + 1}/{tasks}", end="", file=sys.stderr)
     print(file=sys.stderr)
     return res
+
+
+def glosses(root: Path, names: list[str], wordnet: Path | None) -> dict[str, str]:
+    """{class: the first clause of its WordNet gloss} via Tiny-ImageNet's wnids (the --tune-new proxy)."""
+    from tina_edge.export.portable.wordnet import WordNet, find_wordnet
+
+    wn = WordNet(find_wordnet(wordnet) or sys.exit("--tune-new needs WordNet 3.0 (apt install wordnet-base)"))
+    words = dict(line.rstrip("\n").split("\t") for line in (root / "words.txt").open())
+    wnid = {}
+    for w in (root / "wnids.txt").read_text().split():
+        for n in words[w].split(", "):
+            wnid.setdefault(n, w)
+    return {n: wn.synset(int(wnid[n][1:])).gloss.split(";")[0] for n in names if n in wnid}
 
 
 def table(title: str, res: dict, ref: str) -> str:
@@ -158,6 +178,13 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/tina_photo_prompts"))
     ap.add_argument("--tune", action="store_true", help="only the fusion-weight grid on the TUNE half of seen classes")
     ap.add_argument("--no-grid", action="store_true", help="with --tune: leave out the fixed-lam grid")
+    ap.add_argument("--tune-new", action="store_true",
+                    help="with --tune: the TUNE classes described by their WordNet glosses (texts the prior has no "
+                         "key for, like new names): the grid behind FUSION_WEIGHTS_NEW")
+    ap.add_argument("--wordnet", type=Path, default=None, help="WordNet 3.0 dict folder (default: found)")
+    ap.add_argument("--grid-on-held", action="store_true",
+                    help="diagnosis only: the fixed-lam grid on held-out tasks (the ceiling of any one weight; "
+                         "never used to choose a constant)")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--bundle", default=None, help="bundle directory (default: the embedded one)")
     a = ap.parse_args()
@@ -175,10 +202,21 @@ def main() -> None:
     out = {}
     print(f"{len(held)} held-out Tiny-ImageNet classes, {len(seen_tune)} + {len(seen_eval)} seen (tune + eval), "
           f"{len(dogs)} dog breeds; {a.tasks} tasks per kind; features in {time.perf_counter() - t0:.0f} s\n")
-    if a.tune:
-        grid = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0] if not a.no_grid else []
-        out["seen_tune"] = run_kind(p, F, seen_tune, 10, a.tasks, shots, rng, tune=grid)  # same seed, same tasks
-        print(table("TUNE half of seen classes, 10-way (fusion-weight grid)", out["seen_tune"], SHIPPED))
+    if a.grid_on_held:
+        out["held_grid"] = run_kind(p, F, held, 10, a.tasks, shots, rng, tune=[0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+        print(table("DIAGNOSIS ONLY (nothing is chosen here): held-out classes, 10-way, fixed-lam grid",
+                    out["held_grid"], SHIPPED))
+    elif a.tune:
+        if a.tune_new:
+            grid = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0] if not a.no_grid else []
+            desc = glosses(a.tiny, seen_tune, a.wordnet)
+            out["seen_tune_glosses"] = run_kind(p, F, seen_tune, 10, a.tasks, shots, rng, tune=grid, descriptions=desc)
+            print(table("TUNE half of seen classes described by their WordNet glosses, 10-way (fusion-weight grid)",
+                        out["seen_tune_glosses"], SHIPPED))
+        else:
+            grid = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0] if not a.no_grid else []
+            out["seen_tune"] = run_kind(p, F, seen_tune, 10, a.tasks, shots, rng, tune=grid)  # same seed, same tasks
+            print(table("TUNE half of seen classes, 10-way (fusion-weight grid)", out["seen_tune"], SHIPPED))
     else:
         for key, title, pool in [("held", "held-out classes, 10-way", held), ("seen_eval", "seen classes (EVAL half), 10-way", seen_eval)]:
             out[key] = run_kind(p, F, pool, 10, a.tasks, shots, rng)

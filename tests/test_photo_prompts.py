@@ -134,6 +134,44 @@ def test_head_rows_rule():
     assert fusion_weight(1) > 0 and fusion_weight(3) == fusion_weight(2) and fusion_weight(50) == fusion_weight(10)
 
 
+def test_a_new_name_gives_its_photos_more_weight_than_a_known_name():
+    """known[i] picks the fusion table: a known name's row is the prior's exact row (lam 0.5 at one photo),
+    any other text's is weaker (FUSION_WEIGHTS_NEW, 1.5): the rows are name / s_n + lam * prototype / s_p."""
+    from tina_edge.runtime.photo_prompts import CENTRE, FUSION_WEIGHTS, FUSION_WEIGHTS_NEW, _spread, prototype_rows
+
+    rng = np.random.default_rng(1)
+    feats = {0: rng.normal(size=(1, 16)), 1: rng.normal(size=(1, 16))}
+    Wn, bn = rng.normal(size=(2, 16)), rng.normal(size=2)
+    X = np.concatenate([feats[0], feats[1]])
+    Wp, bp = prototype_rows([feats[0], feats[1]], X.mean(0) if CENTRE else np.zeros(16))
+    sn, sp = _spread(Wn, bn, X), _spread(Wp, bp, X)
+    lam = np.array([FUSION_WEIGHTS[1], FUSION_WEIGHTS_NEW[1]])
+    W, b = photo_head_rows(Wn, bn, feats, [True, True], 2, known=[True, False])
+    np.testing.assert_allclose(W, Wn / sn + lam[:, None] * Wp / sp, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(b, bn / sn + lam * bp / sp, rtol=1e-6, atol=1e-6)
+    assert fusion_weight(1, known=False) == FUSION_WEIGHTS_NEW[1] > fusion_weight(1) == FUSION_WEIGHTS[1]
+    W_all_new, _ = photo_head_rows(Wn, bn, feats, [True, True], 2)  # known=None: no name is known
+    np.testing.assert_allclose(W_all_new[1], W[1], rtol=1e-6)
+    assert not np.allclose(W_all_new[0], W[0])
+
+
+def test_personalize_weighs_photos_by_whether_the_name_is_known(pz):
+    """The rows personalize writes are photo_head_rows of its own name rows with known[i] = the class's
+    text is a name the bundle knows: "goldfish" is, a description of it is not."""
+    photo, other_photo = _photos(3, 1, size=64), _photos(4, 1, size=64)
+    fz = PhotoFeaturizer(pz.trunk_model(), pz.manifest.template.input.preprocess, threads=1)
+    feats = {0: fz.features(photo), 1: fz.features(other_photo)}
+    for desc, known in ((None, [True, True]), ({"goldfish": "a small orange pet fish"}, [False, True])):
+        rows = pz.personalize("goldfish, lemon", steps=2, seed=1, descriptions=desc).params  # the same name rows
+        W, b = photo_head_rows(rows["fc.weight"], rows["fc.bias"], feats, [True, True], 2, known=known)
+        clf = pz.personalize("goldfish, lemon", images={"goldfish": photo, "lemon": other_photo}, steps=2, seed=1,
+                             descriptions=desc)
+        np.testing.assert_allclose(clf.params["fc.weight"], W, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(clf.params["fc.bias"], b, rtol=1e-6, atol=1e-7)
+        other, _ = photo_head_rows(rows["fc.weight"], rows["fc.bias"], feats, [True, True], 2, known=[not known[0], True])
+        assert not np.allclose(clf.params["fc.weight"][0], other[0], atol=1e-5)  # the flag mattered
+
+
 def test_bad_photo_input_python(pz, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match=r"class 'lemon': directory .*empty holds no image files"):

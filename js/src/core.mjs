@@ -496,7 +496,10 @@ export class TinaEdge {
     let params = G === 1 ? parts[0] : calibrateGroups(joinGroups(parts, m.template.layout), m.template.layout, sizes);
     let imagePrompts = null;
     const t2 = performance.now();
-    if (photos) ({ params, texts, counts: imagePrompts } = applyPhotos(photos, params, texts));
+    if (photos) {
+      const known = this._knownNames();
+      ({ params, texts, counts: imagePrompts } = applyPhotos(photos, params, texts, texts.map((t) => typeof t === "string" && known.has(classKey(t)))));
+    }
     return new PersonalizedClassifier(this, {
       labels: names, params, prompt: raw, texts, sampler, imagePrompts,
       timings: { encodeMs: t1 - t0, generateMs: t2 - t1 },

@@ -13,18 +13,21 @@ import { FEATURES, IMAGE } from "./contracts.mjs";
 
 export const MAX_PHOTOS_PER_CLASS = 20;
 export const BATCH = 2; // photos per trunk run (Python's BATCH)
+// Python's FUSION_WEIGHTS (a known name) and FUSION_WEIGHTS_NEW (any other text), which say why
 export const FUSION_WEIGHTS = new Map([[1, 0.5], [2, 0.5], [5, 0.5], [10, 0.5]]);
-export const LOO = true;
+export const FUSION_WEIGHTS_NEW = new Map([[1, 1.5], [2, 1.5], [5, 3.0], [10, 3.0]]);
+export const LOO = false;
 export const LOO_GRID = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 export const CENTRE = true;
 export const HEAD_WEIGHT = "fc.weight";
 export const HEAD_BIAS = "fc.bias";
 
-/** lam(n): the photo part's weight for a class with n photos (FUSION_WEIGHTS, step-wise). */
-export function fusionWeight(n) {
-  const keys = [...FUSION_WEIGHTS.keys()].sort((a, b) => a - b);
-  let w = FUSION_WEIGHTS.get(keys[0]);
-  for (const k of keys) if (n >= k) w = FUSION_WEIGHTS.get(k);
+/** lam(n): the photo part's weight for a class with n photos, named by a known name or not (step-wise). */
+export function fusionWeight(n, known = true) {
+  const table = known ? FUSION_WEIGHTS : FUSION_WEIGHTS_NEW;
+  const keys = [...table.keys()].sort((a, b) => a - b);
+  let w = table.get(keys[0]);
+  for (const k of keys) if (n >= k) w = table.get(k);
   return w;
 }
 
@@ -161,9 +164,10 @@ export function looWeight(Wn, bn, feats, centre, sp, D) {
 /**
  * Head rows ({W: Float32Array [k * D], b: Float32Array [k]}) from the name rows (null: no class is
  * named) and the photo features of the classes that have photos (Map index -> Float32Array [n_i * D]);
- * named[i]: class i has a name or description the rows should use. Python's photo_head_rows.
+ * named[i]: class i has a name or description the rows should use; known[i]: that text is a name the
+ * bundle knows (null: none is). Python's photo_head_rows.
  */
-export function photoHeadRows(WName, bName, feats, named, k, D) {
+export function photoHeadRows(WName, bName, feats, named, k, D, known = null) {
   if (!feats.size) throw new PromptError("photo_head_rows needs photos of at least one class");
   const idx = [...feats.keys()].sort((a, b) => a - b);
   const f64 = new Map(idx.map((i) => [i, Float64Array.from(feats.get(i))]));
@@ -194,7 +198,7 @@ export function photoHeadRows(WName, bName, feats, named, k, D) {
     for (const i of unnamed) { Wn.set(wm, i * D); bn[i] = bm; }
   }
   const sn = spread(Wn, bn, k, X, n, D), sp = spread(Wp, bp, k, X, n, D);
-  const lam = [...Array(k).keys()].map((i) => (feats.has(i) ? fusionWeight(feats.get(i).length / D) : 1.0));
+  const lam = [...Array(k).keys()].map((i) => (feats.has(i) ? fusionWeight(feats.get(i).length / D, Boolean(known?.[i])) : 1.0));
   if (LOO && idx.every((i) => feats.get(i).length / D >= 2)) {
     const l = looWeight(Wn.map((v) => v / sn), bn.map((v) => v / sn), f64, centre, sp, D);
     lam.fill(l);
@@ -393,13 +397,16 @@ export function zeroParams(layout, k) {
   return out;
 }
 
-/** (params with the fused head rows, texts with null for photos-only classes, {class: photo count}). */
-export function applyPhotos(photos, params, texts) {
+/**
+ * (params with the fused head rows, texts with null for photos-only classes, {class: photo count});
+ * known[i]: class i's text is a name the bundle knows (its fusion weight).
+ */
+export function applyPhotos(photos, params, texts, known = null) {
   const k = photos.names.length;
   const w = params[HEAD_WEIGHT];
   const D = w.shape[1];
   const named = [...Array(k).keys()].map((i) => !photos.only.has(i));
-  const { W, b } = photoHeadRows(w.data, params[HEAD_BIAS].data, photos.feats, named, k, D);
+  const { W, b } = photoHeadRows(w.data, params[HEAD_BIAS].data, photos.feats, named, k, D, known);
   const out = { ...params, [HEAD_WEIGHT]: { shape: w.shape.slice(), data: W }, [HEAD_BIAS]: { shape: params[HEAD_BIAS].shape.slice(), data: b } };
   const counts = {};
   for (const i of [...photos.feats.keys()].sort((a, b2) => a - b2)) counts[photos.names[i]] = photos.feats.get(i).length / D;

@@ -351,7 +351,8 @@ class Personalizer(ParameterGeneration):
         emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
         params = self._params(smp, emb, seed, C) if photos is None else photos.params(self, smp, emb, seed, C)
         if photos is not None:
-            params, texts, image_counts = photos.apply(params, texts)
+            known = self._lazy("_vocab_keys", self._known_names)
+            params, texts, image_counts = photos.apply(params, texts, [t is not None and class_key(t) in known for t in texts])
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})

@@ -10,16 +10,16 @@ from the class name. Two parts, both torch-free:
   bundle's own trunk (runtime/head.py `extract_trunk`), run in small batches so peak memory stays low.
   Each photo goes through the trunk once per `personalize` call.
 * `photo_head_rows`: (name rows, photo features per class) -> head rows. The rule and its constants
-  were chosen by benchmarks/photo_prompts.py (tables in benchmarks/PHOTO_PROMPTS.md): every constant
-  is tuned on SEEN classes only; the one choice made after seeing held-out figures is leave-one-out
-  over the constant lam (LOO below; PHOTO_PROMPTS.md says so):
+  were chosen by benchmarks/photo_prompts.py (tables in BENCHMARKS.md §16 and §25): every constant
+  is tuned on SEEN classes only:
     - prototype rows: the class's mean feature, centred on the mean of all the task's photos and
       L2-normalised, scaled so its logits are comparable to the name logits (a cosine prototype with
       the centring folded into the bias);
     - a class with a name and photos: z_name / s_name + lam * z_proto / s_proto, where s_* is the
       spread of each part's logits over the task's own photos (a per-task scale, measured here, not
-      stored); lam is chosen per task by leave-one-out on those photos (`loo_weight`) when every class
-      with photos has two or more, else lam(n) from FUSION_WEIGHTS (tuned on seen classes);
+      stored); lam(n) is FUSION_WEIGHTS for a name the bundle knows (its row is exact) and
+      FUSION_WEIGHTS_NEW for any other text (a new name, a description: its row is weaker), each tuned
+      on seen classes (the second on seen classes described by their glosses);
     - a photos-only class (label only a label): its name part is the mean of the named rows (a neutral
       z-score of 0), so only its photos speak; a task of photos-only classes is a cosine prototype;
     - a named class without photos in a task with photos: its photo part is the mean prototype row.
@@ -39,31 +39,37 @@ from .sessions import run_graph
 from .errors import ImageError, PromptError
 
 MAX_PHOTOS_PER_CLASS = 20  # issue 21: 1-20 example photos per class
-BATCH = 2  # photos per trunk run: ORT's arena keeps one batch's activations (peak, PHOTO_PROMPTS.md)
+BATCH = 2  # photos per trunk run: ORT's arena keeps one batch's activations (peak, BENCHMARKS.md §16)
 
 # lam(n), the weight of the photo part for a class with n photos (name part weight 1), chosen by
 # `benchmarks/photo_prompts.py --tune` on 10-way tasks of SEEN Tiny-ImageNet classes (tuning half)
 # of the default bundle; n between two entries uses the lower entry's weight, beyond 10 the last.
-# Grid lam in {0.25, 0.5, 0.75, 1, 1.5, 2, 3}, 40 tasks per shot count: 0.5 is best or tied at 1, 2, 5
-# and 10 photos (0.873 / 0.876 / 0.880 / 0.883 against names only 0.873), centred or not within 0.1.
+# Two tables: a class named by a name the bundle knows (training vocabulary or synonyms: its row is
+# the prior's exact row) and a class named by any other text (a new name, a description, a sense).
+# Known names, grid lam in {0.25, 0.5, 0.75, 1, 1.5, 2, 3}, 40 tasks per shot count: 0.5 is best or
+# tied at 1, 2, 5 and 10 photos (0.873 / 0.876 / 0.880 / 0.883 against names only 0.873).
 FUSION_WEIGHTS: dict[int, float] = {1: 0.5, 2: 0.5, 5: 0.5, 10: 0.5}
-# Per task, lam chosen by leave-one-out on the task's own photos when every class with photos has >= 2
-# (no constant tuned on any class; grid fixed a priori); else lam(n). On the seen TUNE half it costs
-# 0.2-0.4 points against lam(n) = 0.5; on held-out classes it gains 7.8 / 11.5 / 12.9 points at
-# 2 / 5 / 10 photos: a new name must not drown its photos. Chosen after seeing those held-out figures
-# (one binary choice, no held-out-tuned number); LOO = False is the strictly seen-tuned rule.
-LOO = True
+# Other texts: the same seen TUNE classes, each given by its WordNet gloss as a description (a text the
+# prior holds no key for, as weak as a new name: names only 0.70-0.71 on those tasks, held-out names
+# 0.64), grid {0.5, 1, 1.5, 2, 3, 4, 6}: best 1.5 at 1 and 2 photos, 3 at 5 and 10 (BENCHMARKS.md §25, `--tune --tune-new`).
+FUSION_WEIGHTS_NEW: dict[int, float] = {1: 1.5, 2: 1.5, 5: 3.0, 10: 3.0}
+# Leave-one-out per task over LOO_GRID (no constant tuned on any class; chosen once after seeing
+# held-out figures) was the rule before the two tables; on the gloss-described TUNE tasks it loses
+# 2.0 / 1.1 / 0.7 points to FUSION_WEIGHTS_NEW at 2 / 5 / 10 photos. Kept as an option (benchmark).
+LOO = False
 LOO_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CENTRE = True  # prototype rows centred on the mean of the task's photos (chosen by the same --tune run)
 
 
-def fusion_weight(n: int) -> float:
-    """lam(n): the photo part's weight for a class with n photos (FUSION_WEIGHTS, step-wise)."""
-    keys = sorted(FUSION_WEIGHTS)
-    w = FUSION_WEIGHTS[keys[0]]
+def fusion_weight(n: int, known: bool = True) -> float:
+    """lam(n): the photo part's weight for a class with n photos, named by a known name or not
+    (FUSION_WEIGHTS / FUSION_WEIGHTS_NEW, step-wise)."""
+    table = FUSION_WEIGHTS if known else FUSION_WEIGHTS_NEW
+    keys = sorted(table)
+    w = table[keys[0]]
     for k in keys:
         if n >= k:
-            w = FUSION_WEIGHTS[k]
+            w = table[k]
     return float(w)
 
 
@@ -160,12 +166,13 @@ def _spread(W: np.ndarray, b: np.ndarray, X: np.ndarray) -> float:
 
 
 def photo_head_rows(W_name: np.ndarray | None, b_name: np.ndarray | None, feats: dict[int, np.ndarray],
-                    named: Sequence[bool], k: int, *, weight: float | None = None,
-                    centred: bool | None = None, loo: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    named: Sequence[bool], k: int, *, known: Sequence[bool] | None = None,
+                    weight: float | None = None, centred: bool | None = None,
+                    loo: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Head rows (W [k, D], b [k]) from the name rows (None: no class is named) and the photo
     features of the classes that have photos ({class index: [n_i, D]}); `named[i]`: class i has a
-    name or description the rows should use; `weight`, `centred` and `loo` override lam(n), CENTRE
-    and LOO (the benchmark's tuning grid).
+    name or description the rows should use; `known[i]`: that text is a name the bundle knows (None:
+    none is); `weight`, `centred` and `loo` override lam(n), CENTRE and LOO (the benchmark's grid).
     Deterministic, float64 inside, float32 out."""
     if not feats:
         raise PromptError("photo_head_rows needs photos of at least one class")
@@ -187,7 +194,8 @@ def photo_head_rows(W_name: np.ndarray | None, b_name: np.ndarray | None, feats:
     unnamed = [i for i in range(k) if not named[i]]
     Wn[unnamed], bn[unnamed] = Wn[has_name].mean(0), bn[has_name].mean()  # only its photos speak
     sn, sp = _spread(Wn, bn, X), _spread(Wp, bp, X)
-    lam = np.array([(weight if weight is not None else fusion_weight(len(feats[i]))) if i in feats else 1.0
+    known = [False] * k if known is None else list(known)
+    lam = np.array([(weight if weight is not None else fusion_weight(len(feats[i]), known[i])) if i in feats else 1.0
                     for i in range(k)])
     loo = LOO if loo is None else loo
     if loo and weight is None and all(len(feats[i]) >= 2 for i in feats):
@@ -286,13 +294,15 @@ class PhotoPrompts:
                     for t in layout}
         return p._params(smp, emb, seed, C)
 
-    def apply(self, params: dict[str, np.ndarray], texts: list) -> tuple[dict[str, np.ndarray], list, dict[str, int]]:
-        """(params with the fused head rows, texts with None for photos-only classes, {class: photo count})."""
+    def apply(self, params: dict[str, np.ndarray], texts: list,
+              known: Sequence[bool] | None = None) -> tuple[dict[str, np.ndarray], list, dict[str, int]]:
+        """(params with the fused head rows, texts with None for photos-only classes, {class: photo count});
+        known[i]: class i's text is a name the bundle knows (its fusion weight, FUSION_WEIGHTS)."""
         from .head import HEAD_BIAS, HEAD_WEIGHT
 
         k = len(self.names)
         named = [i not in self.photos_only for i in range(k)]
-        W, b = photo_head_rows(params[HEAD_WEIGHT], params[HEAD_BIAS], self.feats, named, k)
+        W, b = photo_head_rows(params[HEAD_WEIGHT], params[HEAD_BIAS], self.feats, named, k, known=known)
         out = dict(params)
         out[HEAD_WEIGHT], out[HEAD_BIAS] = W.astype(params[HEAD_WEIGHT].dtype), b.astype(params[HEAD_BIAS].dtype)
         texts = [None if i in self.photos_only else t for i, t in enumerate(texts)]
