@@ -50,8 +50,9 @@ BATCH = 2  # photos per trunk run: ORT's arena keeps one batch's activations (pe
 # tied at 1, 2, 5 and 10 photos (0.873 / 0.876 / 0.880 / 0.883 against names only 0.873).
 FUSION_WEIGHTS: dict[int, float] = {1: 0.5, 2: 0.5, 5: 0.5, 10: 0.5}
 # Other texts: the same seen TUNE classes, each given by its WordNet gloss as a description (a text the
-# prior holds no key for, as weak as a new name: names only 0.70-0.71 on those tasks, held-out names
-# 0.64), grid {0.5, 1, 1.5, 2, 3, 4, 6}: best 1.5 at 1 and 2 photos, 3 at 5 and 10 (BENCHMARKS.md §25, `--tune --tune-new`).
+# prior holds no key for, nearly as weak as a new name: names only 0.70-0.71 on those tasks, held-out names
+# 0.62-0.64), grid {0.5, 1, 1.5, 2, 3, 4, 6}: best 1.5 at 1 and 2 photos, 3 at 5 and 10 (BENCHMARKS.md §25,
+# `--tune --tune-new`).
 FUSION_WEIGHTS_NEW: dict[int, float] = {1: 1.5, 2: 1.5, 5: 3.0, 10: 3.0}
 # Leave-one-out per task over LOO_GRID (no constant tuned on any class; chosen once after seeing
 # held-out figures) was the rule before the two tables; on the gloss-described TUNE tasks it loses
