@@ -49,6 +49,9 @@ def test_the_written_table_reads_back_by_class_key_and_sorted():
     (lambda d: d.update(keys=["a", "mouse (rodent)"]), "without a qualifier"),
     (lambda d: d.update(scales=[1.0, -1.0]), "finite positive"),
     (lambda d: d.update(scales=[1.0, True]), "finite positive"),
+    (lambda d: d.update(aliases=["a"]), "aliases"),
+    (lambda d: d.update(aliases={"mouse (rodent)": "mouse"}), "aliases"),
+    (lambda d: d.update(aliases={"a": 3}), "aliases"),
 ])
 def test_malformed_tables_are_refused(change, match):
     v = unit(np.random.default_rng(2), 2, 4)
@@ -119,3 +122,56 @@ def test_a_tampered_table_file_is_refused_when_the_bundle_opens(bundle):
     with pytest.raises(BundleError, match=NAME_TABLE):
         Personalizer.from_bundle(bundle, threads=1)
 
+
+
+def test_an_alias_reads_as_its_vocabulary_name_and_only_vocabulary_names_may_be_aliased(bundle):
+    """Aliases (WordNet synonyms of vocabulary names) read as the name: its exact embedding, so its exact
+    prior row; the vectors stay as they were; a target outside the vocabulary is refused by the writer
+    and by the reader."""
+    from tina_edge.runtime import Personalizer
+
+    D = Personalizer.from_bundle(bundle, threads=1).manifest.text_encoder.embedding_dim
+    rows = unit(np.random.default_rng(6), 2, D)
+    with pytest.raises(ValueError, match="vocabulary names"):
+        write_name_table(bundle, ["narwhal", "toad"], rows, {}, aliases={"toad": "newt"})
+    write_name_table(bundle, ["narwhal", "toad"], rows, {}, aliases={"Toad": "frog"})
+    assert json.loads(gzip.decompress((bundle / NAME_TABLE).read_bytes()))["aliases"] == {"toad": "frog"}
+    p = Personalizer.from_bundle(bundle, threads=1)
+    got = p.conditioning_texts(["TOAD", "narwhal", "frog"])
+    assert np.array_equal(got[0], p.encode(["frog"])[0]) and np.array_equal(got[0], got[2])
+    q, s = quantise(rows[:1])
+    assert np.array_equal(got[1], q[0].astype(np.float32) * s[0])  # a table noun without an alias: its vector
+    assert p.personalize("toad, narwhal", steps=2).labels == ["toad", "narwhal"]  # the label stays the user's
+    # a table whose alias names something the vocabulary does not hold is refused when first read
+    js, npy = table_bytes(["narwhal", "toad"], rows, {}, aliases={"toad": "newt"})
+    (bundle / NAME_TABLE).write_bytes(js)
+    from tina_edge.runtime.manifest import read_manifest, write_manifest
+
+    write_manifest(bundle, read_manifest(bundle))  # re-hash the changed file
+    with pytest.raises(BundleError, match="outside training.vocabulary"):
+        Personalizer.from_bundle(bundle, threads=1).conditioning_texts(["narwhal"])
+
+
+def test_aliases_are_same_synset_names_of_the_vocabulary_and_added_in_place(bundle):
+    """With WordNet: a noun whose first visible sense is a vocabulary name's synset is aliased to it
+    ("salientian", "toad": the frog synset); a hyponym ("stag" under deer) is not. `add_aliases`
+    rewrites the bundle's table with the same vector bytes."""
+    from tina_edge.export.portable.name_table import add_aliases, name_aliases
+    from tina_edge.export.portable.wordnet import WordNet, find_wordnet
+    from tina_edge.runtime import Personalizer
+
+    root = find_wordnet()
+    if root is None:
+        pytest.skip("needs WordNet 3.0 (apt install wordnet-base)")
+    wn = WordNet(str(root))
+    assert name_aliases(wn, ["salientian", "toad", "stag", "narwhal"], ["frog", "deer", "cat"]) == \
+        {"salientian": "frog", "toad": "frog"}
+    D = Personalizer.from_bundle(bundle, threads=1).manifest.text_encoder.embedding_dim
+    write_name_table(bundle, ["salientian", "stag"], unit(np.random.default_rng(7), 2, D), {"encoder": "test"})
+    before = (bundle / NAME_VECTORS).read_bytes()
+    assert add_aliases(bundle) == {"salientian": "frog"}
+    assert (bundle / NAME_VECTORS).read_bytes() == before
+    doc = json.loads(gzip.decompress((bundle / NAME_TABLE).read_bytes()))
+    assert doc["aliases"] == {"salientian": "frog"} and doc["source"] == {"encoder": "test"}
+    p = Personalizer.from_bundle(bundle, threads=1)
+    assert np.array_equal(p.conditioning_texts(["salientian"]), p.encode(["frog"]))

@@ -290,6 +290,8 @@ export class TinaEdge {
     const read = [...texts];
     const rows = texts.map((t, i) => {
       if (!isNew[i]) return null;
+      const alias = table?.alias(t) ?? null;
+      if (alias !== null) { read[i] = alias; return null; } // a WordNet synonym of a vocabulary name reads as that name
       const r = table?.get(t) ?? null;
       if (r === null) {
         this._spellings ??= new Spellings(known.keys());
@@ -333,7 +335,13 @@ export class TinaEdge {
     if (!te.name_vectors) throw new BundleError("the manifest names text_encoder.name_table without text_encoder.name_vectors; re-export the bundle");
     if (!this._nameTablePromise) {
       this._nameTablePromise = Promise.all([this.bundle.file(te.name_table), this.bundle.file(te.name_vectors)])
-        .then(([t, v]) => NameTable.fromBytes(t, v, te.embedding_dim, te.name_table));
+        .then(([t, v]) => NameTable.fromBytes(t, v, te.embedding_dim, te.name_table))
+        .then((table) => {
+          const vocab = new Set((this.manifest.training?.vocabulary ?? []).filter((n) => typeof n === "string").map(classKey));
+          const odd = [...table.aliases.values()].filter((a) => !vocab.has(classKey(a))).sort();
+          if (odd.length) throw new BundleError(`the name table's aliases name ${odd.length} names outside training.vocabulary (first: ${JSON.stringify(odd[0]).slice(0, 62)}); re-export the bundle`);
+          return table;
+        });
       this._nameTablePromise.catch(() => { this._nameTablePromise = null; }); // a later personalize may try again
     }
     return this._nameTablePromise;

@@ -13,8 +13,9 @@ export const MAX_JSON_BYTES = 16 * 1024 * 1024;
 export const MAX_NAMES = 200000;
 
 export class NameTable {
-  constructor(keys, vectors, scales, dim) {
+  constructor(keys, vectors, scales, dim, aliases = {}) {
     this.index = new Map(keys.map((k, i) => [k, i]));
+    this.aliases = new Map(Object.entries(aliases)); // class key -> the vocabulary name it reads as
     this.vectors = vectors; // Int8Array [N * dim]
     this.scales = scales; // Float32Array [N]
     this.dim = dim;
@@ -48,8 +49,16 @@ export class NameTable {
     if (v.shape.length !== 2 || v.shape[0] !== keys.length || v.shape[1] !== dim) {
       throw new BundleError(`the name table's vectors are int8[${v.shape}]; its keys and the text encoder promise int8[${keys.length}, ${dim}]: re-export the bundle`);
     }
-    return new NameTable(keys, v.data, Float32Array.from(scales), dim);
+    const aliases = d.aliases ?? {};
+    if (typeof aliases !== "object" || Array.isArray(aliases) || Object.keys(aliases).length > MAX_NAMES
+        || Object.entries(aliases).some(([k, a]) => !k || k.includes("(") || typeof a !== "string" || !a)) {
+      throw bad("aliases must map class keys without a qualifier to vocabulary names");
+    }
+    return new NameTable(keys, v.data, Float32Array.from(scales), dim, aliases);
   }
+
+  /** The vocabulary name `text` reads as (its WordNet synset is that name's: Python's NameTable.alias), or null. */
+  alias(text) { return this.aliases.get(classKey(text)) ?? null; }
 
   /** Whether a class key can be in a table at all: a qualified name ("mouse (rodent)") never is. */
   static mayHold(key) { return !key.includes("("); }

@@ -48,6 +48,9 @@ test("malformed tables and vectors are refused naming the file", async () => {
   await bad({ ...DOC, keys: ["a", "mouse (rodent)"] }, v, /without a qualifier/);
   await bad({ ...DOC, scales: [1, -1] }, v, /finite positive/);
   await bad({ ...DOC, scales: [1, true] }, v, /finite positive/);
+  await bad({ ...DOC, aliases: ["a"] }, v, /aliases/);
+  await bad({ ...DOC, aliases: { "mouse (rodent)": "mouse" } }, v, /aliases/);
+  await bad({ ...DOC, aliases: { a: 3 } }, v, /aliases/);
   await bad(DOC, v, /int8\[2, 5\]/, 5);
   await bad(DOC, npyInt8(new Int8Array(8), 2, 4, "<f4"), /not int8/);
   await assert.rejects(NameTable.fromBytes(new Uint8Array(zlib.gzipSync(Buffer.alloc(17 << 20, 32))), v, 4, "t.json.gz"),
@@ -86,6 +89,42 @@ print(json.dumps({"emb": emb.view(np.uint32).ravel().tolist(), "w": clf.params["
     assert.deepEqual(Array.from(new Uint32Array(clf.params["fc.weight"].data.buffer)), py.w);
     assert.deepEqual(Array.from(new Uint32Array(clf.params["fc.bias"].data.buffer)), py.b);
     tina.dispose();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("aliases written by Python read as their vocabulary names, bit for bit as in Python", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-name-aliases-"));
+  try {
+    const bundle = path.join(dir, "bundle");
+    fs.cpSync(env().bundle, bundle, { recursive: true });
+    const code = `
+import json, sys, numpy as np
+from tina_edge.export.portable.name_table import write_name_table
+from tina_edge.runtime import Personalizer
+b = sys.argv[1]
+p0 = Personalizer.from_bundle(b, threads=1)
+name = next(v for v in p0.manifest.vocabulary if isinstance(v, str))
+D = p0.manifest.text_encoder.embedding_dim
+v = np.random.default_rng(8).standard_normal((2, D))
+write_name_table(b, ["narwhal", "quux beast"], v / np.linalg.norm(v, axis=1, keepdims=True), {"encoder": "test"}, aliases={"quux beast": name})
+p = Personalizer.from_bundle(b, threads=1)
+emb = p.conditioning_texts(["Quux Beast", "narwhal", name])
+print(json.dumps({"name": name, "emb": emb.view(np.uint32).ravel().tolist()}))`;
+    const r = spawnSync(PY, ["-c", code, bundle], { encoding: "utf8", maxBuffer: 1 << 28,
+      env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
+    assert.equal(r.status, 0, r.stderr);
+    const py = JSON.parse(r.stdout);
+    const tina = await TinaEdge.fromBundle(bundle);
+    try {
+      const emb = await tina.conditioningTexts(["Quux Beast", "narwhal", py.name]);
+      assert.deepEqual(Array.from(new Uint32Array(emb.buffer)), py.emb); // bit for bit
+      const D = emb.length / 3;
+      assert.deepEqual(Array.from(emb.subarray(0, D)), Array.from(emb.subarray(2 * D))); // the alias reads as the name
+    } finally {
+      tina.dispose();
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -12,6 +12,11 @@ names, the training synonyms and the everyday keys are never in it: their rows a
 Two bundle files, both listed and hashed by the manifest: `text_encoder.name_table` (gzip JSON:
 format, the class keys, one float32 scale per key) and `text_encoder.name_vectors` (.npy int8
 [N, D]). A vector is int8 x its scale, in float32 (bit-identical in every port: js/src/name-table.mjs).
+
+Optional `aliases` in the JSON: {class key: vocabulary name} for nouns whose WordNet synset is a
+vocabulary name's own ("salientian" is the frog, "gym shoe" the sneaker). Such a noun reads as that
+name (its exact prior row), not as the larger encoder's reading (BENCHMARKS §25.4). Readers that do
+not know the field read the vector, as before.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ MAX_NAMES = 200_000  # WordNet 3.0 has 117 798 nouns
 class NameTable:
     """class key -> embedding float32 [D] (unit length up to float rounding)."""
 
-    def __init__(self, keys: list[str], vectors: np.ndarray, scales: np.ndarray):
+    def __init__(self, keys: list[str], vectors: np.ndarray, scales: np.ndarray, aliases: dict[str, str] | None = None):
         self.index = {k: i for i, k in enumerate(keys)}
         self.vectors = vectors  # int8 [N, D]
         self.scales = scales  # float32 [N]
+        self.aliases = dict(aliases or {})  # class key -> the vocabulary name it reads as
 
     def __len__(self) -> int:
         return len(self.index)
@@ -63,6 +69,10 @@ class NameTable:
                 raise ValueError("a key is listed twice")
             if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not (math.isfinite(s) and s > 0) for s in scales):
                 raise ValueError("every scale must be a finite positive number")
+            aliases = d.get("aliases", {})
+            if not isinstance(aliases, dict) or len(aliases) > MAX_NAMES or any(
+                    not isinstance(k, str) or not k or "(" in k or not isinstance(v, str) or not v for k, v in aliases.items()):
+                raise ValueError("aliases must map class keys without a qualifier to vocabulary names")
             vec = _int8_npy(vectors)
         except BundleError:
             raise
@@ -71,12 +81,16 @@ class NameTable:
         if vec.dtype != np.int8 or vec.shape != (len(keys), dim):
             raise BundleError(f"the name table's vectors are {vec.dtype}{list(vec.shape)}; its keys and the text "
                               f"encoder promise int8[{len(keys)}, {dim}]: re-export the bundle")
-        return cls(keys, vec, np.asarray(scales, np.float32))
+        return cls(keys, vec, np.asarray(scales, np.float32), aliases)
 
     @staticmethod
     def may_hold(key: str) -> bool:
         """Whether a class key can be in a table at all: a qualified name ("mouse (rodent)") never is."""
         return "(" not in key
+
+    def alias(self, text: str) -> str | None:
+        """The vocabulary name `text` reads as (its WordNet synset is that name's), or None."""
+        return self.aliases.get(class_key(text))
 
     def get(self, text: str) -> np.ndarray | None:
         """The table's embedding of `text` (by its class key), or None when the table does not hold it."""
@@ -107,4 +121,10 @@ def load_name_table(bundle, manifest) -> NameTable | None:
         return None
     if not te.name_vectors:
         raise BundleError("the manifest names text_encoder.name_table without text_encoder.name_vectors; re-export the bundle")
-    return NameTable.from_bytes(bundle.data(te.name_table), bundle.data(te.name_vectors), te.embedding_dim, te.name_table)
+    table = NameTable.from_bytes(bundle.data(te.name_table), bundle.data(te.name_vectors), te.embedding_dim, te.name_table)
+    vocab = {class_key(v) for v in manifest.vocabulary if isinstance(v, str)}
+    odd = sorted(v for v in table.aliases.values() if class_key(v) not in vocab)
+    if odd:
+        raise BundleError(f"the name table's aliases name {len(odd)} names outside training.vocabulary (first: {odd[0]!r:.60}); "
+                          "re-export the bundle")
+    return table

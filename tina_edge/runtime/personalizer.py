@@ -127,9 +127,10 @@ class Personalizer(ParameterGeneration):
 
     def conditioning_texts(self, texts: Sequence[str]) -> np.ndarray:
         """What the prior reads for each text, float32 [n, D]: the bundle's name table where it holds the
-        text (a larger encoder's reading of a WordNet noun, runtime/name_table.py), else `encode`. A text
-        that is neither a known name nor in the table but spells one ("tshirt", "sneakers":
-        runtime/spellings.py) is read as that name. Only the conditioning reads the table and the
+        text (a larger encoder's reading of a WordNet noun, runtime/name_table.py; a noun the table
+        aliases to a vocabulary name reads as that name), else `encode`. A text that is neither a
+        known name nor in the table but spells one ("tshirt", "sneakers": runtime/spellings.py) is
+        read as that name. Only the conditioning reads the table and the
         spellings; sense resolution and novelty compare encoder readings of the texts as typed."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         known = self._lazy("_vocab_keys", self._known_names)
@@ -141,6 +142,9 @@ class Personalizer(ParameterGeneration):
         rows: list[np.ndarray | None] = [None] * len(texts)
         read = list(texts)
         for i in new:
+            if table is not None and (alias := table.alias(texts[i])) is not None:
+                read[i] = alias  # a WordNet synonym of a vocabulary name reads as that name
+                continue
             rows[i] = table.get(texts[i]) if table is not None else None
             if rows[i] is None and (spelled := self._spellings().find(class_key(texts[i]))) is not None:
                 read[i] = known[spelled]
