@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tina_edge.runtime.photo_prompts import PhotoFeaturizer, photo_head_rows, prototype_rows  # noqa: E402
+from tina_edge.runtime.photo_prompts import PhotoFeaturizer, photo_head_rows  # noqa: E402
 from tina_edge.train.evaluation.fewshot import (class_recalls, cosine_prototype_logits, logreg,  # noqa: E402
                                                 map_logreg, zscore)
 from tina_edge.train.evaluation.stats import mean_se, paired_difference  # noqa: E402

@@ -240,7 +240,11 @@ def build(bundle_dir: Path, encoder: str, wordnet: str | None, steps: int, log=p
               "prior_gamma": info["gamma"], "prior_lambda": round(float(info["lambda"]), 6), "steps": steps,
               "relative_error_median": round(float(np.median(err)), 5), "wordnet": "3.0"}
     write_name_table(bundle_dir, keys, vec, source)
-    log(f"wrote the name table: {len(keys)} names, median relative row error {np.median(err):.4f} ({time.time() - t:.0f} s)")
+    from tina_edge.export.portable.name_table import add_aliases
+
+    aliases = add_aliases(bundle_dir, wordnet)  # WordNet synonyms of vocabulary names read as those names
+    log(f"wrote the name table: {len(keys)} names ({len(aliases)} aliases), median relative row error "
+        f"{np.median(err):.4f} ({time.time() - t:.0f} s)")
     return source
 
 
