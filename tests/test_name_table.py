@@ -142,6 +142,8 @@ def test_an_alias_reads_as_its_vocabulary_name_and_only_vocabulary_names_may_be_
     q, s = quantise(rows[:1])
     assert np.array_equal(got[1], q[0].astype(np.float32) * s[0])  # a table noun without an alias: its vector
     assert p.personalize("toad, narwhal", steps=2).labels == ["toad", "narwhal"]  # the label stays the user's
+    nov = {n["name"]: n for n in p.novelty("toad, narwhal")["names"]}
+    assert nov["toad"]["reads_as"] == "frog" and "reads_as" not in nov["narwhal"]  # the report says what is read
     # a table whose alias names something the vocabulary does not hold is refused when first read
     js, npy = table_bytes(["narwhal", "toad"], rows, {}, aliases={"toad": "newt"})
     (bundle / NAME_TABLE).write_bytes(js)

@@ -58,3 +58,21 @@ def test_conditioning_reads_a_typed_variant_as_the_known_name(bundle):
     assert clf.labels == ["cats", "dogs"]
     assert np.array_equal(p.class_embeddings("cats, dogs"), p.class_embeddings("cat, dog"))
     assert p.novelty("cats, dog")["new"] == ["cats"]
+
+
+def test_novelty_says_what_a_typed_variant_is_read_as(bundle):
+    """`reads_as` names the known name the conditioning reads; two names read as one known name are
+    reported as confusable at cosine 1 (they get one row); nothing else in the report changes."""
+    from tina_edge.runtime import Personalizer
+
+    p = Personalizer.from_bundle(bundle, threads=1)
+    nov = p.novelty("cats, cat, dogs (pet), horse")
+    by = {n["name"]: n for n in nov["names"]}
+    assert by["cats"]["reads_as"] == "cat" and "warning" not in by["cats"]
+    assert "reads_as" not in by["cat"] and "reads_as" not in by["dogs (pet)"] and "reads_as" not in by["horse"]
+    assert ["cats", "cat", 1.0] in nov["confusable"]
+    assert nov["new"] == ["cats", "dogs (pet)"]  # still not a vocabulary name: the report says both
+    from tina_edge.runtime.novelty import novelty_report, reads_as_line
+
+    assert reads_as_line("cats", "cat") in novelty_report(
+        ["cats"], p.encode(["cats"]), p.manifest.vocabulary, None, reads_as=["cat"]).lines()

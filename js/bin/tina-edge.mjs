@@ -7,6 +7,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { TinaEdge, TinaEdgeError, PromptError, parseClasses, classesFromLines, classKey, loadModel, readImage } from "../src/node.mjs";
 import { isPriorOnly } from "../src/prior-only.mjs";
+import { readsAsLine } from "../src/novelty.mjs";
 import { evaluate, evaluationDict, formatEvaluation } from "../src/evaluate.mjs";
 import { labelledImages, IMAGE_SUFFIXES } from "../src/image-folders.mjs";
 import { imagesOption, folderClasses, decodePhotoPrompts, photoReads, checkNotPhotos, builtFrom } from "../src/photo-args.mjs";
@@ -249,6 +250,7 @@ async function main(argv) {
   for (const [n, near] of Object.entries(nov.nearest)) say(`  '${n}' is new; nearest known names: ` + near.map(([m, c]) => `${m} (${c.toFixed(2)})`).join(", "));
   for (const item of nov.names ?? []) { // senses (issue 22), as Python's CLI prints them
     if (item.sense) say(`  '${item.name}' is read as ${item.sense.sense} (${item.sense.how}); ${item.sense.choose}`);
+    if (item.reads_as) say(`  ${readsAsLine(item.name, item.reads_as)}`);
     if (item.warning) say(`  warning: '${item.name}': ${item.warning}`);
   }
   for (const [a, b, c] of nov.confusable) say(`  warning: '${a}' and '${b}' are close in meaning (cosine ${c.toFixed(2)}); their classes may be confused`);

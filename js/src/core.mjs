@@ -271,18 +271,38 @@ export class TinaEdge {
       return data;
     };
     const table = await this._senseTable();
-    return noveltyReport(names, emb, D, vocab, vocabEmb, { senses, kindOf: table ? (n) => table.kindOf(n) : null });
+    const { read } = await this._readings(texts);
+    return noveltyReport(names, emb, D, vocab, vocabEmb, { senses, kindOf: table ? (n) => table.kindOf(n) : null,
+      readsAs: read.map((r, i) => (r !== texts[i] ? r : null)) });
   }
 
   /**
    * What the prior reads for each text (Python's Personalizer.conditioning_texts): the bundle's name
    * table where it holds the text (name-table.mjs), else `encode`; a text that is neither a known name
    * nor in the table but spells one ("tshirt", "sneakers": spellings.mjs) is read as that name. Only
-   * the conditioning reads the table and the spellings; sense resolution and novelty compare the
-   * encoder's own readings of the texts as typed.
+   * the conditioning reads the table and the spellings (novelty says so: reads_as); sense resolution
+   * and novelty's nearest names compare the encoder's own readings of the texts as typed.
    */
   async conditioningTexts(texts) {
     const D = this.manifest.text_encoder.embedding_dim;
+    const { read, rows } = await this._readings(texts);
+    const miss = read.filter((_, i) => rows[i] === null);
+    const enc = miss.length ? await this.encode(miss) : null;
+    const out = new Float32Array(texts.length * D);
+    let next = 0; // the next encoded row
+    rows.forEach((r, i) => {
+      if (r === null) { r = enc.subarray(next * D, (next + 1) * D); next += 1; }
+      out.set(r, i * D);
+    });
+    return out;
+  }
+
+  /**
+   * {read, rows}: the text each of `texts` is read as, and its name-table row or null (Python's
+   * Personalizer._readings): a known name as itself; a table alias as its vocabulary name; a table
+   * noun by its row; another spelling of a known name as that name; anything else as itself.
+   */
+  async _readings(texts) {
     const known = this._knownNames();
     // the table never holds a known name: a prompt of known names does not fetch it
     const isNew = texts.map((t) => { const k = classKey(t); return !known.has(k) && NameTable.mayHold(k); });
@@ -300,15 +320,7 @@ export class TinaEdge {
       }
       return r;
     });
-    const miss = read.filter((_, i) => rows[i] === null);
-    const enc = miss.length ? await this.encode(miss) : null;
-    const out = new Float32Array(texts.length * D);
-    let next = 0; // the next encoded row
-    rows.forEach((r, i) => {
-      if (r === null) { r = enc.subarray(next * D, (next + 1) * D); next += 1; }
-      out.set(r, i * D);
-    });
-    return out;
+    return { read, rows };
   }
 
   /** class key -> the name as the bundle spells it: the training vocabulary, then the training synonyms. */

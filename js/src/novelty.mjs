@@ -61,7 +61,7 @@ const r3 = (x) => Math.round(x * 1000) / 1000;
  * `emb`: Float32Array [k * D] of the prompt texts; `vocabEmb`: async () => Float32Array [V * D] or null.
  */
 export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
-  { threshold = CONFUSABLE_COSINE, nearest = NEAREST, senses = null, kindOf = null } = {}) {
+  { threshold = CONFUSABLE_COSINE, nearest = NEAREST, senses = null, kindOf = null, readsAs = null } = {}) {
   const vocab = (vocabulary ?? []).filter((v) => typeof v === "string");
   const keys = new Set(vocab.map(classKey));
   const e = unitRows(emb, names.length, D);
@@ -69,6 +69,7 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
   const items = names.map((n, i) => {
     const item = { name: n, known: res[i] ? keys.has(res[i].word) && res[i].seen : keys.has(classKey(n)), nearest: [] };
     if (res[i]) item.sense = res[i].toDict(); // issue 22: written only when set, as Python's to_dict
+    if (readsAs?.[i]) item.reads_as = readsAs[i]; // the known name the conditioning reads instead
     return item;
   });
   if (vocab.length && vocabEmb && items.some((i) => !i.known)) {
@@ -80,12 +81,14 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
       item.nearest = order.map((j) => [vocab[j], sims[j]]);
       const own = res[i] ? res[i].sense.kind : (kindOf ? kindOf(item.name) : null);
       const warning = farWarning(item.nearest) ?? kindWarning(own, item.nearest, kindOf ? item.nearest.map(([m]) => kindOf(m)) : []);
-      if (warning) item.warning = warning;
+      if (warning && !item.reads_as) item.warning = warning;
     });
   }
   const pairs = [];
+  // two names read as one known name get one row: as confusable as it gets (cosine 1)
+  const same = names.map((n, i) => classKey(readsAs?.[i] ?? n));
   for (let a = 0; a < names.length; a++) for (let b = a + 1; b < names.length; b++) {
-    const s = dot(e, a, e, b, D);
+    const s = same[a] === same[b] && (readsAs?.[a] || readsAs?.[b]) ? 1 : dot(e, a, e, b, D);
     if (s >= threshold) pairs.push([names[a], names[b], s]);
   }
   pairs.sort((x, y) => y[2] - x[2]);
@@ -95,6 +98,11 @@ export async function noveltyReport(names, emb, D, vocabulary, vocabEmb,
     confusable: pairs.map(([a, b, s]) => [a, b, r3(s)]), threshold,
     names: items,
   };
+}
+
+/** The line for a name the conditioning reads as a known name (novelty.py reads_as_line; the CLI prints it too). */
+export function readsAsLine(name, known) {
+  return `'${name}' is read as '${known}', a name the bundle knows (a WordNet synonym or another spelling of it)`;
 }
 
 export const FAR_COSINE = 0.5; // below: the nearest known name is far; the generator guesses (novelty.py)
@@ -126,6 +134,7 @@ export function noveltyLines(report) {
       const near = n.nearest.map(([m, s]) => `${m} (${s.toFixed(2)})`).join(", ") || "none";
       out.push(`'${n.name}' is not in the training vocabulary; nearest known names: ${near}`);
     }
+    if (n.reads_as) out.push(readsAsLine(n.name, n.reads_as));
     if (n.warning) out.push(`'${n.name}': ${n.warning}`);
   }
   for (const [a, b, s] of report.confusable) out.push(`'${a}' and '${b}' are close in meaning (cosine ${s.toFixed(2)}): their classes may be confused`);

@@ -33,7 +33,7 @@ function run(args) {
   return r.stdout;
 }
 
-const VECTORS_FORMAT = 16; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
+const VECTORS_FORMAT = 17; // tina_edge/export/portable/conformance.py FORMAT: older vectors are rebuilt
 const readJSON = (p) => JSON.parse(fs.readFileSync(p, "utf8"));
 
 // the same source converted with --prior-only (the generator as the text prior alone) and Python's

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..runtime.errors import ModelFileError, PromptError, UnknownClassError
+from ..runtime.novelty import reads_as_line
 from ..runtime.samplers import SAMPLERS
 from .output import Output, _echo, _echo_json, bundle_reads, check_outputs
 
@@ -246,6 +247,8 @@ def _report(output: Path, clf, nov: dict, bundle_id: str, timings: dict[str, flo
         if item.get("sense"):
             sense = item["sense"]
             _echo(f"  '{item['name']}' is read as {sense['sense']} ({sense['how']}); {sense['choose']}")
+        if item.get("reads_as"):
+            _echo(f"  {reads_as_line(item['name'], item['reads_as'])}")
         if item.get("warning"):
             _echo(f"  warning: '{item['name']}': {item['warning']}")
     for a, b, c in nov["confusable"]:

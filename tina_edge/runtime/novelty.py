@@ -16,7 +16,7 @@ import numpy as np
 
 from .prompt import class_key
 
-_OPTIONAL = ("sense", "warning")  # issue-22 fields, written only when set (reports of other names keep their bytes)
+_OPTIONAL = ("sense", "warning", "reads_as")  # issue-22 fields, written only when set (reports of other names keep their bytes)
 CONFUSABLE_COSINE = 0.6  # at or above: warn that two prompt names may be confused
 NEAREST = 3
 
@@ -28,6 +28,7 @@ class NameNovelty:
     nearest: list[tuple[str, float]] = field(default_factory=list)  # known names, cosine; new names only
     sense: dict | None = None  # the sense an ambiguous name was read in, its alternatives, how to choose (senses.py)
     warning: str | None = None  # nearest known names far, or of another kind: what to do
+    reads_as: str | None = None  # the known name the conditioning reads instead (a WordNet synonym, another spelling)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class NoveltyReport:
             if not n.known:
                 near = ", ".join(f"{m} ({s:.2f})" for m, s in n.nearest) or "none"
                 out.append(f"'{n.name}' is not in the training vocabulary; nearest known names: {near}")
+            if n.reads_as:
+                out.append(reads_as_line(n.name, n.reads_as))
             if n.warning:
                 out.append(f"'{n.name}': {n.warning}")
         for a, b, s in self.confusable:
@@ -68,6 +71,11 @@ class NoveltyReport:
 
 
 FAR_COSINE = 0.5  # below: the nearest known name is far; the generator guesses
+
+
+def reads_as_line(name: str, known: str) -> str:
+    """The line for a name the conditioning reads as a known name (the CLI prints it too)."""
+    return f"'{name}' is read as '{known}', a name the bundle knows (a WordNet synonym or another spelling of it)"
 
 
 def far_warning(nearest: list[tuple[str, float]]) -> str | None:
@@ -97,7 +105,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[str],
                    vocab_emb: Callable[[], np.ndarray] | np.ndarray | None, *,
                    threshold: float = CONFUSABLE_COSINE, nearest: int = NEAREST,
-                   senses: Sequence | None = None, kind_of: Callable[[str], str | None] | None = None) -> NoveltyReport:
+                   senses: Sequence | None = None, kind_of: Callable[[str], str | None] | None = None,
+                   reads_as: Sequence[str | None] | None = None) -> NoveltyReport:
     """Report for prompt `names` with embeddings `emb` [k, D] (what personalize encodes).
 
     `vocab_emb` (array or a callable, evaluated only when some name is new) embeds `vocabulary`.
@@ -110,8 +119,10 @@ def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[s
     keys = {class_key(v) for v in vocab}
     e = _unit(np.asarray(emb, dtype=np.float32))
     senses = list(senses) if senses is not None else [None] * len(names)
+    reads_as = list(reads_as) if reads_as is not None else [None] * len(names)
     items = [NameNovelty(n, class_key(n) in keys if r is None else (r.word in keys and r.seen),
-                         sense=r.to_dict() if r is not None else None) for n, r in zip(names, senses)]
+                         sense=r.to_dict() if r is not None else None, reads_as=a)
+             for n, r, a in zip(names, senses, reads_as)]
     if vocab and vocab_emb is not None and any(not i.known for i in items):
         V = _unit(np.asarray(vocab_emb() if callable(vocab_emb) else vocab_emb, dtype=np.float32))
         for i, item in enumerate(items):
@@ -121,8 +132,15 @@ def novelty_report(names: Sequence[str], emb: np.ndarray, vocabulary: Sequence[s
                 item.nearest = [(vocab[j], float(sims[j])) for j in top]
                 own = senses[i].sense.kind if senses[i] is not None else (kind_of(item.name) if kind_of else None)
                 kinds = [kind_of(m) for m, _ in item.nearest] if kind_of else []
-                item.warning = far_warning(item.nearest) or kind_warning(own, item.nearest, kinds)
+                if item.reads_as is None:
+                    item.warning = far_warning(item.nearest) or kind_warning(own, item.nearest, kinds)
     sim = e @ e.T
+    # two names read as one known name get one row: as confusable as it gets (cosine 1)
+    same = [class_key(a if a is not None else n) for a, n in zip(reads_as, names)]
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            if same[a] == same[b] and (reads_as[a] is not None or reads_as[b] is not None):
+                sim[a, b] = 1.0
     pairs = [(names[a], names[b], float(sim[a, b])) for a in range(len(names)) for b in range(a + 1, len(names))
              if sim[a, b] >= threshold]
     return NoveltyReport(items, sorted(pairs, key=lambda p: -p[2]), float(threshold))

@@ -130,9 +130,23 @@ class Personalizer(ParameterGeneration):
         text (a larger encoder's reading of a WordNet noun, runtime/name_table.py; a noun the table
         aliases to a vocabulary name reads as that name), else `encode`. A text that is neither a
         known name nor in the table but spells one ("tshirt", "sneakers": runtime/spellings.py) is
-        read as that name. Only the conditioning reads the table and the
-        spellings; sense resolution and novelty compare encoder readings of the texts as typed."""
+        read as that name (`novelty` says so: `reads_as`). Sense resolution and novelty's nearest names
+        compare encoder readings of the texts as typed."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        read, rows = self._readings(texts)
+        miss = [i for i, r in enumerate(rows) if r is None]
+        out = np.zeros((len(texts), self.manifest.text_encoder.embedding_dim), np.float32)
+        if miss:
+            out[miss] = self.encode([read[i] for i in miss])
+        for i, r in enumerate(rows):
+            if r is not None:
+                out[i] = r
+        return out
+
+    def _readings(self, texts: list[str]) -> tuple[list[str], list[np.ndarray | None]]:
+        """(the text each of `texts` is read as, its name-table row or None): a known name as itself; a
+        name-table alias as its vocabulary name; a table noun by its row; another spelling of a known
+        name as that name; anything else as itself."""
         known = self._lazy("_vocab_keys", self._known_names)
         # the table never holds a known name: a prompt of known names does not read it
         from .name_table import NameTable
@@ -148,14 +162,7 @@ class Personalizer(ParameterGeneration):
             rows[i] = table.get(texts[i]) if table is not None else None
             if rows[i] is None and (spelled := self._spellings().find(class_key(texts[i]))) is not None:
                 read[i] = known[spelled]
-        miss = [i for i, r in enumerate(rows) if r is None]
-        out = np.zeros((len(texts), self.manifest.text_encoder.embedding_dim), np.float32)
-        if miss:
-            out[miss] = self.encode([read[i] for i in miss])
-        for i, r in enumerate(rows):
-            if r is not None:
-                out[i] = r
-        return out
+        return read, rows
 
     def _known_names(self) -> dict[str, str]:
         """class key -> the name as the bundle spells it: the training vocabulary, then the training synonyms."""
@@ -279,8 +286,10 @@ class Personalizer(ParameterGeneration):
             return self._lazy("_vocab_emb", self._vocabulary_embeddings)
 
         texts, senses = self._senses(names, *resolve_descriptions(names, descriptions))
+        read = self._readings(texts)[0]
         return novelty_report(names, self.encode(texts), self.manifest.vocabulary, vocab_emb, senses=senses,
-                              kind_of=getattr(self._sense_table.table, "kind_of", None)).to_dict()
+                              kind_of=getattr(self._sense_table.table, "kind_of", None),
+                              reads_as=[r if r != t else None for r, t in zip(read, texts)]).to_dict()
 
     def _vocabulary_embeddings(self) -> np.ndarray:
         """[V, D] embeddings of the training vocabulary: the bundle's file when it ships one (read with

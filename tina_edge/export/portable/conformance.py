@@ -23,7 +23,7 @@ from tina_edge.runtime.atomic import atomic_write_text
 from ...runtime.noise import portable_normal, splitmix64_words
 from .rule_vectors import manifest_vectors, preprocess_rule_vectors, prompt_vectors
 
-FORMAT = 16  # 16: photo fusion weights by known or new names; 15: + a case of typed variants of known names (runtime/spellings.py); 14: + a case of name-table names; 13: + classes-file vectors; 12: + the parentheses rule; 9: + prior rows; 10: + qualifier keys and senses (issue 22); 11: both; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
+FORMAT = 17  # 17: + a novelty prompt of names read as known names (reads_as); 16: photo fusion weights by known or new names; 15: + a case of typed variants of known names (runtime/spellings.py); 14: + a case of name-table names; 13: + classes-file vectors; 12: + the parentheses rule; 9: + prior rows; 10: + qualifier keys and senses (issue 22); 11: both; 2: + preprocess vectors; 3: + prompt and manifest vectors; 4: + novelty reports; 5: + prompt rules
 # (rule, message, class keys, skeletons), preprocessing policies and image aspect limits; 6: + a 50-class case
 # (grouped generation); 7: + the graph contracts; 8: + photo prompts (issue 21; js/test/prepare.mjs rebuilds older files);
 # 9: + the prior rows of a bundle with a prior graph (portable.prior, issue 22)
@@ -120,7 +120,8 @@ def preprocess_vectors(bundle_spec: dict | None = None) -> list[dict[str, Any]]:
     return out
 
 
-NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat")
+NOVELTY_PROMPTS = ("dog, cat", "red panda, fire truck, dog", "puppy, dog, kitten, cat",
+                   "toad, tshirts, salientian, cats, cat")  # read as known names: reads_as, one-row pairs
 # ambiguous names (issue 22): what a bundle with a senses table reads them as (runtime/senses.py)
 SENSE_PROMPTS = ("mouse, cat", "mouse, keyboard, monitor", "bat, baseball, glove", "crane (machine), truck",
                  "chicken, cow, pig", "seal, walrus", "Mouse(Computer), dog", "crane, heron", "kiwi, banana, mango")
