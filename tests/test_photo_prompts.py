@@ -161,10 +161,12 @@ def test_personalize_weighs_photos_by_whether_the_name_is_known(pz):
     photo, other_photo = _photos(3, 1, size=64), _photos(4, 1, size=64)
     fz = PhotoFeaturizer(pz.trunk_model(), pz.manifest.template.input.preprocess, threads=1)
     feats = {0: fz.features(photo), 1: fz.features(other_photo)}
-    for desc, known in ((None, [True, True]), ({"goldfish": "a small orange pet fish"}, [False, True])):
-        rows = pz.personalize("goldfish, lemon", steps=2, seed=1, descriptions=desc).params  # the same name rows
+    # "toad" is a name-table alias of the vocabulary's "frog" (read as it: known); "narwhal" a table noun (new)
+    for first, desc, known in (("goldfish", None, [True, True]), ("goldfish", {"goldfish": "a small orange pet fish"}, [False, True]),
+                               ("toad", None, [True, True]), ("narwhal", None, [False, True])):
+        rows = pz.personalize(f"{first}, lemon", steps=2, seed=1, descriptions=desc).params  # the same name rows
         W, b = photo_head_rows(rows["fc.weight"], rows["fc.bias"], feats, [True, True], 2, known=known)
-        clf = pz.personalize("goldfish, lemon", images={"goldfish": photo, "lemon": other_photo}, steps=2, seed=1,
+        clf = pz.personalize(f"{first}, lemon", images={first: photo, "lemon": other_photo}, steps=2, seed=1,
                              descriptions=desc)
         np.testing.assert_allclose(clf.params["fc.weight"], W, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(clf.params["fc.bias"], b, rtol=1e-6, atol=1e-7)

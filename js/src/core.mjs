@@ -517,8 +517,9 @@ export class TinaEdge {
     let imagePrompts = null;
     const t2 = performance.now();
     if (photos) {
-      const known = this._knownNames();
-      ({ params, texts, counts: imagePrompts } = applyPhotos(photos, params, texts, texts.map((t) => typeof t === "string" && known.has(classKey(t)))));
+      const known = this._knownNames(); // a text read as a known name counts as one
+      const { read } = await this._readings(texts.map((t) => (typeof t === "string" ? t : "")));
+      ({ params, texts, counts: imagePrompts } = applyPhotos(photos, params, texts, texts.map((t, i) => typeof t === "string" && known.has(classKey(read[i])))));
     }
     return new PersonalizedClassifier(this, {
       labels: names, params, prompt: raw, texts, sampler, imagePrompts,

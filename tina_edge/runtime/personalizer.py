@@ -364,8 +364,10 @@ class Personalizer(ParameterGeneration):
         emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
         params = self._params(smp, emb, seed, C) if photos is None else photos.params(self, smp, emb, seed, C)
         if photos is not None:
-            known = self._lazy("_vocab_keys", self._known_names)
-            params, texts, image_counts = photos.apply(params, texts, [t is not None and class_key(t) in known for t in texts])
+            known = self._lazy("_vocab_keys", self._known_names)  # a text read as a known name counts as one
+            read = self._readings([t if t is not None else "" for t in texts])[0]
+            params, texts, image_counts = photos.apply(params, texts, [t is not None and class_key(r) in known
+                                                                       for t, r in zip(texts, read)])
         raw = classes if isinstance(classes, str) else ", ".join(str(c) for c in classes)  # <= MAX_PROMPT_CHARS
         meta = self._metadata(names, raw, texts, image_counts,
                               {"sampler": smp.name, "steps": steps, "seed": seed, "candidates": C})
