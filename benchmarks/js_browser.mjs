@@ -12,6 +12,9 @@
 //   without --bundle, test/prepare.mjs's bundle ($TINA_EDGE_BUNDLE, else the default, converted if need be)
 // --visits N: N returning visits (reloads) per mode instead of 1; ready and timings are then medians, each visit listed
 // --quick: the visits only (no warm personalize, predict or stall figures)
+// --mode worker|main: one mode only (default: both, worker first)
+// --dwell MS: stay MS on the page after each visit (and its first use) before the next reload, as a visitor does:
+//   Chromium writes a wasm module's compiled code to its cache a few seconds into its use (default 0: reload at once)
 // --preload: fromBundle / inWorker with preload: true (the classifier's session made before ready, as before issue 24)
 // after the returning visit(s): its first personalize (names not cached) and first predict, the cost of what was left lazy
 import fs from "node:fs";
@@ -65,7 +68,9 @@ async function visit(page, mode, reload) {
 }
 
 const out = { load_average: os.loadavg().map((x) => +x.toFixed(1)), chromium: null, bundle_id: m.bundle_id, machine: `${os.cpus().length} cores (${os.cpus()[0]?.model}), shared and heavily loaded`, modes: {} };
-for (const mode of ["worker", "main"]) {
+// --mode worker|main: only that mode (default: both)
+const mi = process.argv.indexOf("--mode");
+for (const mode of mi > 0 ? [process.argv[mi + 1]] : ["worker", "main"]) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-profile-"));
   const browser = await puppeteer.launch({ executablePath: chromium, headless: true, userDataDir,
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
@@ -73,6 +78,9 @@ for (const mode of ["worker", "main"]) {
     out.chromium = await browser.version();
     const page = await browser.newPage();
     const first = await visit(page, mode, false);
+    const di = process.argv.indexOf("--dwell");
+    const dwell = () => new Promise((r) => setTimeout(r, di > 0 ? Number(process.argv[di + 1]) : 0));
+    await dwell();
     const vi = process.argv.indexOf("--visits");
     const visits = [];
     for (let i = 0; i < (vi > 0 ? Number(process.argv[vi + 1]) : 1); i++) {
@@ -90,6 +98,7 @@ for (const mode of ["worker", "main"]) {
       }, ten));
       v.first_use_bytes = srv.counts.bytes - beforeUse; // e.g. the name table, fetched by the first prompt that needs it
       visits.push(v);
+      await dwell();
     }
     const again = visits.length === 1 ? visits[0] : { ...Object.fromEntries(["ready_ms", "bytes", "requests", "first_personalize_ms", "first_predict_ms"]
       .map((k) => [k, med(visits.map((v) => v[k]))])), visits };

@@ -124,6 +124,8 @@ export interface NoveltyReport {
     sense?: { sense: string; wnid: string; how: string; encoded_as: string; alternatives: { sense: string; wnid: string }[]; choose: string };
     /** Issue 22: the nearest known names are far, or all of another kind, and what to do. */
     warning?: string;
+    /** The known name the conditioning reads instead: a WordNet synonym of it (name-table alias) or another spelling. */
+    reads_as?: string;
   }[];
 }
 

@@ -39,6 +39,12 @@ export interface WorkerOptions extends BrowserFromBundleOptions {
   /** Where onnxruntime-web finds ort-wasm-simd-threaded.{wasm,mjs} (README, "Bundlers"). */
   wasmPaths?: string;
   numThreads?: number;
+  /**
+   * Compile onnxruntime-web's wasm (the file under `wasmPaths`) on the page while the worker starts, default true:
+   * Chromium restores the page's compile from its compiled-code cache on a returning visit, and the worker's
+   * compile of the same file gets that code instead of compiling it again (README, "A worker's returning visit").
+   */
+  compileOnPage?: boolean;
 }
 
 /** A classifier living in the worker: PersonalizedClassifier's methods, all async. */

@@ -21,6 +21,7 @@ class Channel {
     worker.addEventListener("message", (ev) => {
       const m = ev.data;
       if (m?.progress) return this.onProgress?.(m.progress);
+      if (m?.compileWasm) return this.onCompileWasm?.(m.compileWasm);
       const p = this.pending.get(m?.id);
       if (!p) return;
       this.pending.delete(m.id);
@@ -73,9 +74,23 @@ export class WorkerTinaEdge {
   static async open(url, { workerUrl, worker, progress, ...options } = {}) {
     const w = worker ?? new Worker(workerUrl ?? new URL("./worker.mjs", import.meta.url), { type: "module" });
     const ch = new Channel(w, progress);
+    // The worker names onnxruntime's wasm file as it starts (options.wasmPaths; compileOnPage: false, never). Compiled
+    // here, on the page, a returning visit's compile is restored from Chromium's wasm code cache (which a worker, ended
+    // by the next reload before Chromium writes its code, mostly misses); the worker's own compile of the same bytes, a
+    // moment later, is then given this compiled module by V8 (one per set of bytes in a process) instead of compiling
+    // hundreds to thousands of functions lazily (README, "A worker's returning visit"). Kept until the worker is ready.
+    let compiled = null;
+    ch.onCompileWasm = (wasmUrl) => {
+      if (compiled || typeof WebAssembly?.compileStreaming !== "function" || typeof fetch !== "function") return;
+      compiled = WebAssembly.compileStreaming(fetch(wasmUrl, { credentials: "same-origin" })).catch(() => null);
+    };
     const base = String(new URL(String(url), globalThis.location?.href ?? undefined));
-    const info = await ch.call("open", [base, options]);
-    return Object.assign(new WorkerTinaEdge(), info, { _ch: ch, worker: w });
+    try {
+      const info = await ch.call("open", [base, options]);
+      return Object.assign(new WorkerTinaEdge(), info, { _ch: ch, worker: w });
+    } finally {
+      ch.onCompileWasm = null;
+    }
   }
   /** options.images (photo prompts): pixel arrays go by structured clone, image sources as transferred bitmaps. */
   async personalize(classes, options) {

@@ -16,8 +16,21 @@ function pixels(im) {
   return toPixels(im); // an ImageBitmap transferred by the page: drawn here, on an OffscreenCanvas
 }
 
+// onnxruntime-web's WebAssembly file as its loader here will fetch it: wasmPaths + the wasm-only build's file name
+// (a folder prefix) or wasmPaths.wasm, resolved against this script. null: not known (no wasmPaths).
+function wasmFileUrl(wasmPaths) {
+  const p = typeof wasmPaths === "string" ? wasmPaths + "ort-wasm-simd-threaded.wasm" : (wasmPaths?.wasm?.href ?? wasmPaths?.wasm);
+  if (typeof p !== "string" || !p) return null;
+  try { return new URL(p, scope.location?.href).href; } catch { return null; }
+}
+
 const ops = {
-  async open(url, options) {
+  async open(url, { compileOnPage = true, ...options } = {}) {
+    // Ask the page to compile onnxruntime's wasm (worker-client.mjs): its WebAssembly.compileStreaming is served from
+    // Chromium's compiled-code cache, which a worker's mostly misses, and V8's per-process module cache then hands
+    // our own compile of the same bytes (onnxruntime-web's instantiateStreaming, unchanged) that compiled code.
+    const wasmUrl = compileOnPage ? wasmFileUrl(options.wasmPaths) : null;
+    if (wasmUrl) scope.postMessage({ compileWasm: wasmUrl });
     tina = await TinaEdge.fromBundle(url, { ...options, progress: (p) => scope.postMessage({ progress: p }) });
     return { manifest: tina.manifest, backend: tina.backend, timings: tina.timings, inputSize: tina.inputSize, kMax: tina.kMax, maxClasses: tina.maxClasses };
   },
