@@ -51,7 +51,7 @@ def table_bytes(keys: Sequence[str], vectors: np.ndarray, source: dict,
     doc = {"format": FORMAT, "version": VERSION, "source": source, "keys": [keys[i] for i in order],
            "scales": [float(s) for s in scales]}
     if aliases:
-        doc["aliases"] = {k: aliases[a] for k, a in sorted((class_key(a), a) for a in aliases)}
+        doc["aliases"] = dict(sorted((class_key(noun), name) for noun, name in aliases.items()))
     js = gzip.compress(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), compresslevel=9, mtime=0)
     return js, npy_bytes(q)
 
