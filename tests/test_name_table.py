@@ -4,6 +4,7 @@ tiny bundle; personalize reads a table name from the table and encodes every oth
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,34 @@ def test_aliases_are_same_synset_names_of_the_vocabulary_and_added_in_place(bund
     assert doc["aliases"] == {"salientian": "frog"} and doc["source"] == {"encoder": "test"}
     p = Personalizer.from_bundle(bundle, threads=1)
     assert np.array_equal(p.conditioning_texts(["salientian"]), p.encode(["frog"]))
+
+
+def test_a_table_solved_against_another_prior_graph_is_refused(bundle, tmp_path):
+    """source.prior_sha256 (recorded by the builder, or record_prior) must be the bundle's prior graph's:
+    a bundle without one, or with another, refuses the table with what to do; the default bundle's matches."""
+    import shutil
+
+    from tina_edge.export.portable.name_table import record_prior
+    from tina_edge.runtime import Personalizer
+    from tina_edge.runtime.manifest import read_manifest
+
+    D = Personalizer.from_bundle(bundle, threads=1).manifest.text_encoder.embedding_dim
+    write_name_table(bundle, ["narwhal"], unit(np.random.default_rng(9), 1, D), {"prior_sha256": "ab" * 32})
+    with pytest.raises(BundleError, match=r"solved against a prior graph with sha256 abababababab\.\.\., this bundle's is absent"):
+        Personalizer.from_bundle(bundle, threads=1).conditioning_texts(["narwhal"])
+    with pytest.raises(BundleError, match="solved against"):  # a refused table is not rewritten either
+        record_prior(bundle)
+
+    default = Path(__file__).resolve().parents[1] / "tina_edge" / "bundles" / "default"
+    copy = tmp_path / "default"
+    shutil.copytree(default, copy)
+    m = read_manifest(copy)
+    table = json.loads(gzip.decompress((copy / NAME_TABLE).read_bytes()))
+    assert table["source"]["prior_sha256"] == m.files[m.portable.prior_model]["sha256"]  # the shipped table says so
+    assert record_prior(copy) == m.files[m.portable.prior_model]["sha256"]
+    assert (copy / NAME_TABLE).read_bytes() == (default / NAME_TABLE).read_bytes()  # recorded already: same bytes
+    p = Personalizer.from_bundle(copy, threads=1)
+    assert p.conditioning_texts(["narwhal"]).shape == (1, p.manifest.text_encoder.embedding_dim)
+    write_name_table(copy, ["narwhal"], unit(np.random.default_rng(9), 1, m.text_encoder.embedding_dim), {"prior_sha256": "cd" * 32})
+    with pytest.raises(BundleError, match="rebuild the table"):
+        Personalizer.from_bundle(copy, threads=1).conditioning_texts(["narwhal"])

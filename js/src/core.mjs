@@ -349,6 +349,16 @@ export class TinaEdge {
       this._nameTablePromise = Promise.all([this.bundle.file(te.name_table), this.bundle.file(te.name_vectors)])
         .then(([t, v]) => NameTable.fromBytes(t, v, te.embedding_dim, te.name_table))
         .then((table) => {
+          const builtFor = table.source.prior_sha256; // the prior graph the vectors were solved against (Python's load_name_table)
+          if (builtFor !== undefined && builtFor !== null) {
+            const prior = this.manifest.portable?.prior?.model;
+            const have = prior ? this.manifest.files?.[prior]?.sha256 : undefined;
+            if (have !== builtFor) {
+              throw new BundleError(`the name table ${te.name_table} was solved against a prior graph with sha256 ${String(builtFor).slice(0, 12)}..., ` +
+                `this bundle's is ${have ? have.slice(0, 12) + "..." : "absent"}: rebuild the table ` +
+                "(python -m tina_edge.export.name_table BUNDLE --encoder ...) or drop it from the manifest");
+            }
+          }
           const vocab = new Set((this.manifest.training?.vocabulary ?? []).filter((n) => typeof n === "string").map(classKey));
           const odd = [...table.aliases.values()].filter((a) => !vocab.has(classKey(a))).sort();
           if (odd.length) throw new BundleError(`the name table's aliases name ${odd.length} names outside training.vocabulary (first: ${JSON.stringify(odd[0]).slice(0, 62)}); re-export the bundle`);

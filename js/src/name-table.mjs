@@ -13,9 +13,10 @@ export const MAX_JSON_BYTES = 16 * 1024 * 1024;
 export const MAX_NAMES = 200000;
 
 export class NameTable {
-  constructor(keys, vectors, scales, dim, aliases = {}) {
+  constructor(keys, vectors, scales, dim, aliases = {}, source = {}) {
     this.index = new Map(keys.map((k, i) => [k, i]));
     this.aliases = new Map(Object.entries(aliases)); // class key -> the vocabulary name it reads as
+    this.source = source; // how it was built (encoder, prior graph's sha256, ...)
     this.vectors = vectors; // Int8Array [N * dim]
     this.scales = scales; // Float32Array [N]
     this.dim = dim;
@@ -54,7 +55,9 @@ export class NameTable {
         || Object.entries(aliases).some(([k, a]) => !k || k.includes("(") || typeof a !== "string" || !a)) {
       throw bad("aliases must map class keys without a qualifier to vocabulary names");
     }
-    return new NameTable(keys, v.data, Float32Array.from(scales), dim, aliases);
+    const source = d.source ?? {};
+    if (typeof source !== "object" || Array.isArray(source) || source === null) throw bad("source must be an object");
+    return new NameTable(keys, v.data, Float32Array.from(scales), dim, aliases, source);
   }
 
   /** The vocabulary name `text` reads as (its WordNet synset is that name's: Python's NameTable.alias), or null. */

@@ -129,3 +129,33 @@ print(json.dumps({"name": name, "emb": emb.view(np.uint32).ravel().tolist()}))`;
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a table solved against another prior graph is refused, as in Python", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-name-prior-"));
+  try {
+    const bundle = path.join(dir, "bundle");
+    fs.cpSync(env().bundle, bundle, { recursive: true });
+    const code = `
+import sys, numpy as np
+from tina_edge.export.portable.name_table import write_name_table
+from tina_edge.runtime import Personalizer
+b = sys.argv[1]
+D = Personalizer.from_bundle(b, threads=1).manifest.text_encoder.embedding_dim
+v = np.random.default_rng(9).standard_normal((1, D))
+write_name_table(b, ["narwhal"], v / np.linalg.norm(v), {"prior_sha256": "cd" * 32})`;
+    const r = spawnSync(PY, ["-c", code, bundle], { encoding: "utf8",
+      env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
+    assert.equal(r.status, 0, r.stderr);
+    const tina = await TinaEdge.fromBundle(bundle);
+    try {
+      await assert.rejects(tina.conditioningTexts(["narwhal"]),
+        (e) => e instanceof BundleError && /solved against a prior graph with sha256 cdcdcdcdcdcd\.\.\., this bundle's is .*rebuild the table/.test(e.message));
+      const known = await tina.conditioningTexts(["goldfish"]); // known names never read the table
+      assert.equal(known.length, tina.manifest.text_encoder.embedding_dim);
+    } finally {
+      tina.dispose();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -238,7 +238,8 @@ def build(bundle_dir: Path, encoder: str, wordnet: str | None, steps: int, log=p
     vec, err = sp.invert(p.encode(keys), target, steps=steps, log=log)
     source = {"encoder": getattr(big, "name", encoder), "method": "prior-row inversion into this encoder's space",
               "prior_gamma": info["gamma"], "prior_lambda": round(float(info["lambda"]), 6), "steps": steps,
-              "relative_error_median": round(float(np.median(err)), 5), "wordnet": "3.0"}
+              "relative_error_median": round(float(np.median(err)), 5), "wordnet": "3.0",
+              "prior_sha256": m.files[m.portable.prior_model]["sha256"]}  # the graph inverted: the runtime checks it
     write_name_table(bundle_dir, keys, vec, source)
     from tina_edge.export.portable.name_table import add_aliases
 

@@ -13,6 +13,10 @@ Two bundle files, both listed and hashed by the manifest: `text_encoder.name_tab
 format, the class keys, one float32 scale per key) and `text_encoder.name_vectors` (.npy int8
 [N, D]). A vector is int8 x its scale, in float32 (bit-identical in every port: js/src/name-table.mjs).
 
+`source.prior_sha256`, when the builder recorded it: the sha256 of the prior graph the vectors were
+solved against (export/name_table.py inverts that graph). A bundle whose prior graph is another one
+(converted again, say) refuses the table instead of reading rows it was never solved for.
+
 Optional `aliases` in the JSON: {class key: vocabulary name} for nouns whose WordNet synset is a
 vocabulary name's own ("salientian" is the frog, "gym shoe" the sneaker). Such a noun reads as that
 name (its exact prior row), not as the larger encoder's reading (BENCHMARKS §25.4). Readers that do
@@ -39,11 +43,13 @@ MAX_NAMES = 200_000  # WordNet 3.0 has 117 798 nouns
 class NameTable:
     """class key -> embedding float32 [D] (unit length up to float rounding)."""
 
-    def __init__(self, keys: list[str], vectors: np.ndarray, scales: np.ndarray, aliases: dict[str, str] | None = None):
+    def __init__(self, keys: list[str], vectors: np.ndarray, scales: np.ndarray, aliases: dict[str, str] | None = None,
+                 source: dict | None = None):
         self.index = {k: i for i, k in enumerate(keys)}
         self.vectors = vectors  # int8 [N, D]
         self.scales = scales  # float32 [N]
         self.aliases = dict(aliases or {})  # class key -> the vocabulary name it reads as
+        self.source = dict(source or {})  # how it was built (encoder, prior graph's sha256, ...)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -73,6 +79,9 @@ class NameTable:
             if not isinstance(aliases, dict) or len(aliases) > MAX_NAMES or any(
                     not isinstance(k, str) or not k or "(" in k or not isinstance(v, str) or not v for k, v in aliases.items()):
                 raise ValueError("aliases must map class keys without a qualifier to vocabulary names")
+            source = d.get("source", {})
+            if not isinstance(source, dict):
+                raise ValueError("source must be an object")
             vec = _int8_npy(vectors)
         except BundleError:
             raise
@@ -81,7 +90,7 @@ class NameTable:
         if vec.dtype != np.int8 or vec.shape != (len(keys), dim):
             raise BundleError(f"the name table's vectors are {vec.dtype}{list(vec.shape)}; its keys and the text "
                               f"encoder promise int8[{len(keys)}, {dim}]: re-export the bundle")
-        return cls(keys, vec, np.asarray(scales, np.float32), aliases)
+        return cls(keys, vec, np.asarray(scales, np.float32), aliases, source)
 
     @staticmethod
     def may_hold(key: str) -> bool:
@@ -122,6 +131,14 @@ def load_name_table(bundle, manifest) -> NameTable | None:
     if not te.name_vectors:
         raise BundleError("the manifest names text_encoder.name_table without text_encoder.name_vectors; re-export the bundle")
     table = NameTable.from_bytes(bundle.data(te.name_table), bundle.data(te.name_vectors), te.embedding_dim, te.name_table)
+    built_for = table.source.get("prior_sha256")
+    if built_for is not None:
+        prior = manifest.portable.prior_model
+        have = (manifest.files.get(prior) or {}).get("sha256") if prior else None
+        if have != built_for:
+            raise BundleError(f"the name table {te.name_table} was solved against a prior graph with sha256 {str(built_for)[:12]}..., "
+                              f"this bundle's is {str(have)[:12] + '...' if have else 'absent'}: rebuild the table "
+                              "(python -m tina_edge.export.name_table BUNDLE --encoder ...) or drop it from the manifest")
     vocab = {class_key(v) for v in manifest.vocabulary if isinstance(v, str)}
     odd = sorted(v for v in table.aliases.values() if class_key(v) not in vocab)
     if odd:

@@ -7,7 +7,9 @@ gzip with mtime 0, keys sorted: the same table gives the same bytes, so the bund
 Aliases (`name_aliases`, `add_aliases`): a table noun whose first visible WordNet sense is a vocabulary
 name's own synset ("salientian": the frog; "gym shoe": the sneaker) is another name of a class the
 bundle was trained on; the runtime reads it as that name. `python -m tina_edge.export.portable.name_table
-BUNDLE` adds them to a bundle's table (vectors unchanged, byte for byte).
+BUNDLE` adds them to a bundle's table (vectors unchanged, byte for byte); `--record-prior` also records the
+sha256 of the prior graph the table was solved against (`record_prior`; the builder records it itself),
+which the runtime checks.
 """
 
 from __future__ import annotations
@@ -98,28 +100,55 @@ def name_aliases(wn, keys: Sequence[str], vocabulary: Sequence[str]) -> dict[str
     return out
 
 
-def add_aliases(bundle_dir: str | Path, wordnet: str | Path | None = None) -> dict[str, str]:
-    """Add `name_aliases` to a bundle's name table in place (its vectors re-quantise to the same bytes)."""
+def _rewrite(bundle_dir: str | Path, change) -> None:
+    """Read a bundle's table, let `change(table, manifest)` return (source, aliases), write it back; its
+    vectors re-quantise to the same bytes (checked)."""
     from ...runtime.bundle import open_bundle
     from ...runtime.name_table import load_name_table
-    from .wordnet import WordNet, find_wordnet
 
-    root = find_wordnet(wordnet)
-    if root is None:
-        raise ValueError("WordNet 3.0 is needed (apt install wordnet-base, or --wordnet DIR)")
     b = open_bundle(bundle_dir)
     table = load_name_table(b, b.manifest)
     if table is None:
         raise ValueError(f"{bundle_dir} has no name table (python -m tina_edge.export.name_table builds one)")
     keys = sorted(table.index, key=table.index.__getitem__)
     vectors = table.vectors.astype(np.float64) * table.scales[:, None].astype(np.float64)
-    source = json.loads(gzip.decompress(b.data(b.manifest.text_encoder.name_table)))["source"]
-    aliases = name_aliases(WordNet(str(root)), keys, b.manifest.vocabulary)
+    source, aliases = change(table, b.manifest)
     before = bytes(b.data(b.manifest.text_encoder.name_vectors))
     write_name_table(bundle_dir, keys, vectors, source, aliases)
     if (Path(bundle_dir) / NAME_VECTORS).read_bytes() != before:
         raise AssertionError("re-quantising the table's own vectors changed them")
-    return aliases
+
+
+def add_aliases(bundle_dir: str | Path, wordnet: str | Path | None = None) -> dict[str, str]:
+    """Add `name_aliases` to a bundle's name table in place (its vectors unchanged)."""
+    from .wordnet import WordNet, find_wordnet
+
+    root = find_wordnet(wordnet)
+    if root is None:
+        raise ValueError("WordNet 3.0 is needed (apt install wordnet-base, or --wordnet DIR)")
+    found: dict[str, str] = {}
+
+    def change(table, m):
+        found.update(name_aliases(WordNet(str(root)), sorted(table.index, key=table.index.__getitem__), m.vocabulary))
+        return table.source, found
+
+    _rewrite(bundle_dir, change)
+    return found
+
+
+def record_prior(bundle_dir: str | Path) -> str:
+    """Record the bundle's prior graph's sha256 in its table's source (runtime/name_table.py checks it).
+    Only for a table solved against this very graph: the builder records it itself."""
+    sha: list[str] = []
+
+    def change(table, m):
+        if not m.portable.prior_model:
+            raise ValueError("the bundle has no prior graph (portable.prior)")
+        sha.append(m.files[m.portable.prior_model]["sha256"])
+        return {**table.source, "prior_sha256": sha[0]}, table.aliases
+
+    _rewrite(bundle_dir, change)
+    return sha[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -128,9 +157,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Add aliases (WordNet synonyms of vocabulary names) to a bundle's name table")
     ap.add_argument("bundle", type=Path)
     ap.add_argument("--wordnet", default=None, help="WordNet 3.0 dict directory (default: the installed one)")
+    ap.add_argument("--record-prior", action="store_true",
+                    help="also record the bundle's prior graph's sha256 (only if the table was solved against it)")
     a = ap.parse_args(argv)
     aliases = add_aliases(a.bundle, a.wordnet)
     print(f"{len(aliases)} aliases: " + ", ".join(f"{k} -> {v}" for k, v in sorted(aliases.items())))
+    if a.record_prior:
+        print(f"prior graph sha256 {record_prior(a.bundle)} recorded")
 
 
 if __name__ == "__main__":
