@@ -18,7 +18,9 @@ const e = env();
 await buildWorker(); // the demo's default mode is TinaEdge.inWorker
 const ROOT = e.root;
 // cacheable responses (max-age, ETag), as a real host serves them
-const srv = await serveStatic([["/", ROOT], ["/bundle/", process.env.DIAG_BUNDLE ?? e.bundle]]);
+// BROWSER_THREADS=N: the page cross-origin isolated and onnxruntime-web on N threads (README, "Threads")
+const THREADS = Number(process.env.BROWSER_THREADS ?? 1);
+const srv = await serveStatic([["/", ROOT], ["/bundle/", process.env.DIAG_BUNDLE ?? e.bundle]], { isolated: THREADS > 1 });
 const server = { close: srv.close };
 const base = srv.url;
 
@@ -36,7 +38,7 @@ try {
   page.on("pageerror", (err) => errors.push(String(err)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   const v = vectors();
-  await page.goto(`${base}/js/demo/index.html?bundle=/bundle/`);
+  await page.goto(`${base}/js/demo/index.html?bundle=/bundle/${THREADS > 1 ? `&threads=${THREADS}` : ""}`);
   const load = await page.evaluate(() => window.tinaDemo.ready);
   // a returning visitor: the same page again (HTTP cache, V8's compiled-wasm cache)
   await page.reload();

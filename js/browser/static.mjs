@@ -12,9 +12,10 @@ const TYPES = { ".html": "text/html; charset=utf-8", ".mjs": "text/javascript", 
 /**
  * Start a server on 127.0.0.1 (port 0: any free one). routes: [[prefix, dir], ...], longest prefix first.
  * gzip: serve gzip -9 bodies (Content-Encoding) to clients that accept them, as a host should (README,
- * "Hosting a bundle"); counts.bytes then counts the compressed bytes sent.
+ * "Hosting a bundle"); counts.bytes then counts the compressed bytes sent. isolated: send the headers that make
+ * a page cross-origin isolated (COOP same-origin, COEP require-corp), which onnxruntime-web needs for numThreads > 1.
  */
-export async function serveStatic(routes, { port = 0, log = null, gzip = false } = {}) {
+export async function serveStatic(routes, { port = 0, log = null, gzip = false, isolated = false } = {}) {
   const sorted = [...routes].sort((a, b) => b[0].length - a[0].length);
   const counts = { requests: 0, bytes: 0 };
   const gzipped = new Map(); // file + etag -> compressed bytes, made once
@@ -33,7 +34,9 @@ export async function serveStatic(routes, { port = 0, log = null, gzip = false }
     const etag = `"${st.size}-${Math.floor(st.mtimeMs)}"`;
     if (req.headers["if-none-match"] === etag) { res.writeHead(304); return res.end(); }
     const headers = { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream", "content-length": st.size,
-      "cache-control": "public, max-age=3600", etag, "access-control-allow-origin": "*" };
+      "cache-control": "public, max-age=3600", etag, "access-control-allow-origin": "*",
+      ...(isolated ? { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp",
+        "cross-origin-resource-policy": "same-origin" } : {}) };
     if (gzip && /\bgzip\b/.test(req.headers["accept-encoding"] ?? "")) {
       const key = `${file}\n${etag}`;
       if (!gzipped.has(key)) gzipped.set(key, zlib.gzipSync(fs.readFileSync(file), { level: 9 }));

@@ -46,3 +46,18 @@ test("fromBundle(url) over a gzip host: files verified on the decoded bytes, few
   assert.deepEqual(clf.labels, ["cat", "dog"]);
   await tina.dispose?.();
 });
+
+test("static.mjs isolated: COOP/COEP/CORP on every file (a cross-origin isolated page: numThreads > 1), none by default", async () => {
+  const iso = await serveStatic([["/b/", bundle]], { isolated: true });
+  try {
+    const r = await get(`${iso.url}/b/tokenizer.json`, {});
+    assert.equal(r.res.headers["cross-origin-opener-policy"], "same-origin");
+    assert.equal(r.res.headers["cross-origin-embedder-policy"], "require-corp");
+    assert.equal(r.res.headers["cross-origin-resource-policy"], "same-origin");
+  } finally {
+    iso.close();
+  }
+  const plain = await get(`${srv.url}/b/tokenizer.json`, {});
+  assert.equal(plain.res.headers["cross-origin-opener-policy"], undefined);
+  assert.equal(plain.res.headers["cross-origin-embedder-policy"], undefined);
+});
