@@ -109,6 +109,7 @@ def test_personalize_reads_table_names_from_the_table_and_encodes_the_rest(bundl
     r = CliRunner().invoke(main, ["info", str(bundle)])
     assert r.exit_code == 0, r.output
     assert "name table  name_table.json.gz: names outside the vocabulary" in r.output
+    assert "1 nouns, 0 read as vocabulary names (WordNet synonyms); the prior graph it was solved against is not recorded" in r.output
     assert "name table" not in CliRunner().invoke(main, ["info", str(bundle_without)]).output
 
 
@@ -195,6 +196,12 @@ def test_a_table_solved_against_another_prior_graph_is_refused(bundle, tmp_path)
         Personalizer.from_bundle(bundle, threads=1).conditioning_texts(["narwhal"])
     with pytest.raises(BundleError, match="solved against"):  # a refused table is not rewritten either
         record_prior(bundle)
+    from click.testing import CliRunner
+
+    from tina_edge.cli.main import main
+
+    r = CliRunner().invoke(main, ["info", str(bundle)])
+    assert r.exit_code == 0 and "refused by the runtime: the name table name_table.json.gz was solved against" in r.output
 
     default = Path(__file__).resolve().parents[1] / "tina_edge" / "bundles" / "default"
     copy = tmp_path / "default"

@@ -97,6 +97,7 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     bundle = bundle_opt if bundle_opt is not None else bundle_arg
     b = open_bundle(bundle, expected_id=expect_bundle_id)
     m = b.manifest
+    table = _name_table_summary(b, m)
     b.close()
     if as_json:
         _echo_json(m.to_dict(), indent=2)
@@ -149,6 +150,7 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
     if te.name_table:  # runtime/name_table.py (issue 22 item 3)
         out.append(f"name table  {te.name_table}: names outside the vocabulary that WordNet lists as visible nouns are read "
                    "as a larger text encoder reads them (precomputed); other words go through the text encoder")
+        out.append(f"              {table}")
     if ev and not verbose and _eval_table(ev):
         out.append("evaluation  test accuracy % on held-out tasks (mean); --verbose prints every figure")
         out += _eval_table(ev)
@@ -161,6 +163,23 @@ def info(bundle_arg, bundle_opt, as_json, verbose, expect_bundle_id):
         out.append("            (measured at training, with the denoiser's correction; this bundle runs the text prior "
                    "alone, which BENCHMARKS.md §15 and §21 measured on the same tasks)")
     click.echo("\n".join(safe(line) for line in out))  # manifest strings may hold escape sequences
+
+
+def _name_table_summary(b, m) -> str | None:
+    """One line on the bundle's name table (runtime/name_table.py): its size, its aliases, whether it names
+    the prior graph it was solved against; or why the runtime refuses it."""
+    if not m.text_encoder.name_table:
+        return None
+    from ..runtime.errors import BundleError
+    from ..runtime.name_table import load_name_table
+
+    try:
+        t = load_name_table(b, m)
+    except BundleError as e:
+        return f"refused by the runtime: {e}"
+    solved = ("solved against this bundle's prior graph (sha256 checked)" if t.source.get("prior_sha256")
+              else "the prior graph it was solved against is not recorded")
+    return f"{len(t):,} nouns, {len(t.aliases)} read as vocabulary names (WordNet synonyms); {solved}"
 
 
 def _eval_table(ev: dict) -> list[str]:
