@@ -25,9 +25,8 @@ import { fileURLToPath } from "node:url";
 const JS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../js");
 const { serveStatic } = await import(path.join(JS, "browser/static.mjs"));
 const { findChromium } = await import(path.join(JS, "browser/chromium.mjs"));
-const { buildWorker } = await import(path.join(JS, "browser/build.mjs"));
+const { buildApp } = await import(path.join(JS, "browser/build.mjs"));
 const { env } = await import(path.join(JS, "test/helpers.mjs"));
-const esbuild = await import(path.join(JS, "node_modules/esbuild/lib/main.js"));
 const { default: puppeteer } = await import(path.join(JS, "node_modules/puppeteer-core/lib/esm/puppeteer/puppeteer-core.js"));
 
 const APP = `import { TinaEdge } from "tina-edge";
@@ -42,13 +41,7 @@ if (!chromium) process.exit(0);
 const bi = process.argv.indexOf("--bundle");
 const e = bi > 0 ? { bundle: path.resolve(process.argv[bi + 1]) } : env(); // --bundle: no conformance vectors needed
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-bench-"));
-fs.mkdirSync(path.join(dir, "node_modules"));
-fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));
-fs.writeFileSync(path.join(dir, "app.mjs"), APP);
-await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, format: "esm", platform: "browser", target: "es2022",
-  minify: true, outfile: path.join(dir, "out/app.js"), logLevel: "error" });
-await buildWorker(path.join(dir, "out"));
-fs.writeFileSync(path.join(dir, "out/index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
+await buildApp(dir, APP, { worker: true });
 const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", e.bundle]], { gzip: process.argv.includes("--gzip"),
   log: process.argv.includes("--log") ? (line) => console.error(line) : null });
 const m = JSON.parse(fs.readFileSync(path.join(e.bundle, "manifest.json"), "utf8"));

@@ -18,6 +18,24 @@ export async function buildWorker(out = path.join(JS, ".cache/web")) {
   return out;
 }
 
+/**
+ * An outsider's app, as the README's "Bundlers" recipe builds it: `app` (source importing "tina-edge") bundled
+ * by esbuild into DIR/out/app.js beside an index.html, the package linked as node_modules/tina-edge; with
+ * `worker`, the worker script and the wasm beside it (buildWorker), else the wasm and its loader only. Returns DIR/out.
+ */
+export async function buildApp(dir, app, { worker = false } = {}) {
+  const out = path.join(dir, "out");
+  fs.mkdirSync(path.join(dir, "node_modules"), { recursive: true });
+  fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));
+  fs.writeFileSync(path.join(dir, "app.mjs"), app);
+  await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, format: "esm", platform: "browser", target: "es2022",
+    minify: true, outfile: path.join(out, "app.js"), logLevel: "error" });
+  if (worker) await buildWorker(out);
+  else for (const f of WASM) fs.copyFileSync(path.join(JS, "node_modules/onnxruntime-web/dist", f), path.join(out, f));
+  fs.writeFileSync(path.join(out, "index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
+  return out;
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   console.log(`built ${await buildWorker(process.argv[2] ? path.resolve(process.argv[2]) : undefined)}`);
 }

@@ -6,11 +6,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import * as esbuild from "esbuild";
 import { serveStatic } from "../browser/static.mjs";
 import { findChromium } from "../browser/chromium.mjs";
-import { WASM } from "../browser/build.mjs";
-import { env, JS } from "./helpers.mjs";
+import { buildApp } from "../browser/build.mjs";
+import { env } from "./helpers.mjs";
 
 const APP = `import { TinaEdge } from "tina-edge";
 const t0 = performance.now();
@@ -28,13 +27,7 @@ test("esbuild bundles an app that runs in Chromium with the documented wasmPaths
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-js-esbuild-"));
   const srv = await serveStatic([["/app/", path.join(dir, "out")], ["/bundle/", env().bundle]]);
   try {
-    fs.mkdirSync(path.join(dir, "node_modules"), { recursive: true });
-    fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));
-    fs.writeFileSync(path.join(dir, "app.mjs"), APP);
-    await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, format: "esm", platform: "browser", target: "es2022",
-      minify: true, outfile: path.join(dir, "out/app.js"), logLevel: "error" });
-    for (const f of WASM) fs.copyFileSync(path.join(JS, "node_modules/onnxruntime-web/dist", f), path.join(dir, "out", f));
-    fs.writeFileSync(path.join(dir, "out/index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
+    await buildApp(dir, APP);
     const size = fs.statSync(path.join(dir, "out/app.js")).size;
     assert.ok(size < 2e6, `app.js is ${size} bytes`);
     const chromium = findChromium();

@@ -9,11 +9,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import * as esbuild from "esbuild";
 import { serveStatic } from "../browser/static.mjs";
 import { findChromium } from "../browser/chromium.mjs";
-import { buildWorker } from "../browser/build.mjs";
-import { env, JS } from "./helpers.mjs";
+import { buildApp } from "../browser/build.mjs";
+import { env } from "./helpers.mjs";
 
 const APP = `import { TinaEdge } from "tina-edge";
 const q = new URLSearchParams(location.search);
@@ -51,13 +50,7 @@ test("inWorker: a returning visit's worker runs the wasm the page compiled from 
   const { default: puppeteer } = await import("puppeteer-core");
   let browser = null;
   try {
-    fs.mkdirSync(path.join(dir, "node_modules"), { recursive: true });
-    fs.symlinkSync(JS, path.join(dir, "node_modules/tina-edge"));
-    fs.writeFileSync(path.join(dir, "app.mjs"), APP);
-    await esbuild.build({ entryPoints: [path.join(dir, "app.mjs")], bundle: true, format: "esm", platform: "browser", target: "es2022",
-      minify: true, outfile: path.join(dir, "out/app.js"), logLevel: "error" });
-    await buildWorker(path.join(dir, "out"));
-    fs.writeFileSync(path.join(dir, "out/index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="app.js"></script>');
+    await buildApp(dir, APP, { worker: true });
     browser = await puppeteer.launch({ executablePath: chromium, headless: true, userDataDir,
       args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"] });
     const page = await browser.newPage();
