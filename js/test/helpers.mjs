@@ -1,4 +1,6 @@
 import fs from "node:fs";
+import os from "node:os";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { prepare } from "./prepare.mjs";
@@ -43,4 +45,28 @@ export function webWorkerLike(file) {
     postMessage: (m, transfer) => w.postMessage(m, transfer),
     terminate: () => w.terminate(),
   };
+}
+
+/** The Python to compare with ($TINA_EDGE_PYTHON), and the skip reason of tests that need it. */
+export const PY = process.env.TINA_EDGE_PYTHON;
+export const NEEDS_PYTHON = PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it";
+
+/** stdout of `$PY -c code args...` with this checkout first on PYTHONPATH and one thread; throws with its stderr unless it exits 0. */
+export function runPython(code, ...args) {
+  const r = spawnSync(PY, ["-c", code, ...args], { encoding: "utf8", maxBuffer: 1 << 28,
+    env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
+  if (r.status !== 0) throw new Error(`python exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** await fn(dir): a private copy of the test bundle that a test may edit, removed afterwards. */
+export async function withBundleCopy(fn) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-bundle-copy-"));
+  try {
+    const bundle = path.join(dir, "bundle");
+    fs.cpSync(env().bundle, bundle, { recursive: true });
+    return await fn(bundle);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -3,15 +3,11 @@
 // name from the table exactly as Python does (onnxruntime-node: parameters bit-identical).
 import test from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import zlib from "node:zlib";
-import { spawnSync } from "node:child_process";
 import { NameTable, FORMAT } from "../src/name-table.mjs";
 import { TinaEdge } from "../src/node.mjs";
 import { BundleError } from "../src/errors.mjs";
-import { env } from "./helpers.mjs";
+import { NEEDS_PYTHON, runPython, withBundleCopy } from "./helpers.mjs";
 
 /** .npy bytes of int8 [n, d] (numpy's version 1 header). */
 function npyInt8(data, n, d, descr = "|i1") {
@@ -57,13 +53,8 @@ test("malformed tables and vectors are refused naming the file", async () => {
     /inflates to more than/);
 });
 
-const PY = process.env.TINA_EDGE_PYTHON;
-test("a table written by Python: the same conditioning and parameters as Python's personalize", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-name-table-"));
-  try {
-    const bundle = path.join(dir, "bundle");
-    fs.cpSync(env().bundle, bundle, { recursive: true });
-    const code = `
+test("a table written by Python: the same conditioning and parameters as Python's personalize", { skip: NEEDS_PYTHON }, () => withBundleCopy(async (bundle) => {
+  const py = JSON.parse(runPython(`
 import json, sys, numpy as np
 from tina_edge.export.portable.name_table import write_name_table
 from tina_edge.runtime import Personalizer
@@ -75,12 +66,9 @@ p = Personalizer.from_bundle(b, threads=1)
 emb = p.class_embeddings("narwhal, cat, Sea Lion")
 clf = p.personalize("narwhal, cat, Sea Lion", seed=3)
 print(json.dumps({"emb": emb.view(np.uint32).ravel().tolist(), "w": clf.params["fc.weight"].view(np.uint32).ravel().tolist(),
-                  "b": clf.params["fc.bias"].view(np.uint32).ravel().tolist()}))`;
-    const r = spawnSync(PY, ["-c", code, bundle], { encoding: "utf8", maxBuffer: 1 << 28,
-      env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
-    assert.equal(r.status, 0, r.stderr);
-    const py = JSON.parse(r.stdout);
-    const tina = await TinaEdge.fromBundle(bundle);
+                  "b": clf.params["fc.bias"].view(np.uint32).ravel().tolist()}))`, bundle));
+  const tina = await TinaEdge.fromBundle(bundle);
+  try {
     const emb = await tina.conditioningTexts(["narwhal", "cat", "Sea Lion"]);
     assert.deepEqual(Array.from(new Uint32Array(emb.buffer)), py.emb); // bit for bit
     const plain = await tina.encode(["narwhal"]);
@@ -88,18 +76,13 @@ print(json.dumps({"emb": emb.view(np.uint32).ravel().tolist(), "w": clf.params["
     const clf = await tina.personalize("narwhal, cat, Sea Lion", { seed: 3 });
     assert.deepEqual(Array.from(new Uint32Array(clf.params["fc.weight"].data.buffer)), py.w);
     assert.deepEqual(Array.from(new Uint32Array(clf.params["fc.bias"].data.buffer)), py.b);
-    tina.dispose();
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    tina.dispose();
   }
-});
+}));
 
-test("aliases written by Python read as their vocabulary names, bit for bit as in Python", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-name-aliases-"));
-  try {
-    const bundle = path.join(dir, "bundle");
-    fs.cpSync(env().bundle, bundle, { recursive: true });
-    const code = `
+test("aliases written by Python read as their vocabulary names, bit for bit as in Python", { skip: NEEDS_PYTHON }, () => withBundleCopy(async (bundle) => {
+  const py = JSON.parse(runPython(`
 import json, sys, numpy as np
 from tina_edge.export.portable.name_table import write_name_table
 from tina_edge.runtime import Personalizer
@@ -111,51 +94,34 @@ v = np.random.default_rng(8).standard_normal((2, D))
 write_name_table(b, ["narwhal", "quux beast"], v / np.linalg.norm(v, axis=1, keepdims=True), {"encoder": "test"}, aliases={"quux beast": name})
 p = Personalizer.from_bundle(b, threads=1)
 emb = p.conditioning_texts(["Quux Beast", "narwhal", name])
-print(json.dumps({"name": name, "emb": emb.view(np.uint32).ravel().tolist()}))`;
-    const r = spawnSync(PY, ["-c", code, bundle], { encoding: "utf8", maxBuffer: 1 << 28,
-      env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
-    assert.equal(r.status, 0, r.stderr);
-    const py = JSON.parse(r.stdout);
-    const tina = await TinaEdge.fromBundle(bundle);
-    try {
-      const emb = await tina.conditioningTexts(["Quux Beast", "narwhal", py.name]);
-      assert.deepEqual(Array.from(new Uint32Array(emb.buffer)), py.emb); // bit for bit
-      const D = emb.length / 3;
-      assert.deepEqual(Array.from(emb.subarray(0, D)), Array.from(emb.subarray(2 * D))); // the alias reads as the name
-    } finally {
-      tina.dispose();
-    }
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test("a table solved against another prior graph is refused, as in Python", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tina-name-prior-"));
+print(json.dumps({"name": name, "emb": emb.view(np.uint32).ravel().tolist()}))`, bundle));
+  const tina = await TinaEdge.fromBundle(bundle);
   try {
-    const bundle = path.join(dir, "bundle");
-    fs.cpSync(env().bundle, bundle, { recursive: true });
-    const code = `
+    const emb = await tina.conditioningTexts(["Quux Beast", "narwhal", py.name]);
+    assert.deepEqual(Array.from(new Uint32Array(emb.buffer)), py.emb); // bit for bit
+    const D = emb.length / 3;
+    assert.deepEqual(Array.from(emb.subarray(0, D)), Array.from(emb.subarray(2 * D))); // the alias reads as the name
+  } finally {
+    tina.dispose();
+  }
+}));
+
+test("a table solved against another prior graph is refused, as in Python", { skip: NEEDS_PYTHON }, () => withBundleCopy(async (bundle) => {
+  runPython(`
 import sys, numpy as np
 from tina_edge.export.portable.name_table import write_name_table
 from tina_edge.runtime import Personalizer
 b = sys.argv[1]
 D = Personalizer.from_bundle(b, threads=1).manifest.text_encoder.embedding_dim
 v = np.random.default_rng(9).standard_normal((1, D))
-write_name_table(b, ["narwhal"], v / np.linalg.norm(v), {"prior_sha256": "cd" * 32})`;
-    const r = spawnSync(PY, ["-c", code, bundle], { encoding: "utf8",
-      env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
-    assert.equal(r.status, 0, r.stderr);
-    const tina = await TinaEdge.fromBundle(bundle);
-    try {
-      await assert.rejects(tina.conditioningTexts(["narwhal"]),
-        (e) => e instanceof BundleError && /solved against a prior graph with sha256 cdcdcdcdcdcd\.\.\., this bundle's is .*rebuild the table/.test(e.message));
-      const known = await tina.conditioningTexts(["goldfish"]); // known names never read the table
-      assert.equal(known.length, tina.manifest.text_encoder.embedding_dim);
-    } finally {
-      tina.dispose();
-    }
+write_name_table(b, ["narwhal"], v / np.linalg.norm(v), {"prior_sha256": "cd" * 32})`, bundle);
+  const tina = await TinaEdge.fromBundle(bundle);
+  try {
+    await assert.rejects(tina.conditioningTexts(["narwhal"]),
+      (e) => e instanceof BundleError && /solved against a prior graph with sha256 cdcdcdcdcdcd\.\.\., this bundle's is .*rebuild the table/.test(e.message));
+    const known = await tina.conditioningTexts(["goldfish"]); // known names never read the table
+    assert.equal(known.length, tina.manifest.text_encoder.embedding_dim);
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    tina.dispose();
   }
-});
+}));

@@ -2,11 +2,9 @@
 // rules in the same order, and the same conditioning for typed variants ("tshirt", "sneakers").
 import test from "node:test";
 import assert from "node:assert/strict";
-import path from "node:path";
-import { spawnSync } from "node:child_process";
 import { Spellings, singulars, joined } from "../src/spellings.mjs";
 import { TinaEdge } from "../src/node.mjs";
-import { env } from "./helpers.mjs";
+import { env, NEEDS_PYTHON, runPython } from "./helpers.mjs";
 
 test("singulars follow WordNet's detachments in order, on the last word only", () => {
   assert.deepEqual(singulars("sneakers"), ["sneaker"]);
@@ -31,10 +29,9 @@ test("find: singular first, then space-free forms; known and qualified names are
   assert.equal(new Spellings(["ice cream", "icecream x", "i cecream"]).find("icecreams"), "ice cream");
 });
 
-const PY = process.env.TINA_EDGE_PYTHON;
 const WORDS = ["tshirt", "sneakers", "payphone", "lawnmowers", "mashed potatoes", "walruses", "cats", "jeans",
   "school buses", "schoolbus", "Gas Mask", "mouse (rodent)", "glasses", "x", "oes"];
-test("Python and JS re-spell alike and read typed variants bit for bit alike", { skip: PY ? false : "set TINA_EDGE_PYTHON to a Python with tina-edge to compare with it" }, async () => {
+test("Python and JS re-spell alike and read typed variants bit for bit alike", { skip: NEEDS_PYTHON }, async () => {
   const code = `
 import json, sys, numpy as np
 from tina_edge.runtime import Personalizer
@@ -46,10 +43,7 @@ emb = p.conditioning_texts(words)
 sp = p._spellings()
 print(json.dumps({"emb": emb.view(np.uint32).ravel().tolist(), "found": [sp.find(class_key(w)) for w in words],
                   "singulars": [singulars(class_key(w)) for w in words]}))`;
-  const r = spawnSync(PY, ["-c", code, env().bundle, JSON.stringify(WORDS)], { encoding: "utf8", maxBuffer: 1 << 28,
-    env: { ...process.env, PYTHONPATH: [env().root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter), OMP_NUM_THREADS: "1" } });
-  assert.equal(r.status, 0, r.stderr);
-  const py = JSON.parse(r.stdout);
+  const py = JSON.parse(runPython(code, env().bundle, JSON.stringify(WORDS)));
   const tina = await TinaEdge.fromBundle(env().bundle);
   try {
     const { classKey } = await import("../src/prompt.mjs");
