@@ -51,7 +51,7 @@ class Personalizer(ParameterGeneration):
         self._vocab_emb: np.ndarray | None = None  # [V, D] training-vocabulary embeddings (novelty)
         self._sense_table = None  # the bundle's senses table and resolved prompts (runtime/senses.py), on first use
         self._name_table = None  # the bundle's name table (runtime/name_table.py), on the first conditioning
-        self._vocab_keys: dict[str, str] | None = None  # class key -> name, training vocabulary and synonyms
+        self._known: dict[str, str] | None = None  # class key -> name: the training vocabulary, then the synonyms
         self._spelling_index = None  # known names' other spellings (runtime/spellings.py), on the first unknown text
         self._trunk = None  # the shared trunk cut from the template (head-only models)
         self._photo_featurizer = None  # trunk features of photo prompts (runtime/photo_prompts.py)
@@ -147,7 +147,7 @@ class Personalizer(ParameterGeneration):
         """(the text each of `texts` is read as, its name-table row or None): a known name as itself; a
         name-table alias as its vocabulary name; a table noun by its row; another spelling of a known
         name as that name; anything else as itself."""
-        known = self._lazy("_vocab_keys", self._known_names)
+        known = self._known_map()
         # the table never holds a known name: a prompt of known names does not read it
         from .name_table import NameTable
 
@@ -164,6 +164,10 @@ class Personalizer(ParameterGeneration):
                 read[i] = known[spelled]
         return read, rows
 
+    def _known_map(self) -> dict[str, str]:
+        """class key -> the name as the bundle spells it (built once)."""
+        return self._lazy("_known", self._known_names)
+
     def _known_names(self) -> dict[str, str]:
         """class key -> the name as the bundle spells it: the training vocabulary, then the training synonyms."""
         t = self.manifest.training
@@ -177,7 +181,7 @@ class Personalizer(ParameterGeneration):
         """runtime/spellings.py over the known names (built on the first text that matches nothing)."""
         from .spellings import Spellings
 
-        return self._lazy("_spelling_index", lambda: Spellings(self._lazy("_vocab_keys", self._known_names)))
+        return self._lazy("_spelling_index", lambda: Spellings(self._known_map()))
 
     def _load_name_table(self):
         from .name_table import load_name_table
@@ -364,7 +368,7 @@ class Personalizer(ParameterGeneration):
         emb, texts, image_counts = self._conditioning(names, texts, aligned, images)
         params = self._params(smp, emb, seed, C) if photos is None else photos.params(self, smp, emb, seed, C)
         if photos is not None:
-            known = self._lazy("_vocab_keys", self._known_names)  # a text read as a known name counts as one
+            known = self._known_map()  # a text read as a known name counts as one
             read = self._readings([t if t is not None else "" for t in texts])[0]
             params, texts, image_counts = photos.apply(params, texts, [t is not None and class_key(r) in known
                                                                        for t, r in zip(texts, read)])
